@@ -1,0 +1,202 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_mt_global_optspecs
+    string join \n v/verbose q/quiet json run-dir= no-run-dir seed= h/help V/version
+end
+
+function __fish_mt_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_mt_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_mt_using_subcommand
+    set -l cmd (__fish_mt_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c mt -n "__fish_mt_needs_command" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_needs_command" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_needs_command" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
+complete -c mt -n "__fish_mt_needs_command" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
+complete -c mt -n "__fish_mt_needs_command" -l json -d 'Machine-readable JSON on stdout instead of tables'
+complete -c mt -n "__fish_mt_needs_command" -l no-run-dir -d 'Do not write a run directory'
+complete -c mt -n "__fish_mt_needs_command" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_needs_command" -s V -l version -d 'Print version'
+complete -c mt -n "__fish_mt_needs_command" -f -a "download" -d 'Download dataset shards and model checkpoints from the Hugging Face Hub (resumable, verified, into the standard cache shared with huggingface_hub)'
+complete -c mt -n "__fish_mt_needs_command" -f -a "inspect" -d 'Statistics, samples and plots of dataset shards'
+complete -c mt -n "__fish_mt_needs_command" -f -a "convert" -d 'Convert between dataset, benchmark, medical-image and checkpoint formats'
+complete -c mt -n "__fish_mt_needs_command" -f -a "roi" -d 'Regions of interest from masks or boxes: boxes, area %, position words, overlays'
+complete -c mt -n "__fish_mt_needs_command" -f -a "caption" -d 'Generate multigranular captions with a LLaVA-style model (the MedTrinity pipeline)'
+complete -c mt -n "__fish_mt_needs_command" -f -a "train" -d 'Pre-training stages: projector alignment (1) and instruction tuning (2)'
+complete -c mt -n "__fish_mt_needs_command" -f -a "finetune" -d 'Fine-tune on VQA-RAD, SLAKE or PathVQA, fully or with LoRA'
+complete -c mt -n "__fish_mt_needs_command" -f -a "eval" -d 'Run and score a checkpoint on VQA-RAD, SLAKE or PathVQA, or score existing answers'
+complete -c mt -n "__fish_mt_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c mt -n "__fish_mt_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mt -n "__fish_mt_using_subcommand download" -l repo-type -d 'Repository type' -r -f -a "model\t''
+dataset\t''"
+complete -c mt -n "__fish_mt_using_subcommand download" -l revision -d 'Branch, tag, commit, refs/pr/N or refs/convert/parquet' -r
+complete -c mt -n "__fish_mt_using_subcommand download" -l include -d 'Only files matching these globs (fnmatch; `*` matches `/`)' -r
+complete -c mt -n "__fish_mt_using_subcommand download" -l exclude -d 'Skip files matching these globs' -r
+complete -c mt -n "__fish_mt_using_subcommand download" -l config -d 'MedTrinity-25M file set: 25M_demo or 25M_full' -r
+complete -c mt -n "__fish_mt_using_subcommand download" -l local-dir -d 'Copy files into this folder instead of the shared cache' -r -F
+complete -c mt -n "__fish_mt_using_subcommand download" -l max-workers -d 'Parallel downloads' -r
+complete -c mt -n "__fish_mt_using_subcommand download" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand download" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand download" -l dry-run -d 'List files, sizes and what is already present; download nothing'
+complete -c mt -n "__fish_mt_using_subcommand download" -l verify -d 'Re-check a finished download (sha256 / size) without downloading'
+complete -c mt -n "__fish_mt_using_subcommand download" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
+complete -c mt -n "__fish_mt_using_subcommand download" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
+complete -c mt -n "__fish_mt_using_subcommand download" -l json -d 'Machine-readable JSON on stdout instead of tables'
+complete -c mt -n "__fish_mt_using_subcommand download" -l no-run-dir -d 'Do not write a run directory'
+complete -c mt -n "__fish_mt_using_subcommand download" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand download" -s V -l version -d 'Print version'
+complete -c mt -n "__fish_mt_using_subcommand inspect" -l images -d 'Where image file names resolve: a folder, or .tar.zst shards (file, folder, glob)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand inspect" -l head -d 'Print the first N records (after --filter) instead of statistics' -r
+complete -c mt -n "__fish_mt_using_subcommand inspect" -l sample -d 'Print N records drawn at random (reproducible with --seed) instead of statistics' -r
+complete -c mt -n "__fish_mt_using_subcommand inspect" -l filter -d 'Only records matching this SQL WHERE clause' -r
+complete -c mt -n "__fish_mt_using_subcommand inspect" -l columns -d 'Read only these columns (comma-separated; names, or the roles id, caption, source, image). Image statistics need the image column' -r
+complete -c mt -n "__fish_mt_using_subcommand inspect" -l plots -d 'Write PNG histograms, bar charts and a contact sheet of sample images into DIR' -r -F
+complete -c mt -n "__fish_mt_using_subcommand inspect" -l contact-sheet -d 'Images on the --plots contact sheet' -r
+complete -c mt -n "__fish_mt_using_subcommand inspect" -s j -l threads -d 'Worker threads (default: one per core)' -r
+complete -c mt -n "__fish_mt_using_subcommand inspect" -l spill-mb -d 'Memory for id and image-hash sets before they spill to temporary files, in MB' -r
+complete -c mt -n "__fish_mt_using_subcommand inspect" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand inspect" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand inspect" -l no-images -d 'Skip image statistics (image bytes are not read)'
+complete -c mt -n "__fish_mt_using_subcommand inspect" -l decode -d 'Decode every image fully: slower, but finds corrupt pixel data a header misses'
+complete -c mt -n "__fish_mt_using_subcommand inspect" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
+complete -c mt -n "__fish_mt_using_subcommand inspect" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
+complete -c mt -n "__fish_mt_using_subcommand inspect" -l json -d 'Machine-readable JSON on stdout instead of tables'
+complete -c mt -n "__fish_mt_using_subcommand inspect" -l no-run-dir -d 'Do not write a run directory'
+complete -c mt -n "__fish_mt_using_subcommand inspect" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mt -n "__fish_mt_using_subcommand inspect" -s V -l version -d 'Print version'
+complete -c mt -n "__fish_mt_using_subcommand convert" -l bench -d 'Benchmark for `vqa`: vqa-rad, slake or pathvqa' -r
+complete -c mt -n "__fish_mt_using_subcommand convert" -l split -d 'Benchmark split' -r
+complete -c mt -n "__fish_mt_using_subcommand convert" -s o -l output -d 'Output file or folder (`-` = stdout where it makes sense)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert" -l images-out -d 'Extract embedded images into this folder' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
+complete -c mt -n "__fish_mt_using_subcommand convert" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
+complete -c mt -n "__fish_mt_using_subcommand convert" -l json -d 'Machine-readable JSON on stdout instead of tables'
+complete -c mt -n "__fish_mt_using_subcommand convert" -l no-run-dir -d 'Do not write a run directory'
+complete -c mt -n "__fish_mt_using_subcommand convert" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand convert" -s V -l version -d 'Print version'
+complete -c mt -n "__fish_mt_using_subcommand roi" -s o -l output -d 'Output JSONL or parquet (`-` = stdout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand roi" -l overlay -d 'Write images with the ROI drawn as a green box into DIR' -r -F
+complete -c mt -n "__fish_mt_using_subcommand roi" -l orientation -d 'Left/right convention for position words' -r -f -a "radiological\t''
+anatomical\t''"
+complete -c mt -n "__fish_mt_using_subcommand roi" -l min-size -d 'Smallest connected component kept, in pixels' -r
+complete -c mt -n "__fish_mt_using_subcommand roi" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand roi" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand roi" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
+complete -c mt -n "__fish_mt_using_subcommand roi" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
+complete -c mt -n "__fish_mt_using_subcommand roi" -l json -d 'Machine-readable JSON on stdout instead of tables'
+complete -c mt -n "__fish_mt_using_subcommand roi" -l no-run-dir -d 'Do not write a run directory'
+complete -c mt -n "__fish_mt_using_subcommand roi" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand roi" -s V -l version -d 'Print version'
+complete -c mt -n "__fish_mt_using_subcommand caption" -l model -d 'Checkpoint folder (original LLaVA or llava-hf layout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand caption" -s o -l output -d 'Output JSONL (resumable: ids already written are skipped)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand caption" -l rois -d 'ROIs from `mt roi`, drawn and described in the prompt' -r -F
+complete -c mt -n "__fish_mt_using_subcommand caption" -l knowledge -d 'Knowledge index from `mt convert knowledge-index`' -r -F
+complete -c mt -n "__fish_mt_using_subcommand caption" -l gpu -d 'GPU index (default: CPU)' -r
+complete -c mt -n "__fish_mt_using_subcommand caption" -l batch-size -d 'Images per forward pass' -r
+complete -c mt -n "__fish_mt_using_subcommand caption" -l max-new-tokens -d 'Most tokens generated per caption' -r
+complete -c mt -n "__fish_mt_using_subcommand caption" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand caption" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand caption" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
+complete -c mt -n "__fish_mt_using_subcommand caption" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
+complete -c mt -n "__fish_mt_using_subcommand caption" -l json -d 'Machine-readable JSON on stdout instead of tables'
+complete -c mt -n "__fish_mt_using_subcommand caption" -l no-run-dir -d 'Do not write a run directory'
+complete -c mt -n "__fish_mt_using_subcommand caption" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand caption" -s V -l version -d 'Print version'
+complete -c mt -n "__fish_mt_using_subcommand train" -l stage -d '1: projector only (lr 2e-3); 2: LLM + projector (lr 2e-5), CLIP frozen' -r -f -a "1\t''
+2\t''"
+complete -c mt -n "__fish_mt_using_subcommand train" -l model -d 'Checkpoint to start from' -r -F
+complete -c mt -n "__fish_mt_using_subcommand train" -l data -d 'LLaVA conversation JSON/JSONL, parquet shards or a benchmark\'s train split' -r -F
+complete -c mt -n "__fish_mt_using_subcommand train" -l image-folder -d 'Where image paths in --data resolve' -r -F
+complete -c mt -n "__fish_mt_using_subcommand train" -l max-steps -d 'Stop after N optimizer steps' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l epochs -d 'Passes over the data' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l lr -d 'Peak learning rate (default: the stage preset)' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l batch-size -d 'Samples per device per step' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l grad-accum -d 'Gradient accumulation steps' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l lora-r -d 'LoRA rank (enables LoRA on every LLM linear layer)' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l lora-alpha -d 'LoRA alpha' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l gpu -d 'GPU indices (comma-separated for several)' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand train" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l cpu -d 'Train on the CPU (tiny configs)'
+complete -c mt -n "__fish_mt_using_subcommand train" -l resume -d 'Continue from the run directory\'s last checkpoint'
+complete -c mt -n "__fish_mt_using_subcommand train" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
+complete -c mt -n "__fish_mt_using_subcommand train" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
+complete -c mt -n "__fish_mt_using_subcommand train" -l json -d 'Machine-readable JSON on stdout instead of tables'
+complete -c mt -n "__fish_mt_using_subcommand train" -l no-run-dir -d 'Do not write a run directory'
+complete -c mt -n "__fish_mt_using_subcommand train" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand train" -s V -l version -d 'Print version'
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l model -d 'Checkpoint to start from' -r -F
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l data -d 'LLaVA conversation JSON/JSONL, parquet shards or a benchmark\'s train split' -r -F
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l image-folder -d 'Where image paths in --data resolve' -r -F
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l max-steps -d 'Stop after N optimizer steps' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l epochs -d 'Passes over the data' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l lr -d 'Peak learning rate (default: the stage preset)' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l batch-size -d 'Samples per device per step' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l grad-accum -d 'Gradient accumulation steps' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l lora-r -d 'LoRA rank (enables LoRA on every LLM linear layer)' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l lora-alpha -d 'LoRA alpha' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l gpu -d 'GPU indices (comma-separated for several)' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l cpu -d 'Train on the CPU (tiny configs)'
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l resume -d 'Continue from the run directory\'s last checkpoint'
+complete -c mt -n "__fish_mt_using_subcommand finetune" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
+complete -c mt -n "__fish_mt_using_subcommand finetune" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l json -d 'Machine-readable JSON on stdout instead of tables'
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l no-run-dir -d 'Do not write a run directory'
+complete -c mt -n "__fish_mt_using_subcommand finetune" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand finetune" -s V -l version -d 'Print version'
+complete -c mt -n "__fish_mt_using_subcommand eval" -l ckpt -d 'Checkpoint folder' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval" -l data -d 'Benchmark data folder (released layout or hub parquet)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval" -l split -d 'Split to evaluate' -r
+complete -c mt -n "__fish_mt_using_subcommand eval" -l gt -d 'Ground truth in the LLaVA eval layout (for `score`)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval" -l pred -d 'LLaVA answer JSONL (for `score`)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval" -l scorer -d 'Scorer: llava-med (the MedTrinity scripts) or multimedeval' -r -f -a "llava-med\t''
+multimedeval\t''"
+complete -c mt -n "__fish_mt_using_subcommand eval" -l gpu -d 'GPU indices, one worker process each' -r
+complete -c mt -n "__fish_mt_using_subcommand eval" -l batch-size -d 'Questions per batch' -r
+complete -c mt -n "__fish_mt_using_subcommand eval" -l limit -d 'Evaluate only the first N questions' -r
+complete -c mt -n "__fish_mt_using_subcommand eval" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval" -l cpu -d 'Run on the CPU'
+complete -c mt -n "__fish_mt_using_subcommand eval" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
+complete -c mt -n "__fish_mt_using_subcommand eval" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
+complete -c mt -n "__fish_mt_using_subcommand eval" -l json -d 'Machine-readable JSON on stdout instead of tables'
+complete -c mt -n "__fish_mt_using_subcommand eval" -l no-run-dir -d 'Do not write a run directory'
+complete -c mt -n "__fish_mt_using_subcommand eval" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand eval" -s V -l version -d 'Print version'
+complete -c mt -n "__fish_mt_using_subcommand completions" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand completions" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand completions" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
+complete -c mt -n "__fish_mt_using_subcommand completions" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
+complete -c mt -n "__fish_mt_using_subcommand completions" -l json -d 'Machine-readable JSON on stdout instead of tables'
+complete -c mt -n "__fish_mt_using_subcommand completions" -l no-run-dir -d 'Do not write a run directory'
+complete -c mt -n "__fish_mt_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions help" -f -a "download" -d 'Download dataset shards and model checkpoints from the Hugging Face Hub (resumable, verified, into the standard cache shared with huggingface_hub)'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions help" -f -a "inspect" -d 'Statistics, samples and plots of dataset shards'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions help" -f -a "convert" -d 'Convert between dataset, benchmark, medical-image and checkpoint formats'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions help" -f -a "roi" -d 'Regions of interest from masks or boxes: boxes, area %, position words, overlays'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions help" -f -a "caption" -d 'Generate multigranular captions with a LLaVA-style model (the MedTrinity pipeline)'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions help" -f -a "train" -d 'Pre-training stages: projector alignment (1) and instruction tuning (2)'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions help" -f -a "finetune" -d 'Fine-tune on VQA-RAD, SLAKE or PathVQA, fully or with LoRA'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions help" -f -a "eval" -d 'Run and score a checkpoint on VQA-RAD, SLAKE or PathVQA, or score existing answers'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions help" -f -a "completions" -d 'Print a shell completion script'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

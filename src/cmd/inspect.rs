@@ -1,0 +1,231 @@
+//! `mt inspect`: statistics, samples and plots of dataset shards.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::{Context, print, run_file};
+use crate::core::data::filter::Filter;
+use crate::core::data::{Dataset, ReadOptions, inputs};
+use crate::core::error::Failure;
+use crate::core::inspect::{self, InspectOptions, TallyOptions, plots, records, report};
+
+const HELP: &str = "\
+One streaming pass over parquet shards (MedTrinity-25M 25M_demo and 25M_full layouts),
+LLaVA JSON/JSONL, image folders or .tar/.tar.zst image shards. Memory stays flat in the
+number of rows: row groups are read one at a time, and id / image-hash sets spill to
+temporary files.
+
+Reports: shards, rows, row groups, bytes, schema (with the Hugging Face features),
+null counts, id uniqueness; caption length in characters and words with a histogram;
+which MedTrinity parts each caption mentions (modality, organ, ROI location, ROI area %,
+texture, relations: whole-word keyword rules listed in src/core/caption_parts.rs);
+value counts of source and of the modality / organ named first in each caption; image
+width / height / aspect / bytes, format and colour mode (headers only unless --decode),
+undecodable and missing images with their ids, exact duplicates by sha256; for
+25M_full manifests with .tar.zst image shards, rows whose image is in no shard and
+shard members no row refers to.
+
+--filter takes a SQL WHERE clause evaluated by polars over the columns id, caption,
+source, image (path or file name), row (row number in its input) and every other column
+of the input, e.g. \"source = 'slake'\", \"caption ILIKE '%mri%' AND row < 1000\".
+
+Inputs that fail (truncated parquet, corrupt archives, bad JSON lines) are reported with
+the file, row group or line; the other inputs are still inspected and mt exits with 3.";
+
+const EXAMPLES: &str = "\
+Examples:
+  mt inspect testdata/medtrinity-demo
+  mt inspect 'data/25M_demo/train-*.parquet' --plots figs/ --json > stats.json
+  mt inspect data/25M_full --images data/25M_accessible --columns caption,source,file_name
+  mt inspect data/llava_med_instruct.jsonl --images data/images --head 5
+  mt inspect testdata/medtrinity-demo --sample 3 --seed 7 --filter \"caption ILIKE '%ct%'\"";
+
+/// Statistics, samples and plots of dataset shards.
+#[derive(Debug, clap::Args, Serialize)]
+#[command(long_about = HELP, after_help = EXAMPLES)]
+pub struct Args {
+    /// Parquet files, folders, globs, LLaVA .json/.jsonl (`-` = JSONL on stdin), image
+    /// folders or .tar.zst shards.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<String>,
+    /// Where image file names resolve: a folder, or .tar.zst shards (file, folder, glob).
+    #[arg(long, value_name = "DIR|ARCHIVES")]
+    pub images: Option<PathBuf>,
+    /// Print the first N records (after --filter) instead of statistics.
+    #[arg(long, value_name = "N", conflicts_with = "sample")]
+    pub head: Option<usize>,
+    /// Print N records drawn at random (reproducible with --seed) instead of statistics.
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
+    /// Only records matching this SQL WHERE clause.
+    #[arg(long, value_name = "SQL")]
+    pub filter: Option<String>,
+    /// Read only these columns (comma-separated; names, or the roles id, caption,
+    /// source, image). Image statistics need the image column.
+    #[arg(long, value_delimiter = ',', value_name = "COLS")]
+    pub columns: Option<Vec<String>>,
+    /// Skip image statistics (image bytes are not read).
+    #[arg(long)]
+    pub no_images: bool,
+    /// Decode every image fully: slower, but finds corrupt pixel data a header misses.
+    #[arg(long)]
+    pub decode: bool,
+    /// Write PNG histograms, bar charts and a contact sheet of sample images into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub plots: Option<PathBuf>,
+    /// Images on the --plots contact sheet.
+    #[arg(long, value_name = "N", default_value_t = 24)]
+    pub contact_sheet: usize,
+    /// Worker threads (default: one per core).
+    #[arg(short = 'j', long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Memory for id and image-hash sets before they spill to temporary files, in MB.
+    #[arg(long, value_name = "MB", default_value_t = 64)]
+    pub spill_mb: usize,
+}
+
+/// Column names that hold images.
+const IMAGE_COLUMNS: &[&str] = &["image", "file_name", "image_path"];
+
+pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
+    let filter = args.filter.as_deref().map(Filter::parse).transpose()?;
+    let images = !args.no_images
+        && args
+            .columns
+            .as_ref()
+            .is_none_or(|c| c.iter().any(|c| IMAGE_COLUMNS.contains(&c.as_str())));
+    let read = ReadOptions {
+        columns: args.columns.clone(),
+        batch_rows: if images { 1024 } else { 8192 },
+    };
+    let inputs = inputs::resolve(&args.paths, args.images.as_deref())?;
+    let total_inputs = inputs.len();
+    let (dataset, mut open_failures) = Dataset::open(inputs, &read);
+    if images {
+        for (i, shard) in dataset.shards.iter().enumerate() {
+            if let Some(shard) = shard.as_ref().filter(|s| s.roles.image.is_none()) {
+                let msg = "no image column (expected `image` or `file_name`); use --no-images or --columns for the rest";
+                open_failures.push((i, anyhow::anyhow!("{}: {msg}", shard.path.display())));
+            }
+        }
+    }
+
+    if let Some(n) = args.head {
+        let (samples, errors) = inspect::head(&dataset, open_failures, &read, filter.as_ref(), n)?;
+        print_records(&samples, ctx)?;
+        let failures = errors
+            .into_iter()
+            .map(|(i, e)| (dataset.inputs[i].display(), e))
+            .collect();
+        return finish_failures(ctx, failures, total_inputs);
+    }
+
+    let sample = args.sample.unwrap_or(0).max(if args.plots.is_some() {
+        args.contact_sheet
+    } else {
+        0
+    });
+    let spill_budget = args.spill_mb.max(1) << 20;
+    let opts = InspectOptions {
+        read,
+        tally: TallyOptions {
+            images,
+            decode: args.decode,
+            seed: ctx.seed,
+            sample,
+            spill_budget: spill_budget / 4,
+        },
+        filter,
+        threads: args
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+    };
+    let started = std::time::Instant::now();
+    let mut tally = inspect::inspect(&dataset, open_failures, &opts)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let picked: Vec<_> = std::mem::take(&mut tally.sample.items)
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
+    let report = report::build(&dataset, tally, args.filter.as_deref(), images)?;
+    tracing::info!(
+        "inspected {} rows in {elapsed:.2}s ({:.0} rows/s)",
+        report.totals.rows,
+        report.totals.rows as f64 / elapsed.max(1e-9)
+    );
+
+    if let Some(run) = &mut ctx.run {
+        run.write_json("report.json", &report)?;
+        run.set_count("inputs", report.totals.inputs);
+        run.set_count("failed_inputs", report.totals.failed_inputs);
+        run.set_count("rows", report.totals.rows);
+        run.set_count("matched_rows", report.totals.matched_rows);
+        run.set_count("images", report.images.as_ref().map_or(0, |i| i.count));
+        run.set_count("seconds", (elapsed * 1000.0).round() / 1000.0);
+    }
+    if let Some(dir) = &args.plots {
+        let sheet = &picked[..picked.len().min(args.contact_sheet)];
+        let written = plots::write_all(dir, &report, sheet, ctx.seed)?;
+        tracing::info!("wrote {} plots to {}", written.len(), dir.display());
+    }
+    match args.sample {
+        Some(n) => print_records(&picked[..picked.len().min(n)], ctx)?,
+        None if ctx.json => print(&(serde_json::to_string_pretty(&report)? + "\n"))?,
+        None => print(&report::render(&report))?,
+    }
+    let failures = report
+        .failures
+        .iter()
+        .map(|f| (f.input.clone(), f.error.clone()))
+        .collect();
+    finish_failures(ctx, failures, total_inputs)
+}
+
+fn print_records(samples: &[crate::core::data::Sample], ctx: &Context) -> Result<()> {
+    let mut out = String::new();
+    for (n, s) in samples.iter().enumerate() {
+        if ctx.json {
+            out.push_str(&serde_json::to_string(&records::record_json(s))?);
+            out.push('\n');
+        } else {
+            out.push_str(&records::render_record(n + 1, samples.len(), s, 100));
+            out.push('\n');
+        }
+    }
+    print(&out)
+}
+
+/// Logs each failure (input, error), lists them in the run directory and turns them
+/// into exit code 3.
+fn finish_failures(ctx: &mut Context, failures: Vec<(String, String)>, total: usize) -> Result<()> {
+    if failures.is_empty() {
+        return Ok(());
+    }
+    for (_, e) in &failures {
+        tracing::warn!("{e}");
+    }
+    let failed = failures
+        .iter()
+        .map(|(i, _)| i)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    let list: Vec<serde_json::Value> = failures
+        .iter()
+        .map(|(input, error)| serde_json::json!({"input": input, "error": error}))
+        .collect();
+    let where_ = match (&ctx.run, run_file(ctx, "failures.json")) {
+        (Some(run), Some(path)) => {
+            run.write_json("failures.json", &list)?;
+            format!(" and in {}", path.display())
+        }
+        _ => String::new(),
+    };
+    Err(Failure::PartialInputs {
+        failed,
+        total,
+        where_,
+    }
+    .into())
+}

@@ -1,0 +1,171 @@
+//! The command line: global flags, the subcommand list, and the run-directory lifecycle
+//! around each command. Each subcommand lives in its own file and holds no algorithm.
+
+pub mod caption;
+pub mod completions;
+pub mod convert;
+pub mod download;
+pub mod eval;
+pub mod finetune;
+pub mod inspect;
+pub mod roi;
+pub mod train;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use serde::Serialize;
+
+use crate::core::error::{Failure, exit_code};
+use crate::core::logging::LogSink;
+use crate::core::run::{DEFAULT_RUNS_DIR, Outcome, RunDir};
+
+const ABOUT: &str = "One fast, reproducible binary for the MedTrinity-25M workflow: data, ROIs, captions, \
+training and evaluation of LLaVA-Med++ models.";
+
+const EXAMPLES: &str = "\
+Examples:
+  mt inspect testdata/medtrinity-demo            statistics of the bundled demo shards
+  mt inspect 'data/25M_demo/*.parquet' --plots figs
+  mt download UCSC-VLAA/MedTrinity-25M --repo-type dataset --config 25M_demo
+  mt eval slake --ckpt ckpts/llava-med-pp-slake --data data/slake
+  mt completions bash > ~/.local/share/bash-completion/completions/mt
+
+Every command that does work writes a run directory (runs/<cmd>-<time>-<id>/ with
+run.json, log.jsonl and its outputs) unless --no-run-dir is given.
+Exit codes: 0 success, 1 error, 2 usage error, 3 finished but some inputs failed.";
+
+/// `mt`: the MedTrinity-25M toolkit.
+#[derive(Debug, Parser)]
+#[command(name = "mt", version, about = ABOUT, after_help = EXAMPLES, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every subcommand takes.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct GlobalArgs {
+    /// More log output on stderr (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Less log output (-q warnings only, -qq errors only) and no progress bars.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, conflicts_with = "verbose")]
+    pub quiet: u8,
+    /// Machine-readable JSON on stdout instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Write the run directory here instead of runs/<cmd>-<time>-<id>/.
+    #[arg(long, value_name = "DIR", global = true)]
+    pub run_dir: Option<PathBuf>,
+    /// Do not write a run directory.
+    #[arg(long, global = true, conflicts_with = "run_dir")]
+    pub no_run_dir: bool,
+    /// Seed for every random choice (sampling, shuffling, initialisation).
+    #[arg(long, default_value_t = 0, global = true)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Download(download::Args),
+    Inspect(inspect::Args),
+    Convert(convert::Args),
+    Roi(roi::Args),
+    Caption(caption::Args),
+    Train(train::Args),
+    Finetune(finetune::Args),
+    Eval(eval::Args),
+    Completions(completions::Args),
+}
+
+/// What a running command can use besides its own arguments.
+pub struct Context {
+    pub json: bool,
+    pub seed: u64,
+    pub run: Option<RunDir>,
+}
+
+/// Runs the parsed command line. `argv` is recorded in run.json.
+pub fn execute(cli: Cli, argv: Vec<String>, log: &LogSink) -> Result<()> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Completions(a) => completions::run(&a),
+        Command::Inspect(a) => {
+            with_run_dir("inspect", &a, g, argv, log, |ctx| inspect::run(&a, ctx))
+        }
+        Command::Download(_) => Err(Failure::NotImplemented("download").into()),
+        Command::Convert(_) => Err(Failure::NotImplemented("convert").into()),
+        Command::Roi(_) => Err(Failure::NotImplemented("roi").into()),
+        Command::Caption(_) => Err(Failure::NotImplemented("caption").into()),
+        Command::Train(_) => Err(Failure::NotImplemented("train").into()),
+        Command::Finetune(_) => Err(Failure::NotImplemented("finetune").into()),
+        Command::Eval(_) => Err(Failure::NotImplemented("eval").into()),
+    }
+}
+
+/// Creates the run directory (unless `--no-run-dir`), attaches the log file, runs `f`
+/// and records how it ended.
+fn with_run_dir<A: Serialize>(
+    name: &str,
+    args: &A,
+    global: &GlobalArgs,
+    argv: Vec<String>,
+    log: &LogSink,
+    f: impl FnOnce(&mut Context) -> Result<()>,
+) -> Result<()> {
+    let run = if global.no_run_dir {
+        None
+    } else {
+        let base = std::env::var_os("MT_RUNS_DIR")
+            .map_or_else(|| PathBuf::from(DEFAULT_RUNS_DIR), PathBuf::from);
+        let config = serde_json::json!({ "global": global, "args": args });
+        let run = RunDir::create(
+            global.run_dir.as_deref(),
+            &base,
+            name,
+            argv,
+            config,
+            global.seed,
+        )?;
+        log.attach(&run.path().join("log.jsonl"))?;
+        tracing::info!("run directory: {}", run.path().display());
+        Some(run)
+    };
+    let mut ctx = Context {
+        json: global.json,
+        seed: global.seed,
+        run,
+    };
+    let result = f(&mut ctx);
+    if let Some(run) = ctx.run.take() {
+        let code = result.as_ref().map_or_else(exit_code, |_| 0);
+        if let Err(e) = &result {
+            tracing::error!("{e:#}");
+        }
+        run.finish(Outcome {
+            exit_code: code,
+            error: result.as_ref().err(),
+        })?;
+    }
+    log.detach();
+    result
+}
+
+/// Writes `text` to stdout; a closed pipe (`mt ... | head`) is not an error.
+pub fn print(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Where a run's file will be, for messages (`runs/x/failures.json`).
+pub fn run_file(ctx: &Context, name: &str) -> Option<PathBuf> {
+    ctx.run.as_ref().map(|r| r.path().join(name))
+}

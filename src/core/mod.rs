@@ -1,0 +1,12 @@
+//! Everything reusable: no clap types in here. `cmd` wires these pieces together.
+
+pub mod caption_parts;
+pub mod data;
+pub mod error;
+pub mod extsort;
+pub mod hash;
+pub mod image;
+pub mod inspect;
+pub mod logging;
+pub mod progress;
+pub mod run;

@@ -1,0 +1,2 @@
+pub mod cmd;
+pub mod core;

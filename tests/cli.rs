@@ -1,0 +1,200 @@
+//! The command line itself: help, usage errors, exit codes, completions, run directories.
+
+mod common;
+
+use common::{mt, mt_in, root};
+use medtrinity::cmd::completions;
+
+const SUBCOMMANDS: [&str; 8] = [
+    "download", "inspect", "caption", "roi", "train", "finetune", "eval", "convert",
+];
+
+#[test]
+fn help_lists_every_subcommand() {
+    let r = mt(&["--help"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for sub in SUBCOMMANDS.iter().chain(&["completions"]) {
+        assert!(
+            r.stdout.contains(&format!("  {sub} ")),
+            "`{sub}` missing from:\n{}",
+            r.stdout
+        );
+    }
+    for flag in [
+        "--verbose",
+        "--quiet",
+        "--json",
+        "--run-dir",
+        "--no-run-dir",
+        "--seed",
+    ] {
+        assert!(r.stdout.contains(flag), "{flag} missing");
+    }
+}
+
+#[test]
+fn every_subcommand_has_help_with_examples() {
+    for sub in SUBCOMMANDS.iter().chain(&["completions"]) {
+        let r = mt(&[sub, "--help"]);
+        assert_eq!(r.code, 0, "{sub}: {}", r.stderr);
+        assert!(
+            r.stdout.contains("Examples:"),
+            "{sub} --help has no examples"
+        );
+        assert!(
+            r.stdout.contains(&format!("mt {sub}")),
+            "{sub} examples do not use the command"
+        );
+    }
+}
+
+#[test]
+fn unbuilt_subcommands_exit_2_with_one_line() {
+    let cases: [&[&str]; 7] = [
+        &["download", "UCSC-VLAA/MedTrinity-25M"],
+        &["convert", "vqa"],
+        &["roi", "mask.png"],
+        &["caption", "imgs", "--model", "m"],
+        &["train", "--stage", "1", "--model", "m", "--data", "d"],
+        &["finetune", "--model", "m", "--data", "d"],
+        &["eval", "slake"],
+    ];
+    for args in cases {
+        let r = mt(args);
+        assert_eq!(r.code, 2, "{args:?}");
+        assert_eq!(r.stderr.lines().count(), 1, "{args:?}: {}", r.stderr);
+        assert!(r.stderr.contains("not implemented yet"), "{}", r.stderr);
+        assert!(r.stdout.is_empty());
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        vec!["inspect"],
+        vec!["inspect", "no/such/path"],
+        vec!["inspect", "testdata/medtrinity-demo", "--head", "x"],
+        vec!["--bogus"],
+        vec!["inspect", "Cargo.toml"],
+        vec![
+            "inspect",
+            "testdata/medtrinity-demo",
+            "--filter",
+            "no_such_column = 1",
+        ],
+        vec![
+            "inspect",
+            "testdata/medtrinity-demo",
+            "--filter",
+            "caption = = 1",
+        ],
+    ] {
+        let r = mt(&args);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    }
+}
+
+#[test]
+fn version_is_printed() {
+    let r = mt(&["--version"]);
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.starts_with("mt "), "{}", r.stdout);
+}
+
+/// The committed completion scripts match the CLI. Regenerate with
+/// `MT_BLESS=1 cargo test --test cli completions`.
+#[test]
+fn completions_are_current() {
+    for shell in ["bash", "zsh", "fish"] {
+        let path = root()
+            .join("completions")
+            .join(completions::file_name(shell));
+        let fresh = completions::script(shell);
+        if std::env::var_os("MT_BLESS").is_some() {
+            std::fs::write(&path, &fresh).unwrap();
+        }
+        let committed = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            committed == fresh,
+            "{} is stale: run MT_BLESS=1 cargo test --test cli completions",
+            path.display()
+        );
+        let r = mt(&["completions", shell]);
+        assert_eq!(r.code, 0);
+        assert_eq!(r.stdout.as_bytes(), fresh.as_slice());
+    }
+}
+
+#[test]
+fn run_directories_record_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = root().join("testdata/medtrinity-demo");
+    let r = mt_in(
+        tmp.path(),
+        &["--seed", "5", "inspect", demo.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let runs: Vec<_> = std::fs::read_dir(tmp.path().join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1);
+    let dir = &runs[0];
+    assert!(
+        dir.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("inspect-")
+    );
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["exit_code"], 0);
+    assert_eq!(run["seed"], 5);
+    assert_eq!(run["command"], "inspect");
+    assert_eq!(run["argv"][1], "--seed");
+    assert_eq!(run["config"]["args"]["paths"][0], demo.to_str().unwrap());
+    assert_eq!(
+        run["config"]["args"]["contact_sheet"], 24,
+        "defaults are resolved"
+    );
+    assert_eq!(run["counts"]["rows"], 33);
+    assert!(run["started"].is_string() && run["ended"].is_string() && run["host"].is_string());
+    assert_eq!(run["version"], env!("CARGO_PKG_VERSION"));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["totals"]["rows"], 33);
+    let log = std::fs::read_to_string(dir.join("log.jsonl")).unwrap();
+    assert!(log.lines().count() >= 1);
+    for line in log.lines() {
+        let event: serde_json::Value = serde_json::from_str(line).expect("log lines are JSON");
+        assert!(event["level"].is_string());
+    }
+    // No temporary files are left behind.
+    assert!(
+        std::fs::read_dir(dir).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".tmp"))
+    );
+
+    // An explicit --run-dir is used as is, and a failed run says so.
+    let explicit = tmp.path().join("my-run");
+    let r = mt_in(
+        tmp.path(),
+        &[
+            "--run-dir",
+            explicit.to_str().unwrap(),
+            "inspect",
+            "nope.parquet",
+        ],
+    );
+    assert_eq!(r.code, 2);
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(explicit.join("run.json")).unwrap()).unwrap();
+    assert_eq!(run["status"], "failed");
+    assert_eq!(run["exit_code"], 2);
+    assert!(run["error"].as_str().unwrap().contains("nope.parquet"));
+}
