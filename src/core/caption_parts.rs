@@ -1,0 +1,475 @@
+//! Which parts of a MedTrinity multigranular description a caption contains, by keyword
+//! rules, plus the modality and organ it names first.
+//!
+//! MedTrinity-25M descriptions run modality -> organ/tissue -> ROI location -> ROI size
+//! -> lesion texture -> relations to surrounding regions. A caption "mentions" a part
+//! when it contains one of that part's terms as a whole word, case-insensitively
+//! (terms ending in `*` match any word starting with them):
+//!
+//! | part | rule |
+//! |---|---|
+//! | modality | a term of [`MODALITIES`] (CT, MRI, X-ray, ultrasound, PET, ...) |
+//! | organ | a term of [`ORGANS`] (brain, lung, liver, ..., cell, tissue) |
+//! | roi_location | a position word: left, right, upper, lower, center, middle, quadrant, ... |
+//! | roi_area | a number followed by `%`, or "percent" |
+//! | texture | density / intensity / echo / opacity / texture words |
+//! | relations | adjacent, surrounding, compared to, near, displacing, invading, ... |
+//!
+//! `modality` and `organ` values are the canonical name of the first term found.
+
+use std::sync::LazyLock;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+
+/// The six parts, in the order MedTrinity writes them.
+pub const PARTS: [&str; 6] = [
+    "modality",
+    "organ",
+    "roi_location",
+    "roi_area",
+    "texture",
+    "relations",
+];
+
+const MODALITY: usize = 0;
+const ORGAN: usize = 1;
+const LOCATION: usize = 2;
+const AREA: usize = 3;
+const TEXTURE: usize = 4;
+const RELATIONS: usize = 5;
+
+/// Modality terms and their canonical names.
+pub const MODALITIES: &[(&str, &[&str])] = &[
+    (
+        "CT",
+        &[
+            "ct",
+            "computed tomography",
+            "cta",
+            "cect",
+            "ncct",
+            "hrct",
+            "tomograph*",
+        ],
+    ),
+    (
+        "MRI",
+        &[
+            "mri",
+            "mr",
+            "magnetic resonance",
+            "t1-weighted",
+            "t2-weighted",
+            "flair",
+            "dwi",
+            "diffusion-weighted",
+        ],
+    ),
+    (
+        "X-ray",
+        &[
+            "x-ray*",
+            "xray*",
+            "radiograph*",
+            "cxr",
+            "mammogra*",
+            "fluoroscop*",
+        ],
+    ),
+    (
+        "Ultrasound",
+        &[
+            "ultrasound*",
+            "ultrasonograph*",
+            "sonograph*",
+            "sonogram*",
+            "echocardiogra*",
+            "doppler",
+        ],
+    ),
+    ("PET", &["pet", "positron emission"]),
+    (
+        "Nuclear medicine",
+        &["spect", "scintigra*", "nuclear medicine"],
+    ),
+    (
+        "Endoscopy",
+        &[
+            "endoscop*",
+            "colonoscop*",
+            "gastroscop*",
+            "laparoscop*",
+            "bronchoscop*",
+        ],
+    ),
+    ("Dermoscopy", &["dermoscop*", "dermatoscop*"]),
+    (
+        "Histopathology",
+        &[
+            "histopatholog*",
+            "histolog*",
+            "h&e",
+            "hematoxylin",
+            "haematoxylin",
+            "immunohistochem*",
+            "whole slide",
+            "biopsy",
+        ],
+    ),
+    (
+        "Microscopy",
+        &[
+            "microscop*",
+            "micrograph*",
+            "phase contrast",
+            "fluorescence",
+        ],
+    ),
+    (
+        "Fundus photography",
+        &["fundus", "fundoscop*", "retinal photograph*"],
+    ),
+    ("OCT", &["optical coherence tomography", "oct"]),
+];
+
+/// Organ and tissue terms and their canonical names.
+pub const ORGANS: &[(&str, &[&str])] = &[
+    (
+        "brain",
+        &[
+            "brain*",
+            "cerebr*",
+            "cerebell*",
+            "intracranial",
+            "cranial",
+            "skull",
+        ],
+    ),
+    (
+        "head and neck",
+        &[
+            "head", "neck", "sinus*", "nasal", "oral", "jaw", "mandib*", "throat", "larynx",
+            "pharynx",
+        ],
+    ),
+    ("lung", &["lung*", "pulmonary", "bronch*", "pleura*"]),
+    ("chest", &["chest", "thora*", "mediastin*"]),
+    (
+        "heart",
+        &["heart", "cardiac", "myocard*", "aort*", "coronary"],
+    ),
+    ("breast", &["breast*", "mammary"]),
+    ("liver", &["liver", "hepat*"]),
+    ("kidney", &["kidney*", "renal"]),
+    ("abdomen", &["abdom*", "peritone*"]),
+    ("pelvis", &["pelvi*"]),
+    ("spine", &["spine", "spinal", "vertebra*", "lumbar"]),
+    (
+        "bone and joint",
+        &[
+            "bone*",
+            "femur",
+            "femoral",
+            "tibia*",
+            "knee*",
+            "shoulder*",
+            "hip",
+            "joint*",
+            "skelet*",
+            "fracture*",
+        ],
+    ),
+    ("prostate", &["prostat*"]),
+    ("bladder", &["bladder"]),
+    ("pancreas", &["pancrea*"]),
+    ("spleen", &["spleen", "splenic"]),
+    ("stomach", &["stomach", "gastric"]),
+    (
+        "bowel",
+        &[
+            "colon*",
+            "colorectal",
+            "bowel*",
+            "intestin*",
+            "rectum",
+            "rectal",
+            "duoden*",
+        ],
+    ),
+    ("esophagus", &["esophag*", "oesophag*"]),
+    (
+        "eye",
+        &["eye*", "retina*", "ocular", "optic disc", "macula*"],
+    ),
+    ("skin", &["skin", "cutaneous", "derma*"]),
+    ("thyroid", &["thyroid"]),
+    (
+        "uterus and ovary",
+        &["uter*", "ovar*", "cervix", "endometri*"],
+    ),
+    (
+        "cell",
+        &["cell", "cells", "cellular", "nucle*", "cytoplasm*"],
+    ),
+    ("tissue", &["tissue*", "gland*", "stroma*"]),
+];
+
+const LOCATION_TERMS: &[&str] = &[
+    "left",
+    "right",
+    "upper",
+    "lower",
+    "center",
+    "centre",
+    "central",
+    "centrally",
+    "middle",
+    "top",
+    "bottom",
+    "quadrant*",
+    "upper-left",
+    "upper-right",
+    "lower-left",
+    "lower-right",
+    "left-center",
+    "right-center",
+];
+const AREA_TERMS: &[&str] = &["percent", "per cent", "percentage"];
+const TEXTURE_TERMS: &[&str] = &[
+    "textur*",
+    "densit*",
+    "dense",
+    "hypodens*",
+    "hyperdens*",
+    "isodens*",
+    "intensit*",
+    "hypointens*",
+    "hyperintens*",
+    "isointens*",
+    "echogen*",
+    "hypoechoic",
+    "hyperechoic",
+    "anechoic",
+    "isoechoic",
+    "homogeneous*",
+    "heterogeneous*",
+    "homogenous*",
+    "heterogenous*",
+    "opacit*",
+    "opaque",
+    "lucen*",
+    "radiolucen*",
+    "radiopaque",
+    "enhanc*",
+    "granular",
+    "smooth",
+    "irregular*",
+    "attenuation",
+    "mottled",
+    "stain*",
+    "signal",
+    "calcifi*",
+    "cystic",
+    "speckled",
+    "grainy",
+    "coarse",
+    "fibrous",
+];
+const RELATION_TERMS: &[&str] = &[
+    "adjacent",
+    "surround*",
+    "relative to",
+    "compared to",
+    "compared with",
+    "in comparison",
+    "near",
+    "nearby",
+    "close to",
+    "neighbo*",
+    "border*",
+    "compress*",
+    "displac*",
+    "invad*",
+    "invasion",
+    "extend*",
+    "extension",
+    "infiltrat*",
+    "abut*",
+    "contiguous",
+    "encas*",
+    "relationship*",
+    "related to",
+    "affect*",
+    "involv*",
+    "connect*",
+    "between",
+];
+
+/// What one caption contains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CaptionParts {
+    /// Bit `i` set when part `PARTS[i]` is mentioned.
+    pub mask: u8,
+    /// Index into [`MODALITIES`] of the first modality named.
+    pub modality: Option<u8>,
+    /// Index into [`ORGANS`] of the first organ named.
+    pub organ: Option<u8>,
+}
+
+impl CaptionParts {
+    /// Whether part `i` (see [`PARTS`]) is mentioned.
+    pub fn has(&self, i: usize) -> bool {
+        self.mask & (1 << i) != 0
+    }
+}
+
+struct Rules {
+    automaton: AhoCorasick,
+    /// Per pattern: (part, canonical index, matches word prefixes).
+    meta: Vec<(usize, u8, bool)>,
+}
+
+static RULES: LazyLock<Rules> = LazyLock::new(|| {
+    let mut patterns = Vec::new();
+    let mut meta = Vec::new();
+    let mut add = |part: usize, index: usize, term: &str| {
+        let prefix = term.ends_with('*');
+        patterns.push(term.trim_end_matches('*').to_string());
+        meta.push((part, index as u8, prefix));
+    };
+    for (part, table) in [(MODALITY, MODALITIES), (ORGAN, ORGANS)] {
+        for (i, (_, terms)) in table.iter().enumerate() {
+            terms.iter().for_each(|t| add(part, i, t));
+        }
+    }
+    for (part, terms) in [
+        (LOCATION, LOCATION_TERMS),
+        (AREA, AREA_TERMS),
+        (TEXTURE, TEXTURE_TERMS),
+        (RELATIONS, RELATION_TERMS),
+    ] {
+        terms.iter().for_each(|t| add(part, 0, t));
+    }
+    let automaton = AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::LeftmostLongest)
+        .kind(Some(AhoCorasickKind::DFA))
+        .build(&patterns)
+        .expect("keyword automaton builds");
+    Rules { automaton, meta }
+});
+
+const ALL: u8 = (1 << PARTS.len()) - 1;
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b >= 0x80
+}
+
+/// Finds the parts a caption mentions.
+pub fn analyze(caption: &str) -> CaptionParts {
+    let rules = &*RULES;
+    let bytes = caption.as_bytes();
+    let mut out = CaptionParts {
+        mask: area_mask(bytes),
+        ..Default::default()
+    };
+    for m in rules.automaton.find_iter(bytes) {
+        let (part, index, prefix) = rules.meta[m.pattern().as_usize()];
+        if m.start() > 0 && is_word(bytes[m.start() - 1]) {
+            continue;
+        }
+        if !prefix && m.end() < bytes.len() && is_word(bytes[m.end()]) {
+            continue;
+        }
+        out.mask |= 1 << part;
+        match part {
+            MODALITY if out.modality.is_none() => out.modality = Some(index),
+            ORGAN if out.organ.is_none() => out.organ = Some(index),
+            _ => {}
+        }
+        if out.mask == ALL && out.modality.is_some() && out.organ.is_some() {
+            break;
+        }
+    }
+    out
+}
+
+/// The area bit when a digit is followed (maybe after spaces) by `%`.
+fn area_mask(bytes: &[u8]) -> u8 {
+    let mut from = 0;
+    while let Some(p) = bytes[from..].iter().position(|&b| b == b'%') {
+        let at = from + p;
+        let before = bytes[..at].iter().rev().find(|b| **b != b' ');
+        if before.is_some_and(u8::is_ascii_digit) {
+            return 1 << AREA;
+        }
+        from = at + 1;
+    }
+    0
+}
+
+/// Number of characters (Unicode scalar values).
+pub fn char_count(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// Number of words: runs of non-whitespace separated by ASCII whitespace.
+pub fn word_count(s: &str) -> usize {
+    let mut words = 0;
+    let mut in_word = false;
+    for &b in s.as_bytes() {
+        let space = b.is_ascii_whitespace();
+        words += usize::from(!space && !in_word);
+        in_word = !space;
+    }
+    words
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MEDTRINITY: &str = "The image is an axial computed tomography (CT) scan of the abdomen, showing \
+        the liver, kidneys and bowel loops. The region of interest is located in the left-center of the \
+        image, occupying approximately 2.4% of the area. It appears hypodense with a heterogeneous texture \
+        compared to the surrounding hepatic parenchyma, and is adjacent to the portal vein, which may \
+        suggest a space-occupying lesion displacing nearby structures.";
+
+    #[test]
+    fn a_medtrinity_description_has_every_part() {
+        let p = analyze(MEDTRINITY);
+        assert_eq!(p.mask, ALL);
+        assert_eq!(MODALITIES[p.modality.unwrap() as usize].0, "CT");
+        assert_eq!(ORGANS[p.organ.unwrap() as usize].0, "abdomen");
+    }
+
+    #[test]
+    fn words_must_match_whole() {
+        // "ct" inside "structure", "mr" inside "mrs", "left" inside "leftover" do not count.
+        let p = analyze("A structure, leftover from Mrs. Smith.");
+        assert_eq!(p.mask, 0, "{p:?}");
+        let p = analyze("Brain MR: midline shift");
+        assert_eq!((p.has(0), p.has(1), p.has(2)), (true, true, false));
+        assert_eq!(MODALITIES[p.modality.unwrap() as usize].0, "MRI");
+        // Prefix terms match longer words.
+        let p = analyze("Histopathological section with hyperintensity");
+        assert_eq!(MODALITIES[p.modality.unwrap() as usize].0, "Histopathology");
+        assert!(p.has(4));
+    }
+
+    #[test]
+    fn area_needs_a_number_before_percent() {
+        assert!(analyze("covers 12 % of the slice").has(3));
+        assert!(analyze("about 3.5% of the field").has(3));
+        assert!(analyze("roughly ten percent").has(3));
+        assert_eq!(analyze("a % sign").mask, 0);
+    }
+
+    #[test]
+    fn counting_characters_and_words() {
+        assert_eq!(char_count("Ångström"), 8);
+        assert_eq!(word_count("  two\twords\n"), 2);
+        assert_eq!(word_count(""), 0);
+        assert_eq!(word_count("one"), 1);
+    }
+}

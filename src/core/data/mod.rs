@@ -1,0 +1,161 @@
+//! Dataset readers: one [`Sample`] model over MedTrinity-25M parquet shards (`25M_demo`
+//! and `25M_full`), LLaVA JSON/JSONL, image folders and `.tar.zst` image shards.
+//!
+//! Work is split into [`Unit`]s (a parquet row group, or a whole file) so callers can
+//! spread it over threads; each unit streams [`Batch`]es to a visitor.
+
+pub mod archive;
+pub mod columns;
+pub mod filter;
+pub mod folder;
+pub mod inputs;
+pub mod json_array;
+pub mod llava;
+pub mod parquet;
+pub mod sample;
+
+use anyhow::Result;
+
+pub use inputs::{Format, ImageStore, Input, Role};
+pub use parquet::ParquetShard;
+pub use sample::{Batch, ImageRef, ImageSource, Sample};
+
+/// Whether a visitor wants more batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Receives each batch (or the error that replaced it) in input order.
+pub type Visit<'a> = &'a mut dyn FnMut(Result<Batch>) -> Flow;
+
+/// A piece of work: one parquet row group, or one whole non-parquet input.
+#[derive(Debug, Clone, Copy)]
+pub struct Unit {
+    pub input: usize,
+    pub row_group: Option<usize>,
+    /// Rows in the unit when known up front (parquet).
+    pub rows: Option<u64>,
+}
+
+/// How to read units.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    /// Columns to read (names or roles `id`, `caption`, `source`, `image`); None = all.
+    pub columns: Option<Vec<String>>,
+    /// Records per batch.
+    pub batch_rows: usize,
+}
+
+/// Resolved inputs with their parquet footers opened.
+pub struct Dataset {
+    pub inputs: Vec<Input>,
+    /// The opened shard of each parquet input (None for other formats or on failure).
+    pub shards: Vec<Option<ParquetShard>>,
+    /// Parquet projections per input, from [`ReadOptions::columns`].
+    projections: Vec<Vec<usize>>,
+}
+
+impl Dataset {
+    /// Opens every parquet footer and checks the column selection. Inputs that fail are
+    /// returned with their error and produce no units.
+    pub fn open(inputs: Vec<Input>, options: &ReadOptions) -> (Self, Vec<(usize, anyhow::Error)>) {
+        let mut failures = Vec::new();
+        let mut shards = Vec::with_capacity(inputs.len());
+        let mut projections = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.iter().enumerate() {
+            if input.format != Format::Parquet {
+                shards.push(None);
+                projections.push(Vec::new());
+                continue;
+            }
+            let opened = ParquetShard::open(&input.path)
+                .and_then(|s| s.projection(options.columns.as_deref()).map(|p| (s, p)));
+            match opened {
+                Ok((shard, projection)) => {
+                    shards.push(Some(shard));
+                    projections.push(projection);
+                }
+                Err(e) => {
+                    failures.push((i, e));
+                    shards.push(None);
+                    projections.push(Vec::new());
+                }
+            }
+        }
+        (
+            Dataset {
+                inputs,
+                shards,
+                projections,
+            },
+            failures,
+        )
+    }
+
+    /// The units of work, in input order; `failed` inputs are left out.
+    pub fn units(&self, failed: &[usize]) -> Vec<Unit> {
+        let mut units = Vec::new();
+        for (i, input) in self.inputs.iter().enumerate() {
+            if failed.contains(&i) {
+                continue;
+            }
+            match &self.shards[i] {
+                Some(shard) => units.extend((0..shard.num_row_groups()).map(|rg| Unit {
+                    input: i,
+                    row_group: Some(rg),
+                    rows: Some(shard.row_group_rows(rg)),
+                })),
+                None if input.format == Format::Parquet => {}
+                None => units.push(Unit {
+                    input: i,
+                    row_group: None,
+                    rows: None,
+                }),
+            }
+        }
+        units
+    }
+
+    /// Total rows of the parquet inputs (for progress), None if there are other inputs.
+    pub fn known_rows(&self, units: &[Unit]) -> Option<u64> {
+        units.iter().map(|u| u.rows).sum()
+    }
+
+    /// Streams the batches of `unit` to `visit`. Errors that end the unit early are
+    /// returned; recoverable ones (a bad line) are passed to `visit` and reading goes on.
+    pub fn read(&self, unit: &Unit, options: &ReadOptions, visit: Visit<'_>) -> Result<()> {
+        let input = &self.inputs[unit.input];
+        let rows = options.batch_rows.max(1);
+        match (input.format, &self.shards[unit.input], unit.row_group) {
+            (Format::Parquet, Some(shard), Some(rg)) => {
+                let batches = shard.read_row_group(
+                    unit.input,
+                    rg,
+                    &self.projections[unit.input],
+                    rows,
+                    input.store.clone(),
+                )?;
+                for batch in batches {
+                    let failed = batch.is_err();
+                    if visit(batch) == Flow::Stop || failed {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+            (Format::Parquet, ..) => {
+                anyhow::bail!("{}: parquet input was not opened", input.display())
+            }
+            (Format::Jsonl, ..) => {
+                llava::read_jsonl(unit.input, &input.path, &input.store, rows, visit)
+            }
+            (Format::LlavaJson, ..) => {
+                llava::read_json_array(unit.input, &input.path, &input.store, rows, visit)
+            }
+            (Format::ImageFolder, ..) => folder::read_folder(unit.input, &input.path, rows, visit),
+            (Format::Archive, ..) => archive::read_archive(unit.input, &input.path, rows, visit),
+        }
+    }
+}

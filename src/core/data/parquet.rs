@@ -1,0 +1,240 @@
+//! Parquet shards: MedTrinity-25M `25M_demo` (image struct, id, caption), `25M_full`
+//! (file_name, caption, source, ...) and any other table with recognisable columns.
+//! Reading is one row group at a time, projected to the columns asked for.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result, bail};
+use arrow_array::RecordBatch;
+use arrow_schema::{DataType, SchemaRef};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::file::metadata::ParquetMetaData;
+use serde_json::Value;
+
+use super::columns::{BinColumn, IdColumn, ImageStructColumn, StrColumn};
+use super::inputs::ImageStore;
+use super::sample::{ArrowImage, ArrowRows, Batch};
+
+/// Column names that play a role, in order of preference.
+const ID_NAMES: &[&str] = &["id"];
+const CAPTION_NAMES: &[&str] = &["caption", "text"];
+const SOURCE_NAMES: &[&str] = &["source"];
+const IMAGE_NAMES: &[&str] = &["image", "file_name", "image_path"];
+
+/// Which top-level column plays which role.
+#[derive(Debug, Clone, Default)]
+pub struct Roles {
+    pub id: Option<usize>,
+    pub caption: Option<usize>,
+    pub source: Option<usize>,
+    pub image: Option<usize>,
+}
+
+/// An opened parquet file: its footer, Arrow schema and column roles.
+pub struct ParquetShard {
+    pub path: PathBuf,
+    pub bytes: u64,
+    meta: ArrowReaderMetadata,
+    pub roles: Roles,
+}
+
+impl ParquetShard {
+    /// Reads the footer of `path`. Fails with the file name when it is not parquet,
+    /// is truncated or has an unreadable footer.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+        let bytes = file.metadata()?.len();
+        let meta =
+            ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).with_context(|| {
+                format!(
+                    "{}: not a readable parquet file (truncated or corrupt footer?)",
+                    path.display()
+                )
+            })?;
+        let roles = find_roles(meta.schema());
+        Ok(ParquetShard {
+            path: path.to_path_buf(),
+            bytes,
+            meta,
+            roles,
+        })
+    }
+
+    /// The Arrow schema.
+    pub fn schema(&self) -> &SchemaRef {
+        self.meta.schema()
+    }
+
+    /// The parquet footer.
+    pub fn metadata(&self) -> &Arc<ParquetMetaData> {
+        self.meta.metadata()
+    }
+
+    /// Rows in the file.
+    pub fn num_rows(&self) -> u64 {
+        self.metadata().file_metadata().num_rows().max(0) as u64
+    }
+
+    /// Number of row groups.
+    pub fn num_row_groups(&self) -> usize {
+        self.metadata().num_row_groups()
+    }
+
+    /// Rows in row group `rg`.
+    pub fn row_group_rows(&self, rg: usize) -> u64 {
+        self.metadata().row_group(rg).num_rows().max(0) as u64
+    }
+
+    /// Row number of the first row of row group `rg`.
+    pub fn row_group_start(&self, rg: usize) -> u64 {
+        (0..rg).map(|r| self.row_group_rows(r)).sum()
+    }
+
+    /// The Hugging Face `datasets` features stored under the `huggingface` key, if any.
+    pub fn hf_features(&self) -> Option<Value> {
+        let kv = self.metadata().file_metadata().key_value_metadata()?;
+        let raw = kv
+            .iter()
+            .find(|k| k.key == "huggingface")?
+            .value
+            .as_deref()?;
+        let parsed: Value = serde_json::from_str(raw).ok()?;
+        parsed.pointer("/info/features").cloned()
+    }
+
+    /// `25M_demo`, `25M_full` or `table`: the layout this shard looks like.
+    pub fn layout(&self) -> &'static str {
+        match self.roles.image.map(|i| self.schema().field(i)) {
+            Some(f) if matches!(f.data_type(), DataType::Struct(_)) => "25M_demo",
+            Some(f) if f.name() == "file_name" => "25M_full",
+            _ => "table",
+        }
+    }
+
+    /// Top-level column indices to read for `columns` (names, or the role names `id`,
+    /// `caption`, `source`, `image`); all columns when None.
+    pub fn projection(&self, columns: Option<&[String]>) -> Result<Vec<usize>> {
+        let schema = self.schema();
+        let Some(columns) = columns else {
+            return Ok((0..schema.fields().len()).collect());
+        };
+        let mut out = Vec::new();
+        for name in columns {
+            let index = schema.index_of(name).ok().or(match name.as_str() {
+                "id" => self.roles.id,
+                "caption" => self.roles.caption,
+                "source" => self.roles.source,
+                "image" => self.roles.image,
+                _ => None,
+            });
+            match index {
+                Some(i) if !out.contains(&i) => out.push(i),
+                Some(_) => {}
+                None => bail!(
+                    "{}: no column `{name}` (columns: {})",
+                    self.path.display(),
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Streams row group `rg` as batches of at most `batch_rows` rows, reading only the
+    /// top-level columns in `projection`.
+    pub fn read_row_group(
+        &self,
+        input: usize,
+        rg: usize,
+        projection: &[usize],
+        batch_rows: usize,
+        store: Arc<ImageStore>,
+    ) -> Result<impl Iterator<Item = Result<Batch>> + Send + use<>> {
+        let file = File::open(&self.path)
+            .with_context(|| format!("{}: cannot open", self.path.display()))?;
+        let mask = ProjectionMask::roots(
+            self.metadata().file_metadata().schema_descr(),
+            projection.iter().copied(),
+        );
+        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone())
+            .with_row_groups(vec![rg])
+            .with_projection(mask)
+            .with_batch_size(batch_rows)
+            .build()
+            .with_context(|| format!("{}: row group {rg}: cannot read", self.path.display()))?;
+        let path = self.path.display().to_string();
+        let mut next_row = self.row_group_start(rg);
+        Ok(reader.map(move |rb| {
+            let rb = rb.with_context(|| format!("{path}: row group {rg}: corrupt data"))?;
+            let rows = arrow_rows(&rb, store.clone())
+                .with_context(|| format!("{path}: row group {rg}"))?;
+            let batch = Batch::arrow(input, Some(rg), next_row, rows);
+            next_row += batch.len() as u64;
+            Ok(batch)
+        }))
+    }
+}
+
+/// Finds the role columns of a schema by name.
+pub fn find_roles(schema: &SchemaRef) -> Roles {
+    let find = |names: &[&str]| names.iter().find_map(|n| schema.index_of(n).ok());
+    Roles {
+        id: find(ID_NAMES),
+        caption: find(CAPTION_NAMES),
+        source: find(SOURCE_NAMES),
+        image: find(IMAGE_NAMES),
+    }
+}
+
+/// Splits a record batch into role columns and extras.
+fn arrow_rows(rb: &RecordBatch, store: Arc<ImageStore>) -> Result<ArrowRows> {
+    let schema = rb.schema();
+    let roles = find_roles(&schema);
+    let column = |i: Option<usize>| i.map(|i| (schema.field(i).name().as_str(), rb.column(i)));
+    let image = match column(roles.image) {
+        None => ArrowImage::None,
+        Some((name, a)) => match a.data_type() {
+            DataType::Struct(_) => ArrowImage::Struct(Box::new(ImageStructColumn::new(name, a)?)),
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
+                ArrowImage::Binary(BinColumn::new(name, a)?)
+            }
+            _ => ArrowImage::Reference(StrColumn::new(name, a)?),
+        },
+    };
+    let roles_used = [roles.id, roles.caption, roles.source, roles.image];
+    Ok(ArrowRows {
+        len: rb.num_rows(),
+        id: column(roles.id)
+            .map(|(n, a)| IdColumn::new(n, a))
+            .transpose()?,
+        caption: column(roles.caption)
+            .map(|(n, a)| StrColumn::new(n, a))
+            .transpose()?,
+        source: column(roles.source)
+            .map(|(n, a)| StrColumn::new(n, a))
+            .transpose()?,
+        image,
+        extras: (0..rb.num_columns())
+            .filter(|i| !roles_used.contains(&Some(*i)))
+            .map(|i| (schema.field(i).name().clone(), rb.column(i).clone()))
+            .collect(),
+        columns: schema
+            .fields()
+            .iter()
+            .zip(rb.columns())
+            .map(|(f, a)| (f.name().clone(), a.clone()))
+            .collect(),
+        store,
+    })
+}

@@ -1,0 +1,165 @@
+//! Image decoding: header probes (format, size, colour mode without decoding pixels),
+//! full decodes, and display thumbnails with a contrast stretch for 16-bit scans.
+
+use std::io::Cursor;
+
+use anyhow::{Context as _, Result, anyhow};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+
+/// What an image header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub format: &'static str,
+    pub width: u32,
+    pub height: u32,
+    /// Channel layout and depth, e.g. `L8`, `RGB8`, `L16`, `RGBA8`.
+    pub mode: &'static str,
+}
+
+fn reader(bytes: &[u8]) -> Result<ImageReader<Cursor<&[u8]>>> {
+    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format()?;
+    if reader.format().is_none() {
+        let head: String = bytes.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        return Err(anyhow!("unrecognised image format (first bytes {head})"));
+    }
+    Ok(reader)
+}
+
+/// Reads the header only: format, dimensions and colour mode.
+pub fn probe(bytes: &[u8]) -> Result<ImageInfo> {
+    let reader = reader(bytes)?;
+    let format = format_name(reader.format().expect("checked"));
+    let decoder = reader.into_decoder().context("bad image header")?;
+    let (width, height) = decoder.dimensions();
+    if width == 0 || height == 0 {
+        return Err(anyhow!("image has zero size ({width}x{height})"));
+    }
+    Ok(ImageInfo {
+        format,
+        width,
+        height,
+        mode: mode_name(decoder.color_type()),
+    })
+}
+
+/// Decodes every pixel (catches truncated or corrupt data a header probe misses).
+pub fn decode(bytes: &[u8]) -> Result<DynamicImage> {
+    reader(bytes)?.decode().context("cannot decode image")
+}
+
+/// An RGB thumbnail that fits in `size` x `size`. Images with more than 8 bits per
+/// channel (CT, MR) are stretched to their own min..max first so they are visible.
+pub fn thumbnail(image: &DynamicImage, size: u32) -> RgbImage {
+    let small = image.thumbnail(size, size);
+    match small {
+        DynamicImage::ImageLuma16(_)
+        | DynamicImage::ImageLumaA16(_)
+        | DynamicImage::ImageRgb16(_)
+        | DynamicImage::ImageRgba16(_)
+        | DynamicImage::ImageRgb32F(_)
+        | DynamicImage::ImageRgba32F(_) => stretch(&small.to_rgb32f()),
+        other => other.to_rgb8(),
+    }
+}
+
+fn stretch(img: &image::Rgb32FImage) -> RgbImage {
+    let (lo, hi) = img
+        .pixels()
+        .flat_map(|p| p.0)
+        .fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let scale = if hi > lo { 255.0 / (hi - lo) } else { 0.0 };
+    RgbImage::from_fn(img.width(), img.height(), |x, y| {
+        image::Rgb(
+            img.get_pixel(x, y)
+                .0
+                .map(|v| ((v - lo) * scale).round().clamp(0.0, 255.0) as u8),
+        )
+    })
+}
+
+fn format_name(f: ImageFormat) -> &'static str {
+    match f {
+        ImageFormat::Png => "png",
+        ImageFormat::Jpeg => "jpeg",
+        ImageFormat::Tiff => "tiff",
+        ImageFormat::Bmp => "bmp",
+        ImageFormat::WebP => "webp",
+        ImageFormat::Gif => "gif",
+        _ => "other",
+    }
+}
+
+fn mode_name(c: image::ColorType) -> &'static str {
+    use image::ColorType::*;
+    match c {
+        L8 => "L8",
+        La8 => "LA8",
+        Rgb8 => "RGB8",
+        Rgba8 => "RGBA8",
+        L16 => "L16",
+        La16 => "LA16",
+        Rgb16 => "RGB16",
+        Rgba16 => "RGBA16",
+        Rgb32F => "RGB32F",
+        Rgba32F => "RGBA32F",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, format).unwrap();
+        out.into_inner()
+    }
+
+    #[test]
+    fn probes_read_size_format_and_mode() {
+        let grey = DynamicImage::ImageLuma8(image::GrayImage::new(7, 5));
+        let info = probe(&encode(&grey, ImageFormat::Png)).unwrap();
+        assert_eq!(
+            info,
+            ImageInfo {
+                format: "png",
+                width: 7,
+                height: 5,
+                mode: "L8"
+            }
+        );
+        let rgb = DynamicImage::ImageRgb8(RgbImage::new(16, 9));
+        let info = probe(&encode(&rgb, ImageFormat::Jpeg)).unwrap();
+        assert_eq!(
+            (info.format, info.width, info.height, info.mode),
+            ("jpeg", 16, 9, "RGB8")
+        );
+    }
+
+    #[test]
+    fn corrupt_bytes_fail_with_a_reason() {
+        assert!(
+            probe(b"hello world")
+                .unwrap_err()
+                .to_string()
+                .contains("unrecognised image format")
+        );
+        let rgb = DynamicImage::ImageRgb8(RgbImage::from_fn(64, 64, |x, y| {
+            image::Rgb([x as u8, y as u8, 7])
+        }));
+        let png = encode(&rgb, ImageFormat::Png);
+        // The header survives truncation; only a full decode notices.
+        let cut = &png[..png.len() / 2];
+        assert!(probe(cut).is_ok());
+        assert!(decode(cut).is_err());
+    }
+
+    #[test]
+    fn sixteen_bit_scans_are_stretched_for_display() {
+        let ct = image::ImageBuffer::from_fn(4, 1, |x, _| image::Luma([1000u16 + x as u16 * 10]));
+        let thumb = thumbnail(&DynamicImage::ImageLuma16(ct), 4);
+        let row: Vec<u8> = thumb.pixels().map(|p| p.0[0]).collect();
+        assert_eq!(row, vec![0, 85, 170, 255]);
+    }
+}
