@@ -1,0 +1,832 @@
+//! The inspection report: built from the merged tally, serialised for `--json`, and
+//! rendered as a readable table for the terminal.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::dist::{CounterSummary, Dist, DistSummary};
+use super::tally::{Examples, Tally};
+use crate::core::caption_parts::PARTS;
+use crate::core::data::{Dataset, Role};
+use crate::core::extsort::KeyTally;
+
+/// Histogram bins in reports.
+const BINS: usize = 20;
+/// Values listed per categorical column.
+const TOP: usize = 25;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub inputs: Vec<InputReport>,
+    pub totals: Totals,
+    pub filter: Option<String>,
+    pub schema: Option<SchemaReport>,
+    pub nulls: BTreeMap<String, u64>,
+    pub ids: Option<IdReport>,
+    pub captions: CaptionReport,
+    pub categories: Categories,
+    pub images: Option<ImageReport>,
+    pub archives: Option<ArchiveReport>,
+    pub failures: Vec<FailureReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct InputReport {
+    pub path: String,
+    pub format: &'static str,
+    pub role: &'static str,
+    pub layout: Option<&'static str>,
+    pub rows: u64,
+    pub row_groups: Option<usize>,
+    pub bytes: Option<u64>,
+    pub failed: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Totals {
+    pub inputs: usize,
+    pub failed_inputs: usize,
+    pub rows: u64,
+    pub matched_rows: u64,
+    pub row_groups: usize,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Field {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SchemaReport {
+    pub fields: Vec<Field>,
+    /// The `datasets` features from the `huggingface` metadata key.
+    pub hf_features: Option<Value>,
+    /// Parquet shards whose schema differs from the first one.
+    pub mismatched_shards: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IdReport {
+    pub count: u64,
+    pub distinct: u64,
+    /// Ids that occur more than once.
+    pub duplicated: u64,
+    pub examples: Vec<ValueTimes>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ValueTimes {
+    pub value: String,
+    pub times: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Share {
+    pub count: u64,
+    pub fraction: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PartShare {
+    pub part: &'static str,
+    pub count: u64,
+    pub fraction: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CaptionReport {
+    pub count: u64,
+    pub empty: u64,
+    pub chars: DistSummary,
+    pub words: DistSummary,
+    /// Captions mentioning each MedTrinity part (see `mt inspect --help`), in order.
+    pub parts: Vec<PartShare>,
+    pub all_parts: Share,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Categories {
+    pub source: CounterSummary,
+    pub modality: CounterSummary,
+    pub organ: CounterSummary,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    pub count: u64,
+    pub examples: Vec<Example>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Example {
+    pub id: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScaledSummary {
+    pub min: f64,
+    pub mean: f64,
+    pub median: f64,
+    pub p95: f64,
+    pub max: f64,
+    pub histogram: Vec<ScaledBin>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScaledBin {
+    pub lo: f64,
+    pub hi: f64,
+    pub count: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Duplicates {
+    /// Distinct images that occur more than once.
+    pub groups: u64,
+    /// Copies beyond the first.
+    pub extra_copies: u64,
+    /// Ids of a few groups.
+    pub examples: Vec<Vec<String>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImageReport {
+    pub count: u64,
+    pub missing: Problem,
+    pub undecodable: Problem,
+    pub width: DistSummary,
+    pub height: DistSummary,
+    /// Width / height.
+    pub aspect: ScaledSummary,
+    pub bytes: DistSummary,
+    pub formats: CounterSummary,
+    pub modes: CounterSummary,
+    pub duplicates: Duplicates,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ArchiveReport {
+    pub members: u64,
+    pub referenced_rows: u64,
+    /// Manifest rows whose image is in no archive.
+    pub missing_from_archives: Problem,
+    /// Archive members no manifest row refers to.
+    pub not_in_manifest: Problem,
+    /// File names stored more than once across the archives.
+    pub duplicate_members: Problem,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FailureReport {
+    pub input: String,
+    pub error: String,
+}
+
+fn problem(e: Examples) -> Problem {
+    Problem {
+        count: e.count,
+        examples: e
+            .items
+            .into_iter()
+            .map(|(_, id, detail)| Example { id, detail })
+            .collect(),
+    }
+}
+
+fn share(count: u64, of: u64) -> Share {
+    Share {
+        count,
+        fraction: if of == 0 {
+            0.0
+        } else {
+            count as f64 / of as f64
+        },
+    }
+}
+
+fn scaled(d: &Dist, scale: f64) -> ScaledSummary {
+    let s = d.summary(BINS);
+    let f = |v: u64| v as f64 * scale;
+    ScaledSummary {
+        min: f(s.min),
+        mean: s.mean * scale,
+        median: f(s.median),
+        p95: f(s.p95),
+        max: f(s.max),
+        histogram: s
+            .histogram
+            .iter()
+            .map(|b| ScaledBin {
+                lo: f(b.lo),
+                hi: f(b.hi),
+                count: b.count,
+            })
+            .collect(),
+    }
+}
+
+fn limited(examples: &mut Vec<Example>, id: String, detail: String) {
+    if examples.len() < super::tally::EXAMPLES {
+        examples.push(Example { id, detail });
+    }
+}
+
+/// Builds the report. `failed` lists (input, error) for inputs that failed as a whole
+/// or in part.
+pub fn build(
+    dataset: &Dataset,
+    tally: Tally,
+    filter: Option<&str>,
+    images: bool,
+) -> Result<Report> {
+    let failed_inputs: std::collections::BTreeSet<usize> =
+        tally.failures.iter().map(|(i, _)| *i).collect();
+    let inputs: Vec<InputReport> = dataset
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, input)| {
+            let shard = dataset.shards[i].as_ref();
+            InputReport {
+                path: input.display(),
+                format: input.format.name(),
+                role: match input.role {
+                    Role::Records => "records",
+                    Role::ImageShard => "images",
+                },
+                layout: shard.map(|s| s.layout()),
+                rows: shard.map_or_else(
+                    || tally.rows_per_input.get(&i).copied().unwrap_or(0),
+                    |s| s.num_rows(),
+                ),
+                row_groups: shard.map(|s| s.num_row_groups()),
+                bytes: std::fs::metadata(&input.path)
+                    .ok()
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len()),
+                failed: failed_inputs.contains(&i),
+            }
+        })
+        .collect();
+    let totals = Totals {
+        inputs: inputs.len(),
+        failed_inputs: failed_inputs.len(),
+        rows: tally.rows,
+        matched_rows: tally.matched,
+        row_groups: inputs.iter().filter_map(|i| i.row_groups).sum(),
+        bytes: inputs.iter().filter_map(|i| i.bytes).sum(),
+    };
+    let schema = schema_report(dataset);
+    let ids = if tally.ids_counted > 0 {
+        Some(id_report(tally.ids, tally.ids_counted)?)
+    } else {
+        None
+    };
+
+    let c = &tally.captions;
+    let parts = PARTS
+        .iter()
+        .zip(c.parts)
+        .map(|(part, n)| {
+            let s = share(n, c.present);
+            PartShare {
+                part,
+                count: s.count,
+                fraction: s.fraction,
+            }
+        })
+        .collect();
+    let captions = CaptionReport {
+        count: c.present,
+        empty: c.empty,
+        chars: c.chars.summary(BINS),
+        words: c.words.summary(BINS),
+        parts,
+        all_parts: share(c.all_parts, c.present),
+    };
+    let categories = Categories {
+        source: tally.sources.summary(TOP),
+        modality: tally.modalities.summary(TOP),
+        organ: tally.organs.summary(TOP),
+    };
+    let im = tally.images;
+    let images = if images {
+        let mut duplicates = Duplicates {
+            groups: 0,
+            extra_copies: 0,
+            examples: Vec::new(),
+        };
+        im.hashes.groups(|g| {
+            if g.counts[0] > 1 {
+                duplicates.groups += 1;
+                duplicates.extra_copies += g.counts[0] - 1;
+                if duplicates.examples.len() < super::tally::EXAMPLES {
+                    duplicates
+                        .examples
+                        .push(g.labels.into_iter().map(|(_, l)| l).collect());
+                }
+            }
+        })?;
+        Some(ImageReport {
+            count: im.seen,
+            missing: problem(im.missing),
+            undecodable: problem(im.undecodable),
+            width: im.width.summary(BINS),
+            height: im.height.summary(BINS),
+            aspect: scaled(&im.aspect, 0.01),
+            bytes: im.bytes.summary(BINS),
+            formats: im.formats.summary(TOP),
+            modes: im.modes.summary(TOP),
+            duplicates,
+        })
+    } else {
+        None
+    };
+    let has_shards = dataset.inputs.iter().any(|i| i.role == Role::ImageShard);
+    let archives = if has_shards || !tally.archive_names.is_empty() {
+        Some(archive_report(tally.archive_names, tally.archive_members)?)
+    } else {
+        None
+    };
+    let failures = tally
+        .failures
+        .into_iter()
+        .map(|(i, error)| FailureReport {
+            input: dataset.inputs[i].display(),
+            error,
+        })
+        .collect();
+    Ok(Report {
+        inputs,
+        totals,
+        filter: filter.map(str::to_string),
+        schema,
+        nulls: tally.nulls,
+        ids,
+        captions,
+        categories,
+        images,
+        archives,
+        failures,
+    })
+}
+
+fn schema_report(dataset: &Dataset) -> Option<SchemaReport> {
+    let shards: Vec<_> = dataset.shards.iter().flatten().collect();
+    let first = shards.first()?;
+    let fields = first
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| Field {
+            name: f.name().clone(),
+            kind: type_name(f.data_type()),
+        })
+        .collect();
+    Some(SchemaReport {
+        fields,
+        hf_features: shards.iter().find_map(|s| s.hf_features()),
+        mismatched_shards: shards
+            .iter()
+            .filter(|s| s.schema().fields() != first.schema().fields())
+            .map(|s| s.path.display().to_string())
+            .collect(),
+    })
+}
+
+/// Arrow types in the short lowercase form `datasets` users know.
+fn type_name(t: &arrow_schema::DataType) -> String {
+    use arrow_schema::DataType as D;
+    match t {
+        D::Utf8 | D::Utf8View => "string".into(),
+        D::LargeUtf8 => "large_string".into(),
+        D::Binary | D::BinaryView => "binary".into(),
+        D::LargeBinary => "large_binary".into(),
+        D::Struct(fields) => format!(
+            "struct<{}>",
+            fields
+                .iter()
+                .map(|f| format!("{}: {}", f.name(), type_name(f.data_type())))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        D::List(f) | D::LargeList(f) => format!("list<{}>", type_name(f.data_type())),
+        other => other.to_string().to_lowercase(),
+    }
+}
+
+fn id_report(ids: KeyTally, count: u64) -> Result<IdReport> {
+    let mut r = IdReport {
+        count,
+        distinct: 0,
+        duplicated: 0,
+        examples: Vec::new(),
+    };
+    ids.groups(|g| {
+        r.distinct += 1;
+        if g.counts[0] > 1 {
+            r.duplicated += 1;
+            if r.examples.len() < super::tally::EXAMPLES {
+                r.examples.push(ValueTimes {
+                    value: String::from_utf8_lossy(&g.key).into_owned(),
+                    times: g.counts[0],
+                });
+            }
+        }
+    })?;
+    Ok(r)
+}
+
+fn archive_report(names: KeyTally, members: u64) -> Result<ArchiveReport> {
+    let mut r = ArchiveReport {
+        members,
+        referenced_rows: 0,
+        missing_from_archives: Problem {
+            count: 0,
+            examples: Vec::new(),
+        },
+        not_in_manifest: Problem {
+            count: 0,
+            examples: Vec::new(),
+        },
+        duplicate_members: Problem {
+            count: 0,
+            examples: Vec::new(),
+        },
+    };
+    names.groups(|g| {
+        let name = String::from_utf8_lossy(&g.key).into_owned();
+        let label = |tag: u8| {
+            g.labels
+                .iter()
+                .find(|(t, _)| *t == tag)
+                .map(|(_, l)| l.clone())
+                .unwrap_or_default()
+        };
+        r.referenced_rows += g.counts[0];
+        match g.counts {
+            [rows, 0] => {
+                r.missing_from_archives.count += rows;
+                limited(
+                    &mut r.missing_from_archives.examples,
+                    label(0),
+                    name.clone(),
+                );
+            }
+            [0, _] => {
+                r.not_in_manifest.count += 1;
+                limited(&mut r.not_in_manifest.examples, label(1), name.clone());
+            }
+            _ => {}
+        }
+        if g.counts[1] > 1 {
+            r.duplicate_members.count += 1;
+            limited(
+                &mut r.duplicate_members.examples,
+                label(1),
+                format!("{name} stored {} times", g.counts[1]),
+            );
+        }
+    })?;
+    Ok(r)
+}
+
+// ---------------------------------------------------------------------------
+// Text rendering
+
+/// `1.5 KB`, `23.0 MB`, ...
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn pct(s: &Share) -> String {
+    format!("{:5.1}%", s.fraction * 100.0)
+}
+
+/// A one-line histogram with block characters.
+fn sparkline(bins: &[super::dist::Bin]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let max = bins.iter().map(|b| b.count).max().unwrap_or(0).max(1);
+    bins.iter()
+        .map(|b| {
+            if b.count == 0 {
+                ' '
+            } else {
+                BARS[((b.count * 7 + max / 2) / max) as usize]
+            }
+        })
+        .collect()
+}
+
+fn dist_row(out: &mut String, name: &str, d: &DistSummary, fmt: &dyn Fn(u64) -> String) {
+    if d.count == 0 {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  {name:<8} {:>10} {:>10} {:>10} {:>10} {:>10}  {}",
+        fmt(d.min),
+        fmt(d.mean.round() as u64),
+        fmt(d.median),
+        fmt(d.p95),
+        fmt(d.max),
+        sparkline(&d.histogram)
+    );
+}
+
+fn counts_line(c: &CounterSummary, total: u64, limit: usize) -> String {
+    let mut parts: Vec<String> = c
+        .top
+        .iter()
+        .take(limit)
+        .map(|v| {
+            format!(
+                "{} {} ({:.1}%)",
+                v.value,
+                v.count,
+                100.0 * v.count as f64 / total.max(1) as f64
+            )
+        })
+        .collect();
+    if c.distinct > limit {
+        parts.push(format!("... {} more", c.distinct - limit));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn problem_lines(out: &mut String, name: &str, p: &Problem) {
+    if p.count == 0 {
+        return;
+    }
+    let _ = writeln!(out, "  {name}: {}", p.count);
+    for e in p.examples.iter().take(5) {
+        let _ = writeln!(out, "    {}  {}", e.id, e.detail);
+    }
+    if p.count > 5 {
+        let _ = writeln!(
+            out,
+            "    ... ({} in the --json report)",
+            p.examples.len().min(p.count as usize)
+        );
+    }
+}
+
+/// The report as a readable table.
+pub fn render(r: &Report) -> String {
+    let mut out = String::new();
+    let t = &r.totals;
+    let _ = writeln!(
+        out,
+        "Inputs: {} ({} failed), {} rows, {} row groups, {}",
+        t.inputs,
+        t.failed_inputs,
+        t.rows,
+        t.row_groups,
+        human_bytes(t.bytes)
+    );
+    let width = r
+        .inputs
+        .iter()
+        .map(|i| i.path.chars().count())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 70);
+    let _ = writeln!(
+        out,
+        "  {:<width$}  {:<8} {:<9} {:>10} {:>6} {:>10}",
+        "path", "format", "layout", "rows", "groups", "size"
+    );
+    for i in &r.inputs {
+        let layout = i
+            .layout
+            .unwrap_or(if i.role == "images" { "images" } else { "-" });
+        let status = if i.failed { "  FAILED" } else { "" };
+        let path: String = if i.path.chars().count() > width {
+            format!(
+                "...{}",
+                i.path
+                    .chars()
+                    .skip(i.path.chars().count() - width + 3)
+                    .collect::<String>()
+            )
+        } else {
+            i.path.clone()
+        };
+        let _ = writeln!(
+            out,
+            "  {path:<width$}  {:<8} {layout:<9} {:>10} {:>6} {:>10}{status}",
+            i.format,
+            i.rows,
+            i.row_groups.map_or("-".into(), |g| g.to_string()),
+            i.bytes.map_or("-".into(), human_bytes),
+        );
+    }
+    if let Some(f) = &r.filter {
+        let _ = writeln!(
+            out,
+            "Filter: {f}  ->  {} of {} rows match",
+            t.matched_rows, t.rows
+        );
+    }
+    if let Some(s) = &r.schema {
+        let fields: Vec<String> = s
+            .fields
+            .iter()
+            .map(|f| format!("{}: {}", f.name, f.kind))
+            .collect();
+        let _ = writeln!(out, "\nSchema: {}", fields.join(", "));
+        if let Some(Value::Object(features)) = &s.hf_features {
+            let names: Vec<String> = features
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{k}: {}",
+                        v.get("_type").and_then(Value::as_str).unwrap_or("?")
+                    )
+                })
+                .collect();
+            let _ = writeln!(out, "HF features: {}", names.join(", "));
+        }
+        if !s.mismatched_shards.is_empty() {
+            let _ = writeln!(
+                out,
+                "Schema differs in {} shard(s), e.g. {}",
+                s.mismatched_shards.len(),
+                s.mismatched_shards[0]
+            );
+        }
+    }
+    let nulls: Vec<String> = r
+        .nulls
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "Nulls: {}",
+        if nulls.is_empty() {
+            "none".to_string()
+        } else {
+            nulls.join(", ")
+        }
+    );
+    if let Some(ids) = &r.ids {
+        let _ = write!(out, "Ids: {} distinct of {}", ids.distinct, ids.count);
+        if ids.duplicated == 0 {
+            let _ = writeln!(out, " (all unique)");
+        } else {
+            let ex: Vec<String> = ids
+                .examples
+                .iter()
+                .take(5)
+                .map(|v| format!("{} x{}", v.value, v.times))
+                .collect();
+            let _ = writeln!(
+                out,
+                "; {} duplicated, e.g. {}",
+                ids.duplicated,
+                ex.join(", ")
+            );
+        }
+    }
+
+    let c = &r.captions;
+    if c.count > 0 {
+        let _ = writeln!(out, "\nCaptions: {} ({} empty)", c.count, c.empty);
+        let _ = writeln!(
+            out,
+            "  {:<8} {:>10} {:>10} {:>10} {:>10} {:>10}  histogram",
+            "", "min", "mean", "median", "p95", "max"
+        );
+        dist_row(&mut out, "chars", &c.chars, &|v| v.to_string());
+        dist_row(&mut out, "words", &c.words, &|v| v.to_string());
+        let _ = writeln!(out, "  MedTrinity parts mentioned:");
+        for p in &c.parts {
+            let bar = "█".repeat((p.fraction * 30.0).round() as usize);
+            let _ = writeln!(
+                out,
+                "    {:<13} {:>10} {:5.1}%  {bar}",
+                p.part,
+                p.count,
+                p.fraction * 100.0
+            );
+        }
+        let _ = writeln!(
+            out,
+            "    {:<13} {:>10} {}",
+            "all six",
+            c.all_parts.count,
+            pct(&c.all_parts)
+        );
+        let _ = writeln!(
+            out,
+            "  modality: {}",
+            counts_line(&r.categories.modality, c.count, 8)
+        );
+        let _ = writeln!(
+            out,
+            "  organ:    {}",
+            counts_line(&r.categories.organ, c.count, 8)
+        );
+    }
+    let sources = &r.categories.source;
+    if sources.distinct > 0 {
+        let total = sources.top.iter().map(|v| v.count).sum::<u64>() + sources.untracked;
+        let _ = writeln!(
+            out,
+            "Sources ({} distinct): {}",
+            sources.distinct,
+            counts_line(sources, total, 10)
+        );
+    }
+
+    if let Some(im) = &r.images {
+        let _ = writeln!(out, "\nImages: {}", im.count);
+        if im.width.count > 0 {
+            let _ = writeln!(
+                out,
+                "  {:<8} {:>10} {:>10} {:>10} {:>10} {:>10}  histogram",
+                "", "min", "mean", "median", "p95", "max"
+            );
+            dist_row(&mut out, "width", &im.width, &|v| v.to_string());
+            dist_row(&mut out, "height", &im.height, &|v| v.to_string());
+            dist_row(&mut out, "bytes", &im.bytes, &human_bytes);
+            let a = &im.aspect;
+            let _ = writeln!(
+                out,
+                "  {:<8} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
+                "aspect", a.min, a.mean, a.median, a.p95, a.max
+            );
+            let _ = writeln!(
+                out,
+                "  formats: {}",
+                counts_line(&im.formats, im.width.count, 8)
+            );
+            let _ = writeln!(
+                out,
+                "  modes:   {}",
+                counts_line(&im.modes, im.width.count, 8)
+            );
+        }
+        problem_lines(&mut out, "missing", &im.missing);
+        problem_lines(&mut out, "undecodable", &im.undecodable);
+        let d = &im.duplicates;
+        if d.groups > 0 {
+            let ex: Vec<String> = d.examples.iter().take(3).map(|g| g.join(" = ")).collect();
+            let _ = writeln!(
+                out,
+                "  exact duplicates: {} images repeated ({} extra copies), e.g. {}",
+                d.groups,
+                d.extra_copies,
+                ex.join("; ")
+            );
+        } else if im.count > 0 {
+            let _ = writeln!(out, "  exact duplicates: none");
+        }
+    }
+    if let Some(a) = &r.archives {
+        let _ = writeln!(
+            out,
+            "\nImage archives: {} members, {} manifest rows refer to them",
+            a.members, a.referenced_rows
+        );
+        problem_lines(
+            &mut out,
+            "rows whose image is missing from the archives",
+            &a.missing_from_archives,
+        );
+        problem_lines(&mut out, "members no row refers to", &a.not_in_manifest);
+        problem_lines(&mut out, "file names stored twice", &a.duplicate_members);
+    }
+    if !r.failures.is_empty() {
+        let _ = writeln!(out, "\nFailures: {}", r.failures.len());
+        for f in &r.failures {
+            let _ = writeln!(out, "  {}", f.error);
+        }
+    }
+    out
+}
