@@ -29,7 +29,7 @@ rng = random.Random(25)
 SOURCES = [
     ("images/phantom.png", "computed tomography (CT) scan", "head", "brain parenchyma", "shepp-logan"),
     ("dicom/CT_small.dcm", "computed tomography (CT) scan", "chest", "lung tissue", "nema-ct"),
-    ("dicom/liver_1frame.dcm", "contrast-enhanced CT scan", "abdomen", "hepatic parenchyma", "tcia-liver"),
+    ("dicom/liver_1frame.dcm", "liver segmentation mask from a CT scan", "abdomen", "hepatic parenchyma", "tcia-liver"),
     ("dicom/MR_small.dcm", "T2-weighted magnetic resonance imaging (MRI) scan", "brain", "white matter", "nema-mr"),
     ("images/retina.jpg", "fundus photograph", "retina", "retinal background", "hrf-fundus"),
     ("images/microaneurysms.png", "fundus photograph", "retina", "surrounding retina", "hrf-fundus"),
@@ -54,6 +54,7 @@ def load(rel):
         if rel.endswith("MR_small.dcm") or rel.endswith("CT_small.dcm"):
             # Keep 16 bits: real CT/MR PNG exports are often 16-bit greyscale.
             return Image.fromarray((arr / max(arr.max(), 1) * 4095).astype(np.uint16))
+        # liver_1frame.dcm is a DICOM SEG frame: a 0/1 mask, stored as 0/255.
         return Image.fromarray((arr / max(arr.max(), 1) * 255).astype(np.uint8))
     return Image.open(path)
 

@@ -383,6 +383,29 @@ fn plots_are_real_pngs() {
     }
     let sheet = image::open(dir.join("contact_sheet.png")).unwrap();
     assert_eq!(sheet.width(), 16 + 6 * (256 + 16));
+
+    // Images that live in .tar.zst shards are shown too: no cell stays empty.
+    let full = tmp.path().join("full");
+    let r = mt(&[
+        "inspect",
+        "testdata/medtrinity-full",
+        "--plots",
+        full.to_str().unwrap(),
+        "--contact-sheet",
+        "6",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let sheet = image::open(full.join("contact_sheet.png"))
+        .unwrap()
+        .to_rgb8();
+    for cell in 0..6u32 {
+        let (x0, y0) = (16 + cell * (256 + 16), 90);
+        let drawn = (0..256)
+            .flat_map(|dy| (0..256).map(move |dx| (dx, dy)))
+            .filter(|&(dx, dy)| sheet.get_pixel(x0 + dx, y0 + dy).0 != [24, 24, 24])
+            .count();
+        assert!(drawn > 1000, "cell {cell} is empty");
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -122,11 +122,11 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         return finish_failures(ctx, failures, total_inputs);
     }
 
-    let sample = args.sample.unwrap_or(0).max(if args.plots.is_some() {
+    let sheet = if args.plots.is_some() {
         args.contact_sheet
     } else {
         0
-    });
+    };
     let spill_budget = args.spill_mb.max(1) << 20;
     let opts = InspectOptions {
         read,
@@ -134,7 +134,8 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
             images,
             decode: args.decode,
             seed: ctx.seed,
-            sample,
+            sample: args.sample.unwrap_or(0),
+            sheet,
             spill_budget: spill_budget / 4,
         },
         filter,
@@ -145,10 +146,8 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
     let started = std::time::Instant::now();
     let mut tally = inspect::inspect(&dataset, open_failures, &opts)?;
     let elapsed = started.elapsed().as_secs_f64();
-    let picked: Vec<_> = std::mem::take(&mut tally.sample.items)
-        .into_iter()
-        .map(|(_, s)| s)
-        .collect();
+    let picked = tally.sample.take();
+    let sheet = tally.sheet.take();
     let report = report::build(&dataset, tally, args.filter.as_deref(), images)?;
     tracing::info!(
         "inspected {} rows in {elapsed:.2}s ({:.0} rows/s)",
@@ -166,12 +165,11 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         run.set_count("seconds", (elapsed * 1000.0).round() / 1000.0);
     }
     if let Some(dir) = &args.plots {
-        let sheet = &picked[..picked.len().min(args.contact_sheet)];
-        let written = plots::write_all(dir, &report, sheet, ctx.seed)?;
+        let written = plots::write_all(dir, &report, &sheet, ctx.seed)?;
         tracing::info!("wrote {} plots to {}", written.len(), dir.display());
     }
     match args.sample {
-        Some(n) => print_records(&picked[..picked.len().min(n)], ctx)?,
+        Some(_) => print_records(&picked, ctx)?,
         None if ctx.json => print(&(serde_json::to_string_pretty(&report)? + "\n"))?,
         None => print(&report::render(&report))?,
     }

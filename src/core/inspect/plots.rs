@@ -127,7 +127,7 @@ fn bars(path: &Path, title: &str, x_label: &str, items: &[(String, f64)]) -> Res
             .margin(36)
             .x_label_area_size(100)
             .y_label_area_size(label_width)
-            .build_cartesian_2d(0f64..x_max, (0..n).into_segmented())
+            .build_cartesian_2d(0f64..x_max, (0..n - 1).into_segmented())
             .map_err(plot_err)?;
         chart
             .configure_mesh()

@@ -63,6 +63,14 @@ impl Reservoir {
         }
     }
 
+    /// The records, in key order, leaving the reservoir empty.
+    pub fn take(&mut self) -> Vec<Sample> {
+        std::mem::take(&mut self.items)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect()
+    }
+
     fn wants(&self, key: u64) -> bool {
         self.items.len() < self.k || self.items.last().is_some_and(|x| key < x.0)
     }
@@ -126,6 +134,8 @@ pub struct Tally {
     pub archive_names: KeyTally,
     pub archive_members: u64,
     pub sample: Reservoir,
+    /// Images for the contact sheet (records whose image can be shown).
+    pub sheet: Reservoir,
     pub failures: Vec<(usize, String)>,
 }
 
@@ -135,7 +145,10 @@ pub struct TallyOptions {
     pub images: bool,
     pub decode: bool,
     pub seed: u64,
+    /// Records to draw at random (`--sample`).
     pub sample: usize,
+    /// Images to draw at random for the contact sheet.
+    pub sheet: usize,
     pub spill_budget: usize,
 }
 
@@ -173,6 +186,7 @@ impl Tally {
             archive_names: KeyTally::new(budget),
             archive_members: 0,
             sample: Reservoir::new(opts.sample),
+            sheet: Reservoir::new(opts.sheet),
             failures: Vec::new(),
         }
     }
@@ -237,11 +251,12 @@ impl Tally {
                     }
                 }
             }
+            let pick = keyed(opts.seed, batch.input as u64, row);
             if self.sample.k > 0 {
-                self.sample
-                    .offer(keyed(opts.seed, batch.input as u64, row), || {
-                        batch.sample(i)
-                    });
+                self.sample.offer(pick, || batch.sample(i));
+            }
+            if has_images && matches!(batch.image(i), ImageRef::Bytes { .. } | ImageRef::File(_)) {
+                self.sheet.offer(pick, || batch.sample(i));
             }
         }
         Ok(())
@@ -258,6 +273,8 @@ impl Tally {
                 if opts.images {
                     self.add_image(bytes, key, &id, opts)?;
                 }
+                let pick = keyed(opts.seed, batch.input as u64, batch.first_row + i as u64);
+                self.sheet.offer(pick, || batch.sample(i));
             }
         }
         Ok(())
@@ -348,6 +365,7 @@ impl Tally {
         self.archive_names.absorb(other.archive_names)?;
         self.archive_members += other.archive_members;
         self.sample.merge(other.sample);
+        self.sheet.merge(other.sheet);
         self.failures.extend(other.failures);
         Ok(())
     }
