@@ -40,6 +40,9 @@ _mt() {
             mt,inspect)
                 cmd="mt__subcmd__inspect"
                 ;;
+            mt,replay)
+                cmd="mt__subcmd__replay"
+                ;;
             mt,roi)
                 cmd="mt__subcmd__roi"
                 ;;
@@ -70,6 +73,9 @@ _mt() {
             mt__subcmd__help,inspect)
                 cmd="mt__subcmd__help__subcmd__inspect"
                 ;;
+            mt__subcmd__help,replay)
+                cmd="mt__subcmd__help__subcmd__replay"
+                ;;
             mt__subcmd__help,roi)
                 cmd="mt__subcmd__help__subcmd__roi"
                 ;;
@@ -83,7 +89,7 @@ _mt() {
 
     case "${cmd}" in
         mt)
-            opts="-v -q -h -V --verbose --quiet --json --run-dir --no-run-dir --seed --help --version download inspect convert roi caption train finetune eval completions help"
+            opts="-v -q -h -V --verbose --quiet --json --run-dir --no-run-dir --seed --help --version download inspect convert roi caption train finetune eval completions replay help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -397,7 +403,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__help)
-            opts="download inspect convert roi caption train finetune eval completions help"
+            opts="download inspect convert roi caption train finetune eval completions replay help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -522,6 +528,20 @@ _mt() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mt__subcmd__help__subcmd__replay)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mt__subcmd__help__subcmd__roi)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -597,6 +617,28 @@ _mt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --seed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__replay)
+            opts="-v -q -h -V --dry-run --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --run-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

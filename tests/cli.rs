@@ -2,6 +2,8 @@
 
 mod common;
 
+const HELPERS: [&str; 2] = ["completions", "replay"];
+
 use common::{mt, mt_in, root};
 use medtrinity::cmd::completions;
 
@@ -13,7 +15,7 @@ const SUBCOMMANDS: [&str; 8] = [
 fn help_lists_every_subcommand() {
     let r = mt(&["--help"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    for sub in SUBCOMMANDS.iter().chain(&["completions"]) {
+    for sub in SUBCOMMANDS.iter().chain(&HELPERS) {
         assert!(
             r.stdout.contains(&format!("  {sub} ")),
             "`{sub}` missing from:\n{}",
@@ -34,7 +36,7 @@ fn help_lists_every_subcommand() {
 
 #[test]
 fn every_subcommand_has_help_with_examples() {
-    for sub in SUBCOMMANDS.iter().chain(&["completions"]) {
+    for sub in SUBCOMMANDS.iter().chain(&HELPERS) {
         let r = mt(&[sub, "--help"]);
         assert_eq!(r.code, 0, "{sub}: {}", r.stderr);
         assert!(
@@ -197,4 +199,50 @@ fn run_directories_record_the_run() {
     assert_eq!(run["status"], "failed");
     assert_eq!(run["exit_code"], 2);
     assert!(run["error"].as_str().unwrap().contains("nope.parquet"));
+}
+
+#[test]
+fn replay_reruns_a_recorded_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = root().join("testdata/medtrinity-demo");
+    let first = tmp.path().join("first");
+    let r = mt_in(
+        tmp.path(),
+        &[
+            "--run-dir",
+            first.to_str().unwrap(),
+            "--json",
+            "inspect",
+            demo.to_str().unwrap(),
+            "--columns",
+            "id,caption",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let dry = mt_in(
+        tmp.path(),
+        &["replay", first.to_str().unwrap(), "--dry-run"],
+    );
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    assert!(
+        dry.stdout.contains("--json inspect") && !dry.stdout.contains("--run-dir"),
+        "{}",
+        dry.stdout
+    );
+    let again = mt_in(
+        tmp.path(),
+        &["replay", first.join("run.json").to_str().unwrap()],
+    );
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(
+        again.stdout, r.stdout,
+        "same inputs, same seed, same bytes out"
+    );
+    let runs: Vec<_> = std::fs::read_dir(tmp.path().join("runs"))
+        .unwrap()
+        .collect();
+    assert_eq!(runs.len(), 1, "the replay has a run directory of its own");
+    let bad = mt_in(tmp.path(), &["replay", demo.to_str().unwrap()]);
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("run.json"), "{}", bad.stderr);
 }

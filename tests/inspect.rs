@@ -194,6 +194,84 @@ fn full_layout_reports_images_missing_from_the_shards() {
 }
 
 #[test]
+fn full_layout_with_an_image_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = testdata("medtrinity-full");
+    fs::copy(
+        full.join("25M_full/train-00000-of-00001.parquet"),
+        tmp.path().join("m.parquet"),
+    )
+    .unwrap();
+    // Unpack the shards into images/, next to the manifest.
+    let images = tmp.path().join("images");
+    for shard in ["images_000.tar.zst", "images_001.tar.zst"] {
+        let file = fs::File::open(full.join("25M_accessible").join(shard)).unwrap();
+        tar::Archive::new(zstd::Decoder::new(file).unwrap())
+            .unpack(&images)
+            .unwrap();
+    }
+    let removed = fs::read_dir(&images)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    fs::remove_file(&removed).unwrap();
+    let r = inspect_json(&[tmp.path().to_str().unwrap()]);
+    let exp = expected("medtrinity-full/expected.json");
+    let rows = exp["rows"].as_u64().unwrap();
+    assert_eq!(r["images"]["count"].as_u64().unwrap(), rows - 1);
+    assert_eq!(r["images"]["missing"]["count"], 1);
+    let detail = r["images"]["missing"]["examples"][0]["detail"]
+        .as_str()
+        .unwrap();
+    assert!(
+        detail.contains(removed.file_name().unwrap().to_str().unwrap()),
+        "{detail}"
+    );
+    assert!(r["archives"].is_null());
+}
+
+/// The shape of the --json report (every key path) is part of the interface: a change
+/// must be deliberate. Regenerate with `MT_BLESS=1 cargo test --test inspect json_shape`.
+#[test]
+fn json_shape_is_stable() {
+    fn paths(v: &Value, prefix: String, out: &mut std::collections::BTreeSet<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    let p = format!("{prefix}.{k}");
+                    out.insert(p.clone());
+                    paths(x, p, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| paths(x, format!("{prefix}[]"), out)),
+            _ => {}
+        }
+    }
+    let mut all = std::collections::BTreeSet::new();
+    for dir in ["testdata/medtrinity-demo", "testdata/medtrinity-full"] {
+        paths(&inspect_json(&[dir]), String::new(), &mut all);
+    }
+    // Feature schemas and extra fields vary with the data; their insides are not interface.
+    let listed: Vec<String> = all
+        .into_iter()
+        .filter(|p| !p.starts_with(".schema.hf_features."))
+        .collect();
+    let text = listed.join("\n") + "\n";
+    let path = common::root().join("tests/snapshots/inspect_json_keys.txt");
+    if std::env::var_os("MT_BLESS").is_some() {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, &text).unwrap();
+    }
+    let committed = fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == text,
+        "the --json report changed shape; if deliberate, MT_BLESS=1 cargo test --test inspect json_shape"
+    );
+}
+
+#[test]
 fn llava_json_jsonl_stdin_and_image_folders() {
     let json = inspect_json(&["testdata/llava/medtrinity_instruct.json"]);
     let jsonl = inspect_json(&["testdata/llava/medtrinity_instruct.jsonl"]);

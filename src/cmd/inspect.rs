@@ -1,5 +1,6 @@
 //! `mt inspect`: statistics, samples and plots of dataset shards.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -115,11 +116,16 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
     if let Some(n) = args.head {
         let (samples, errors) = inspect::head(&dataset, open_failures, &read, filter.as_ref(), n)?;
         print_records(&samples, ctx)?;
+        let failed = errors
+            .iter()
+            .map(|(i, _)| *i)
+            .collect::<BTreeSet<_>>()
+            .len();
         let failures = errors
             .into_iter()
             .map(|(i, e)| (dataset.inputs[i].display(), e))
             .collect();
-        return finish_failures(ctx, failures, total_inputs);
+        return finish_failures(ctx, failures, failed, total_inputs);
     }
 
     let sheet = if args.plots.is_some() {
@@ -178,7 +184,7 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         .iter()
         .map(|f| (f.input.clone(), f.error.clone()))
         .collect();
-    finish_failures(ctx, failures, total_inputs)
+    finish_failures(ctx, failures, report.totals.failed_inputs, total_inputs)
 }
 
 fn print_records(samples: &[crate::core::data::Sample], ctx: &Context) -> Result<()> {
@@ -195,20 +201,20 @@ fn print_records(samples: &[crate::core::data::Sample], ctx: &Context) -> Result
     print(&out)
 }
 
-/// Logs each failure (input, error), lists them in the run directory and turns them
-/// into exit code 3.
-fn finish_failures(ctx: &mut Context, failures: Vec<(String, String)>, total: usize) -> Result<()> {
-    if failures.is_empty() {
+/// Logs each failure (input, error), lists them in the run directory and turns
+/// `failed` failed inputs into exit code 3.
+fn finish_failures(
+    ctx: &mut Context,
+    failures: Vec<(String, String)>,
+    failed: usize,
+    total: usize,
+) -> Result<()> {
+    if failed == 0 {
         return Ok(());
     }
     for (_, e) in &failures {
         tracing::warn!("{e}");
     }
-    let failed = failures
-        .iter()
-        .map(|(i, _)| i)
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
     let list: Vec<serde_json::Value> = failures
         .iter()
         .map(|(input, error)| serde_json::json!({"input": input, "error": error}))

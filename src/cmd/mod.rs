@@ -8,6 +8,7 @@ pub mod download;
 pub mod eval;
 pub mod finetune;
 pub mod inspect;
+pub mod replay;
 pub mod roi;
 pub mod train;
 
@@ -32,6 +33,7 @@ Examples:
   mt download UCSC-VLAA/MedTrinity-25M --repo-type dataset --config 25M_demo
   mt eval slake --ckpt ckpts/llava-med-pp-slake --data data/slake
   mt completions bash > ~/.local/share/bash-completion/completions/mt
+  mt replay runs/inspect-20261127T190000Z-3fa2c1  run a recorded command again
 
 Every command that does work writes a run directory (runs/<cmd>-<time>-<id>/ with
 run.json, log.jsonl and its outputs) unless --no-run-dir is given.
@@ -81,6 +83,7 @@ pub enum Command {
     Finetune(finetune::Args),
     Eval(eval::Args),
     Completions(completions::Args),
+    Replay(replay::Args),
 }
 
 /// What a running command can use besides its own arguments.
@@ -95,6 +98,7 @@ pub fn execute(cli: Cli, argv: Vec<String>, log: &LogSink) -> Result<()> {
     let g = &cli.global;
     match cli.command {
         Command::Completions(a) => completions::run(&a),
+        Command::Replay(a) => replay::run(&a, log),
         Command::Inspect(a) => {
             with_run_dir("inspect", &a, g, argv, log, |ctx| inspect::run(&a, ctx))
         }

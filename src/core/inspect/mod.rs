@@ -76,11 +76,9 @@ pub fn inspect(
         return Err(e);
     }
     let mut all = Tally::new(&opts.tally);
-    all.failures.extend(
-        open_failures
-            .into_iter()
-            .map(|(i, e)| (i, format!("{e:#}"))),
-    );
+    for (i, e) in open_failures {
+        all.fail(i, format!("{e:#}"));
+    }
     for t in tallies {
         all.merge(t)?;
     }
@@ -100,7 +98,7 @@ fn inspect_unit(
     let mut fatal = None;
     let read = dataset.read(unit, &opts.read, &mut |batch| match batch {
         Err(e) => {
-            tally.failures.push((unit.input, format!("{e:#}")));
+            tally.fail(unit.input, format!("{e:#}"));
             Flow::Continue
         }
         Ok(b) => {
@@ -124,7 +122,7 @@ fn inspect_unit(
         return Err(e);
     }
     if let Err(e) = read {
-        tally.failures.push((unit.input, format!("{e:#}")));
+        tally.fail(unit.input, format!("{e:#}"));
     }
     Ok(())
 }

@@ -203,7 +203,104 @@ fn counts(c: &CounterSummary, limit: usize) -> Vec<(String, f64)> {
         .collect()
 }
 
-/// Writes every plot the report supports into `dir`; returns the files written.
+/// One figure of the report.
+enum Figure {
+    Histogram {
+        title: String,
+        x: &'static str,
+        bins: Vec<(f64, f64, u64)>,
+    },
+    Bars {
+        title: String,
+        x: &'static str,
+        items: Vec<(String, f64)>,
+    },
+}
+
+/// The figures `report` supports, with their file names.
+fn figures(report: &Report) -> Vec<(&'static str, Figure)> {
+    let hist = |title: String, x, bins| Figure::Histogram { title, x, bins };
+    let bars = |title: &str, x, items| Figure::Bars {
+        title: title.to_string(),
+        x,
+        items,
+    };
+    let mut out = Vec::new();
+    let c = &report.captions;
+    if c.count > 0 {
+        let parts = c
+            .parts
+            .iter()
+            .map(|p| (p.part.replace('_', " "), p.fraction * 100.0))
+            .collect();
+        let title = format!("Caption length (n = {})", c.count);
+        out.push((
+            "caption_chars.png",
+            hist(title.clone(), "characters", int_bins(&c.chars)),
+        ));
+        out.push((
+            "caption_words.png",
+            hist(title, "words", int_bins(&c.words)),
+        ));
+        out.push((
+            "caption_parts.png",
+            bars(
+                "Captions mentioning each MedTrinity part",
+                "% of captions",
+                parts,
+            ),
+        ));
+        let modality = counts(&report.categories.modality, 20);
+        out.push((
+            "modality.png",
+            bars("Modality named first in the caption", "captions", modality),
+        ));
+        let organ = counts(&report.categories.organ, 20);
+        out.push((
+            "organ.png",
+            bars(
+                "Organ / tissue named first in the caption",
+                "captions",
+                organ,
+            ),
+        ));
+    }
+    if report.categories.source.distinct > 0 {
+        let sources = counts(&report.categories.source, 25);
+        out.push(("source.png", bars("Records per source", "records", sources)));
+    }
+    if let Some(im) = report.images.as_ref().filter(|im| im.width.count > 0) {
+        let n = im.width.count;
+        out.push((
+            "image_width.png",
+            hist(
+                format!("Image width (n = {n})"),
+                "pixels",
+                int_bins(&im.width),
+            ),
+        ));
+        out.push((
+            "image_height.png",
+            hist(
+                format!("Image height (n = {n})"),
+                "pixels",
+                int_bins(&im.height),
+            ),
+        ));
+        out.push((
+            "image_aspect.png",
+            hist(
+                format!("Image aspect ratio (n = {n})"),
+                "width / height",
+                float_bins(&im.aspect),
+            ),
+        ));
+    }
+    out
+}
+
+/// Writes every plot the report supports into `dir`, and a contact sheet of `sample`;
+/// returns the files written.
 pub fn write_all(
     dir: &Path,
     report: &Report,
@@ -212,112 +309,20 @@ pub fn write_all(
 ) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut written = Vec::new();
-    let mut out = |name: &str, result: Result<()>| -> Result<()> {
-        result?;
-        let p = dir.join(name);
-        if p.exists() {
-            written.push(p);
+    for (name, figure) in figures(report) {
+        let path = dir.join(name);
+        match figure {
+            Figure::Histogram { bins, .. } if bins.is_empty() => continue,
+            Figure::Bars { items, .. } if items.is_empty() => continue,
+            Figure::Histogram { title, x, bins } => histogram(&path, &title, x, &bins)?,
+            Figure::Bars { title, x, items } => bars(&path, &title, x, &items)?,
         }
-        Ok(())
-    };
-    let c = &report.captions;
-    if c.count > 0 {
-        out(
-            "caption_chars.png",
-            histogram(
-                &dir.join("caption_chars.png"),
-                &format!("Caption length (n = {})", c.count),
-                "characters",
-                &int_bins(&c.chars),
-            ),
-        )?;
-        out(
-            "caption_words.png",
-            histogram(
-                &dir.join("caption_words.png"),
-                &format!("Caption length (n = {})", c.count),
-                "words",
-                &int_bins(&c.words),
-            ),
-        )?;
-        let parts: Vec<(String, f64)> = c
-            .parts
-            .iter()
-            .map(|p| (p.part.replace('_', " "), p.fraction * 100.0))
-            .collect();
-        out(
-            "caption_parts.png",
-            bars(
-                &dir.join("caption_parts.png"),
-                "Captions mentioning each MedTrinity part",
-                "% of captions",
-                &parts,
-            ),
-        )?;
-        out(
-            "modality.png",
-            bars(
-                &dir.join("modality.png"),
-                "Modality named first in the caption",
-                "captions",
-                &counts(&report.categories.modality, 20),
-            ),
-        )?;
-        out(
-            "organ.png",
-            bars(
-                &dir.join("organ.png"),
-                "Organ / tissue named first in the caption",
-                "captions",
-                &counts(&report.categories.organ, 20),
-            ),
-        )?;
-    }
-    if report.categories.source.distinct > 0 {
-        out(
-            "source.png",
-            bars(
-                &dir.join("source.png"),
-                "Records per source",
-                "records",
-                &counts(&report.categories.source, 25),
-            ),
-        )?;
-    }
-    if let Some(im) = report.images.as_ref().filter(|im| im.width.count > 0) {
-        out(
-            "image_width.png",
-            histogram(
-                &dir.join("image_width.png"),
-                &format!("Image width (n = {})", im.width.count),
-                "pixels",
-                &int_bins(&im.width),
-            ),
-        )?;
-        out(
-            "image_height.png",
-            histogram(
-                &dir.join("image_height.png"),
-                &format!("Image height (n = {})", im.height.count),
-                "pixels",
-                &int_bins(&im.height),
-            ),
-        )?;
-        out(
-            "image_aspect.png",
-            histogram(
-                &dir.join("image_aspect.png"),
-                "Image aspect ratio",
-                "width / height",
-                &float_bins(&im.aspect),
-            ),
-        )?;
+        written.push(path);
     }
     if !sample.is_empty() {
-        out(
-            "contact_sheet.png",
-            contact_sheet(&dir.join("contact_sheet.png"), sample, seed),
-        )?;
+        let path = dir.join("contact_sheet.png");
+        contact_sheet(&path, sample, seed)?;
+        written.push(path);
     }
     Ok(written)
 }

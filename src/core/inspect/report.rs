@@ -32,6 +32,8 @@ pub struct Report {
     pub images: Option<ImageReport>,
     pub archives: Option<ArchiveReport>,
     pub failures: Vec<FailureReport>,
+    /// Errors beyond the first 1000, counted only.
+    pub failures_suppressed: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -247,8 +249,7 @@ pub fn build(
     filter: Option<&str>,
     images: bool,
 ) -> Result<Report> {
-    let failed_inputs: std::collections::BTreeSet<usize> =
-        tally.failures.iter().map(|(i, _)| *i).collect();
+    let failed_inputs = &tally.failed_inputs;
     let inputs: Vec<InputReport> = dataset
         .inputs
         .iter()
@@ -376,6 +377,7 @@ pub fn build(
         images,
         archives,
         failures,
+        failures_suppressed: tally.failures_suppressed,
     })
 }
 
@@ -823,7 +825,11 @@ pub fn render(r: &Report) -> String {
         problem_lines(&mut out, "file names stored twice", &a.duplicate_members);
     }
     if !r.failures.is_empty() {
-        let _ = writeln!(out, "\nFailures: {}", r.failures.len());
+        let more = match r.failures_suppressed {
+            0 => String::new(),
+            n => format!(" (and {n} more, not listed)"),
+        };
+        let _ = writeln!(out, "\nFailures: {}{more}", r.failures.len());
         for f in &r.failures {
             let _ = writeln!(out, "  {}", f.error);
         }

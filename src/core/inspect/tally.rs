@@ -1,7 +1,7 @@
 //! What one worker accumulates while inspecting: everything is mergeable and bounded in
 //! memory (large keyed sets spill to disk through [`KeyTally`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use anyhow::Result;
@@ -16,6 +16,8 @@ use crate::core::image;
 
 /// Examples kept for each kind of problem.
 pub const EXAMPLES: usize = 20;
+/// Error messages kept (a million bad lines must not fill memory).
+pub const MAX_FAILURES: usize = 1000;
 /// Distinct values tracked per categorical column.
 const CATEGORY_CAP: usize = 100_000;
 
@@ -136,7 +138,12 @@ pub struct Tally {
     pub sample: Reservoir,
     /// Images for the contact sheet (records whose image can be shown).
     pub sheet: Reservoir,
+    /// Error messages by input, at most [`MAX_FAILURES`].
     pub failures: Vec<(usize, String)>,
+    /// Messages beyond [`MAX_FAILURES`], counted only.
+    pub failures_suppressed: u64,
+    /// Every input with at least one error.
+    pub failed_inputs: BTreeSet<usize>,
 }
 
 /// What to compute.
@@ -188,6 +195,8 @@ impl Tally {
             sample: Reservoir::new(opts.sample),
             sheet: Reservoir::new(opts.sheet),
             failures: Vec::new(),
+            failures_suppressed: 0,
+            failed_inputs: BTreeSet::new(),
         }
     }
 
@@ -327,6 +336,16 @@ impl Tally {
         Ok(())
     }
 
+    /// Records an error of `input`.
+    pub fn fail(&mut self, input: usize, message: String) {
+        self.failed_inputs.insert(input);
+        if self.failures.len() < MAX_FAILURES {
+            self.failures.push((input, message));
+        } else {
+            self.failures_suppressed += 1;
+        }
+    }
+
     /// Adds everything in `other`.
     pub fn merge(&mut self, other: Tally) -> Result<()> {
         self.rows += other.rows;
@@ -366,7 +385,11 @@ impl Tally {
         self.archive_members += other.archive_members;
         self.sample.merge(other.sample);
         self.sheet.merge(other.sheet);
-        self.failures.extend(other.failures);
+        self.failed_inputs.extend(other.failed_inputs);
+        self.failures_suppressed += other.failures_suppressed;
+        for (input, msg) in other.failures {
+            self.fail(input, msg);
+        }
         Ok(())
     }
 }
@@ -400,6 +423,28 @@ mod tests {
             a.items.iter().map(|x| x.0).collect::<Vec<_>>(),
             (0..EXAMPLES as u64).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn failure_messages_are_capped_but_inputs_are_not() {
+        let opts = TallyOptions {
+            images: false,
+            decode: false,
+            seed: 0,
+            sample: 0,
+            sheet: 0,
+            spill_budget: 1 << 16,
+        };
+        let (mut a, mut b) = (Tally::new(&opts), Tally::new(&opts));
+        for n in 0..MAX_FAILURES {
+            a.fail(0, format!("line {n}"));
+        }
+        b.fail(1, "late".into());
+        b.fail(2, "later".into());
+        a.merge(b).unwrap();
+        assert_eq!(a.failures.len(), MAX_FAILURES);
+        assert_eq!(a.failures_suppressed, 2);
+        assert_eq!(a.failed_inputs.len(), 3);
     }
 
     #[test]
