@@ -594,6 +594,51 @@ fn truncated_shards_fail_alone_with_exit_3() {
 }
 
 #[test]
+fn a_corrupt_row_group_fails_alone() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("rg.parquet");
+    let ids: Vec<String> = (0..12).map(|i| format!("id-{i}")).collect();
+    let png = png_bytes();
+    let batch = demo_batch(
+        &ids.iter().map(String::as_str).collect::<Vec<_>>(),
+        vec![Some(png.as_slice()); 12],
+    );
+    // Twelve one-row groups: with one thread they are read in runs of three, so the
+    // reader must resume inside a run after the bad group.
+    write_parquet(&path, batch, 1);
+    // Overwrite the first data page header of row group 1's caption column.
+    let offset = {
+        let reader = SerializedFileReader::new(fs::File::open(&path).unwrap()).unwrap();
+        let rg = reader.metadata().row_group(1);
+        let caption = rg
+            .columns()
+            .iter()
+            .find(|c| c.column_path().string() == "caption")
+            .unwrap();
+        caption
+            .dictionary_page_offset()
+            .unwrap_or(caption.data_page_offset()) as usize
+    };
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[offset..offset + 16].fill(0xff);
+    fs::write(&path, &bytes).unwrap();
+    let r = mt(&["--json", "inspect", path.to_str().unwrap(), "-j", "1"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("rg.parquet: row group 1: corrupt data"),
+        "{}",
+        r.stderr
+    );
+    let report = r.json();
+    assert_eq!(
+        report["totals"]["rows"], 11,
+        "every other row group is still read"
+    );
+    assert_eq!(report["ids"]["distinct"], 11);
+}
+
+#[test]
 fn corrupt_image_bytes_are_counted_with_their_ids() {
     let tmp = tempfile::tempdir().unwrap();
     let png = png_bytes();

@@ -25,8 +25,19 @@ fn reader(bytes: &[u8]) -> Result<ImageReader<Cursor<&[u8]>>> {
     Ok(reader)
 }
 
+/// Runs a decoder, turning a panic inside third-party decoding code into an error, so
+/// one hostile image cannot take down a pass over millions.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(anyhow!("the image decoder crashed on these bytes")))
+}
+
 /// Reads the header only: format, dimensions and colour mode.
 pub fn probe(bytes: &[u8]) -> Result<ImageInfo> {
+    guarded(|| probe_header(bytes))
+}
+
+fn probe_header(bytes: &[u8]) -> Result<ImageInfo> {
     let reader = reader(bytes)?;
     let format = format_name(reader.format().expect("checked"));
     let decoder = reader.into_decoder().context("bad image header")?;
@@ -44,7 +55,7 @@ pub fn probe(bytes: &[u8]) -> Result<ImageInfo> {
 
 /// Decodes every pixel (catches truncated or corrupt data a header probe misses).
 pub fn decode(bytes: &[u8]) -> Result<DynamicImage> {
-    reader(bytes)?.decode().context("cannot decode image")
+    guarded(|| reader(bytes)?.decode().context("cannot decode image"))
 }
 
 /// An RGB thumbnail that fits in `size` x `size`. Images with more than 8 bits per
@@ -153,6 +164,12 @@ mod tests {
         let cut = &png[..png.len() / 2];
         assert!(probe(cut).is_ok());
         assert!(decode(cut).is_err());
+    }
+
+    #[test]
+    fn decoder_panics_become_errors() {
+        let out: Result<()> = guarded(|| panic!("a decoder bug"));
+        assert!(out.unwrap_err().to_string().contains("crashed"));
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub mod llava;
 pub mod parquet;
 pub mod sample;
 
+use std::ops::Range;
+
 use anyhow::Result;
 
 pub use inputs::{Format, ImageStore, Input, Role};
@@ -30,11 +32,11 @@ pub enum Flow {
 /// Receives each batch (or the error that replaced it) in input order.
 pub type Visit<'a> = &'a mut dyn FnMut(Result<Batch>) -> Flow;
 
-/// A piece of work: one parquet row group, or one whole non-parquet input.
-#[derive(Debug, Clone, Copy)]
+/// A piece of work: a run of row groups of a parquet file, or one whole other input.
+#[derive(Debug, Clone)]
 pub struct Unit {
     pub input: usize,
-    pub row_group: Option<usize>,
+    pub row_groups: Option<Range<usize>>,
     /// Rows in the unit when known up front (parquet).
     pub rows: Option<u64>,
 }
@@ -94,23 +96,39 @@ impl Dataset {
         )
     }
 
-    /// The units of work, in input order; `failed` inputs are left out.
-    pub fn units(&self, failed: &[usize]) -> Vec<Unit> {
+    /// The units of work, in input order; `failed` inputs are left out. Parquet files
+    /// are whole units when there are enough of them to keep `threads` busy, else they
+    /// are split into runs of row groups.
+    pub fn units(&self, failed: &[usize], threads: usize) -> Vec<Unit> {
+        let shards = self
+            .shards
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| s.is_some() && !failed.contains(i))
+            .count();
+        let pieces = (4 * threads.max(1)).div_ceil(shards.max(1));
         let mut units = Vec::new();
         for (i, input) in self.inputs.iter().enumerate() {
             if failed.contains(&i) {
                 continue;
             }
             match &self.shards[i] {
-                Some(shard) => units.extend((0..shard.num_row_groups()).map(|rg| Unit {
-                    input: i,
-                    row_group: Some(rg),
-                    rows: Some(shard.row_group_rows(rg)),
-                })),
+                Some(shard) => {
+                    let n = shard.num_row_groups();
+                    let step = n.div_ceil(pieces).max(1);
+                    units.extend((0..n).step_by(step).map(|start| {
+                        let rgs = start..(start + step).min(n);
+                        Unit {
+                            input: i,
+                            rows: Some(shard.rows_in(rgs.clone())),
+                            row_groups: Some(rgs),
+                        }
+                    }));
+                }
                 None if input.format == Format::Parquet => {}
                 None => units.push(Unit {
                     input: i,
-                    row_group: None,
+                    row_groups: None,
                     rows: None,
                 }),
             }
@@ -128,23 +146,15 @@ impl Dataset {
     pub fn read(&self, unit: &Unit, options: &ReadOptions, visit: Visit<'_>) -> Result<()> {
         let input = &self.inputs[unit.input];
         let rows = options.batch_rows.max(1);
-        match (input.format, &self.shards[unit.input], unit.row_group) {
-            (Format::Parquet, Some(shard), Some(rg)) => {
-                let batches = shard.read_row_group(
-                    unit.input,
-                    rg,
-                    &self.projections[unit.input],
-                    rows,
-                    input.store.clone(),
-                )?;
-                for batch in batches {
-                    let failed = batch.is_err();
-                    if visit(batch) == Flow::Stop || failed {
-                        break;
-                    }
-                }
-                Ok(())
-            }
+        match (input.format, &self.shards[unit.input], &unit.row_groups) {
+            (Format::Parquet, Some(shard), Some(rgs)) => shard.read_row_groups(
+                unit.input,
+                rgs.clone(),
+                &self.projections[unit.input],
+                rows,
+                &input.store,
+                visit,
+            ),
             (Format::Parquet, ..) => {
                 anyhow::bail!("{}: parquet input was not opened", input.display())
             }

@@ -1,8 +1,9 @@
 //! Parquet shards: MedTrinity-25M `25M_demo` (image struct, id, caption), `25M_full`
 //! (file_name, caption, source, ...) and any other table with recognisable columns.
-//! Reading is one row group at a time, projected to the columns asked for.
+//! Reading streams row groups, projected to the columns asked for.
 
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,12 +14,13 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
     ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
-use parquet::file::metadata::ParquetMetaData;
+use parquet::file::metadata::{ParquetMetaData, ParquetStatisticsPolicy};
 use serde_json::Value;
 
 use super::columns::{BinColumn, IdColumn, ImageStructColumn, StrColumn};
 use super::inputs::ImageStore;
 use super::sample::{ArrowImage, ArrowRows, Batch};
+use super::{Flow, Visit};
 
 /// Column names that play a role, in order of preference.
 const ID_NAMES: &[&str] = &["id"];
@@ -35,12 +37,35 @@ pub struct Roles {
     pub image: Option<usize>,
 }
 
-/// An opened parquet file: its footer, Arrow schema and column roles.
+/// What mt keeps of a parquet file between reads: schema, roles and row counts. The
+/// footer itself (megabytes for a shard of many row groups) is parsed again by the
+/// unit that reads the file and dropped after, so memory does not grow with the
+/// number of shards.
 pub struct ParquetShard {
     pub path: PathBuf,
     pub bytes: u64,
-    meta: ArrowReaderMetadata,
+    schema: SchemaRef,
     pub roles: Roles,
+    /// Rows per row group.
+    row_groups: Vec<u64>,
+    hf_features: Option<Value>,
+}
+
+/// Footer options: column statistics are never used, so they are not decoded.
+fn footer_options() -> ArrowReaderOptions {
+    ArrowReaderOptions::new()
+        .with_column_stats_policy(ParquetStatisticsPolicy::SkipAll)
+        .with_encoding_stats_policy(ParquetStatisticsPolicy::SkipAll)
+        .with_size_stats_policy(ParquetStatisticsPolicy::SkipAll)
+}
+
+fn load_footer(path: &Path, file: &File) -> Result<ArrowReaderMetadata> {
+    ArrowReaderMetadata::load(file, footer_options()).with_context(|| {
+        format!(
+            "{}: not a readable parquet file (truncated or corrupt footer?)",
+            path.display()
+        )
+    })
 }
 
 impl ParquetShard {
@@ -49,62 +74,45 @@ impl ParquetShard {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
         let bytes = file.metadata()?.len();
-        let meta =
-            ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).with_context(|| {
-                format!(
-                    "{}: not a readable parquet file (truncated or corrupt footer?)",
-                    path.display()
-                )
-            })?;
-        let roles = find_roles(meta.schema());
+        let meta = load_footer(path, &file)?;
+        let footer = meta.metadata();
         Ok(ParquetShard {
             path: path.to_path_buf(),
             bytes,
-            meta,
-            roles,
+            schema: meta.schema().clone(),
+            roles: find_roles(meta.schema()),
+            row_groups: footer
+                .row_groups()
+                .iter()
+                .map(|rg| rg.num_rows().max(0) as u64)
+                .collect(),
+            hf_features: hf_features(footer),
         })
     }
 
     /// The Arrow schema.
     pub fn schema(&self) -> &SchemaRef {
-        self.meta.schema()
-    }
-
-    /// The parquet footer.
-    pub fn metadata(&self) -> &Arc<ParquetMetaData> {
-        self.meta.metadata()
+        &self.schema
     }
 
     /// Rows in the file.
     pub fn num_rows(&self) -> u64 {
-        self.metadata().file_metadata().num_rows().max(0) as u64
+        self.row_groups.iter().sum()
     }
 
     /// Number of row groups.
     pub fn num_row_groups(&self) -> usize {
-        self.metadata().num_row_groups()
+        self.row_groups.len()
     }
 
-    /// Rows in row group `rg`.
-    pub fn row_group_rows(&self, rg: usize) -> u64 {
-        self.metadata().row_group(rg).num_rows().max(0) as u64
-    }
-
-    /// Row number of the first row of row group `rg`.
-    pub fn row_group_start(&self, rg: usize) -> u64 {
-        (0..rg).map(|r| self.row_group_rows(r)).sum()
+    /// Rows in the row groups `rgs`.
+    pub fn rows_in(&self, rgs: Range<usize>) -> u64 {
+        self.row_groups[rgs].iter().sum()
     }
 
     /// The Hugging Face `datasets` features stored under the `huggingface` key, if any.
-    pub fn hf_features(&self) -> Option<Value> {
-        let kv = self.metadata().file_metadata().key_value_metadata()?;
-        let raw = kv
-            .iter()
-            .find(|k| k.key == "huggingface")?
-            .value
-            .as_deref()?;
-        let parsed: Value = serde_json::from_str(raw).ok()?;
-        parsed.pointer("/info/features").cloned()
+    pub fn hf_features(&self) -> Option<&Value> {
+        self.hf_features.as_ref()
     }
 
     /// `25M_demo`, `25M_full` or `table`: the layout this shard looks like.
@@ -151,39 +159,78 @@ impl ParquetShard {
         Ok(out)
     }
 
-    /// Streams row group `rg` as batches of at most `batch_rows` rows, reading only the
-    /// top-level columns in `projection`.
-    pub fn read_row_group(
+    /// Streams the row groups `rgs` to `visit` as batches of at most `batch_rows` rows,
+    /// reading only the top-level columns in `projection`. A row group that fails to
+    /// decode is reported to `visit` and reading resumes with the next one.
+    pub fn read_row_groups(
         &self,
         input: usize,
-        rg: usize,
+        rgs: Range<usize>,
         projection: &[usize],
         batch_rows: usize,
-        store: Arc<ImageStore>,
-    ) -> Result<impl Iterator<Item = Result<Batch>> + Send + use<>> {
-        let file = File::open(&self.path)
-            .with_context(|| format!("{}: cannot open", self.path.display()))?;
-        let mask = ProjectionMask::roots(
-            self.metadata().file_metadata().schema_descr(),
-            projection.iter().copied(),
-        );
-        let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.meta.clone())
-            .with_row_groups(vec![rg])
-            .with_projection(mask)
-            .with_batch_size(batch_rows)
-            .build()
-            .with_context(|| format!("{}: row group {rg}: cannot read", self.path.display()))?;
-        let path = self.path.display().to_string();
-        let mut next_row = self.row_group_start(rg);
-        Ok(reader.map(move |rb| {
-            let rb = rb.with_context(|| format!("{path}: row group {rg}: corrupt data"))?;
-            let rows = arrow_rows(&rb, store.clone())
-                .with_context(|| format!("{path}: row group {rg}"))?;
-            let batch = Batch::arrow(input, Some(rg), next_row, rows);
-            next_row += batch.len() as u64;
-            Ok(batch)
-        }))
+        store: &Arc<ImageStore>,
+        visit: Visit<'_>,
+    ) -> Result<()> {
+        let path = self.path.display();
+        let file = File::open(&self.path).with_context(|| format!("{path}: cannot open"))?;
+        let meta = load_footer(&self.path, &file)?;
+        let mask = ProjectionMask::roots(meta.parquet_schema(), projection.iter().copied());
+        let mut next_row = self.rows_in(0..rgs.start);
+        for rg in rgs {
+            // One reader per row group: batches never span two, so an error names the
+            // row group at fault and the next one is read regardless.
+            let reader =
+                ParquetRecordBatchReaderBuilder::new_with_metadata(file.try_clone()?, meta.clone())
+                    .with_row_groups(vec![rg])
+                    .with_projection(mask.clone())
+                    .with_batch_size(batch_rows)
+                    .build()
+                    .with_context(|| format!("{path}: row group {rg}: cannot read"));
+            let reader = match reader {
+                Ok(r) => r,
+                Err(e) => {
+                    if visit(Err(e)) == Flow::Stop {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            };
+            let start = next_row;
+            for rb in reader {
+                let batch = rb
+                    .with_context(|| format!("{path}: row group {rg}: corrupt data"))
+                    .and_then(|rb| {
+                        arrow_rows(&rb, store.clone())
+                            .with_context(|| format!("{path}: row group {rg}"))
+                    })
+                    .map(|rows| Batch::arrow(input, Some(rg), next_row, rows));
+                let failed = batch.is_err();
+                if let Ok(b) = &batch {
+                    next_row += b.len() as u64;
+                }
+                if visit(batch) == Flow::Stop {
+                    return Ok(());
+                }
+                if failed {
+                    break;
+                }
+            }
+            next_row = start + self.row_groups[rg];
+        }
+        Ok(())
     }
+}
+
+/// The `info.features` of the `huggingface` key-value metadata.
+fn hf_features(footer: &ParquetMetaData) -> Option<Value> {
+    let kv = footer.file_metadata().key_value_metadata()?;
+    let raw = kv
+        .iter()
+        .find(|k| k.key == "huggingface")?
+        .value
+        .as_deref()?;
+    let parsed: Value = serde_json::from_str(raw).ok()?;
+    parsed.pointer("/info/features").cloned()
 }
 
 /// Finds the role columns of a schema by name.

@@ -39,7 +39,7 @@ pub fn inspect(
     opts: &InspectOptions,
 ) -> Result<Tally> {
     let failed: Vec<usize> = open_failures.iter().map(|(i, _)| *i).collect();
-    let units = dataset.units(&failed);
+    let units = dataset.units(&failed, opts.threads);
     let bar = progress::bar(dataset.known_rows(&units), "rows", "inspecting");
     let next = AtomicUsize::new(0);
     let abort = AtomicBool::new(false);
@@ -143,7 +143,7 @@ pub fn head(
         .collect();
     let mut out = Vec::new();
     let mut fatal = None;
-    for unit in dataset.units(&failed) {
+    for unit in dataset.units(&failed, 1) {
         if out.len() >= n || dataset.inputs[unit.input].role != Role::Records {
             continue;
         }

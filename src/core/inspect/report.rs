@@ -395,7 +395,7 @@ fn schema_report(dataset: &Dataset) -> Option<SchemaReport> {
         .collect();
     Some(SchemaReport {
         fields,
-        hf_features: shards.iter().find_map(|s| s.hf_features()),
+        hf_features: shards.iter().find_map(|s| s.hf_features().cloned()),
         mismatched_shards: shards
             .iter()
             .filter(|s| s.schema().fields() != first.schema().fields())
