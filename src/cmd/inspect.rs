@@ -10,7 +10,7 @@ use super::{Context, print, run_file};
 use crate::core::data::filter::Filter;
 use crate::core::data::{Dataset, ReadOptions, inputs};
 use crate::core::error::Failure;
-use crate::core::inspect::{self, InspectOptions, TallyOptions, plots, records, report};
+use crate::core::inspect::{self, InspectOptions, TallyOptions, plots, records, render, report};
 
 const HELP: &str = "\
 One streaming pass over parquet shards (MedTrinity-25M 25M_demo and 25M_full layouts),
@@ -105,12 +105,7 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
     let total_inputs = inputs.len();
     let (dataset, mut open_failures) = Dataset::open(inputs, &read);
     if images {
-        for (i, shard) in dataset.shards.iter().enumerate() {
-            if let Some(shard) = shard.as_ref().filter(|s| s.roles.image.is_none()) {
-                let msg = "no image column (expected `image` or `file_name`); use --no-images or --columns for the rest";
-                open_failures.push((i, anyhow::anyhow!("{}: {msg}", shard.path.display())));
-            }
-        }
+        open_failures.extend(inspect::shards_without_images(&dataset));
     }
 
     if let Some(n) = args.head {
@@ -177,7 +172,7 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
     match args.sample {
         Some(_) => print_records(&picked, ctx)?,
         None if ctx.json => print(&(serde_json::to_string_pretty(&report)? + "\n"))?,
-        None => print(&report::render(&report))?,
+        None => print(&render::table(&report))?,
     }
     let failures = report
         .failures

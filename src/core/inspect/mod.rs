@@ -4,6 +4,7 @@
 pub mod dist;
 pub mod plots;
 pub mod records;
+pub mod render;
 pub mod report;
 pub mod tally;
 
@@ -28,6 +29,20 @@ pub struct InspectOptions {
     pub tally: TallyOptions,
     pub filter: Option<Filter>,
     pub threads: usize,
+}
+
+/// Parquet inputs with no image column, as failures: image statistics were asked for,
+/// so a captions-only table is most likely the wrong file.
+pub fn shards_without_images(dataset: &Dataset) -> Vec<(usize, anyhow::Error)> {
+    let msg = "no image column (expected `image` or `file_name`); use --no-images or --columns for the rest";
+    (dataset.shards.iter().enumerate())
+        .filter_map(|(i, s)| {
+            s.as_ref()
+                .filter(|s| s.roles.image.is_none())
+                .map(|s| (i, s))
+        })
+        .map(|(i, s)| (i, anyhow::anyhow!("{}: {msg}", s.path.display())))
+        .collect()
 }
 
 /// Inspects every unit of `dataset`; `open_failures` are inputs that could not be opened.

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::report::human_bytes;
+use super::render::human_bytes;
 use crate::core::data::{ImageSource, Sample};
 use crate::core::image;
 
