@@ -109,19 +109,9 @@ fn version_is_printed() {
 #[test]
 fn completions_are_current() {
     for shell in ["bash", "zsh", "fish"] {
-        let path = root()
-            .join("completions")
-            .join(completions::file_name(shell));
         let fresh = completions::script(shell);
-        if std::env::var_os("MT_BLESS").is_some() {
-            std::fs::write(&path, &fresh).unwrap();
-        }
-        let committed = std::fs::read(&path).unwrap_or_default();
-        assert!(
-            committed == fresh,
-            "{} is stale: run MT_BLESS=1 cargo test --test cli completions",
-            path.display()
-        );
+        let rel = format!("completions/{}", completions::file_name(shell));
+        common::check_snapshot(&rel, &fresh, "cargo test --test cli completions");
         let r = mt(&["completions", shell]);
         assert_eq!(r.code, 0);
         assert_eq!(r.stdout.as_bytes(), fresh.as_slice());

@@ -259,15 +259,10 @@ fn json_shape_is_stable() {
         .filter(|p| !p.starts_with(".schema.hf_features."))
         .collect();
     let text = listed.join("\n") + "\n";
-    let path = common::root().join("tests/snapshots/inspect_json_keys.txt");
-    if std::env::var_os("MT_BLESS").is_some() {
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, &text).unwrap();
-    }
-    let committed = fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        committed == text,
-        "the --json report changed shape; if deliberate, MT_BLESS=1 cargo test --test inspect json_shape"
+    common::check_snapshot(
+        "tests/snapshots/inspect_json_keys.txt",
+        text.as_bytes(),
+        "cargo test --test inspect json_shape",
     );
 }
 

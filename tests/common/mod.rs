@@ -84,6 +84,22 @@ pub fn mt_stdin(args: &[&str], input: &[u8]) -> Run {
     finish(child.wait_with_output().unwrap())
 }
 
+/// Compares `fresh` with the committed file at `rel` (from the repository root); with
+/// `MT_BLESS=1` in the environment, writes `fresh` there first. `rerun` is the test
+/// command that regenerates it.
+pub fn check_snapshot(rel: &str, fresh: &[u8], rerun: &str) {
+    let path = root().join(rel);
+    if std::env::var_os("MT_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, fresh).unwrap();
+    }
+    let committed = std::fs::read(&path).unwrap_or_default();
+    assert!(
+        committed == fresh,
+        "{rel} is stale; if the change is deliberate: MT_BLESS=1 {rerun}"
+    );
+}
+
 /// Reads testdata/<dir>/expected.json (reference numbers computed by the fixture script).
 pub fn expected(rel: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(testdata(rel)).unwrap()).unwrap()
