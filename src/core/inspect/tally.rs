@@ -1,6 +1,7 @@
 //! What one worker accumulates while inspecting: everything is mergeable and bounded in
 //! memory (large keyed sets spill to disk through [`KeyTally`]).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -226,8 +227,16 @@ impl Tally {
             self.matched += 1;
             let row = batch.first_row + i as u64;
             let key = order_key(batch.input, row);
+            let pick = keyed(opts.seed, batch.input as u64, row);
+            // Ids are only needed for uniqueness and image reports (a fallback id costs
+            // an allocation per row).
+            let id = if has_ids || has_images {
+                batch.id(i)
+            } else {
+                Cow::Borrowed("")
+            };
             if has_ids {
-                self.ids.push(batch.id(i).as_bytes(), 0, "")?;
+                self.ids.push(id.as_bytes(), 0, "")?;
                 self.ids_counted += 1;
             }
             if let Some(c) = batch.caption(i) {
@@ -237,35 +246,43 @@ impl Tally {
                 self.sources.add(s);
             }
             if has_images {
-                match batch.image(i) {
-                    ImageRef::None => {
-                        self.images
-                            .missing
-                            .add(key, &batch.id(i), "no image in the record".into())
-                    }
-                    ImageRef::Bytes { bytes, .. } => {
-                        self.add_image(bytes, key, &batch.id(i), opts)?
-                    }
-                    ImageRef::File(path) => match std::fs::read(&path) {
-                        Ok(bytes) => self.add_image(&bytes, key, &batch.id(i), opts)?,
-                        Err(e) => self.images.missing.add(
-                            key,
-                            &batch.id(i),
-                            format!("{}: {e}", path.display()),
-                        ),
-                    },
-                    ImageRef::Archived(name) => {
-                        self.archive_names
-                            .push(base_name(name).as_bytes(), 0, &batch.id(i))?
-                    }
+                let image = batch.image(i);
+                let shown = matches!(image, ImageRef::Bytes { .. } | ImageRef::File(_));
+                self.add_record_image(image, key, &id, opts)?;
+                if shown {
+                    self.sheet.offer(pick, || batch.sample(i));
                 }
             }
-            let pick = keyed(opts.seed, batch.input as u64, row);
             if self.sample.k > 0 {
                 self.sample.offer(pick, || batch.sample(i));
             }
-            if has_images && matches!(batch.image(i), ImageRef::Bytes { .. } | ImageRef::File(_)) {
-                self.sheet.offer(pick, || batch.sample(i));
+        }
+        Ok(())
+    }
+
+    /// Image statistics of one record's image, wherever it is.
+    fn add_record_image(
+        &mut self,
+        image: ImageRef<'_>,
+        key: u64,
+        id: &str,
+        opts: &TallyOptions,
+    ) -> Result<()> {
+        match image {
+            ImageRef::None => self
+                .images
+                .missing
+                .add(key, id, "no image in the record".into()),
+            ImageRef::Bytes { bytes, .. } => self.add_image(bytes, key, id, opts)?,
+            ImageRef::File(path) => match std::fs::read(&path) {
+                Ok(bytes) => self.add_image(&bytes, key, id, opts)?,
+                Err(e) => self
+                    .images
+                    .missing
+                    .add(key, id, format!("{}: {e}", path.display())),
+            },
+            ImageRef::Archived(name) => {
+                self.archive_names.push(base_name(name).as_bytes(), 0, id)?
             }
         }
         Ok(())
