@@ -137,6 +137,13 @@ fn full_layout_reads_manifests_and_image_shards() {
     assert_eq!(r["inputs"][0]["layout"], "25M_full");
     assert_eq!(r["inputs"][1]["role"], "images");
     assert_eq!(r["inputs"][2]["role"], "images");
+    let members =
+        r["inputs"][1]["rows"].as_u64().unwrap() + r["inputs"][2]["rows"].as_u64().unwrap();
+    assert_eq!(
+        members,
+        exp["rows"].as_u64().unwrap(),
+        "shard inputs count their members"
+    );
     let a = &r["archives"];
     assert_eq!(a["members"], exp["rows"]);
     assert_eq!(a["referenced_rows"], exp["rows"]);

@@ -124,6 +124,7 @@ pub struct ImageTally {
 pub struct Tally {
     pub rows: u64,
     pub matched: u64,
+    /// Records (or, for image shards, members) read per input.
     pub rows_per_input: BTreeMap<usize, u64>,
     pub nulls: BTreeMap<String, u64>,
     pub ids: KeyTally,
@@ -289,6 +290,7 @@ impl Tally {
     }
 
     fn add_image_shard(&mut self, batch: &Batch, opts: &TallyOptions) -> Result<()> {
+        *self.rows_per_input.entry(batch.input).or_default() += batch.len() as u64;
         for i in 0..batch.len() {
             let key = order_key(batch.input, batch.first_row + i as u64);
             self.archive_members += 1;
