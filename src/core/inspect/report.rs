@@ -191,14 +191,16 @@ pub struct FailureReport {
     pub error: String,
 }
 
-fn problem(e: Examples) -> Problem {
+fn problem(mut e: Examples) -> Problem {
+    let examples = e
+        .first
+        .take()
+        .into_iter()
+        .map(|(id, detail)| Example { id, detail })
+        .collect();
     Problem {
         count: e.count,
-        examples: e
-            .items
-            .into_iter()
-            .map(|(_, id, detail)| Example { id, detail })
-            .collect(),
+        examples,
     }
 }
 

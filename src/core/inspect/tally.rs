@@ -22,76 +22,81 @@ pub const MAX_FAILURES: usize = 1000;
 /// Distinct values tracked per categorical column.
 const CATEGORY_CAP: usize = 100_000;
 
-/// A count plus the first few occurrences (by input order), for reports.
-#[derive(Debug, Clone, Default)]
-pub struct Examples {
-    pub count: u64,
-    /// (order key, id, detail), smallest keys first.
-    pub items: Vec<(u64, String, String)>,
-}
-
-impl Examples {
-    fn add(&mut self, key: u64, id: &str, detail: String) {
-        self.count += 1;
-        if self.items.len() < EXAMPLES || key < self.items.last().map_or(u64::MAX, |x| x.0) {
-            let at = self.items.partition_point(|x| x.0 < key);
-            self.items.insert(at, (key, id.to_string(), detail));
-            self.items.truncate(EXAMPLES);
-        }
-    }
-
-    fn merge(&mut self, other: Examples) {
-        self.count += other.count;
-        self.items.extend(other.items);
-        self.items.sort_by_key(|x| x.0);
-        self.items.truncate(EXAMPLES);
-    }
-}
-
-/// The `k` records with the smallest keys: a deterministic random sample when keys are
-/// seeded hashes, the first records when keys are positions.
-#[derive(Debug, Clone, Default)]
-pub struct Reservoir {
+/// The `k` items with the smallest keys, in key order. Mergeable: the result does not
+/// depend on how the work was split between threads.
+#[derive(Debug, Clone)]
+pub struct SmallestK<T> {
     pub k: usize,
     /// Sorted by key.
-    pub items: Vec<(u64, Sample)>,
+    pub items: Vec<(u64, T)>,
 }
 
-impl Reservoir {
-    /// An empty reservoir of `k` records.
+impl<T> SmallestK<T> {
+    /// An empty set of at most `k` items.
     pub fn new(k: usize) -> Self {
-        Reservoir {
+        SmallestK {
             k,
             items: Vec::new(),
         }
     }
 
-    /// The records, in key order, leaving the reservoir empty.
-    pub fn take(&mut self) -> Vec<Sample> {
-        std::mem::take(&mut self.items)
-            .into_iter()
-            .map(|(_, s)| s)
-            .collect()
-    }
-
-    fn wants(&self, key: u64) -> bool {
-        self.items.len() < self.k || self.items.last().is_some_and(|x| key < x.0)
-    }
-
-    fn offer(&mut self, key: u64, sample: impl FnOnce() -> Sample) {
-        if self.wants(key) {
+    /// Keeps `make()` under `key` if it is among the `k` smallest so far (`make` runs
+    /// only then).
+    fn offer(&mut self, key: u64, make: impl FnOnce() -> T) {
+        if self.items.len() < self.k || self.items.last().is_some_and(|x| key < x.0) {
             let at = self.items.partition_point(|x| x.0 < key);
-            self.items.insert(at, (key, sample()));
+            self.items.insert(at, (key, make()));
             self.items.truncate(self.k);
         }
     }
 
-    fn merge(&mut self, other: Reservoir) {
+    fn merge(&mut self, other: SmallestK<T>) {
         self.items.extend(other.items);
         self.items.sort_by_key(|x| x.0);
         self.items.truncate(self.k);
     }
+
+    /// The items in key order, leaving the set empty.
+    pub fn take(&mut self) -> Vec<T> {
+        std::mem::take(&mut self.items)
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect()
+    }
 }
+
+/// A count plus the first few occurrences (by input order), for reports.
+#[derive(Debug, Clone)]
+pub struct Examples {
+    pub count: u64,
+    /// (id, detail) of the earliest occurrences.
+    pub first: SmallestK<(String, String)>,
+}
+
+impl Default for Examples {
+    fn default() -> Self {
+        Examples {
+            count: 0,
+            first: SmallestK::new(EXAMPLES),
+        }
+    }
+}
+
+impl Examples {
+    fn add(&mut self, key: u64, id: &str, detail: String) {
+        self.count += 1;
+        self.first.offer(key, || (id.to_string(), detail));
+    }
+
+    fn merge(&mut self, other: Examples) {
+        self.count += other.count;
+        self.first.merge(other.first);
+    }
+}
+
+/// The `k` records with the smallest keys: a deterministic random sample when keys are
+/// seeded hashes, the first records when keys are positions.
+pub type Reservoir = SmallestK<Sample>;
 
 /// Caption statistics.
 #[derive(Debug, Clone, Default)]
@@ -439,7 +444,7 @@ mod tests {
         a.merge(b);
         assert_eq!(a.count, 60);
         assert_eq!(
-            a.items.iter().map(|x| x.0).collect::<Vec<_>>(),
+            a.first.items.iter().map(|x| x.0).collect::<Vec<_>>(),
             (0..EXAMPLES as u64).collect::<Vec<_>>()
         );
     }
