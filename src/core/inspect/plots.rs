@@ -11,6 +11,7 @@ use plotters::prelude::*;
 use plotters::style::FontStyle;
 
 use super::dist::{CounterSummary, DistSummary};
+use super::render::ellipsize;
 use super::report::{Report, ScaledSummary};
 use crate::core::data::{ImageSource, Sample};
 use crate::core::image as img;
@@ -140,7 +141,7 @@ fn bars(path: &Path, title: &str, x_label: &str, items: &[(String, f64)]) -> Res
             .y_labels(n)
             .x_label_formatter(&|v| short_number(*v))
             .y_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) if *i < n => truncate(&items[n - 1 - i].0, 28),
+                SegmentValue::CenterOf(i) if *i < n => ellipsize(&items[n - 1 - i].0, 28),
                 _ => String::new(),
             })
             .draw()
@@ -173,14 +174,6 @@ fn short_number(v: f64) -> String {
         format!("{v:.0}")
     } else {
         format!("{v:.2}")
-    }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(max - 1).collect::<String>())
     }
 }
 
@@ -373,9 +366,9 @@ pub fn contact_sheet(path: &Path, sample: &[Sample], seed: u64) -> Result<()> {
                 );
                 format!("{}x{}", image.width(), image.height())
             }
-            Err(e) => truncate(&e, 30),
+            Err(e) => ellipsize(&e, 30),
         };
-        labels.push((x0, y0 + CELL, truncate(&s.id, 24), detail));
+        labels.push((x0, y0 + CELL, ellipsize(&s.id, 24), detail));
     }
     render_labels(
         path,

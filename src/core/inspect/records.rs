@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::render::human_bytes;
+use super::render::{ellipsize, human_bytes};
 use crate::core::data::{ImageSource, Sample};
 use crate::core::image;
 
@@ -81,17 +81,9 @@ pub fn render_record(n: usize, total: usize, s: &Sample, width: usize) -> String
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        let _ = writeln!(out, "{k}: {}", truncate(&text, 300));
+        let _ = writeln!(out, "{k}: {}", ellipsize(&text, 301));
     }
     out
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(max).collect::<String>())
-    }
 }
 
 /// Greedy word wrap; continuation lines are indented by `indent` spaces.

@@ -7,6 +7,18 @@ use serde_json::Value;
 use super::dist::{Bin, CounterSummary, DistSummary};
 use super::report::{Problem, Report, Share};
 
+/// `s` cut to at most `max` characters, ending in `…` when cut.
+pub fn ellipsize(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        format!(
+            "{}…",
+            s.chars().take(max.saturating_sub(1)).collect::<String>()
+        )
+    }
+}
+
 /// `1.5 KB`, `23.0 MB`, ...
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
