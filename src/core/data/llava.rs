@@ -95,6 +95,12 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// Parses one JSON record's text into a [`Sample`].
+fn parse_record(text: &[u8], row: u64, store: &ImageStore) -> Result<Sample> {
+    let value = serde_json::from_slice(text).map_err(|e| anyhow!("invalid JSON: {e}"))?;
+    sample_from_json(value, row, store)
+}
+
 /// Streams a JSON Lines file (`-` for stdin) as batches of `batch_rows` records. A bad
 /// line is reported (with its line number) and skipped; reading goes on.
 pub fn read_jsonl(
@@ -118,9 +124,7 @@ pub fn read_jsonl(
         if line.trim().is_empty() {
             continue;
         }
-        let parsed = serde_json::from_str(&line)
-            .map_err(|e| anyhow!("invalid JSON: {e}"))
-            .and_then(|v| sample_from_json(v, rows.next_row, store))
+        let parsed = parse_record(line.as_bytes(), rows.next_row, store)
             .with_context(|| format!("{}: line {}", path.display(), n + 1));
         if rows.push(parsed, visit) == Flow::Stop {
             return Ok(());
@@ -151,9 +155,7 @@ pub fn read_json_array(
                 bail!("{}: after record {index}: {e}", path.display());
             }
         };
-        let parsed = serde_json::from_slice(&bytes)
-            .map_err(|e| anyhow!("invalid JSON: {e}"))
-            .and_then(|v| sample_from_json(v, rows.next_row, store))
+        let parsed = parse_record(&bytes, rows.next_row, store)
             .with_context(|| format!("{}: record {}", path.display(), index.saturating_sub(1)));
         if rows.push(parsed, visit) == Flow::Stop {
             return Ok(());
