@@ -8,5 +8,6 @@ pub mod hash;
 pub mod image;
 pub mod inspect;
 pub mod logging;
+pub mod model;
 pub mod progress;
 pub mod run;

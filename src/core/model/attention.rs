@@ -1,0 +1,116 @@
+//! Scaled dot-product attention with grouped key/value heads and an additive mask,
+//! shared by CLIP (no mask) and Llama (causal + padding). Plain matmuls and a
+//! softmax in f32, so the same code serves inference and training.
+
+use anyhow::Result;
+use candle_core::{DType, Tensor};
+
+use super::norm::softmax_last;
+
+/// `softmax(q k^T * scale + mask) v` for `q` `(B, H, L, D)` and `k`, `v`
+/// `(B, Hkv, T, D)` where `H` is a multiple of `Hkv` (query head `h` reads key/value
+/// head `h / (H / Hkv)`, as `repeat_kv` does). `mask` is additive, `(B, 1, L, T)`.
+/// Returns `(B, H, L, D)`. Key/value heads are never copied to match `H`, and `k`, `v`
+/// may be views into a larger cache (strided along `T`).
+pub fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f64,
+) -> Result<Tensor> {
+    let (b, heads, l, d) = q.dims4()?;
+    let (_, kv_heads, t, _) = k.dims4()?;
+    let rep = heads / kv_heads;
+    // (B, Hkv, rep * L, D): the `rep` query heads of a group share one key matrix.
+    let qg = q.contiguous()?.reshape((b, kv_heads, rep * l, d))?;
+    let mut scores = (qg.matmul(&k.t()?)? * scale)?;
+    if let Some(mask) = mask {
+        let m = mask.to_dtype(scores.dtype())?.unsqueeze(2)?; // (B, 1, 1, L, T)
+        scores = scores
+            .reshape((b, kv_heads, rep, l, t))?
+            .broadcast_add(&m)?
+            .reshape((b, kv_heads, rep * l, t))?;
+    }
+    let probs = softmax_last(&scores)?;
+    let out = probs.matmul(v)?;
+    Ok(out.reshape((b, heads, l, d))?)
+}
+
+/// The additive mask for a left-padded batch: query `i` (at absolute slot
+/// `past + i`) may see key `j` when `j <= past + i` and key `j` is not padding.
+/// `valid[b][j]` says whether slot `j` of row `b` holds a real token.
+/// Masked entries get the dtype's lowest finite value (never `-inf`, so fully masked
+/// padding rows stay finite). Returns `None` when nothing needs masking.
+pub fn causal_padding_mask(
+    valid: &[Vec<bool>],
+    past: usize,
+    len: usize,
+    dtype: DType,
+    device: &candle_core::Device,
+) -> Result<Option<Tensor>> {
+    let total = past + len;
+    let padded = valid.iter().any(|row| row[..total].iter().any(|v| !v));
+    if !padded && len == 1 {
+        return Ok(None);
+    }
+    let low = match dtype {
+        DType::F32 => f32::MIN,
+        DType::BF16 => half_min_bf16(),
+        DType::F16 => -65504.0,
+        _ => f32::MIN,
+    };
+    let mut data = Vec::with_capacity(valid.len() * len * total);
+    for row in valid {
+        for i in 0..len {
+            for (j, &ok) in row[..total].iter().enumerate() {
+                data.push(if ok && j <= past + i { 0.0 } else { low });
+            }
+        }
+    }
+    let mask = Tensor::from_vec(data, (valid.len(), 1, len, total), device)?;
+    Ok(Some(mask))
+}
+
+fn half_min_bf16() -> f32 {
+    // bf16's lowest finite value; adding it to any finite score stays finite.
+    -3.389_531_4e38
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn grouped_heads_read_their_own_key_value_head() {
+        let dev = Device::Cpu;
+        // 2 query heads share 1 kv head; with one key, each output is that value.
+        let q = Tensor::randn(0f32, 1., (1, 2, 3, 4), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1., (1, 1, 1, 4), &dev).unwrap();
+        let v = Tensor::new(&[[[[1f32, 2., 3., 4.]]]], &dev).unwrap();
+        let out = attend(&q, &k, &v, None, 0.5).unwrap();
+        let rows = out.flatten_to(2).unwrap().to_vec2::<f32>().unwrap();
+        assert!(rows.iter().all(|r| r == &[1., 2., 3., 4.]));
+    }
+
+    #[test]
+    fn mask_hides_padding_and_the_future() {
+        let valid = vec![vec![false, true, true], vec![true, true, true]];
+        let mask = causal_padding_mask(&valid, 0, 3, DType::F32, &Device::Cpu)
+            .unwrap()
+            .unwrap();
+        assert_eq!(mask.dims(), &[2, 1, 3, 3]);
+        let flat = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let seen: Vec<u8> = flat.iter().map(|v| u8::from(*v == 0.0)).collect();
+        assert_eq!(
+            seen,
+            vec![
+                0, 0, 0, 0, 1, 0, 0, 1, 1, /* row 2 */ 1, 0, 0, 1, 1, 0, 1, 1, 1
+            ]
+        );
+        // Decoding one token without padding needs no mask at all.
+        let none = causal_padding_mask(&[vec![true; 4]], 3, 1, DType::F32, &Device::Cpu).unwrap();
+        assert!(none.is_none());
+    }
+}

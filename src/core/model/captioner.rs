@@ -1,0 +1,161 @@
+//! Captioning with a loaded checkpoint: every image gets the same `llama3` prompt,
+//! images are preprocessed and encoded in one batch, generation is batched with left
+//! padding, and each caption is decoded with its token counts.
+
+use anyhow::Result;
+use image::DynamicImage;
+use serde::Serialize;
+
+use super::checkpoint::Checkpoint;
+use super::generate::{GenerationConfig, generate};
+use super::llava::{Llava, Piece};
+use super::preprocess::ImageProcessor;
+use super::prompt::{TextCodec, llama3_prompt, prompt_len};
+use crate::core::hash::{keyed, mix64};
+
+/// One image to caption.
+pub struct CaptionInput {
+    pub id: String,
+    /// Where the image came from (path or archive member), for the output.
+    pub image: String,
+    pub pixels: DynamicImage,
+}
+
+/// One output line of `mt caption`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Caption {
+    pub id: String,
+    pub image: String,
+    pub caption: String,
+    pub model: String,
+    pub prompt_tokens: usize,
+    pub new_tokens: usize,
+}
+
+/// A model ready to caption.
+pub struct Captioner {
+    model: Llava,
+    codec: TextCodec,
+    processor: ImageProcessor,
+    pieces: Vec<Piece>,
+    prompt_tokens: usize,
+    decoding: GenerationConfig,
+    stop_strings: Vec<String>,
+    seed: u64,
+    pub model_name: String,
+}
+
+impl Captioner {
+    /// Loads the checkpoint and tokenises the prompt once. With `stop_at_eos`, the
+    /// checkpoint's end-of-sequence tokens join `decoding.stop_tokens`.
+    pub fn new(
+        ckpt: Checkpoint,
+        question: &str,
+        mut decoding: GenerationConfig,
+        stop_strings: Vec<String>,
+        stop_at_eos: bool,
+        seed: u64,
+    ) -> Result<Self> {
+        let codec = ckpt.codec()?;
+        let processor = ckpt.processor()?;
+        if stop_at_eos {
+            decoding.stop_tokens.extend(ckpt.stop_tokens(&codec));
+        }
+        let model_name = ckpt.name();
+        let model = ckpt.load()?;
+        let pieces = codec.encode_prompt(&llama3_prompt(question))?;
+        let prompt_tokens = prompt_len(&pieces, model.cfg.image_tokens());
+        Ok(Self {
+            model,
+            codec,
+            processor,
+            pieces,
+            prompt_tokens,
+            decoding,
+            stop_strings,
+            seed,
+            model_name,
+        })
+    }
+
+    /// The decoding settings in force (stop tokens included).
+    pub fn generation(&self) -> &GenerationConfig {
+        &self.decoding
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Llava {
+        &self.model
+    }
+
+    /// Captions a batch; `on_tokens(n)` reports generated tokens as they come.
+    pub fn caption(
+        &self,
+        items: &[CaptionInput],
+        on_tokens: &mut dyn FnMut(usize),
+    ) -> Result<Vec<Caption>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let device = self.model.llm.embed.device();
+        let images: Vec<DynamicImage> = items.iter().map(|i| i.pixels.clone()).collect();
+        let pixels = self
+            .processor
+            .batch(&images, device)?
+            .to_dtype(self.model.dtype())?;
+        let features = self.model.encode_images(&pixels)?;
+        let rows = (0..items.len())
+            .map(|i| self.model.embed_prompt(&self.pieces, &[features.get(i)?]))
+            .collect::<Result<Vec<_>>>()?;
+        let batch = self.model.left_pad(&rows)?;
+        let seeds: Vec<u64> = items
+            .iter()
+            .map(|i| keyed(self.seed, mix64(fnv(&i.id)), 0))
+            .collect();
+        let stop_text = |_: usize, tokens: &[u32]| -> bool {
+            !self.stop_strings.is_empty()
+                && self
+                    .codec
+                    .decode(tokens)
+                    .is_ok_and(|text| self.stop_strings.iter().any(|s| text.contains(s.as_str())))
+        };
+        let outputs = generate(
+            &self.model,
+            &batch,
+            &self.decoding,
+            &seeds,
+            &stop_text,
+            on_tokens,
+        )?;
+        items
+            .iter()
+            .zip(outputs)
+            .map(|(item, out)| {
+                let mut text = self.codec.decode(&out.tokens)?;
+                if let Some(cut) = self
+                    .stop_strings
+                    .iter()
+                    .filter_map(|s| text.find(s.as_str()))
+                    .min()
+                {
+                    text.truncate(cut);
+                }
+                Ok(Caption {
+                    id: item.id.clone(),
+                    image: item.image.clone(),
+                    caption: text.trim().to_string(),
+                    model: self.model_name.clone(),
+                    prompt_tokens: self.prompt_tokens,
+                    new_tokens: out.tokens.len(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// FNV-1a of a string: a stable per-sample key for its sampling seed.
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

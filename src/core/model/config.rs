@@ -1,0 +1,753 @@
+//! Checkpoint configuration: the original LLaVA `config.json` (`LlavaLlamaForCausalLM`,
+//! `mm_*` keys, S2) and the llava-hf layout (`LlavaForConditionalGeneration` with
+//! `vision_config` / `text_config`). Every field is checked; an unknown or
+//! inconsistent value fails with a message naming the field.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use serde::Serialize;
+use serde_json::Value;
+
+/// Which naming and prompt-expansion convention a checkpoint follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layout {
+    /// The LLaVA repository's `LlavaLlamaForCausalLM` (what LLaVA-Med++ ships).
+    Original,
+    /// transformers' `LlavaForConditionalGeneration` (llava-hf).
+    Hf,
+}
+
+/// The Llama language model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LlamaConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub vocab_size: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    pub attention_bias: bool,
+    pub mlp_bias: bool,
+    /// End-of-sequence ids from the config (one or several).
+    pub eos_token_ids: Vec<u32>,
+}
+
+/// Activation inside the CLIP MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClipActivation {
+    QuickGelu,
+    Gelu,
+}
+
+/// The CLIP ViT vision tower.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClipConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub num_channels: usize,
+    pub layer_norm_eps: f64,
+    pub hidden_act: ClipActivation,
+}
+
+impl ClipConfig {
+    /// Patches per side of one tile.
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+
+    /// Built-in configs for the public CLIP towers LLaVA checkpoints name.
+    pub fn known(name: &str) -> Option<Self> {
+        let image_size = match name.trim_end_matches('/') {
+            "openai/clip-vit-large-patch14-336" => 336,
+            "openai/clip-vit-large-patch14" => 224,
+            _ => return None,
+        };
+        Some(Self {
+            hidden_size: 1024,
+            intermediate_size: 4096,
+            num_hidden_layers: 24,
+            num_attention_heads: 16,
+            image_size,
+            patch_size: 14,
+            num_channels: 3,
+            layer_norm_eps: 1e-5,
+            hidden_act: ClipActivation::QuickGelu,
+        })
+    }
+
+    /// Reads a tower's `config.json`: a `CLIPConfig` (with `vision_config`) or a
+    /// `CLIPVisionConfig`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let json = read_json(path)?;
+        let vision = json.get("vision_config").unwrap_or(&json);
+        let prefix = if json.get("vision_config").is_some() {
+            "vision_config"
+        } else {
+            ""
+        };
+        Self::parse(&Fields::new(vision, prefix)).with_context(|| format!("{}", path.display()))
+    }
+
+    fn parse(f: &Fields) -> Result<Self> {
+        let hidden_act = match f.str_or("hidden_act", "quick_gelu")? {
+            "quick_gelu" => ClipActivation::QuickGelu,
+            "gelu" => ClipActivation::Gelu,
+            other => bail!(
+                "field `{}` is {other:?}; supported: quick_gelu, gelu",
+                f.path("hidden_act")
+            ),
+        };
+        let cfg = Self {
+            hidden_size: f.usize_or("hidden_size", 768)?,
+            intermediate_size: f.usize_or("intermediate_size", 3072)?,
+            num_hidden_layers: f.usize_or("num_hidden_layers", 12)?,
+            num_attention_heads: f.usize_or("num_attention_heads", 12)?,
+            image_size: f.usize_or("image_size", 224)?,
+            patch_size: f.usize_or("patch_size", 32)?,
+            num_channels: f.usize_or("num_channels", 3)?,
+            layer_norm_eps: f.f64_or("layer_norm_eps", 1e-5)?,
+            hidden_act,
+        };
+        f.check(
+            cfg.hidden_size.is_multiple_of(cfg.num_attention_heads),
+            "hidden_size",
+            "must be a multiple of num_attention_heads",
+        )?;
+        f.check(
+            cfg.image_size.is_multiple_of(cfg.patch_size),
+            "image_size",
+            "must be a multiple of patch_size",
+        )?;
+        f.check(cfg.num_channels == 3, "num_channels", "must be 3 (RGB)")?;
+        Ok(cfg)
+    }
+}
+
+/// Which CLIP tokens feed the projector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectFeature {
+    /// Patch tokens only (CLS dropped): LLaVA's `patch`, llava-hf's `default`.
+    Patch,
+    /// CLS and patch tokens: LLaVA's `cls_patch`, llava-hf's `full`.
+    ClsPatch,
+}
+
+/// How a non-square image becomes the square the vision tower sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AspectMode {
+    /// Pad to a square with the CLIP mean colour, then resize (LLaVA `pad`).
+    Pad,
+    /// Resize the shortest side, then centre-crop (the plain CLIP processor).
+    Crop,
+}
+
+/// The multimodal projector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectorKind {
+    Linear,
+    /// `mlp{depth}x_gelu`: Linear, then (GELU, Linear) x (depth - 1).
+    MlpGelu {
+        depth: usize,
+    },
+}
+
+/// Everything needed to build a LLaVA model from a checkpoint folder.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LlavaConfig {
+    pub layout: Layout,
+    pub text: LlamaConfig,
+    /// The vision tower config; `None` for original checkpoints until the tower
+    /// folder is resolved (see [`crate::core::model::checkpoint`]).
+    pub vision: Option<ClipConfig>,
+    /// `mm_vision_tower`: a hub id or a path (original layout).
+    pub vision_tower: Option<String>,
+    pub projector: ProjectorKind,
+    pub projector_bias: bool,
+    /// Width of the vision features entering the projector.
+    pub mm_hidden_size: usize,
+    /// Index into the CLIP hidden states (embeddings first), negative from the end.
+    pub select_layer: i64,
+    pub select_feature: SelectFeature,
+    pub aspect: AspectMode,
+    /// S2 multi-scale image sizes, ascending (`None`: single scale).
+    pub s2_scales: Option<Vec<usize>>,
+    /// Token id that stands for one image feature in llava-hf prompts.
+    pub image_token_index: Option<u32>,
+}
+
+impl LlavaConfig {
+    /// Reads and checks `config.json` in a checkpoint folder.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        let json = read_json(&path)?;
+        Self::parse(&json).with_context(|| format!("{}", path.display()))
+    }
+
+    /// Parses a config already read into JSON.
+    pub fn parse(json: &Value) -> Result<Self> {
+        let root = Fields::new(json, "");
+        let architectures: Vec<&str> = json
+            .get("architectures")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let model_type = root.str_or("model_type", "")?;
+        if architectures.contains(&"LlavaLlamaForCausalLM") || model_type == "llava_llama" {
+            Self::parse_original(&root)
+        } else if architectures.contains(&"LlavaForConditionalGeneration") || model_type == "llava"
+        {
+            Self::parse_hf(&root)
+        } else {
+            bail!(
+                "field `architectures` is {architectures:?} and `model_type` is {model_type:?}; \
+                 supported: LlavaLlamaForCausalLM (llava_llama) and LlavaForConditionalGeneration (llava)"
+            )
+        }
+    }
+
+    fn parse_original(f: &Fields) -> Result<Self> {
+        let text = parse_llama(f)?;
+        let projector = parse_projector(f, "mm_projector_type", "linear")?;
+        let select_feature = match f.str_or("mm_vision_select_feature", "patch")? {
+            "patch" => SelectFeature::Patch,
+            "cls_patch" => SelectFeature::ClsPatch,
+            other => {
+                bail!("field `mm_vision_select_feature` is {other:?}; supported: patch, cls_patch")
+            }
+        };
+        let aspect = match f.str_or("image_aspect_ratio", "square")? {
+            "pad" => AspectMode::Pad,
+            "square" => AspectMode::Crop,
+            other => bail!("field `image_aspect_ratio` is {other:?}; supported: pad, square"),
+        };
+        let s2_scales = if f.bool_or("s2", false)? {
+            Some(parse_scales(f)?)
+        } else {
+            None
+        };
+        let vision_tower = f
+            .opt_str("mm_vision_tower")?
+            .or(f.opt_str("vision_tower")?)
+            .ok_or_else(|| anyhow!("field `mm_vision_tower` is missing"))?;
+        if f.bool_or("mm_use_im_start_end", false)? {
+            bail!(
+                "field `mm_use_im_start_end` is true; only checkpoints without image start/end tokens are supported"
+            );
+        }
+        let cfg = Self {
+            layout: Layout::Original,
+            text,
+            vision: None,
+            vision_tower: Some(vision_tower.to_string()),
+            projector,
+            projector_bias: true,
+            mm_hidden_size: f.usize("mm_hidden_size")?,
+            select_layer: f.i64_or("mm_vision_select_layer", -2)?,
+            select_feature,
+            aspect,
+            s2_scales,
+            image_token_index: None,
+        };
+        Ok(cfg)
+    }
+
+    fn parse_hf(f: &Fields) -> Result<Self> {
+        let text_json = f.child("text_config")?;
+        let text_fields = Fields::new(text_json, "text_config");
+        let text_type = text_fields.str_or("model_type", "llama")?;
+        if text_type != "llama" {
+            bail!("field `text_config.model_type` is {text_type:?}; supported: llama");
+        }
+        let mut text = parse_llama(&text_fields)?;
+        if text.eos_token_ids.is_empty() {
+            text.eos_token_ids = parse_eos(f)?;
+        }
+        let vision_json = f.child("vision_config")?;
+        let vision_fields = Fields::new(vision_json, "vision_config");
+        let vision_type = vision_fields.str_or("model_type", "clip_vision_model")?;
+        if vision_type != "clip_vision_model" {
+            bail!(
+                "field `vision_config.model_type` is {vision_type:?}; supported: clip_vision_model"
+            );
+        }
+        let vision = ClipConfig::parse(&vision_fields)?;
+        let select_feature = match f.str_or("vision_feature_select_strategy", "default")? {
+            "default" => SelectFeature::Patch,
+            "full" => SelectFeature::ClsPatch,
+            other => bail!(
+                "field `vision_feature_select_strategy` is {other:?}; supported: default, full"
+            ),
+        };
+        let select_layer = match f.get("vision_feature_layer") {
+            None => -2,
+            Some(v) => v.as_i64().ok_or_else(|| {
+                anyhow!("field `vision_feature_layer` must be one integer (several layers are not supported), got {v}")
+            })?,
+        };
+        let act = f.str_or("projector_hidden_act", "gelu")?;
+        if act != "gelu" {
+            bail!("field `projector_hidden_act` is {act:?}; supported: gelu");
+        }
+        let image_token_index = match f.get("image_token_index").or(f.get("image_token_id")) {
+            Some(v) => v
+                .as_u64()
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or_else(|| anyhow!("field `image_token_index` must be a token id, got {v}"))?,
+            None => bail!("field `image_token_index` is missing"),
+        };
+        let cfg = Self {
+            layout: Layout::Hf,
+            mm_hidden_size: vision.hidden_size,
+            text,
+            vision: Some(vision),
+            vision_tower: None,
+            projector: ProjectorKind::MlpGelu { depth: 2 },
+            projector_bias: f.bool_or("multimodal_projector_bias", true)?,
+            select_layer,
+            select_feature,
+            aspect: AspectMode::Pad,
+            s2_scales: None,
+            image_token_index: Some(image_token_index),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Completes an original-layout config with its tower's config and checks that
+    /// the vision side agrees with the projector and S2 settings.
+    pub fn with_vision(mut self, vision: ClipConfig) -> Result<Self> {
+        self.vision = Some(vision);
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// The vision config (always present once the checkpoint is resolved).
+    pub fn vision(&self) -> &ClipConfig {
+        self.vision
+            .as_ref()
+            .expect("vision config resolved before use")
+    }
+
+    /// The square image size the preprocessor produces.
+    pub fn input_size(&self) -> usize {
+        match &self.s2_scales {
+            Some(scales) => *scales.last().expect("non-empty"),
+            None => self.vision().image_size,
+        }
+    }
+
+    /// Image feature rows one image contributes to the prompt.
+    pub fn image_tokens(&self) -> usize {
+        let grid = self.vision().grid();
+        grid * grid + usize::from(self.select_feature == SelectFeature::ClsPatch)
+    }
+
+    /// CLIP layers that must run to produce the selected hidden state.
+    pub fn vision_layers_used(&self) -> usize {
+        let n = self.vision().num_hidden_layers as i64;
+        let index = if self.select_layer < 0 {
+            n + 1 + self.select_layer
+        } else {
+            self.select_layer
+        };
+        index as usize
+    }
+
+    fn validate(&self) -> Result<()> {
+        let v = self.vision();
+        let n = v.num_hidden_layers as i64;
+        if self.select_layer > n || self.select_layer < -(n + 1) {
+            bail!(
+                "field `mm_vision_select_layer` is {} but the vision tower has {n} layers",
+                self.select_layer
+            );
+        }
+        let scales = self.s2_scales.as_ref().map_or(1, Vec::len);
+        if self.mm_hidden_size != v.hidden_size * scales {
+            bail!(
+                "field `mm_hidden_size` is {} but the vision tower gives {} x {scales} scale(s) = {}",
+                self.mm_hidden_size,
+                v.hidden_size,
+                v.hidden_size * scales
+            );
+        }
+        if let Some(scales) = &self.s2_scales {
+            if scales[0] != v.image_size {
+                bail!(
+                    "field `s2_scales` starts at {} but the vision tower's image_size is {}",
+                    scales[0],
+                    v.image_size
+                );
+            }
+            if let Some(bad) = scales.iter().find(|s| *s % scales[0] != 0) {
+                bail!(
+                    "field `s2_scales` has {bad}, not a multiple of the smallest scale {}",
+                    scales[0]
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_llama(f: &Fields) -> Result<LlamaConfig> {
+    let act = f.str_or("hidden_act", "silu")?;
+    if act != "silu" {
+        bail!(
+            "field `{}` is {act:?}; supported: silu",
+            f.path("hidden_act")
+        );
+    }
+    if let Some(scaling) = f.get("rope_scaling").filter(|v| !v.is_null()) {
+        bail!(
+            "field `{}` is {scaling}; only unscaled RoPE is supported",
+            f.path("rope_scaling")
+        );
+    }
+    // transformers >= 5 writes `rope_parameters: {rope_theta, rope_type}` instead.
+    let rope_theta = match f.get("rope_parameters").filter(|v| !v.is_null()) {
+        Some(params) => {
+            let rope = Fields::new(params, "rope_parameters");
+            let kind = rope.str_or("rope_type", "default")?;
+            if kind != "default" {
+                bail!(
+                    "field `{}` is {kind:?}; only unscaled RoPE (default) is supported",
+                    f.path("rope_parameters.rope_type")
+                );
+            }
+            rope.f64_or("rope_theta", 10000.0)?
+        }
+        None => f.f64_or("rope_theta", 10000.0)?,
+    };
+    let hidden_size = f.usize("hidden_size")?;
+    let num_attention_heads = f.usize("num_attention_heads")?;
+    let num_key_value_heads = f.usize_or("num_key_value_heads", num_attention_heads)?;
+    let head_dim = match f.get("head_dim").filter(|v| !v.is_null()) {
+        Some(_) => f.usize("head_dim")?,
+        None => {
+            f.check(
+                hidden_size.is_multiple_of(num_attention_heads),
+                "hidden_size",
+                "must be a multiple of num_attention_heads",
+            )?;
+            hidden_size / num_attention_heads
+        }
+    };
+    f.check(
+        num_attention_heads.is_multiple_of(num_key_value_heads),
+        "num_key_value_heads",
+        "must divide num_attention_heads",
+    )?;
+    f.check(
+        head_dim.is_multiple_of(2),
+        "head_dim",
+        "must be even (RoPE)",
+    )?;
+    Ok(LlamaConfig {
+        hidden_size,
+        intermediate_size: f.usize("intermediate_size")?,
+        num_hidden_layers: f.usize("num_hidden_layers")?,
+        num_attention_heads,
+        num_key_value_heads,
+        head_dim,
+        vocab_size: f.usize("vocab_size")?,
+        rms_norm_eps: f.f64_or("rms_norm_eps", 1e-6)?,
+        rope_theta,
+        max_position_embeddings: f.usize_or("max_position_embeddings", 2048)?,
+        tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
+        attention_bias: f.bool_or("attention_bias", false)?,
+        mlp_bias: f.bool_or("mlp_bias", false)?,
+        eos_token_ids: parse_eos(f)?,
+    })
+}
+
+fn parse_eos(f: &Fields) -> Result<Vec<u32>> {
+    let ids = match f.get("eos_token_id") {
+        None | Some(Value::Null) => vec![],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(Value::as_u64)
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                anyhow!(
+                    "field `{}` must be a token id or a list of them",
+                    f.path("eos_token_id")
+                )
+            })?,
+        Some(v) => vec![v.as_u64().ok_or_else(|| {
+            anyhow!(
+                "field `{}` must be a token id or a list of them, got {v}",
+                f.path("eos_token_id")
+            )
+        })?],
+    };
+    Ok(ids.into_iter().map(|id| id as u32).collect())
+}
+
+fn parse_projector(f: &Fields, key: &str, default: &str) -> Result<ProjectorKind> {
+    let name = f.str_or(key, default)?;
+    if name == "linear" {
+        return Ok(ProjectorKind::Linear);
+    }
+    let depth = name
+        .strip_prefix("mlp")
+        .and_then(|rest| rest.strip_suffix("x_gelu"))
+        .and_then(|d| d.parse::<usize>().ok())
+        .filter(|d| *d >= 1);
+    match depth {
+        Some(depth) => Ok(ProjectorKind::MlpGelu { depth }),
+        None => bail!("field `{key}` is {name:?}; supported: linear, mlp<N>x_gelu"),
+    }
+}
+
+fn parse_scales(f: &Fields) -> Result<Vec<usize>> {
+    let raw = f.str_or("s2_scales", "336,672,1008")?;
+    let mut scales = raw
+        .split(',')
+        .map(|s| s.trim().parse::<usize>().ok().filter(|s| *s > 0))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| {
+            anyhow!("field `s2_scales` is {raw:?}; expected sizes like \"336,672,1008\"")
+        })?;
+    scales.sort_unstable();
+    Ok(scales)
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
+}
+
+/// Typed access to one JSON object's fields, with errors that name the field path.
+struct Fields<'a> {
+    json: &'a Value,
+    prefix: &'a str,
+}
+
+impl<'a> Fields<'a> {
+    fn new(json: &'a Value, prefix: &'a str) -> Self {
+        Self { json, prefix }
+    }
+
+    fn path(&self, key: &str) -> String {
+        if self.prefix.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.prefix)
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Value> {
+        self.json.get(key)
+    }
+
+    fn child(&self, key: &str) -> Result<&'a Value> {
+        self.get(key)
+            .filter(|v| v.is_object())
+            .ok_or_else(|| anyhow!("field `{}` is missing or not an object", self.path(key)))
+    }
+
+    fn check(&self, ok: bool, key: &str, what: &str) -> Result<()> {
+        if ok {
+            Ok(())
+        } else {
+            let value = self
+                .get(key)
+                .map_or("missing".to_string(), Value::to_string);
+            bail!("field `{}` {what} (got {value})", self.path(key))
+        }
+    }
+
+    fn usize(&self, key: &str) -> Result<usize> {
+        match self.get(key) {
+            None | Some(Value::Null) => bail!("field `{}` is missing", self.path(key)),
+            Some(v) => v
+                .as_u64()
+                .filter(|n| *n > 0)
+                .map(|n| n as usize)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "field `{}` must be a positive integer, got {v}",
+                        self.path(key)
+                    )
+                }),
+        }
+    }
+
+    fn usize_or(&self, key: &str, default: usize) -> Result<usize> {
+        match self.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(_) => self.usize(key),
+        }
+    }
+
+    fn i64_or(&self, key: &str, default: i64) -> Result<i64> {
+        match self.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v
+                .as_i64()
+                .ok_or_else(|| anyhow!("field `{}` must be an integer, got {v}", self.path(key))),
+        }
+    }
+
+    fn f64_or(&self, key: &str, default: f64) -> Result<f64> {
+        match self.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v
+                .as_f64()
+                .filter(|x| x.is_finite() && *x > 0.0)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "field `{}` must be a positive number, got {v}",
+                        self.path(key)
+                    )
+                }),
+        }
+    }
+
+    fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
+        match self.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(v) => v.as_bool().ok_or_else(|| {
+                anyhow!("field `{}` must be true or false, got {v}", self.path(key))
+            }),
+        }
+    }
+
+    fn opt_str(&self, key: &str) -> Result<Option<&'a str>> {
+        match self.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v
+                .as_str()
+                .map(Some)
+                .ok_or_else(|| anyhow!("field `{}` must be a string, got {v}", self.path(key))),
+        }
+    }
+
+    fn str_or(&self, key: &str, default: &'a str) -> Result<&'a str> {
+        Ok(self.opt_str(key)?.unwrap_or(default))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn original() -> Value {
+        json!({
+            "architectures": ["LlavaLlamaForCausalLM"],
+            "model_type": "llava_llama",
+            "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+            "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
+            "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "max_position_embeddings": 8192,
+            "eos_token_id": 128001, "hidden_act": "silu", "rope_scaling": null,
+            "mm_vision_tower": "openai/clip-vit-large-patch14-336",
+            "mm_projector_type": "mlp2x_gelu", "mm_hidden_size": 3072,
+            "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch",
+            "image_aspect_ratio": "pad", "s2": true, "s2_scales": "336,672,1008",
+            "mm_use_im_start_end": false
+        })
+    }
+
+    #[test]
+    fn reads_the_llava_med_pp_config() {
+        let cfg = LlavaConfig::parse(&original()).unwrap();
+        assert_eq!(cfg.layout, Layout::Original);
+        assert_eq!(cfg.text.num_key_value_heads, 8);
+        assert_eq!(cfg.text.head_dim, 128);
+        assert_eq!(cfg.text.eos_token_ids, vec![128001]);
+        assert_eq!(cfg.projector, ProjectorKind::MlpGelu { depth: 2 });
+        assert_eq!(cfg.s2_scales, Some(vec![336, 672, 1008]));
+        let tower = ClipConfig::known(cfg.vision_tower.as_deref().unwrap()).unwrap();
+        let cfg = cfg.with_vision(tower).unwrap();
+        assert_eq!(cfg.input_size(), 1008);
+        assert_eq!(cfg.image_tokens(), 576);
+        assert_eq!(cfg.vision_layers_used(), 23);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let mut bad = original();
+        bad["num_key_value_heads"] = json!(7);
+        let err = LlavaConfig::parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("`num_key_value_heads`"), "{err}");
+
+        let mut bad = original();
+        bad["mm_projector_type"] = json!("qformer");
+        let err = LlavaConfig::parse(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("`mm_projector_type`") && err.contains("qformer"),
+            "{err}"
+        );
+
+        let mut bad = original();
+        bad["mm_hidden_size"] = json!(1024);
+        let cfg = LlavaConfig::parse(&bad).unwrap();
+        let err = cfg
+            .with_vision(ClipConfig::known("openai/clip-vit-large-patch14-336").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`mm_hidden_size`") && err.contains("3072"),
+            "{err}"
+        );
+
+        let mut bad = original();
+        bad["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0});
+        let err = LlavaConfig::parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("`rope_scaling`"), "{err}");
+
+        let err = LlavaConfig::parse(&json!({"architectures": ["BertModel"]}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`architectures`"), "{err}");
+    }
+
+    #[test]
+    fn reads_the_llava_hf_layout() {
+        let cfg = LlavaConfig::parse(&json!({
+            "architectures": ["LlavaForConditionalGeneration"],
+            "model_type": "llava",
+            "image_token_index": 128256,
+            "vision_feature_layer": -2,
+            "vision_feature_select_strategy": "default",
+            "text_config": {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+                "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                "vocab_size": 128320, "rope_theta": 500000.0},
+            "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3,
+                "num_attention_heads": 4, "image_size": 336, "patch_size": 14}
+        }))
+        .unwrap();
+        assert_eq!(cfg.layout, Layout::Hf);
+        assert_eq!(cfg.image_token_index, Some(128256));
+        assert_eq!(cfg.mm_hidden_size, 32);
+        assert_eq!(cfg.vision().hidden_act, ClipActivation::QuickGelu);
+
+        let err = LlavaConfig::parse(&json!({
+            "architectures": ["LlavaForConditionalGeneration"],
+            "image_token_index": 5,
+            "text_config": {"model_type": "mistral"},
+            "vision_config": {}
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`text_config.model_type`"), "{err}");
+    }
+}

@@ -1,0 +1,275 @@
+//! The Llama decoder (transformers' `LlamaForCausalLM`): embeddings, pre-norm blocks
+//! of grouped-query attention with rotary positions and a SwiGLU MLP, final RMSNorm,
+//! and a tied or separate LM head. Positions are given per row, so left-padded
+//! batches see exactly the positions an unpadded row would.
+
+use anyhow::{Result, ensure};
+use candle_core::{DType, Device, Tensor};
+
+use super::attention::attend;
+use super::config::LlamaConfig;
+use super::linear::Linear;
+use super::norm::{RmsNorm, tracks_grad};
+use super::weights::Params;
+
+/// The language model.
+pub struct Llama {
+    pub cfg: LlamaConfig,
+    pub embed: Tensor,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+    pub lm_head: Linear,
+    inv_freq: Tensor,
+}
+
+/// One transformer block.
+pub struct DecoderLayer {
+    pub input_norm: RmsNorm,
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    pub post_norm: RmsNorm,
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+/// Per-layer keys and values of the tokens seen so far, preallocated to `capacity`
+/// slots so decoding appends in place.
+pub struct KvCache {
+    layers: Vec<(Tensor, Tensor)>,
+    len: usize,
+}
+
+impl KvCache {
+    /// An empty cache for `batch` rows and at most `capacity` tokens.
+    pub fn new(
+        cfg: &LlamaConfig,
+        batch: usize,
+        capacity: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let shape = (batch, cfg.num_key_value_heads, capacity, cfg.head_dim);
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|_| {
+                Ok((
+                    Tensor::zeros(shape, dtype, device)?,
+                    Tensor::zeros(shape, dtype, device)?,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { layers, len: 0 })
+    }
+
+    /// Tokens cached so far.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// What one forward pass sees: where its tokens sit and which keys they may attend to.
+pub struct Step<'a> {
+    /// Rotary position of every token, `(B, L)` as u32.
+    pub positions: &'a Tensor,
+    /// Additive attention mask `(B, 1, L, past + L)`, or `None` when nothing is masked.
+    pub mask: Option<&'a Tensor>,
+}
+
+impl Llama {
+    /// Loads `llm.*`.
+    pub fn load(p: &Params, cfg: &LlamaConfig) -> Result<Self> {
+        let (h, v) = (cfg.hidden_size, cfg.vocab_size);
+        let embed = p.get("embed_tokens.weight", &[v, h])?;
+        let lm_head = if cfg.tie_word_embeddings && !p.has("lm_head.weight") {
+            Linear {
+                weight: embed.clone(),
+                bias: None,
+                lora: None,
+            }
+        } else {
+            Linear::load(&p.pp("lm_head"), h, v, false)?
+        };
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| DecoderLayer::load(&p.pp("layers").pp(i), cfg))
+            .collect::<Result<Vec<_>>>()?;
+        let half = cfg.head_dim / 2;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0 / (cfg.rope_theta as f32).powf((2 * i) as f32 / cfg.head_dim as f32))
+            .collect();
+        Ok(Self {
+            inv_freq: Tensor::from_vec(inv_freq, (1, 1, half), embed.device())?,
+            norm: RmsNorm::load(&p.pp("norm"), h, cfg.rms_norm_eps)?,
+            embed,
+            layers,
+            lm_head,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Token embeddings for `ids` `(B, L)`.
+    pub fn embed_ids(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, l) = ids.dims2()?;
+        let flat = self.embed.index_select(&ids.flatten_all()?, 0)?;
+        Ok(flat.reshape((b, l, self.cfg.hidden_size))?)
+    }
+
+    /// Runs the decoder on `x` `(B, L, hidden)`; appends to `cache` when given.
+    /// Returns the final normalised hidden states `(B, L, hidden)`.
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        step: &Step,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let (cos, sin) = self.rotary(step.positions, x.dtype())?;
+        let mut x = x.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let kv = cache.as_deref_mut().map(|c| (&mut c.layers[i], c.len));
+            x = layer.forward(&x, &cos, &sin, step.mask, &self.cfg, kv)?;
+        }
+        if let Some(cache) = cache {
+            cache.len += x.dim(1)?;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Next-token logits (f32) for hidden states `(..., hidden)`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(self.lm_head.forward(hidden)?.to_dtype(DType::F32)?)
+    }
+
+    /// `cos`, `sin` of shape `(B, L, head_dim / 2)`, computed in f32 as transformers does.
+    fn rotary(&self, positions: &Tensor, dtype: DType) -> Result<(Tensor, Tensor)> {
+        let pos = positions.to_dtype(DType::F32)?.unsqueeze(2)?;
+        let freqs = pos.broadcast_mul(&self.inv_freq)?;
+        Ok((freqs.cos()?.to_dtype(dtype)?, freqs.sin()?.to_dtype(dtype)?))
+    }
+}
+
+impl DecoderLayer {
+    fn load(p: &Params, cfg: &LlamaConfig) -> Result<Self> {
+        let (h, m, d) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
+        let (qd, kvd) = (cfg.num_attention_heads * d, cfg.num_key_value_heads * d);
+        let a = p.pp("self_attn");
+        let mlp = p.pp("mlp");
+        Ok(Self {
+            input_norm: RmsNorm::load(&p.pp("input_layernorm"), h, cfg.rms_norm_eps)?,
+            q: Linear::load(&a.pp("q_proj"), h, qd, cfg.attention_bias)?,
+            k: Linear::load(&a.pp("k_proj"), h, kvd, cfg.attention_bias)?,
+            v: Linear::load(&a.pp("v_proj"), h, kvd, cfg.attention_bias)?,
+            o: Linear::load(&a.pp("o_proj"), qd, h, cfg.attention_bias)?,
+            post_norm: RmsNorm::load(&p.pp("post_attention_layernorm"), h, cfg.rms_norm_eps)?,
+            gate: Linear::load(&mlp.pp("gate_proj"), h, m, cfg.mlp_bias)?,
+            up: Linear::load(&mlp.pp("up_proj"), h, m, cfg.mlp_bias)?,
+            down: Linear::load(&mlp.pp("down_proj"), m, h, cfg.mlp_bias)?,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        cfg: &LlamaConfig,
+        cache: Option<(&mut (Tensor, Tensor), usize)>,
+    ) -> Result<Tensor> {
+        let (b, l, h) = x.dims3()?;
+        let d = cfg.head_dim;
+        let y = self.input_norm.forward(x)?;
+        let heads = |lin: &Linear, n: usize| -> Result<Tensor> {
+            Ok(lin
+                .forward(&y)?
+                .reshape((b, l, n, d))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let q = rope(&heads(&self.q, cfg.num_attention_heads)?, cos, sin)?;
+        let k = rope(&heads(&self.k, cfg.num_key_value_heads)?, cos, sin)?;
+        let v = heads(&self.v, cfg.num_key_value_heads)?;
+        let (k, v) = match cache {
+            None => (k, v),
+            Some(((ck, cv), past)) => {
+                ensure!(
+                    past + l <= ck.dim(2)?,
+                    "KV cache full: {past} + {l} tokens > capacity {}",
+                    ck.dim(2)?
+                );
+                ck.slice_set(&k, 2, past)?;
+                cv.slice_set(&v, 2, past)?;
+                (ck.narrow(2, 0, past + l)?, cv.narrow(2, 0, past + l)?)
+            }
+        };
+        let a = attend(&q, &k, &v, mask, (d as f64).powf(-0.5))?;
+        let a = a
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, l, cfg.num_attention_heads * d))?;
+        let x = (x + self.o.forward(&a)?)?;
+        let y = self.post_norm.forward(&x)?;
+        let act = (self.gate.forward(&y)?.silu()? * self.up.forward(&y)?)?;
+        let out = (x + self.down.forward(&act)?)?;
+        debug_assert_eq!(out.dim(2)?, h);
+        Ok(out)
+    }
+}
+
+/// Rotary embedding, "rotate half" convention, for `x` `(B, H, L, D)` and `cos`/`sin`
+/// `(B, L, D/2)`. Fused unless a gradient must flow.
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if !tracks_grad(&[x, cos, sin]) {
+        return Ok(candle_nn::rotary_emb::rope(
+            x,
+            &cos.contiguous()?,
+            &sin.contiguous()?,
+        )?);
+    }
+    let half = x.dim(3)? / 2;
+    let cos = Tensor::cat(&[cos, cos], 2)?.unsqueeze(1)?;
+    let sin = Tensor::cat(&[sin, sin], 2)?.unsqueeze(1)?;
+    let x1 = x.narrow(3, 0, half)?;
+    let x2 = x.narrow(3, half, half)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], 3)?;
+    Ok((x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+
+    #[test]
+    fn fused_and_differentiable_rope_agree() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (2, 3, 5, 8), &dev).unwrap();
+        let angles = Tensor::randn(0f32, 3., (2, 5, 4), &dev).unwrap();
+        let (cos, sin) = (angles.cos().unwrap(), angles.sin().unwrap());
+        let fused = rope(&x, &cos, &sin).unwrap();
+        let var = Var::from_tensor(&x).unwrap();
+        let slow = rope(var.as_tensor(), &cos, &sin).unwrap();
+        let diff = (fused - &slow)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-5, "{diff}");
+        assert!(
+            slow.sum_all()
+                .unwrap()
+                .backward()
+                .unwrap()
+                .get(var.as_tensor())
+                .is_some()
+        );
+    }
+}

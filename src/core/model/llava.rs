@@ -1,0 +1,184 @@
+//! LLaVA: the CLIP tower (optionally wrapped in S2) feeds the projector, whose
+//! output rows replace each `<image>` placeholder in the prompt's embeddings
+//! (`prepare_inputs_labels_for_multimodal`), and the Llama decoder runs on the result.
+
+use anyhow::{Result, ensure};
+use candle_core::{DType, Tensor};
+
+use super::attention::causal_padding_mask;
+use super::clip::{ClipVision, select_tokens};
+use super::config::{LlavaConfig, SelectFeature};
+use super::llama::{Llama, Step};
+use super::projector::Projector;
+use super::s2::S2;
+use super::weights::Weights;
+
+/// Tiles the vision tower encodes per forward pass (bounds attention memory).
+const VISION_CHUNK: usize = 32;
+
+/// One piece of a tokenised prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// Text token ids.
+    Text(Vec<u32>),
+    /// An image: the next image's feature rows go here.
+    Image,
+}
+
+/// The whole model.
+pub struct Llava {
+    pub cfg: LlavaConfig,
+    pub vision: ClipVision,
+    pub s2: Option<S2>,
+    pub projector: Projector,
+    pub llm: Llama,
+}
+
+/// Left-padded prompt embeddings, ready for a forward pass.
+pub struct PaddedBatch {
+    /// `(B, T, hidden)`; padding slots are zero and masked.
+    pub embeds: Tensor,
+    /// `(B, T)` rotary positions: real tokens count from 0, padding gets 1 (as transformers).
+    pub positions: Tensor,
+    /// `valid[b][t]`: slot `t` of row `b` holds a real token.
+    pub valid: Vec<Vec<bool>>,
+    /// Real length of every row.
+    pub lengths: Vec<usize>,
+}
+
+impl Llava {
+    /// Builds the model from a resolved config and its weights.
+    pub fn load(cfg: LlavaConfig, weights: &Weights) -> Result<Self> {
+        let vcfg = cfg.vision().clone();
+        let vision = ClipVision::load(&weights.scope("vision"), &vcfg, cfg.vision_layers_used())?;
+        let projector = Projector::load(
+            &weights.scope("projector"),
+            cfg.projector,
+            cfg.mm_hidden_size,
+            cfg.text.hidden_size,
+            cfg.projector_bias,
+        )?;
+        let llm = Llama::load(&weights.scope("llm"), &cfg.text)?;
+        let s2 = cfg.s2_scales.clone().map(|scales| S2 { scales });
+        Ok(Self {
+            cfg,
+            vision,
+            s2,
+            projector,
+            llm,
+        })
+    }
+
+    /// Vision features before the projector, `(N, tokens, mm_hidden)`, for
+    /// preprocessed `pixels` `(N, 3, S, S)`.
+    pub fn vision_features(&self, pixels: &Tensor) -> Result<Tensor> {
+        let keep_cls = self.cfg.select_feature == SelectFeature::ClsPatch;
+        let encode = |x: &Tensor| -> Result<Tensor> {
+            let n = x.dim(0)?;
+            let chunks = (0..n)
+                .step_by(VISION_CHUNK)
+                .map(|start| {
+                    let part = x.narrow(0, start, VISION_CHUNK.min(n - start))?;
+                    select_tokens(&self.vision.forward(&part)?, keep_cls)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Tensor::cat(&chunks, 0)?)
+        };
+        match &self.s2 {
+            Some(s2) => s2.forward(pixels, encode),
+            None => encode(pixels),
+        }
+    }
+
+    /// Projected image features `(N, tokens, hidden)`.
+    pub fn encode_images(&self, pixels: &Tensor) -> Result<Tensor> {
+        self.projector.forward(&self.vision_features(pixels)?)
+    }
+
+    /// Embeddings of one prompt `(len, hidden)`: text embeddings with each image's
+    /// feature rows `(tokens, hidden)` spliced in at its placeholder, in order.
+    pub fn embed_prompt(&self, pieces: &[Piece], images: &[Tensor]) -> Result<Tensor> {
+        let device = self.llm.embed.device();
+        let mut parts = Vec::with_capacity(pieces.len());
+        let mut next_image = images.iter();
+        for piece in pieces {
+            match piece {
+                Piece::Text(ids) if ids.is_empty() => {}
+                Piece::Text(ids) => {
+                    let ids = Tensor::new(ids.as_slice(), device)?.unsqueeze(0)?;
+                    parts.push(self.llm.embed_ids(&ids)?.squeeze(0)?);
+                }
+                Piece::Image => {
+                    let features = next_image.next();
+                    ensure!(
+                        features.is_some(),
+                        "the prompt has more <image> placeholders than images"
+                    );
+                    parts.push(
+                        features
+                            .expect("checked")
+                            .to_dtype(self.llm.embed.dtype())?,
+                    );
+                }
+            }
+        }
+        ensure!(
+            next_image.next().is_none(),
+            "more images than <image> placeholders in the prompt"
+        );
+        Ok(Tensor::cat(&parts, 0)?)
+    }
+
+    /// Stacks prompt embeddings `(len_b, hidden)` into a left-padded batch.
+    pub fn left_pad(&self, rows: &[Tensor]) -> Result<PaddedBatch> {
+        let lengths = rows
+            .iter()
+            .map(|r| r.dim(0))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let total = lengths.iter().copied().max().unwrap_or(0);
+        let hidden = self.cfg.text.hidden_size;
+        let device = self.llm.embed.device();
+        let dtype = self.llm.embed.dtype();
+        let mut padded = Vec::with_capacity(rows.len());
+        let mut positions = Vec::with_capacity(rows.len() * total);
+        let mut valid = Vec::with_capacity(rows.len());
+        for (row, &len) in rows.iter().zip(&lengths) {
+            let pad = total - len;
+            padded.push(if pad == 0 {
+                row.clone()
+            } else {
+                Tensor::cat(&[&Tensor::zeros((pad, hidden), dtype, device)?, row], 0)?
+            });
+            positions.extend(std::iter::repeat_n(1u32, pad).chain(0..len as u32));
+            valid.push((0..total).map(|t| t >= pad).collect());
+        }
+        Ok(PaddedBatch {
+            embeds: Tensor::stack(&padded, 0)?,
+            positions: Tensor::from_vec(positions, (rows.len(), total), device)?,
+            valid,
+            lengths,
+        })
+    }
+
+    /// Final hidden states `(B, T, hidden)` of a padded batch (no cache).
+    pub fn forward_batch(&self, batch: &PaddedBatch) -> Result<Tensor> {
+        let total = batch.embeds.dim(1)?;
+        let mask = causal_padding_mask(
+            &batch.valid,
+            0,
+            total,
+            self.llm.embed.dtype(),
+            batch.embeds.device(),
+        )?;
+        let step = Step {
+            positions: &batch.positions,
+            mask: mask.as_ref(),
+        };
+        self.llm.forward(&batch.embeds, &step, None)
+    }
+
+    /// The dtype the model computes in.
+    pub fn dtype(&self) -> DType {
+        self.llm.embed.dtype()
+    }
+}

@@ -1,0 +1,21 @@
+//! LLaVA-Med++ in candle: config, weights, the CLIP tower with the S2 wrapper, the
+//! projector, Llama-3, prompts, preprocessing and batched generation. Every module
+//! is written for training too (LoRA-capable Linear layers, differentiable ops
+//! whenever a gradient can flow).
+
+pub mod attention;
+pub mod captioner;
+pub mod checkpoint;
+pub mod clip;
+pub mod config;
+pub mod generate;
+pub mod linear;
+pub mod llama;
+pub mod llava;
+pub mod lora;
+pub mod norm;
+pub mod preprocess;
+pub mod projector;
+pub mod prompt;
+pub mod s2;
+pub mod weights;

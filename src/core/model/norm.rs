@@ -1,0 +1,148 @@
+//! LayerNorm (CLIP) and RMSNorm (Llama). When no gradient can flow through a call
+//! (neither input nor weight is tracked) candle's fused kernels run; otherwise the
+//! composite, differentiable form does (candle's fused norms record no backward).
+
+use anyhow::Result;
+use candle_core::{DType, Tensor};
+
+use super::weights::Params;
+
+/// Whether any of these tensors takes part in a gradient computation.
+pub fn tracks_grad(tensors: &[&Tensor]) -> bool {
+    tensors.iter().any(|t| t.track_op())
+}
+
+/// `LayerNorm(x) = (x - mean) / sqrt(var + eps) * weight + bias`, statistics in f32.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    /// Loads `weight` and `bias` of width `dim`.
+    pub fn load(p: &Params, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: p.get("weight", &[dim])?,
+            bias: p.get("bias", &[dim])?,
+            eps,
+        })
+    }
+
+    /// Normalises over the last dimension.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if tracks_grad(&[x, &self.weight, &self.bias]) {
+            return Ok(candle_nn::ops::layer_norm_slow(
+                x,
+                &self.weight,
+                &self.bias,
+                self.eps as f32,
+            )?);
+        }
+        Ok(candle_nn::ops::layer_norm(
+            &x.contiguous()?,
+            &self.weight,
+            &self.bias,
+            self.eps as f32,
+        )?)
+    }
+}
+
+/// Llama's RMSNorm: `x / sqrt(mean(x^2) + eps) * weight`, statistics in f32.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    /// Loads `weight` of width `dim`.
+    pub fn load(p: &Params, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: p.get("weight", &[dim])?,
+            eps,
+        })
+    }
+
+    /// Normalises over the last dimension.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if tracks_grad(&[x, &self.weight]) {
+            return Ok(candle_nn::ops::rms_norm_slow(
+                x,
+                &self.weight,
+                self.eps as f32,
+            )?);
+        }
+        Ok(candle_nn::ops::rms_norm(
+            &x.contiguous()?,
+            &self.weight,
+            self.eps as f32,
+        )?)
+    }
+}
+
+/// Numerically stable softmax over the last dimension, computed in f32 and returned
+/// in the input dtype; fused unless a gradient must flow.
+pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let x32 = x.to_dtype(DType::F32)?;
+    let y = if tracks_grad(&[x]) {
+        candle_nn::ops::softmax(&x32, candle_core::D::Minus1)?
+    } else {
+        candle_nn::ops::softmax_last_dim(&x32.contiguous()?)?
+    };
+    Ok(y.to_dtype(dtype)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn fused_and_composite_paths_agree_and_the_composite_has_gradients() {
+        let dev = Device::Cpu;
+        let x = Tensor::new(&[[0.5f32, -1.0, 2.0, 3.0], [1.0, 1.0, 1.0, 1.5]], &dev).unwrap();
+        let w = Var::new(&[1.0f32, 0.5, 2.0, -1.0], &dev).unwrap();
+        let fused = RmsNorm {
+            weight: w.as_tensor().detach(),
+            eps: 1e-5,
+        }
+        .forward(&x)
+        .unwrap();
+        let norm = RmsNorm {
+            weight: w.as_tensor().clone(),
+            eps: 1e-5,
+        };
+        let slow = norm.forward(&x).unwrap();
+        let diff = (fused - &slow)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-6, "{diff}");
+        let grads = slow.sum_all().unwrap().backward().unwrap();
+        let g = grads.get(w.as_tensor()).expect("weight gradient");
+        assert!(
+            g.abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 0.0
+        );
+
+        let p = softmax_last(&x)
+            .unwrap()
+            .sum(1)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!(p.iter().all(|s| (s - 1.0).abs() < 1e-6));
+    }
+}

@@ -1,0 +1,284 @@
+//! Image preprocessing exactly as LLaVA does it: `convert('RGB')`, `expand2square`
+//! with the CLIP mean colour (aspect `pad`), then `CLIPImageProcessor`: resize the
+//! shortest side with PIL's bicubic filter (a bit-exact port of Pillow's
+//! `ImagingResample` for 8-bit images), centre crop, rescale by 1/255, normalise.
+//!
+//! One deliberate difference: images with 16 bits per channel are scaled to 8 bits
+//! (`v / 257`) where PIL's `convert('RGB')` would clip them at 255.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow};
+use candle_core::{Device, Tensor};
+use image::{DynamicImage, RgbImage};
+
+use super::config::AspectMode;
+
+/// OpenAI CLIP's normalisation constants, digit for digit as published.
+#[allow(clippy::excessive_precision)]
+pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+#[allow(clippy::excessive_precision)]
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+
+/// Turns decoded images into the pixel tensor the vision tower expects.
+#[derive(Debug, Clone)]
+pub struct ImageProcessor {
+    /// Output side (the shortest-edge resize target and the crop size).
+    pub size: usize,
+    pub aspect: AspectMode,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl ImageProcessor {
+    /// CLIP's constants at `size`.
+    pub fn new(size: usize, aspect: AspectMode) -> Self {
+        Self {
+            size,
+            aspect,
+            mean: CLIP_MEAN,
+            std: CLIP_STD,
+        }
+    }
+
+    /// Takes `image_mean` / `image_std` from a `preprocessor_config.json` in `dir`
+    /// when there is one (the size always follows the model: S2 needs its largest scale).
+    pub fn for_checkpoint(dir: &Path, size: usize, aspect: AspectMode) -> Result<Self> {
+        let mut p = Self::new(size, aspect);
+        let path = dir.join("preprocessor_config.json");
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not valid JSON", path.display()))?;
+            for (key, slot) in [("image_mean", &mut p.mean), ("image_std", &mut p.std)] {
+                if let Some(v) = json.get(key) {
+                    *slot = triple(v).ok_or_else(|| {
+                        anyhow!("{}: field `{key}` must be 3 numbers", path.display())
+                    })?;
+                }
+            }
+        }
+        Ok(p)
+    }
+
+    /// The `size` x `size` RGB image after padding, resizing and cropping (before rescaling).
+    pub fn square_pixels(&self, image: &DynamicImage) -> Result<RgbImage> {
+        let rgb = image.to_rgb8();
+        let rgb = match self.aspect {
+            AspectMode::Pad => self.expand_to_square(rgb),
+            AspectMode::Crop => rgb,
+        };
+        let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+        let s = self.size;
+        // transformers' get_resize_output_image_size(default_to_square=False).
+        let (short, long) = (w.min(h), w.max(h));
+        let new_long = (s * long) as f64 / short as f64;
+        let new_long = new_long as usize;
+        let (nw, nh) = if w <= h { (s, new_long) } else { (new_long, s) };
+        let resized = resize(&rgb, nw, nh)?;
+        let (top, left) = ((nh - s) / 2, (nw - s) / 2);
+        Ok(
+            image::imageops::crop_imm(&resized, left as u32, top as u32, s as u32, s as u32)
+                .to_image(),
+        )
+    }
+
+    /// `expand2square`: centre the image on a square of the mean colour.
+    fn expand_to_square(&self, rgb: RgbImage) -> RgbImage {
+        let (w, h) = rgb.dimensions();
+        if w == h {
+            return rgb;
+        }
+        let side = w.max(h);
+        let fill = image::Rgb(self.mean.map(|m| (m * 255.0) as u8));
+        let mut canvas = RgbImage::from_pixel(side, side, fill);
+        let (x, y) = if w > h {
+            (0, (w - h) / 2)
+        } else {
+            ((h - w) / 2, 0)
+        };
+        image::imageops::replace(&mut canvas, &rgb, x as i64, y as i64);
+        canvas
+    }
+
+    /// Normalised `(3, size, size)` values of an already square image.
+    pub fn normalize(&self, square: &RgbImage) -> Vec<f32> {
+        let plane = square.width() as usize * square.height() as usize;
+        let mut out = vec![0f32; 3 * plane];
+        for (i, px) in square.pixels().enumerate() {
+            for c in 0..3 {
+                let v = (f64::from(px[c]) * (1.0 / 255.0)) as f32;
+                out[c * plane + i] = (v - self.mean[c]) / self.std[c];
+            }
+        }
+        out
+    }
+
+    /// The `(N, 3, size, size)` f32 pixel tensor for a batch of images.
+    pub fn batch(&self, images: &[DynamicImage], device: &Device) -> Result<Tensor> {
+        let mut data = Vec::with_capacity(images.len() * 3 * self.size * self.size);
+        for image in images {
+            data.extend(self.normalize(&self.square_pixels(image)?));
+        }
+        Ok(Tensor::from_vec(
+            data,
+            (images.len(), 3, self.size, self.size),
+            device,
+        )?)
+    }
+}
+
+fn triple(v: &serde_json::Value) -> Option<[f32; 3]> {
+    let a = v.as_array()?;
+    if a.len() != 3 {
+        return None;
+    }
+    Some([
+        a[0].as_f64()? as f32,
+        a[1].as_f64()? as f32,
+        a[2].as_f64()? as f32,
+    ])
+}
+
+/// `Image.resize((width, height), BICUBIC)` of Pillow (>= 13) on RGB, bit for bit: two
+/// separable convolution passes (Keys cubic, a = -0.5, support scaled when shrinking)
+/// in 22-bit fixed point with a u8 image between them; a pass whose size does not
+/// change is skipped; the vertical pass runs first when the height shrinks by more
+/// than twice as many pixels as the width.
+fn resize(rgb: &RgbImage, width: usize, height: usize) -> Result<RgbImage> {
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+    let mut data = rgb.as_raw().clone();
+    let (mut cw, mut ch) = (w, h);
+    let vertical_first = h > height && (h - height) > 2 * w.saturating_sub(width);
+    let order: [bool; 2] = if vertical_first {
+        [false, true]
+    } else {
+        [true, false]
+    };
+    for horizontal in order {
+        if horizontal && cw != width {
+            data = resample_pass(&data, cw, ch, width, true);
+            cw = width;
+        } else if !horizontal && ch != height {
+            data = resample_pass(&data, cw, ch, height, false);
+            ch = height;
+        }
+    }
+    RgbImage::from_raw(width as u32, height as u32, data)
+        .ok_or_else(|| anyhow!("resized buffer has the wrong size"))
+}
+
+/// Fixed-point precision of Pillow's 8-bit resampler.
+const PRECISION_BITS: u32 = 22;
+
+/// Keys' cubic convolution kernel with a = -0.5 (PIL's BICUBIC).
+fn bicubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
+/// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc`: for every output sample, the
+/// first input index and the fixed-point weights of its taps.
+fn coefficients(in_size: usize, out_size: usize) -> Vec<(usize, Vec<i64>)> {
+    let scale = in_size as f64 / out_size as f64;
+    let filterscale = scale.max(1.0);
+    let support = 2.0 * filterscale;
+    (0..out_size)
+        .map(|xx| {
+            let center = (xx as f64 + 0.5) * scale;
+            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+            let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+            let raw: Vec<f64> = (xmin..xmax)
+                .map(|x| bicubic((x as f64 - center + 0.5) * (1.0 / filterscale)))
+                .collect();
+            let total: f64 = raw.iter().sum();
+            let one = f64::from(1u32 << PRECISION_BITS);
+            let fixed = raw
+                .iter()
+                .map(|w| if total != 0.0 { w / total } else { *w })
+                .map(|w| {
+                    if w < 0.0 {
+                        (-0.5 + w * one) as i64
+                    } else {
+                        (0.5 + w * one) as i64
+                    }
+                })
+                .collect();
+            (xmin, fixed)
+        })
+        .collect()
+}
+
+/// One horizontal or vertical pass over an RGB buffer of `w` x `h`.
+fn resample_pass(src: &[u8], w: usize, h: usize, out: usize, horizontal: bool) -> Vec<u8> {
+    let (in_size, other) = if horizontal { (w, h) } else { (h, w) };
+    let coeffs = coefficients(in_size, out);
+    let (ow, oh) = if horizontal { (out, h) } else { (w, out) };
+    let mut dst = vec![0u8; ow * oh * 3];
+    let at = |along: usize, across: usize| {
+        if horizontal {
+            across * w + along
+        } else {
+            along * w + across
+        }
+    };
+    for across in 0..other {
+        for (o, (start, weights)) in coeffs.iter().enumerate() {
+            let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
+            for (k, weight) in weights.iter().enumerate() {
+                let px = 3 * at(start + k, across);
+                for c in 0..3 {
+                    acc[c] += i64::from(src[px + c]) * weight;
+                }
+            }
+            let target = 3 * if horizontal {
+                across * ow + o
+            } else {
+                o * ow + across
+            };
+            for c in 0..3 {
+                dst[target + c] = (acc[c] >> PRECISION_BITS).clamp(0, 255) as u8;
+            }
+        }
+    }
+    dst
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pads_with_the_mean_colour_and_keeps_the_image_centred() {
+        let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(4, 2, image::Rgb([255, 0, 0])));
+        let p = ImageProcessor::new(4, AspectMode::Pad);
+        let sq = p.square_pixels(&img).unwrap();
+        assert_eq!(sq.dimensions(), (4, 4));
+        assert_eq!(sq.get_pixel(0, 0).0, [122, 116, 104]);
+        assert_eq!(sq.get_pixel(0, 1).0, [255, 0, 0]);
+        assert_eq!(sq.get_pixel(3, 2).0, [255, 0, 0]);
+        assert_eq!(sq.get_pixel(3, 3).0, [122, 116, 104]);
+        let v = p.normalize(&sq);
+        assert!((v[0] - (122.0 / 255.0 - CLIP_MEAN[0]) / CLIP_STD[0]).abs() < 1e-6);
+    }
+
+    #[test]
+    fn crop_mode_resizes_the_short_side_then_centre_crops() {
+        let img = DynamicImage::ImageLuma8(image::GrayImage::from_fn(20, 10, |x, _| {
+            image::Luma([(x * 10) as u8])
+        }));
+        let p = ImageProcessor::new(5, AspectMode::Crop);
+        let sq = p.square_pixels(&img).unwrap();
+        assert_eq!(sq.dimensions(), (5, 5));
+        // 20x10 -> 10x5, then columns 2..7 are kept: crop column 2 is resized column 4,
+        // centred on source x = 8.5, where the ramp is 85.
+        let mid = sq.get_pixel(2, 2).0[0];
+        assert!((83..=87).contains(&mid), "{mid}");
+    }
+}

@@ -1,0 +1,51 @@
+//! The multimodal projector: `linear`, or `mlp{N}x_gelu` (Linear, then (GELU, Linear)
+//! x (N - 1), with exact erf GELU as `nn.GELU()`).
+
+use anyhow::Result;
+use candle_core::Tensor;
+
+use super::config::ProjectorKind;
+use super::linear::Linear;
+use super::weights::Params;
+
+/// Maps vision features to the language model's width.
+pub struct Projector {
+    pub layers: Vec<Linear>,
+}
+
+impl Projector {
+    /// Loads `projector.{0,2,4,...}` (the `nn.Sequential` indices LLaVA saves).
+    pub fn load(
+        p: &Params,
+        kind: ProjectorKind,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let depth = match kind {
+            // LLaVA's `linear` projector is a bare nn.Linear: `mm_projector.weight`.
+            ProjectorKind::Linear => {
+                return Ok(Self {
+                    layers: vec![Linear::load(p, in_dim, out_dim, bias)?],
+                });
+            }
+            ProjectorKind::MlpGelu { depth } => depth,
+        };
+        let layers = (0..depth)
+            .map(|i| {
+                let from = if i == 0 { in_dim } else { out_dim };
+                Linear::load(&p.pp(2 * i), from, out_dim, bias)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { layers })
+    }
+
+    /// Projects `(..., in)` to `(..., out)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut x = self.layers[0].forward(x)?;
+        for layer in &self.layers[1..] {
+            x = layer.forward(&x.gelu_erf()?)?;
+        }
+        Ok(x)
+    }
+}

@@ -1,0 +1,493 @@
+//! Checkpoint tensors: sharded safetensors (memory-mapped, loaded tensor by tensor)
+//! and PyTorch `.bin` zip archives, under one canonical naming that both LLaVA
+//! layouts map onto:
+//!
+//! | canonical | original LLaVA | llava-hf (old / transformers >= 4.52) |
+//! |---|---|---|
+//! | `llm.X` | `model.X` | `language_model.model.X` / `model.language_model.X` |
+//! | `llm.lm_head.X` | `lm_head.X` | `language_model.lm_head.X` / `lm_head.X` |
+//! | `projector.0.X`, `projector.2.X` | `model.mm_projector.{0,2}.X` | `(model.)multi_modal_projector.linear_{1,2}.X` |
+//! | `vision.X` | `model.vision_tower.vision_tower.vision_model.X` | `(model.)vision_tower.(vision_model.)X` |
+//!
+//! A separate CLIP tower folder maps `vision_model.X` to `vision.X`.
+//!
+//! Modules ask for tensors by canonical name and shape. A missing tensor or a shape
+//! mismatch is recorded (the module gets a zero-cost placeholder) so that
+//! [`Weights::finish`] can list every problem at once instead of stopping at the first.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use candle_core::pickle::PthTensors;
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Tensor};
+
+/// How a stored tensor name relates to the model.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Naming {
+    /// A tensor the model may use, under its canonical name.
+    Canonical(String),
+    /// A known tensor the model never needs (RoPE buffers, CLIP's text tower, ...).
+    Ignore,
+    /// A name no layout explains: reported as unexpected.
+    Unknown,
+}
+
+/// Stored-name conventions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameMap {
+    /// `LlavaLlamaForCausalLM` checkpoints.
+    Original,
+    /// `LlavaForConditionalGeneration` checkpoints (both transformers generations).
+    Hf,
+    /// A CLIP model or vision-model folder.
+    ClipTower,
+}
+
+impl NameMap {
+    /// Maps one stored name.
+    pub fn canonical(self, name: &str) -> Naming {
+        if name.ends_with("rotary_emb.inv_freq") || name.ends_with("position_ids") {
+            return Naming::Ignore;
+        }
+        let rules: &[(&str, &str)] = match self {
+            NameMap::Original => &[
+                ("model.mm_projector.", "projector."),
+                ("model.vision_tower.vision_tower.vision_model.", "vision."),
+                ("model.", "llm."),
+                ("lm_head.", "llm.lm_head."),
+            ],
+            NameMap::Hf => &[
+                ("model.language_model.", "llm."),
+                ("language_model.model.", "llm."),
+                ("language_model.lm_head.", "llm.lm_head."),
+                ("lm_head.", "llm.lm_head."),
+                ("model.multi_modal_projector.linear_1.", "projector.0."),
+                ("model.multi_modal_projector.linear_2.", "projector.2."),
+                ("multi_modal_projector.linear_1.", "projector.0."),
+                ("multi_modal_projector.linear_2.", "projector.2."),
+                ("model.vision_tower.vision_model.", "vision."),
+                ("vision_tower.vision_model.", "vision."),
+                ("model.vision_tower.", "vision."),
+                ("vision_tower.", "vision."),
+            ],
+            NameMap::ClipTower => {
+                if [
+                    "text_model.",
+                    "text_projection",
+                    "visual_projection",
+                    "logit_scale",
+                ]
+                .iter()
+                .any(|p| name.starts_with(p))
+                {
+                    return Naming::Ignore;
+                }
+                &[("vision_model.", "vision.")]
+            }
+        };
+        rules
+            .iter()
+            .find_map(|(from, to)| {
+                name.strip_prefix(from)
+                    .map(|rest| Naming::Canonical(format!("{to}{rest}")))
+            })
+            .unwrap_or(Naming::Unknown)
+    }
+}
+
+enum TensorFile {
+    Safetensors(MmapedSafetensors),
+    Pth(PthTensors),
+}
+
+struct Entry {
+    file: usize,
+    stored: String,
+    shape: Vec<usize>,
+}
+
+/// All tensors of a model, from one or more folders, by canonical name.
+pub struct Weights {
+    files: Vec<(PathBuf, TensorFile)>,
+    entries: HashMap<String, Entry>,
+    unknown: Vec<String>,
+    device: Device,
+    dtype: DType,
+    used: RefCell<HashSet<String>>,
+    problems: RefCell<Vec<String>>,
+}
+
+impl Weights {
+    /// An empty store that loads onto `device` as `dtype`.
+    pub fn new(device: &Device, dtype: DType) -> Self {
+        Self {
+            files: Vec::new(),
+            entries: HashMap::new(),
+            unknown: Vec::new(),
+            device: device.clone(),
+            dtype,
+            used: RefCell::new(HashSet::new()),
+            problems: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Adds the weight files of a folder. Tensors already known from an earlier folder
+    /// keep priority (a checkpoint's own CLIP copy beats the tower folder's).
+    pub fn add_dir(&mut self, dir: &Path, names: NameMap) -> Result<()> {
+        for path in weight_files(dir)? {
+            self.add_file(&path, names)?;
+        }
+        Ok(())
+    }
+
+    /// Adds one `.safetensors` or `.bin` file.
+    pub fn add_file(&mut self, path: &Path, names: NameMap) -> Result<()> {
+        let is_pth = path
+            .extension()
+            .is_some_and(|e| e == "bin" || e == "pt" || e == "pth");
+        let (file, listing) = if is_pth {
+            let pth = PthTensors::new(path, None)
+                .map_err(|e| anyhow!("cannot read PyTorch checkpoint {}: {e}", path.display()))?;
+            let listing: Vec<(String, Vec<usize>)> = pth
+                .tensor_infos()
+                .iter()
+                .map(|(name, info)| (name.clone(), info.layout.shape().dims().to_vec()))
+                .collect();
+            (TensorFile::Pth(pth), listing)
+        } else {
+            // SAFETY: the file is mapped read-only; like every safetensors reader we
+            // assume nobody truncates a checkpoint while it is being loaded.
+            let st = unsafe { MmapedSafetensors::new(path) }
+                .map_err(|e| anyhow!("cannot read safetensors file {}: {e}", path.display()))?;
+            let listing = st
+                .tensors()
+                .into_iter()
+                .map(|(name, view)| (name, view.shape().to_vec()))
+                .collect();
+            (TensorFile::Safetensors(st), listing)
+        };
+        let index = self.files.len();
+        self.files.push((path.to_path_buf(), file));
+        for (stored, shape) in listing {
+            match names.canonical(&stored) {
+                Naming::Canonical(name) => {
+                    self.entries.entry(name).or_insert(Entry {
+                        file: index,
+                        stored,
+                        shape,
+                    });
+                }
+                Naming::Ignore => {}
+                Naming::Unknown => self
+                    .unknown
+                    .push(format!("{stored} (in {})", path.display())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a canonical name is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// The device tensors are loaded onto.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The dtype tensors are converted to.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// A view that prefixes every name with `prefix.`.
+    pub fn scope(&self, prefix: &str) -> Params<'_> {
+        Params {
+            weights: self,
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// Loads a tensor by canonical name, checking its shape. Problems are recorded
+    /// and a placeholder is returned; [`Weights::finish`] reports them.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.used.borrow_mut().insert(name.to_string());
+        let Some(entry) = self.entries.get(name) else {
+            self.problems
+                .borrow_mut()
+                .push(format!("missing tensor {name} {shape:?}"));
+            return self.placeholder(shape);
+        };
+        if entry.shape != shape {
+            self.problems.borrow_mut().push(format!(
+                "tensor {} has shape {:?}, expected {shape:?}",
+                entry.stored, entry.shape
+            ));
+            return self.placeholder(shape);
+        }
+        let (path, file) = &self.files[entry.file];
+        let tensor = match file {
+            TensorFile::Safetensors(st) => st.load(&entry.stored, &self.device),
+            TensorFile::Pth(pth) => pth
+                .get(&entry.stored)
+                .and_then(|t| t.ok_or_else(|| candle_core::Error::Msg("vanished".into())))
+                .and_then(|t| t.to_device(&self.device)),
+        }
+        .map_err(|e| {
+            anyhow!(
+                "cannot load tensor {} from {}: {e}",
+                entry.stored,
+                path.display()
+            )
+        })?;
+        Ok(tensor.to_dtype(self.dtype)?)
+    }
+
+    fn placeholder(&self, shape: &[usize]) -> Result<Tensor> {
+        Ok(Tensor::zeros((), self.dtype, &self.device)?.broadcast_as(shape)?)
+    }
+
+    /// Fails with the full list of missing and mis-shaped tensors, if any; logs stored
+    /// tensors that no layout explains and language-model tensors nothing used.
+    pub fn finish(self) -> Result<()> {
+        let problems = self.problems.into_inner();
+        if !problems.is_empty() {
+            let shown: Vec<&str> = problems.iter().take(12).map(String::as_str).collect();
+            let more = problems.len().saturating_sub(shown.len());
+            bail!(
+                "the checkpoint does not fit the config: {}{}",
+                shown.join("; "),
+                if more > 0 {
+                    format!("; and {more} more")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        let used = self.used.into_inner();
+        let unused: BTreeSet<&str> = self
+            .entries
+            .keys()
+            .filter(|name| !used.contains(*name) && !name.starts_with("vision."))
+            .map(String::as_str)
+            .collect();
+        if !self.unknown.is_empty() || !unused.is_empty() {
+            tracing::warn!(
+                unexpected = ?self.unknown,
+                unused = ?unused,
+                "checkpoint has tensors the model does not use"
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A name-prefixed view of [`Weights`], handed to module constructors.
+#[derive(Clone)]
+pub struct Params<'a> {
+    weights: &'a Weights,
+    prefix: String,
+}
+
+impl<'a> Params<'a> {
+    /// A deeper scope: `prefix.sub`.
+    pub fn pp(&self, sub: impl std::fmt::Display) -> Params<'a> {
+        Params {
+            weights: self.weights,
+            prefix: format!("{}.{sub}", self.prefix),
+        }
+    }
+
+    /// Loads `prefix.name` with the expected shape.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.weights.get(&format!("{}.{name}", self.prefix), shape)
+    }
+
+    /// Whether `prefix.name` is stored.
+    pub fn has(&self, name: &str) -> bool {
+        self.weights.contains(&format!("{}.{name}", self.prefix))
+    }
+}
+
+/// The weight files of a checkpoint folder, in load order: the shards an index
+/// names, else `model.safetensors`, else every `*.safetensors`, else the `.bin`
+/// equivalents.
+pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    for index in [
+        "model.safetensors.index.json",
+        "pytorch_model.bin.index.json",
+    ] {
+        let path = dir.join(index);
+        if path.exists() {
+            return index_shards(&path);
+        }
+    }
+    for single in ["model.safetensors", "pytorch_model.bin"] {
+        let path = dir.join(single);
+        if path.exists() {
+            return Ok(vec![path]);
+        }
+    }
+    let listing =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let mut shards: Vec<PathBuf> = listing
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    shards.sort();
+    if shards.is_empty() {
+        bail!(
+            "no weights in {} (looked for model.safetensors(.index.json), *.safetensors, pytorch_model.bin(.index.json))",
+            dir.display()
+        );
+    }
+    Ok(shards)
+}
+
+fn index_shards(index: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(index)
+        .with_context(|| format!("cannot read {}", index.display()))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", index.display()))?;
+    let map = json
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: field `weight_map` is missing or not an object",
+                index.display()
+            )
+        })?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut shards: Vec<PathBuf> = Vec::new();
+    for (tensor, file) in map {
+        let file = file
+            .as_str()
+            .filter(|f| !f.contains('/') && !f.contains('\\') && !f.starts_with('.'))
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: weight_map[{tensor:?}] is not a shard file name",
+                    index.display()
+                )
+            })?;
+        let path = dir.join(file);
+        if !shards.contains(&path) {
+            if !path.exists() {
+                bail!("{} names shard {file}, which is missing", index.display());
+            }
+            shards.push(path);
+        }
+    }
+    Ok(shards)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_layouts_map_to_one_naming() {
+        let c = |s: &str| Naming::Canonical(s.to_string());
+        assert_eq!(
+            NameMap::Original.canonical("model.layers.3.mlp.up_proj.weight"),
+            c("llm.layers.3.mlp.up_proj.weight")
+        );
+        assert_eq!(
+            NameMap::Original.canonical("model.mm_projector.2.bias"),
+            c("projector.2.bias")
+        );
+        assert_eq!(
+            NameMap::Original.canonical("lm_head.weight"),
+            c("llm.lm_head.weight")
+        );
+        assert_eq!(
+            NameMap::Original
+                .canonical("model.vision_tower.vision_tower.vision_model.pre_layrnorm.weight"),
+            c("vision.pre_layrnorm.weight")
+        );
+        assert_eq!(
+            NameMap::Original.canonical("model.layers.0.self_attn.rotary_emb.inv_freq"),
+            Naming::Ignore
+        );
+        assert_eq!(
+            NameMap::Hf.canonical("language_model.model.norm.weight"),
+            c("llm.norm.weight")
+        );
+        assert_eq!(
+            NameMap::Hf.canonical("model.language_model.norm.weight"),
+            c("llm.norm.weight")
+        );
+        assert_eq!(
+            NameMap::Hf.canonical("language_model.lm_head.weight"),
+            c("llm.lm_head.weight")
+        );
+        assert_eq!(
+            NameMap::Hf.canonical("model.multi_modal_projector.linear_2.weight"),
+            c("projector.2.weight")
+        );
+        assert_eq!(
+            NameMap::Hf.canonical("vision_tower.vision_model.post_layernorm.bias"),
+            c("vision.post_layernorm.bias")
+        );
+        assert_eq!(
+            NameMap::Hf.canonical("vision_tower.pre_layrnorm.bias"),
+            c("vision.pre_layrnorm.bias")
+        );
+        assert_eq!(NameMap::Hf.canonical("something.else"), Naming::Unknown);
+        assert_eq!(
+            NameMap::ClipTower.canonical("text_model.embeddings.token_embedding.weight"),
+            Naming::Ignore
+        );
+        assert_eq!(
+            NameMap::ClipTower.canonical("vision_model.embeddings.class_embedding"),
+            c("vision.embeddings.class_embedding")
+        );
+    }
+
+    #[test]
+    fn missing_and_misshaped_tensors_are_all_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap();
+        candle_core::safetensors::save(
+            &HashMap::from([("model.norm.weight".to_string(), a)]),
+            dir.path().join("model.safetensors"),
+        )
+        .unwrap();
+        let mut w = Weights::new(&Device::Cpu, DType::F32);
+        w.add_dir(dir.path(), NameMap::Original).unwrap();
+        let p = w.scope("llm");
+        assert_eq!(p.get("norm.weight", &[3, 2]).unwrap().dims(), &[3, 2]);
+        assert_eq!(
+            p.get("embed_tokens.weight", &[10, 3]).unwrap().dims(),
+            &[10, 3]
+        );
+        let err = w.finish().unwrap_err().to_string();
+        assert!(
+            err.contains("model.norm.weight has shape [2, 3], expected [3, 2]"),
+            "{err}"
+        );
+        assert!(
+            err.contains("missing tensor llm.embed_tokens.weight [10, 3]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_index_naming_a_missing_shard_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("model.safetensors.index.json"),
+            r#"{"weight_map": {"lm_head.weight": "model-00001-of-00002.safetensors"}}"#,
+        )
+        .unwrap();
+        let err = weight_files(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("model-00001-of-00002.safetensors, which is missing"),
+            "{err}"
+        );
+    }
+}

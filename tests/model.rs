@@ -1,0 +1,307 @@
+//! Fidelity of the candle LLaVA against the reference implementations, on the tiny
+//! random checkpoints and reference outputs made by testdata/models/make_tiny.py
+//! (transformers' LlavaForConditionalGeneration; the original LLaVA composition
+//! with and without the real s2wrapper). f32 on the CPU.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use medtrinity::core::model::checkpoint::Checkpoint;
+use medtrinity::core::model::config::Layout;
+use medtrinity::core::model::generate::{GenerationConfig, generate};
+use medtrinity::core::model::llava::{Llava, Piece};
+use medtrinity::core::model::preprocess::ImageProcessor;
+use medtrinity::core::model::prompt::{TextCodec, llama3_prompt};
+use sha2::{Digest, Sha256};
+
+const QUESTIONS: [&str; 3] = [
+    "Describe the image in detail.",
+    "What modality is this and which organ is shown? Answer briefly.",
+    "Is there an abnormality in the left upper region of the image, and how large is it compared with the surrounding tissue?",
+];
+const IMAGES: [&str; 3] = ["cell.png", "ihc.png", "microaneurysms.png"];
+const LOGIT_TOLERANCE: f32 = 1e-4;
+
+fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/models")
+}
+
+fn images_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/images")
+}
+
+struct Fixture {
+    model: Llava,
+    codec: TextCodec,
+    processor: ImageProcessor,
+    meta: serde_json::Value,
+    reference: HashMap<String, Tensor>,
+    layout: Layout,
+    image_token: i64,
+}
+
+fn fixture(name: &str) -> Fixture {
+    let dir = models_dir().join(name);
+    let ckpt = Checkpoint::open(&dir, None, &Device::Cpu, DType::F32).expect("open checkpoint");
+    let codec = ckpt.codec().unwrap();
+    let processor = ckpt.processor().unwrap();
+    let meta =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    let layout = ckpt.config.layout;
+    let image_token = ckpt.config.image_token_index.map_or(-200, i64::from);
+    let model = ckpt.load().expect("load checkpoint");
+    let reference =
+        candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu).unwrap();
+    Fixture {
+        model,
+        codec,
+        processor,
+        meta,
+        reference,
+        layout,
+        image_token,
+    }
+}
+
+impl Fixture {
+    fn get(&self, key: &str) -> &Tensor {
+        self.reference
+            .get(key)
+            .unwrap_or_else(|| panic!("reference tensor {key} missing"))
+    }
+
+    fn pieces(&self, question: &str) -> Vec<Piece> {
+        self.codec.encode_prompt(&llama3_prompt(question)).unwrap()
+    }
+
+    /// Token-space ids as the reference tokenises (image marker or expanded tokens).
+    fn token_ids(&self, pieces: &[Piece]) -> Vec<i64> {
+        let per_image = match self.layout {
+            Layout::Original => 1,
+            Layout::Hf => self.model.cfg.image_tokens(),
+        };
+        pieces
+            .iter()
+            .flat_map(|p| match p {
+                Piece::Text(ids) => ids.iter().map(|&i| i64::from(i)).collect::<Vec<_>>(),
+                Piece::Image => vec![self.image_token; per_image],
+            })
+            .collect()
+    }
+
+    /// Our preprocessing of a test image, checked bit for bit against the reference's
+    /// pixels (their sha256 in meta.json): `(1, 3, S, S)`.
+    fn pixels(&self, image: &str) -> Tensor {
+        let decoded = image::open(images_dir().join(image)).unwrap();
+        let square = self.processor.square_pixels(&decoded).unwrap();
+        let (w, h) = square.dimensions();
+        let plane = (w * h) as usize;
+        let mut chw = vec![0u8; 3 * plane];
+        for (i, px) in square.pixels().enumerate() {
+            for c in 0..3 {
+                chw[c * plane + i] = px[c];
+            }
+        }
+        let digest: String = Sha256::digest(&chw)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            digest,
+            self.meta["pixels_sha256"][image].as_str().unwrap(),
+            "{image}: preprocessed pixels differ from the reference"
+        );
+        let data = self.processor.normalize(&square);
+        Tensor::from_vec(data, (1, 3, h as usize, w as usize), &Device::Cpu).unwrap()
+    }
+
+    /// Prompt embeddings of (image, question).
+    fn row(&self, image: &str, question: &str) -> Tensor {
+        let pixels = self.pixels(image);
+        let features = self.model.encode_images(&pixels).unwrap();
+        self.model
+            .embed_prompt(&self.pieces(question), &[features.get(0).unwrap()])
+            .unwrap()
+    }
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+fn ids_of(t: &Tensor) -> Vec<i64> {
+    t.flatten_all().unwrap().to_vec1::<i64>().unwrap()
+}
+
+/// Logits of `hidden` `(T, H)` rows at the reference positions of a row that
+/// starts at `offset` in the padded batch.
+fn logits_at(model: &Llava, hidden: &Tensor, positions: &Tensor, offset: usize) -> Tensor {
+    let idx: Vec<u32> = ids_of(positions)
+        .iter()
+        .map(|&p| (p as usize + offset) as u32)
+        .collect();
+    let idx = Tensor::new(idx.as_slice(), &Device::Cpu).unwrap();
+    model
+        .llm
+        .logits(&hidden.index_select(&idx, 0).unwrap())
+        .unwrap()
+}
+
+fn greedy(model: &Llava, rows: &[Tensor], steps: usize) -> Vec<Vec<u32>> {
+    let batch = model.left_pad(rows).unwrap();
+    let cfg = GenerationConfig {
+        max_new_tokens: steps,
+        temperature: 0.0,
+        top_p: 1.0,
+        top_k: 0,
+        stop_tokens: vec![],
+    };
+    let seeds = vec![0; rows.len()];
+    let out = generate(model, &batch, &cfg, &seeds, &|_, _| false, &mut |_| {}).unwrap();
+    out.into_iter().map(|g| g.tokens).collect()
+}
+
+fn check_model(name: &str) {
+    let f = fixture(name);
+
+    // Tokenisation and template.
+    assert_eq!(
+        f.token_ids(&f.pieces(QUESTIONS[0])),
+        ids_of(f.get("single.input_ids")),
+        "{name}: prompt ids"
+    );
+    for (r, q) in QUESTIONS.iter().enumerate() {
+        assert_eq!(
+            f.token_ids(&f.pieces(q)),
+            ids_of(f.get(&format!("batch.{r}.input_ids"))),
+            "{name}: row {r} ids"
+        );
+    }
+
+    // Vision tower (+ S2) alone.
+    let pixels = f.pixels("cell.png");
+    let features = f
+        .model
+        .vision_features(&pixels)
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    let diff = max_abs_diff(&features, f.get("hidden.image_features"));
+    assert!(
+        diff < LOGIT_TOLERANCE,
+        "{name}: image features differ by {diff}"
+    );
+
+    // Batch of one: logits and 32 greedy tokens.
+    let single = f.row(IMAGES[0], QUESTIONS[0]);
+    let batch = f.model.left_pad(std::slice::from_ref(&single)).unwrap();
+    let hidden = f.model.forward_batch(&batch).unwrap().i(0).unwrap();
+    let logits = logits_at(&f.model, &hidden, f.get("single.positions"), 0);
+    let diff = max_abs_diff(&logits, f.get("single.logits"));
+    assert!(
+        diff < LOGIT_TOLERANCE,
+        "{name}: single logits differ by {diff}"
+    );
+    let tokens = greedy(&f.model, std::slice::from_ref(&single), 32);
+    let expected: Vec<u32> = ids_of(f.get("single.greedy"))
+        .iter()
+        .map(|&t| t as u32)
+        .collect();
+    assert_eq!(tokens[0], expected, "{name}: greedy tokens (batch 1)");
+
+    // Left-padded batch of three prompts of different lengths.
+    let rows: Vec<Tensor> = (0..3).map(|r| f.row(IMAGES[r], QUESTIONS[r])).collect();
+    let batch = f.model.left_pad(&rows).unwrap();
+    let hidden = f.model.forward_batch(&batch).unwrap();
+    let total = hidden.dim(1).unwrap();
+    for r in 0..3 {
+        let offset = total - batch.lengths[r];
+        let logits = logits_at(
+            &f.model,
+            &hidden.i(r).unwrap(),
+            f.get(&format!("batch.{r}.positions")),
+            offset,
+        );
+        let diff = max_abs_diff(&logits, f.get(&format!("batch.{r}.logits")));
+        assert!(
+            diff < LOGIT_TOLERANCE,
+            "{name}: batch row {r} logits differ by {diff}"
+        );
+    }
+    let tokens = greedy(&f.model, &rows, 32);
+    let expected = f.get("batch.greedy").to_vec2::<i64>().unwrap();
+    for r in 0..3 {
+        let want: Vec<u32> = expected[r].iter().map(|&t| t as u32).collect();
+        assert_eq!(tokens[r], want, "{name}: greedy tokens (batch row {r})");
+    }
+}
+
+#[test]
+fn llava_hf_layout_matches_transformers() {
+    check_model("tiny-llava-hf");
+}
+
+#[test]
+fn original_layout_matches_the_llava_composition() {
+    check_model("tiny-llava");
+}
+
+#[test]
+fn original_layout_with_s2_matches_s2wrapper() {
+    check_model("tiny-llava-s2");
+}
+
+/// `CLIPImageProcessor` (PIL) outputs stored as PNGs named `<image>.<size>[.nopad].png`:
+/// bit-exact for PNG sources; JPEG decoders may differ, so there the bar is
+/// 99.9% of values within 1/255.
+#[test]
+fn preprocessing_matches_clip_image_processor() {
+    use medtrinity::core::model::config::AspectMode;
+    let mut checked = 0;
+    for entry in std::fs::read_dir(models_dir().join("preprocess")).unwrap() {
+        let path = entry.unwrap().path();
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        let stem = file.trim_end_matches(".png");
+        let (stem, aspect) = match stem.strip_suffix(".nopad") {
+            Some(s) => (s, AspectMode::Crop),
+            None => (stem, AspectMode::Pad),
+        };
+        let (source, size) = stem.rsplit_once('.').unwrap();
+        let size: usize = size.parse().unwrap();
+        let image = image::open(images_dir().join(source)).unwrap();
+        let ours = ImageProcessor::new(size, aspect)
+            .square_pixels(&image)
+            .unwrap();
+        let want = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(ours.dimensions(), want.dimensions(), "{file}");
+        let pairs = || ours.as_raw().iter().zip(want.as_raw());
+        let exact = pairs().filter(|(a, b)| a == b).count();
+        let close = pairs().filter(|(a, b)| a.abs_diff(**b) <= 1).count();
+        let n = want.as_raw().len();
+        if source.ends_with(".png") {
+            assert_eq!(
+                exact,
+                n,
+                "{file}: {} of {n} values differ from PIL",
+                n - exact
+            );
+        } else {
+            assert!(
+                close as f64 >= 0.999 * n as f64,
+                "{file}: only {close} of {n} values within 1/255"
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 7, "only {checked} reference images");
+}
