@@ -36,7 +36,7 @@ complete -c mt -n "__fish_mt_needs_command" -f -a "download" -d 'Download datase
 complete -c mt -n "__fish_mt_needs_command" -f -a "inspect" -d 'Statistics, samples and plots of dataset shards'
 complete -c mt -n "__fish_mt_needs_command" -f -a "convert" -d 'Convert between dataset, benchmark, medical-image and checkpoint formats'
 complete -c mt -n "__fish_mt_needs_command" -f -a "roi" -d 'Regions of interest from masks or boxes: boxes, area %, position words, overlays'
-complete -c mt -n "__fish_mt_needs_command" -f -a "caption" -d 'Generate multigranular captions with a LLaVA-style model (the MedTrinity pipeline)'
+complete -c mt -n "__fish_mt_needs_command" -f -a "caption" -d 'Generate captions with a LLaVA-style model (the MedTrinity captioner or LLaVA-Med++)'
 complete -c mt -n "__fish_mt_needs_command" -f -a "train" -d 'Pre-training stages: projector alignment (1) and instruction tuning (2)'
 complete -c mt -n "__fish_mt_needs_command" -f -a "finetune" -d 'Fine-tune on VQA-RAD, SLAKE or PathVQA, fully or with LoRA'
 complete -c mt -n "__fish_mt_needs_command" -f -a "eval" -d 'Run and score a checkpoint on VQA-RAD, SLAKE or PathVQA, or score existing answers'
@@ -106,14 +106,21 @@ complete -c mt -n "__fish_mt_using_subcommand roi" -l no-run-dir -d 'Do not writ
 complete -c mt -n "__fish_mt_using_subcommand roi" -s h -l help -d 'Print help'
 complete -c mt -n "__fish_mt_using_subcommand roi" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand caption" -l model -d 'Checkpoint folder (original LLaVA or llava-hf layout)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand caption" -s o -l output -d 'Output JSONL (resumable: ids already written are skipped)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand caption" -l rois -d 'ROIs from `mt roi`, drawn and described in the prompt' -r -F
-complete -c mt -n "__fish_mt_using_subcommand caption" -l knowledge -d 'Knowledge index from `mt convert knowledge-index`' -r -F
-complete -c mt -n "__fish_mt_using_subcommand caption" -l gpu -d 'GPU index (default: CPU)' -r
-complete -c mt -n "__fish_mt_using_subcommand caption" -l batch-size -d 'Images per forward pass' -r
+complete -c mt -n "__fish_mt_using_subcommand caption" -l vision-tower -d 'CLIP tower folder when the checkpoint does not include one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand caption" -s o -l output -d 'Output JSONL (`-` = stdout); ids already in the file are skipped' -r -F
+complete -c mt -n "__fish_mt_using_subcommand caption" -l prompt -d 'The instruction given with every image' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l max-new-tokens -d 'Most tokens generated per caption' -r
+complete -c mt -n "__fish_mt_using_subcommand caption" -l temperature -d 'Sampling temperature (0 = greedy)' -r
+complete -c mt -n "__fish_mt_using_subcommand caption" -l top-p -d 'Nucleus sampling mass (1 = off)' -r
+complete -c mt -n "__fish_mt_using_subcommand caption" -l top-k -d 'Sample among the k most likely tokens (0 = off)' -r
+complete -c mt -n "__fish_mt_using_subcommand caption" -l stop -d 'Text that ends a caption (repeatable); the caption is cut before it' -r
+complete -c mt -n "__fish_mt_using_subcommand caption" -l batch-size -d 'Images per forward pass' -r
+complete -c mt -n "__fish_mt_using_subcommand caption" -l gpu -d 'GPU index (needs a CUDA build); the CPU otherwise' -r
+complete -c mt -n "__fish_mt_using_subcommand caption" -l dtype -d 'Compute dtype: f32, bf16 or f16 (default bf16 on GPU, f32 on CPU)' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand caption" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand caption" -l ignore-eos -d 'Keep generating past end-of-sequence tokens (benchmarks: a fixed token count)'
+complete -c mt -n "__fish_mt_using_subcommand caption" -l cpu -d 'Run on the CPU (the default without --gpu)'
 complete -c mt -n "__fish_mt_using_subcommand caption" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand caption" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand caption" -l json -d 'Machine-readable JSON on stdout instead of tables'
@@ -204,7 +211,7 @@ complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcomma
 complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions replay help" -f -a "inspect" -d 'Statistics, samples and plots of dataset shards'
 complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions replay help" -f -a "convert" -d 'Convert between dataset, benchmark, medical-image and checkpoint formats'
 complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions replay help" -f -a "roi" -d 'Regions of interest from masks or boxes: boxes, area %, position words, overlays'
-complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions replay help" -f -a "caption" -d 'Generate multigranular captions with a LLaVA-style model (the MedTrinity pipeline)'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions replay help" -f -a "caption" -d 'Generate captions with a LLaVA-style model (the MedTrinity captioner or LLaVA-Med++)'
 complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions replay help" -f -a "train" -d 'Pre-training stages: projector alignment (1) and instruction tuning (2)'
 complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions replay help" -f -a "finetune" -d 'Fine-tune on VQA-RAD, SLAKE or PathVQA, fully or with LoRA'
 complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions replay help" -f -a "eval" -d 'Run and score a checkpoint on VQA-RAD, SLAKE or PathVQA, or score existing answers'

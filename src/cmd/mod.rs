@@ -105,7 +105,9 @@ pub fn execute(cli: Cli, argv: Vec<String>, log: &LogSink) -> Result<()> {
         Command::Download(_) => Err(Failure::NotImplemented("download").into()),
         Command::Convert(_) => Err(Failure::NotImplemented("convert").into()),
         Command::Roi(_) => Err(Failure::NotImplemented("roi").into()),
-        Command::Caption(_) => Err(Failure::NotImplemented("caption").into()),
+        Command::Caption(a) => {
+            with_run_dir("caption", &a, g, argv, log, |ctx| caption::run(&a, ctx))
+        }
         Command::Train(_) => Err(Failure::NotImplemented("train").into()),
         Command::Finetune(_) => Err(Failure::NotImplemented("finetune").into()),
         Command::Eval(_) => Err(Failure::NotImplemented("eval").into()),

@@ -10,4 +10,5 @@ pub mod inspect;
 pub mod logging;
 pub mod model;
 pub mod progress;
+pub mod resume;
 pub mod run;

@@ -102,6 +102,11 @@ impl RunDir {
         &self.record
     }
 
+    /// Records the device the command computes on (e.g. `cuda:0 bf16`).
+    pub fn set_device(&mut self, device: impl Into<String>) {
+        self.record.device = device.into();
+    }
+
     /// Sets a counter in `run.json` (saved at the next [`RunDir::checkpoint`] or at the end).
     pub fn set_count(&mut self, key: &str, value: impl Into<Value>) {
         self.record.counts.insert(key.to_string(), value.into());

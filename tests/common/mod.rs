@@ -51,11 +51,17 @@ fn finish(out: Output) -> Run {
 
 /// Runs `mt args...` in `dir` (run directories land there).
 pub fn mt_in(dir: &Path, args: &[&str]) -> Run {
+    mt_env(dir, args, &[])
+}
+
+/// Runs `mt args...` in `dir` with extra environment variables.
+pub fn mt_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_mt"))
         .args(args)
         .current_dir(dir)
         .env_remove("RUST_LOG")
         .env_remove("MT_RUNS_DIR")
+        .envs(env.iter().copied())
         .output()
         .expect("mt runs");
     finish(out)

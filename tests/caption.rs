@@ -1,0 +1,301 @@
+//! `mt caption` end to end on the tiny random checkpoints: output format, resume,
+//! bad images, batch invariance, seeded sampling and clear errors for bad models.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::{mt_in, testdata};
+
+fn model(name: &str) -> String {
+    testdata(&format!("models/{name}")).display().to_string()
+}
+
+fn images() -> String {
+    testdata("images").display().to_string()
+}
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+fn by_id(values: &[serde_json::Value]) -> BTreeMap<String, String> {
+    values
+        .iter()
+        .map(|v| {
+            (
+                v["id"].as_str().unwrap().to_string(),
+                v["caption"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn captions_a_folder_with_a_run_dir_and_resumes_without_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("captions.jsonl");
+    let outs = out.display().to_string();
+    let args = [
+        "--run-dir",
+        "run1",
+        "caption",
+        &images(),
+        "--model",
+        &model("tiny-llava"),
+        "-o",
+        &outs,
+        "--max-new-tokens",
+        "6",
+        "--batch-size",
+        "2",
+    ];
+    let r = mt_in(dir.path(), &args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let first = lines(&out);
+    assert_eq!(first.len(), 5);
+    for v in &first {
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "id",
+                "image",
+                "caption",
+                "model",
+                "prompt_tokens",
+                "new_tokens"
+            ]
+        );
+        assert_eq!(v["model"], "tiny-llava");
+        assert!(v["new_tokens"].as_u64().unwrap() <= 6);
+        // 576 image rows + the template's text tokens.
+        assert!(v["prompt_tokens"].as_u64().unwrap() > 576);
+        assert!(Path::new(v["image"].as_str().unwrap()).exists());
+    }
+    let run = dir.path().join("run1");
+    let model_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("model.json")).unwrap()).unwrap();
+    assert_eq!(model_json["layout"], "original");
+    assert_eq!(model_json["vision"]["hidden_size"], 32);
+    let gen_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("generation.json")).unwrap())
+            .unwrap();
+    assert_eq!(gen_json["max_new_tokens"], 6);
+    assert!(!gen_json["stop_tokens"].as_array().unwrap().is_empty());
+
+    // A rerun adds nothing.
+    let r = mt_in(
+        dir.path(),
+        &[
+            "--no-run-dir",
+            "caption",
+            &images(),
+            "--model",
+            &model("tiny-llava"),
+            "-o",
+            &outs,
+            "--max-new-tokens",
+            "6",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(lines(&out).len(), 5);
+
+    // Cut the file inside its fourth line, as a kill -9 mid-write would: the rerun
+    // trims the partial line and captions exactly the two missing images again.
+    let text = std::fs::read_to_string(&out).unwrap();
+    let keep: usize = text.lines().take(3).map(|l| l.len() + 1).sum::<usize>() + 10;
+    std::fs::write(&out, &text[..keep]).unwrap();
+    let r = mt_in(
+        dir.path(),
+        &[
+            "--no-run-dir",
+            "caption",
+            &images(),
+            "--model",
+            &model("tiny-llava"),
+            "-o",
+            &outs,
+            "--max-new-tokens",
+            "6",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let again = lines(&out);
+    assert_eq!(again.len(), 5);
+    assert_eq!(
+        by_id(&again),
+        by_id(&first),
+        "greedy captions are reproducible"
+    );
+}
+
+#[test]
+fn batches_and_padding_do_not_change_greedy_or_seeded_captions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (imgs, hf) = (images(), model("tiny-llava-hf"));
+    let run = |batch: &str, extra: &[&str], name: &str| {
+        let out = dir.path().join(name);
+        let mut args = vec![
+            "--no-run-dir",
+            "--seed",
+            "11",
+            "caption",
+            &imgs,
+            "--model",
+            &hf,
+            "--max-new-tokens",
+            "8",
+            "--batch-size",
+            batch,
+            "--ignore-eos",
+        ];
+        args.extend_from_slice(extra);
+        let outs = out.display().to_string();
+        args.extend_from_slice(&["-o", &outs]);
+        let r = mt_in(dir.path(), &args);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        by_id(&lines(&out))
+    };
+    let one = run("1", &[], "a.jsonl");
+    let three = run("3", &[], "b.jsonl");
+    assert_eq!(one, three, "left padding must not change greedy output");
+    let sample = ["--temperature", "0.9", "--top-p", "0.95", "--top-k", "50"];
+    let s1 = run("1", &sample, "c.jsonl");
+    let s2 = run("5", &sample, "d.jsonl");
+    assert_eq!(
+        s1, s2,
+        "a sample's draws depend on the seed and its id, not its batch"
+    );
+    assert_ne!(s1, one, "sampling differs from greedy");
+}
+
+#[test]
+fn records_in_jsonl_and_the_s2_model_work_and_bad_images_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("broken.png"),
+        b"\x89PNG\r\n\x1a\nnot really",
+    )
+    .unwrap();
+    let cell = testdata("images/cell.png");
+    let records = format!(
+        "{{\"id\": \"case-1\", \"image\": \"{}\"}}\n{{\"id\": \"case-2\", \"image\": \"broken.png\"}}\n{{\"id\": \"case-3\", \"image\": \"missing.png\"}}\n",
+        cell.display()
+    );
+    std::fs::write(dir.path().join("cases.jsonl"), records).unwrap();
+    let r = mt_in(
+        dir.path(),
+        &[
+            "--run-dir",
+            "r",
+            "caption",
+            "cases.jsonl",
+            "--model",
+            &model("tiny-llava-s2"),
+            "--max-new-tokens",
+            "4",
+            "-o",
+            "out.jsonl",
+        ],
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let out = lines(&dir.path().join("out.jsonl"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0]["id"], "case-1");
+    assert_eq!(out[0]["model"], "tiny-llava-s2");
+    assert!(
+        r.stderr.contains("case-2") && r.stderr.contains("case-3"),
+        "{}",
+        r.stderr
+    );
+    let failures: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r/failures.json")).unwrap())
+            .unwrap();
+    assert_eq!(failures.as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn model_problems_are_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let src = testdata(&format!("models/{name}"));
+        let dst = dir.path().join(format!("{name}-edited"));
+        std::fs::create_dir_all(&dst).unwrap();
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let p = entry.unwrap().path();
+            std::fs::copy(&p, dst.join(p.file_name().unwrap())).unwrap();
+        }
+        let cfg_path = dst.join("config.json");
+        let mut cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+        edit(&mut cfg);
+        std::fs::write(&cfg_path, serde_json::to_string(&cfg).unwrap()).unwrap();
+        dst.display().to_string()
+    };
+    let caption = |model: &str| {
+        let hub = dir.path().join("empty-hub");
+        let r = common::mt_env(
+            dir.path(),
+            &[
+                "--no-run-dir",
+                "caption",
+                &images(),
+                "--model",
+                model,
+                "--max-new-tokens",
+                "2",
+            ],
+            &[("HF_HUB_CACHE", hub.to_str().unwrap())],
+        );
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);
+        r.stderr
+    };
+    let bad_projector = copy("tiny-llava", &|c| c["mm_projector_type"] = "qformer".into());
+    assert!(caption(&bad_projector).contains("`mm_projector_type`"));
+    let no_tower = copy("tiny-llava", &|c| {
+        c["mm_vision_tower"] = "openai/clip-vit-large-patch14-336".into()
+    });
+    let err = caption(&no_tower);
+    assert!(
+        err.contains("openai/clip-vit-large-patch14-336") && err.contains("--vision-tower"),
+        "{err}"
+    );
+    let tower = testdata("models/tiny-clip").display().to_string();
+    let with_tower = mt_in(
+        dir.path(),
+        &[
+            "--no-run-dir",
+            "caption",
+            &images(),
+            "--model",
+            &no_tower,
+            "--vision-tower",
+            &tower,
+            "--max-new-tokens",
+            "2",
+            "-o",
+            "t.jsonl",
+        ],
+    );
+    assert_eq!(with_tower.code, 0, "{}", with_tower.stderr);
+    let wrong_width = copy("tiny-llava-hf", &|c| {
+        c["text_config"]["intermediate_size"] = 96.into()
+    });
+    let err = caption(&wrong_width);
+    assert!(
+        err.contains("mlp.gate_proj.weight has shape [128, 64], expected [96, 64]"),
+        "{err}"
+    );
+    assert!(
+        caption(&dir.path().join("nope").display().to_string())
+            .contains("no such checkpoint folder")
+    );
+}
