@@ -305,3 +305,56 @@ fn preprocessing_matches_clip_image_processor() {
     }
     assert!(checked >= 7, "only {checked} reference images");
 }
+
+/// bf16 on the GPU against f32 on the CPU (CUDA builds on a machine with a GPU; the
+/// test binary is carried to the device machine and run there).
+#[cfg(feature = "cuda")]
+#[test]
+fn gpu_bf16_logits_follow_cpu_f32() {
+    let Ok(gpu) = Device::new_cuda(0) else {
+        eprintln!("no CUDA device: skipped");
+        return;
+    };
+    for name in ["tiny-llava-hf", "tiny-llava-s2"] {
+        let logits = |device: &Device, dtype: DType| {
+            let dir = models_dir().join(name);
+            let ckpt = Checkpoint::open(&dir, None, device, dtype).unwrap();
+            let processor = ckpt.processor().unwrap();
+            let codec = ckpt.codec().unwrap();
+            let model = ckpt.load().unwrap();
+            let image = image::open(images_dir().join("cell.png")).unwrap();
+            let pixels = processor
+                .batch(&[image], device)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let features = model.encode_images(&pixels).unwrap();
+            let pieces = codec.encode_prompt(&llama3_prompt(QUESTIONS[0])).unwrap();
+            let row = model
+                .embed_prompt(&pieces, &[features.get(0).unwrap()])
+                .unwrap();
+            let batch = model.left_pad(&[row]).unwrap();
+            let hidden = model.forward_batch(&batch).unwrap();
+            model
+                .llm
+                .logits(&hidden)
+                .unwrap()
+                .to_device(&Device::Cpu)
+                .unwrap()
+        };
+        let cpu = logits(&Device::Cpu, DType::F32);
+        let gpu = logits(&gpu, DType::BF16);
+        let scale = cpu
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let relative = max_abs_diff(&cpu, &gpu) / scale;
+        eprintln!("{name}: bf16 GPU vs f32 CPU max relative error {relative:.2e}");
+        assert!(relative < 1e-2, "{name}: relative error {relative}");
+    }
+}

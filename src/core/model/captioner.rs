@@ -103,7 +103,13 @@ impl Captioner {
             .processor
             .batch(&images, device)?
             .to_dtype(self.model.dtype())?;
+        let started = std::time::Instant::now();
         let features = self.model.encode_images(&pixels)?;
+        tracing::debug!(
+            images = items.len(),
+            seconds = started.elapsed().as_secs_f64(),
+            "vision tower + projector"
+        );
         let rows = (0..items.len())
             .map(|i| self.model.embed_prompt(&self.pieces, &[features.get(i)?]))
             .collect::<Result<Vec<_>>>()?;

@@ -219,3 +219,40 @@ pub fn dtype(name: Option<&str>, device: &Device) -> Result<DType> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_tower_next_to_the_checkpoint_or_in_the_hub_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt = dir.path().join("ckpt");
+        let local = dir.path().join("clip");
+        std::fs::create_dir_all(&ckpt).unwrap();
+        std::fs::create_dir_all(&local).unwrap();
+        std::fs::write(local.join("config.json"), "{}").unwrap();
+        assert_eq!(find_tower(&ckpt, "../clip"), Some(ckpt.join("../clip")));
+
+        // The hub cache layout: refs/main names the snapshot to use.
+        let repo = dir
+            .path()
+            .join("hub/models--openai--clip-vit-large-patch14-336");
+        for commit in ["aaaa", "bbbb"] {
+            std::fs::create_dir_all(repo.join("snapshots").join(commit)).unwrap();
+            std::fs::write(
+                repo.join("snapshots").join(commit).join("config.json"),
+                "{}",
+            )
+            .unwrap();
+        }
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), "aaaa\n").unwrap();
+        // SAFETY: tests in this module are the only readers of HF_HUB_CACHE.
+        unsafe { std::env::set_var("HF_HUB_CACHE", dir.path().join("hub")) };
+        let found = find_tower(&ckpt, "openai/clip-vit-large-patch14-336");
+        unsafe { std::env::remove_var("HF_HUB_CACHE") };
+        assert_eq!(found, Some(repo.join("snapshots/aaaa")));
+        assert_eq!(find_tower(&ckpt, "org/unknown"), None);
+    }
+}

@@ -111,7 +111,7 @@ impl ClipLayer {
                 .contiguous()?)
         };
         let (q, k, v) = (split(&self.q)?, split(&self.k)?, split(&self.v)?);
-        let a = attend(&q, &k, &v, None, (d as f64).powf(-0.5))?;
+        let a = attend(&q, &k, &v, None, (d as f64).powf(-0.5), false)?;
         let a = a.transpose(1, 2)?.contiguous()?.reshape((n, t, h))?;
         let x = (x + self.out.forward(&a)?)?;
         let y = self.fc1.forward(&self.norm2.forward(&x)?)?;

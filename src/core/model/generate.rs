@@ -74,6 +74,7 @@ pub fn generate(
         .collect();
     let mut done = vec![false; rows];
 
+    let started = std::time::Instant::now();
     let mask = causal_padding_mask(&valid, 0, prompt, model.dtype(), &device)?;
     let step = Step {
         positions: &batch.positions,
@@ -83,6 +84,13 @@ pub fn generate(
     let mut logits = model
         .llm
         .logits(&hidden.narrow(1, prompt - 1, 1)?.squeeze(1)?)?;
+    tracing::debug!(
+        rows,
+        tokens = prompt,
+        seconds = started.elapsed().as_secs_f64(),
+        "prefill"
+    );
+    let started = std::time::Instant::now();
 
     for n in 0..cfg.max_new_tokens {
         let next = pick(&logits, &mut samplers, cfg.temperature)?;
@@ -123,6 +131,7 @@ pub fn generate(
         let hidden = model.llm.forward(&x, &step, Some(&mut cache))?;
         logits = model.llm.logits(&hidden.squeeze(1)?)?;
     }
+    tracing::debug!(rows, seconds = started.elapsed().as_secs_f64(), "decode");
     Ok(out)
 }
 

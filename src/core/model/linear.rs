@@ -7,6 +7,9 @@ use candle_core::Tensor;
 use super::lora::LoraAdapter;
 use super::weights::Params;
 
+/// Inputs with at most this many rows take the weight-on-the-left matmul.
+const SKINNY_ROWS: usize = 16;
+
 /// A dense layer with weight `(out, in)`, optional bias and optional LoRA adapter.
 #[derive(Debug, Clone)]
 pub struct Linear {
@@ -45,7 +48,13 @@ impl Linear {
         let (lead, in_dim) = dims.split_at(dims.len() - 1);
         let rows: usize = lead.iter().product();
         let flat = x.reshape((rows, in_dim[0]))?;
-        let mut y = flat.matmul(&self.weight.t()?)?;
+        let mut y = if rows <= SKINNY_ROWS {
+            // Few rows (decoding): W x^T keeps the weight as the contiguous left operand,
+            // which candle's CPU gemm handles without repacking the whole matrix.
+            self.weight.matmul(&flat.t()?)?.t()?.contiguous()?
+        } else {
+            flat.matmul(&self.weight.t()?)?
+        };
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
         }

@@ -207,7 +207,7 @@ impl DecoderLayer {
                 (ck.narrow(2, 0, past + l)?, cv.narrow(2, 0, past + l)?)
             }
         };
-        let a = attend(&q, &k, &v, mask, (d as f64).powf(-0.5))?;
+        let a = attend(&q, &k, &v, mask, (d as f64).powf(-0.5), true)?;
         let a = a
             .transpose(1, 2)?
             .contiguous()?
