@@ -89,21 +89,24 @@ fn captions_a_folder_with_a_run_dir_and_resumes_without_duplicates() {
     assert_eq!(gen_json["max_new_tokens"], 6);
     assert!(!gen_json["stop_tokens"].as_array().unwrap().is_empty());
 
+    let rerun = || {
+        mt_in(
+            dir.path(),
+            &[
+                "--no-run-dir",
+                "caption",
+                &images(),
+                "--model",
+                &model("tiny-llava"),
+                "-o",
+                &outs,
+                "--max-new-tokens",
+                "6",
+            ],
+        )
+    };
     // A rerun adds nothing.
-    let r = mt_in(
-        dir.path(),
-        &[
-            "--no-run-dir",
-            "caption",
-            &images(),
-            "--model",
-            &model("tiny-llava"),
-            "-o",
-            &outs,
-            "--max-new-tokens",
-            "6",
-        ],
-    );
+    let r = rerun();
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(lines(&out).len(), 5);
 
@@ -112,20 +115,7 @@ fn captions_a_folder_with_a_run_dir_and_resumes_without_duplicates() {
     let text = std::fs::read_to_string(&out).unwrap();
     let keep: usize = text.lines().take(3).map(|l| l.len() + 1).sum::<usize>() + 10;
     std::fs::write(&out, &text[..keep]).unwrap();
-    let r = mt_in(
-        dir.path(),
-        &[
-            "--no-run-dir",
-            "caption",
-            &images(),
-            "--model",
-            &model("tiny-llava"),
-            "-o",
-            &outs,
-            "--max-new-tokens",
-            "6",
-        ],
-    );
+    let r = rerun();
     assert_eq!(r.code, 0, "{}", r.stderr);
     let again = lines(&out);
     assert_eq!(again.len(), 5);

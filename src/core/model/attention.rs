@@ -146,15 +146,7 @@ mod tests {
             .unwrap();
         let blocked = attend(&q, &k, &v, Some(&mask), 0.3, true).unwrap();
         let whole = attend(&q, &k, &v, Some(&mask), 0.3, false).unwrap();
-        let diff = (blocked - whole)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap();
-        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+        assert!(crate::core::model::max_abs_diff(&blocked, &whole) < 1e-5);
     }
 
     #[test]

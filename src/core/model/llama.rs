@@ -254,14 +254,7 @@ mod tests {
         let fused = rope(&x, &cos, &sin).unwrap();
         let var = Var::from_tensor(&x).unwrap();
         let slow = rope(var.as_tensor(), &cos, &sin).unwrap();
-        let diff = (fused - &slow)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = crate::core::model::max_abs_diff(&fused, &slow);
         assert!(diff < 1e-5, "{diff}");
         assert!(
             slow.sum_all()

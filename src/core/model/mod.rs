@@ -19,3 +19,11 @@ pub mod projector;
 pub mod prompt;
 pub mod s2;
 pub mod weights;
+
+/// Largest absolute difference between two tensors of one shape (tests).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
+        .expect("tensors of one shape")
+}

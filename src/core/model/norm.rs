@@ -116,14 +116,7 @@ mod tests {
             eps: 1e-5,
         };
         let slow = norm.forward(&x).unwrap();
-        let diff = (fused - &slow)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = crate::core::model::max_abs_diff(&fused, &slow);
         assert!(diff < 1e-6, "{diff}");
         let grads = slow.sum_all().unwrap().backward().unwrap();
         let g = grads.get(w.as_tensor()).expect("weight gradient");
