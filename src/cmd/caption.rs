@@ -123,7 +123,10 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         stop_tokens: Vec::new(),
     };
     if let Some(run) = &mut ctx.run {
-        run.set_device(format!("{device:?} {dtype:?}").to_lowercase());
+        let place = args
+            .gpu
+            .map_or_else(|| "cpu".to_string(), |i| format!("cuda:{i}"));
+        run.set_device(format!("{place} {dtype:?}").to_lowercase());
         run.write_json("model.json", &ckpt.config)?;
     }
     let captioner = Captioner::new(
