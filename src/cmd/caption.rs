@@ -2,6 +2,7 @@
 //! Open inputs, skip what the output already has, batch decoded images, generate,
 //! append lines, report bad images at the end (exit 3).
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -249,11 +250,11 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
 fn load_image(image: ImageRef<'_>) -> Result<(String, image::DynamicImage)> {
     let (label, bytes) = match image {
         ImageRef::None => anyhow::bail!("the record has no image"),
-        ImageRef::Bytes { bytes, path } => (path.unwrap_or("").to_string(), bytes.to_vec()),
+        ImageRef::Bytes { bytes, path } => (path.unwrap_or("").to_string(), Cow::Borrowed(bytes)),
         ImageRef::File(path) => {
             let bytes =
                 std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            (path.to_string_lossy().into_owned(), bytes)
+            (path.to_string_lossy().into_owned(), Cow::Owned(bytes))
         }
         ImageRef::Archived(name) => anyhow::bail!(
             "image {name} is inside a .tar.zst shard; caption the shards themselves (mt caption shard.tar.zst ...)"

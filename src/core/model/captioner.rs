@@ -98,7 +98,7 @@ impl Captioner {
             return Ok(Vec::new());
         }
         let device = self.model.llm.embed.device();
-        let images: Vec<DynamicImage> = items.iter().map(|i| i.pixels.clone()).collect();
+        let images: Vec<&DynamicImage> = items.iter().map(|i| &i.pixels).collect();
         let pixels = self
             .processor
             .batch(&images, device)?

@@ -114,7 +114,7 @@ impl ImageProcessor {
     }
 
     /// The `(N, 3, size, size)` f32 pixel tensor for a batch of images.
-    pub fn batch(&self, images: &[DynamicImage], device: &Device) -> Result<Tensor> {
+    pub fn batch(&self, images: &[&DynamicImage], device: &Device) -> Result<Tensor> {
         let mut data = Vec::with_capacity(images.len() * 3 * self.size * self.size);
         for image in images {
             data.extend(self.normalize(&self.square_pixels(image)?));
