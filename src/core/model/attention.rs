@@ -5,6 +5,7 @@
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 
+use super::cpu_fused;
 use super::norm::softmax_last;
 
 /// Query rows per block of causal attention: each block only reads the keys it can
@@ -26,9 +27,24 @@ pub fn attend(
     scale: f64,
     causal: bool,
 ) -> Result<Tensor> {
+    if cpu_fused::applies(&[q, k, v]) && mask.is_none_or(|m| cpu_fused::applies(&[m])) {
+        return cpu_fused::attend(q, k, v, mask, scale, causal);
+    }
+    attend_unfused(q, k, v, mask, scale, causal)
+}
+
+/// [`attend`] from candle ops (differentiable, any device), causal queries in blocks.
+pub(crate) fn attend_unfused(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f64,
+    causal: bool,
+) -> Result<Tensor> {
     let l = q.dim(2)?;
     if !causal || l <= QUERY_BLOCK {
-        return attend_block(q, k, v, mask, scale);
+        return attend_composite(q, k, v, mask, scale);
     }
     let past = k.dim(2)? - l;
     let mut blocks = Vec::with_capacity(l.div_ceil(QUERY_BLOCK));
@@ -39,7 +55,7 @@ pub fn attend(
             Some(m) => Some(m.narrow(2, start, len)?.narrow(3, 0, keys)?),
             None => None,
         };
-        blocks.push(attend_block(
+        blocks.push(attend_composite(
             &q.narrow(2, start, len)?,
             &k.narrow(2, 0, keys)?,
             &v.narrow(2, 0, keys)?,
@@ -50,7 +66,8 @@ pub fn attend(
     Ok(Tensor::cat(&blocks, 2)?)
 }
 
-fn attend_block(
+/// Attention from candle ops: all keys for every query.
+fn attend_composite(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -144,8 +161,8 @@ mod tests {
         let mask = causal_padding_mask(&valid, past, l, DType::F32, &dev)
             .unwrap()
             .unwrap();
-        let blocked = attend(&q, &k, &v, Some(&mask), 0.3, true).unwrap();
-        let whole = attend(&q, &k, &v, Some(&mask), 0.3, false).unwrap();
+        let blocked = attend_unfused(&q, &k, &v, Some(&mask), 0.3, true).unwrap();
+        let whole = attend_composite(&q, &k, &v, Some(&mask), 0.3).unwrap();
         assert!(crate::core::model::max_abs_diff(&blocked, &whole) < 1e-5);
     }
 

@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::attention::attend;
 use super::config::LlamaConfig;
+use super::cpu_fused;
 use super::linear::Linear;
 use super::norm::{RmsNorm, tracks_grad};
 use super::weights::Params;
@@ -214,7 +215,12 @@ impl DecoderLayer {
             .reshape((b, l, cfg.num_attention_heads * d))?;
         let x = (x + self.o.forward(&a)?)?;
         let y = self.post_norm.forward(&x)?;
-        let act = (self.gate.forward(&y)?.silu()? * self.up.forward(&y)?)?;
+        let (gate, up) = (self.gate.forward(&y)?, self.up.forward(&y)?);
+        let act = if cpu_fused::applies(&[&gate, &up]) {
+            cpu_fused::silu_mul(&gate, &up)?
+        } else {
+            (gate.silu()? * up)?
+        };
         let out = (x + self.down.forward(&act)?)?;
         debug_assert_eq!(out.dim(2)?, h);
         Ok(out)

@@ -8,6 +8,7 @@ pub mod captioner;
 pub mod checkpoint;
 pub mod clip;
 pub mod config;
+pub mod cpu_fused;
 pub mod generate;
 pub mod linear;
 pub mod llama;

@@ -1,0 +1,438 @@
+//! Fused f32 CPU kernels for inference: attention without materialising the score
+//! tensor, and `silu(gate) * up` in one pass. Both use a vectorisable `exp` (candle's
+//! CPU ops call the scalar libm one per element). Callers take these paths only for
+//! contiguous-in-the-last-dimension f32 CPU tensors that no gradient flows through;
+//! the composite candle ops remain the reference and the training path.
+
+use anyhow::{Result, ensure};
+use candle_core::{DType, Device, Layout, Storage, Tensor};
+use multiversion::multiversion;
+use rayon::prelude::*;
+
+/// Query rows per attention task: big enough for the score matmul to run at speed,
+/// small enough that a task's scores (`QUERY_BLOCK x keys`) stay in cache.
+const QUERY_BLOCK: usize = 32;
+
+/// Whether the fused kernels can run on these tensors.
+pub fn applies(tensors: &[&Tensor]) -> bool {
+    tensors
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && !t.track_op())
+}
+
+/// A borrowed f32 view of a CPU tensor: its data from the first element, and strides.
+struct View<'a> {
+    data: &'a [f32],
+    stride: &'a [usize],
+}
+
+fn view<'a>(storage: &'a Storage, layout: &'a Layout) -> Result<View<'a>> {
+    let Storage::Cpu(cpu) = storage else {
+        anyhow::bail!("fused CPU kernel given a non-CPU tensor");
+    };
+    Ok(View {
+        data: &cpu.as_slice::<f32>()?[layout.start_offset()..],
+        stride: layout.stride(),
+    })
+}
+
+/// `softmax(q k^T * scale + mask) v`, the contract of `attention::attend`: `q`
+/// `(B, H, L, D)`, `k`/`v` `(B, Hkv, T, D)` (views into a cache are fine), `mask`
+/// additive `(B, 1, L, T)`. With `causal`, query `i` sees keys `..= T - L + i` and
+/// the later ones are skipped entirely. Returns `(B, H, L, D)`.
+pub fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f64,
+    causal: bool,
+) -> Result<Tensor> {
+    let (b, heads, l, d) = q.dims4()?;
+    let (_, kv_heads, t, _) = k.dims4()?;
+    ensure!(
+        heads % kv_heads == 0,
+        "{heads} heads over {kv_heads} kv heads"
+    );
+    let inner = |x: &Tensor| -> Result<Tensor> {
+        Ok(if x.stride()[3] == 1 {
+            x.clone()
+        } else {
+            x.contiguous()?
+        })
+    };
+    let (q, k, v) = (inner(q)?, inner(k)?, inner(v)?);
+    ensure!(
+        k.dims() == [b, kv_heads, t, d] && v.dims() == [b, kv_heads, t, d] && (!causal || t >= l),
+        "attention shapes: q {:?}, k {:?}, v {:?}",
+        q.dims(),
+        k.dims(),
+        v.dims()
+    );
+    if let Some(m) = mask {
+        ensure!(
+            m.dims() == [b, 1, l, t],
+            "attention mask shape {:?}",
+            m.dims()
+        );
+    }
+    let mask = match mask {
+        Some(m) if m.stride()[3] != 1 => Some(m.contiguous()?),
+        m => m.cloned(),
+    };
+    let shape = Shape {
+        heads,
+        rep: heads / kv_heads,
+        t,
+        d,
+        scale: scale as f32,
+        past: if causal { Some(t - l) } else { None },
+    };
+    let (qs, ql) = q.storage_and_layout();
+    let (ks, kl) = k.storage_and_layout();
+    let (vs, vl) = v.storage_and_layout();
+    let (q, k, v) = (view(&qs, ql)?, view(&ks, kl)?, view(&vs, vl)?);
+    let ms = mask.as_ref().map(|m| m.storage_and_layout());
+    let mask = match &ms {
+        Some((s, l)) => Some(view(s, l)?),
+        None => None,
+    };
+    let mut out = vec![0f32; b * l * heads * d];
+    out.par_chunks_mut(l * heads * d)
+        .enumerate()
+        .flat_map(|(row, out)| {
+            out.par_chunks_mut(QUERY_BLOCK * heads * d)
+                .enumerate()
+                .map(move |(block, out)| (row, block * QUERY_BLOCK, out))
+        })
+        .for_each(|(row, i0, out)| {
+            let mask = mask.as_ref().map(|m| MaskRows {
+                data: &m.data[row * m.stride[0]..],
+                row_stride: m.stride[2],
+            });
+            let len = QUERY_BLOCK.min(l - i0);
+            shape.block(&q, &k, &v, mask, row, i0, len, out);
+        });
+    // (B, L, H, D) in memory, returned as the (B, H, L, D) view callers expect.
+    Ok(Tensor::from_vec(out, (b, l, heads, d), &Device::Cpu)?.transpose(1, 2)?)
+}
+
+/// The mask rows `(L, T)` of one batch row.
+struct MaskRows<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+}
+
+struct Shape {
+    heads: usize,
+    rep: usize,
+    t: usize,
+    d: usize,
+    scale: f32,
+    past: Option<usize>,
+}
+
+impl Shape {
+    /// Keys query `i` may see (before the additive mask).
+    fn visible(&self, i: usize) -> usize {
+        self.past.map_or(self.t, |past| past + i + 1)
+    }
+
+    /// Attention for queries `i0 .. i0 + len` of batch row `row`, all heads, written
+    /// to `out` laid out `(len, H, D)`.
+    #[allow(clippy::too_many_arguments)]
+    fn block(
+        &self,
+        q: &View,
+        k: &View,
+        v: &View,
+        mask: Option<MaskRows>,
+        row: usize,
+        i0: usize,
+        len: usize,
+        out: &mut [f32],
+    ) {
+        let keys = self.visible(i0 + len - 1);
+        let mut scores = vec![0f32; self.rep.max(len) * keys];
+        for g in 0..self.heads / self.rep {
+            let kp = &k.data[row * k.stride[0] + g * k.stride[1]..];
+            let vp = &v.data[row * v.stride[0] + g * v.stride[1]..];
+            // Rows of one score matmul: the `len` queries of one head, or, for a single
+            // query, the `rep` heads sharing this key/value head (one larger matmul).
+            let groups: Vec<(usize, usize, usize, usize)> = if len == 1 {
+                vec![(g * self.rep, self.rep, q.stride[1], self.d)]
+            } else {
+                (g * self.rep..(g + 1) * self.rep)
+                    .map(|h| (h, len, q.stride[2], self.heads * self.d))
+                    .collect()
+            };
+            for (head, m, q_rs, out_rs) in groups {
+                let qp = &q.data[row * q.stride[0] + head * q.stride[1] + i0 * q.stride[2]..];
+                let s = &mut scores[..m * keys];
+                let key_rows = Strided::rows(kp, k.stride[2]);
+                matmul(
+                    (m, keys, self.d),
+                    Strided::rows(s, keys),
+                    Strided::rows(qp, q_rs),
+                    key_rows.transposed(),
+                    self.scale,
+                );
+                for (r, probs) in s.chunks_mut(keys).enumerate() {
+                    let i = if len == 1 { i0 } else { i0 + r };
+                    let seen = self.visible(i).min(keys);
+                    let add = mask.as_ref().map(|m| &m.data[i * m.row_stride..][..seen]);
+                    softmax_row(&mut probs[..seen], add);
+                    probs[seen..].fill(0.0);
+                }
+                // This matmul's first output row: head `head` of the block's first query.
+                matmul(
+                    (m, self.d, keys),
+                    Strided::rows(&mut out[head * self.d..], out_rs),
+                    Strided::rows(s, keys),
+                    Strided::rows(vp, v.stride[2]),
+                    1.0,
+                );
+            }
+        }
+    }
+}
+
+/// A matrix inside a slice: element `(r, c)` at `r * row + c * col`.
+struct Strided<S> {
+    data: S,
+    row: usize,
+    col: usize,
+}
+
+impl<S: AsRef<[f32]>> Strided<S> {
+    /// Rows `row` apart, columns adjacent.
+    fn rows(data: S, row: usize) -> Self {
+        Self { data, row, col: 1 }
+    }
+
+    fn transposed(self) -> Self {
+        Self {
+            data: self.data,
+            row: self.col,
+            col: self.row,
+        }
+    }
+
+    /// Panics unless an `r x c` matrix fits in the slice.
+    fn check(&self, (r, c): (usize, usize)) {
+        let last = (r.max(1) - 1) * self.row + (c.max(1) - 1) * self.col;
+        assert!(
+            r == 0 || c == 0 || last < self.data.as_ref().len(),
+            "matrix outside its slice"
+        );
+    }
+}
+
+/// `dst = scale * lhs rhs` for `lhs` `(m, k)` and `rhs` `(k, n)`, on this thread
+/// (callers parallelise over blocks).
+fn matmul(
+    (m, n, k): (usize, usize, usize),
+    dst: Strided<&mut [f32]>,
+    lhs: Strided<&[f32]>,
+    rhs: Strided<&[f32]>,
+    scale: f32,
+) {
+    dst.check((m, n));
+    lhs.check((m, k));
+    rhs.check((k, n));
+    // SAFETY: the checks above keep every element the product reads or writes inside
+    // its slice, and `dst` is borrowed mutably, so it aliases neither operand.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.data.as_mut_ptr(),
+            dst.col as isize,
+            dst.row as isize,
+            false,
+            lhs.data.as_ptr(),
+            lhs.col as isize,
+            lhs.row as isize,
+            rhs.data.as_ptr(),
+            rhs.col as isize,
+            rhs.row as isize,
+            0.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Lanes of the vectorised reductions (one AVX-512 register, two AVX2 ones).
+const LANES: usize = 16;
+
+/// `softmax(xs + add)` of one row in place, numerically stable. Compiled for AVX-512
+/// and AVX2 as well, picked at run time.
+#[multiversion(targets("x86_64+avx512f+avx512vl+fma", "x86_64+avx2+fma"))]
+fn softmax_row(xs: &mut [f32], add: Option<&[f32]>) {
+    if let Some(add) = add {
+        xs.iter_mut().zip(add).for_each(|(x, a)| *x += a);
+    }
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for c in &mut chunks {
+        lanes.iter_mut().zip(c).for_each(|(m, x)| *m = m.max(*x));
+    }
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    let mut sums = [0f32; LANES];
+    let mut chunks = xs.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        c.iter_mut().zip(&mut sums).for_each(|(x, s)| {
+            *x = exp(*x - max);
+            *s += *x;
+        });
+    }
+    let mut sum = 0f32;
+    for x in chunks.into_remainder() {
+        *x = exp(*x - max);
+        sum += *x;
+    }
+    let inv = 1.0 / (sum + sums.iter().sum::<f32>());
+    xs.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// `out = silu(g) * u` elementwise; multiversioned like [`softmax_row`].
+#[multiversion(targets("x86_64+avx512f+avx512vl+fma", "x86_64+avx2+fma"))]
+fn silu_mul_into(out: &mut [f32], g: &[f32], u: &[f32]) {
+    for ((o, g), u) in out.iter_mut().zip(g).zip(u) {
+        *o = g / (1.0 + exp(-g)) * u;
+    }
+}
+
+/// `exp(x)` by Cephes' single-precision polynomial (within 2 ulp of libm on the range
+/// that matters), branch-free so that loops over it vectorise. Inputs below -87.3 give
+/// 0, above 88.37 give `inf` (libm reaches it at 88.72).
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer.
+    let c = x.clamp(-87.336_55, 88.376_26);
+    let shifted = c * LOG2E + ROUND;
+    let n = shifted - ROUND;
+    let r = c - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let poly = p * r * r + r + 1.0;
+    // 2^n from the integer sitting in the low mantissa bits of `shifted`.
+    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
+    let scale = f32::from_bits(((n_bits + 127) as u32) << 23);
+    let y = poly * scale;
+    if x < -87.336_55 {
+        0.0
+    } else if x > 88.376_26 {
+        f32::INFINITY
+    } else {
+        y
+    }
+}
+
+/// `silu(gate) * up` elementwise, for same-shaped contiguous tensors.
+pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    ensure!(gate.dims() == up.dims(), "silu_mul shapes differ");
+    let (gate, up) = (gate.contiguous()?, up.contiguous()?);
+    let n = gate.elem_count();
+    let (gs, gl) = gate.storage_and_layout();
+    let (us, ul) = up.storage_and_layout();
+    let (g, u) = (view(&gs, gl)?, view(&us, ul)?);
+    let mut out = vec![0f32; n];
+    const CHUNK: usize = 4096;
+    out.par_chunks_mut(CHUNK)
+        .zip(g.data[..n].par_chunks(CHUNK))
+        .zip(u.data[..n].par_chunks(CHUNK))
+        .for_each(|((o, g), u)| silu_mul_into(o, g, u));
+    Ok(Tensor::from_vec(out, gate.shape(), &Device::Cpu)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::attention::causal_padding_mask;
+    use crate::core::model::max_abs_diff;
+
+    #[test]
+    fn exp_follows_libm() {
+        // Down to -87 (below, libm's results are subnormal and ours flush to 0).
+        let xs: Vec<f32> = (-1960..=1990).map(|i| i as f32 * 0.0443).collect();
+        let ys: Vec<f32> = xs.iter().map(|x| exp(*x)).collect();
+        for (x, y) in xs.iter().zip(&ys) {
+            let want = x.exp();
+            assert!(
+                (y - want).abs() <= 3e-7 * want,
+                "exp({x}) = {y}, libm {want}"
+            );
+        }
+        let edges = [f32::MIN, -100.0, 100.0, 0.0].map(exp);
+        assert_eq!(edges, [0.0, 0.0, f32::INFINITY, 1.0]);
+    }
+
+    #[test]
+    fn silu_mul_matches_the_composite() {
+        let dev = Device::Cpu;
+        let g = Tensor::randn(0f32, 4., (3, 5000), &dev).unwrap();
+        let u = Tensor::randn(0f32, 1., (3, 5000), &dev).unwrap();
+        let want = (g.silu().unwrap() * &u).unwrap();
+        assert!(max_abs_diff(&silu_mul(&g, &u).unwrap(), &want) < 1e-5);
+    }
+
+    /// The fused kernel against the composite one (`attend` without the fused path) on
+    /// prefill with history, padding and grouped heads, on decoding, and without a mask.
+    #[test]
+    fn attention_matches_the_composite() {
+        let dev = Device::Cpu;
+        for (l, past, causal, padded) in [
+            (70, 5, true, true),
+            (1, 40, true, true),
+            (1, 9, true, false),
+            (33, 0, false, false),
+        ] {
+            let t = past + l;
+            let q = Tensor::randn(0f32, 1., (2, 6, l, 16), &dev).unwrap();
+            // Keys and values as views into a larger cache, as decoding passes them.
+            let cache = Tensor::randn(0f32, 1., (2, 2, t + 7, 16), &dev).unwrap();
+            let k = cache.narrow(2, 0, t).unwrap();
+            let v = (cache.narrow(2, 3, t).unwrap() * 2.0).unwrap();
+            let mut valid = vec![vec![true; t]; 2];
+            if padded {
+                valid[1][..4].iter_mut().for_each(|x| *x = false);
+            }
+            let mask = if causal {
+                causal_padding_mask(&valid, past, l, DType::F32, &dev).unwrap()
+            } else {
+                None
+            };
+            let fused = attend(&q, &k, &v, mask.as_ref(), 0.25, causal).unwrap();
+            let composite = crate::core::model::attention::attend_unfused(
+                &q,
+                &k,
+                &v,
+                mask.as_ref(),
+                0.25,
+                causal,
+            )
+            .unwrap();
+            assert_eq!(fused.dims(), composite.dims());
+            let diff = max_abs_diff(&fused, &composite);
+            assert!(diff < 1e-5, "l {l} past {past}: {diff}");
+        }
+    }
+}
