@@ -49,6 +49,36 @@ _mt() {
             mt,train)
                 cmd="mt__subcmd__train"
                 ;;
+            mt__subcmd__eval,help)
+                cmd="mt__subcmd__eval__subcmd__help"
+                ;;
+            mt__subcmd__eval,pathvqa)
+                cmd="mt__subcmd__eval__subcmd__pathvqa"
+                ;;
+            mt__subcmd__eval,score)
+                cmd="mt__subcmd__eval__subcmd__score"
+                ;;
+            mt__subcmd__eval,slake)
+                cmd="mt__subcmd__eval__subcmd__slake"
+                ;;
+            mt__subcmd__eval,vqa-rad)
+                cmd="mt__subcmd__eval__subcmd__vqa__subcmd__rad"
+                ;;
+            mt__subcmd__eval__subcmd__help,help)
+                cmd="mt__subcmd__eval__subcmd__help__subcmd__help"
+                ;;
+            mt__subcmd__eval__subcmd__help,pathvqa)
+                cmd="mt__subcmd__eval__subcmd__help__subcmd__pathvqa"
+                ;;
+            mt__subcmd__eval__subcmd__help,score)
+                cmd="mt__subcmd__eval__subcmd__help__subcmd__score"
+                ;;
+            mt__subcmd__eval__subcmd__help,slake)
+                cmd="mt__subcmd__eval__subcmd__help__subcmd__slake"
+                ;;
+            mt__subcmd__eval__subcmd__help,vqa-rad)
+                cmd="mt__subcmd__eval__subcmd__help__subcmd__vqa__subcmd__rad"
+                ;;
             mt__subcmd__help,caption)
                 cmd="mt__subcmd__help__subcmd__caption"
                 ;;
@@ -81,6 +111,18 @@ _mt() {
                 ;;
             mt__subcmd__help,train)
                 cmd="mt__subcmd__help__subcmd__train"
+                ;;
+            mt__subcmd__help__subcmd__eval,pathvqa)
+                cmd="mt__subcmd__help__subcmd__eval__subcmd__pathvqa"
+                ;;
+            mt__subcmd__help__subcmd__eval,score)
+                cmd="mt__subcmd__help__subcmd__eval__subcmd__score"
+                ;;
+            mt__subcmd__help__subcmd__eval,slake)
+                cmd="mt__subcmd__help__subcmd__eval__subcmd__slake"
+                ;;
+            mt__subcmd__help__subcmd__eval,vqa-rad)
+                cmd="mt__subcmd__help__subcmd__eval__subcmd__vqa__subcmd__rad"
                 ;;
             *)
                 ;;
@@ -299,8 +341,114 @@ _mt() {
             return 0
             ;;
         mt__subcmd__eval)
-            opts="-v -q -h -V --ckpt --data --split --gt --pred --scorer --gpu --cpu --batch-size --limit --verbose --quiet --json --run-dir --no-run-dir --seed --help --version slake vqa-rad pathvqa score"
+            opts="-v -q -h -V --verbose --quiet --json --run-dir --no-run-dir --seed --help --version score slake vqa-rad pathvqa help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --seed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__eval__subcmd__help)
+            opts="score slake vqa-rad pathvqa help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__eval__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__eval__subcmd__help__subcmd__pathvqa)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__eval__subcmd__help__subcmd__score)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__eval__subcmd__help__subcmd__slake)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__eval__subcmd__help__subcmd__vqa__subcmd__rad)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__eval__subcmd__pathvqa)
+            opts="-v -q -h -V --ckpt --data --split --gpu --cpu --batch-size --limit --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -317,6 +465,40 @@ _mt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --gpu)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --batch-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --seed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__eval__subcmd__score)
+            opts="-v -q -h -V --gt --pred --scorer --bench --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --gt)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -327,6 +509,90 @@ _mt() {
                     ;;
                 --scorer)
                     COMPREPLY=($(compgen -W "llava-med multimedeval" -- "${cur}"))
+                    return 0
+                    ;;
+                --bench)
+                    COMPREPLY=($(compgen -W "vqa-rad slake pathvqa" -- "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --seed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__eval__subcmd__slake)
+            opts="-v -q -h -V --ckpt --data --split --gpu --cpu --batch-size --limit --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --ckpt)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --split)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --batch-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --seed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__eval__subcmd__vqa__subcmd__rad)
+            opts="-v -q -h -V --ckpt --data --split --gpu --cpu --batch-size --limit --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --ckpt)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --split)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --gpu)
@@ -493,8 +759,64 @@ _mt() {
             return 0
             ;;
         mt__subcmd__help__subcmd__eval)
-            opts=""
+            opts="score slake vqa-rad pathvqa"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__help__subcmd__eval__subcmd__pathvqa)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__help__subcmd__eval__subcmd__score)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__help__subcmd__eval__subcmd__slake)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__help__subcmd__eval__subcmd__vqa__subcmd__rad)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

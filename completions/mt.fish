@@ -39,7 +39,7 @@ complete -c mt -n "__fish_mt_needs_command" -f -a "roi" -d 'Regions of interest 
 complete -c mt -n "__fish_mt_needs_command" -f -a "caption" -d 'Generate captions with a LLaVA-style model (the MedTrinity captioner or LLaVA-Med++)'
 complete -c mt -n "__fish_mt_needs_command" -f -a "train" -d 'Pre-training stages: projector alignment (1) and instruction tuning (2)'
 complete -c mt -n "__fish_mt_needs_command" -f -a "finetune" -d 'Fine-tune on VQA-RAD, SLAKE or PathVQA, fully or with LoRA'
-complete -c mt -n "__fish_mt_needs_command" -f -a "eval" -d 'Run and score a checkpoint on VQA-RAD, SLAKE or PathVQA, or score existing answers'
+complete -c mt -n "__fish_mt_needs_command" -f -a "eval" -d 'Score answers, or run and score a checkpoint on a benchmark'
 complete -c mt -n "__fish_mt_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c mt -n "__fish_mt_needs_command" -f -a "replay" -d 'Run a command again with the arguments recorded in a run directory'
 complete -c mt -n "__fish_mt_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -171,25 +171,84 @@ complete -c mt -n "__fish_mt_using_subcommand finetune" -l json -d 'Machine-read
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -s h -l help -d 'Print help'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand eval" -l ckpt -d 'Checkpoint folder' -r -F
-complete -c mt -n "__fish_mt_using_subcommand eval" -l data -d 'Benchmark data folder (released layout or hub parquet)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand eval" -l split -d 'Split to evaluate' -r
-complete -c mt -n "__fish_mt_using_subcommand eval" -l gt -d 'Ground truth in the LLaVA eval layout (for `score`)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand eval" -l pred -d 'LLaVA answer JSONL (for `score`)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand eval" -l scorer -d 'Scorer: llava-med (the MedTrinity scripts) or multimedeval' -r -f -a "llava-med\t''
+complete -c mt -n "__fish_mt_using_subcommand eval; and not __fish_seen_subcommand_from score slake vqa-rad pathvqa help" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and not __fish_seen_subcommand_from score slake vqa-rad pathvqa help" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and not __fish_seen_subcommand_from score slake vqa-rad pathvqa help" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
+complete -c mt -n "__fish_mt_using_subcommand eval; and not __fish_seen_subcommand_from score slake vqa-rad pathvqa help" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
+complete -c mt -n "__fish_mt_using_subcommand eval; and not __fish_seen_subcommand_from score slake vqa-rad pathvqa help" -l json -d 'Machine-readable JSON on stdout instead of tables'
+complete -c mt -n "__fish_mt_using_subcommand eval; and not __fish_seen_subcommand_from score slake vqa-rad pathvqa help" -l no-run-dir -d 'Do not write a run directory'
+complete -c mt -n "__fish_mt_using_subcommand eval; and not __fish_seen_subcommand_from score slake vqa-rad pathvqa help" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand eval; and not __fish_seen_subcommand_from score slake vqa-rad pathvqa help" -s V -l version -d 'Print version'
+complete -c mt -n "__fish_mt_using_subcommand eval; and not __fish_seen_subcommand_from score slake vqa-rad pathvqa help" -f -a "score" -d 'Score a LLaVA answer JSONL against ground truth in the LLaVA eval layout'
+complete -c mt -n "__fish_mt_using_subcommand eval; and not __fish_seen_subcommand_from score slake vqa-rad pathvqa help" -f -a "slake" -d 'Generate answers on SLAKE with a checkpoint and score them'
+complete -c mt -n "__fish_mt_using_subcommand eval; and not __fish_seen_subcommand_from score slake vqa-rad pathvqa help" -f -a "vqa-rad" -d 'Generate answers on VQA-RAD with a checkpoint and score them'
+complete -c mt -n "__fish_mt_using_subcommand eval; and not __fish_seen_subcommand_from score slake vqa-rad pathvqa help" -f -a "pathvqa" -d 'Generate answers on PathVQA with a checkpoint and score them'
+complete -c mt -n "__fish_mt_using_subcommand eval; and not __fish_seen_subcommand_from score slake vqa-rad pathvqa help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l gt -d 'Ground truth: JSON array (or JSONL) of {id, conversations: [human, gpt], answer_type}' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l pred -d 'Answers: LLaVA answer JSONL (question_id, text, ...)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l scorer -d 'Which reference scoring to reproduce' -r -f -a "llava-med\t''
 multimedeval\t''"
-complete -c mt -n "__fish_mt_using_subcommand eval" -l gpu -d 'GPU indices, one worker process each' -r
-complete -c mt -n "__fish_mt_using_subcommand eval" -l batch-size -d 'Questions per batch' -r
-complete -c mt -n "__fish_mt_using_subcommand eval" -l limit -d 'Evaluate only the first N questions' -r
-complete -c mt -n "__fish_mt_using_subcommand eval" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
-complete -c mt -n "__fish_mt_using_subcommand eval" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
-complete -c mt -n "__fish_mt_using_subcommand eval" -l cpu -d 'Run on the CPU'
-complete -c mt -n "__fish_mt_using_subcommand eval" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
-complete -c mt -n "__fish_mt_using_subcommand eval" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
-complete -c mt -n "__fish_mt_using_subcommand eval" -l json -d 'Machine-readable JSON on stdout instead of tables'
-complete -c mt -n "__fish_mt_using_subcommand eval" -l no-run-dir -d 'Do not write a run directory'
-complete -c mt -n "__fish_mt_using_subcommand eval" -s h -l help -d 'Print help'
-complete -c mt -n "__fish_mt_using_subcommand eval" -s V -l version -d 'Print version'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l bench -d 'Show the paper\'s LLaVA-Med++ numbers for this benchmark beside ours' -r -f -a "vqa-rad\t''
+slake\t''
+pathvqa\t''"
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l json -d 'Machine-readable JSON on stdout instead of tables'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l no-run-dir -d 'Do not write a run directory'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -s V -l version -d 'Print version'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l ckpt -d 'Checkpoint folder' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l data -d 'Benchmark data folder (released layout or hub parquet)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l split -d 'Split to evaluate' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l gpu -d 'GPU indices, one worker process each' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l batch-size -d 'Questions per batch' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l limit -d 'Evaluate only the first N questions' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l cpu -d 'Run on the CPU'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l json -d 'Machine-readable JSON on stdout instead of tables'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l no-run-dir -d 'Do not write a run directory'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -s V -l version -d 'Print version'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l ckpt -d 'Checkpoint folder' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l data -d 'Benchmark data folder (released layout or hub parquet)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l split -d 'Split to evaluate' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l gpu -d 'GPU indices, one worker process each' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l batch-size -d 'Questions per batch' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l limit -d 'Evaluate only the first N questions' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l cpu -d 'Run on the CPU'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l json -d 'Machine-readable JSON on stdout instead of tables'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l no-run-dir -d 'Do not write a run directory'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -s V -l version -d 'Print version'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l ckpt -d 'Checkpoint folder' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l data -d 'Benchmark data folder (released layout or hub parquet)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l split -d 'Split to evaluate' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l gpu -d 'GPU indices, one worker process each' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l batch-size -d 'Questions per batch' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l limit -d 'Evaluate only the first N questions' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l cpu -d 'Run on the CPU'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l json -d 'Machine-readable JSON on stdout instead of tables'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l no-run-dir -d 'Do not write a run directory'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -s V -l version -d 'Print version'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from help" -f -a "score" -d 'Score a LLaVA answer JSONL against ground truth in the LLaVA eval layout'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from help" -f -a "slake" -d 'Generate answers on SLAKE with a checkpoint and score them'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from help" -f -a "vqa-rad" -d 'Generate answers on VQA-RAD with a checkpoint and score them'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from help" -f -a "pathvqa" -d 'Generate answers on PathVQA with a checkpoint and score them'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mt -n "__fish_mt_using_subcommand completions" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand completions" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand completions" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
@@ -214,7 +273,11 @@ complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcomma
 complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions replay help" -f -a "caption" -d 'Generate captions with a LLaVA-style model (the MedTrinity captioner or LLaVA-Med++)'
 complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions replay help" -f -a "train" -d 'Pre-training stages: projector alignment (1) and instruction tuning (2)'
 complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions replay help" -f -a "finetune" -d 'Fine-tune on VQA-RAD, SLAKE or PathVQA, fully or with LoRA'
-complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions replay help" -f -a "eval" -d 'Run and score a checkpoint on VQA-RAD, SLAKE or PathVQA, or score existing answers'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions replay help" -f -a "eval" -d 'Score answers, or run and score a checkpoint on a benchmark'
 complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions replay help" -f -a "completions" -d 'Print a shell completion script'
 complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions replay help" -f -a "replay" -d 'Run a command again with the arguments recorded in a run directory'
 complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption train finetune eval completions replay help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from eval" -f -a "score" -d 'Score a LLaVA answer JSONL against ground truth in the LLaVA eval layout'
+complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from eval" -f -a "slake" -d 'Generate answers on SLAKE with a checkpoint and score them'
+complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from eval" -f -a "vqa-rad" -d 'Generate answers on VQA-RAD with a checkpoint and score them'
+complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from eval" -f -a "pathvqa" -d 'Generate answers on PathVQA with a checkpoint and score them'

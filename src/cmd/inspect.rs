@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{Context, print, run_file};
+use super::{Context, finish_failures, print};
 use crate::core::data::filter::Filter;
 use crate::core::data::{Dataset, ReadOptions, inputs};
-use crate::core::error::Failure;
 use crate::core::inspect::{self, InspectOptions, TallyOptions, plots, records, render, report};
 
 const HELP: &str = "\
@@ -194,37 +193,4 @@ fn print_records(samples: &[crate::core::data::Sample], ctx: &Context) -> Result
         }
     }
     print(&out)
-}
-
-/// Logs each failure (input, error), lists them in the run directory and turns
-/// `failed` failed inputs into exit code 3.
-fn finish_failures(
-    ctx: &mut Context,
-    failures: Vec<(String, String)>,
-    failed: usize,
-    total: usize,
-) -> Result<()> {
-    if failed == 0 {
-        return Ok(());
-    }
-    for (_, e) in &failures {
-        tracing::warn!("{e}");
-    }
-    let list: Vec<serde_json::Value> = failures
-        .iter()
-        .map(|(input, error)| serde_json::json!({"input": input, "error": error}))
-        .collect();
-    let where_ = match (&ctx.run, run_file(ctx, "failures.json")) {
-        (Some(run), Some(path)) => {
-            run.write_json("failures.json", &list)?;
-            format!(" and in {}", path.display())
-        }
-        _ => String::new(),
-    };
-    Err(Failure::PartialInputs {
-        failed,
-        total,
-        where_,
-    }
-    .into())
 }

@@ -110,7 +110,10 @@ pub fn execute(cli: Cli, argv: Vec<String>, log: &LogSink) -> Result<()> {
         }
         Command::Train(_) => Err(Failure::NotImplemented("train").into()),
         Command::Finetune(_) => Err(Failure::NotImplemented("finetune").into()),
-        Command::Eval(_) => Err(Failure::NotImplemented("eval").into()),
+        Command::Eval(a) => {
+            eval::is_implemented(&a)?;
+            with_run_dir("eval", &a, g, argv, log, |ctx| eval::run(&a, ctx))
+        }
     }
 }
 
@@ -174,4 +177,37 @@ pub fn print(text: &str) -> Result<()> {
 /// Where a run's file will be, for messages (`runs/x/failures.json`).
 pub fn run_file(ctx: &Context, name: &str) -> Option<PathBuf> {
     ctx.run.as_ref().map(|r| r.path().join(name))
+}
+
+/// Logs each failure (input, error), lists them in the run directory and turns
+/// `failed` failed inputs into exit code 3.
+pub fn finish_failures(
+    ctx: &mut Context,
+    failures: Vec<(String, String)>,
+    failed: usize,
+    total: usize,
+) -> Result<()> {
+    if failed == 0 {
+        return Ok(());
+    }
+    for (_, e) in &failures {
+        tracing::warn!("{e}");
+    }
+    let list: Vec<serde_json::Value> = failures
+        .iter()
+        .map(|(input, error)| serde_json::json!({"input": input, "error": error}))
+        .collect();
+    let where_ = match (&ctx.run, run_file(ctx, "failures.json")) {
+        (Some(run), Some(path)) => {
+            run.write_json("failures.json", &list)?;
+            format!(" and in {}", path.display())
+        }
+        _ => String::new(),
+    };
+    Err(Failure::PartialInputs {
+        failed,
+        total,
+        where_,
+    }
+    .into())
 }

@@ -3,6 +3,7 @@
 pub mod caption_parts;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod extsort;
 pub mod hash;
 pub mod image;

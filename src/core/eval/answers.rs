@@ -1,0 +1,268 @@
+//! Ground truth in the LLaVA eval layout and answers in the LLaVA answer JSONL, read
+//! leniently (a bad row is named and skipped, the rest is scored), then aligned the way
+//! `run_eval_nocandi.py` does: on the ids both sides have, each side sorted by id.
+
+use rustc_hash::FxHashSet as HashSet;
+use std::cmp::Ordering;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::core::data::json_array::JsonArrayElements;
+
+/// A question id: JSON integers and strings are different ids (`1` is not `"1"`), as
+/// in the reference's Python sets. Integers sort before strings (Python cannot compare
+/// them; files mixing both are rare).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(untagged)]
+pub enum Id {
+    Int(i64),
+    Str(String),
+}
+
+impl Id {
+    fn from_json(value: &Value, field: &str) -> Result<Id> {
+        match value {
+            Value::String(s) => Ok(Id::Str(s.clone())),
+            Value::Number(n) => n
+                .as_i64()
+                .map(Id::Int)
+                .ok_or_else(|| anyhow!("`{field}` {n} is not an integer or a string")),
+            Value::Null => bail!("no `{field}`"),
+            other => bail!("`{field}` must be a string or an integer, not {other}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Id::Int(i) => write!(f, "{i}"),
+            Id::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+/// One ground-truth question.
+#[derive(Debug, Clone, Serialize)]
+pub struct Truth {
+    pub id: Id,
+    /// The human turn (the question, usually with `<image>\n`), empty when absent.
+    pub question: String,
+    /// The gpt turn: the reference answer.
+    pub answer: String,
+    /// `answer_type` as written (`OPEN`, `CLOSED`, ...), `None` when absent.
+    pub answer_type: Option<String>,
+}
+
+/// One model answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    pub question_id: Id,
+    pub text: String,
+}
+
+/// A row that could not be used, with where it was and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rejected {
+    pub file: String,
+    /// `line 12` (JSONL) or `record 12` (JSON array, zero-based).
+    pub at: String,
+    pub error: String,
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.file, self.at, self.error)
+    }
+}
+
+/// Reads ground truth (a JSON array or JSONL of LLaVA eval records).
+pub fn read_truth(path: &Path, rejected: &mut Vec<Rejected>) -> Result<Vec<Truth>> {
+    let mut seen = HashSet::default();
+    let mut out = Vec::new();
+    for_each_record(path, rejected, |value| {
+        let truth = truth_from_json(&value)?;
+        if !seen.insert(truth.id.clone()) {
+            bail!("duplicate id {} (the first one is kept)", truth.id);
+        }
+        out.push(truth);
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Reads answers (LLaVA answer JSONL; a JSON array works too).
+pub fn read_answers(path: &Path, rejected: &mut Vec<Rejected>) -> Result<Vec<Answer>> {
+    let mut seen = HashSet::default();
+    let mut out = Vec::new();
+    for_each_record(path, rejected, |value| {
+        let question_id = Id::from_json(&value["question_id"], "question_id")?;
+        let text = match &value["text"] {
+            Value::String(s) => s.clone(),
+            Value::Null => bail!("no `text`"),
+            other => bail!("`text` must be a string, not {other}"),
+        };
+        if !seen.insert(question_id.clone()) {
+            bail!("duplicate question_id {question_id} (the first one is kept)");
+        }
+        out.push(Answer { question_id, text });
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+fn truth_from_json(value: &Value) -> Result<Truth> {
+    if !value.is_object() {
+        bail!("expected an object, found {}", kind(value));
+    }
+    let id = Id::from_json(&value["id"], "id")?;
+    // The reference also accepts the misspelt `conversatons`.
+    let turns = value
+        .get("conversations")
+        .or_else(|| value.get("conversatons"))
+        .and_then(Value::as_array)
+        .ok_or_else(|| anyhow!("no `conversations` array"))?;
+    let turn = |i: usize| -> Result<String> {
+        match turns.get(i).map(|t| &t["value"]) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => bail!("`conversations[{i}].value` is not a string"),
+            None => bail!("`conversations` has no turn {i}"),
+        }
+    };
+    let answer_type = match value.get("answer_type") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => bail!("`answer_type` must be a string, not {other}"),
+    };
+    Ok(Truth {
+        id,
+        question: turn(0)?,
+        answer: turn(1)?,
+        answer_type,
+    })
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Calls `f` on every record of a JSON array or JSON Lines file (told apart by the
+/// first non-blank byte). Records that fail to parse or that `f` rejects are added to
+/// `rejected`; an unreadable file or a broken array is an error.
+fn for_each_record(
+    path: &Path,
+    rejected: &mut Vec<Rejected>,
+    mut f: impl FnMut(Value) -> Result<()>,
+) -> Result<()> {
+    let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let name = path.display().to_string();
+    let mut reject = |at: String, e: anyhow::Error| {
+        rejected.push(Rejected {
+            file: name.clone(),
+            at,
+            error: format!("{e:#}"),
+        })
+    };
+    if first_non_blank(&mut reader)? == Some(b'[') {
+        let mut elements = JsonArrayElements::new(reader);
+        while let Some(element) = elements.next() {
+            let at = format!("record {}", elements.index.saturating_sub(1));
+            let bytes = element.with_context(|| format!("{name}: {at}: broken JSON array"))?;
+            let parsed = serde_json::from_slice(&bytes).map_err(|e| anyhow!("invalid JSON: {e}"));
+            if let Err(e) = parsed.and_then(&mut f) {
+                reject(at, e);
+            }
+        }
+    } else {
+        let mut line = Vec::new();
+        let mut n = 0;
+        loop {
+            line.clear();
+            if reader
+                .read_until(b'\n', &mut line)
+                .with_context(|| format!("{name}: line {}: cannot read", n + 1))?
+                == 0
+            {
+                break;
+            }
+            n += 1;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let parsed = serde_json::from_slice(&line).map_err(|e| anyhow!("invalid JSON: {e}"));
+            if let Err(e) = parsed.and_then(&mut f) {
+                reject(format!("line {n}"), e);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn first_non_blank(reader: &mut BufReader<File>) -> Result<Option<u8>> {
+    loop {
+        let buf = reader.fill_buf()?;
+        let Some(pos) = buf.iter().position(|b| !b.is_ascii_whitespace()) else {
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            let len = buf.len();
+            reader.consume(len);
+            continue;
+        };
+        let b = buf[pos];
+        // Keep the byte in the buffer for the parser.
+        reader.consume(pos);
+        return Ok(Some(b));
+    }
+}
+
+/// Ground truth and answers paired on their common ids, sorted by id, plus how many
+/// ids only one side had.
+#[derive(Debug, Default)]
+pub struct Aligned {
+    pub pairs: Vec<(Truth, Answer)>,
+    pub unmatched_truth: usize,
+    pub unmatched_answers: usize,
+}
+
+/// Pairs `truth` and `answers` on common ids, in id order.
+pub fn align(mut truth: Vec<Truth>, mut answers: Vec<Answer>) -> Aligned {
+    truth.sort_by(|a, b| a.id.cmp(&b.id));
+    answers.sort_by(|a, b| a.question_id.cmp(&b.question_id));
+    let mut out = Aligned::default();
+    let mut answers = answers.into_iter().peekable();
+    for t in truth {
+        loop {
+            match answers.peek().map(|a| a.question_id.cmp(&t.id)) {
+                Some(Ordering::Less) => {
+                    answers.next();
+                    out.unmatched_answers += 1;
+                }
+                Some(Ordering::Equal) => {
+                    let a = answers.next().expect("peeked");
+                    out.pairs.push((t, a));
+                    break;
+                }
+                _ => {
+                    out.unmatched_truth += 1;
+                    break;
+                }
+            }
+        }
+    }
+    out.unmatched_answers += answers.count();
+    out
+}
