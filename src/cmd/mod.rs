@@ -103,7 +103,10 @@ pub fn execute(cli: Cli, argv: Vec<String>, log: &LogSink) -> Result<()> {
             with_run_dir("inspect", &a, g, argv, log, |ctx| inspect::run(&a, ctx))
         }
         Command::Download(_) => Err(Failure::NotImplemented("download").into()),
-        Command::Convert(_) => Err(Failure::NotImplemented("convert").into()),
+        Command::Convert(a) => {
+            convert::is_implemented(&a)?;
+            with_run_dir("convert", &a, g, argv, log, |ctx| convert::run(&a, ctx))
+        }
         Command::Roi(_) => Err(Failure::NotImplemented("roi").into()),
         Command::Caption(a) => {
             with_run_dir("caption", &a, g, argv, log, |ctx| caption::run(&a, ctx))

@@ -13,6 +13,11 @@ pub fn keyed(seed: u64, a: u64, b: u64) -> u64 {
     mix64(mix64(mix64(seed) ^ a) ^ b)
 }
 
+/// Lower-case hexadecimal of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,6 +57,10 @@ pub struct Truth {
     pub answer: String,
     /// `answer_type` as written (`OPEN`, `CLOSED`, ...), `None` when absent.
     pub answer_type: Option<String>,
+    /// `image` as written, when present.
+    pub image: Option<String>,
+    /// Every other top-level field (modality, location, ...), for breakdowns.
+    pub meta: serde_json::Map<String, Value>,
 }
 
 /// One model answer.
@@ -139,11 +143,28 @@ fn truth_from_json(value: &Value) -> Result<Truth> {
         Some(Value::String(s)) => Some(s.clone()),
         Some(other) => bail!("`answer_type` must be a string, not {other}"),
     };
+    let meta = value
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "id" | "image" | "conversations" | "conversatons" | "answer_type"
+            )
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     Ok(Truth {
         id,
         question: turn(0)?,
         answer: turn(1)?,
         answer_type,
+        image: value
+            .get("image")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        meta,
     })
 }
 

@@ -7,6 +7,8 @@ pub mod llava_med;
 pub mod multimedeval;
 pub mod normalize;
 pub mod report;
+pub mod vqa;
+pub mod vqa_export;
 
 /// The benchmarks LLaVA-Med++ reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

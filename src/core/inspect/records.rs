@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 
 use super::render::{ellipsize, human_bytes};
 use crate::core::data::{ImageSource, Sample};
+use crate::core::hash::hex;
 use crate::core::image;
 
 /// The image of a record described as JSON (bytes are summarised, not dumped).
@@ -29,10 +30,6 @@ pub fn image_json(source: &ImageSource) -> Value {
         ImageSource::File(p) => json!({"file": p}),
         ImageSource::Archived(name) => json!({"archived": name}),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One record as a JSON object.
