@@ -6,10 +6,15 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use super::{Context, finish_failures, print};
+use crate::core::convert::Stats;
+use crate::core::convert::llava::{self, LlavaOptions, LlavaSink};
+use crate::core::convert::parquet_out::{self, ShardOptions, ShardWriter};
+use crate::core::data::{Dataset, ReadOptions, inputs};
 use crate::core::error::{Failure, usage};
 use crate::core::eval::Bench;
 use crate::core::eval::vqa::{self, LoadOptions};
 use crate::core::eval::vqa_export::{self, ExportOptions};
+use crate::core::progress;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -31,10 +36,10 @@ pub struct Args {
 pub enum ConvertCommand {
     /// VQA-RAD, SLAKE or PathVQA (released files or hub parquet) -> LLaVA eval JSON.
     Vqa(VqaArgs),
-    /// MedTrinity shards <-> LLaVA conversation JSON/JSONL + image files.
-    Llava(PlannedArgs),
-    /// Image folders / LLaVA JSON -> HF-style parquet shards.
-    Parquet(PlannedArgs),
+    /// MedTrinity shards, LLaVA files or image folders -> LLaVA conversation JSON/JSONL + image files.
+    Llava(LlavaArgs),
+    /// Image folders, LLaVA files or MedTrinity shards -> HF-style parquet shards.
+    Parquet(ParquetArgs),
     /// Datasets -> webdataset tar shards.
     Wds(PlannedArgs),
     /// DICOM / NIfTI -> PNG/JPEG with metadata.
@@ -89,6 +94,76 @@ pub struct VqaArgs {
     pub all_languages: bool,
 }
 
+const LLAVA_HELP: &str = "\
+Reads anything `mt inspect` reads: 25M_demo parquet (images embedded), 25M_full
+manifests with their .tar.zst image shards (members written under their own names),
+LLaVA JSON/JSONL, image folders. Each record becomes {id, image, conversations: [human
+\"<image>\\n<instruction>\", gpt <caption>], source, ...other fields}. Images are written
+under --images-out (their own file name when they have a safe one, else <id>.<ext>);
+without it, records keep the paths they had, and embedded images are an error.
+-o *.jsonl (or -) resumes: ids already there are skipped, a line cut by a crash is
+dropped. -o *.json writes a JSON array, renamed into place when complete. Records
+without a caption or image are listed and skipped (exit 3).
+
+Example:
+  mt convert llava data/25M_demo -o demo.jsonl --images-out demo_images";
+
+/// `mt convert llava`.
+#[derive(Debug, clap::Args, Serialize)]
+#[command(after_help = LLAVA_HELP)]
+pub struct LlavaArgs {
+    /// Shards, folders, globs, LLaVA files.
+    #[arg(required = true)]
+    pub inputs: Vec<String>,
+    /// Output .jsonl (resumable, `-` = stdout) or .json.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Write the images here.
+    #[arg(long, value_name = "DIR")]
+    pub images_out: Option<PathBuf>,
+    /// Where image names in manifests / LLaVA records resolve (folder or .tar.zst shards).
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
+    /// The human turn after `<image>\n`.
+    #[arg(long, default_value = "Describe the image in detail.")]
+    pub instruction: String,
+}
+
+const PARQUET_HELP: &str = "\
+Writes <split>-NNNNN-of-MMMMM.parquet shards in the MedTrinity 25M_demo / HF layout: id,
+image (struct of bytes and path: the `datasets` Image feature), caption, source, with
+the `huggingface` schema metadata. Row groups close at ~--row-group-size, shards at
+~--shard-size. Resumable: complete shards survive a crash and their ids are skipped on
+rerun. LLaVA records give their gpt turns as the caption (the way back from `mt convert
+llava`). Records without caption or image bytes are listed and skipped (exit 3).
+
+Example:
+  mt convert parquet demo.jsonl --images demo_images -o demo_parquet/";
+
+/// `mt convert parquet`.
+#[derive(Debug, clap::Args, Serialize)]
+#[command(after_help = PARQUET_HELP)]
+pub struct ParquetArgs {
+    /// Image folders, LLaVA files, parquet shards, globs.
+    #[arg(required = true)]
+    pub inputs: Vec<String>,
+    /// Output folder.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Where image names in LLaVA records / manifests resolve.
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
+    /// Split name (file prefix).
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// Target row group size (bytes, or with KB/MB/GB).
+    #[arg(long, default_value = "100MB", value_parser = parse_size)]
+    pub row_group_size: u64,
+    /// Target shard size (bytes, or with KB/MB/GB).
+    #[arg(long, default_value = "500MB", value_parser = parse_size)]
+    pub shard_size: u64,
+}
+
 /// Arguments of converters still to be built.
 #[derive(Debug, clap::Args, Serialize)]
 pub struct PlannedArgs {
@@ -103,8 +178,8 @@ pub struct PlannedArgs {
 pub fn is_implemented(args: &Args) -> Result<()> {
     let name = match args.command {
         ConvertCommand::Vqa(_) => return Ok(()),
-        ConvertCommand::Llava(_) => "convert llava",
-        ConvertCommand::Parquet(_) => "convert parquet",
+        ConvertCommand::Llava(_) => return Ok(()),
+        ConvertCommand::Parquet(_) => return Ok(()),
         ConvertCommand::Wds(_) => "convert wds",
         ConvertCommand::Image(_) => "convert image",
         ConvertCommand::MergeLora(_) => "convert merge-lora",
@@ -118,6 +193,8 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
     is_implemented(args)?;
     match &args.command {
         ConvertCommand::Vqa(a) => convert_vqa(a, ctx),
+        ConvertCommand::Llava(a) => convert_llava(a, ctx),
+        ConvertCommand::Parquet(a) => convert_parquet(a, ctx),
         _ => unreachable!("checked above"),
     }
 }
@@ -195,4 +272,122 @@ fn convert_vqa(a: &VqaArgs, ctx: &mut Context) -> Result<()> {
         failed,
         loaded.questions.len() + loaded.rejected.len(),
     )
+}
+
+fn convert_llava(a: &LlavaArgs, ctx: &mut Context) -> Result<()> {
+    llava::check_output(&a.output)?;
+    let (dataset, read, open_failures) = open_inputs(&a.inputs, a.images.as_deref())?;
+    let mut sink = LlavaSink::open(&a.output)?;
+    let opts = LlavaOptions {
+        instruction: a.instruction.clone(),
+        images_out: a.images_out.clone(),
+    };
+    let resumed = sink.resumed();
+    let started = std::time::Instant::now();
+    let bar = progress::bar(
+        dataset.known_rows(&dataset.units(&[], 1)),
+        "rows",
+        "converting",
+    );
+    let stats = llava::convert(&dataset, &read, &mut sink, &opts, &|n| bar.inc(n))?;
+    sink.finish()?;
+    bar.finish_and_clear();
+    report(ctx, stats, &dataset, open_failures, started, resumed)
+}
+
+fn convert_parquet(a: &ParquetArgs, ctx: &mut Context) -> Result<()> {
+    let (dataset, read, open_failures) = open_inputs(&a.inputs, a.images.as_deref())?;
+    let mut writer = ShardWriter::open(ShardOptions {
+        dir: a.output.clone(),
+        split: a.split.clone(),
+        row_group_bytes: a.row_group_size as usize,
+        shard_bytes: a.shard_size,
+    })?;
+    let resumed = writer.resumed();
+    let started = std::time::Instant::now();
+    let bar = progress::bar(
+        dataset.known_rows(&dataset.units(&[], 1)),
+        "rows",
+        "converting",
+    );
+    let stats = parquet_out::convert(&dataset, &read, &mut writer, &|n| bar.inc(n))?;
+    let shards = writer.finish()?;
+    bar.finish_and_clear();
+    tracing::info!("{} shards in {}", shards.len(), a.output.display());
+    report(ctx, stats, &dataset, open_failures, started, resumed)
+}
+
+type OpenFailures = Vec<(usize, anyhow::Error)>;
+
+fn open_inputs(
+    paths: &[String],
+    images: Option<&Path>,
+) -> Result<(Dataset, ReadOptions, OpenFailures)> {
+    let inputs = inputs::resolve(paths, images)?;
+    let read = ReadOptions {
+        columns: None,
+        batch_rows: 1024,
+    };
+    let (dataset, failures) = Dataset::open(inputs, &read);
+    Ok((dataset, read, failures))
+}
+
+/// Logs what a dataset conversion did, records it in the run dir, and turns failed
+/// records or inputs into exit 3.
+fn report(
+    ctx: &mut Context,
+    mut stats: Stats,
+    dataset: &Dataset,
+    open_failures: OpenFailures,
+    started: std::time::Instant,
+    resumed: usize,
+) -> Result<()> {
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(
+        records = stats.records,
+        skipped_existing = stats.skipped_existing,
+        images_written = stats.images_written,
+        "converted {} records ({:.0} records/s), {} images written{}",
+        stats.records,
+        stats.records as f64 / secs.max(1e-9),
+        stats.images_written,
+        if resumed > 0 {
+            format!(", {resumed} already there")
+        } else {
+            String::new()
+        }
+    );
+    stats.failures.extend(
+        open_failures
+            .iter()
+            .map(|(i, e)| (dataset.inputs[*i].display(), format!("{e:#}"))),
+    );
+    if let Some(run) = &mut ctx.run {
+        run.set_count("records", stats.records);
+        run.set_count("skipped_existing", stats.skipped_existing);
+        run.set_count("images_written", stats.images_written);
+        run.set_count("archive_members", stats.archive_members);
+        run.set_count("failed", stats.failures.len());
+    }
+    let failed = stats.failures.len();
+    let total = stats.records + stats.skipped_existing + failed;
+    finish_failures(ctx, stats.failures, failed, total)
+}
+
+/// `500MB`, `64KB`, `1GB`, `1000` (bytes; binary multiples), at least 1.
+fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim().to_ascii_uppercase();
+    let (num, mult) = [
+        ("GB", 1u64 << 30),
+        ("MB", 1 << 20),
+        ("KB", 1 << 10),
+        ("B", 1),
+    ]
+    .iter()
+    .find_map(|(suffix, m)| t.strip_suffix(suffix).map(|n| (n.trim().to_string(), *m)))
+    .unwrap_or((t.clone(), 1));
+    match num.parse::<f64>() {
+        Ok(v) if v * mult as f64 >= 1.0 => Ok((v * mult as f64) as u64),
+        _ => Err(format!("`{s}` is not a size (like 500MB, 64KB or 1000)")),
+    }
 }

@@ -1,6 +1,7 @@
 //! Everything reusable: no clap types in here. `cmd` wires these pieces together.
 
 pub mod caption_parts;
+pub mod convert;
 pub mod data;
 pub mod error;
 pub mod eval;

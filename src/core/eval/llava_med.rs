@@ -116,7 +116,9 @@ fn row(truth: &Truth, text: &str) -> Option<RowScore> {
     let gt = truth.answer.to_lowercase();
     let pred = text.to_lowercase();
     let kind = truth.answer_type.as_deref().unwrap_or("OPEN");
-    let (f1, precision, recall) = f1_score(&pred, &gt);
+    // Both metrics normalise the same strings; do it once.
+    let (cand, refs) = (normalized(&pred), normalized(&gt));
+    let (f1, precision, recall) = f1_score(&cand, &refs);
     let mut row = RowScore {
         id: truth.id.clone(),
         answer_type: kind.to_string(),
@@ -129,7 +131,7 @@ fn row(truth: &Truth, text: &str) -> Option<RowScore> {
     };
     match kind {
         "OPEN" => {
-            row.exact_match = Some(exact_match(&pred, &gt));
+            row.exact_match = Some(exact_match(&cand, &refs));
             row.bleu = Some(bleu_scores(&pred, &gt));
         }
         "CLOSED" => row.correct = Some(pred.contains(&gt)),
@@ -163,30 +165,32 @@ fn word_counts(s: &str) -> Vec<(&str, usize)> {
     counts
 }
 
-/// `calculate_exactmatch(candidate, reference)`: distinct reference words found in the
-/// candidate, over the candidate's word count.
-pub fn exact_match(candidate: &str, reference: &str) -> f64 {
-    let (c, r) = (normalize_word(candidate), normalize_word(reference));
-    let (c, r) = (c.to_lowercase(), r.to_lowercase());
-    let cand = word_counts(&c);
+/// `normalize_word(s)` lower-cased, as `split_sentence` sees it.
+fn normalized(s: &str) -> String {
+    normalize_word(s).to_lowercase()
+}
+
+/// `calculate_exactmatch(candidate, reference)` on [`normalized`] strings: distinct
+/// reference words found in the candidate, over the candidate's word count.
+fn exact_match(c: &str, r: &str) -> f64 {
+    let cand = word_counts(c);
     let total: usize = cand.iter().map(|(_, n)| n).sum();
     if total == 0 {
         return 0.0;
     }
-    let found = word_counts(&r)
+    let found = word_counts(r)
         .iter()
         .filter(|(w, _)| cand.iter().any(|(c, _)| c == w))
         .count();
     found as f64 / total as f64
 }
 
-/// `calculate_f1score(candidate, reference)` -> (f1, precision, recall), word counts
-/// after normalisation; zeros when either side is empty or nothing matches.
-pub fn f1_score(candidate: &str, reference: &str) -> (f64, f64, f64) {
-    let (c, r) = (normalize_word(candidate), normalize_word(reference));
-    let (c, r) = (c.to_lowercase(), r.to_lowercase());
-    let cand: HashMap<&str, usize> = word_counts(&c).into_iter().collect();
-    let refs: HashMap<&str, usize> = word_counts(&r).into_iter().collect();
+/// `calculate_f1score(candidate, reference)` on [`normalized`] strings -> (f1,
+/// precision, recall) from word counts; zeros when either side is empty or nothing
+/// matches.
+fn f1_score(c: &str, r: &str) -> (f64, f64, f64) {
+    let cand: HashMap<&str, usize> = word_counts(c).into_iter().collect();
+    let refs: HashMap<&str, usize> = word_counts(r).into_iter().collect();
     if cand.is_empty() || refs.is_empty() {
         return (0.0, 0.0, 0.0);
     }

@@ -1,0 +1,264 @@
+//! Dataset records (MedTrinity `25M_demo` / `25M_full` shards, LLaVA files, image
+//! folders) -> LLaVA conversation records: `{id, image, conversations: [human
+//! "<image>\n<instruction>", gpt <caption>], ...other fields}`, with the images written
+//! as files. JSONL output resumes by id; a JSON array is written to a temporary file
+//! and renamed into place at the end.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
+use serde_json::{Map, Value, json};
+
+use super::images::{output_name, read_bytes, safe_relative, write_once};
+use super::{Stats, each_batch};
+use crate::core::data::inputs::Role;
+use crate::core::data::sample::{Batch, ImageRef};
+use crate::core::data::{Dataset, ReadOptions};
+use crate::core::resume::JsonlOutput;
+
+/// How to convert.
+#[derive(Debug, Clone)]
+pub struct LlavaOptions {
+    /// The human turn after `<image>\n`.
+    pub instruction: String,
+    /// Where image files go; required when records embed their images.
+    pub images_out: Option<PathBuf>,
+}
+
+/// Where records go: resumable JSONL, or a JSON array renamed into place when done.
+pub enum LlavaSink {
+    Jsonl(JsonlOutput),
+    Array {
+        path: PathBuf,
+        tmp: BufWriter<tempfile::NamedTempFile>,
+        written: usize,
+    },
+}
+
+impl LlavaSink {
+    /// JSONL for `.jsonl` paths and `-`, a JSON array otherwise.
+    pub fn open(path: &Path) -> Result<Self> {
+        if path == Path::new("-") || path.extension().is_some_and(|e| e == "jsonl") {
+            return Ok(LlavaSink::Jsonl(JsonlOutput::open(path, "id")?));
+        }
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let mut tmp = BufWriter::new(
+            tempfile::Builder::new()
+                .prefix(".tmp-")
+                .tempfile_in(dir)
+                .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?,
+        );
+        tmp.write_all(b"[")?;
+        Ok(LlavaSink::Array {
+            path: path.to_path_buf(),
+            tmp,
+            written: 0,
+        })
+    }
+
+    fn done(&self, id: &str) -> bool {
+        matches!(self, LlavaSink::Jsonl(out) if out.contains(id))
+    }
+
+    /// Records already in a resumed JSONL output.
+    pub fn resumed(&self) -> usize {
+        match self {
+            LlavaSink::Jsonl(out) => out.len(),
+            LlavaSink::Array { .. } => 0,
+        }
+    }
+
+    fn write(&mut self, records: &[(String, Value)]) -> Result<()> {
+        match self {
+            LlavaSink::Jsonl(out) => out.write_all(records),
+            LlavaSink::Array { tmp, written, .. } => {
+                for (_, r) in records {
+                    tmp.write_all(if *written == 0 { b"\n" } else { b",\n" })?;
+                    serde_json::to_writer(&mut *tmp, r)?;
+                    *written += 1;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Completes the output (renames the JSON array into place).
+    pub fn finish(self) -> Result<()> {
+        if let LlavaSink::Array { path, mut tmp, .. } = self {
+            tmp.write_all(b"\n]\n")?;
+            let file = tmp.into_inner().map_err(|e| e.into_error())?;
+            file.as_file().sync_data()?;
+            file.persist(&path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Converts every record of `dataset` into `sink`.
+pub fn convert(
+    dataset: &Dataset,
+    read: &ReadOptions,
+    sink: &mut LlavaSink,
+    opts: &LlavaOptions,
+    on_rows: &dyn Fn(u64),
+) -> Result<Stats> {
+    let mut stats = Stats::default();
+    each_batch(
+        dataset,
+        read,
+        &mut stats,
+        on_rows,
+        &mut |input, batch, stats| {
+            if input.role == Role::ImageShard {
+                archive_members(batch, opts, stats)
+            } else {
+                records(batch, &input.display(), sink, opts, stats)
+            }
+        },
+    )?;
+    Ok(stats)
+}
+
+/// Image members of a `25M_full` archive shard: written under their own names.
+fn archive_members(batch: &Batch, opts: &LlavaOptions, stats: &mut Stats) -> Result<()> {
+    stats.archive_members += batch.len();
+    let Some(dir) = &opts.images_out else {
+        return Ok(());
+    };
+    let jobs: Vec<(PathBuf, &[u8])> = (0..batch.len())
+        .filter_map(|i| match batch.image(i) {
+            ImageRef::Bytes {
+                bytes,
+                path: Some(p),
+            } => safe_relative(p).map(|n| (dir.join(n), bytes)),
+            _ => None,
+        })
+        .collect();
+    stats.images_written += write_all(&jobs)?;
+    Ok(())
+}
+
+fn write_all(jobs: &[(PathBuf, &[u8])]) -> Result<usize> {
+    let wrote: Vec<bool> = jobs
+        .par_iter()
+        .map(|(p, b)| write_once(p, b))
+        .collect::<Result<_>>()?;
+    Ok(wrote.into_iter().filter(|w| *w).count())
+}
+
+fn records(
+    batch: &Batch,
+    input: &str,
+    sink: &mut LlavaSink,
+    opts: &LlavaOptions,
+    stats: &mut Stats,
+) -> Result<()> {
+    let mut out = Vec::with_capacity(batch.len());
+    let mut jobs: Vec<(PathBuf, std::borrow::Cow<'_, [u8]>)> = Vec::new();
+    for i in 0..batch.len() {
+        let id = batch.id(i).into_owned();
+        if sink.done(&id) {
+            stats.skipped_existing += 1;
+            continue;
+        }
+        let row = batch.first_row + i as u64;
+        let fail = |stats: &mut Stats, e: &str| {
+            stats.failures.push((
+                format!("{input}: row {row}"),
+                format!("{input}: row {row} (id {id}): {e}"),
+            ))
+        };
+        let Some(caption) = batch.caption(i) else {
+            fail(stats, "no caption");
+            continue;
+        };
+        let image = batch.image(i);
+        let Some(name) = output_name(&id, &image) else {
+            fail(stats, "no image");
+            continue;
+        };
+        let shown = match (&opts.images_out, &image) {
+            (None, ImageRef::Bytes { .. }) => {
+                bail!(
+                    "{input}: the records embed their images: pass --images-out DIR to write them"
+                )
+            }
+            (None, ImageRef::File(p)) => p.to_string_lossy().into_owned(),
+            (Some(dir), ImageRef::Bytes { .. } | ImageRef::File(_)) => {
+                match read_bytes(&image) {
+                    Ok(bytes) => jobs.push((dir.join(&name), bytes)),
+                    Err(e) => {
+                        fail(stats, &format!("{e:#}"));
+                        continue;
+                    }
+                }
+                name.to_string_lossy().into_owned()
+            }
+            _ => name.to_string_lossy().into_owned(),
+        };
+        out.push((
+            id.clone(),
+            record(
+                &id,
+                &shown,
+                caption,
+                batch.source(i),
+                batch.extra(i),
+                &opts.instruction,
+            ),
+        ));
+    }
+    let borrowed: Vec<(PathBuf, &[u8])> =
+        jobs.iter().map(|(p, b)| (p.clone(), b.as_ref())).collect();
+    stats.images_written += write_all(&borrowed)?;
+    stats.records += out.len();
+    sink.write(&out)
+}
+
+/// One LLaVA conversation record.
+pub fn record(
+    id: &str,
+    image: &str,
+    caption: &str,
+    source: Option<&str>,
+    extra: Map<String, Value>,
+    instruction: &str,
+) -> Value {
+    let mut r = Map::new();
+    r.insert("id".into(), json!(id));
+    r.insert("image".into(), json!(image));
+    r.insert(
+        "conversations".into(),
+        json!([
+            {"from": "human", "value": format!("<image>\n{instruction}")},
+            {"from": "gpt", "value": caption},
+        ]),
+    );
+    if let Some(s) = source {
+        r.insert("source".into(), json!(s));
+    }
+    for (k, v) in extra {
+        if k != "conversations" {
+            r.entry(k).or_insert(v);
+        }
+    }
+    Value::Object(r)
+}
+
+/// Fails unless `path` can hold the output (a file path, not a folder).
+pub fn check_output(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        bail!(
+            "{}: is a folder; -o takes a .json or .jsonl file",
+            path.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,344 @@
+//! Records -> HF-style parquet shards: `id`, `image` (struct of `bytes` and `path`, the
+//! `datasets` Image feature), `caption`, `source`, with the `huggingface` schema
+//! metadata so `datasets.load_dataset("parquet", ...)` decodes the images. Row groups
+//! close at ~`row_group_bytes`, shards at ~`shard_bytes`. A shard is written under a
+//! temporary name and renamed when complete (`<split>-NNNNN.parquet`); a rerun reads
+//! the ids of complete shards and skips them; at the end every shard is renamed to
+//! `<split>-NNNNN-of-MMMMM.parquet`.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use arrow_array::builder::{BinaryBuilder, StringBuilder};
+use arrow_array::{ArrayRef, RecordBatch, StructArray};
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use serde_json::json;
+
+use super::images::{output_name, read_bytes};
+use super::{Stats, each_batch};
+use crate::core::data::columns::StrColumn;
+use crate::core::data::inputs::Role;
+use crate::core::data::sample::ImageRef;
+use crate::core::data::{Dataset, ReadOptions};
+
+/// Sizes and names of the output.
+#[derive(Debug, Clone)]
+pub struct ShardOptions {
+    pub dir: PathBuf,
+    /// File name prefix: the split (`train`).
+    pub split: String,
+    pub row_group_bytes: usize,
+    pub shard_bytes: u64,
+}
+
+/// One record to write.
+pub struct Row<'a> {
+    pub id: &'a str,
+    pub image: &'a [u8],
+    pub image_path: Option<&'a str>,
+    pub caption: &'a str,
+    pub source: Option<&'a str>,
+}
+
+/// Writes rows into shards.
+pub struct ShardWriter {
+    opts: ShardOptions,
+    schema: SchemaRef,
+    done: HashSet<String>,
+    next_shard: usize,
+    current: Option<Open>,
+    pending: Pending,
+    /// Rows written by this run.
+    pub rows: usize,
+}
+
+struct Open {
+    writer: ArrowWriter<File>,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+#[derive(Default)]
+struct Pending {
+    id: Vec<String>,
+    bytes: Vec<Vec<u8>>,
+    path: Vec<Option<String>>,
+    caption: Vec<String>,
+    source: Vec<Option<String>>,
+    size: usize,
+}
+
+fn schema() -> SchemaRef {
+    let image = Fields::from(vec![
+        Field::new("bytes", DataType::Binary, true),
+        Field::new("path", DataType::Utf8, true),
+    ]);
+    let features = json!({"info": {"features": {
+        "id": {"dtype": "string", "_type": "Value"},
+        "image": {"_type": "Image"},
+        "caption": {"dtype": "string", "_type": "Value"},
+        "source": {"dtype": "string", "_type": "Value"},
+    }}});
+    let metadata: std::collections::HashMap<String, String> =
+        [("huggingface".to_string(), features.to_string())]
+            .into_iter()
+            .collect();
+    Arc::new(
+        Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("image", DataType::Struct(image), true),
+            Field::new("caption", DataType::Utf8, true),
+            Field::new("source", DataType::Utf8, true),
+        ])
+        .with_metadata(metadata),
+    )
+}
+
+impl ShardWriter {
+    /// Prepares `opts.dir`, reading the ids of shards a previous run completed.
+    pub fn open(opts: ShardOptions) -> Result<Self> {
+        std::fs::create_dir_all(&opts.dir)
+            .with_context(|| format!("{}: cannot create", opts.dir.display()))?;
+        let mut done = HashSet::new();
+        let mut next_shard = 0;
+        for path in complete_shards(&opts.dir, &opts.split)? {
+            let n = read_ids(&path, &mut done)?;
+            tracing::debug!("{}: {n} rows from an earlier run", path.display());
+            next_shard += 1;
+        }
+        Ok(Self {
+            opts,
+            schema: schema(),
+            done,
+            next_shard,
+            current: None,
+            pending: Pending::default(),
+            rows: 0,
+        })
+    }
+
+    /// Whether a complete shard already holds this id.
+    pub fn contains(&self, id: &str) -> bool {
+        self.done.contains(id)
+    }
+
+    /// Ids in shards of earlier runs.
+    pub fn resumed(&self) -> usize {
+        self.done.len()
+    }
+
+    /// Adds a row; writes a row group / closes a shard when they are full.
+    pub fn push(&mut self, row: Row<'_>) -> Result<()> {
+        let p = &mut self.pending;
+        p.size += row.image.len() + row.caption.len() + row.id.len();
+        p.id.push(row.id.to_string());
+        p.bytes.push(row.image.to_vec());
+        p.path.push(row.image_path.map(str::to_string));
+        p.caption.push(row.caption.to_string());
+        p.source.push(row.source.map(str::to_string));
+        self.rows += 1;
+        if p.size >= self.opts.row_group_bytes {
+            self.flush_row_group()?;
+        }
+        Ok(())
+    }
+
+    fn flush_row_group(&mut self) -> Result<()> {
+        if self.pending.id.is_empty() {
+            return Ok(());
+        }
+        let p = std::mem::take(&mut self.pending);
+        let batch = self.batch(p)?;
+        if self.current.is_none() {
+            let path = self.opts.dir.join(format!(
+                "{}-{:05}.parquet",
+                self.opts.split, self.next_shard
+            ));
+            let tmp = path.with_extension("parquet.partial");
+            let props = WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .set_max_row_group_row_count(None)
+                .build();
+            let file =
+                File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+            let writer = ArrowWriter::try_new(file, self.schema.clone(), Some(props))?;
+            self.current = Some(Open { writer, tmp, path });
+            self.next_shard += 1;
+        }
+        let open = self.current.as_mut().expect("opened above");
+        open.writer.write(&batch)?;
+        open.writer.flush()?;
+        if open.writer.bytes_written() as u64 >= self.opts.shard_bytes {
+            self.close_shard()?;
+        }
+        Ok(())
+    }
+
+    fn close_shard(&mut self) -> Result<()> {
+        if let Some(open) = self.current.take() {
+            let file = open.writer.into_inner()?;
+            file.sync_all()?;
+            std::fs::rename(&open.tmp, &open.path)
+                .with_context(|| format!("{}: cannot write", open.path.display()))?;
+        }
+        Ok(())
+    }
+
+    fn batch(&self, p: Pending) -> Result<RecordBatch> {
+        let mut bytes = BinaryBuilder::new();
+        let mut paths = StringBuilder::new();
+        for (b, path) in p.bytes.iter().zip(&p.path) {
+            bytes.append_value(b);
+            paths.append_option(path.as_deref());
+        }
+        let DataType::Struct(fields) = self.schema.field(1).data_type().clone() else {
+            bail!("image column is a struct");
+        };
+        let image = StructArray::new(
+            fields,
+            vec![
+                Arc::new(bytes.finish()) as ArrayRef,
+                Arc::new(paths.finish()),
+            ],
+            None,
+        );
+        let strings = |v: Vec<Option<String>>| -> ArrayRef {
+            let mut b = StringBuilder::new();
+            v.iter().for_each(|s| b.append_option(s.as_deref()));
+            Arc::new(b.finish())
+        };
+        Ok(RecordBatch::try_new(
+            self.schema.clone(),
+            vec![
+                strings(p.id.into_iter().map(Some).collect()),
+                Arc::new(image),
+                strings(p.caption.into_iter().map(Some).collect()),
+                strings(p.source),
+            ],
+        )?)
+    }
+
+    /// Writes what is pending, closes the last shard and names every shard
+    /// `<split>-NNNNN-of-MMMMM.parquet`. Returns the shard paths.
+    pub fn finish(mut self) -> Result<Vec<PathBuf>> {
+        self.flush_row_group()?;
+        self.close_shard()?;
+        let shards = complete_shards(&self.opts.dir, &self.opts.split)?;
+        let total = shards.len();
+        let mut out = Vec::with_capacity(total);
+        for (i, path) in shards.iter().enumerate() {
+            let name = self
+                .opts
+                .dir
+                .join(format!("{}-{i:05}-of-{total:05}.parquet", self.opts.split));
+            if *path != name {
+                std::fs::rename(path, &name)?;
+            }
+            out.push(name);
+        }
+        Ok(out)
+    }
+}
+
+/// Complete shards of `split` in `dir`, in order (both the in-progress and the final
+/// naming; partial files are ignored and removed).
+fn complete_shards(dir: &Path, split: &str) -> Result<Vec<PathBuf>> {
+    let mut shards = Vec::new();
+    for e in std::fs::read_dir(dir)?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("{split}-")) && name.ends_with(".parquet.partial") {
+            std::fs::remove_file(e.path())?;
+        } else if name.starts_with(&format!("{split}-")) && name.ends_with(".parquet") {
+            shards.push(e.path());
+        }
+    }
+    shards.sort();
+    Ok(shards)
+}
+
+fn read_ids(path: &Path, into: &mut HashSet<String>) -> Result<usize> {
+    let file = File::open(path)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{}: not a readable parquet file", path.display()))?;
+    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [0]);
+    let mut n = 0;
+    for batch in builder.with_projection(mask).build()? {
+        let batch = batch?;
+        let ids = StrColumn::new("id", batch.column(0))?;
+        for i in 0..batch.num_rows() {
+            if let Some(id) = ids.get(i) {
+                into.insert(id.to_string());
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Writes every record of `dataset` (with its image bytes) into `writer`. Records whose
+/// image is not in the record or a file, or that have no caption, are listed in the
+/// stats and skipped.
+pub fn convert(
+    dataset: &Dataset,
+    read: &ReadOptions,
+    writer: &mut ShardWriter,
+    on_rows: &dyn Fn(u64),
+) -> Result<Stats> {
+    let mut stats = Stats::default();
+    each_batch(
+        dataset,
+        read,
+        &mut stats,
+        on_rows,
+        &mut |input, batch, stats| {
+            if input.role == Role::ImageShard {
+                stats.archive_members += batch.len();
+                return Ok(());
+            }
+            for i in 0..batch.len() {
+                let id = batch.id(i);
+                if writer.contains(&id) {
+                    stats.skipped_existing += 1;
+                    continue;
+                }
+                let row = batch.first_row + i as u64;
+                let at = format!("{}: row {row}", input.display());
+                let image = batch.image(i);
+                let bytes = match (&image, batch.caption(i)) {
+                    (_, None) => Err(anyhow::anyhow!("no caption")),
+                    (ImageRef::Archived(name), _) => Err(anyhow::anyhow!(
+                        "image {name} is inside a .tar.zst shard; extract the shards first (mt convert llava --images-out DIR)"
+                    )),
+                    _ => read_bytes(&image),
+                };
+                let bytes = match bytes {
+                    Ok(b) => b,
+                    Err(e) => {
+                        stats
+                            .failures
+                            .push((at.clone(), format!("{at} (id {id}): {e:#}")));
+                        continue;
+                    }
+                };
+                let name = output_name(&id, &image).map(|p| p.to_string_lossy().into_owned());
+                writer.push(Row {
+                    id: &id,
+                    image: &bytes,
+                    image_path: name.as_deref(),
+                    caption: batch.caption(i).unwrap_or_default(),
+                    source: batch.source(i),
+                })?;
+                stats.records += 1;
+            }
+            Ok(())
+        },
+    )?;
+    Ok(stats)
+}
