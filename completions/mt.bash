@@ -690,7 +690,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__convert__subcmd__wds)
-            opts="-o -v -q -h -V --output --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-o -v -q -h -V --output --images --prefix --shard-records --shard-size --zstd --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -701,6 +701,22 @@ _mt() {
                     return 0
                     ;;
                 -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --images)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --prefix)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --shard-records)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --shard-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

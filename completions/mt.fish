@@ -91,7 +91,7 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subco
 complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -f -a "vqa" -d 'VQA-RAD, SLAKE or PathVQA (released files or hub parquet) -> LLaVA eval JSON'
 complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -f -a "llava" -d 'MedTrinity shards, LLaVA files or image folders -> LLaVA conversation JSON/JSONL + image files'
 complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -f -a "parquet" -d 'Image folders, LLaVA files or MedTrinity shards -> HF-style parquet shards'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -f -a "wds" -d 'Datasets -> webdataset tar shards'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -f -a "wds" -d 'Image folders, LLaVA files or MedTrinity shards -> WebDataset tar shards'
 complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -f -a "image" -d 'DICOM / NIfTI -> PNG/JPEG with metadata'
 complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -f -a "merge-lora" -d 'Merge a LoRA adapter into its base checkpoint'
 complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -f -a "knowledge-index" -d 'Build the BM25 index of a knowledge corpus'
@@ -137,16 +137,21 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -s h -l help -d 'Print help'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -s o -l output -d 'Output file or folder' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -s o -l output -d 'Output folder' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l images -d 'Where image names in LLaVA records / manifests resolve' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l prefix -d 'Shard file name prefix' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l shard-records -d 'Records per shard at most' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l shard-size -d 'Shard size at most (bytes, or with KB/MB/GB)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l zstd -d 'zstd-compress the shards (.tar.zst)'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l json -d 'Machine-readable JSON on stdout instead of tables'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -s h -l help -d 'Print help'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -s o -l output -d 'Output file or folder' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -s o -l output -d 'Output folder' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
@@ -176,7 +181,7 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "vqa" -d 'VQA-RAD, SLAKE or PathVQA (released files or hub parquet) -> LLaVA eval JSON'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "llava" -d 'MedTrinity shards, LLaVA files or image folders -> LLaVA conversation JSON/JSONL + image files'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "parquet" -d 'Image folders, LLaVA files or MedTrinity shards -> HF-style parquet shards'
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "wds" -d 'Datasets -> webdataset tar shards'
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "wds" -d 'Image folders, LLaVA files or MedTrinity shards -> WebDataset tar shards'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "image" -d 'DICOM / NIfTI -> PNG/JPEG with metadata'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "merge-lora" -d 'Merge a LoRA adapter into its base checkpoint'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "knowledge-index" -d 'Build the BM25 index of a knowledge corpus'
@@ -369,7 +374,7 @@ complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcomma
 complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from convert" -f -a "vqa" -d 'VQA-RAD, SLAKE or PathVQA (released files or hub parquet) -> LLaVA eval JSON'
 complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from convert" -f -a "llava" -d 'MedTrinity shards, LLaVA files or image folders -> LLaVA conversation JSON/JSONL + image files'
 complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from convert" -f -a "parquet" -d 'Image folders, LLaVA files or MedTrinity shards -> HF-style parquet shards'
-complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from convert" -f -a "wds" -d 'Datasets -> webdataset tar shards'
+complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from convert" -f -a "wds" -d 'Image folders, LLaVA files or MedTrinity shards -> WebDataset tar shards'
 complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from convert" -f -a "image" -d 'DICOM / NIfTI -> PNG/JPEG with metadata'
 complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from convert" -f -a "merge-lora" -d 'Merge a LoRA adapter into its base checkpoint'
 complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from convert" -f -a "knowledge-index" -d 'Build the BM25 index of a knowledge corpus'

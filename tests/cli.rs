@@ -54,7 +54,7 @@ fn every_subcommand_has_help_with_examples() {
 fn unbuilt_subcommands_exit_2_with_one_line() {
     let cases: [&[&str]; 6] = [
         &["download", "UCSC-VLAA/MedTrinity-25M"],
-        &["convert", "image", "scan.dcm"],
+        &["convert", "merge-lora"],
         &["roi", "mask.png"],
         &["train", "--stage", "1", "--model", "m", "--data", "d"],
         &["finetune", "--model", "m", "--data", "d"],

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
 
-use arrow_array::cast::AsArray;
 use arrow_array::StructArray;
+use arrow_array::cast::AsArray;
 use common::{mt, testdata};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
@@ -271,4 +271,44 @@ fn records_without_caption_or_image_are_listed() {
         assert!(r.stderr.contains(needle), "{needle:?} not in {}", r.stderr);
     }
     assert_eq!(parquet_rows(&out).len(), 1);
+}
+
+#[test]
+fn webdataset_shards_round_trip_and_resume() {
+    let demo = testdata("medtrinity-demo");
+    let original = parquet_rows(&demo);
+    for zstd in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (wds, back) = (dir.path().join("wds"), dir.path().join("back"));
+        let mut argv = vec![
+            "convert",
+            "wds",
+            s(&demo),
+            "-o",
+            s(&wds),
+            "--shard-records",
+            "10",
+        ];
+        if zstd {
+            argv.push("--zstd");
+        }
+        assert_eq!(mt(&argv).code, 0);
+        let mut shards = walk(&wds);
+        shards.sort();
+        assert_eq!(shards.len(), 4, "33 records, 10 per shard");
+        // A crash while writing the last shard, then a rerun.
+        let last = shards.pop().unwrap();
+        std::fs::rename(&last, format!("{}.partial", last.display())).unwrap();
+        let r = mt(&argv);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(
+            walk(&wds).len(),
+            4,
+            "the partial shard is gone, the last one rewritten"
+        );
+        // mt reads the shards back with the original ids.
+        let r = mt(&["convert", "parquet", s(&wds), "-o", s(&back)]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(parquet_rows(&back), original, "zstd: {zstd}");
+    }
 }

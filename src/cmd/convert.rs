@@ -6,9 +6,10 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use super::{Context, finish_failures, print};
-use crate::core::convert::Stats;
 use crate::core::convert::llava::{self, LlavaOptions, LlavaSink};
-use crate::core::convert::parquet_out::{self, ShardOptions, ShardWriter};
+use crate::core::convert::parquet_out::{ShardOptions, ShardWriter};
+use crate::core::convert::wds::{WdsOptions, WdsWriter};
+use crate::core::convert::{Stats, write_records};
 use crate::core::data::{Dataset, ReadOptions, inputs};
 use crate::core::error::{Failure, usage};
 use crate::core::eval::Bench;
@@ -40,10 +41,10 @@ pub enum ConvertCommand {
     Llava(LlavaArgs),
     /// Image folders, LLaVA files or MedTrinity shards -> HF-style parquet shards.
     Parquet(ParquetArgs),
-    /// Datasets -> webdataset tar shards.
-    Wds(PlannedArgs),
+    /// Image folders, LLaVA files or MedTrinity shards -> WebDataset tar shards.
+    Wds(WdsArgs),
     /// DICOM / NIfTI -> PNG/JPEG with metadata.
-    Image(PlannedArgs),
+    Image(super::convert_image::ImageArgs),
     /// Merge a LoRA adapter into its base checkpoint.
     MergeLora(PlannedArgs),
     /// Build the BM25 index of a knowledge corpus.
@@ -164,6 +165,45 @@ pub struct ParquetArgs {
     pub shard_size: u64,
 }
 
+const WDS_HELP: &str = "\
+Writes <prefix>-NNNNNN.tar (or .tar.zst with --zstd) shards: per record <key>.<ext> (the
+image bytes unchanged), <key>.txt (caption) and <key>.json ({id, source, image_name,
+...other fields}). Keys are the ids with characters other than [A-Za-z0-9_-] replaced
+and, when that changed anything, a short hash of the id appended (WebDataset splits keys
+at the first dot). Shards close at --shard-records records or --shard-size bytes.
+Resumable: complete shards survive a crash and their ids are skipped on rerun. mt reads
+these shards back (mt inspect, mt convert llava/parquet) with the original ids.
+
+Example:
+  mt convert wds data/25M_demo -o demo_wds/ --shard-records 5000 --zstd";
+
+/// `mt convert wds`.
+#[derive(Debug, clap::Args, Serialize)]
+#[command(after_help = WDS_HELP)]
+pub struct WdsArgs {
+    /// Image folders, LLaVA files, parquet shards, globs.
+    #[arg(required = true)]
+    pub inputs: Vec<String>,
+    /// Output folder.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Where image names in LLaVA records / manifests resolve.
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
+    /// Shard file name prefix.
+    #[arg(long, default_value = "train")]
+    pub prefix: String,
+    /// Records per shard at most.
+    #[arg(long, default_value_t = 10_000)]
+    pub shard_records: usize,
+    /// Shard size at most (bytes, or with KB/MB/GB).
+    #[arg(long, default_value = "1GB", value_parser = parse_size)]
+    pub shard_size: u64,
+    /// zstd-compress the shards (.tar.zst).
+    #[arg(long)]
+    pub zstd: bool,
+}
+
 /// Arguments of converters still to be built.
 #[derive(Debug, clap::Args, Serialize)]
 pub struct PlannedArgs {
@@ -180,8 +220,8 @@ pub fn is_implemented(args: &Args) -> Result<()> {
         ConvertCommand::Vqa(_) => return Ok(()),
         ConvertCommand::Llava(_) => return Ok(()),
         ConvertCommand::Parquet(_) => return Ok(()),
-        ConvertCommand::Wds(_) => "convert wds",
-        ConvertCommand::Image(_) => "convert image",
+        ConvertCommand::Wds(_) => return Ok(()),
+        ConvertCommand::Image(_) => return Ok(()),
         ConvertCommand::MergeLora(_) => "convert merge-lora",
         ConvertCommand::KnowledgeIndex(_) => "convert knowledge-index",
     };
@@ -195,6 +235,8 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         ConvertCommand::Vqa(a) => convert_vqa(a, ctx),
         ConvertCommand::Llava(a) => convert_llava(a, ctx),
         ConvertCommand::Parquet(a) => convert_parquet(a, ctx),
+        ConvertCommand::Image(a) => super::convert_image::run(a, ctx),
+        ConvertCommand::Wds(a) => convert_wds(a, ctx),
         _ => unreachable!("checked above"),
     }
 }
@@ -310,10 +352,36 @@ fn convert_parquet(a: &ParquetArgs, ctx: &mut Context) -> Result<()> {
         "rows",
         "converting",
     );
-    let stats = parquet_out::convert(&dataset, &read, &mut writer, &|n| bar.inc(n))?;
+    let stats = write_records(&dataset, &read, &mut writer, &|n| bar.inc(n))?;
     let shards = writer.finish()?;
     bar.finish_and_clear();
     tracing::info!("{} shards in {}", shards.len(), a.output.display());
+    report(ctx, stats, &dataset, open_failures, started, resumed)
+}
+
+fn convert_wds(a: &WdsArgs, ctx: &mut Context) -> Result<()> {
+    if a.shard_records == 0 {
+        return Err(usage("--shard-records must be at least 1"));
+    }
+    let (dataset, read, open_failures) = open_inputs(&a.inputs, a.images.as_deref())?;
+    let mut writer = WdsWriter::open(WdsOptions {
+        dir: a.output.clone(),
+        prefix: a.prefix.clone(),
+        max_records: a.shard_records,
+        max_bytes: a.shard_size,
+        zstd: a.zstd,
+    })?;
+    let resumed = writer.resumed();
+    let started = std::time::Instant::now();
+    let bar = progress::bar(
+        dataset.known_rows(&dataset.units(&[], 1)),
+        "rows",
+        "converting",
+    );
+    let stats = write_records(&dataset, &read, &mut writer, &|n| bar.inc(n))?;
+    let shards = writer.finish()?;
+    bar.finish_and_clear();
+    tracing::info!("{shards} shards in {}", a.output.display());
     report(ctx, stats, &dataset, open_failures, started, resumed)
 }
 

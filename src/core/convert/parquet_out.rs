@@ -21,12 +21,8 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use serde_json::json;
 
-use super::images::{output_name, read_bytes};
-use super::{Stats, each_batch};
+use super::{Record, RecordSink, complete_shards};
 use crate::core::data::columns::StrColumn;
-use crate::core::data::inputs::Role;
-use crate::core::data::sample::ImageRef;
-use crate::core::data::{Dataset, ReadOptions};
 
 /// Sizes and names of the output.
 #[derive(Debug, Clone)]
@@ -36,15 +32,6 @@ pub struct ShardOptions {
     pub split: String,
     pub row_group_bytes: usize,
     pub shard_bytes: u64,
-}
-
-/// One record to write.
-pub struct Row<'a> {
-    pub id: &'a str,
-    pub image: &'a [u8],
-    pub image_path: Option<&'a str>,
-    pub caption: &'a str,
-    pub source: Option<&'a str>,
 }
 
 /// Writes rows into shards.
@@ -101,6 +88,28 @@ fn schema() -> SchemaRef {
     )
 }
 
+impl RecordSink for ShardWriter {
+    fn contains(&self, id: &str) -> bool {
+        self.done.contains(id)
+    }
+
+    /// Adds a row; writes a row group / closes a shard when they are full.
+    fn push(&mut self, row: Record<'_>) -> Result<()> {
+        let p = &mut self.pending;
+        p.size += row.image.len() + row.caption.len() + row.id.len();
+        p.id.push(row.id.to_string());
+        p.bytes.push(row.image.to_vec());
+        p.path.push(row.image_name.map(str::to_string));
+        p.caption.push(row.caption.to_string());
+        p.source.push(row.source.map(str::to_string));
+        self.rows += 1;
+        if p.size >= self.opts.row_group_bytes {
+            self.flush_row_group()?;
+        }
+        Ok(())
+    }
+}
+
 impl ShardWriter {
     /// Prepares `opts.dir`, reading the ids of shards a previous run completed.
     pub fn open(opts: ShardOptions) -> Result<Self> {
@@ -108,7 +117,7 @@ impl ShardWriter {
             .with_context(|| format!("{}: cannot create", opts.dir.display()))?;
         let mut done = HashSet::new();
         let mut next_shard = 0;
-        for path in complete_shards(&opts.dir, &opts.split)? {
+        for path in complete_shards(&opts.dir, &opts.split, "parquet")? {
             let n = read_ids(&path, &mut done)?;
             tracing::debug!("{}: {n} rows from an earlier run", path.display());
             next_shard += 1;
@@ -124,30 +133,9 @@ impl ShardWriter {
         })
     }
 
-    /// Whether a complete shard already holds this id.
-    pub fn contains(&self, id: &str) -> bool {
-        self.done.contains(id)
-    }
-
     /// Ids in shards of earlier runs.
     pub fn resumed(&self) -> usize {
         self.done.len()
-    }
-
-    /// Adds a row; writes a row group / closes a shard when they are full.
-    pub fn push(&mut self, row: Row<'_>) -> Result<()> {
-        let p = &mut self.pending;
-        p.size += row.image.len() + row.caption.len() + row.id.len();
-        p.id.push(row.id.to_string());
-        p.bytes.push(row.image.to_vec());
-        p.path.push(row.image_path.map(str::to_string));
-        p.caption.push(row.caption.to_string());
-        p.source.push(row.source.map(str::to_string));
-        self.rows += 1;
-        if p.size >= self.opts.row_group_bytes {
-            self.flush_row_group()?;
-        }
-        Ok(())
     }
 
     fn flush_row_group(&mut self) -> Result<()> {
@@ -230,7 +218,7 @@ impl ShardWriter {
     pub fn finish(mut self) -> Result<Vec<PathBuf>> {
         self.flush_row_group()?;
         self.close_shard()?;
-        let shards = complete_shards(&self.opts.dir, &self.opts.split)?;
+        let shards = complete_shards(&self.opts.dir, &self.opts.split, "parquet")?;
         let total = shards.len();
         let mut out = Vec::with_capacity(total);
         for (i, path) in shards.iter().enumerate() {
@@ -245,22 +233,6 @@ impl ShardWriter {
         }
         Ok(out)
     }
-}
-
-/// Complete shards of `split` in `dir`, in order (both the in-progress and the final
-/// naming; partial files are ignored and removed).
-fn complete_shards(dir: &Path, split: &str) -> Result<Vec<PathBuf>> {
-    let mut shards = Vec::new();
-    for e in std::fs::read_dir(dir)?.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&format!("{split}-")) && name.ends_with(".parquet.partial") {
-            std::fs::remove_file(e.path())?;
-        } else if name.starts_with(&format!("{split}-")) && name.ends_with(".parquet") {
-            shards.push(e.path());
-        }
-    }
-    shards.sort();
-    Ok(shards)
 }
 
 fn read_ids(path: &Path, into: &mut HashSet<String>) -> Result<usize> {
@@ -280,65 +252,4 @@ fn read_ids(path: &Path, into: &mut HashSet<String>) -> Result<usize> {
         }
     }
     Ok(n)
-}
-
-/// Writes every record of `dataset` (with its image bytes) into `writer`. Records whose
-/// image is not in the record or a file, or that have no caption, are listed in the
-/// stats and skipped.
-pub fn convert(
-    dataset: &Dataset,
-    read: &ReadOptions,
-    writer: &mut ShardWriter,
-    on_rows: &dyn Fn(u64),
-) -> Result<Stats> {
-    let mut stats = Stats::default();
-    each_batch(
-        dataset,
-        read,
-        &mut stats,
-        on_rows,
-        &mut |input, batch, stats| {
-            if input.role == Role::ImageShard {
-                stats.archive_members += batch.len();
-                return Ok(());
-            }
-            for i in 0..batch.len() {
-                let id = batch.id(i);
-                if writer.contains(&id) {
-                    stats.skipped_existing += 1;
-                    continue;
-                }
-                let row = batch.first_row + i as u64;
-                let at = format!("{}: row {row}", input.display());
-                let image = batch.image(i);
-                let bytes = match (&image, batch.caption(i)) {
-                    (_, None) => Err(anyhow::anyhow!("no caption")),
-                    (ImageRef::Archived(name), _) => Err(anyhow::anyhow!(
-                        "image {name} is inside a .tar.zst shard; extract the shards first (mt convert llava --images-out DIR)"
-                    )),
-                    _ => read_bytes(&image),
-                };
-                let bytes = match bytes {
-                    Ok(b) => b,
-                    Err(e) => {
-                        stats
-                            .failures
-                            .push((at.clone(), format!("{at} (id {id}): {e:#}")));
-                        continue;
-                    }
-                };
-                let name = output_name(&id, &image).map(|p| p.to_string_lossy().into_owned());
-                writer.push(Row {
-                    id: &id,
-                    image: &bytes,
-                    image_path: name.as_deref(),
-                    caption: batch.caption(i).unwrap_or_default(),
-                    source: batch.source(i),
-                })?;
-                stats.records += 1;
-            }
-            Ok(())
-        },
-    )?;
-    Ok(stats)
 }

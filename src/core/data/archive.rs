@@ -22,6 +22,8 @@ pub const MAX_MEMBER_BYTES: u64 = 1 << 30;
 struct Group {
     key: String,
     sample: Sample,
+    /// The id came from the group's `.json` (it then wins over the image's name).
+    explicit_id: bool,
 }
 
 /// Streams the records of the archive at `path`. A truncated or corrupt archive ends
@@ -86,6 +88,7 @@ pub fn read_archive(input: usize, path: &Path, batch_rows: usize, visit: Visit<'
             return Ok(());
         }
         let g = group.get_or_insert_with(|| Group {
+            explicit_id: false,
             key: key.to_string(),
             sample: Sample {
                 id: key.to_string(),
@@ -132,7 +135,9 @@ fn add_member(g: &mut Group, member: &str, ext: &str, bytes: Vec<u8>) -> Result<
     let last_ext = ext.rsplit('.').next().unwrap_or("").to_ascii_lowercase();
     if IMAGE_EXTENSIONS.contains(&last_ext.as_str()) {
         if matches!(g.sample.image, ImageSource::None) {
-            g.sample.id = member.to_string();
+            if !g.explicit_id {
+                g.sample.id = member.to_string();
+            }
             g.sample.image = ImageSource::Bytes {
                 bytes,
                 path: Some(member.to_string()),
@@ -154,7 +159,12 @@ fn add_member(g: &mut Group, member: &str, ext: &str, bytes: Vec<u8>) -> Result<
             if !value.is_object() {
                 bail!("expected a JSON object");
             }
+            let explicit_id = value.get("id").is_some_and(|v| !v.is_null());
             let fields = sample_from_json(value, 0, &ImageStore::None)?;
+            if explicit_id {
+                g.sample.id = fields.id;
+                g.explicit_id = true;
+            }
             if fields.caption.is_some() {
                 g.sample.caption = fields.caption;
             }
