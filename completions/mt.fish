@@ -152,6 +152,14 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -s h -l help -d 'Print help'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -s o -l output -d 'Output folder' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -l format -d 'Picture format' -r -f -a "png\t''
+jpeg\t''"
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -l quality -d 'JPEG quality (1-100)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -l bits -d 'Bits per grey sample: 8, or 16 (PNG only) to keep the full windowed range' -r -f -a "8\t''
+16\t''"
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -l window -d 'Window CENTER,WIDTH (LINEAR) for every file, or `auto` for each file\'s min-max window [default: DICOM the file\'s window, NIfTI the percentiles]' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -l percentile -d 'NIfTI: window between these percentiles of the volume' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -l axis -d 'NIfTI: array axis to slice across (2 = the third axis, axial in RAS-like files)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'

@@ -10,6 +10,7 @@ pub mod hash;
 pub mod image;
 pub mod inspect;
 pub mod logging;
+pub mod medical;
 pub mod model;
 pub mod progress;
 pub mod resume;

@@ -70,24 +70,26 @@ pub fn output_name(id: &str, image: &ImageRef<'_>) -> Option<PathBuf> {
     })
 }
 
-/// Writes `bytes` to `path` unless a file of that size is already there (files are
-/// only ever renamed into place complete, so size equality means it was written).
-/// Returns whether it wrote. No fsync: a crash loses at most unsynced files, which a
-/// rerun writes again.
+/// Writes `bytes` to `path` unless a file of that size is already there. Returns
+/// whether it wrote. Written in place, no temporary file: a file cut short by a crash
+/// is shorter than its bytes, so the size check rewrites it on the next run (and a
+/// temporary name plus rename per image doubled the directory work, the bottleneck
+/// with 100k files in one folder). No fsync either: a rerun repairs what a power cut
+/// loses.
 pub fn write_once(path: &Path, bytes: &[u8]) -> Result<bool> {
     if path.metadata().is_ok_and(|m| m.len() == bytes.len() as u64) {
         return Ok(false);
     }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let write = |p: &Path| std::fs::File::create(p).and_then(|mut f| f.write_all(bytes));
+    if let Err(e) = write(path) {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        if e.kind() != std::io::ErrorKind::NotFound || dir.exists() {
+            return Err(e).with_context(|| format!("cannot write {}", path.display()));
+        }
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+        write(path).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     Ok(true)
 }
 
