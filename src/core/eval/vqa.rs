@@ -13,6 +13,7 @@
 //! the hub parquet copies) a question is closed iff its answer is yes or no.
 //! Questions without ids get their position in the split (0, 1, ...).
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use super::Bench;
 use super::answers::{Id, Rejected};
@@ -439,6 +441,9 @@ fn hub_parquet(bench: Bench, input: &Path, split: &str) -> Result<Loaded> {
     if let Some((i, e)) = failures.into_iter().next() {
         return Err(e.context(format!("{}", files[i].display())));
     }
+    // The hub copies repeat an image's bytes in every row that asks about it; identical
+    // images are held once.
+    let mut shared = SharedImages::default();
     let mut out = Loaded {
         layout: "hub parquet",
         questions: Vec::new(),
@@ -461,7 +466,7 @@ fn hub_parquet(bench: Bench, input: &Path, split: &str) -> Result<Loaded> {
                     let answer = text(extra.get("answer").unwrap_or(&Value::Null), "answer")?;
                     let image = match batch.image(i) {
                         ImageRef::Bytes { bytes, path } => QuestionImage::Embedded {
-                            bytes: Arc::new(bytes.to_vec()),
+                            bytes: shared.intern(bytes),
                             name: path.map(str::to_string),
                         },
                         _ => bail!("no image bytes"),
@@ -490,6 +495,20 @@ fn hub_parquet(bench: Bench, input: &Path, split: &str) -> Result<Loaded> {
         }
     }
     Ok(out)
+}
+
+/// Image bytes held once per distinct content.
+#[derive(Default)]
+struct SharedImages(HashMap<[u8; 32], Arc<Vec<u8>>>);
+
+impl SharedImages {
+    fn intern(&mut self, bytes: &[u8]) -> Arc<Vec<u8>> {
+        let key: [u8; 32] = Sha256::digest(bytes).into();
+        self.0
+            .entry(key)
+            .or_insert_with(|| Arc::new(bytes.to_vec()))
+            .clone()
+    }
 }
 
 /// `<split>-*.parquet` files (any of the split's names) in `input` or `input/data`.
