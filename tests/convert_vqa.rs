@@ -266,3 +266,49 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn image_names_never_leave_images_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let slake = dir.path().join("slake");
+    std::fs::create_dir_all(slake.join("imgs/a")).unwrap();
+    std::fs::copy(
+        testdata("vqa/slake/imgs/xmlab1/source.jpg"),
+        slake.join("secret.jpg"),
+    )
+    .unwrap();
+    std::fs::copy(
+        testdata("vqa/slake/imgs/xmlab1/source.jpg"),
+        slake.join("imgs/a/ok.jpg"),
+    )
+    .unwrap();
+    let rec = |qid: u32, img: &str| {
+        json!({"img_id": 1, "img_name": img, "question": "Q?", "answer": "yes", "q_lang": "en",
+               "answer_type": "CLOSED", "qid": qid})
+    };
+    std::fs::write(
+        slake.join("test.json"),
+        json!([rec(1, "a/ok.jpg"), rec(2, "../secret.jpg")]).to_string(),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let (code, recs, err) = convert(&[
+        "--bench",
+        "slake",
+        "--input",
+        slake.to_str().unwrap(),
+        "--images-out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("question 2: image name `../secret.jpg` would leave --images-out"),
+        "{err}"
+    );
+    assert_eq!(recs.len(), 2);
+    assert!(out.join("a/ok.jpg").is_file());
+    assert!(
+        !dir.path().join("secret.jpg").exists(),
+        "nothing written outside --images-out"
+    );
+}

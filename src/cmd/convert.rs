@@ -294,19 +294,19 @@ fn convert_vqa(a: &VqaArgs, ctx: &mut Context) -> Result<()> {
         run.set_count("closed", closed);
         run.set_count("images_written", result.images_written);
         run.set_count("rejected_rows", loaded.rejected.len());
-        run.set_count("missing_images", result.missing.len());
+        run.set_count("image_problems", result.problems.len());
     }
     let mut failures: Vec<(String, String)> = loaded
         .rejected
         .iter()
         .map(|r| (format!("{}: {}", r.file, r.at), r.to_string()))
         .collect();
-    failures.extend(result.missing.iter().map(|(id, path)| {
-        (
-            format!("question {id}"),
-            format!("question {id}: image {} does not exist", path.display()),
-        )
-    }));
+    failures.extend(
+        result
+            .problems
+            .iter()
+            .map(|(id, why)| (format!("question {id}"), format!("question {id}: {why}"))),
+    );
     let failed = failures.len();
     finish_failures(
         ctx,

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::answers::Id;
 use super::vqa::{Question, QuestionImage};
+use crate::core::convert::images::safe_relative;
 use crate::core::hash::hex;
 use crate::core::run::write_atomic;
 
@@ -28,8 +29,8 @@ pub struct Exported {
     pub images_written: usize,
     /// The folder the records' `image` paths are relative to.
     pub image_root: Option<PathBuf>,
-    /// Questions whose image file does not exist.
-    pub missing: Vec<(Id, PathBuf)>,
+    /// Questions whose image could not be used (missing file, unsafe name), with why.
+    pub problems: Vec<(Id, String)>,
 }
 
 /// Converts `questions` to LLaVA eval records: `{id, image, conversations: [human
@@ -44,11 +45,22 @@ pub fn export(questions: &[Question], opts: &ExportOptions) -> Result<Exported> 
         let image = match &q.image {
             QuestionImage::File { root, name } => {
                 let src = root.join(name);
+                let copy_to = opts
+                    .images_out
+                    .map(|dir| safe_relative(name).map(|rel| dir.join(rel)));
                 if !src.is_file() {
-                    out.missing.push((q.id.clone(), src));
-                } else if let Some(dir) = opts.images_out
+                    out.problems.push((
+                        q.id.clone(),
+                        format!("image {} does not exist", src.display()),
+                    ));
+                } else if let Some(None) = copy_to {
+                    out.problems.push((
+                        q.id.clone(),
+                        format!("image name `{name}` would leave --images-out"),
+                    ));
+                } else if let Some(Some(dst)) = copy_to
                     && done.insert(name.clone())
-                    && copy_if_changed(&src, &dir.join(name))?
+                    && copy_if_changed(&src, &dst)?
                 {
                     out.images_written += 1;
                 }
