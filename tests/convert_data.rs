@@ -312,3 +312,76 @@ fn webdataset_shards_round_trip_and_resume() {
         assert_eq!(parquet_rows(&back), original, "zstd: {zstd}");
     }
 }
+
+/// Two different images with the same file name in different folders keep their own
+/// paths (a basename would make one overwrite the other).
+#[test]
+fn images_with_the_same_name_in_different_folders_stay_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let imgs = dir.path().join("imgs");
+    let pngs: Vec<_> = walk(&testdata("images"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .take(2)
+        .collect();
+    for (sub, src) in ["a", "b"].iter().zip(&pngs) {
+        std::fs::create_dir_all(imgs.join(sub)).unwrap();
+        std::fs::copy(src, imgs.join(sub).join("source.png")).unwrap();
+    }
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": \"r1\", \"image\": \"a/source.png\", \"caption\": \"one\"}\n{\"id\": \"r2\", \"image\": \"b/source.png\", \"caption\": \"two\"}\n",
+    )
+    .unwrap();
+    let (out, images) = (dir.path().join("out.jsonl"), dir.path().join("out_imgs"));
+    let r = mt(&[
+        "convert",
+        "llava",
+        s(&input),
+        "--images",
+        s(&imgs),
+        "-o",
+        s(&out),
+        "--images-out",
+        s(&images),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let recs = jsonl(&out);
+    assert_eq!(
+        (recs[0]["image"].as_str(), recs[1]["image"].as_str()),
+        (Some("a/source.png"), Some("b/source.png"))
+    );
+    for (rec, src) in recs.iter().zip(&pngs) {
+        assert_eq!(
+            std::fs::read(images.join(rec["image"].as_str().unwrap())).unwrap(),
+            std::fs::read(src).unwrap()
+        );
+    }
+}
+
+/// A complete shard removed by hand (say it was corrupt) is rewritten under a new
+/// number; no existing shard is overwritten and no record is lost.
+#[test]
+fn a_removed_middle_shard_is_rewritten_without_overwriting_others() {
+    let demo = testdata("medtrinity-demo");
+    let dir = tempfile::tempdir().unwrap();
+    let (wds, back) = (dir.path().join("wds"), dir.path().join("back"));
+    let argv = [
+        "convert",
+        "wds",
+        s(&demo),
+        "-o",
+        s(&wds),
+        "--shard-records",
+        "10",
+    ];
+    assert_eq!(mt(&argv).code, 0);
+    std::fs::remove_file(wds.join("train-000001.tar")).unwrap();
+    let r = mt(&argv);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(wds.join("train-000004.tar").is_file());
+    assert_eq!(walk(&wds).len(), 4);
+    assert_eq!(mt(&["convert", "parquet", s(&wds), "-o", s(&back)]).code, 0);
+    assert_eq!(parquet_rows(&back), parquet_rows(&demo));
+}

@@ -70,7 +70,7 @@ fn vqa_rad_released_json() {
 #[test]
 fn hub_parquet_needs_images_out_and_writes_each_image_once() {
     let (code, _, err) = convert(&["--bench", "vqa-rad", "--input", &vqa("vqa-rad-hub")]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "a usage error");
     assert!(err.contains("--images-out"), "{err}");
     let dir = tempfile::tempdir().unwrap();
     let images = dir.path().join("imgs");

@@ -21,13 +21,14 @@ fn jsonl(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// Every number in `want` matches `got` within 1e-9 (relative for large values);
+/// Every number in `want` matches `got` within 1e-9 relative (so the ~1e-150 BLEU
+/// values of short answers are checked too, and 0 must be 0);
 /// other values must be equal. Keys of `want` only: the fixtures carry extras.
 fn assert_close(got: &Value, want: &Value, skip: &[&str], at: &str) {
     match (got, want) {
         (Value::Number(g), Value::Number(w)) => {
             let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
-            assert!((g - w).abs() <= 1e-9 * w.abs().max(1.0), "{at}: {g} != {w}");
+            assert!((g - w).abs() <= 1e-9 * w.abs(), "{at}: {g} != {w}");
         }
         (Value::Object(g), Value::Object(w)) => {
             for (k, wv) in w {
@@ -257,7 +258,8 @@ fn files_without_common_ids_and_benchmark_runs_are_errors() {
 /// Whole-file cases the reference crashes on (or handles oddly), from
 /// expected-crashes.json: where a reference scorer returned numbers we match them; where
 /// it raised, mt still ends cleanly (metrics it cannot compute are null, bad rows are
-/// rejected with exit 3, no common id is an error where the reference prints zeros).
+/// rejected with exit 3, a file with no readable record is a usage error (exit 2),
+/// no common id is an error where the reference prints zeros).
 #[test]
 fn whole_file_edge_cases() {
     let cases: Value =
@@ -303,7 +305,7 @@ fn whole_file_edge_cases() {
                     assert_close(&r.json(), want, &["bleu_f64"], name);
                 }
                 None => assert!(
-                    [0, 1, 3].contains(&r.code),
+                    [0, 1, 2, 3].contains(&r.code),
                     "{name} ({scorer}): exit {}",
                     r.code
                 ),
@@ -317,4 +319,42 @@ fn whole_file_edge_cases() {
             }
         }
     }
+}
+
+/// `"answer_type": null` is present but neither OPEN nor CLOSED: the reference skips the
+/// row and still reports the closed metrics (checked with run_eval_nocandi.py: recall 100,
+/// yes/no accuracy 100).
+#[test]
+fn null_answer_type_is_skipped_like_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let gt = dir.path().join("gt.json");
+    let pred = dir.path().join("pred.jsonl");
+    let conv = |a: &str| serde_json::json!([{"from": "human", "value": "<image>\nQ"}, {"from": "gpt", "value": a}]);
+    let rows = serde_json::json!([
+        {"id": "a", "conversations": conv("left lung"), "answer_type": "OPEN"},
+        {"id": "b", "conversations": conv("yes"), "answer_type": "CLOSED"},
+        {"id": "c", "conversations": conv("the heart"), "answer_type": null},
+    ]);
+    std::fs::write(&gt, rows.to_string()).unwrap();
+    std::fs::write(
+        &pred,
+        "{\"question_id\": \"a\", \"text\": \"left lung\"}\n{\"question_id\": \"b\", \"text\": \"yes\"}\n{\"question_id\": \"c\", \"text\": \"liver\"}\n",
+    )
+    .unwrap();
+    let r = mt(&[
+        "--json",
+        "eval",
+        "score",
+        "--gt",
+        gt.to_str().unwrap(),
+        "--pred",
+        pred.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let s = r.json();
+    assert_eq!(
+        (s["recall"].as_f64(), s["yes_no_accuracy"].as_f64()),
+        (Some(100.0), Some(100.0))
+    );
+    assert_eq!(s["n_other_type"], 1);
 }

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 use super::{Context, finish_failures, print};
-use crate::core::error::Failure;
+use crate::core::error::{Failure, usage};
 use crate::core::eval::answers::{align, read_answers, read_truth};
 use crate::core::eval::{Bench, llava_med, multimedeval, report};
 use crate::core::run::write_atomic;
@@ -128,6 +128,17 @@ fn score(a: &ScoreArgs, ctx: &mut Context) -> Result<()> {
     let answers = read_answers(&a.pred, &mut rejected)?;
     let rows_read = truth.len() + answers.len() + rejected.len();
     let aligned = align(truth, answers);
+    if aligned.pairs.is_empty() && aligned.unmatched_truth == 0 && !rejected.is_empty() {
+        return Err(usage(format!(
+            "{}: none of its records could be read ({} rejected; first: {}); is it in the LLaVA eval layout? (mt convert vqa writes it)",
+            a.gt.display(),
+            rejected
+                .iter()
+                .filter(|r| r.file == a.gt.display().to_string())
+                .count(),
+            rejected[0]
+        )));
+    }
     if aligned.pairs.is_empty() {
         bail!(
             "no id is in both {} ({} ids) and {} ({} ids)",

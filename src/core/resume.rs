@@ -95,23 +95,26 @@ fn read_keys(file: &mut File, path: &Path, key: &str) -> Result<(HashSet<String>
     let mut done = HashSet::new();
     let mut good = 0u64;
     let mut reader = BufReader::new(&mut *file);
-    let mut line = String::new();
+    // Bytes, not text: a line cut by a crash may end inside a multi-byte character.
+    let mut line = Vec::new();
     let mut number = 0;
     loop {
         line.clear();
-        let n = reader.read_line(&mut line)?;
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
         if n == 0 {
             break;
         }
         number += 1;
-        if !line.ends_with('\n') {
+        if !line.ends_with(b"\n") {
             break; // cut short: trimmed by the caller
         }
-        if line.trim().is_empty() {
+        if line.iter().all(u8::is_ascii_whitespace) {
             good += n as u64;
             continue;
         }
-        let value: serde_json::Value = match serde_json::from_str(&line) {
+        let value: serde_json::Value = match serde_json::from_slice(&line) {
             Ok(v) => v,
             Err(e) => bail!(
                 "{}:{number}: not a JSON line ({e}); fix or move the file before resuming",
@@ -153,6 +156,22 @@ mod tests {
         assert_eq!(
             text,
             "{\"id\":\"a\",\"x\":1}\n{\"id\":\"b\",\"x\":2}\n{\"id\":\"c\",\"x\":3}\n"
+        );
+    }
+
+    #[test]
+    fn a_line_cut_inside_a_character_is_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.jsonl");
+        let mut bytes = b"{\"id\":\"a\",\"t\":\"caf\xc3\xa9\"}\n{\"id\":\"b\",\"t\":\"caf".to_vec();
+        bytes.push(0xc3);
+        std::fs::write(&path, &bytes).unwrap();
+        let out = JsonlOutput::open(&path, "id").unwrap();
+        assert!(out.contains("a") && !out.contains("b"));
+        drop(out);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            "{\"id\":\"a\",\"t\":\"café\"}\n".as_bytes()
         );
     }
 

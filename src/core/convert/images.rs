@@ -6,7 +6,10 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use sha2::{Digest, Sha256};
+
 use crate::core::data::sample::ImageRef;
+use crate::core::hash::hex;
 
 /// A relative path that stays inside the output folder: no root, no `..`, no empty
 /// or `.` parts, backslashes treated as separators. `None` when nothing is left.
@@ -22,22 +25,24 @@ pub fn safe_relative(name: &str) -> Option<PathBuf> {
     (!out.as_os_str().is_empty()).then_some(out)
 }
 
-/// A file name from a record id (characters outside `[A-Za-z0-9._-]` become `_`).
-pub fn id_file_stem(id: &str) -> String {
-    let stem: String = id
+/// A name made from a record id, safe as a file stem and as a WebDataset key: characters
+/// other than `[A-Za-z0-9_-]` become `_`, and when that changed anything a short hash
+/// of the id is appended, so distinct ids keep distinct names on every run.
+pub fn id_key(id: &str) -> String {
+    let safe: String = id
         .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
                 c
             } else {
                 '_'
             }
         })
         .collect();
-    if stem.is_empty() || stem.starts_with('.') {
-        format!("_{stem}")
+    if safe == id && !safe.is_empty() {
+        safe
     } else {
-        stem
+        format!("{safe}_{}", &hex(&Sha256::digest(id.as_bytes()))[..8])
     }
 }
 
@@ -49,25 +54,24 @@ pub fn extension_of(bytes: &[u8]) -> &'static str {
         .unwrap_or("bin")
 }
 
-/// The name an image gets in the output folder: its own relative path when it has a
-/// safe one, else `<id>.<ext>`.
-pub fn output_name(id: &str, image: &ImageRef<'_>) -> Option<PathBuf> {
-    let own = match image {
-        ImageRef::Bytes { path: Some(p), .. } => safe_relative(p),
+/// The name an image gets in the output folder: for a file, its path relative to the
+/// folder image names resolve against (`root`), as the record named it; for an archive
+/// member, its member name (what a `25M_full` manifest refers to); for bytes held in the
+/// record, `<id>.<ext>` (their own `path` field is not trusted to be unique).
+pub fn output_name(id: &str, image: &ImageRef<'_>, root: Option<&Path>) -> Option<PathBuf> {
+    match image {
+        ImageRef::File(p) => {
+            let rel = root.and_then(|r| p.strip_prefix(r).ok()).unwrap_or(p);
+            safe_relative(&rel.to_string_lossy())
+        }
         ImageRef::Archived(name) => safe_relative(name),
-        ImageRef::File(p) => p
-            .file_name()
-            .and_then(|n| safe_relative(&n.to_string_lossy())),
-        _ => None,
-    };
-    own.or_else(|| match image {
         ImageRef::Bytes { bytes, .. } => Some(PathBuf::from(format!(
             "{}.{}",
-            id_file_stem(id),
+            id_key(id),
             extension_of(bytes)
         ))),
-        _ => None,
-    })
+        ImageRef::None => None,
+    }
 }
 
 /// Writes `bytes` to `path` unless a file of that size is already there. Returns
@@ -82,10 +86,12 @@ pub fn write_once(path: &Path, bytes: &[u8]) -> Result<bool> {
     }
     let write = |p: &Path| std::fs::File::create(p).and_then(|mut f| f.write_all(bytes));
     if let Err(e) = write(path) {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        if e.kind() != std::io::ErrorKind::NotFound || dir.exists() {
+        if e.kind() != std::io::ErrorKind::NotFound {
             return Err(e).with_context(|| format!("cannot write {}", path.display()));
         }
+        // The folder is missing (or another thread is creating it): create_dir_all is
+        // idempotent, then try once more.
+        let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create", dir.display()))?;
         write(path).with_context(|| format!("cannot write {}", path.display()))?;
@@ -122,7 +128,11 @@ mod tests {
         assert_eq!(safe_relative("../../x.png"), None);
         assert_eq!(safe_relative("a/../../x.png"), None);
         assert_eq!(safe_relative(""), None);
-        assert_eq!(id_file_stem("PMC/12:3"), "PMC_12_3");
-        assert_eq!(id_file_stem(".."), "_..");
+        assert_eq!(id_key("082b501d-da7b"), "082b501d-da7b");
+        let (a, b) = (id_key("scan_1.png"), id_key("scan_1_png"));
+        assert!(a.starts_with("scan_1_png_") && !a.contains('.'));
+        assert_ne!(a, b);
+        assert_eq!(id_key("scan_1.png"), a);
+        assert!(id_key("..").starts_with("___"));
     }
 }

@@ -13,9 +13,10 @@ use serde_json::{Map, Value, json};
 
 use super::images::{output_name, read_bytes, safe_relative, write_once};
 use super::{Stats, each_batch};
-use crate::core::data::inputs::Role;
+use crate::core::data::inputs::{Input, Role};
 use crate::core::data::sample::{Batch, ImageRef};
 use crate::core::data::{Dataset, ReadOptions};
+use crate::core::error::usage;
 use crate::core::resume::JsonlOutput;
 
 /// How to convert.
@@ -119,7 +120,7 @@ pub fn convert(
             if input.role == Role::ImageShard {
                 archive_members(batch, opts, stats)
             } else {
-                records(batch, &input.display(), sink, opts, stats)
+                records(batch, input, sink, opts, stats)
             }
         },
     )?;
@@ -155,11 +156,13 @@ fn write_all(jobs: &[(PathBuf, &[u8])]) -> Result<usize> {
 
 fn records(
     batch: &Batch,
-    input: &str,
+    source: &Input,
     sink: &mut LlavaSink,
     opts: &LlavaOptions,
     stats: &mut Stats,
 ) -> Result<()> {
+    let input = source.display();
+    let root = source.store.root();
     let mut out = Vec::with_capacity(batch.len());
     let mut jobs: Vec<(PathBuf, std::borrow::Cow<'_, [u8]>)> = Vec::new();
     for i in 0..batch.len() {
@@ -180,15 +183,15 @@ fn records(
             continue;
         };
         let image = batch.image(i);
-        let Some(name) = output_name(&id, &image) else {
+        let Some(name) = output_name(&id, &image, root) else {
             fail(stats, "no image");
             continue;
         };
         let shown = match (&opts.images_out, &image) {
             (None, ImageRef::Bytes { .. }) => {
-                bail!(
+                return Err(usage(format!(
                     "{input}: the records embed their images: pass --images-out DIR to write them"
-                )
+                )));
             }
             (None, ImageRef::File(p)) => p.to_string_lossy().into_owned(),
             (Some(dir), ImageRef::Bytes { .. } | ImageRef::File(_)) => {

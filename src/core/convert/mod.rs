@@ -128,7 +128,8 @@ pub fn write_records(
                         continue;
                     }
                 };
-                let name = output_name(&id, &image).map(|p| p.to_string_lossy().into_owned());
+                let name = output_name(&id, &image, input.store.root())
+                    .map(|p| p.to_string_lossy().into_owned());
                 sink.push(Record {
                     id: &id,
                     image: &bytes,
@@ -145,22 +146,82 @@ pub fn write_records(
     Ok(stats)
 }
 
-/// Complete shards `<prefix>-*.<ext>` in `dir`, sorted; leftovers of an interrupted
-/// shard (`*.<ext>.partial`) are removed.
-pub fn complete_shards(dir: &Path, prefix: &str, ext: &str) -> Result<Vec<PathBuf>> {
+/// Complete shards `<prefix>-NNNNN[-of-MMMMM].<ext>` in `dir` with their numbers, in
+/// order; leftovers of an interrupted shard (`<prefix>-NNNNN.<ext>.partial`) are
+/// removed. Other files, other prefixes (`train-v2-...`) included, are left alone.
+pub fn complete_shards(dir: &Path, prefix: &str, ext: &str) -> Result<Vec<(usize, PathBuf)>> {
     let mut shards = Vec::new();
-    let start = format!("{prefix}-");
     for e in std::fs::read_dir(dir)?.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if !name.starts_with(&start) {
-            continue;
-        }
-        if name.ends_with(&format!(".{ext}.partial")) {
-            std::fs::remove_file(e.path())?;
-        } else if name.ends_with(&format!(".{ext}")) {
-            shards.push(e.path());
+        if let Some(partial) = name.strip_suffix(".partial") {
+            if shard_number(partial, prefix, ext).is_some() {
+                std::fs::remove_file(e.path())?;
+            }
+        } else if let Some(n) = shard_number(&name, prefix, ext) {
+            shards.push((n, e.path()));
         }
     }
     shards.sort();
     Ok(shards)
+}
+
+/// The number of a shard file name `<prefix>-NNNNN[-of-MMMMM].<ext>`.
+fn shard_number(name: &str, prefix: &str, ext: &str) -> Option<usize> {
+    let rest = name
+        .strip_prefix(prefix)?
+        .strip_prefix('-')?
+        .strip_suffix(ext)?
+        .strip_suffix('.')?;
+    let (number, total) = match rest.split_once("-of-") {
+        Some((n, t)) => (n, Some(t)),
+        None => (rest, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(number) && total.is_none_or(digits))
+        .then(|| number.parse().ok())
+        .flatten()
+}
+
+/// The number for a new shard: one past the highest there.
+pub fn next_shard_number(shards: &[(usize, PathBuf)]) -> usize {
+    shards.last().map_or(0, |(n, _)| n + 1)
+}
+
+/// Renames a finished shard into place, refusing to replace an existing file.
+pub fn publish_shard(tmp: &Path, path: &Path) -> Result<()> {
+    if path.exists() {
+        anyhow::bail!(
+            "{}: already exists; refusing to overwrite a complete shard",
+            path.display()
+        );
+    }
+    std::fs::rename(tmp, path).map_err(|e| anyhow!("{}: cannot write: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_names_are_matched_exactly() {
+        assert_eq!(
+            shard_number("train-00003.parquet", "train", "parquet"),
+            Some(3)
+        );
+        assert_eq!(
+            shard_number("train-00003-of-00010.parquet", "train", "parquet"),
+            Some(3)
+        );
+        assert_eq!(
+            shard_number("train-000012.tar.zst", "train", "tar.zst"),
+            Some(12)
+        );
+        assert_eq!(
+            shard_number("train-v2-00000-of-00001.parquet", "train", "parquet"),
+            None
+        );
+        assert_eq!(shard_number("train-small-000000.tar", "train", "tar"), None);
+        assert_eq!(shard_number("train-000000.tar", "train", "tar.zst"), None);
+        assert_eq!(shard_number("train-.parquet", "train", "parquet"), None);
+    }
 }

@@ -21,7 +21,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use serde_json::json;
 
-use super::{Record, RecordSink, complete_shards};
+use super::{Record, RecordSink, complete_shards, next_shard_number, publish_shard};
 use crate::core::data::columns::StrColumn;
 
 /// Sizes and names of the output.
@@ -116,12 +116,12 @@ impl ShardWriter {
         std::fs::create_dir_all(&opts.dir)
             .with_context(|| format!("{}: cannot create", opts.dir.display()))?;
         let mut done = HashSet::new();
-        let mut next_shard = 0;
-        for path in complete_shards(&opts.dir, &opts.split, "parquet")? {
-            let n = read_ids(&path, &mut done)?;
+        let shards = complete_shards(&opts.dir, &opts.split, "parquet")?;
+        for (_, path) in &shards {
+            let n = read_ids(path, &mut done)?;
             tracing::debug!("{}: {n} rows from an earlier run", path.display());
-            next_shard += 1;
         }
+        let next_shard = next_shard_number(&shards);
         Ok(Self {
             opts,
             schema: schema(),
@@ -173,8 +173,7 @@ impl ShardWriter {
         if let Some(open) = self.current.take() {
             let file = open.writer.into_inner()?;
             file.sync_all()?;
-            std::fs::rename(&open.tmp, &open.path)
-                .with_context(|| format!("{}: cannot write", open.path.display()))?;
+            publish_shard(&open.tmp, &open.path)?;
         }
         Ok(())
     }
@@ -221,13 +220,13 @@ impl ShardWriter {
         let shards = complete_shards(&self.opts.dir, &self.opts.split, "parquet")?;
         let total = shards.len();
         let mut out = Vec::with_capacity(total);
-        for (i, path) in shards.iter().enumerate() {
+        for (i, (_, path)) in shards.iter().enumerate() {
             let name = self
                 .opts
                 .dir
                 .join(format!("{}-{i:05}-of-{total:05}.parquet", self.opts.split));
             if *path != name {
-                std::fs::rename(path, &name)?;
+                publish_shard(path, &name)?;
             }
             out.push(name);
         }

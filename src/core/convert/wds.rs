@@ -13,11 +13,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
-use super::images::extension_of;
-use super::{Record, RecordSink, complete_shards};
-use crate::core::hash::hex;
+use super::images::{extension_of, id_key};
+use super::{Record, RecordSink, complete_shards, next_shard_number, publish_shard};
 
 /// Sizes and names of the output.
 #[derive(Debug, Clone)]
@@ -40,35 +38,39 @@ pub struct WdsWriter {
 }
 
 struct Shard {
-    builder: tar::Builder<Box<dyn Write>>,
+    builder: tar::Builder<ShardFile>,
     tmp: PathBuf,
     path: PathBuf,
     records: usize,
     bytes: u64,
 }
 
-impl WdsOptions {
-    fn ext(&self) -> &'static str {
-        if self.zstd { "tar.zst" } else { "tar" }
+/// A shard's byte sink: plain, or through a zstd encoder that is finished (not just
+/// dropped) when the shard closes, so its errors are seen.
+enum ShardFile {
+    Plain(BufWriter<File>),
+    Zstd(zstd::Encoder<'static, BufWriter<File>>),
+}
+
+impl Write for ShardFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            ShardFile::Plain(f) => f.write(buf),
+            ShardFile::Zstd(z) => z.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            ShardFile::Plain(f) => f.flush(),
+            ShardFile::Zstd(z) => z.flush(),
+        }
     }
 }
 
-/// The WebDataset key for `id`.
-pub fn key_of(id: &str) -> String {
-    let safe: String = id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if safe == id && !safe.is_empty() {
-        safe
-    } else {
-        format!("{safe}_{}", &hex(&Sha256::digest(id.as_bytes()))[..8])
+impl WdsOptions {
+    fn ext(&self) -> &'static str {
+        if self.zstd { "tar.zst" } else { "tar" }
     }
 }
 
@@ -79,10 +81,10 @@ impl WdsWriter {
             .with_context(|| format!("{}: cannot create", opts.dir.display()))?;
         let shards = complete_shards(&opts.dir, &opts.prefix, opts.ext())?;
         let mut done = HashSet::new();
-        for path in &shards {
+        for (_, path) in &shards {
             read_ids(path, opts.zstd, &mut done)?;
         }
-        let next_shard = shards.len();
+        let next_shard = next_shard_number(&shards);
         Ok(Self {
             opts,
             done,
@@ -108,10 +110,10 @@ impl WdsWriter {
             let file = BufWriter::new(
                 File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?,
             );
-            let sink: Box<dyn Write> = if self.opts.zstd {
-                Box::new(zstd::Encoder::new(file, 3)?.auto_finish())
+            let sink = if self.opts.zstd {
+                ShardFile::Zstd(zstd::Encoder::new(file, 3)?)
             } else {
-                Box::new(file)
+                ShardFile::Plain(file)
             };
             self.current = Some(Shard {
                 builder: tar::Builder::new(sink),
@@ -127,11 +129,14 @@ impl WdsWriter {
 
     fn close(&mut self) -> Result<()> {
         if let Some(shard) = self.current.take() {
-            let mut sink = shard.builder.into_inner()?;
-            sink.flush()?;
-            drop(sink);
-            std::fs::rename(&shard.tmp, &shard.path)
-                .with_context(|| format!("{}: cannot write", shard.path.display()))?;
+            let file = match shard.builder.into_inner()? {
+                ShardFile::Plain(f) => f,
+                ShardFile::Zstd(z) => z.finish()?,
+            };
+            let file = file.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()
+                .with_context(|| format!("cannot write {}", shard.tmp.display()))?;
+            publish_shard(&shard.tmp, &shard.path)?;
         }
         Ok(())
     }
@@ -149,7 +154,7 @@ impl RecordSink for WdsWriter {
     }
 
     fn push(&mut self, r: Record<'_>) -> Result<()> {
-        let key = key_of(r.id);
+        let key = id_key(r.id);
         let mut meta = serde_json::Map::new();
         meta.insert("id".into(), json!(r.id));
         if let Some(s) = r.source {
@@ -213,19 +218,4 @@ fn read_ids(path: &Path, zstd: bool, into: &mut HashSet<String>) -> Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_have_no_dots_and_stay_unique() {
-        assert_eq!(key_of("082b501d-da7b"), "082b501d-da7b");
-        let a = key_of("scan_1.png");
-        let b = key_of("scan_1_png");
-        assert!(a.starts_with("scan_1_png_") && !a.contains('.'));
-        assert_ne!(a, b);
-        assert_eq!(key_of("scan_1.png"), a);
-    }
 }

@@ -62,6 +62,14 @@ pub enum ImageStore {
 }
 
 impl ImageStore {
+    /// The folder image names resolve against, when they resolve to files.
+    pub fn root(&self) -> Option<&Path> {
+        match self {
+            ImageStore::Folder(root) => Some(root),
+            _ => None,
+        }
+    }
+
     /// Where the image called `name` is.
     pub fn resolve<'a>(&self, name: &'a str) -> ImageRef<'a> {
         match self {

@@ -55,7 +55,8 @@ pub struct Truth {
     pub question: String,
     /// The gpt turn: the reference answer.
     pub answer: String,
-    /// `answer_type` as written (`OPEN`, `CLOSED`, ...), `None` when absent.
+    /// `answer_type` as written (`OPEN`, `CLOSED`, ...; a non-string value as its JSON
+    /// text), `None` when the key is absent.
     pub answer_type: Option<String>,
     /// `image` as written, when present.
     pub image: Option<String>,
@@ -138,10 +139,12 @@ fn truth_from_json(value: &Value) -> Result<Truth> {
             None => bail!("`conversations` has no turn {i}"),
         }
     };
+    // Present but not a string (null, a number) is kept as its JSON text: the reference
+    // then counts the row as neither OPEN nor CLOSED, and the key as present.
     let answer_type = match value.get("answer_type") {
-        None | Some(Value::Null) => None,
+        None => None,
         Some(Value::String(s)) => Some(s.clone()),
-        Some(other) => bail!("`answer_type` must be a string, not {other}"),
+        Some(other) => Some(other.to_string()),
     };
     let meta = value
         .as_object()

@@ -75,7 +75,9 @@ fn brevity_penalty(ref_len: usize, hyp_len: usize) -> f64 {
     }
 }
 
-/// Python's `math.fsum`: the sum without intermediate rounding (Shewchuk's partials).
+/// Python's `math.fsum`: Shewchuk's exact partials, then CPython's correctly rounded
+/// final step (sum the partials from the top until a step is inexact, then the
+/// half-even correction). Inputs here are finite.
 fn fsum(xs: &[f64]) -> f64 {
     let mut partials: Vec<f64> = Vec::new();
     for &x in xs {
@@ -97,7 +99,32 @@ fn fsum(xs: &[f64]) -> f64 {
         partials.truncate(kept);
         partials.push(x);
     }
-    partials.iter().rev().sum()
+    let Some(mut n) = partials.len().checked_sub(1) else {
+        return 0.0;
+    };
+    let mut hi = partials[n];
+    let mut lo = 0.0;
+    while n > 0 {
+        let x = hi;
+        n -= 1;
+        let y = partials[n];
+        hi = x + y;
+        let yr = hi - x;
+        lo = y - yr;
+        if lo != 0.0 {
+            break;
+        }
+    }
+    // Half-even: when the rest lies exactly half an ulp away in the same direction.
+    if n > 0 && ((lo < 0.0 && partials[n - 1] < 0.0) || (lo > 0.0 && partials[n - 1] > 0.0)) {
+        let y = lo * 2.0;
+        let x = hi + y;
+        let yr = x - hi;
+        if y == yr {
+            hi = x;
+        }
+    }
+    hi
 }
 
 /// torchmetrics `BLEUScore(n_gram=1)` on one prediction and one target, computed in
@@ -153,6 +180,15 @@ mod tests {
     fn fsum_is_exact() {
         assert_eq!(fsum(&[1e100, 1.0, -1e100, 1e-100]), 1.0);
         assert_eq!(fsum(&[0.1; 10]), 1.0);
+        // math.fsum gives -354.60056874424055 here; summing the partials plainly is 1 ulp off.
+        let xs = [
+            0.0,
+            -0.40235947810852507,
+            -177.09910463306602,
+            -177.09910463306602,
+        ];
+        assert_eq!(fsum(&xs), -354.60056874424055);
+        assert_eq!(fsum(&[]), 0.0);
     }
 
     #[test]

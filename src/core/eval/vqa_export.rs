@@ -4,13 +4,14 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::answers::Id;
 use super::vqa::{Question, QuestionImage};
 use crate::core::convert::images::safe_relative;
+use crate::core::error::usage;
 use crate::core::hash::hex;
 use crate::core::run::write_atomic;
 
@@ -69,7 +70,9 @@ pub fn export(questions: &[Question], opts: &ExportOptions) -> Result<Exported> 
             }
             QuestionImage::Embedded { bytes, name } => {
                 let Some(dir) = opts.images_out else {
-                    bail!("this copy embeds its images: pass --images-out DIR to write them");
+                    return Err(usage(
+                        "this copy embeds its images: pass --images-out DIR to write them",
+                    ));
                 };
                 let file = embedded_name(bytes, name.as_deref());
                 if done.insert(file.clone()) && write_if_changed(&dir.join(&file), bytes)? {
