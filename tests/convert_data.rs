@@ -280,15 +280,7 @@ fn webdataset_shards_round_trip_and_resume() {
     for zstd in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let (wds, back) = (dir.path().join("wds"), dir.path().join("back"));
-        let mut argv = vec![
-            "convert",
-            "wds",
-            s(&demo),
-            "-o",
-            s(&wds),
-            "--shard-records",
-            "10",
-        ];
+        let mut argv = wds_args(&demo, &wds);
         if zstd {
             argv.push("--zstd");
         }
@@ -367,15 +359,7 @@ fn a_removed_middle_shard_is_rewritten_without_overwriting_others() {
     let demo = testdata("medtrinity-demo");
     let dir = tempfile::tempdir().unwrap();
     let (wds, back) = (dir.path().join("wds"), dir.path().join("back"));
-    let argv = [
-        "convert",
-        "wds",
-        s(&demo),
-        "-o",
-        s(&wds),
-        "--shard-records",
-        "10",
-    ];
+    let argv = wds_args(&demo, &wds);
     assert_eq!(mt(&argv).code, 0);
     std::fs::remove_file(wds.join("train-000001.tar")).unwrap();
     let r = mt(&argv);
@@ -384,4 +368,17 @@ fn a_removed_middle_shard_is_rewritten_without_overwriting_others() {
     assert_eq!(walk(&wds).len(), 4);
     assert_eq!(mt(&["convert", "parquet", s(&wds), "-o", s(&back)]).code, 0);
     assert_eq!(parquet_rows(&back), parquet_rows(&demo));
+}
+
+/// `mt convert wds INPUT -o OUT --shard-records 10`.
+fn wds_args<'a>(input: &'a Path, out: &'a Path) -> Vec<&'a str> {
+    vec![
+        "convert",
+        "wds",
+        s(input),
+        "-o",
+        s(out),
+        "--shard-records",
+        "10",
+    ]
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{mt, testdata};
+use common::{eval_score_json, mt, testdata};
 use serde_json::{Value, json};
 
 fn vqa(rel: &str) -> String {
@@ -229,15 +229,7 @@ fn converted_files_round_trip() {
         .collect();
     let pred = dir.path().join("answers.jsonl");
     std::fs::write(&pred, answers).unwrap();
-    let r = mt(&[
-        "--json",
-        "eval",
-        "score",
-        "--gt",
-        gt.to_str().unwrap(),
-        "--pred",
-        pred.to_str().unwrap(),
-    ]);
+    let r = eval_score_json(&gt, &pred, &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let s = r.json();
     assert_eq!(

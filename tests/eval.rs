@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{mt, mt_in, testdata};
+use common::{eval_score_json, mt, mt_in, testdata};
 use serde_json::Value;
 
 fn eval_file(name: &str) -> String {
@@ -54,25 +54,33 @@ fn assert_close(got: &Value, want: &Value, skip: &[&str], at: &str) {
 /// Scores `gt`/`pred` with `scorer` into a run dir; returns (summary, rows).
 fn score(gt: &str, pred: &str, scorer: &str) -> (Value, Vec<Value>) {
     let dir = tempfile::tempdir().unwrap();
-    let run = dir.path().join("run");
-    let r = mt_in(
-        dir.path(),
-        &[
-            "--json",
-            "--run-dir",
-            run.to_str().unwrap(),
-            "eval",
-            "score",
-            "--gt",
-            &eval_file(gt),
-            "--pred",
-            &eval_file(pred),
-            "--scorer",
-            scorer,
-        ],
+    let (gt, pred) = (
+        testdata(&format!("eval/{gt}")),
+        testdata(&format!("eval/{pred}")),
     );
+    let r = score_in_run(dir.path(), &gt, &pred, &["--scorer", scorer]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    (r.json(), jsonl(&run.join("rows.jsonl")))
+    (r.json(), jsonl(&dir.path().join("run/rows.jsonl")))
+}
+
+/// `mt --json eval score` with its run directory at `dir/run`.
+fn score_in_run(dir: &Path, gt: &Path, pred: &Path, extra: &[&str]) -> common::Run {
+    let run = dir.join("run");
+    let mut args = vec![
+        "--json",
+        "--run-dir",
+        run.to_str().unwrap(),
+        "eval",
+        "score",
+    ];
+    args.extend([
+        "--gt",
+        gt.to_str().unwrap(),
+        "--pred",
+        pred.to_str().unwrap(),
+    ]);
+    args.extend_from_slice(extra);
+    mt_in(dir, &args)
 }
 
 fn expected(name: &str) -> Value {
@@ -193,21 +201,8 @@ fn bad_rows_are_named_and_the_rest_is_scored() {
         "{\"question_id\": \"1\", \"text\": \"Yes.\"}\n{not json\n\n{\"question_id\": \"2\", \"text\": \"the left lung\"}\n{\"question_id\": \"2\", \"text\": \"again\"}\n{\"question_id\": 3}\n",
     )
     .unwrap();
+    let r = score_in_run(dir.path(), &gt, &pred, &[]);
     let run = dir.path().join("run");
-    let r = mt_in(
-        dir.path(),
-        &[
-            "--json",
-            "--run-dir",
-            run.to_str().unwrap(),
-            "eval",
-            "score",
-            "--gt",
-            gt.to_str().unwrap(),
-            "--pred",
-            pred.to_str().unwrap(),
-        ],
-    );
     assert_eq!(r.code, 3, "{}", r.stderr);
     let s = r.json();
     assert_eq!(
@@ -282,17 +277,7 @@ fn whole_file_edge_cases() {
             ("llava-med", "medtrinity"),
             ("multimedeval", "multimedeval"),
         ] {
-            let r = mt(&[
-                "--json",
-                "eval",
-                "score",
-                "--gt",
-                gt.to_str().unwrap(),
-                "--pred",
-                pred.to_str().unwrap(),
-                "--scorer",
-                scorer,
-            ]);
+            let r = eval_score_json(&gt, &pred, &["--scorer", scorer]);
             assert!(!r.stderr.contains("panicked"), "{name}: {}", r.stderr);
             match case[key].get("ok") {
                 // Nothing to score: the reference prints zeros, mt says why it cannot score.
@@ -341,15 +326,7 @@ fn null_answer_type_is_skipped_like_the_reference() {
         "{\"question_id\": \"a\", \"text\": \"left lung\"}\n{\"question_id\": \"b\", \"text\": \"yes\"}\n{\"question_id\": \"c\", \"text\": \"liver\"}\n",
     )
     .unwrap();
-    let r = mt(&[
-        "--json",
-        "eval",
-        "score",
-        "--gt",
-        gt.to_str().unwrap(),
-        "--pred",
-        pred.to_str().unwrap(),
-    ]);
+    let r = eval_score_json(&gt, &pred, &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let s = r.json();
     assert_eq!(

@@ -110,3 +110,18 @@ pub fn check_snapshot(rel: &str, fresh: &[u8], rerun: &str) {
 pub fn expected(rel: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(testdata(rel)).unwrap()).unwrap()
 }
+
+/// `mt --json eval score --gt GT --pred PRED EXTRA...` (no run directory).
+pub fn eval_score_json(gt: &Path, pred: &Path, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "--json",
+        "eval",
+        "score",
+        "--gt",
+        gt.to_str().unwrap(),
+        "--pred",
+        pred.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    mt(&args)
+}
