@@ -550,7 +550,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__convert__subcmd__llava)
-            opts="-o -v -q -h -V --output --images-out --images --instruction --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-o -v -q -h -V --output --images --images-out --instruction --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -564,11 +564,11 @@ _mt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --images-out)
+                --images)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --images)
+                --images-out)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -112,9 +112,9 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -s h -l help -d 'Print help'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -s o -l output -d 'Output .jsonl (resumable, `-` = stdout) or .json' -r -F
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l images-out -d 'Write the images here' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -s o -l output -d 'Output: a .jsonl (resumable, `-` = stdout) or .json file for `llava`, a folder for `parquet` and `wds`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l images -d 'Where image names in manifests / LLaVA records resolve (folder or .tar.zst shards)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l images-out -d 'Write the images here' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l instruction -d 'The human turn after `<image>\\n`' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
@@ -124,8 +124,8 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -s h -l help -d 'Print help'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -s o -l output -d 'Output folder' -r -F
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l images -d 'Where image names in LLaVA records / manifests resolve' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -s o -l output -d 'Output: a .jsonl (resumable, `-` = stdout) or .json file for `llava`, a folder for `parquet` and `wds`' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l images -d 'Where image names in manifests / LLaVA records resolve (folder or .tar.zst shards)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l split -d 'Split name (file prefix)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l row-group-size -d 'Target row group size (bytes, or with KB/MB/GB)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l shard-size -d 'Target shard size (bytes, or with KB/MB/GB)' -r
@@ -137,8 +137,8 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -s h -l help -d 'Print help'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -s o -l output -d 'Output folder' -r -F
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l images -d 'Where image names in LLaVA records / manifests resolve' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -s o -l output -d 'Output: a .jsonl (resumable, `-` = stdout) or .json file for `llava`, a folder for `parquet` and `wds`' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l images -d 'Where image names in manifests / LLaVA records resolve (folder or .tar.zst shards)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l prefix -d 'Shard file name prefix' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l shard-records -d 'Records per shard at most' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l shard-size -d 'Shard size at most (bytes, or with KB/MB/GB)' -r

@@ -9,7 +9,7 @@ use super::{Context, finish_failures, print};
 use crate::core::convert::llava::{self, LlavaOptions, LlavaSink};
 use crate::core::convert::parquet_out::{ShardOptions, ShardWriter};
 use crate::core::convert::wds::{WdsOptions, WdsWriter};
-use crate::core::convert::{Stats, write_records};
+use crate::core::convert::{RecordSink, Stats, write_records};
 use crate::core::data::{Dataset, ReadOptions, inputs};
 use crate::core::error::{Failure, usage};
 use crate::core::eval::Bench;
@@ -109,22 +109,30 @@ without a caption or image are listed and skipped (exit 3).
 Example:
   mt convert llava data/25M_demo -o demo.jsonl --images-out demo_images";
 
+/// Inputs, output and image folder of the dataset converters.
+#[derive(Debug, clap::Args, Serialize)]
+pub struct DataIo {
+    /// Shards, folders, globs, LLaVA files, image folders.
+    #[arg(required = true)]
+    pub inputs: Vec<String>,
+    /// Output: a .jsonl (resumable, `-` = stdout) or .json file for `llava`, a folder
+    /// for `parquet` and `wds`.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Where image names in manifests / LLaVA records resolve (folder or .tar.zst shards).
+    #[arg(long, value_name = "DIR")]
+    pub images: Option<PathBuf>,
+}
+
 /// `mt convert llava`.
 #[derive(Debug, clap::Args, Serialize)]
 #[command(after_help = LLAVA_HELP)]
 pub struct LlavaArgs {
-    /// Shards, folders, globs, LLaVA files.
-    #[arg(required = true)]
-    pub inputs: Vec<String>,
-    /// Output .jsonl (resumable, `-` = stdout) or .json.
-    #[arg(short, long)]
-    pub output: PathBuf,
+    #[command(flatten)]
+    pub io: DataIo,
     /// Write the images here.
     #[arg(long, value_name = "DIR")]
     pub images_out: Option<PathBuf>,
-    /// Where image names in manifests / LLaVA records resolve (folder or .tar.zst shards).
-    #[arg(long, value_name = "DIR")]
-    pub images: Option<PathBuf>,
     /// The human turn after `<image>\n`.
     #[arg(long, default_value = "Describe the image in detail.")]
     pub instruction: String,
@@ -145,15 +153,8 @@ Example:
 #[derive(Debug, clap::Args, Serialize)]
 #[command(after_help = PARQUET_HELP)]
 pub struct ParquetArgs {
-    /// Image folders, LLaVA files, parquet shards, globs.
-    #[arg(required = true)]
-    pub inputs: Vec<String>,
-    /// Output folder.
-    #[arg(short, long)]
-    pub output: PathBuf,
-    /// Where image names in LLaVA records / manifests resolve.
-    #[arg(long, value_name = "DIR")]
-    pub images: Option<PathBuf>,
+    #[command(flatten)]
+    pub io: DataIo,
     /// Split name (file prefix).
     #[arg(long, default_value = "train")]
     pub split: String,
@@ -181,15 +182,8 @@ Example:
 #[derive(Debug, clap::Args, Serialize)]
 #[command(after_help = WDS_HELP)]
 pub struct WdsArgs {
-    /// Image folders, LLaVA files, parquet shards, globs.
-    #[arg(required = true)]
-    pub inputs: Vec<String>,
-    /// Output folder.
-    #[arg(short, long)]
-    pub output: PathBuf,
-    /// Where image names in LLaVA records / manifests resolve.
-    #[arg(long, value_name = "DIR")]
-    pub images: Option<PathBuf>,
+    #[command(flatten)]
+    pub io: DataIo,
     /// Shard file name prefix.
     #[arg(long, default_value = "train")]
     pub prefix: String,
@@ -317,9 +311,9 @@ fn convert_vqa(a: &VqaArgs, ctx: &mut Context) -> Result<()> {
 }
 
 fn convert_llava(a: &LlavaArgs, ctx: &mut Context) -> Result<()> {
-    llava::check_output(&a.output)?;
-    let (dataset, read, open_failures) = open_inputs(&a.inputs, a.images.as_deref())?;
-    let mut sink = LlavaSink::open(&a.output)?;
+    llava::check_output(&a.io.output)?;
+    let (dataset, read, open_failures) = open_inputs(&a.io.inputs, a.io.images.as_deref())?;
+    let mut sink = LlavaSink::open(&a.io.output)?;
     let opts = LlavaOptions {
         instruction: a.instruction.clone(),
         images_out: a.images_out.clone(),
@@ -338,39 +332,55 @@ fn convert_llava(a: &LlavaArgs, ctx: &mut Context) -> Result<()> {
 }
 
 fn convert_parquet(a: &ParquetArgs, ctx: &mut Context) -> Result<()> {
-    let (dataset, read, open_failures) = open_inputs(&a.inputs, a.images.as_deref())?;
-    let mut writer = ShardWriter::open(ShardOptions {
-        dir: a.output.clone(),
-        split: a.split.clone(),
-        row_group_bytes: a.row_group_size as usize,
-        shard_bytes: a.shard_size,
-    })?;
-    let resumed = writer.resumed();
-    let started = std::time::Instant::now();
-    let bar = progress::bar(
-        dataset.known_rows(&dataset.units(&[], 1)),
-        "rows",
-        "converting",
-    );
-    let stats = write_records(&dataset, &read, &mut writer, &|n| bar.inc(n))?;
-    let shards = writer.finish()?;
-    bar.finish_and_clear();
-    tracing::info!("{} shards in {}", shards.len(), a.output.display());
-    report(ctx, stats, &dataset, open_failures, started, resumed)
+    let open = || {
+        ShardWriter::open(ShardOptions {
+            dir: a.io.output.clone(),
+            split: a.split.clone(),
+            row_group_bytes: a.row_group_size as usize,
+            shard_bytes: a.shard_size,
+        })
+    };
+    write_shards(
+        ctx,
+        &a.io.inputs,
+        a.io.images.as_deref(),
+        open,
+        &a.io.output,
+    )
 }
 
 fn convert_wds(a: &WdsArgs, ctx: &mut Context) -> Result<()> {
     if a.shard_records == 0 {
         return Err(usage("--shard-records must be at least 1"));
     }
-    let (dataset, read, open_failures) = open_inputs(&a.inputs, a.images.as_deref())?;
-    let mut writer = WdsWriter::open(WdsOptions {
-        dir: a.output.clone(),
-        prefix: a.prefix.clone(),
-        max_records: a.shard_records,
-        max_bytes: a.shard_size,
-        zstd: a.zstd,
-    })?;
+    let open = || {
+        WdsWriter::open(WdsOptions {
+            dir: a.io.output.clone(),
+            prefix: a.prefix.clone(),
+            max_records: a.shard_records,
+            max_bytes: a.shard_size,
+            zstd: a.zstd,
+        })
+    };
+    write_shards(
+        ctx,
+        &a.io.inputs,
+        a.io.images.as_deref(),
+        open,
+        &a.io.output,
+    )
+}
+
+/// Streams the inputs' records into the shard writer `open` makes, then reports.
+fn write_shards<W: RecordSink>(
+    ctx: &mut Context,
+    paths: &[String],
+    images: Option<&Path>,
+    open: impl FnOnce() -> Result<W>,
+    out: &Path,
+) -> Result<()> {
+    let (dataset, read, open_failures) = open_inputs(paths, images)?;
+    let mut writer = open()?;
     let resumed = writer.resumed();
     let started = std::time::Instant::now();
     let bar = progress::bar(
@@ -381,7 +391,7 @@ fn convert_wds(a: &WdsArgs, ctx: &mut Context) -> Result<()> {
     let stats = write_records(&dataset, &read, &mut writer, &|n| bar.inc(n))?;
     let shards = writer.finish()?;
     bar.finish_and_clear();
-    tracing::info!("{shards} shards in {}", a.output.display());
+    tracing::info!("{shards} shards in {}", out.display());
     report(ctx, stats, &dataset, open_failures, started, resumed)
 }
 

@@ -110,21 +110,15 @@ pub fn convert(
     opts: &LlavaOptions,
     on_rows: &dyn Fn(u64),
 ) -> Result<Stats> {
-    let mut stats = Stats::default();
     each_batch(
         dataset,
         read,
-        &mut stats,
         on_rows,
-        &mut |input, batch, stats| {
-            if input.role == Role::ImageShard {
-                archive_members(batch, opts, stats)
-            } else {
-                records(batch, input, sink, opts, stats)
-            }
+        &mut |input, batch, stats| match input.role {
+            Role::ImageShard => archive_members(batch, opts, stats),
+            Role::Records => records(batch, input, sink, opts, stats),
         },
-    )?;
-    Ok(stats)
+    )
 }
 
 /// Image members of a `25M_full` archive shard: written under their own names.

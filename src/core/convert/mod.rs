@@ -28,15 +28,16 @@ pub struct Stats {
     pub failures: Vec<(String, String)>,
 }
 
-/// Feeds every batch of `dataset` to `f`, in input order. A batch that fails to read
-/// is recorded in `stats.failures` and skipped; an error from `f` stops everything.
+/// Feeds every batch of `dataset` to `f`, in input order, and returns the stats `f`
+/// kept. A batch that fails to read is recorded in the failures and skipped; an error
+/// from `f` stops everything.
 pub fn each_batch(
     dataset: &Dataset,
     read: &ReadOptions,
-    stats: &mut Stats,
     on_rows: &dyn Fn(u64),
     f: &mut dyn FnMut(&Input, &Batch, &mut Stats) -> Result<()>,
-) -> Result<()> {
+) -> Result<Stats> {
+    let mut stats = Stats::default();
     for unit in dataset.units(&[], 1) {
         let input = &dataset.inputs[unit.input];
         let mut fatal = None;
@@ -49,7 +50,7 @@ pub fn each_batch(
                 }
             };
             on_rows(batch.len() as u64);
-            match f(input, &batch, stats) {
+            match f(input, &batch, &mut stats) {
                 Ok(()) => Flow::Continue,
                 Err(e) => {
                     fatal = Some(e);
@@ -61,7 +62,7 @@ pub fn each_batch(
             return Err(e);
         }
     }
-    Ok(())
+    Ok(stats)
 }
 
 /// A record with its image bytes in hand, for the shard writers.
@@ -75,12 +76,18 @@ pub struct Record<'a> {
     pub extra: Map<String, Value>,
 }
 
-/// A writer of [`Record`]s that can tell which ids an earlier run already wrote.
+/// A writer of [`Record`]s into shards that can tell which ids an earlier run wrote.
 pub trait RecordSink {
     /// Whether `id` was written by an earlier run.
     fn contains(&self, id: &str) -> bool;
+    /// How many ids earlier runs wrote.
+    fn resumed(&self) -> usize;
     /// Writes one record.
     fn push(&mut self, record: Record<'_>) -> Result<()>;
+    /// Completes the output; returns how many shards it holds.
+    fn finish(self) -> Result<usize>
+    where
+        Self: Sized;
 }
 
 /// Feeds every record of `dataset` that has a caption and image bytes (in the record
@@ -92,58 +99,50 @@ pub fn write_records(
     sink: &mut dyn RecordSink,
     on_rows: &dyn Fn(u64),
 ) -> Result<Stats> {
-    let mut stats = Stats::default();
-    each_batch(
-        dataset,
-        read,
-        &mut stats,
-        on_rows,
-        &mut |input, batch, stats| {
-            if input.role == Role::ImageShard {
-                stats.archive_members += batch.len();
-                return Ok(());
+    each_batch(dataset, read, on_rows, &mut |input, batch, stats| {
+        if input.role == Role::ImageShard {
+            stats.archive_members += batch.len();
+            return Ok(());
+        }
+        for i in 0..batch.len() {
+            let id = batch.id(i);
+            if sink.contains(&id) {
+                stats.skipped_existing += 1;
+                continue;
             }
-            for i in 0..batch.len() {
-                let id = batch.id(i);
-                if sink.contains(&id) {
-                    stats.skipped_existing += 1;
+            let row = batch.first_row + i as u64;
+            let at = format!("{}: row {row}", input.display());
+            let image = batch.image(i);
+            let bytes = match (&image, batch.caption(i)) {
+                (_, None) => Err(anyhow!("no caption")),
+                (ImageRef::Archived(name), _) => Err(anyhow!(
+                    "image {name} is inside a .tar.zst shard; extract the shards first (mt convert llava --images-out DIR)"
+                )),
+                _ => read_bytes(&image),
+            };
+            let bytes = match bytes {
+                Ok(b) => b,
+                Err(e) => {
+                    stats
+                        .failures
+                        .push((at.clone(), format!("{at} (id {id}): {e:#}")));
                     continue;
                 }
-                let row = batch.first_row + i as u64;
-                let at = format!("{}: row {row}", input.display());
-                let image = batch.image(i);
-                let bytes = match (&image, batch.caption(i)) {
-                    (_, None) => Err(anyhow!("no caption")),
-                    (ImageRef::Archived(name), _) => Err(anyhow!(
-                        "image {name} is inside a .tar.zst shard; extract the shards first (mt convert llava --images-out DIR)"
-                    )),
-                    _ => read_bytes(&image),
-                };
-                let bytes = match bytes {
-                    Ok(b) => b,
-                    Err(e) => {
-                        stats
-                            .failures
-                            .push((at.clone(), format!("{at} (id {id}): {e:#}")));
-                        continue;
-                    }
-                };
-                let name = output_name(&id, &image, input.store.root())
-                    .map(|p| p.to_string_lossy().into_owned());
-                sink.push(Record {
-                    id: &id,
-                    image: &bytes,
-                    image_name: name.as_deref(),
-                    caption: batch.caption(i).unwrap_or_default(),
-                    source: batch.source(i),
-                    extra: batch.extra(i),
-                })?;
-                stats.records += 1;
-            }
-            Ok(())
-        },
-    )?;
-    Ok(stats)
+            };
+            let name = output_name(&id, &image, input.store.root())
+                .map(|p| p.to_string_lossy().into_owned());
+            sink.push(Record {
+                id: &id,
+                image: &bytes,
+                image_name: name.as_deref(),
+                caption: batch.caption(i).unwrap_or_default(),
+                source: batch.source(i),
+                extra: batch.extra(i),
+            })?;
+            stats.records += 1;
+        }
+        Ok(())
+    })
 }
 
 /// Complete shards `<prefix>-NNNNN[-of-MMMMM].<ext>` in `dir` with their numbers, in

@@ -93,6 +93,14 @@ impl RecordSink for ShardWriter {
         self.done.contains(id)
     }
 
+    fn resumed(&self) -> usize {
+        self.done.len()
+    }
+
+    fn finish(self) -> Result<usize> {
+        Ok(self.finish_shards()?.len())
+    }
+
     /// Adds a row; writes a row group / closes a shard when they are full.
     fn push(&mut self, row: Record<'_>) -> Result<()> {
         let p = &mut self.pending;
@@ -131,11 +139,6 @@ impl ShardWriter {
             pending: Pending::default(),
             rows: 0,
         })
-    }
-
-    /// Ids in shards of earlier runs.
-    pub fn resumed(&self) -> usize {
-        self.done.len()
     }
 
     fn flush_row_group(&mut self) -> Result<()> {
@@ -214,7 +217,7 @@ impl ShardWriter {
 
     /// Writes what is pending, closes the last shard and names every shard
     /// `<split>-NNNNN-of-MMMMM.parquet`. Returns the shard paths.
-    pub fn finish(mut self) -> Result<Vec<PathBuf>> {
+    pub fn finish_shards(mut self) -> Result<Vec<PathBuf>> {
         self.flush_row_group()?;
         self.close_shard()?;
         let shards = complete_shards(&self.opts.dir, &self.opts.split, "parquet")?;

@@ -93,11 +93,6 @@ impl WdsWriter {
         })
     }
 
-    /// Ids in shards of earlier runs.
-    pub fn resumed(&self) -> usize {
-        self.done.len()
-    }
-
     fn shard(&mut self) -> Result<&mut Shard> {
         if self.current.is_none() {
             let path = self.opts.dir.join(format!(
@@ -140,17 +135,21 @@ impl WdsWriter {
         }
         Ok(())
     }
-
-    /// Closes the last shard; returns how many complete shards the folder holds.
-    pub fn finish(mut self) -> Result<usize> {
-        self.close()?;
-        Ok(complete_shards(&self.opts.dir, &self.opts.prefix, self.opts.ext())?.len())
-    }
 }
 
 impl RecordSink for WdsWriter {
     fn contains(&self, id: &str) -> bool {
         self.done.contains(id)
+    }
+
+    fn resumed(&self) -> usize {
+        self.done.len()
+    }
+
+    /// Closes the last shard; returns how many complete shards the folder holds.
+    fn finish(mut self) -> Result<usize> {
+        self.close()?;
+        Ok(complete_shards(&self.opts.dir, &self.opts.prefix, self.opts.ext())?.len())
     }
 
     fn push(&mut self, r: Record<'_>) -> Result<()> {
