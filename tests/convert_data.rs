@@ -382,3 +382,19 @@ fn wds_args<'a>(input: &'a Path, out: &'a Path) -> Vec<&'a str> {
         "10",
     ]
 }
+
+#[test]
+fn oversized_row_groups_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = mt(&[
+        "convert",
+        "parquet",
+        s(&testdata("medtrinity-demo")),
+        "-o",
+        s(&dir.path().join("pq")),
+        "--row-group-size",
+        "3GB",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("at most 1GB"), "{}", r.stderr);
+}

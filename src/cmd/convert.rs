@@ -331,7 +331,15 @@ fn convert_llava(a: &LlavaArgs, ctx: &mut Context) -> Result<()> {
     report(ctx, stats, &dataset, open_failures, started, resumed)
 }
 
+/// Largest row group: arrow's binary arrays index their bytes with i32 offsets.
+const MAX_ROW_GROUP_BYTES: u64 = 1 << 30;
+
 fn convert_parquet(a: &ParquetArgs, ctx: &mut Context) -> Result<()> {
+    if a.row_group_size > MAX_ROW_GROUP_BYTES {
+        return Err(usage(
+            "--row-group-size can be at most 1GB (image bytes of a row group are one arrow array)",
+        ));
+    }
     let open = || {
         ShardWriter::open(ShardOptions {
             dir: a.io.output.clone(),

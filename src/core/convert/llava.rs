@@ -1,7 +1,7 @@
 //! Dataset records (MedTrinity `25M_demo` / `25M_full` shards, LLaVA files, image
 //! folders) -> LLaVA conversation records: `{id, image, conversations: [human
 //! "<image>\n<instruction>", gpt <caption>], ...other fields}`, with the images written
-//! as files. JSONL output resumes by id; a JSON array is written to a temporary file
+//! as files. JSONL output resumes by id; a JSON array is written to `<out>.partial`
 //! and renamed into place at the end.
 
 use std::io::{BufWriter, Write};
@@ -33,7 +33,10 @@ pub enum LlavaSink {
     Jsonl(JsonlOutput),
     Array {
         path: PathBuf,
-        tmp: BufWriter<tempfile::NamedTempFile>,
+        /// `<path>.partial`: one fixed name, so a killed run's leftover is simply
+        /// overwritten by the next run.
+        partial: PathBuf,
+        tmp: BufWriter<std::fs::File>,
         written: usize,
     },
 }
@@ -49,15 +52,15 @@ impl LlavaSink {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
+        let partial = PathBuf::from(format!("{}.partial", path.display()));
         let mut tmp = BufWriter::new(
-            tempfile::Builder::new()
-                .prefix(".tmp-")
-                .tempfile_in(dir)
-                .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?,
+            std::fs::File::create(&partial)
+                .with_context(|| format!("{}: cannot create", partial.display()))?,
         );
         tmp.write_all(b"[")?;
         Ok(LlavaSink::Array {
             path: path.to_path_buf(),
+            partial,
             tmp,
             written: 0,
         })
@@ -91,11 +94,17 @@ impl LlavaSink {
 
     /// Completes the output (renames the JSON array into place).
     pub fn finish(self) -> Result<()> {
-        if let LlavaSink::Array { path, mut tmp, .. } = self {
+        if let LlavaSink::Array {
+            path,
+            partial,
+            mut tmp,
+            ..
+        } = self
+        {
             tmp.write_all(b"\n]\n")?;
             let file = tmp.into_inner().map_err(|e| e.into_error())?;
-            file.as_file().sync_data()?;
-            file.persist(&path)
+            file.sync_data()?;
+            std::fs::rename(&partial, &path)
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
         Ok(())
