@@ -221,6 +221,9 @@ fn records(
             ),
         ));
     }
+    // One job per file: records sharing an image would race on the same path.
+    jobs.sort_by(|a, b| a.0.cmp(&b.0));
+    jobs.dedup_by(|a, b| a.0 == b.0);
     let borrowed: Vec<(PathBuf, &[u8])> =
         jobs.iter().map(|(p, b)| (p.clone(), b.as_ref())).collect();
     stats.images_written += write_all(&borrowed)?;
