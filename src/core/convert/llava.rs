@@ -209,17 +209,15 @@ fn records(
             }
             _ => name.to_string_lossy().into_owned(),
         };
-        out.push((
-            id.clone(),
-            record(
-                &id,
-                &shown,
-                caption,
-                batch.source(i),
-                batch.extra(i),
-                &opts.instruction,
-            ),
-        ));
+        let source = batch.source(i).map(|s| ("source".to_string(), json!(s)));
+        let record = conversation_record(
+            json!(id),
+            &shown,
+            &opts.instruction,
+            caption,
+            source.into_iter().chain(batch.extra(i)),
+        );
+        out.push((id, record));
     }
     // One job per file: records sharing an image would race on the same path.
     jobs.sort_by(|a, b| a.0.cmp(&b.0));
@@ -231,32 +229,27 @@ fn records(
     sink.write(&out)
 }
 
-/// One LLaVA conversation record.
-pub fn record(
-    id: &str,
+/// One LLaVA conversation record: `{id, image, conversations: [human "<image>\n" +
+/// `prompt`, gpt `answer`], ...fields}`; a field never replaces one set before it.
+pub fn conversation_record(
+    id: Value,
     image: &str,
-    caption: &str,
-    source: Option<&str>,
-    extra: Map<String, Value>,
-    instruction: &str,
+    prompt: &str,
+    answer: &str,
+    fields: impl IntoIterator<Item = (String, Value)>,
 ) -> Value {
     let mut r = Map::new();
-    r.insert("id".into(), json!(id));
+    r.insert("id".into(), id);
     r.insert("image".into(), json!(image));
     r.insert(
         "conversations".into(),
         json!([
-            {"from": "human", "value": format!("<image>\n{instruction}")},
-            {"from": "gpt", "value": caption},
+            {"from": "human", "value": format!("<image>\n{prompt}")},
+            {"from": "gpt", "value": answer},
         ]),
     );
-    if let Some(s) = source {
-        r.insert("source".into(), json!(s));
-    }
-    for (k, v) in extra {
-        if k != "conversations" {
-            r.entry(k).or_insert(v);
-        }
+    for (k, v) in fields {
+        r.entry(k).or_insert(v);
     }
     Value::Object(r)
 }

@@ -5,15 +5,15 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::answers::Id;
 use super::vqa::{Question, QuestionImage};
-use crate::core::convert::images::safe_relative;
+use crate::core::convert::images::{extension_of, safe_relative, write_once};
+use crate::core::convert::llava::conversation_record;
 use crate::core::error::usage;
 use crate::core::hash::hex;
-use crate::core::run::write_atomic;
 
 /// Where images go.
 #[derive(Debug, Clone, Default)]
@@ -61,7 +61,7 @@ pub fn export(questions: &[Question], opts: &ExportOptions) -> Result<Exported> 
                     ));
                 } else if let Some(Some(dst)) = copy_to
                     && done.insert(name.clone())
-                    && copy_if_changed(&src, &dst)?
+                    && copy_once(&src, &dst)?
                 {
                     out.images_written += 1;
                 }
@@ -75,7 +75,7 @@ pub fn export(questions: &[Question], opts: &ExportOptions) -> Result<Exported> 
                     ));
                 };
                 let file = embedded_name(bytes, name.as_deref());
-                if done.insert(file.clone()) && write_if_changed(&dir.join(&file), bytes)? {
+                if done.insert(file.clone()) && write_once(&dir.join(&file), bytes)? {
                     out.images_written += 1;
                 }
                 file
@@ -87,61 +87,36 @@ pub fn export(questions: &[Question], opts: &ExportOptions) -> Result<Exported> 
 }
 
 fn record(q: &Question, image: String) -> Value {
-    let mut r = Map::new();
-    r.insert("id".into(), json!(q.id));
-    r.insert("image".into(), json!(image));
-    r.insert(
-        "conversations".into(),
-        json!([
-            {"from": "human", "value": format!("<image>\n{}", q.question)},
-            {"from": "gpt", "value": q.answer},
-        ]),
-    );
-    r.insert("answer_type".into(), json!(q.answer_type));
-    for (k, v) in &q.meta {
-        r.entry(k.clone()).or_insert_with(|| v.clone());
-    }
-    Value::Object(r)
+    let answer_type = ("answer_type".to_string(), json!(q.answer_type));
+    let meta = q.meta.iter().map(|(k, v)| (k.clone(), v.clone()));
+    conversation_record(
+        json!(q.id),
+        &image,
+        &q.question,
+        &q.answer,
+        std::iter::once(answer_type).chain(meta),
+    )
 }
 
 /// `<first 16 hex digits of sha256>.<ext>`: one file per distinct image, the same
 /// name on every run. The extension comes from the bytes, else the original name.
 fn embedded_name(bytes: &[u8], original: Option<&str>) -> String {
-    let ext = image::guess_format(bytes)
-        .ok()
-        .and_then(|f| f.extensions_str().first().copied())
-        .map(str::to_string)
-        .or_else(|| {
-            original
-                .and_then(|n| Path::new(n).extension())
-                .map(|e| e.to_string_lossy().to_lowercase())
-        })
-        .unwrap_or_else(|| "bin".into());
+    let ext = match extension_of(bytes) {
+        "bin" => original
+            .and_then(|n| Path::new(n).extension())
+            .map_or_else(|| "bin".into(), |e| e.to_string_lossy().to_lowercase()),
+        known => known.to_string(),
+    };
     format!("{}.{ext}", &hex(&Sha256::digest(bytes))[..16])
 }
 
-/// Writes `bytes` to `path` (atomically) unless the file already holds them.
-fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<bool> {
-    if std::fs::read(path).is_ok_and(|old| old == bytes) {
-        return Ok(false);
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create", dir.display()))?;
-    }
-    write_atomic(path, bytes)?;
-    Ok(true)
-}
-
-fn copy_if_changed(src: &Path, dst: &Path) -> Result<bool> {
-    let same_size = |a: &Path, b: &Path| -> bool {
-        matches!((a.metadata(), b.metadata()), (Ok(x), Ok(y)) if x.len() == y.len())
-    };
-    if same_size(src, dst) {
+/// Copies `src` to `dst` unless a file of its size is already there.
+fn copy_once(src: &Path, dst: &Path) -> Result<bool> {
+    if matches!((src.metadata(), dst.metadata()), (Ok(x), Ok(y)) if x.len() == y.len()) {
         return Ok(false);
     }
     let bytes = std::fs::read(src).with_context(|| format!("{}: cannot read", src.display()))?;
-    write_if_changed(dst, &bytes)
+    write_once(dst, &bytes)
 }
 
 /// The records as a JSON array, one record per line.
