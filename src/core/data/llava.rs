@@ -84,7 +84,8 @@ fn assistant_text(obj: &Map<String, Value>) -> Result<Option<String>> {
     Ok((!parts.is_empty()).then(|| parts.join("\n")))
 }
 
-fn kind(v: &Value) -> &'static str {
+/// What kind of JSON value `v` is, for error messages ("a string", "a list", ...).
+pub fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::core::data::json_array::JsonArrayElements;
+use crate::core::data::llava::kind;
 
 /// A question id: JSON integers and strings are different ids (`1` is not `"1"`), as
 /// in the reference's Python sets. Integers sort before strings (Python cannot compare
@@ -25,7 +26,8 @@ pub enum Id {
 }
 
 impl Id {
-    fn from_json(value: &Value, field: &str) -> Result<Id> {
+    /// The id in `value`, the field called `field` (named in errors).
+    pub fn from_json(value: &Value, field: &str) -> Result<Id> {
         match value {
             Value::String(s) => Ok(Id::Str(s.clone())),
             Value::Number(n) => n
@@ -169,17 +171,6 @@ fn truth_from_json(value: &Value) -> Result<Truth> {
             .map(str::to_string),
         meta,
     })
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Calls `f` on every record of a JSON array or JSON Lines file (told apart by the

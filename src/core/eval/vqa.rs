@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 use super::Bench;
 use super::answers::{Id, Rejected};
 use crate::core::data::inputs::{Format, ImageStore, Input, Role};
+use crate::core::data::llava::kind;
 use crate::core::data::sample::ImageRef;
 use crate::core::data::{Dataset, Flow, ReadOptions};
 use crate::core::error::usage;
@@ -150,12 +151,14 @@ fn find_file(input: &Path, name: &str) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// Whether `split` names the validation split (each release spells it its own way).
+fn is_validation(split: &str) -> bool {
+    matches!(split, "validation" | "validate" | "val" | "dev")
+}
+
 /// The dataset's own name for `split`, from its candidates.
 fn split_name<'a>(split: &str, names: &[&'a str]) -> Result<&'a str> {
-    let want = match split {
-        "validation" | "validate" | "val" | "dev" => "val",
-        s => s,
-    };
+    let want = if is_validation(split) { "val" } else { split };
     names.iter().find(|n| **n == want).copied().ok_or_else(|| {
         usage(format!(
             "unknown split `{split}` (this benchmark has {})",
@@ -208,16 +211,8 @@ fn records(path: &Path) -> Result<Vec<Value>> {
         other => bail!(
             "{}: expected a JSON array of questions, found {}",
             path.display(),
-            short(&other)
+            kind(&other)
         ),
-    }
-}
-
-fn short(v: &Value) -> &'static str {
-    match v {
-        Value::Object(_) => "an object",
-        Value::Array(_) => "an array",
-        _ => "a scalar",
     }
 }
 
@@ -251,7 +246,7 @@ fn vqa_rad_released(json: &Path, split: &str) -> Result<Loaded> {
             let answer = text(&r["answer"], "answer")?;
             let kind = text(&r["answer_type"], "answer_type")?;
             Ok(Question {
-                id: id_of(&r["qid"], "qid")?,
+                id: Id::from_json(&r["qid"], "qid")?,
                 image: QuestionImage::File {
                     root: images.clone(),
                     name: text(&r["image_name"], "image_name")?,
@@ -271,22 +266,11 @@ fn vqa_rad_released(json: &Path, split: &str) -> Result<Loaded> {
     Ok(out)
 }
 
-fn id_of(v: &Value, field: &str) -> Result<Id> {
-    match v {
-        Value::String(s) => Ok(Id::Str(s.clone())),
-        Value::Number(n) => n
-            .as_i64()
-            .map(Id::Int)
-            .ok_or_else(|| anyhow!("`{field}` {n} is not an integer")),
-        _ => bail!("no `{field}`"),
-    }
-}
-
 fn slake(input: &Path, split: &str, opts: &LoadOptions) -> Result<Loaded> {
     let names: &[&str] = match split {
         "train" => &["train.json"],
         "test" => &["test.json"],
-        "validation" | "validate" | "val" | "dev" => &["validate.json", "validation.json"],
+        s if is_validation(s) => &["validate.json", "validation.json"],
         other => {
             return Err(usage(format!(
                 "unknown split `{other}` (SLAKE has train, validation and test)"
@@ -330,7 +314,7 @@ fn slake(input: &Path, split: &str, opts: &LoadOptions) -> Result<Loaded> {
         let parsed = (|| -> Result<Question> {
             let kind = text(&r["answer_type"], "answer_type")?;
             Ok(Question {
-                id: id_of(&r["qid"], "qid")?,
+                id: Id::from_json(&r["qid"], "qid")?,
                 image: QuestionImage::File {
                     root: images.clone(),
                     name: text(&r["img_name"], "img_name")?,
@@ -520,9 +504,10 @@ fn parquet_files(input: &Path, split: &str) -> Result<Vec<PathBuf>> {
             Vec::new()
         });
     }
-    let prefixes: &[&str] = match split {
-        "validation" | "validate" | "val" | "dev" => &["validation", "valid", "val"],
-        s => &[s][..],
+    let prefixes: &[&str] = if is_validation(split) {
+        &["validation", "valid", "val"]
+    } else {
+        &[split][..]
     };
     let mut files = Vec::new();
     for dir in [input.to_path_buf(), input.join("data")] {
