@@ -9,15 +9,18 @@ use candle_core::{DType, Device, Layout, Storage, Tensor};
 use multiversion::multiversion;
 use rayon::prelude::*;
 
+use super::norm::tracks_grad;
+
 /// Query rows per attention task: big enough for the score matmul to run at speed,
 /// small enough that a task's scores (`QUERY_BLOCK x keys`) stay in cache.
 const QUERY_BLOCK: usize = 32;
 
 /// Whether the fused kernels can run on these tensors.
 pub fn applies(tensors: &[&Tensor]) -> bool {
-    tensors
-        .iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && !t.track_op())
+    !tracks_grad(tensors)
+        && tensors
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
 /// A borrowed f32 view of a CPU tensor: its data from the first element, and strides.
@@ -76,10 +79,7 @@ pub fn attend(
             m.dims()
         );
     }
-    let mask = match mask {
-        Some(m) if m.stride()[3] != 1 => Some(m.contiguous()?),
-        m => m.cloned(),
-    };
+    let mask = mask.map(inner).transpose()?;
     let shape = Shape {
         heads,
         rep: heads / kv_heads,
