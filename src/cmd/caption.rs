@@ -2,7 +2,6 @@
 //! Open inputs, skip what the output already has, batch decoded images, generate,
 //! append lines, report bad images at the end (exit 3).
 
-use std::borrow::Cow;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -248,18 +247,15 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
 
 /// Decodes a record's image; returns its label for the output and the pixels.
 fn load_image(image: ImageRef<'_>) -> Result<(String, image::DynamicImage)> {
-    let (label, bytes) = match image {
-        ImageRef::None => anyhow::bail!("the record has no image"),
-        ImageRef::Bytes { bytes, path } => (path.unwrap_or("").to_string(), Cow::Borrowed(bytes)),
-        ImageRef::File(path) => {
-            let bytes =
-                std::fs::read(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            (path.to_string_lossy().into_owned(), Cow::Owned(bytes))
-        }
+    let label = match &image {
         ImageRef::Archived(name) => anyhow::bail!(
             "image {name} is inside a .tar.zst shard; caption the shards themselves (mt caption shard.tar.zst ...)"
         ),
+        ImageRef::Bytes { path, .. } => path.unwrap_or("").to_string(),
+        ImageRef::File(path) => path.to_string_lossy().into_owned(),
+        ImageRef::None => String::new(),
     };
+    let bytes = image.bytes()?;
     let pixels = crate::core::image::decode(&bytes)?;
     Ok((label, pixels))
 }

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use sha2::{Digest, Sha256};
 
@@ -97,20 +97,6 @@ pub fn write_once(path: &Path, bytes: &[u8]) -> Result<bool> {
         write(path).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(true)
-}
-
-/// The bytes of an image that lives in a file or in the record.
-pub fn read_bytes<'a>(image: &ImageRef<'a>) -> Result<std::borrow::Cow<'a, [u8]>> {
-    match image {
-        ImageRef::Bytes { bytes, .. } => Ok(std::borrow::Cow::Borrowed(*bytes)),
-        ImageRef::File(p) => Ok(std::borrow::Cow::Owned(
-            std::fs::read(p).with_context(|| format!("{}: cannot read", p.display()))?,
-        )),
-        ImageRef::Archived(name) => {
-            bail!("image {name} is inside a .tar.zst shard, not in the record")
-        }
-        ImageRef::None => bail!("the record has no image"),
-    }
 }
 
 #[cfg(test)]

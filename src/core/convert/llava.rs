@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 use serde_json::{Map, Value, json};
 
-use super::images::{output_name, read_bytes, safe_relative, write_once};
+use super::images::{output_name, safe_relative, write_once};
 use super::{Stats, each_batch};
 use crate::core::data::inputs::{Input, Role};
 use crate::core::data::sample::{Batch, ImageRef};
@@ -198,7 +198,7 @@ fn records(
             }
             (None, ImageRef::File(p)) => p.to_string_lossy().into_owned(),
             (Some(dir), ImageRef::Bytes { .. } | ImageRef::File(_)) => {
-                match read_bytes(&image) {
+                match image.bytes() {
                     Ok(bytes) => jobs.push((dir.join(&name), bytes)),
                     Err(e) => {
                         fail(stats, &format!("{e:#}"));

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use crate::core::data::inputs::{Input, Role};
 use crate::core::data::sample::{Batch, ImageRef};
 use crate::core::data::{Dataset, Flow, ReadOptions};
-use images::{output_name, read_bytes};
+use images::output_name;
 
 /// What a conversion did.
 #[derive(Debug, Default)]
@@ -118,7 +118,7 @@ pub fn write_records(
                 (ImageRef::Archived(name), _) => Err(anyhow!(
                     "image {name} is inside a .tar.zst shard; extract the shards first (mt convert llava --images-out DIR)"
                 )),
-                _ => read_bytes(&image),
+                _ => image.bytes(),
             };
             let bytes = match bytes {
                 Ok(b) => b,

@@ -67,7 +67,24 @@ pub enum ImageRef<'a> {
     Archived(&'a str),
 }
 
-impl ImageRef<'_> {
+impl<'a> ImageRef<'a> {
+    /// The encoded bytes of an image held in the record or in a file.
+    pub fn bytes(&self) -> anyhow::Result<Cow<'a, [u8]>> {
+        use anyhow::Context as _;
+        match self {
+            ImageRef::Bytes { bytes, .. } => Ok(Cow::Borrowed(*bytes)),
+            ImageRef::File(p) => {
+                Ok(Cow::Owned(std::fs::read(p).with_context(|| {
+                    format!("{}: cannot read", p.display())
+                })?))
+            }
+            ImageRef::Archived(name) => {
+                anyhow::bail!("image {name} is inside a .tar.zst shard, not in the record")
+            }
+            ImageRef::None => anyhow::bail!("the record has no image"),
+        }
+    }
+
     /// An owned copy.
     pub fn to_source(&self) -> ImageSource {
         match self {
