@@ -1,8 +1,21 @@
 //! `mt download`: dataset shards and checkpoints from the Hugging Face Hub.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::time::Duration;
 
+use anyhow::Result;
 use serde::Serialize;
+
+use super::{Context, finish_failures, print};
+use crate::core::error::usage;
+use crate::core::hub::download::{self, Plan, Report, Request};
+use crate::core::hub::http::{Client, RetryPolicy};
+use crate::core::hub::layout::{Layout, Presence};
+use crate::core::hub::repo::{RepoKind, RepoRef};
+use crate::core::hub::select::Selection;
+use crate::core::hub::settings::HubSettings;
+use crate::core::inspect::render::human_bytes;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -10,7 +23,15 @@ Examples:
   mt download UCSC-VLAA/LLaVA-Med-pp --include 'slake/*'
   mt download openai/clip-vit-large-patch14-336 --local-dir ckpts/clip
   mt download hf://datasets/UCSC-VLAA/MedTrinity-25M@main/25M_accessible --dry-run
-  mt download --verify UCSC-VLAA/LLaVA-Med-Captioner";
+  mt download --verify UCSC-VLAA/LLaVA-Med-Captioner
+
+Files go to the Hugging Face cache ($HF_HUB_CACHE, default $HF_HOME/hub or
+~/.cache/huggingface/hub) in its standard layout, so transformers, datasets and
+huggingface_hub find them (and mt reuses what they fetched); the snapshot folder is
+printed on stdout. A killed download resumes where it stopped; every file is checked
+against the Hub's sha256 (LFS) or git blob id while it streams. Token: --token, HF_TOKEN,
+HF_TOKEN_PATH or $HF_HOME/token. HF_ENDPOINT picks another Hub; HF_HUB_OFFLINE=1 makes
+no requests. Exit 3 when some files failed (listed, and in the run's failures.json).";
 
 /// Download dataset shards and model checkpoints from the Hugging Face Hub (resumable,
 /// verified, into the standard cache shared with huggingface_hub).
@@ -24,28 +45,221 @@ pub struct Args {
     /// Repository type.
     #[arg(long, value_parser = ["model", "dataset"], default_value = "model")]
     pub repo_type: String,
-    /// Branch, tag, commit, refs/pr/N or refs/convert/parquet.
+    /// Branch, tag, commit, refs/pr/N or refs/convert/parquet (default: main).
     #[arg(long)]
     pub revision: Option<String>,
-    /// Only files matching these globs (fnmatch; `*` matches `/`).
+    /// Only files matching these globs (fnmatch; `*` matches `/`; `dir/` = all under dir).
     #[arg(long, value_name = "GLOB")]
     pub include: Vec<String>,
     /// Skip files matching these globs.
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
-    /// MedTrinity-25M file set: 25M_demo or 25M_full.
+    /// MedTrinity-25M file set: 25M_demo (parquet with images) or 25M_full (parquet
+    /// manifests + 25M_accessible/ image shards); any other name selects `NAME/`.
     #[arg(long)]
     pub config: Option<String>,
-    /// Copy files into this folder instead of the shared cache.
+    /// Put files at their paths in this folder instead of the shared cache.
     #[arg(long, value_name = "DIR")]
     pub local_dir: Option<PathBuf>,
     /// List files, sizes and what is already present; download nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Re-check a finished download (sha256 / size) without downloading.
-    #[arg(long)]
+    /// Re-check a finished download (sha256 / git id) without downloading.
+    #[arg(long, conflicts_with = "dry_run")]
     pub verify: bool,
     /// Parallel downloads.
-    #[arg(long, default_value_t = 8)]
-    pub max_workers: usize,
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub max_workers: u16,
+    /// Access token (else HF_TOKEN, HF_TOKEN_PATH, $HF_HOME/token). Never logged.
+    #[arg(long, value_name = "TOKEN")]
+    #[serde(skip)]
+    pub token: Option<String>,
+    /// Give up on a connection after this many seconds without a byte, and resume.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub stall_timeout: f64,
+    /// Failed attempts per request before a file fails (attempts that moved bytes are free).
+    #[arg(long, default_value_t = 5)]
+    pub retries: u32,
+}
+
+/// Runs `mt download`.
+pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
+    let settings = HubSettings::from_env(args.token.clone())?;
+    let req = request(args, &settings)?;
+    let client = (!settings.offline).then(|| client(args, &settings));
+    if settings.offline {
+        tracing::info!("HF_HUB_OFFLINE is set: using only what is on disk");
+    }
+    let plan = download::plan(client.as_ref(), &req)?;
+    if args.dry_run {
+        return dry_run(&req, &plan, ctx);
+    }
+    let report = if args.verify {
+        download::verify(&req, &plan)
+    } else {
+        download::execute(client.as_ref(), &req, &plan)
+    };
+    if let Some(run) = &ctx.run {
+        run.write_json("download.json", &report)?;
+    }
+    if ctx.json {
+        print(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+    } else {
+        eprint!("{}", summary(&report, args.verify));
+        print(&format!("{}\n", report.path.display()))?;
+    }
+    let failures = report.failures();
+    let failed = failures.len();
+    finish_failures(ctx, failures, failed, report.files)
+}
+
+fn request(args: &Args, settings: &HubSettings) -> Result<Request> {
+    let repo = RepoRef::parse(&args.repo, RepoKind::parse(&args.repo_type)?)?;
+    let revision = match (&args.revision, &repo.revision) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(usage(format!(
+                "--revision {a} contradicts `@{b}` in {}",
+                args.repo
+            )));
+        }
+        (Some(r), _) | (None, Some(r)) => r.clone(),
+        (None, None) => "main".to_string(),
+    };
+    let mut include = args.include.clone();
+    if let Some(config) = &args.config {
+        include.extend(config_patterns(config));
+    }
+    let layout = match &args.local_dir {
+        Some(dir) => Layout::LocalDir { root: dir.clone() },
+        None => Layout::cache(&settings.cache_dir, &repo),
+    };
+    Ok(Request {
+        repo,
+        revision,
+        files: args.files.clone(),
+        selection: Selection::new(&include, &args.exclude)?,
+        layout,
+        max_workers: usize::from(args.max_workers),
+    })
+}
+
+/// The folders a `--config` name selects.
+fn config_patterns(config: &str) -> Vec<String> {
+    match config {
+        "25M_full" => vec!["25M_full/".into(), "25M_accessible/".into()],
+        other => vec![format!("{other}/")],
+    }
+}
+
+fn client(args: &Args, settings: &HubSettings) -> Client {
+    let stall = Duration::from_secs_f64(args.stall_timeout.clamp(0.1, 3600.0));
+    let mut policy = RetryPolicy {
+        max_retries: args.retries,
+        ..RetryPolicy::default()
+    };
+    // Tests shorten the backoff; the server's Retry-After is honoured regardless.
+    if let Some(ms) = std::env::var("MT_HUB_BACKOFF_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        policy.base = Duration::from_millis(ms);
+        policy.max_backoff = Duration::from_millis(ms * 8);
+    }
+    Client::new(&settings.endpoint, settings.token.clone(), stall, policy)
+}
+
+fn dry_run(req: &Request, plan: &Plan, ctx: &Context) -> Result<()> {
+    #[derive(Serialize)]
+    struct Row<'a> {
+        path: &'a str,
+        size: u64,
+        lfs: bool,
+        status: String,
+    }
+    let rows: Vec<Row> = plan
+        .files
+        .iter()
+        .map(|p| Row {
+            path: &p.file.path,
+            size: p.file.size,
+            lfs: p.file.lfs_sha256.is_some(),
+            status: match p.presence {
+                Presence::Complete => "present".into(),
+                Presence::BlobOnly => "in cache".into(),
+                Presence::Partial(n) => format!("partial {}", human_bytes(n)),
+                Presence::Missing => "missing".into(),
+            },
+        })
+        .collect();
+    let total: u64 = rows.iter().map(|r| r.size).sum();
+    let present: u64 = plan
+        .files
+        .iter()
+        .filter(|p| matches!(p.presence, Presence::Complete | Presence::BlobOnly))
+        .map(|p| p.file.size)
+        .sum();
+    if ctx.json {
+        let doc = serde_json::json!({
+            "repo": req.repo.display(), "revision": req.revision, "commit": plan.commit,
+            "path": req.layout.root(&plan.commit), "files": rows, "absent": plan.absent,
+            "bytes_total": total, "bytes_present": present, "bytes_to_download": total - present,
+        });
+        return print(&format!("{}\n", serde_json::to_string_pretty(&doc)?));
+    }
+    let mut out = String::new();
+    for r in &rows {
+        writeln!(
+            out,
+            "{:>12}  {:<14} {}",
+            human_bytes(r.size),
+            r.status,
+            r.path
+        )?;
+    }
+    for a in &plan.absent {
+        writeln!(out, "{:>12}  {:<14} {a}", "-", "not in repo")?;
+    }
+    writeln!(
+        out,
+        "{} files, {} total, {} present, {} to download ({} @ {})",
+        rows.len(),
+        human_bytes(total),
+        human_bytes(present),
+        human_bytes(total - present),
+        req.repo.display(),
+        &plan.commit[..plan.commit.len().min(12)]
+    )?;
+    print(&out)
+}
+
+fn summary(r: &Report, verify: bool) -> String {
+    let rate = if r.seconds > 0.0 {
+        format!(
+            ", {}/s",
+            human_bytes((r.bytes_received as f64 / r.seconds) as u64)
+        )
+    } else {
+        String::new()
+    };
+    let head = if verify { "Verified" } else { "Downloaded" };
+    let mut s = format!(
+        "{head} {} @ {} ({}): {} files, {} in {:.1} s{rate}\n",
+        r.repo,
+        r.revision,
+        &r.commit[..r.commit.len().min(12)],
+        r.files,
+        human_bytes(r.bytes_received),
+        r.seconds
+    );
+    let _ = writeln!(
+        s,
+        "  downloaded {} (verified {}), already present {}, linked from cache {}, failed {}, resumed {}",
+        r.downloaded,
+        r.verified,
+        r.present,
+        r.linked,
+        r.failed,
+        human_bytes(r.bytes_resumed)
+    );
+    s
 }

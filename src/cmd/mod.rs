@@ -103,7 +103,9 @@ pub fn execute(cli: Cli, argv: Vec<String>, log: &LogSink) -> Result<()> {
         Command::Inspect(a) => {
             with_run_dir("inspect", &a, g, argv, log, |ctx| inspect::run(&a, ctx))
         }
-        Command::Download(_) => Err(Failure::NotImplemented("download").into()),
+        Command::Download(a) => {
+            with_run_dir("download", &a, g, argv, log, |ctx| download::run(&a, ctx))
+        }
         Command::Convert(a) => {
             convert::is_implemented(&a)?;
             with_run_dir("convert", &a, g, argv, log, |ctx| convert::run(&a, ctx))
@@ -141,7 +143,7 @@ fn with_run_dir<A: Serialize>(
             global.run_dir.as_deref(),
             &base,
             name,
-            argv,
+            redact_secrets(argv),
             config,
             global.seed,
         )?;
@@ -167,6 +169,26 @@ fn with_run_dir<A: Serialize>(
     }
     log.detach();
     result
+}
+
+/// `argv` with the values of secret flags (`--token`) replaced by `***`, for run.json.
+fn redact_secrets(argv: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(argv.len());
+    let mut hide_next = false;
+    for arg in argv {
+        if hide_next {
+            out.push("***".to_string());
+            hide_next = false;
+        } else if arg == "--token" {
+            hide_next = true;
+            out.push(arg);
+        } else if arg.starts_with("--token=") {
+            out.push("--token=***".to_string());
+        } else {
+            out.push(arg);
+        }
+    }
+    out
 }
 
 /// Writes `text` to stdout; a closed pipe (`mt ... | head`) is not an error.

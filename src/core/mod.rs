@@ -7,6 +7,7 @@ pub mod error;
 pub mod eval;
 pub mod extsort;
 pub mod hash;
+pub mod hub;
 pub mod image;
 pub mod inspect;
 pub mod logging;

@@ -43,3 +43,29 @@ pub fn bar(total: Option<u64>, unit: &str, message: impl Into<String>) -> Progre
     pb.enable_steady_tick(Duration::from_millis(200));
     pb
 }
+
+/// A stack of bars (an overall one and one per active transfer), hidden like [`bar`].
+pub fn multi() -> indicatif::MultiProgress {
+    if visible() {
+        indicatif::MultiProgress::new()
+    } else {
+        indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::hidden())
+    }
+}
+
+/// A byte-counting bar for `multi` with size, rate and ETA.
+pub fn byte_bar(
+    multi: &indicatif::MultiProgress,
+    total: u64,
+    message: impl Into<String>,
+) -> ProgressBar {
+    let pb = multi.add(ProgressBar::new(total).with_style(
+        ProgressStyle::with_template(
+            "{msg:30!} {wide_bar:.cyan/blue} {bytes}/{total_bytes} [{bytes_per_sec}, ETA {eta}]",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    ));
+    pb.set_message(message.into());
+    pb
+}
