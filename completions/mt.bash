@@ -760,7 +760,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__download)
-            opts="-v -q -h -V --repo-type --revision --include --exclude --config --local-dir --dry-run --verify --max-workers --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --repo-type --revision --include --exclude --config --local-dir --dry-run --verify --max-workers --extract --extract-to --token --stall-timeout --retries --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -791,6 +791,22 @@ _mt() {
                     return 0
                     ;;
                 --max-workers)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --extract-to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --token)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stall-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --retries)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

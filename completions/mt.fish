@@ -45,16 +45,21 @@ complete -c mt -n "__fish_mt_needs_command" -f -a "replay" -d 'Run a command aga
 complete -c mt -n "__fish_mt_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mt -n "__fish_mt_using_subcommand download" -l repo-type -d 'Repository type' -r -f -a "model\t''
 dataset\t''"
-complete -c mt -n "__fish_mt_using_subcommand download" -l revision -d 'Branch, tag, commit, refs/pr/N or refs/convert/parquet' -r
-complete -c mt -n "__fish_mt_using_subcommand download" -l include -d 'Only files matching these globs (fnmatch; `*` matches `/`)' -r
+complete -c mt -n "__fish_mt_using_subcommand download" -l revision -d 'Branch, tag, commit, refs/pr/N or refs/convert/parquet (default: main)' -r
+complete -c mt -n "__fish_mt_using_subcommand download" -l include -d 'Only files matching these globs (fnmatch; `*` matches `/`; `dir/` = all under dir)' -r
 complete -c mt -n "__fish_mt_using_subcommand download" -l exclude -d 'Skip files matching these globs' -r
-complete -c mt -n "__fish_mt_using_subcommand download" -l config -d 'MedTrinity-25M file set: 25M_demo or 25M_full' -r
-complete -c mt -n "__fish_mt_using_subcommand download" -l local-dir -d 'Copy files into this folder instead of the shared cache' -r -F
+complete -c mt -n "__fish_mt_using_subcommand download" -l config -d 'MedTrinity-25M file set: 25M_demo (parquet with images) or 25M_full (parquet manifests + 25M_accessible/ image shards); any other name selects `NAME/`' -r
+complete -c mt -n "__fish_mt_using_subcommand download" -l local-dir -d 'Put files at their paths in this folder instead of the shared cache' -r -F
 complete -c mt -n "__fish_mt_using_subcommand download" -l max-workers -d 'Parallel downloads' -r
+complete -c mt -n "__fish_mt_using_subcommand download" -l extract-to -d 'Where --extract puts the files (implies --extract; default: <local dir>/extracted, or ./<repo name>-extracted when downloading into the cache)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand download" -l token -d 'Access token (else HF_TOKEN, HF_TOKEN_PATH, $HF_HOME/token). Never logged' -r
+complete -c mt -n "__fish_mt_using_subcommand download" -l stall-timeout -d 'Give up on a connection after this many seconds without a byte, and resume' -r
+complete -c mt -n "__fish_mt_using_subcommand download" -l retries -d 'Failed attempts per request before a file fails (attempts that moved bytes are free)' -r
 complete -c mt -n "__fish_mt_using_subcommand download" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand download" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand download" -l dry-run -d 'List files, sizes and what is already present; download nothing'
-complete -c mt -n "__fish_mt_using_subcommand download" -l verify -d 'Re-check a finished download (sha256 / size) without downloading'
+complete -c mt -n "__fish_mt_using_subcommand download" -l verify -d 'Re-check a finished download (sha256 / git id) without downloading'
+complete -c mt -n "__fish_mt_using_subcommand download" -l extract -d 'After downloading, extract the .tar.zst image shards (resumable per shard) and check the parquet manifests\' file_name column against the extracted files'
 complete -c mt -n "__fish_mt_using_subcommand download" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand download" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand download" -l json -d 'Machine-readable JSON on stdout instead of tables'

@@ -52,8 +52,7 @@ fn every_subcommand_has_help_with_examples() {
 
 #[test]
 fn unbuilt_subcommands_exit_2_with_one_line() {
-    let cases: [&[&str]; 6] = [
-        &["download", "UCSC-VLAA/MedTrinity-25M"],
+    let cases: [&[&str]; 5] = [
         &["convert", "merge-lora"],
         &["roi", "mask.png"],
         &["train", "--stage", "1", "--model", "m", "--data", "d"],

@@ -1,7 +1,7 @@
 //! `mt download`: dataset shards and checkpoints from the Hugging Face Hub.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -15,6 +15,7 @@ use crate::core::hub::layout::{Layout, Presence};
 use crate::core::hub::repo::{RepoKind, RepoRef};
 use crate::core::hub::select::Selection;
 use crate::core::hub::settings::HubSettings;
+use crate::core::hub::unpack::{Unpacked, unpack};
 use crate::core::inspect::render::human_bytes;
 
 const EXAMPLES: &str = "\
@@ -70,6 +71,14 @@ pub struct Args {
     /// Parallel downloads.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub max_workers: u16,
+    /// After downloading, extract the .tar.zst image shards (resumable per shard) and
+    /// check the parquet manifests' file_name column against the extracted files.
+    #[arg(long, conflicts_with = "verify")]
+    pub extract: bool,
+    /// Where --extract puts the files (implies --extract; default: <local dir>/extracted,
+    /// or ./<repo name>-extracted when downloading into the cache).
+    #[arg(long, value_name = "DIR", conflicts_with = "verify")]
+    pub extract_to: Option<PathBuf>,
     /// Access token (else HF_TOKEN, HF_TOKEN_PATH, $HF_HOME/token). Never logged.
     #[arg(long, value_name = "TOKEN")]
     #[serde(skip)]
@@ -99,18 +108,105 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
     } else {
         download::execute(client.as_ref(), &req, &plan)
     };
+    if !ctx.quiet && !ctx.json {
+        eprint!("{}", summary(&report, args.verify));
+    }
+    let mut failures = report.failures();
+    let mut doc = serde_json::to_value(&report)?;
+    if args.extract || args.extract_to.is_some() {
+        let dest = extract_dir(args.extract_to.as_deref(), &req);
+        let ready: Vec<PathBuf> = report
+            .details
+            .iter()
+            .filter(|d| !matches!(d.outcome, download::FileOutcome::Failed { .. }))
+            .map(|d| report.path.join(&d.path))
+            .collect();
+        let (unpacked, check) = unpack(&ready, &dest, usize::from(args.max_workers))?;
+        if let (Some(run), Some(check)) = (&ctx.run, &check) {
+            write_list(run, "missing_files.txt", &check.missing)?;
+            write_list(run, "extra_files.txt", &check.extra)?;
+        }
+        if !ctx.quiet && !ctx.json {
+            eprint!("{}", extract_summary(&unpacked));
+        }
+        failures.extend(unpacked.failed.iter().cloned());
+        doc["extract"] = serde_json::to_value(&unpacked)?;
+    }
     if let Some(run) = &ctx.run {
-        run.write_json("download.json", &report)?;
+        run.write_json("download.json", &doc)?;
     }
     if ctx.json {
-        print(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+        print(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
     } else {
-        eprint!("{}", summary(&report, args.verify));
         print(&format!("{}\n", report.path.display()))?;
     }
-    let failures = report.failures();
     let failed = failures.len();
     finish_failures(ctx, failures, failed, report.files)
+}
+
+/// `--extract`'s folder: as given, or beside the files.
+fn extract_dir(dir: Option<&Path>, req: &Request) -> PathBuf {
+    if let Some(dir) = dir {
+        return dir.to_path_buf();
+    }
+    match &req.layout {
+        Layout::LocalDir { root } => root.join("extracted"),
+        Layout::Cache { .. } => {
+            let name = req.repo.id.rsplit('/').next().unwrap_or(&req.repo.id);
+            PathBuf::from(format!("{name}-extracted"))
+        }
+    }
+}
+
+fn write_list(run: &crate::core::run::RunDir, name: &str, lines: &[String]) -> Result<()> {
+    let mut text = lines.join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    crate::core::run::write_atomic(&run.path().join(name), text.as_bytes())
+}
+
+fn extract_summary(u: &Unpacked) -> String {
+    let mut s = format!(
+        "Extracted {} of {} shards into {} ({} done before, {} failed): {} files, {}\n",
+        u.extracted,
+        u.shards,
+        u.dest.display(),
+        u.skipped,
+        u.failed.len(),
+        u.entries,
+        human_bytes(u.bytes)
+    );
+    if u.ignored > 0 {
+        let _ = writeln!(
+            s,
+            "  {} links/devices in the shards were not extracted",
+            u.ignored
+        );
+    }
+    if let Some(m) = &u.manifest {
+        let _ = writeln!(
+            s,
+            "  manifest check ({} parquet): {} names, {} present, {} missing, {} extra files",
+            m.manifests, m.expected, m.present, m.missing, m.extra
+        );
+        for (what, list, n) in [
+            ("missing", &m.missing_sample, m.missing),
+            ("extra", &m.extra_sample, m.extra),
+        ] {
+            for name in list {
+                let _ = writeln!(s, "    {what}: {name}");
+            }
+            if n > list.len() {
+                let _ = writeln!(
+                    s,
+                    "    ... {} more {what} (all in the run directory's {what}_files.txt)",
+                    n - list.len()
+                );
+            }
+        }
+    }
+    s
 }
 
 fn request(args: &Args, settings: &HubSettings) -> Result<Request> {

@@ -90,6 +90,8 @@ pub enum Command {
 /// What a running command can use besides its own arguments.
 pub struct Context {
     pub json: bool,
+    /// `-q`: no summaries on stderr, warnings and errors only.
+    pub quiet: bool,
     pub seed: u64,
     pub run: Option<RunDir>,
 }
@@ -153,6 +155,7 @@ fn with_run_dir<A: Serialize>(
     };
     let mut ctx = Context {
         json: global.json,
+        quiet: global.quiet > 0,
         seed: global.seed,
         run,
     };

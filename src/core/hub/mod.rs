@@ -15,3 +15,4 @@ pub mod repo;
 pub mod select;
 pub mod settings;
 pub mod transfer;
+pub mod unpack;
