@@ -13,7 +13,8 @@
 //! listener). Prints `endpoint http://127.0.0.1:PORT` once ready and serves until
 //! killed. `--fault` specs: see `Fault::parse_spec`, e.g.
 //! `drop_after:bytes=1000000,times=3,path=shard` or `rate_limit:secs=2,times=5`.
-//! `--log` prints each request to stderr as it is answered.
+//! `--log` prints each request to stderr as it is answered; `--stats FILE` keeps the
+//! number of body bytes actually sent (requests cut short count what went out) in FILE.
 
 #[path = "../tests/hub_server/mod.rs"]
 mod hub_server;
@@ -26,7 +27,7 @@ use hub_server::{FakeFile, FakeRepo, Fault, HubServer, Kind, ServerConfig};
 
 const USAGE: &str = "usage: fake_hub --dir DIR --repo ORG/NAME [--repo-type model|dataset] \
 [--lfs-threshold BYTES] [--port PORT] [--page-size N] [--token TOKEN] [--no-git-redirect] \
-[--fault SPEC ...] [--log]";
+[--fault SPEC ...] [--log] [--stats FILE]";
 
 const LFS_EXTENSIONS: &[&str] = &["safetensors", "bin", "parquet", "zst", "tar"];
 
@@ -39,6 +40,8 @@ struct Args {
     token: Option<String>,
     faults: Vec<(Fault, u32, Option<String>)>,
     log: bool,
+    /// Keeps the total of body bytes actually sent in this file (rewritten as it grows).
+    stats: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -51,6 +54,7 @@ fn parse_args() -> Result<Args, String> {
     let mut token = None;
     let mut faults = Vec::new();
     let mut log = false;
+    let mut stats = None;
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
@@ -87,6 +91,7 @@ fn parse_args() -> Result<Args, String> {
             "--no-git-redirect" => config.git_redirect = false,
             "--fault" => faults.push(Fault::parse_spec(&value("--fault")?)?),
             "--log" => log = true,
+            "--stats" => stats = Some(PathBuf::from(value("--stats")?)),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -103,6 +108,7 @@ fn parse_args() -> Result<Args, String> {
         token,
         faults,
         log,
+        stats,
     })
 }
 
@@ -181,7 +187,14 @@ fn main() {
     let _ = stdout.flush();
     let mut shown = 0;
     loop {
-        std::thread::sleep(Duration::from_millis(if args.log { 100 } else { 1000 }));
+        let fast = args.log || args.stats.is_some();
+        std::thread::sleep(Duration::from_millis(if fast { 100 } else { 1000 }));
+        if let Some(path) = &args.stats {
+            let tmp = path.with_extension("tmp");
+            if std::fs::write(&tmp, format!("{}\n", server.bytes_sent())).is_ok() {
+                let _ = std::fs::rename(&tmp, path);
+            }
+        }
         if args.log {
             let log = server.requests();
             for l in log.iter().skip(shown) {

@@ -128,7 +128,7 @@ fn find(root: &Path, needle: &str) -> Vec<PathBuf> {
     out
 }
 
-fn model_files() -> Vec<(String, Vec<u8>, bool)> {
+fn model_files() -> Files {
     vec![
         (
             "config.json".into(),
@@ -149,6 +149,35 @@ fn model_files() -> Vec<(String, Vec<u8>, bool)> {
         ),
         ("deep/a/b/c/weights.bin".into(), noise(50_000, 4), true),
     ]
+}
+
+/// A repository's files: (path, bytes, stored in LFS).
+type Files = Vec<(String, Vec<u8>, bool)>;
+
+/// `files` as [`tree`] lists them.
+fn sorted(files: Files) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = files.into_iter().map(|(p, b, _)| (p, b)).collect();
+    v.sort();
+    v
+}
+
+/// The model files plus a `big`-byte LFS file whose bodies come slowly: each response
+/// sends `chunk` bytes, pauses `millis` and closes (the client resumes with Range).
+fn slow_server(big: usize, chunk: u64, millis: u64) -> (HubServer, String, Files) {
+    let mut files = model_files();
+    files.push(("big.safetensors".into(), noise(big, 11), true));
+    let repo = FakeRepo::model("org/tiny").with_commit("main", files.clone());
+    let sha = repo.head();
+    let server = HubServer::start(vec![repo], ServerConfig::default());
+    server.faults().set(
+        Fault::StallMillis {
+            after_bytes: chunk,
+            millis,
+        },
+        u32::MAX,
+        Some("/lfs/"),
+    );
+    (server, sha, files)
 }
 
 fn model_server(config: ServerConfig) -> (HubServer, String) {
@@ -174,12 +203,7 @@ fn downloads_into_the_hub_cache_layout_and_reuses_it() {
     let snapshot = repo_dir.join("snapshots").join(&sha);
     assert_eq!(out.stdout.trim(), snapshot.to_str().unwrap());
     assert_eq!(fs::read_to_string(repo_dir.join("refs/main")).unwrap(), sha);
-    let want: Vec<(String, Vec<u8>)> = {
-        let mut v: Vec<_> = model_files().into_iter().map(|(p, b, _)| (p, b)).collect();
-        v.sort();
-        v
-    };
-    assert_eq!(tree(&snapshot), want);
+    assert_eq!(tree(&snapshot), sorted(model_files()));
     // Blobs are named by etag: sha256 for LFS files, the git blob id otherwise; the
     // snapshot entries are relative links to them.
     for (path, _, _) in model_files() {
@@ -422,13 +446,14 @@ fn local_dir_writes_huggingface_hub_metadata() {
     let (server, sha) = model_server(ServerConfig::default());
     let env = Env::new(&server);
     let dest = env.dir.path().join("ckpt");
-    let out = env.mt(&[
+    let args = [
         "--no-run-dir",
         "download",
         "org/tiny",
         "--local-dir",
         dest.to_str().unwrap(),
-    ]);
+    ];
+    let out = env.mt(&args);
     ok(&out);
     assert_eq!(out.stdout.trim(), dest.to_str().unwrap());
     for (path, bytes, _) in model_files() {
@@ -453,13 +478,7 @@ fn local_dir_writes_huggingface_hub_metadata() {
     fs::remove_file(meta_dir.join("config.json.metadata")).unwrap();
     fs::write(dest.join("config.json"), vec![b'x'; 29]).unwrap();
     server.reset_log();
-    let out = env.mt(&[
-        "--no-run-dir",
-        "download",
-        "org/tiny",
-        "--local-dir",
-        dest.to_str().unwrap(),
-    ]);
+    let out = env.mt(&args);
     ok(&out);
     assert!(
         out.stderr.contains("downloaded 1 ") && out.stderr.contains("already present 5"),
@@ -511,10 +530,7 @@ fn retries_rate_limits_server_errors_and_broken_bodies() {
     ok(&out);
     assert!(started.elapsed() < Duration::from_secs(20));
     let snapshot = env.cache().join("models--org--tiny/snapshots").join(&sha);
-    let mut want: Vec<(String, Vec<u8>)> =
-        model_files().into_iter().map(|(p, b, _)| (p, b)).collect();
-    want.sort();
-    assert_eq!(tree(&snapshot), want);
+    assert_eq!(tree(&snapshot), sorted(model_files()));
     let log = server.requests();
     assert_eq!(log.iter().filter(|r| r.status == 429).count(), 2);
     assert!(log.iter().filter(|r| r.status >= 500).count() >= 3);
@@ -754,21 +770,7 @@ fn offline_mode_and_verify() {
 
 #[test]
 fn kill_9_at_random_points_then_finish() {
-    let big = noise(6_000_000, 11);
-    let mut files = model_files();
-    files.push(("big.safetensors".into(), big.clone(), true));
-    let repo = FakeRepo::model("org/tiny").with_commit("main", files.clone());
-    let sha = repo.head();
-    let server = HubServer::start(vec![repo], ServerConfig::default());
-    // Slow bodies: each response sends 200 kB, pauses, and closes; the client resumes.
-    server.faults().set(
-        Fault::StallMillis {
-            after_bytes: 100_000,
-            millis: 100,
-        },
-        u32::MAX,
-        Some("/lfs/"),
-    );
+    let (server, sha, files) = slow_server(6_000_000, 100_000, 100);
     let env = Env::new(&server);
     let mut x = 0x2545_f491_4f6c_dd1du64;
     let mut kills = 0;
@@ -807,9 +809,7 @@ fn kill_9_at_random_points_then_finish() {
     let out = env.mt(&["--no-run-dir", "download", "org/tiny"]);
     ok(&out);
     let snapshot = env.cache().join("models--org--tiny/snapshots").join(&sha);
-    let mut want: Vec<(String, Vec<u8>)> = files.into_iter().map(|(p, b, _)| (p, b)).collect();
-    want.sort();
-    assert_eq!(tree(&snapshot), want);
+    assert_eq!(tree(&snapshot), sorted(files));
     assert!(find(&env.cache(), ".incomplete").is_empty());
     assert!(find(&env.cache(), ".link").is_empty());
     // Resume kept the bytes of the killed runs: the server sent little more than the file.
@@ -838,6 +838,22 @@ fn python_with_hub() -> Option<String> {
     ok.then_some(py)
 }
 
+/// Runs `py args` (xet, telemetry and progress bars off) and returns its stdout.
+fn python(py: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(py)
+        .args(args)
+        .env("HF_HUB_DISABLE_XET", "1")
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    stdout
+}
+
 #[test]
 fn huggingface_hub_finds_what_mt_downloaded() {
     let Some(py) = python_with_hub() else {
@@ -854,18 +870,13 @@ for f in ["config.json", "model-00001-of-00002.safetensors", "deep/a/b/c/weights
     print(hf_hub_download("org/tiny", f, local_files_only=True))
 print(snapshot_download("org/tiny", local_files_only=True))
 "#;
-    let out = Command::new(&py)
-        .args(["-c", script])
-        .env("HF_HUB_CACHE", env.cache())
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_HUB_DISABLE_TELEMETRY", "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = python(
+        &py,
+        &["-c", script],
+        &[
+            ("HF_HUB_CACHE", env.cache().to_str().unwrap()),
+            ("HF_HUB_OFFLINE", "1"),
+        ],
     );
     let snapshot = env.cache().join("models--org--tiny/snapshots").join(&sha);
     let lines: Vec<&str> = stdout.lines().collect();
@@ -882,18 +893,15 @@ print(snapshot_download("org/tiny", local_files_only=True))
         dest.to_str().unwrap(),
     ]));
     server.reset_log();
-    let local = Command::new(&py)
-        .args(["-c", "import sys; from huggingface_hub import snapshot_download; snapshot_download('org/tiny', local_dir=sys.argv[1])", dest.to_str().unwrap()])
-        .env("HF_ENDPOINT", server.endpoint())
-        .env("HF_HOME", env.dir.path().join("home"))
-        .env("HF_HUB_DISABLE_XET", "1")
-        .env("HF_HUB_DISABLE_TELEMETRY", "1")
-        .output()
-        .unwrap();
-    assert!(
-        local.status.success(),
-        "{}",
-        String::from_utf8_lossy(&local.stderr)
+    let script = "import sys; from huggingface_hub import snapshot_download; snapshot_download('org/tiny', local_dir=sys.argv[1])";
+    let home = env.dir.path().join("home");
+    python(
+        &py,
+        &["-c", script, dest.to_str().unwrap()],
+        &[
+            ("HF_ENDPOINT", &server.endpoint()),
+            ("HF_HOME", home.to_str().unwrap()),
+        ],
     );
     let gets: Vec<String> = server
         .requests()
@@ -908,22 +916,14 @@ print(snapshot_download("org/tiny", local_files_only=True))
 
     // And the other way: what huggingface_hub fetched from the fake Hub, mt finds present.
     let env2 = Env::new(&server);
-    let fetch = Command::new(&py)
-        .args([
-            "-c",
-            "from huggingface_hub import snapshot_download; snapshot_download('org/tiny')",
-        ])
-        .env("HF_HUB_CACHE", env2.cache())
-        .env("HF_ENDPOINT", server.endpoint())
-        .env("HF_HUB_DISABLE_XET", "1")
-        .env("HF_HUB_DISABLE_TELEMETRY", "1")
-        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        .output()
-        .unwrap();
-    assert!(
-        fetch.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fetch.stderr)
+    let script = "from huggingface_hub import snapshot_download; snapshot_download('org/tiny')";
+    python(
+        &py,
+        &["-c", script],
+        &[
+            ("HF_HUB_CACHE", env2.cache().to_str().unwrap()),
+            ("HF_ENDPOINT", &server.endpoint()),
+        ],
     );
     server.reset_log();
     let out = env2.mt(&["--no-run-dir", "download", "org/tiny"]);
@@ -934,20 +934,7 @@ print(snapshot_download("org/tiny", local_files_only=True))
 
 #[test]
 fn two_processes_share_one_cache_without_corrupting_it() {
-    let big = noise(3_000_000, 12);
-    let mut files = model_files();
-    files.push(("big.safetensors".into(), big, true));
-    let repo = FakeRepo::model("org/tiny").with_commit("main", files.clone());
-    let sha = repo.head();
-    let server = HubServer::start(vec![repo], ServerConfig::default());
-    server.faults().set(
-        Fault::StallMillis {
-            after_bytes: 300_000,
-            millis: 50,
-        },
-        u32::MAX,
-        Some("/lfs/"),
-    );
+    let (server, sha, files) = slow_server(3_000_000, 300_000, 50);
     let env = Env::new(&server);
     let spawn = || {
         env.command(&["--no-run-dir", "download", "org/tiny"], &[])
@@ -966,9 +953,7 @@ fn two_processes_share_one_cache_without_corrupting_it() {
         );
     }
     let snapshot = env.cache().join("models--org--tiny/snapshots").join(&sha);
-    let mut want: Vec<(String, Vec<u8>)> = files.into_iter().map(|(p, b, _)| (p, b)).collect();
-    want.sort();
-    assert_eq!(tree(&snapshot), want);
+    assert_eq!(tree(&snapshot), sorted(files));
     // Each LFS file crossed the wire once: the second process waited for the lock and
     // found the file done.
     let sent: u64 = server

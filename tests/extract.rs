@@ -143,7 +143,8 @@ fn assert_truncated(archive: &Path, dest: &Path, good: &BTreeMap<String, Vec<u8>
     let msg = format!("{err:#}");
     let head = format!("{}: truncated or corrupt after ", archive.display());
     assert!(msg.starts_with(&head), "{msg}");
-    assert!(msg.contains(" members (last `"), "{msg}");
+    let n = members_in(&msg);
+    assert_eq!(msg.contains(" members (last `"), n > 0, "{msg}");
     assert!(!msg.contains('\n'), "{msg}");
     assert!(!done_marker(dest, archive).exists());
     for (name, bytes) in files(dest) {
@@ -243,10 +244,9 @@ fn a_shard_cut_at_a_member_boundary_is_reported() {
         frame_ends.push(frames.len());
     }
     for k in [0, 1, 7, names.len() - 1, names.len()] {
-        let expect_last = if k == 0 {
-            "(none)"
-        } else {
-            names[k - 1].as_str()
+        let expect_last = match k {
+            0 => "members: ".to_string(),
+            _ => format!("members (last `{}`): ", names[k - 1]),
         };
         // A plain tar, a single frame of the cut tar, and the multi-frame file cut.
         let cut_tar = &tar[..starts[k]];
@@ -264,8 +264,24 @@ fn a_shard_cut_at_a_member_boundary_is_reported() {
             fs::write(&archive, bytes).unwrap();
             let msg = assert_truncated(&archive, &t.path().join(format!("b{k}/out-{name}")), &good);
             assert_eq!(members_in(&msg), k, "{msg}");
-            assert!(msg.contains(&format!("(last `{expect_last}`)")), "{msg}");
+            assert!(msg.contains(&expect_last), "{msg}");
         }
+    }
+    // A plain tar cut inside a header or inside a member's data.
+    for (i, cut) in [
+        starts[3] + 100,
+        starts[3] + 512 + 10,
+        starts[16] - 1,
+        511,
+        513,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let archive = t.path().join(format!("mid{i}/s.tar"));
+        fs::create_dir_all(archive.parent().unwrap()).unwrap();
+        fs::write(&archive, &tar[..cut]).unwrap();
+        assert_truncated(&archive, &t.path().join(format!("mid{i}/out")), &good);
     }
     // The complete multi-frame file is fine.
     let mut whole = frames.clone();

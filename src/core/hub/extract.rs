@@ -18,9 +18,12 @@
 //!   archive's size and modification time, and redoes any other from its first member
 //!   (overwriting what it had written).
 //! - *Truncation is never silent.* A shard cut at any byte fails with
-//!   `<archive>: truncated or corrupt after N members (last `a/b.jpg`): <cause>`: zstd
-//!   reports a frame cut short, a short member is caught by its size, and a tar stream
-//!   that stops at a member boundary without its end-of-archive block is reported too.
+//!   `<archive>: truncated or corrupt after N members (last `a/b.jpg`): <cause>` (the
+//!   `(last ...)` part is left out when N is 0). zstd reports a frame cut short (the
+//!   stream is read to its very end, past the tar end-of-archive block, so a cut in the
+//!   last bytes of the frame is seen too), a short member is caught by its size, and a
+//!   tar stream that stops at a member boundary without its end-of-archive block is
+//!   reported as well.
 //! - *Safety.* Member paths must be relative and stay inside `dest`: an absolute path, a
 //!   `..` component or a top-level `.mt-extract` fails the shard, naming the member.
 //!   Symlinks, hard links, devices and fifos are not extracted; they are counted in
@@ -483,12 +486,15 @@ fn unpack(
         eof: false,
     });
     let mut counts = Counts::default();
-    let mut last = String::from("(none)");
-    let broken = |counts: &Counts, last: &str, cause: &dyn std::fmt::Display| {
-        anyhow!(
-            "{shown}: truncated or corrupt after {} members (last `{last}`): {cause}",
-            counts.entries
-        )
+    let mut last: Option<String> = None;
+    let broken = |counts: &Counts, last: &Option<String>, cause: &dyn std::fmt::Display| {
+        let n = counts.entries;
+        match last {
+            Some(last) => {
+                anyhow!("{shown}: truncated or corrupt after {n} members (last `{last}`): {cause}")
+            }
+            None => anyhow!("{shown}: truncated or corrupt after {n} members: {cause}"),
+        }
     };
     let prefix = temp_prefix(tag);
     let mut buf = vec![0u8; BUF_BYTES];
@@ -579,7 +585,7 @@ fn unpack(
         }
         counts.entries += 1;
         counts.bytes += size;
-        last = rel.to_string_lossy().into_owned();
+        last = Some(rel.to_string_lossy().into_owned());
     }
     let mut rest = tar.into_inner();
     if rest.eof {
