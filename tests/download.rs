@@ -298,6 +298,27 @@ fn revisions_globs_and_hf_urls() {
             "25M_full/train-0.parquet"
         ]
     );
+    // --include narrows a --config (it does not add to it).
+    let dry = env.mt(&[
+        "--no-run-dir",
+        "--json",
+        "download",
+        "datasets/org/data",
+        "--config",
+        "25M_full",
+        "--include",
+        "*.parquet",
+        "--dry-run",
+    ]);
+    ok(&dry);
+    let doc: serde_json::Value = serde_json::from_str(&dry.stdout).unwrap();
+    let paths: Vec<&str> = doc["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["25M_full/train-0.parquet"]);
 
     // hf:// form with a URL-encoded PR revision and a folder; --exclude.
     let out = env.mt(&[
@@ -1067,4 +1088,80 @@ fn extract_reports_a_truncated_shard() {
     );
     assert!(dest.join(".mt-extract/images_000.tar.zst.done").is_file());
     assert!(!dest.join(".mt-extract/images_001.tar.zst.done").exists());
+}
+
+#[test]
+fn a_server_that_never_lets_a_file_finish_fails_it_in_bounded_time() {
+    let (server, _) = model_server(ServerConfig::default());
+    let env = Env::new(&server);
+    // The stored object is shorter than listed (a truncated upload): the resume at its
+    // end gets 416, starting over gets no further, and the retries run out instead of
+    // looping forever.
+    server.faults().set(
+        Fault::ShortObject { bytes: 50_000 },
+        u32::MAX,
+        Some("model-00001"),
+    );
+    let started = std::time::Instant::now();
+    let out = env.mt(&["--no-run-dir", "download", "org/tiny", "--retries", "3"]);
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        out.stderr.contains("model-00001-of-00002.safetensors"),
+        "{}",
+        out.stderr
+    );
+    let tries = server
+        .requests()
+        .iter()
+        .filter(|r| r.host == "cdn" && r.path.contains("X-Amz"))
+        .count();
+    assert!(tries <= 10, "{tries} requests for the broken file");
+}
+
+#[test]
+fn local_dir_follows_the_branch_and_dry_runs_write_nothing() {
+    let (server, first) = model_server(ServerConfig::default());
+    let env = Env::new(&server);
+    // A dry run on a fresh cache leaves no trace (no refs/ without snapshots/).
+    ok(&env.mt(&["--no-run-dir", "download", "org/tiny", "--dry-run"]));
+    assert!(!env.cache().exists());
+
+    let dest = env.dir.path().join("ckpt");
+    let local = [
+        "--no-run-dir",
+        "download",
+        "org/tiny",
+        "--local-dir",
+        dest.to_str().unwrap(),
+    ];
+    ok(&env.mt(&local));
+    // main moves on; only config.json changes.
+    let mut files = model_files();
+    files[0].1 = br#"{"model_type": "llava_llama", "v": 2}"#.to_vec();
+    let repo = FakeRepo::model("org/tiny").with_commit("main", files.clone());
+    let second = repo.head();
+    assert_ne!(first, second);
+    server.set_repo(repo);
+    let out = env.mt(&local);
+    ok(&out);
+    assert!(
+        out.stderr.contains("downloaded 1 ") && out.stderr.contains("already present 5"),
+        "{}",
+        out.stderr
+    );
+    for (path, bytes, _) in &files {
+        assert_eq!(&fs::read(dest.join(path)).unwrap(), bytes);
+        let meta = fs::read_to_string(
+            dest.join(".cache/huggingface/download")
+                .join(format!("{path}.metadata")),
+        )
+        .unwrap();
+        assert_eq!(meta.lines().next(), Some(second.as_str()), "{path}");
+    }
+    // Offline, the local dir resolves to the new commit and verifies every file.
+    let offline = [("HF_HUB_OFFLINE", "1")];
+    let out = env.mt_env(&[&local[..], &["--verify"]].concat(), &offline);
+    ok(&out);
+    assert!(out.stderr.contains("verified 6"), "{}", out.stderr);
 }

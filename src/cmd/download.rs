@@ -210,6 +210,12 @@ fn extract_summary(u: &Unpacked) -> String {
 }
 
 fn request(args: &Args, settings: &HubSettings) -> Result<Request> {
+    if !(args.stall_timeout.is_finite() && args.stall_timeout > 0.0) {
+        return Err(usage(format!(
+            "--stall-timeout {} is not a positive number of seconds",
+            args.stall_timeout
+        )));
+    }
     let repo = RepoRef::parse(&args.repo, RepoKind::parse(&args.repo_type)?)?;
     let revision = match (&args.revision, &repo.revision) {
         (Some(a), Some(b)) if a != b => {
@@ -221,10 +227,11 @@ fn request(args: &Args, settings: &HubSettings) -> Result<Request> {
         (Some(r), _) | (None, Some(r)) => r.clone(),
         (None, None) => "main".to_string(),
     };
-    let mut include = args.include.clone();
-    if let Some(config) = &args.config {
-        include.extend(config_patterns(config));
-    }
+    let scope = args
+        .config
+        .as_deref()
+        .map(config_patterns)
+        .unwrap_or_default();
     let layout = match &args.local_dir {
         Some(dir) => Layout::LocalDir { root: dir.clone() },
         None => Layout::cache(&settings.cache_dir, &repo),
@@ -233,9 +240,10 @@ fn request(args: &Args, settings: &HubSettings) -> Result<Request> {
         repo,
         revision,
         files: args.files.clone(),
-        selection: Selection::new(&include, &args.exclude)?,
+        selection: Selection::new(&scope, &args.include, &args.exclude)?,
         layout,
         max_workers: usize::from(args.max_workers),
+        record: !args.dry_run && !args.verify,
     })
 }
 

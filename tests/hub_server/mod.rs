@@ -804,6 +804,9 @@ pub enum Fault {
     /// A well-framed response cut to `bytes`: Content-Length (and Content-Range for
     /// a 206) say `bytes`; only the expected size tells.
     Truncate { bytes: u64 },
+    /// The stored object is only `bytes` long (a truncated upload): every GET serves at
+    /// most that, and a `Range` starting there gets 416 `bytes */<bytes>`.
+    ShortObject { bytes: u64 },
     /// One byte in the middle of the body inverted (size right, content wrong).
     WrongBytes,
     /// A `Range` request answered 200 with the whole body.
@@ -820,6 +823,7 @@ impl Fault {
             Fault::DropAfter { .. } => "drop_after",
             Fault::Stall { .. } | Fault::StallMillis { .. } => "stall",
             Fault::Truncate { .. } => "truncate",
+            Fault::ShortObject { .. } => "short_object",
             Fault::WrongBytes => "wrong_bytes",
             Fault::IgnoreRange => "ignore_range",
         }
@@ -868,6 +872,9 @@ impl Fault {
             "stall" => Fault::Stall {
                 after_bytes: num("after_bytes", Some(0))?,
                 secs: num("secs", Some(60))?,
+            },
+            "short_object" => Fault::ShortObject {
+                bytes: num("bytes", None)?,
             },
             "truncate" => Fault::Truncate {
                 bytes: num("bytes", None)?,

@@ -660,11 +660,22 @@ fn file_response(
     subject: &str,
     headers: Vec<(String, String)>,
 ) -> Response {
-    let size = data.size;
     let get = req.method == "GET";
-    let mut range = req.header("range").and_then(|h| parse_range(h, size));
     let mut fault_name = None;
+    // A short object serves fewer bytes than the Hub lists, for every request.
+    let size = match sh.faults.take(
+        subject,
+        |f| matches!(*f, Fault::ShortObject { bytes } if bytes < data.size),
+    ) {
+        Some(Fault::ShortObject { bytes }) => {
+            fault_name = Some("short_object");
+            bytes
+        }
+        _ => data.size,
+    };
+    let mut range = req.header("range").and_then(|h| parse_range(h, size));
     if get
+        && fault_name.is_none()
         && matches!(range, Some(Range::Bytes(..)))
         && sh
             .faults
@@ -686,7 +697,7 @@ fn file_response(
         }
     };
     let mut fault = None;
-    if get && fault_name.is_none() {
+    if get && fault_name.is_none_or(|f| f == "short_object") {
         let taken = sh.faults.take(subject, |f| match *f {
             Fault::DropAfter { bytes } => bytes < len,
             Fault::Stall { after_bytes, .. } | Fault::StallMillis { after_bytes, .. } => {

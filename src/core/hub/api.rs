@@ -7,6 +7,9 @@ use serde_json::Value;
 use super::http::{Client, HttpError};
 use super::repo::{RepoRef, percent_encode};
 
+/// Tree pages a listing may take (the Hub sends 1000 entries a page).
+const MAX_PAGES: usize = 100_000;
+
 /// A file of a repository at one commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteFile {
@@ -131,8 +134,16 @@ impl Api<'_> {
         }
         url.push_str(&format!("?recursive={recursive}&expand=false"));
         let mut files = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         let mut next = Some(url);
         while let Some(page) = next.take() {
+            if !seen.insert(page.clone()) || seen.len() > MAX_PAGES {
+                bail!(
+                    "{}: the tree listing does not end (page {} repeats or too many pages)",
+                    self.repo.display(),
+                    seen.len()
+                );
+            }
             let (entries, link) = self
                 .client
                 .get_json(&page)

@@ -4,10 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
@@ -30,6 +30,9 @@ pub struct Request {
     pub selection: Selection,
     pub layout: Layout,
     pub max_workers: usize,
+    /// Write `refs/` and `.no_exist/` (not for `--dry-run` / `--verify`, which change
+    /// nothing on disk).
+    pub record: bool,
 }
 
 /// A file and what is on disk for it.
@@ -58,9 +61,11 @@ pub fn plan(client: Option<&Client>, req: &Request) -> Result<Plan> {
             };
             let commit = api.commit_of(&req.revision)?;
             let (listing, absent) = list(&api, &commit, req)?;
-            req.layout.write_ref(&req.revision, &commit)?;
-            for path in &absent {
-                req.layout.mark_missing(&commit, path)?;
+            if req.record {
+                req.layout.write_ref(&req.revision, &commit)?;
+                for path in &absent {
+                    req.layout.mark_missing(&commit, path);
+                }
             }
             (commit, listing, absent)
         }
@@ -74,20 +79,23 @@ pub fn plan(client: Option<&Client>, req: &Request) -> Result<Plan> {
             })?;
             let listing = req.layout.local_listing(&commit)?;
             let listing = under_path(listing, req.repo.path.as_deref());
-            let have: BTreeSet<&str> = listing.iter().map(|f| f.path.as_str()).collect();
-            let absent = req
-                .files
-                .iter()
-                .filter(|p| !have.contains(p.as_str()))
-                .cloned()
-                .collect();
-            let listing = if req.files.is_empty() {
-                listing
+            let (listing, absent) = if req.files.is_empty() {
+                (listing, Vec::new())
             } else {
-                listing
-                    .into_iter()
-                    .filter(|f| req.files.contains(&f.path))
-                    .collect()
+                let wanted = named_paths(req);
+                let have: BTreeSet<&str> = listing.iter().map(|f| f.path.as_str()).collect();
+                let absent = wanted
+                    .iter()
+                    .filter(|p| !have.contains(p.as_str()))
+                    .cloned()
+                    .collect();
+                (
+                    listing
+                        .into_iter()
+                        .filter(|f| wanted.contains(&f.path))
+                        .collect(),
+                    absent,
+                )
             };
             (commit, listing, absent)
         }
@@ -112,16 +120,7 @@ pub fn plan(client: Option<&Client>, req: &Request) -> Result<Plan> {
 /// under the `hf://` path, or the whole repository.
 fn list(api: &Api<'_>, commit: &str, req: &Request) -> Result<(Vec<RemoteFile>, Vec<String>)> {
     if !req.files.is_empty() {
-        let base = req
-            .repo
-            .path
-            .as_deref()
-            .map_or(String::new(), |p| format!("{p}/"));
-        let wanted: Vec<String> = req
-            .files
-            .iter()
-            .map(|f| format!("{base}{}", f.trim_start_matches('/')))
-            .collect();
+        let wanted = named_paths(req);
         let mut by_dir: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for path in &wanted {
             let dir = path.rsplit_once('/').map_or("", |(d, _)| d);
@@ -163,6 +162,19 @@ fn list(api: &Api<'_>, commit: &str, req: &Request) -> Result<(Vec<RemoteFile>, 
         }
         Err(e) => Err(e),
     }
+}
+
+/// The named files as repository paths (under the `hf://` path, if any).
+fn named_paths(req: &Request) -> Vec<String> {
+    let base = req
+        .repo
+        .path
+        .as_deref()
+        .map_or(String::new(), |p| format!("{p}/"));
+    req.files
+        .iter()
+        .map(|f| format!("{base}{}", f.trim_start_matches('/')))
+        .collect()
 }
 
 fn under_path(files: Vec<RemoteFile>, path: Option<&str>) -> Vec<RemoteFile> {
@@ -315,27 +327,28 @@ pub fn execute(client: Option<&Client>, req: &Request, plan: &Plan) -> Report {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(item) = todo.get(i) else { break };
-                    let outcome =
-                        if denied.load(Ordering::Relaxed) && item.presence != Presence::Complete {
-                            FileOutcome::Failed {
-                                error: format!(
-                                    "{}: not tried: the Hub refused access (above)",
-                                    item.file.path
-                                ),
-                            }
-                        } else {
-                            match one_file(client, req, plan, item, &bars, &overall) {
-                                Ok(o) => o,
-                                Err(e) => {
-                                    if is_denial(&e) {
-                                        denied.store(true, Ordering::Relaxed);
-                                    }
-                                    FileOutcome::Failed {
-                                        error: format!("{e:#}"),
-                                    }
+                    let needs_network =
+                        matches!(item.presence, Presence::Partial(_) | Presence::Missing);
+                    let outcome = if denied.load(Ordering::Relaxed) && needs_network {
+                        FileOutcome::Failed {
+                            error: format!(
+                                "{}: not tried: the Hub refused access (above)",
+                                item.file.path
+                            ),
+                        }
+                    } else {
+                        match one_file(client, req, plan, item, &bars, &overall) {
+                            Ok(o) => o,
+                            Err(e) => {
+                                if is_denial(&e) {
+                                    denied.store(true, Ordering::Relaxed);
+                                }
+                                FileOutcome::Failed {
+                                    error: format!("{e:#}"),
                                 }
                             }
-                        };
+                        }
+                    };
                     results.lock().expect("no panics").push(FileReport {
                         path: item.file.path.clone(),
                         size: item.file.size,
@@ -376,18 +389,19 @@ fn one_file(
 ) -> Result<FileOutcome> {
     let file = &item.file;
     let layout = &req.layout;
+    if let Layout::LocalDir { .. } = layout
+        && file.path.starts_with(".cache/huggingface/")
+    {
+        bail!(
+            "{}: refused: the path is inside the download metadata folder",
+            file.path
+        );
+    }
     if item.presence == Presence::Complete {
+        layout.refresh(&plan.commit, file)?;
         return Ok(FileOutcome::Present);
     }
-    let lock_path = layout.lock_path(file);
-    create_parent(&lock_path)?;
-    let lock = File::create(&lock_path)
-        .with_context(|| format!("cannot create {}", lock_path.display()))?;
-    if lock.try_lock().is_err() {
-        tracing::info!("{}: another process is downloading it; waiting", file.path);
-        lock.lock()
-            .with_context(|| format!("cannot lock {}", lock_path.display()))?;
-    }
+    let lock = lock_file(&layout.lock_path(file), &file.path)?;
     // Someone else may have finished it while we waited.
     match layout.presence(&plan.commit, file) {
         Presence::Complete => return Ok(FileOutcome::Present),
@@ -430,6 +444,34 @@ fn one_file(
         received: fetched.received,
         resumed_from: fetched.resumed_from,
     })
+}
+
+/// Takes the lock of one file, waiting (and saying so every 30 s) while another process
+/// holds it.
+fn lock_file(path: &Path, name: &str) -> Result<File> {
+    create_parent(path)?;
+    let lock = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let started = Instant::now();
+    let mut told = Duration::ZERO;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(lock),
+            Err(std::fs::TryLockError::WouldBlock) => {}
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+            }
+        }
+        let waited = started.elapsed();
+        if waited >= told {
+            tracing::warn!(
+                "{name}: another process holds {} (waited {:.0} s); waiting for it",
+                path.display(),
+                waited.as_secs_f64()
+            );
+            told = waited + Duration::from_secs(30);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// In a local dir, a file already at its path with the right size and hash (copied

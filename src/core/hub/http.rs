@@ -185,9 +185,9 @@ impl Client {
             for (k, v) in headers {
                 req = req.header(*k, v);
             }
-            let req = req
-                .body(())
-                .map_err(|e| HttpError::Transport(format!("bad request for {url}: {e}")))?;
+            let req = req.body(()).map_err(|e| {
+                HttpError::Transport(format!("bad request for {}: {e}", redact(&url)))
+            })?;
             let mut resp = self
                 .agent
                 .run(req)
@@ -284,11 +284,7 @@ fn status_error(mut resp: Response<ureq::Body>) -> HttpError {
     let h = resp.headers();
     let code = header(h, "x-error-code");
     let commit = header(h, "x-repo-commit");
-    let retry_after = header(h, "retry-after")
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .or_else(|| header(h, "ratelimit").and_then(|v| ratelimit_reset(&v)))
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(Duration::from_secs_f64);
+    let retry_after = server_wait(h);
     let mut message = header(h, "x-error-message").unwrap_or_default();
     if message.is_empty() {
         let body = resp
@@ -317,6 +313,16 @@ pub fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
+}
+
+/// The wait a server asks for, from `Retry-After` (seconds) or the `t=` of `RateLimit`,
+/// capped at a day (whatever the server says, it cannot make us panic or sleep forever).
+fn server_wait(headers: &HeaderMap) -> Option<Duration> {
+    header(headers, "retry-after")
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .or_else(|| header(headers, "ratelimit").and_then(|v| ratelimit_reset(&v)))
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(86_400.0)))
 }
 
 /// Seconds until the window resets from an IETF `RateLimit` header
@@ -418,6 +424,22 @@ mod tests {
         assert_eq!(next_link("<http://h/p>; rel=\"prev\""), None);
         assert_eq!(ratelimit_reset("\"resolvers\";r=0;t=42"), Some(42.0));
         assert_eq!(ratelimit_reset("\"api\";r=10"), None);
+        let wait = |name: &'static str, value: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(name, value.parse().unwrap());
+            server_wait(&h)
+        };
+        assert_eq!(wait("retry-after", "7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            wait("retry-after", "1e20"),
+            Some(Duration::from_secs(86_400))
+        );
+        assert_eq!(wait("retry-after", "-3"), None);
+        assert_eq!(wait("retry-after", "NaN"), None);
+        assert_eq!(
+            wait("ratelimit", "\"resolvers\";r=0;t=1e300"),
+            Some(Duration::from_secs(86_400))
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! - the cache: `<cache>/<kind>s--org--name/{blobs/<etag>, snapshots/<commit>/<path> ->
 //!   ../../blobs/<etag>, refs/<revision>, .no_exist/<commit>/<path>}`, locks in
 //!   `<cache>/.locks/<kind>s--org--name/<etag>.lock`, partial downloads in
-//!   `blobs/<etag>.incomplete` (huggingface_hub resumes these too);
+//!   `blobs/<etag>.incomplete`;
 //! - `--local-dir`: files at their paths, and per file in
 //!   `.cache/huggingface/download/`: `<path>.metadata` (commit, etag, time),
 //!   `<path>.lock` and `<path>.<etag>.incomplete`.
@@ -16,7 +16,6 @@ use anyhow::{Context as _, Result};
 
 use super::api::RemoteFile;
 use super::repo::{RepoRef, is_commit};
-use crate::core::run::write_atomic;
 
 /// The on-disk destination of one download.
 #[derive(Debug, Clone)]
@@ -161,10 +160,11 @@ impl Layout {
                 let target = PathBuf::from("../".repeat(depth))
                     .join("blobs")
                     .join(file.etag());
+                // One name per link (made under the file's lock), so a run killed
+                // between the two steps leaves nothing the next one does not replace.
                 let tmp = link.with_file_name(format!(
-                    ".{}.{}.link",
-                    link.file_name().unwrap_or_default().to_string_lossy(),
-                    std::process::id()
+                    ".{}.mt-link",
+                    link.file_name().unwrap_or_default().to_string_lossy()
                 ));
                 let _ = fs::remove_file(&tmp);
                 std::os::unix::fs::symlink(&target, &tmp)
@@ -173,6 +173,18 @@ impl Layout {
             }
             Self::LocalDir { root } => self.record(root, commit, file),
         }
+    }
+
+    /// Brings the records of a complete file up to `commit`: a local dir's metadata
+    /// names the commit the file was last confirmed at, as huggingface_hub keeps it.
+    pub fn refresh(&self, commit: &str, file: &RemoteFile) -> Result<()> {
+        if let Self::LocalDir { root } = self
+            && read_metadata(&Self::metadata_path(root, &file.path))
+                .is_some_and(|m| m.commit != commit)
+        {
+            self.record(root, commit, file)?;
+        }
+        Ok(())
     }
 
     fn record(&self, root: &Path, commit: &str, file: &RemoteFile) -> Result<()> {
@@ -188,7 +200,7 @@ impl Layout {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        write_atomic(
+        write_shared(
             &meta,
             format!("{commit}\n{}\n{now}\n", file.etag()).as_bytes(),
         )
@@ -201,20 +213,26 @@ impl Layout {
         {
             let path = repo_dir.join("refs").join(revision);
             create_parent(&path)?;
-            write_atomic(&path, commit.as_bytes())?;
+            write_shared(&path, commit.as_bytes())?;
         }
         Ok(())
     }
 
     /// Records that `path` does not exist at `commit` (cache only), as huggingface_hub
-    /// does so that later lookups need no request.
-    pub fn mark_missing(&self, commit: &str, path: &str) -> Result<()> {
+    /// does so that later lookups need no request; a marker that cannot be written (a
+    /// folder in the way) is only a warning.
+    pub fn mark_missing(&self, commit: &str, path: &str) {
         if let Self::Cache { repo_dir, .. } = self {
             let marker = repo_dir.join(".no_exist").join(commit).join(path);
-            create_parent(&marker)?;
-            File::create(&marker).with_context(|| format!("cannot write {}", marker.display()))?;
+            let made = create_parent(&marker).and_then(|_| {
+                File::create(&marker)
+                    .map(drop)
+                    .with_context(|| format!("cannot write {}", marker.display()))
+            });
+            if let Err(e) = made {
+                tracing::warn!("{e:#}");
+            }
         }
-        Ok(())
     }
 
     /// The commit `revision` points at according to what is on disk (offline use).
@@ -231,7 +249,7 @@ impl Layout {
             }
             Self::LocalDir { root } => {
                 let mut commits = self.local_files(root).into_iter().map(|(_, m)| m.commit);
-                let first = commits.next()?;
+                let first = commits.next().filter(|c| is_commit(c))?;
                 commits.all(|c| c == first).then_some(first)
             }
         }
@@ -334,6 +352,23 @@ fn read_metadata(path: &Path) -> Option<Metadata> {
     })
 }
 
+/// Writes `bytes` to `path` atomically (temporary file + rename) with the umask's usual
+/// permissions, so other users of a shared cache can read it; an unchanged file is not
+/// rewritten (a read-only cache stays usable).
+fn write_shared(path: &Path, bytes: &[u8]) -> Result<()> {
+    if fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    let tmp = path.with_file_name(format!(
+        ".{}.{}.mt-tmp",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    fs::write(&tmp, bytes)
+        .and_then(|_| fs::rename(&tmp, path))
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// Creates the parent folder of `path`.
 pub fn create_parent(path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {
@@ -418,9 +453,15 @@ mod tests {
         assert_eq!(layout.presence(&c1, &f), Presence::Complete);
         assert_eq!(layout.presence(&c2, &f), Presence::BlobOnly);
         layout.write_ref("refs/pr/1", &c2).unwrap();
+        // An unchanged ref is left alone (a read-only cache stays usable).
+        use std::os::unix::fs::MetadataExt;
+        let ref_path = dir.path().join("models--org--m/refs/refs/pr/1");
+        let inode = fs::metadata(&ref_path).unwrap().ino();
+        layout.write_ref("refs/pr/1", &c2).unwrap();
+        assert_eq!(fs::metadata(&ref_path).unwrap().ino(), inode);
         assert_eq!(layout.local_commit("refs/pr/1"), Some(c2.clone()));
         assert_eq!(layout.local_listing(&c1).unwrap(), vec![f.clone()]);
-        layout.mark_missing(&c1, "x/missing.txt").unwrap();
+        layout.mark_missing(&c1, "x/missing.txt");
         assert!(
             dir.path()
                 .join("models--org--m/.no_exist")

@@ -17,6 +17,7 @@ pub struct Pattern {
 impl Pattern {
     /// Compiles `pattern` the way `fnmatch.translate` does.
     pub fn new(pattern: &str) -> Result<Self> {
+        let pattern = pattern.replace('\\', "/");
         let text = if pattern.ends_with('/') {
             format!("{pattern}*")
         } else {
@@ -30,7 +31,11 @@ impl Pattern {
     }
 
     pub fn matches(&self, path: &str) -> bool {
-        self.regex.is_match(path)
+        if path.contains('\\') {
+            self.regex.is_match(&path.replace('\\', "/"))
+        } else {
+            self.regex.is_match(path)
+        }
     }
 
     /// The pattern as applied (with `*` added after a trailing `/`).
@@ -113,31 +118,36 @@ fn class(body: &[char]) -> String {
     }
 }
 
-/// `--include` / `--exclude` (and a config's file set, which is one more include list).
+/// `--include` / `--exclude`, within a config's file set (`--config`).
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
+    /// A config's folders: when set, only files under them.
+    scope: Vec<Pattern>,
     include: Vec<Pattern>,
     exclude: Vec<Pattern>,
 }
 
 impl Selection {
-    pub fn new(include: &[String], exclude: &[String]) -> Result<Self> {
+    pub fn new(scope: &[String], include: &[String], exclude: &[String]) -> Result<Self> {
         let compile = |list: &[String]| {
             list.iter()
                 .map(|p| Pattern::new(p))
                 .collect::<Result<Vec<_>>>()
         };
         Ok(Self {
+            scope: compile(scope)?,
             include: compile(include)?,
             exclude: compile(exclude)?,
         })
     }
 
-    /// Whether `path` is wanted: some include matches (or there are none) and no
-    /// exclude does.
+    /// Whether `path` is wanted: inside the scope (if any), matched by some include (or
+    /// there are none) and by no exclude.
     pub fn wants(&self, path: &str) -> bool {
-        (self.include.is_empty() || self.include.iter().any(|p| p.matches(path)))
-            && !self.exclude.iter().any(|p| p.matches(path))
+        let any = |list: &[Pattern]| list.iter().any(|p| p.matches(path));
+        (self.scope.is_empty() || any(&self.scope))
+            && (self.include.is_empty() || any(&self.include))
+            && !any(&self.exclude)
     }
 
     /// The wanted files of `files`, in their order.
@@ -189,6 +199,7 @@ mod tests {
     #[test]
     fn include_then_exclude() {
         let s = Selection::new(
+            &[],
             &["*.json".into(), "weights/".into()],
             &["*tokenizer*".into()],
         )
@@ -198,5 +209,10 @@ mod tests {
         assert!(!s.wants("tokenizer_config.json"));
         assert!(!s.wants("README.md"));
         assert!(Selection::default().wants("anything"));
+        // A config narrows what --include picks.
+        let s = Selection::new(&["25M_full/".into()], &["*.parquet".into()], &[]).unwrap();
+        assert!(s.wants("25M_full/train-0.parquet"));
+        assert!(!s.wants("25M_demo/train-0.parquet"));
+        assert!(!s.wants("25M_full/README.md"));
     }
 }

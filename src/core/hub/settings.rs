@@ -1,5 +1,6 @@
 //! Where the Hub is and who we are: `HF_ENDPOINT`, `HF_HOME`, `HF_HUB_CACHE`, the token
-//! (`--token`, `HF_TOKEN`, `HF_TOKEN_PATH`, `$HF_HOME/token`) and `HF_HUB_OFFLINE`, with
+//! (`--token`, `HF_TOKEN`, `HF_TOKEN_PATH`, `$HF_HOME/token`) and `HF_HUB_OFFLINE` (or
+//! `TRANSFORMERS_OFFLINE`), with
 //! huggingface_hub's precedence and defaults.
 
 use std::fmt;
@@ -75,7 +76,9 @@ impl HubSettings {
         if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
             bail!("HF_ENDPOINT `{endpoint}` is not an http(s) URL");
         }
-        let offline = var("HF_HUB_OFFLINE").is_some_and(|v| is_true(&v));
+        let offline = var("HF_HUB_OFFLINE")
+            .or_else(|| var("TRANSFORMERS_OFFLINE"))
+            .is_some_and(|v| is_true(&v));
         let token_path = var("HF_TOKEN_PATH")
             .map_or_else(|| hf_home.join("token"), |p| expand_tilde(&p, home_dir()));
         let token = match token.filter(|t| !t.trim().is_empty()) {

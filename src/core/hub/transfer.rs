@@ -90,8 +90,8 @@ impl<'a> Partial<'a> {
 
 /// Why an attempt ended without the whole file.
 enum Interrupted {
-    /// Worth another try; `progressed` when bytes arrived first.
-    Retry { err: HttpError, progressed: bool },
+    /// Worth another try.
+    Retry(HttpError),
     /// A local error (disk full, permissions): no point retrying.
     Fatal(anyhow::Error),
 }
@@ -114,12 +114,17 @@ pub fn fetch(
     on_position(part.len);
     let mut failures = 0u32;
     let mut bad_checksums = 0u32;
+    // Only bytes past the furthest point reached count as progress: a server that
+    // ignores Range, or an object shorter than listed, must not loop forever.
+    let mut furthest = part.len;
     loop {
         if part.len < part.size {
             match attempt(client, url, &mut part, &mut done, on_position) {
                 Ok(()) => {}
                 Err(Interrupted::Fatal(e)) => return Err(e),
-                Err(Interrupted::Retry { err, progressed }) => {
+                Err(Interrupted::Retry(err)) => {
+                    let progressed = part.len > furthest;
+                    furthest = furthest.max(part.len);
                     if progressed {
                         failures = 0;
                     } else {
@@ -183,10 +188,7 @@ fn attempt(
     done: &mut Fetched,
     on_position: &mut dyn FnMut(u64),
 ) -> Result<(), Interrupted> {
-    let retry = |err| Interrupted::Retry {
-        err,
-        progressed: false,
-    };
+    let retry = Interrupted::Retry;
     let range = (part.len > 0).then(|| vec![("Range", format!("bytes={}-", part.len))]);
     let resp = client.send("GET", url, range.as_deref().unwrap_or(&[]), Follow::All);
     let mut resp = match resp {
@@ -229,7 +231,6 @@ fn attempt(
             ))));
         }
     }
-    let start = part.len;
     let mut reader = resp.body_mut().as_reader();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -237,17 +238,16 @@ fn attempt(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) => {
-                return Err(Interrupted::Retry {
-                    err: HttpError::Transport(format!(
-                        "connection lost after {} bytes: {e}",
-                        part.len
-                    )),
-                    progressed: part.len > start,
-                });
+                return Err(retry(HttpError::Transport(format!(
+                    "connection lost after {} bytes: {e}",
+                    part.len
+                ))));
             }
         };
         if part.len + n as u64 > part.size {
             part.restart().map_err(Interrupted::Fatal)?;
+            done.restarts += 1;
+            on_position(0);
             return Err(retry(HttpError::Transport(format!(
                 "the server sent more than the listed {} bytes; starting over",
                 part.size
@@ -258,13 +258,10 @@ fn attempt(
         on_position(part.len);
     }
     if part.len < part.size {
-        return Err(Interrupted::Retry {
-            err: HttpError::Transport(format!(
-                "the body ended at byte {} of {}",
-                part.len, part.size
-            )),
-            progressed: part.len > start,
-        });
+        return Err(retry(HttpError::Transport(format!(
+            "the body ended at byte {} of {}",
+            part.len, part.size
+        ))));
     }
     Ok(())
 }
