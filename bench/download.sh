@@ -63,7 +63,7 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 printf "case\tfiles\tbytes\thf_s\tmt_s\tspeedup\thf_cpu_s_per_GB\tmt_cpu_s_per_GB\n"
 for case in small big; do
   serve "$case"
-  bytes=$(du -sb "$SCRATCH/$case" | cut -f1)
+  bytes=$(find "$SCRATCH/$case" -type f -printf '%s\n' | paste -sd+ | bc)
   files=$(find "$SCRATCH/$case" -type f | wc -l)
   : > "$SCRATCH/hf.times"; : > "$SCRATCH/mt.times"
   for _ in $(seq "$REPS"); do
@@ -79,7 +79,7 @@ done
 
 # Resume: kill -9 once half the big set is on disk, rerun, count what the server sent.
 ENDPOINT=$(awk '/endpoint/ {print $2}' "$SCRATCH/big.endpoint")
-total=$(du -sb "$SCRATCH/big" | cut -f1)
+total=$(find "$SCRATCH/big" -type f -printf '%s\n' | paste -sd+ | bc)
 rm -rf "$SCRATCH/cache"; sleep 0.3
 before=$(cat "$SCRATCH/big.sent")
 HF_HUB_CACHE=$SCRATCH/cache HF_HOME=$SCRATCH/home HF_ENDPOINT=$ENDPOINT "$MT" --no-run-dir -q download bench/big &
