@@ -160,6 +160,17 @@ pub fn fetch(
             part.file
                 .sync_data()
                 .with_context(|| format!("cannot write {}", partial_path.display()))?;
+            // What was hashed is what we wrote; the file must still hold exactly that
+            // (a second writer on a filesystem without working locks would show here).
+            let on_disk = part.file.metadata()?.len();
+            if on_disk != part.size {
+                bail!(
+                    "{}: the partial file changed under this process ({on_disk} bytes, expected {}); \
+                     is another download writing it on a filesystem without file locks?",
+                    remote.path,
+                    part.size
+                );
+            }
             done.received = part.received;
             return Ok(done);
         }
