@@ -199,13 +199,18 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "merge-lora" -d 'Merge a LoRA adapter into its base checkpoint'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "knowledge-index" -d 'Build the BM25 index of a knowledge corpus'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mt -n "__fish_mt_using_subcommand roi" -s o -l output -d 'Output JSONL or parquet (`-` = stdout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand roi" -s o -l output -d 'Output JSONL (`-` = stdout)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand roi" -l overlay -d 'Write images with the ROI drawn as a green box into DIR' -r -F
 complete -c mt -n "__fish_mt_using_subcommand roi" -l orientation -d 'Left/right convention for position words' -r -f -a "radiological\t''
 anatomical\t''"
 complete -c mt -n "__fish_mt_using_subcommand roi" -l min-size -d 'Smallest connected component kept, in pixels' -r
+complete -c mt -n "__fish_mt_using_subcommand roi" -l connectivity -d 'Pixel connectivity of components: 4 or 8' -r
+complete -c mt -n "__fish_mt_using_subcommand roi" -l merge-distance -d 'Merge components of one label whose boxes are at most this many pixels apart' -r
+complete -c mt -n "__fish_mt_using_subcommand roi" -l images -d 'Folder the images named in COCO JSON live in (default: the JSON\'s folder)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand roi" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand roi" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand roi" -l outline -d 'Also draw the mask\'s outline (yellow) on the overlays'
+complete -c mt -n "__fish_mt_using_subcommand roi" -l split-components -d 'One ROI per connected component instead of one per label'
 complete -c mt -n "__fish_mt_using_subcommand roi" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand roi" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand roi" -l json -d 'Machine-readable JSON on stdout instead of tables'

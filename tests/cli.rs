@@ -52,9 +52,8 @@ fn every_subcommand_has_help_with_examples() {
 
 #[test]
 fn unbuilt_subcommands_exit_2_with_one_line() {
-    let cases: [&[&str]; 5] = [
+    let cases: [&[&str]; 4] = [
         &["convert", "merge-lora"],
-        &["roi", "mask.png"],
         &["train", "--stage", "1", "--model", "m", "--data", "d"],
         &["finetune", "--model", "m", "--data", "d"],
         &["eval", "slake"],

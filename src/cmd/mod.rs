@@ -112,7 +112,7 @@ pub fn execute(cli: Cli, argv: Vec<String>, log: &LogSink) -> Result<()> {
             convert::is_implemented(&a)?;
             with_run_dir("convert", &a, g, argv, log, |ctx| convert::run(&a, ctx))
         }
-        Command::Roi(_) => Err(Failure::NotImplemented("roi").into()),
+        Command::Roi(a) => with_run_dir("roi", &a, g, argv, log, |ctx| roi::run(&a, ctx)),
         Command::Caption(a) => {
             with_run_dir("caption", &a, g, argv, log, |ctx| caption::run(&a, ctx))
         }

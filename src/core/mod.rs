@@ -15,4 +15,5 @@ pub mod medical;
 pub mod model;
 pub mod progress;
 pub mod resume;
+pub mod roi;
 pub mod run;
