@@ -26,6 +26,18 @@ fn draw_mask(path: &Path) {
     m.save(path).unwrap();
 }
 
+/// A folder with the drawn mask and phantom.png.
+fn workdir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    draw_mask(&dir.path().join("mask.png"));
+    fs::copy(
+        testdata("images/phantom.png"),
+        dir.path().join("phantom.png"),
+    )
+    .unwrap();
+    dir
+}
+
 fn lines(path: &Path) -> Vec<serde_json::Value> {
     fs::read_to_string(path)
         .unwrap()
@@ -36,13 +48,7 @@ fn lines(path: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn masks_give_exact_boxes_areas_components_and_words() {
-    let dir = tempfile::tempdir().unwrap();
-    draw_mask(&dir.path().join("mask.png"));
-    fs::copy(
-        testdata("images/phantom.png"),
-        dir.path().join("phantom.png"),
-    )
-    .unwrap();
+    let dir = workdir();
     fs::write(
         dir.path().join("cases.jsonl"),
         "{\"id\": \"p1\", \"image\": \"phantom.png\", \"mask\": \"mask.png\"}\n",
@@ -133,13 +139,7 @@ fn masks_give_exact_boxes_areas_components_and_words() {
 
 #[test]
 fn bad_rows_are_listed_and_the_rest_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    draw_mask(&dir.path().join("mask.png"));
-    fs::copy(
-        testdata("images/phantom.png"),
-        dir.path().join("phantom.png"),
-    )
-    .unwrap();
+    let dir = workdir();
     fs::copy(
         testdata("images/microaneurysms.png"),
         dir.path().join("small.png"),
