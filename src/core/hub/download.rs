@@ -5,8 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
@@ -15,6 +14,7 @@ use serde::Serialize;
 use super::api::{Api, RemoteFile};
 use super::checksum::file_matches;
 use super::http::{Client, HttpError};
+use super::in_parallel;
 use super::layout::{Layout, Presence, create_parent};
 use super::repo::RepoRef;
 use super::select::Selection;
@@ -286,6 +286,14 @@ impl Report {
     }
 }
 
+fn report_of(file: &RemoteFile, outcome: FileOutcome) -> FileReport {
+    FileReport {
+        path: file.path.clone(),
+        size: file.size,
+        outcome,
+    }
+}
+
 fn absent_reports(plan: &Plan) -> Vec<FileReport> {
     plan.absent
         .iter()
@@ -317,49 +325,32 @@ pub fn execute(client: Option<&Client>, req: &Request, plan: &Plan) -> Report {
         .sum();
     let bars = progress::multi();
     let overall = progress::byte_bar(&bars, need, format!("{} files", todo.len()));
-    let next = AtomicUsize::new(0);
     let denied = AtomicBool::new(false);
-    let results = Mutex::new(Vec::with_capacity(todo.len()));
-    let workers = req.max_workers.clamp(1, 64).min(todo.len().max(1));
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(item) = todo.get(i) else { break };
-                    let needs_network =
-                        matches!(item.presence, Presence::Partial(_) | Presence::Missing);
-                    let outcome = if denied.load(Ordering::Relaxed) && needs_network {
-                        FileOutcome::Failed {
-                            error: format!(
-                                "{}: not tried: the Hub refused access (above)",
-                                item.file.path
-                            ),
-                        }
-                    } else {
-                        match one_file(client, req, plan, item, &bars, &overall) {
-                            Ok(o) => o,
-                            Err(e) => {
-                                if is_denial(&e) {
-                                    denied.store(true, Ordering::Relaxed);
-                                }
-                                FileOutcome::Failed {
-                                    error: format!("{e:#}"),
-                                }
-                            }
-                        }
-                    };
-                    results.lock().expect("no panics").push(FileReport {
-                        path: item.file.path.clone(),
-                        size: item.file.size,
-                        outcome,
-                    });
+    let mut details = in_parallel(&todo, req.max_workers.min(64), |item| {
+        let needs_network = matches!(item.presence, Presence::Partial(_) | Presence::Missing);
+        let outcome = if denied.load(Ordering::Relaxed) && needs_network {
+            FileOutcome::Failed {
+                error: format!(
+                    "{}: not tried: the Hub refused access (above)",
+                    item.file.path
+                ),
+            }
+        } else {
+            match one_file(client, req, plan, item, &bars, &overall) {
+                Ok(o) => o,
+                Err(e) => {
+                    if is_denial(&e) {
+                        denied.store(true, Ordering::Relaxed);
+                    }
+                    FileOutcome::Failed {
+                        error: format!("{e:#}"),
+                    }
                 }
-            });
-        }
+            }
+        };
+        report_of(&item.file, outcome)
     });
     overall.finish_and_clear();
-    let mut details = results.into_inner().expect("no panics");
     details.extend(absent_reports(plan));
     details.sort_by(|a, b| a.path.cmp(&b.path));
     Report::new(req, plan, details, started)
@@ -500,24 +491,9 @@ fn short_name(path: &str) -> String {
 /// are forgotten so the next download fetches them again.
 pub fn verify(req: &Request, plan: &Plan) -> Report {
     let started = Instant::now();
-    let next = AtomicUsize::new(0);
-    let results = Mutex::new(Vec::new());
-    let workers = req.max_workers.clamp(1, 64).min(plan.files.len().max(1));
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                while let Some(item) = plan.files.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let outcome = verify_one(req, plan, &item.file);
-                    results.lock().expect("no panics").push(FileReport {
-                        path: item.file.path.clone(),
-                        size: item.file.size,
-                        outcome,
-                    });
-                }
-            });
-        }
+    let mut details = in_parallel(&plan.files, req.max_workers.min(64), |item| {
+        report_of(&item.file, verify_one(req, plan, &item.file))
     });
-    let mut details = results.into_inner().expect("no panics");
     details.extend(absent_reports(plan));
     details.sort_by(|a, b| a.path.cmp(&b.path));
     let mut report = Report::new(req, plan, details, started);

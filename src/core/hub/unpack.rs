@@ -4,13 +4,12 @@
 //! against what the shards held: missing and extra files counted and listed.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Result;
 use serde::Serialize;
 
 use super::extract::{ManifestCheck, check_manifest, extract_shard};
+use super::in_parallel;
 use crate::core::data::parquet::ParquetShard;
 use crate::core::progress;
 
@@ -75,25 +74,14 @@ pub fn unpack(
         ..Unpacked::default()
     };
     let bar = progress::bar(Some(shards.len() as u64), "shards", "extracting");
-    let next = AtomicUsize::new(0);
-    let results = Mutex::new(Vec::new());
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::thread::scope(|s| {
-        for _ in 0..workers.clamp(1, threads).min(shards.len().max(1)) {
-            s.spawn(|| {
-                while let Some(shard) = shards.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let r = extract_shard(shard, dest);
-                    bar.inc(1);
-                    results
-                        .lock()
-                        .expect("no panics")
-                        .push((shard.to_path_buf(), r));
-                }
-            });
-        }
+    let results = in_parallel(&shards, workers.min(threads), |shard| {
+        let r = extract_shard(shard, dest);
+        bar.inc(1);
+        (shard.to_path_buf(), r)
     });
     bar.finish_and_clear();
-    for (shard, result) in results.into_inner().expect("no panics") {
+    for (shard, result) in results {
         match result {
             Ok(r) => {
                 if r.skipped {
