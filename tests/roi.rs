@@ -192,3 +192,85 @@ fn bad_rows_are_listed_and_the_rest_resumes() {
     assert_eq!(again.code, 3);
     assert_eq!(lines(&dir.path().join("rois.jsonl")).len(), 3);
 }
+
+/// The rows of a parquet file as JSON objects (nulls written out, as in the JSONL).
+fn parquet_rows(path: &Path) -> Vec<serde_json::Value> {
+    let file = fs::File::open(path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut writer = arrow_json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, arrow_json::writer::LineDelimited>(Vec::new());
+    for batch in reader {
+        writer.write(&batch.unwrap()).unwrap();
+    }
+    writer.finish().unwrap();
+    String::from_utf8(writer.into_inner())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn parquet_output_has_the_jsonl_rows_and_a_rerun_appends() {
+    let dir = workdir();
+    GrayImage::new(400, 400)
+        .save(dir.path().join("empty.png"))
+        .unwrap();
+    let cases = [
+        r#"{"id": "ok", "image": "phantom.png", "mask": "mask.png"}"#,
+        r#"{"id": "maskonly", "mask": "mask.png"}"#,
+        r#"{"id": "missing", "image": "phantom.png", "mask": "nope.png"}"#,
+        r#"{"id": "empty", "image": "phantom.png", "mask": "empty.png"}"#,
+        r#"{"id": "box", "image": "phantom.png", "bbox": [10, 20, 110, 60], "label": "lesion"}"#,
+    ];
+    fs::write(dir.path().join("first.jsonl"), cases[..3].join("\n") + "\n").unwrap();
+    fs::write(dir.path().join("all.jsonl"), cases.join("\n") + "\n").unwrap();
+    let roi = |input: &str, output: &str| {
+        mt_in(dir.path(), &["--no-run-dir", "roi", input, "-o", output])
+    };
+    let ids = |rows: &[serde_json::Value]| -> Vec<String> {
+        rows.iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // The same two runs into JSONL and into parquet; one item fails in both (exit 3),
+    // which does not keep the finished rows out of the parquet file.
+    for output in ["rois.jsonl", "rois.parquet"] {
+        let run = roi("first.jsonl", output);
+        assert_eq!(run.code, 3, "{}", run.stderr);
+        if output == "rois.parquet" {
+            let rows = parquet_rows(&dir.path().join(output));
+            assert_eq!(ids(&rows), ["ok", "maskonly"]);
+        }
+        let run = roi("all.jsonl", output);
+        assert_eq!(run.code, 3, "{}", run.stderr);
+    }
+    let expected = lines(&dir.path().join("rois.jsonl"));
+    let rows = parquet_rows(&dir.path().join("rois.parquet"));
+    assert_eq!(ids(&rows), ["ok", "maskonly", "empty", "box"]);
+    assert_eq!(rows, expected);
+    assert_eq!(rows[1]["image"], serde_json::Value::Null);
+    assert!(!dir.path().join("rois.parquet.partial.jsonl").exists());
+
+    // Typed columns: rois is a list of structs with integer and float fields.
+    let file = fs::File::open(dir.path().join("rois.parquet")).unwrap();
+    let schema = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .schema()
+        .clone();
+    let arrow_schema::DataType::List(item) = schema.field_with_name("rois").unwrap().data_type()
+    else {
+        panic!("rois: {schema:?}");
+    };
+    let arrow_schema::DataType::Struct(fields) = item.data_type() else {
+        panic!("rois item: {item:?}");
+    };
+    let type_of = |name: &str| fields.find(name).unwrap().1.data_type().clone();
+    assert_eq!(type_of("area"), arrow_schema::DataType::Int64);
+    assert_eq!(type_of("area_pct"), arrow_schema::DataType::Float64);
+    assert_eq!(type_of("label"), arrow_schema::DataType::Utf8);
+}

@@ -9,7 +9,7 @@ use super::{Context, finish_failures};
 use crate::core::convert::images::id_key;
 use crate::core::error::usage;
 use crate::core::progress;
-use crate::core::resume::JsonlOutput;
+use crate::core::records::RecordOutput;
 use crate::core::roi::inputs::{Item, Regions, read_inputs};
 use crate::core::roi::measure::{MeasureOptions, measure, measure_box};
 use crate::core::roi::{LabelMap, Orientation, Roi, overlay};
@@ -17,6 +17,7 @@ use crate::core::roi::{LabelMap, Orientation, Roi, overlay};
 const EXAMPLES: &str = "\
 Examples:
   mt roi masks/ -o rois.jsonl
+  mt roi masks/ -o rois.parquet
   mt roi cases.jsonl --overlay overlays/ --orientation radiological
   mt roi seg.nii.gz --min-size 20 -o rois.jsonl
   mt roi instances.json --images coco/images -o rois.jsonl
@@ -26,8 +27,11 @@ NIfTI masks (one item per slice with foreground, id <stem>#<z>), COCO JSON (boxe
 polygons; --images resolves file_name), or a JSONL of {id, image, mask | bbox}.
 Output: one JSON line per item: {id, image, source, width, height, rois: [{label, bbox,
 bbox_norm, area, area_pct, centroid, components, position}]}; bbox is [x0, y0, x1, y1)
-in pixels. A rerun skips ids already in the output. Items that cannot be read are
-listed (failures.json in the run directory) and give exit 3; empty masks give rois [].
+in pixels. An output ending in .parquet gets the same rows as a zstd parquet file, rois
+a list of structs; they are staged in <output>.partial.jsonl while the run goes on, and
+the file is written at its end. A rerun skips ids already in the output (JSONL, staged or
+parquet) and adds the new rows. Items that cannot be read are listed (failures.json in
+the run directory) and give exit 3; empty masks give rois [].
 
 Position words come from a 3x3 grid on the centroid (\"left upper\", \"center\", \"right
 lower\", ...). --orientation radiological (the default, for CT/MR/X-ray shown in the
@@ -96,7 +100,7 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         merge_distance: args.merge_distance,
         split_components: args.split_components,
     };
-    let mut out = JsonlOutput::open(&args.output, "id")?;
+    let mut out = RecordOutput::open(&args.output, "id")?;
     if !out.is_empty() {
         tracing::info!(
             "{}: {} items already done; skipping them",
@@ -138,6 +142,8 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
     out.write_all(&batch)?;
     tally.written += batch.len();
     bar.finish_and_clear();
+    // Failed items do not stop the parquet file: the rows written so far go into it.
+    out.finish()?;
     if let Some(run) = &mut ctx.run {
         run.set_count("items", tally.items);
         run.set_count("written", tally.written);

@@ -14,6 +14,7 @@ pub mod logging;
 pub mod medical;
 pub mod model;
 pub mod progress;
+pub mod records;
 pub mod resume;
 pub mod roi;
 pub mod run;
