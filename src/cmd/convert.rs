@@ -15,6 +15,7 @@ use crate::core::error::{Failure, usage};
 use crate::core::eval::Bench;
 use crate::core::eval::vqa::{self, LoadOptions};
 use crate::core::eval::vqa_export::{self, ExportOptions};
+use crate::core::knowledge::{self, BuildOptions};
 use crate::core::progress;
 
 const EXAMPLES: &str = "\
@@ -23,7 +24,8 @@ Examples:
   mt convert vqa --bench pathvqa --input data/path-vqa --images-out pvqa_images -o pvqa_test.json
   mt convert llava data/25M_demo -o medtrinity_demo.jsonl --images-out images/
   mt convert image scans/ -o pngs/
-  mt convert merge-lora --model base/ --adapter runs/finetune-x/adapter -o merged/";
+  mt convert merge-lora --model base/ --adapter runs/finetune-x/adapter -o merged/
+  mt convert knowledge-index knowledge/passages.jsonl";
 
 /// Convert between dataset, benchmark, medical-image and checkpoint formats.
 #[derive(Debug, clap::Args, Serialize)]
@@ -48,7 +50,7 @@ pub enum ConvertCommand {
     /// Merge a LoRA adapter into its base checkpoint.
     MergeLora(PlannedArgs),
     /// Build the BM25 index of a knowledge corpus.
-    KnowledgeIndex(PlannedArgs),
+    KnowledgeIndex(KnowledgeIndexArgs),
 }
 
 const VQA_HELP: &str = "\
@@ -198,6 +200,42 @@ pub struct WdsArgs {
     pub zstd: bool,
 }
 
+const KNOWLEDGE_HELP: &str = "\
+The corpus: JSON Lines, one passage a line: {\"id\": string or integer, \"text\": string,
+\"title\": string, \"source\": string} (title and source optional, other fields ignored,
+blank lines skipped). Ids must be unique across the files. A bad line or a repeated id
+stops the build with FILE:LINE and the field at fault.
+The index: a tantivy folder (BM25 over title and text, title words count twice; English
+analysis: lower case, accents folded, stop words removed, stems) with mt-knowledge.json
+recording the corpus files (path, size, modification time), the passage count and the
+versions. It is built in a temporary folder beside the output and renamed into place
+when complete, so a killed build never leaves a half index. Rerunning with unchanged
+corpus files does nothing; a changed file (size or time) rebuilds. `mt caption
+--knowledge CORPUS.jsonl` builds the default index itself when it is missing or stale.
+
+Examples:
+  mt convert knowledge-index knowledge/passages.jsonl          -> knowledge/passages.jsonl.bm25/
+  mt convert knowledge-index pubmed.jsonl textbooks.jsonl -o kb.bm25 --memory 1GB
+  mt --json convert knowledge-index passages.jsonl --force";
+
+/// `mt convert knowledge-index`.
+#[derive(Debug, clap::Args, Serialize)]
+#[command(after_help = KNOWLEDGE_HELP)]
+pub struct KnowledgeIndexArgs {
+    /// Passage files (JSONL of {id, text, title?, source?}), indexed in this order.
+    #[arg(required = true, value_name = "CORPUS.jsonl")]
+    pub corpus: Vec<PathBuf>,
+    /// Index folder [default: <first corpus>.bm25].
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Indexing memory, all threads together (bytes, or with KB/MB/GB; at least 15MB).
+    #[arg(long, default_value = "256MB", value_parser = parse_size)]
+    pub memory: u64,
+    /// Rebuild even when the index is up to date.
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// Arguments of converters still to be built.
 #[derive(Debug, clap::Args, Serialize)]
 pub struct PlannedArgs {
@@ -216,8 +254,8 @@ pub fn is_implemented(args: &Args) -> Result<()> {
         ConvertCommand::Parquet(_) => return Ok(()),
         ConvertCommand::Wds(_) => return Ok(()),
         ConvertCommand::Image(_) => return Ok(()),
+        ConvertCommand::KnowledgeIndex(_) => return Ok(()),
         ConvertCommand::MergeLora(_) => "convert merge-lora",
-        ConvertCommand::KnowledgeIndex(_) => "convert knowledge-index",
     };
     Err(Failure::NotImplemented(name).into())
 }
@@ -231,6 +269,7 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         ConvertCommand::Parquet(a) => convert_parquet(a, ctx),
         ConvertCommand::Image(a) => super::convert_image::run(a, ctx),
         ConvertCommand::Wds(a) => convert_wds(a, ctx),
+        ConvertCommand::KnowledgeIndex(a) => knowledge_index(a, ctx),
         _ => unreachable!("checked above"),
     }
 }
@@ -458,6 +497,45 @@ fn report(
     let failed = stats.failures.len();
     let total = stats.records + stats.skipped_existing + failed;
     finish_failures(ctx, stats.failures, failed, total)
+}
+
+fn knowledge_index(a: &KnowledgeIndexArgs, ctx: &mut Context) -> Result<()> {
+    let out = a
+        .output
+        .clone()
+        .unwrap_or_else(|| knowledge::default_index_dir(&a.corpus[0]));
+    let opts = BuildOptions {
+        memory_bytes: usize::try_from(a.memory).unwrap_or(usize::MAX),
+        force: a.force,
+    };
+    let report = knowledge::build(&a.corpus, &out, &opts)?;
+    if let Some(run) = &mut ctx.run {
+        run.set_count("passages", report.passages);
+        run.set_count("built", u64::from(report.built));
+        run.set_count("segments", report.segments);
+        run.set_count("index_bytes", report.bytes);
+    }
+    if ctx.json {
+        print(&format!("{}\n", serde_json::to_string(&report)?))?;
+    } else if !ctx.quiet {
+        let size = format!("{:.1} MB", report.bytes as f64 / 1e6);
+        if report.built {
+            eprintln!(
+                "knowledge-index: {} passages in {:.1} s ({:.0} passages/s), {size} index at {}",
+                report.passages,
+                report.seconds,
+                report.passages as f64 / report.seconds.max(1e-9),
+                out.display()
+            );
+        } else {
+            eprintln!(
+                "knowledge-index: {} is up to date ({} passages, {size}); --force rebuilds it",
+                out.display(),
+                report.passages
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `500MB`, `64KB`, `1GB`, `1000` (bytes; binary multiples), at least 1.

@@ -10,6 +10,7 @@ pub mod hash;
 pub mod hub;
 pub mod image;
 pub mod inspect;
+pub mod knowledge;
 pub mod logging;
 pub mod medical;
 pub mod model;
