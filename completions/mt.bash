@@ -61,6 +61,9 @@ _mt() {
             mt__subcmd__convert,llava)
                 cmd="mt__subcmd__convert__subcmd__llava"
                 ;;
+            mt__subcmd__convert,merge)
+                cmd="mt__subcmd__convert__subcmd__merge"
+                ;;
             mt__subcmd__convert,merge-lora)
                 cmd="mt__subcmd__convert__subcmd__merge__subcmd__lora"
                 ;;
@@ -84,6 +87,9 @@ _mt() {
                 ;;
             mt__subcmd__convert__subcmd__help,llava)
                 cmd="mt__subcmd__convert__subcmd__help__subcmd__llava"
+                ;;
+            mt__subcmd__convert__subcmd__help,merge)
+                cmd="mt__subcmd__convert__subcmd__help__subcmd__merge"
                 ;;
             mt__subcmd__convert__subcmd__help,merge-lora)
                 cmd="mt__subcmd__convert__subcmd__help__subcmd__merge__subcmd__lora"
@@ -169,6 +175,9 @@ _mt() {
             mt__subcmd__help__subcmd__convert,llava)
                 cmd="mt__subcmd__help__subcmd__convert__subcmd__llava"
                 ;;
+            mt__subcmd__help__subcmd__convert,merge)
+                cmd="mt__subcmd__help__subcmd__convert__subcmd__merge"
+                ;;
             mt__subcmd__help__subcmd__convert,merge-lora)
                 cmd="mt__subcmd__help__subcmd__convert__subcmd__merge__subcmd__lora"
                 ;;
@@ -222,7 +231,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__caption)
-            opts="-o -v -q -h -V --model --vision-tower --output --prompt --max-new-tokens --temperature --top-p --top-k --stop --ignore-eos --batch-size --gpu --cpu --dtype --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-o -v -q -h -V --model --vision-tower --output --prompt --max-new-tokens --temperature --top-p --top-k --stop --ignore-eos --batch-size --gpu --cpu --dtype --pipeline --rois --knowledge --knowledge-k --coarse-templates --orientation --dry-run --shard --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -280,6 +289,34 @@ _mt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --pipeline)
+                    COMPREPLY=($(compgen -W "medtrinity" -- "${cur}"))
+                    return 0
+                    ;;
+                --rois)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --knowledge)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --knowledge-k)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --coarse-templates)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --orientation)
+                    COMPREPLY=($(compgen -W "auto radiological anatomical" -- "${cur}"))
+                    return 0
+                    ;;
+                --shard)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --run-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -318,7 +355,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__convert)
-            opts="-v -q -h -V --verbose --quiet --json --run-dir --no-run-dir --seed --help --version vqa llava parquet wds image merge-lora knowledge-index help"
+            opts="-v -q -h -V --verbose --quiet --json --run-dir --no-run-dir --seed --help --version vqa llava parquet wds image merge merge-lora knowledge-index help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -340,7 +377,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__convert__subcmd__help)
-            opts="vqa llava parquet wds image merge-lora knowledge-index help"
+            opts="vqa llava parquet wds image merge merge-lora knowledge-index help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -396,6 +433,20 @@ _mt() {
             return 0
             ;;
         mt__subcmd__convert__subcmd__help__subcmd__llava)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__convert__subcmd__help__subcmd__merge)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -520,7 +571,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__convert__subcmd__knowledge__subcmd__index)
-            opts="-o -v -q -h -V --output --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-o -v -q -h -V --output --memory --force --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -531,6 +582,10 @@ _mt() {
                     return 0
                     ;;
                 -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --memory)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -573,6 +628,36 @@ _mt() {
                     return 0
                     ;;
                 --instruction)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --seed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__convert__subcmd__merge)
+            opts="-o -v -q -h -V --output --allow-incomplete --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1216,7 +1301,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__help__subcmd__convert)
-            opts="vqa llava parquet wds image merge-lora knowledge-index"
+            opts="vqa llava parquet wds image merge merge-lora knowledge-index"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1258,6 +1343,20 @@ _mt() {
             return 0
             ;;
         mt__subcmd__help__subcmd__convert__subcmd__llava)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__help__subcmd__convert__subcmd__merge)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

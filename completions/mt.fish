@@ -85,22 +85,23 @@ complete -c mt -n "__fish_mt_using_subcommand inspect" -l json -d 'Machine-reada
 complete -c mt -n "__fish_mt_using_subcommand inspect" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand inspect" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand inspect" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -l json -d 'Machine-readable JSON on stdout instead of tables'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -l no-run-dir -d 'Do not write a run directory'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -s h -l help -d 'Print help'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -f -a "vqa" -d 'VQA-RAD, SLAKE or PathVQA (released files or hub parquet) -> LLaVA eval JSON'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -f -a "llava" -d 'MedTrinity shards, LLaVA files or image folders -> LLaVA conversation JSON/JSONL + image files'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -f -a "parquet" -d 'Image folders, LLaVA files or MedTrinity shards -> HF-style parquet shards'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -f -a "wds" -d 'Image folders, LLaVA files or MedTrinity shards -> WebDataset tar shards'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -f -a "image" -d 'DICOM / NIfTI -> PNG/JPEG with metadata'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -f -a "merge-lora" -d 'Merge a LoRA adapter into its base checkpoint'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -f -a "knowledge-index" -d 'Build the BM25 index of a knowledge corpus'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge-lora knowledge-index help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -l json -d 'Machine-readable JSON on stdout instead of tables'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -l no-run-dir -d 'Do not write a run directory'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -s V -l version -d 'Print version'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -f -a "vqa" -d 'VQA-RAD, SLAKE or PathVQA (released files or hub parquet) -> LLaVA eval JSON'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -f -a "llava" -d 'MedTrinity shards, LLaVA files or image folders -> LLaVA conversation JSON/JSONL + image files'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -f -a "parquet" -d 'Image folders, LLaVA files or MedTrinity shards -> HF-style parquet shards'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -f -a "wds" -d 'Image folders, LLaVA files or MedTrinity shards -> WebDataset tar shards'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -f -a "image" -d 'DICOM / NIfTI -> PNG/JPEG with metadata'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -f -a "merge" -d 'Join the shard outputs of `mt caption --shard I/N` into one file'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -f -a "merge-lora" -d 'Merge a LoRA adapter into its base checkpoint'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -f -a "knowledge-index" -d 'Build the BM25 index of a knowledge corpus'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -l bench -d 'Benchmark' -r -f -a "vqa-rad\t''
 slake\t''
 pathvqa\t''"
@@ -173,6 +174,16 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -s h -l help -d 'Print help'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -s V -l version -d 'Print version'
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge" -s o -l output -d 'The merged file (JSONL, or parquet for *.parquet)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge" -l allow-incomplete -d 'Merge what is there even when shards are missing or unfinished'
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge" -l json -d 'Machine-readable JSON on stdout instead of tables'
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge" -l no-run-dir -d 'Do not write a run directory'
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -s o -l output -d 'Output file or folder' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
@@ -182,9 +193,11 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -s h -l help -d 'Print help'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from knowledge-index" -s o -l output -d 'Output file or folder' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from knowledge-index" -s o -l output -d 'Index folder [default: <first corpus>.bm25]' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from knowledge-index" -l memory -d 'Indexing memory, all threads together (bytes, or with KB/MB/GB; at least 15MB)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from knowledge-index" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from knowledge-index" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from knowledge-index" -l force -d 'Rebuild even when the index is up to date'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from knowledge-index" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from knowledge-index" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from knowledge-index" -l json -d 'Machine-readable JSON on stdout instead of tables'
@@ -196,10 +209,11 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "parquet" -d 'Image folders, LLaVA files or MedTrinity shards -> HF-style parquet shards'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "wds" -d 'Image folders, LLaVA files or MedTrinity shards -> WebDataset tar shards'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "image" -d 'DICOM / NIfTI -> PNG/JPEG with metadata'
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "merge" -d 'Join the shard outputs of `mt caption --shard I/N` into one file'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "merge-lora" -d 'Merge a LoRA adapter into its base checkpoint'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "knowledge-index" -d 'Build the BM25 index of a knowledge corpus'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mt -n "__fish_mt_using_subcommand roi" -s o -l output -d 'Output JSONL (`-` = stdout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand roi" -s o -l output -d 'Output JSONL, or parquet for *.parquet (`-` = stdout)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand roi" -l overlay -d 'Write images with the ROI drawn as a green box into DIR' -r -F
 complete -c mt -n "__fish_mt_using_subcommand roi" -l orientation -d 'Left/right convention for position words' -r -f -a "radiological\t''
 anatomical\t''"
@@ -219,7 +233,7 @@ complete -c mt -n "__fish_mt_using_subcommand roi" -s h -l help -d 'Print help'
 complete -c mt -n "__fish_mt_using_subcommand roi" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand caption" -l model -d 'Checkpoint folder (original LLaVA or llava-hf layout)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand caption" -l vision-tower -d 'CLIP tower folder when the checkpoint does not include one' -r -F
-complete -c mt -n "__fish_mt_using_subcommand caption" -s o -l output -d 'Output JSONL (`-` = stdout); ids already in the file are skipped' -r -F
+complete -c mt -n "__fish_mt_using_subcommand caption" -s o -l output -d 'Output JSONL or parquet (`-` = stdout); ids already in the file are skipped' -r -F
 complete -c mt -n "__fish_mt_using_subcommand caption" -l prompt -d 'The instruction given with every image' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l max-new-tokens -d 'Most tokens generated per caption' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l temperature -d 'Sampling temperature (0 = greedy)' -r
@@ -229,10 +243,20 @@ complete -c mt -n "__fish_mt_using_subcommand caption" -l stop -d 'Text that end
 complete -c mt -n "__fish_mt_using_subcommand caption" -l batch-size -d 'Images per forward pass' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l gpu -d 'GPU index (needs a CUDA build); the CPU otherwise' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l dtype -d 'Compute dtype: f32, bf16 or f16 (default bf16 on GPU, f32 on CPU)' -r
+complete -c mt -n "__fish_mt_using_subcommand caption" -l pipeline -d 'Caption through a pipeline: `medtrinity` (coarse caption + ROI + knowledge)' -r -f -a "medtrinity\t''"
+complete -c mt -n "__fish_mt_using_subcommand caption" -l rois -d '`mt roi` output (JSONL or parquet) whose regions are joined to the records by id' -r -F
+complete -c mt -n "__fish_mt_using_subcommand caption" -l knowledge -d 'Knowledge passages: a JSONL corpus ({id, title, text, source}; indexed once, beside it) or an index built by `mt convert knowledge-index`' -r -F
+complete -c mt -n "__fish_mt_using_subcommand caption" -l knowledge-k -d 'Passages retrieved per record' -r
+complete -c mt -n "__fish_mt_using_subcommand caption" -l coarse-templates -d 'JSON of source name -> coarse caption template (`*` = all other sources)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand caption" -l orientation -d 'Left/right convention of position words for boxes from `bbox` fields (`auto`: radiological for CT, MRI, X-ray, PET; as shown otherwise)' -r -f -a "auto\t''
+radiological\t''
+anatomical\t''"
+complete -c mt -n "__fish_mt_using_subcommand caption" -l shard -d 'Caption only shard I of N (ids by hash), `slurm/N` or `slurm` in a Slurm array; output to <stem>-0000I-of-0000N.<ext>' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand caption" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l ignore-eos -d 'Keep generating past end-of-sequence tokens (benchmarks: a fixed token count)'
 complete -c mt -n "__fish_mt_using_subcommand caption" -l cpu -d 'Run on the CPU (the default without --gpu)'
+complete -c mt -n "__fish_mt_using_subcommand caption" -l dry-run -d 'Print (or write to -o) the prompts and what went into them; load no model'
 complete -c mt -n "__fish_mt_using_subcommand caption" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand caption" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand caption" -l json -d 'Machine-readable JSON on stdout instead of tables'
@@ -394,6 +418,7 @@ complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from convert" -f -a "parquet" -d 'Image folders, LLaVA files or MedTrinity shards -> HF-style parquet shards'
 complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from convert" -f -a "wds" -d 'Image folders, LLaVA files or MedTrinity shards -> WebDataset tar shards'
 complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from convert" -f -a "image" -d 'DICOM / NIfTI -> PNG/JPEG with metadata'
+complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from convert" -f -a "merge" -d 'Join the shard outputs of `mt caption --shard I/N` into one file'
 complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from convert" -f -a "merge-lora" -d 'Merge a LoRA adapter into its base checkpoint'
 complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from convert" -f -a "knowledge-index" -d 'Build the BM25 index of a knowledge corpus'
 complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from eval" -f -a "score" -d 'Score a LLaVA answer JSONL against ground truth in the LLaVA eval layout'

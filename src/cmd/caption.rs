@@ -1,20 +1,28 @@
-//! `mt caption`: captions for images with a LLaVA-style model.
-//! Open inputs, skip what the output already has, batch decoded images, generate,
-//! append lines, report bad images at the end (exit 3).
+//! `mt caption`: captions for images with a LLaVA-style model, optionally through the
+//! MedTrinity pipeline (coarse caption + ROI + knowledge -> multigranular description).
+//! Pick this shard's records, skip what the output already has, assemble prompts, batch
+//! decoded images, generate, append lines, mark the shard done, report bad images
+//! (exit 3).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{Context, run_file};
-use crate::core::data::{Dataset, Flow, ImageRef, ReadOptions, inputs};
-use crate::core::error::Failure;
-use crate::core::model::captioner::{CaptionInput, Captioner};
+use super::{Context, finish_failures};
+use crate::core::data::{Batch, Dataset, Flow, ImageRef, ReadOptions, inputs};
+use crate::core::error::usage;
+use crate::core::knowledge::KnowledgeIndex;
+use crate::core::model::captioner::{Caption, CaptionInput, Captioner};
 use crate::core::model::checkpoint::{Checkpoint, device, dtype};
 use crate::core::model::generate::GenerationConfig;
+use crate::core::pipeline::coarse::Templates;
+use crate::core::pipeline::rois::RoiTable;
+use crate::core::pipeline::{Audit, Pipeline, draw_rois};
 use crate::core::progress;
-use crate::core::resume::JsonlOutput;
+use crate::core::records::{RecordOutput, for_each_record};
+use crate::core::roi::Orientation;
+use crate::core::shard::{self, Shard};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -23,8 +31,28 @@ Examples:
   mt caption cases.jsonl --model ckpts/LLaVA-Med-pp --prompt 'Which organ is shown?' --max-new-tokens 64
   mt caption data/25M_demo --model ckpts/LLaVA-Med-Captioner --temperature 0.2 --top-p 0.9 --seed 7
 
+The MedTrinity pipeline (coarse caption from metadata + ROI as a green box + retrieved
+knowledge -> a description in five parts):
+  mt roi masks/ -o rois.jsonl
+  mt caption cases.jsonl --pipeline medtrinity --rois rois.jsonl --knowledge passages.jsonl --dry-run
+  mt caption cases.jsonl --pipeline medtrinity --rois rois.jsonl --knowledge passages.jsonl \\
+      --model ckpts/LLaVA-Med-Captioner --gpu 0 -o captions.parquet
+
+Records give the coarse caption through `coarse_caption`, or fields (modality, organ,
+label(s)/disease, report; `source` picks a template, see --coarse-templates). ROIs come
+from --rois (joined by id) or the record's `bbox` ([x0, y0, x1, y1] pixels). Each output
+line carries the caption and what went into it: coarse_caption, rois, roi_source,
+knowledge_query, passages (ids), prompt.
+
+Scale-out: --shard I/N takes the records whose id hashes to shard I (0 <= I < N), writes
+-o out.jsonl as out-0000I-of-0000N.jsonl and, when every input was read, the marker
+out-0000I-of-0000N.jsonl.done; join the shards with
+`mt convert merge out-*-of-0000N.jsonl -o out.jsonl`. In a Slurm array
+(--array=0-15), --shard slurm/16 takes I from SLURM_ARRAY_TASK_ID (resubmitted tasks keep
+their shard); --shard slurm takes I and N from the array's own variables.
+
 Rerunning with the same -o skips ids already captioned. Bad images are reported and
-skipped (exit 3 at the end).";
+skipped (exit 3 at the end). -o *.parquet writes parquet (staged as JSONL while running).";
 
 /// The default instruction: a detailed, structured description.
 pub const DEFAULT_PROMPT: &str = "Describe the image in detail: the imaging modality, the organ and tissue shown, \
@@ -39,11 +67,11 @@ pub struct Args {
     pub inputs: Vec<String>,
     /// Checkpoint folder (original LLaVA or llava-hf layout).
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// CLIP tower folder when the checkpoint does not include one.
     #[arg(long, value_name = "DIR")]
     pub vision_tower: Option<PathBuf>,
-    /// Output JSONL (`-` = stdout); ids already in the file are skipped.
+    /// Output JSONL or parquet (`-` = stdout); ids already in the file are skipped.
     #[arg(short, long, default_value = "-")]
     pub output: PathBuf,
     /// The instruction given with every image.
@@ -79,23 +107,56 @@ pub struct Args {
     /// Compute dtype: f32, bf16 or f16 (default bf16 on GPU, f32 on CPU).
     #[arg(long)]
     pub dtype: Option<String>,
+    /// Caption through a pipeline: `medtrinity` (coarse caption + ROI + knowledge).
+    #[arg(long, value_parser = ["medtrinity"])]
+    pub pipeline: Option<String>,
+    /// `mt roi` output (JSONL or parquet) whose regions are joined to the records by id.
+    #[arg(long, value_name = "FILE", requires = "pipeline")]
+    pub rois: Option<PathBuf>,
+    /// Knowledge passages: a JSONL corpus ({id, title, text, source}; indexed once,
+    /// beside it) or an index built by `mt convert knowledge-index`.
+    #[arg(long, value_name = "CORPUS", requires = "pipeline")]
+    pub knowledge: Option<PathBuf>,
+    /// Passages retrieved per record.
+    #[arg(long, default_value_t = 3, requires = "knowledge")]
+    pub knowledge_k: usize,
+    /// JSON of source name -> coarse caption template (`*` = all other sources).
+    #[arg(long, value_name = "FILE", requires = "pipeline")]
+    pub coarse_templates: Option<PathBuf>,
+    /// Left/right convention of position words for boxes from `bbox` fields (`auto`:
+    /// radiological for CT, MRI, X-ray, PET; as shown otherwise).
+    #[arg(long, value_parser = ["auto", "radiological", "anatomical"], default_value = "auto")]
+    pub orientation: String,
+    /// Print (or write to -o) the prompts and what went into them; load no model.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Caption only shard I of N (ids by hash), `slurm/N` or `slurm` in a Slurm array;
+    /// output to <stem>-0000I-of-0000N.<ext>.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
 }
 
-#[derive(Serialize)]
-struct BadImage {
-    id: String,
-    error: String,
-}
-
+/// Runs `mt caption`.
 pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
-    if !(0.0..=1.0).contains(&args.top_p)
-        || args.top_p == 0.0
-        || args.temperature < 0.0
-        || args.batch_size == 0
-    {
-        return Err(crate::core::error::usage(
-            "--top-p must be in (0, 1], --temperature >= 0 and --batch-size >= 1",
-        ));
+    check(args)?;
+    let shard = match &args.shard {
+        Some(text) => Some(
+            Shard::resolve(text, &|k| std::env::var(k).ok())
+                .map_err(|e| usage(format!("--shard: {e:#}")))?,
+        ),
+        None => None,
+    };
+    let output = match shard {
+        Some(_) if args.output == Path::new("-") => {
+            return Err(usage(
+                "--shard needs -o FILE: each shard writes its own file",
+            ));
+        }
+        Some(s) => s.output(&args.output),
+        None => args.output.clone(),
+    };
+    if let Some(s) = shard {
+        shard::check_siblings(&output, s)?;
     }
     let inputs = inputs::resolve(&args.inputs, None)?;
     let read = ReadOptions {
@@ -103,18 +164,192 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         batch_rows: args.batch_size.max(64),
     };
     let (dataset, open_failures) = Dataset::open(inputs, &read);
-    let mut bad: Vec<BadImage> = open_failures
+    // Inputs that could not be read at all keep the shard unfinished (no marker); bad
+    // records are listed and counted in the marker.
+    let mut input_failures = open_failures.len();
+    let mut failures: Vec<(String, String)> = open_failures
         .iter()
-        .map(|(i, e)| BadImage {
-            id: dataset.inputs[*i].display(),
-            error: format!("{e:#}"),
-        })
+        .map(|(i, e)| (dataset.inputs[*i].display(), format!("{e:#}")))
         .collect();
-    let mut out = JsonlOutput::open(&args.output, "id")?;
+    if shard.is_some() {
+        shard::clear_marker(&output)?;
+    }
+    if !args.dry_run {
+        refuse_dry_run_output(&output)?;
+    }
+    let mut out = RecordOutput::open(&output, "id")?;
+    let pipeline = match &args.pipeline {
+        Some(_) => Some(open_pipeline(args, shard, ctx)?),
+        None => None,
+    };
+    let captioner = match args.dry_run {
+        true => None,
+        false => Some(load_captioner(args, ctx)?),
+    };
+    if let (Some(run), Some(s)) = (&mut ctx.run, shard) {
+        run.write_json(
+            "shard.json",
+            &serde_json::json!({"shard": s, "output": output}),
+        )?;
+    }
+    let shard_note = shard.map_or(String::new(), |s| format!(" (shard {s})"));
+    tracing::info!(
+        "writing {}{shard_note}: {} records already there",
+        output.display(),
+        out.len()
+    );
 
+    let total = dataset.known_rows(&dataset.units(&[], 1));
+    let unit_name = if args.dry_run { "prompts" } else { "images" };
+    let bar = progress::bar(total, unit_name, "captioning");
+    let mut tally = Tally::default();
+    let started = std::time::Instant::now();
+    let mut pending: Vec<(CaptionInput, Option<Audit>)> = Vec::new();
+    let flush = |pending: &mut Vec<(CaptionInput, Option<Audit>)>,
+                 out: &mut RecordOutput,
+                 tally: &mut Tally|
+     -> Result<()> {
+        let lines = match &captioner {
+            Some(c) => caption_lines(c, pending, &mut |n| tally.tokens += n)?,
+            None => pending
+                .drain(..)
+                .map(|(item, audit)| dry_run_line(item, audit, args))
+                .collect(),
+        };
+        pending.clear();
+        out.write_all(&lines)?;
+        tally.written += lines.len();
+        bar.inc(lines.len() as u64);
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!(
+            "captioning, {:.1} tokens/s",
+            tally.tokens as f64 / secs
+        ));
+        Ok(())
+    };
+    for unit in dataset.units(&[], 1) {
+        let mut failed: Option<anyhow::Error> = None;
+        let result = dataset.read(&unit, &read, &mut |batch| {
+            let batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    input_failures += 1;
+                    failures.push((dataset.inputs[unit.input].display(), format!("{e:#}")));
+                    return Flow::Continue;
+                }
+            };
+            for i in 0..batch.len() {
+                let id = batch.id(i).into_owned();
+                if shard.is_some_and(|s| !s.owns(&id)) {
+                    tally.other_shards += 1;
+                    bar.inc(1);
+                    continue;
+                }
+                if out.contains(&id) || pending.iter().any(|(p, _)| p.id == id) {
+                    bar.inc(1);
+                    continue;
+                }
+                match prepare(&batch, i, id.clone(), pipeline.as_ref()) {
+                    Ok(Ok(item)) => pending.push(item),
+                    Ok(Err(e)) => {
+                        tracing::warn!("{id}: {e:#}");
+                        bar.inc(1);
+                        failures.push((id, format!("{e:#}")));
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        return Flow::Stop;
+                    }
+                }
+                if pending.len() == args.batch_size
+                    && let Err(e) = flush(&mut pending, &mut out, &mut tally)
+                {
+                    failed = Some(e);
+                    return Flow::Stop;
+                }
+            }
+            Flow::Continue
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if let Err(e) = result {
+            input_failures += 1;
+            failures.push((dataset.inputs[unit.input].display(), format!("{e:#}")));
+        }
+    }
+    flush(&mut pending, &mut out, &mut tally)?;
+    bar.finish_and_clear();
+    let in_output = out.len();
+    out.finish()?;
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(
+        written = tally.written,
+        tokens = tally.tokens,
+        seconds = secs,
+        "{} {} ({:.2}/s, {:.1} tokens/s)",
+        if args.dry_run {
+            "prompts for"
+        } else {
+            "captioned"
+        },
+        tally.written,
+        tally.written as f64 / secs.max(1e-9),
+        tally.tokens as f64 / secs.max(1e-9)
+    );
+    if let Some(run) = &mut ctx.run {
+        run.set_count("captioned", tally.written);
+        run.set_count("skipped_existing", in_output.saturating_sub(tally.written));
+        run.set_count("other_shards", tally.other_shards);
+        run.set_count("new_tokens", tally.tokens);
+        run.set_count("bad_images", failures.len());
+    }
+    match shard {
+        Some(s) if input_failures == 0 => {
+            shard::sync_output(&output)?;
+            let summary = serde_json::json!({
+                "shard": s, "records": in_output, "failed": failures.len(),
+                "finished": jiff::Timestamp::now().to_string(),
+            });
+            shard::write_marker(&output, &summary)?;
+        }
+        Some(s) => tracing::warn!(
+            "shard {s} is not marked done: {input_failures} inputs could not be read; rerun it"
+        ),
+        None => {}
+    }
+    for (id, e) in &failures {
+        eprintln!("error: {id}: {e}");
+    }
+    let failed = failures.len();
+    finish_failures(ctx, failures, failed, tally.written + failed)
+}
+
+/// Rejects option values that make no sense.
+fn check(args: &Args) -> Result<()> {
+    if !(0.0..=1.0).contains(&args.top_p)
+        || args.top_p == 0.0
+        || args.temperature < 0.0
+        || args.batch_size == 0
+    {
+        return Err(usage(
+            "--top-p must be in (0, 1], --temperature >= 0 and --batch-size >= 1",
+        ));
+    }
+    if args.model.is_none() && !args.dry_run {
+        return Err(usage(
+            "--model DIR is needed (or --dry-run to print the prompts only)",
+        ));
+    }
+    Ok(())
+}
+
+/// The checkpoint, ready to caption; its config and decoding settings go to the run dir.
+fn load_captioner(args: &Args, ctx: &mut Context) -> Result<Captioner> {
+    let model = args.model.as_deref().unwrap_or(Path::new("."));
     let device = device(args.gpu)?;
     let dtype = dtype(args.dtype.as_deref(), &device)?;
-    let ckpt = Checkpoint::open(&args.model, args.vision_tower.as_deref(), &device, dtype)?;
+    let ckpt = Checkpoint::open(model, args.vision_tower.as_deref(), &device, dtype)?;
     let decoding = GenerationConfig {
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,
@@ -140,109 +375,173 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
     if let Some(run) = &ctx.run {
         run.write_json("generation.json", captioner.generation())?;
     }
-    tracing::info!(resumed = out.len(), "model {} loaded", captioner.model_name);
+    tracing::info!("model {} loaded", captioner.model_name);
+    Ok(captioner)
+}
 
-    let total = dataset.known_rows(&dataset.units(&[], 1));
-    let images_bar = progress::bar(total, "images", "captioning");
-    let (mut written, mut tokens) = (0usize, 0usize);
-    let started = std::time::Instant::now();
-    let mut pending: Vec<CaptionInput> = Vec::new();
-    let mut flush = |pending: &mut Vec<CaptionInput>, out: &mut JsonlOutput| -> Result<()> {
-        let captions = captioner.caption(pending, &mut |n| tokens += n)?;
-        let lines: Vec<_> = captions.into_iter().map(|c| (c.id.clone(), c)).collect();
-        out.write_all(&lines)?;
-        written += lines.len();
-        images_bar.inc(lines.len() as u64);
-        let secs = started.elapsed().as_secs_f64().max(1e-9);
-        images_bar.set_message(format!("captioning, {:.1} tokens/s", tokens as f64 / secs));
-        pending.clear();
-        Ok(())
+/// The MedTrinity pipeline's inputs: templates, the shard's ROIs, the knowledge index.
+fn open_pipeline(args: &Args, shard: Option<Shard>, ctx: &mut Context) -> Result<Pipeline> {
+    let templates = match &args.coarse_templates {
+        Some(path) => Templates::load(path)?,
+        None => Templates::default(),
     };
-    for unit in dataset.units(&[], 1) {
-        let mut failed: Option<anyhow::Error> = None;
-        let result = dataset.read(&unit, &read, &mut |batch| {
-            let batch = match batch {
-                Ok(b) => b,
-                Err(e) => {
-                    bad.push(BadImage {
-                        id: dataset.inputs[unit.input].display(),
-                        error: format!("{e:#}"),
-                    });
-                    return Flow::Continue;
-                }
-            };
-            for i in 0..batch.len() {
-                let id = batch.id(i).into_owned();
-                if out.contains(&id) {
-                    images_bar.inc(1);
-                    continue;
-                }
-                match load_image(batch.image(i)) {
-                    Ok((image, pixels)) => pending.push(CaptionInput { id, image, pixels }),
-                    Err(e) => {
-                        tracing::warn!("{id}: {e:#}");
-                        images_bar.inc(1);
-                        bad.push(BadImage {
-                            id,
-                            error: format!("{e:#}"),
-                        });
-                    }
-                }
-                if pending.len() == args.batch_size
-                    && let Err(e) = flush(&mut pending, &mut out)
-                {
-                    failed = Some(e);
-                    return Flow::Stop;
-                }
+    let rois = match &args.rois {
+        Some(path) => {
+            let table = RoiTable::load(path, &|id| shard.is_none_or(|s| s.owns(id)))?;
+            tracing::info!("{}: regions for {} ids", path.display(), table.len());
+            Some(table)
+        }
+        None => None,
+    };
+    let knowledge = match &args.knowledge {
+        Some(path) => {
+            let index = KnowledgeIndex::open_or_build(path)?;
+            if let Some(run) = &ctx.run {
+                run.write_json("knowledge.json", &index.describe())?;
             }
-            Flow::Continue
-        });
-        if let Some(e) = failed {
-            return Err(e);
+            Some(index)
         }
-        if let Err(e) = result {
-            bad.push(BadImage {
-                id: dataset.inputs[unit.input].display(),
-                error: format!("{e:#}"),
-            });
-        }
-    }
-    flush(&mut pending, &mut out)?;
-    images_bar.finish_and_clear();
-    let secs = started.elapsed().as_secs_f64();
-    tracing::info!(
-        written,
-        tokens,
-        seconds = secs,
-        "captioned {written} images ({:.2} images/s, {:.1} tokens/s)",
-        written as f64 / secs.max(1e-9),
-        tokens as f64 / secs.max(1e-9)
-    );
-    if let Some(run) = &mut ctx.run {
-        run.set_count("captioned", written);
-        run.set_count("skipped_existing", out.len() - written);
-        run.set_count("new_tokens", tokens);
-        run.set_count("bad_images", bad.len());
-    }
-    if bad.is_empty() {
-        return Ok(());
-    }
-    let where_ = match (&ctx.run, run_file(ctx, "failures.json")) {
-        (Some(run), Some(_)) => format!(
-            " and in {}",
-            run.write_json("failures.json", &bad)?.display()
-        ),
-        _ => String::new(),
+        None => None,
     };
-    for b in &bad {
-        eprintln!("error: {}: {}", b.id, b.error);
+    let orientation = match args.orientation.as_str() {
+        "radiological" => Some(Orientation::Radiological),
+        "anatomical" => Some(Orientation::Anatomical),
+        _ => None,
+    };
+    Ok(Pipeline {
+        templates,
+        rois,
+        knowledge,
+        top_k: args.knowledge_k,
+        orientation,
+    })
+}
+
+/// One record made ready: its image decoded and, in the pipeline, its prompt assembled
+/// and its ROIs drawn on the image. The inner error is the record's (skip it), the
+/// outer one the run's (retrieval failed: stop).
+fn prepare(
+    batch: &Batch,
+    i: usize,
+    id: String,
+    pipeline: Option<&Pipeline>,
+) -> Result<Result<(CaptionInput, Option<Audit>)>> {
+    let (image, pixels) = match load_image(batch.image(i)) {
+        Ok(loaded) => loaded,
+        Err(e) => return Ok(Err(e)),
+    };
+    let Some(pipeline) = pipeline else {
+        let item = CaptionInput {
+            id,
+            image,
+            pixels,
+            question: None,
+        };
+        return Ok(Ok((item, None)));
+    };
+    let mut record = batch.extra(i);
+    if let Some(caption) = batch.caption(i) {
+        record.insert("caption".into(), caption.into());
     }
-    Err(Failure::PartialInputs {
-        failed: bad.len(),
-        total: written + bad.len(),
-        where_,
+    let size = (pixels.width() as usize, pixels.height() as usize);
+    let case = match pipeline.case(&id, &record, batch.source(i).unwrap_or(""), size) {
+        Ok(case) => case,
+        Err(e) => return Ok(Err(e)),
+    };
+    let audit = pipeline.audit(case)?;
+    let item = CaptionInput {
+        id,
+        image,
+        pixels: draw_rois(&pixels, &audit.rois),
+        question: Some(audit.prompt.clone()),
+    };
+    Ok(Ok((item, Some(audit))))
+}
+
+/// Stops a captioning run from resuming into a `--dry-run` output (its ids would all be
+/// skipped): the first record of an existing output must carry a caption.
+fn refuse_dry_run_output(output: &Path) -> Result<()> {
+    let staged = PathBuf::from(format!("{}.partial.jsonl", output.display()));
+    let existing = [staged.as_path(), output]
+        .into_iter()
+        .find(|p| p != &Path::new("-") && p.metadata().is_ok_and(|m| m.len() > 0));
+    let Some(path) = existing else {
+        return Ok(());
+    };
+    let mut dry = false;
+    let first = for_each_record(path, &mut |_, record| {
+        dry = record.get("caption").is_none();
+        anyhow::bail!("first record read")
+    });
+    if first.is_err() && dry {
+        return Err(usage(format!(
+            "{} holds --dry-run prompts, not captions: write the captions to another -o",
+            path.display()
+        )));
     }
-    .into())
+    Ok(())
+}
+
+/// Captions a batch into output lines.
+fn caption_lines(
+    captioner: &Captioner,
+    pending: &mut Vec<(CaptionInput, Option<Audit>)>,
+    on_tokens: &mut dyn FnMut(usize),
+) -> Result<Vec<(String, Line)>> {
+    let (items, audits): (Vec<_>, Vec<_>) = std::mem::take(pending).into_iter().unzip();
+    let captions = captioner.caption(&items, on_tokens)?;
+    let line = |(caption, audit): (Caption, Option<Audit>)| {
+        let id = caption.id.clone();
+        let head = Head::Caption(caption);
+        (
+            id,
+            Line {
+                head,
+                prompt: None,
+                audit,
+            },
+        )
+    };
+    Ok(captions.into_iter().zip(audits).map(line).collect())
+}
+
+/// The `--dry-run` line of one record: the prompt and what went into it.
+fn dry_run_line(item: CaptionInput, audit: Option<Audit>, args: &Args) -> (String, Line) {
+    let line = Line {
+        head: Head::Input {
+            id: item.id.clone(),
+            image: item.image,
+        },
+        prompt: audit.is_none().then(|| args.prompt.clone()),
+        audit,
+    };
+    (item.id, line)
+}
+
+/// One output line: the caption (with --dry-run, the record) and, in the pipeline,
+/// everything that went into its prompt.
+#[derive(Serialize)]
+struct Line {
+    #[serde(flatten)]
+    head: Head,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt: Option<String>,
+    #[serde(flatten)]
+    audit: Option<Audit>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Head {
+    Caption(Caption),
+    Input { id: String, image: String },
+}
+
+#[derive(Default)]
+struct Tally {
+    written: usize,
+    tokens: usize,
+    other_shards: usize,
 }
 
 /// Decodes a record's image; returns its label for the output and the pixels.

@@ -47,6 +47,8 @@ pub enum ConvertCommand {
     Wds(WdsArgs),
     /// DICOM / NIfTI -> PNG/JPEG with metadata.
     Image(super::convert_image::ImageArgs),
+    /// Join the shard outputs of `mt caption --shard I/N` into one file.
+    Merge(super::convert_merge::MergeArgs),
     /// Merge a LoRA adapter into its base checkpoint.
     MergeLora(PlannedArgs),
     /// Build the BM25 index of a knowledge corpus.
@@ -254,6 +256,7 @@ pub fn is_implemented(args: &Args) -> Result<()> {
         ConvertCommand::Parquet(_) => return Ok(()),
         ConvertCommand::Wds(_) => return Ok(()),
         ConvertCommand::Image(_) => return Ok(()),
+        ConvertCommand::Merge(_) => return Ok(()),
         ConvertCommand::KnowledgeIndex(_) => return Ok(()),
         ConvertCommand::MergeLora(_) => "convert merge-lora",
     };
@@ -268,6 +271,7 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         ConvertCommand::Llava(a) => convert_llava(a, ctx),
         ConvertCommand::Parquet(a) => convert_parquet(a, ctx),
         ConvertCommand::Image(a) => super::convert_image::run(a, ctx),
+        ConvertCommand::Merge(a) => super::convert_merge::run(a, ctx),
         ConvertCommand::Wds(a) => convert_wds(a, ctx),
         ConvertCommand::KnowledgeIndex(a) => knowledge_index(a, ctx),
         _ => unreachable!("checked above"),

@@ -5,6 +5,7 @@ pub mod caption;
 pub mod completions;
 pub mod convert;
 pub mod convert_image;
+pub mod convert_merge;
 pub mod download;
 pub mod eval;
 pub mod finetune;

@@ -45,7 +45,7 @@ pub struct Args {
     /// Mask images, NIfTI masks, COCO JSON or a JSONL of {id, image, mask|bbox}.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-    /// Output JSONL (`-` = stdout).
+    /// Output JSONL, or parquet for *.parquet (`-` = stdout).
     #[arg(short, long, default_value = "-")]
     pub output: PathBuf,
     /// Write images with the ROI drawn as a green box into DIR.

@@ -13,6 +13,14 @@ pub fn keyed(seed: u64, a: u64, b: u64) -> u64 {
     mix64(mix64(mix64(seed) ^ a) ^ b)
 }
 
+/// FNV-1a of a string: a stable key for per-sample seeds and shard assignment (the
+/// same in every version of mt, on every platform).
+pub fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// Lower-case hexadecimal of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -30,5 +38,12 @@ mod tests {
         // Low bits are well mixed: roughly half of 1000 consecutive keys are odd.
         let odd = (0..1000).filter(|&i| keyed(9, 0, i) & 1 == 1).count();
         assert!((400..600).contains(&odd), "{odd}");
+    }
+
+    #[test]
+    fn fnv1a_matches_the_published_vectors() {
+        assert_eq!(fnv1a(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a("foobar"), 0x8594_4171_f739_67e8);
     }
 }

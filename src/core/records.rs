@@ -156,8 +156,9 @@ impl std::fmt::Display for At<'_> {
 }
 
 /// Streams the records of a JSONL file, or of a parquet file (`*.parquet`, as
-/// [`RecordOutput`] writes them), to `visit` one at a time; blank lines are skipped and a
-/// line that is not JSON fails with its position.
+/// [`RecordOutput`] writes them), to `visit` one at a time; blank lines and an unfinished
+/// last line (no newline: still being written, or cut by a crash) are skipped, and a line
+/// that is not JSON fails with its position.
 pub fn for_each_record(
     path: &Path,
     visit: &mut dyn FnMut(At<'_>, serde_json::Value) -> Result<()>,
@@ -172,16 +173,30 @@ pub fn for_each_record(
         parquet: is_parquet,
     };
     if !is_parquet {
-        for line in BufReader::new(file).lines() {
+        let mut reader = BufReader::new(file);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if reader
+                .read_until(b'\n', &mut line)
+                .with_context(|| format!("{at}: cannot read"))?
+                == 0
+            {
+                return Ok(());
+            }
             at.n += 1;
-            let line = line.with_context(|| format!("{at}: cannot read"))?;
-            if line.trim().is_empty() {
+            if !line.ends_with(b"\n") {
+                // The last line of a file still being written, or cut by kill -9.
+                tracing::warn!("{at}: skipping an unfinished last line");
+                return Ok(());
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let value = serde_json::from_str(&line).with_context(|| format!("{at}: not a JSON line"))?;
+            let value =
+                serde_json::from_slice(&line).with_context(|| format!("{at}: not a JSON line"))?;
             visit(at, value)?;
         }
-        return Ok(());
     }
     let batches = ParquetRecordBatchReaderBuilder::try_new(file)
         .with_context(|| format!("{}: not a readable parquet file", path.display()))?
@@ -199,7 +214,8 @@ pub fn for_each_record(
         drop(writer);
         for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             at.n += 1;
-            let value = serde_json::from_slice(line).with_context(|| format!("{at}: cannot convert"))?;
+            let value =
+                serde_json::from_slice(line).with_context(|| format!("{at}: cannot convert"))?;
             visit(at, value)?;
         }
     }
@@ -626,12 +642,31 @@ mod tests {
             assert_eq!(seen.len(), 2, "{name}");
             assert_eq!(seen[0].1["rois"][0]["area"], 3, "{name}");
             assert_eq!(seen[1].1["id"], "b");
-            let second = if name.ends_with("parquet") { ": row 2" } else { ":2" };
-            assert!(seen[1].0.ends_with(&format!("{name}{second}")), "{}", seen[1].0);
+            let second = if name.ends_with("parquet") {
+                ": row 2"
+            } else {
+                ":2"
+            };
+            assert!(
+                seen[1].0.ends_with(&format!("{name}{second}")),
+                "{}",
+                seen[1].0
+            );
         }
         let bad = dir.path().join("bad.jsonl");
-        std::fs::write(&bad, "{\"id\": 1}\n\n{oops\n").unwrap();
+        std::fs::write(&bad, "{\"id\": 1}\n\n{oops\n{\"id\": 2}").unwrap();
         let err = for_each_record(&bad, &mut |_, _| Ok(())).unwrap_err();
-        assert!(err.to_string().ends_with("bad.jsonl:3: not a JSON line"), "{err}");
+        assert!(
+            err.to_string().ends_with("bad.jsonl:3: not a JSON line"),
+            "{err}"
+        );
+        std::fs::write(&bad, "{\"id\": 1}\n{\"id\": 2, \"cut").unwrap();
+        let mut n = 0;
+        for_each_record(&bad, &mut |_, _| {
+            n += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 1, "the cut last line is skipped");
     }
 }

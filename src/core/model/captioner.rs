@@ -1,5 +1,5 @@
-//! Captioning with a loaded checkpoint: every image gets the same `llama3` prompt,
-//! images are preprocessed and encoded in one batch, generation is batched with left
+//! Captioning with a loaded checkpoint: every image gets the same `llama3` prompt unless
+//! it brings its own question (the MedTrinity pipeline), images are preprocessed and encoded in one batch, generation is batched with left
 //! padding, and each caption is decoded with its token counts.
 
 use anyhow::Result;
@@ -11,7 +11,7 @@ use super::generate::{GenerationConfig, generate};
 use super::llava::{Llava, Piece};
 use super::preprocess::ImageProcessor;
 use super::prompt::{TextCodec, llama3_prompt, prompt_len};
-use crate::core::hash::{keyed, mix64};
+use crate::core::hash::{fnv1a, keyed, mix64};
 
 /// One image to caption.
 pub struct CaptionInput {
@@ -19,6 +19,8 @@ pub struct CaptionInput {
     /// Where the image came from (path or archive member), for the output.
     pub image: String,
     pub pixels: DynamicImage,
+    /// This image's own question instead of the captioner's.
+    pub question: Option<String>,
 }
 
 /// One output line of `mt caption`.
@@ -110,13 +112,23 @@ impl Captioner {
             seconds = started.elapsed().as_secs_f64(),
             "vision tower + projector"
         );
+        let own: Vec<Option<Vec<Piece>>> = items
+            .iter()
+            .map(|i| {
+                i.question
+                    .as_deref()
+                    .map(|q| self.codec.encode_prompt(&llama3_prompt(q)))
+            })
+            .map(Option::transpose)
+            .collect::<Result<_>>()?;
+        let pieces = |i: usize| own[i].as_deref().unwrap_or(&self.pieces);
         let rows = (0..items.len())
-            .map(|i| self.model.embed_prompt(&self.pieces, &[features.get(i)?]))
+            .map(|i| self.model.embed_prompt(pieces(i), &[features.get(i)?]))
             .collect::<Result<Vec<_>>>()?;
         let batch = self.model.left_pad(&rows)?;
         let seeds: Vec<u64> = items
             .iter()
-            .map(|i| keyed(self.seed, mix64(fnv(&i.id)), 0))
+            .map(|i| keyed(self.seed, mix64(fnv1a(&i.id)), 0))
             .collect();
         let stop_text = |_: usize, tokens: &[u32]| -> bool {
             !self.stop_strings.is_empty()
@@ -133,10 +145,12 @@ impl Captioner {
             &stop_text,
             on_tokens,
         )?;
+        let image_tokens = self.model.cfg.image_tokens();
         items
             .iter()
             .zip(outputs)
-            .map(|(item, out)| {
+            .enumerate()
+            .map(|(i, (item, out))| {
                 let mut text = self.codec.decode(&out.tokens)?;
                 if let Some(cut) = self
                     .stop_strings
@@ -151,17 +165,12 @@ impl Captioner {
                     image: item.image.clone(),
                     caption: text.trim().to_string(),
                     model: self.model_name.clone(),
-                    prompt_tokens: self.prompt_tokens,
+                    prompt_tokens: own[i]
+                        .as_ref()
+                        .map_or(self.prompt_tokens, |p| prompt_len(p, image_tokens)),
                     new_tokens: out.tokens.len(),
                 })
             })
             .collect()
     }
-}
-
-/// FNV-1a of a string: a stable per-sample key for its sampling seed.
-fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }

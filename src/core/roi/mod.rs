@@ -7,7 +7,7 @@ pub mod inputs;
 pub mod measure;
 pub mod overlay;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A label image: `labels[y * width + x]`, 0 = background, any other value one label
 /// (a class of a label map, or one instance of an instance mask).
@@ -38,7 +38,7 @@ pub enum Orientation {
 }
 
 /// One region as `mt roi` reports it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Roi {
     /// The class or instance: a label value, or a COCO category / JSONL label name.
     pub label: String,

@@ -51,11 +51,16 @@ pub fn draw(
     if outline && let Some(mask) = mask {
         draw_outline(&mut canvas, mask);
     }
-    let thickness = (w.min(h) as u32 / 256).max(2);
-    for roi in rois {
-        draw_box(&mut canvas, roi.bbox, thickness);
-    }
+    draw_boxes(&mut canvas, rois);
     Ok(canvas)
+}
+
+/// Draws each ROI's box in green, 2 pixels wide or 1/256 of the shorter side.
+pub fn draw_boxes(canvas: &mut RgbImage, rois: &[Roi]) {
+    let thickness = (canvas.width().min(canvas.height()) / 256).max(2);
+    for roi in rois {
+        draw_box(canvas, roi.bbox, thickness);
+    }
 }
 
 /// A `thickness`-pixel rectangle just inside `[x0, y0, x1, y1)`.
