@@ -20,7 +20,7 @@ use crate::core::pipeline::coarse::Templates;
 use crate::core::pipeline::rois::RoiTable;
 use crate::core::pipeline::{Audit, Pipeline, draw_rois};
 use crate::core::progress;
-use crate::core::records::{RecordOutput, for_each_record};
+use crate::core::records::{RecordOutput, for_each_record, staging_path};
 use crate::core::roi::Orientation;
 use crate::core::shard::{self, Shard};
 
@@ -461,9 +461,10 @@ fn prepare(
 /// Stops a captioning run from resuming into a `--dry-run` output (its ids would all be
 /// skipped): the first record of an existing output must carry a caption.
 fn refuse_dry_run_output(output: &Path) -> Result<()> {
-    let staged = PathBuf::from(format!("{}.partial.jsonl", output.display()));
-    let existing = [staged.as_path(), output]
+    let staged = staging_path(output);
+    let existing = [staged.as_deref(), Some(output)]
         .into_iter()
+        .flatten()
         .find(|p| p != &Path::new("-") && p.metadata().is_ok_and(|m| m.len() > 0));
     let Some(path) = existing else {
         return Ok(());

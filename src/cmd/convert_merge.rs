@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::Context;
+use crate::core::data::id_text;
 use crate::core::progress;
 use crate::core::records::{RecordOutput, for_each_record};
 use crate::core::shard::{Shard, check_complete, owner};
@@ -93,10 +94,8 @@ fn merge_one(file: &Path, shard: Shard, out: &mut RecordOutput) -> Result<(usize
     let mut batch: Vec<(String, Value)> = Vec::new();
     let mut added = 0;
     for_each_record(file, &mut |at, record| {
-        let id = match record.get("id") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(v)) => v.to_string(),
-            _ => bail!("{at}: no `id` (string or number)"),
+        let Some(id) = record.get("id").and_then(id_text) else {
+            bail!("{at}: no `id` (string or number)");
         };
         let home = owner(&id, shard.count);
         if home != shard.index {

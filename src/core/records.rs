@@ -64,16 +64,12 @@ impl RecordOutput {
     /// Opens `path` (`-` = stdout), collecting the `key` of every record already written
     /// there, in its staging file, or in a parquet file finished by an earlier run.
     pub fn open(path: &Path, key: &str) -> Result<Self> {
-        let is_parquet = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
-        if !is_parquet {
+        let Some(staging) = staging_path(path) else {
             return Ok(Self {
                 staged: JsonlOutput::open(path, key)?,
                 parquet: None,
             });
-        }
-        let staging = with_suffix(path, ".partial.jsonl");
+        };
         match (path.exists(), staging.exists()) {
             (true, false) => {
                 let rows = export_parquet(path, &staging, key)?;
@@ -135,6 +131,14 @@ impl RecordOutput {
         tracing::info!("{}: {rows} rows", target.path.display());
         Ok(Some(target.path))
     }
+}
+
+/// Where the records of a parquet output are staged while it is written
+/// (`<path>.partial.jsonl`); `None` for other paths, which are written as they go.
+pub fn staging_path(path: &Path) -> Option<PathBuf> {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+        .then(|| with_suffix(path, ".partial.jsonl"))
 }
 
 /// Where a record sits in its file, for messages: `file:LINE` or `file: row N`.

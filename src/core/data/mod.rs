@@ -22,6 +22,15 @@ pub use inputs::{Format, ImageStore, Input, Role};
 pub use parquet::ParquetShard;
 pub use sample::{Batch, ImageRef, ImageSource, Sample};
 
+/// A record id as text: a string as is, a number written out; `None` for anything else.
+pub fn id_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
 /// Whether a visitor wants more batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {

@@ -8,6 +8,7 @@ use anyhow::{Context as _, Result, bail};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::core::data::id_text;
 use crate::core::records::for_each_record;
 use crate::core::roi::measure::measure_box;
 use crate::core::roi::{Orientation, PixelBox, Roi};
@@ -36,10 +37,8 @@ impl RoiTable {
             let record: Line = serde_json::from_value(value).with_context(|| {
                 format!("{at}: not an `mt roi` record ({{id, rois: [{{label, bbox, area_pct, position, ...}}]}})")
             })?;
-            let id = match record.id {
-                Value::String(s) => s,
-                Value::Number(n) => n.to_string(),
-                _ => bail!("{at}: `id` must be a string or number"),
+            let Some(id) = id_text(&record.id) else {
+                bail!("{at}: `id` must be a string or number");
             };
             if keep(&id) && by_id.insert(id.clone(), record.rois).is_some() {
                 bail!("{at}: id `{id}` given twice");

@@ -78,6 +78,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{LabelMap, PixelBox};
+use crate::core::data::id_text;
 
 /// What one item gives the measurer.
 #[derive(Debug, Clone, PartialEq)]
@@ -724,14 +725,6 @@ struct CocoCategory {
 }
 
 /// A JSON id (string or number) as text; `None` for anything else.
-fn id_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 /// A JSON number as a whole number >= 0 that fits `usize`.
 fn whole(v: &Value) -> Option<usize> {
     v.as_u64()
