@@ -102,6 +102,7 @@ pub fn build(corpus: &[PathBuf], out: &Path, opts: &BuildOptions) -> Result<Buil
     let (passages, segments) = index_corpus(corpus, tmp.path(), opts.memory_bytes)?;
     Manifest::new(files, passages).write(tmp.path())?;
     let bytes = dir_size(tmp.path())?;
+    make_readable(tmp.path())?;
     replace(&tmp.keep(), out, &parent, &name)?;
     Ok(BuildReport {
         index: out.to_path_buf(),
@@ -295,6 +296,31 @@ fn replace(new: &Path, out: &Path, parent: &Path, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Opens the finished index to other users, like a copied folder: the temporary folder
+/// and the atomically written files (tantivy's `meta.json`, the manifest) are created
+/// private (0700 / 0600), but an index is shared data (one per corpus, read by every
+/// task of a cluster job, maybe of several users).
+#[cfg(unix)]
+fn make_readable(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let set = |path: &Path, mode: u32| {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("cannot set the permissions of {}", path.display()))
+    };
+    for entry in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_file() {
+            set(&path, 0o644)?;
+        }
+    }
+    set(dir, 0o755)
+}
+
+#[cfg(not(unix))]
+fn make_readable(_dir: &Path) -> Result<()> {
+    Ok(())
+}
+
 /// Bytes of the files in `dir` (not recursive: an index folder is flat).
 fn dir_size(dir: &Path) -> Result<u64> {
     let mut total = 0;
@@ -343,6 +369,22 @@ pub(crate) mod tests {
         (0..n)
             .map(|i| line(&format!("p{i:05}"), "", &text(i)))
             .collect()
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_index_is_readable_by_others() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kb.jsonl");
+        fs::write(&path, "{\"id\": 1, \"text\": \"glioma of the brain\"}\n").unwrap();
+        let out = dir.path().join("kb.bm25");
+        build1(&path, &out, &BuildOptions::default()).unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&out), 0o755);
+        for name in [MANIFEST, "meta.json"] {
+            assert_eq!(mode(&out.join(name)), 0o644, "{name}");
+        }
     }
 
     #[test]
