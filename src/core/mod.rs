@@ -21,3 +21,4 @@ pub mod resume;
 pub mod roi;
 pub mod run;
 pub mod shard;
+pub mod train;

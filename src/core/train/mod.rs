@@ -1,0 +1,3 @@
+//! Training (`mt train`, `mt finetune`): the pieces of the loop, one file each.
+
+pub mod schedule;
