@@ -135,10 +135,18 @@ pub fn sync_output(output: &Path) -> Result<()> {
         .with_context(|| format!("cannot sync {}", output.display()))
 }
 
+/// What a completion marker adds to its output's name.
+const MARKER_SUFFIX: &str = ".done";
+
+/// Whether `path` is a completion marker (a glob over shard outputs catches them too).
+fn is_marker(path: &Path) -> bool {
+    path.to_string_lossy().ends_with(MARKER_SUFFIX)
+}
+
 /// The completion marker of an output file: `<output>.done`.
 pub fn marker(output: &Path) -> PathBuf {
     let mut name = output.as_os_str().to_owned();
-    name.push(".done");
+    name.push(MARKER_SUFFIX);
     PathBuf::from(name)
 }
 
@@ -202,7 +210,7 @@ pub fn check_siblings(output: &Path, shard: Shard) -> Result<()> {
         if let Some((other, other_base)) = shard_of_name(&path)
             && other_base == base
             && other.count != shard.count
-            && !path.to_string_lossy().ends_with(".done")
+            && !is_marker(&path)
         {
             bail!(
                 "{} is a shard of {} but this run makes shards of {}: finish or move the other run's outputs (a different N puts ids in other shards)",
@@ -232,10 +240,7 @@ pub fn check_complete(
     let mut seen: HashMap<usize, &Path> = HashMap::new();
     let mut first: Option<(usize, String, &Path)> = None;
     let mut shards = Vec::new();
-    for file in files
-        .iter()
-        .filter(|f| !f.to_string_lossy().ends_with(".done"))
-    {
+    for file in files.iter().filter(|f| !is_marker(f)) {
         let Some((shard, base)) = shard_of_name(file) else {
             bail!(
                 "{}: not a shard output (expected a name like captions-00003-of-00008.jsonl)",
