@@ -47,6 +47,19 @@ impl Linear {
         self.weight.dims()[0]
     }
 
+    /// Its tensors under `prefix`: `weight`, `bias`, and a LoRA adapter's
+    /// `lora_A.weight` / `lora_B.weight` (PEFT's names).
+    pub fn tensors_mut<'a>(&'a mut self, prefix: &str, out: &mut Vec<(String, &'a mut Tensor)>) {
+        out.push((format!("{prefix}.weight"), &mut self.weight));
+        if let Some(b) = &mut self.bias {
+            out.push((format!("{prefix}.bias"), b));
+        }
+        if let Some(lora) = &mut self.lora {
+            out.push((format!("{prefix}.lora_A.weight"), &mut lora.a));
+            out.push((format!("{prefix}.lora_B.weight"), &mut lora.b));
+        }
+    }
+
     /// Applies the layer to `x` of shape `(..., in)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();

@@ -20,6 +20,8 @@ pub struct Llama {
     pub layers: Vec<DecoderLayer>,
     pub norm: RmsNorm,
     pub lm_head: Linear,
+    /// The LM head shares the embedding matrix (`tie_word_embeddings`, no stored head).
+    pub tied_head: bool,
     inv_freq: Tensor,
 }
 
@@ -88,7 +90,8 @@ impl Llama {
     pub fn load(p: &Params, cfg: &LlamaConfig) -> Result<Self> {
         let (h, v) = (cfg.hidden_size, cfg.vocab_size);
         let embed = p.get("embed_tokens.weight", &[v, h])?;
-        let lm_head = if cfg.tie_word_embeddings && !p.has("lm_head.weight") {
+        let tied_head = cfg.tie_word_embeddings && !p.has("lm_head.weight");
+        let lm_head = if tied_head {
             Linear {
                 weight: embed.clone(),
                 bias: None,
@@ -110,8 +113,55 @@ impl Llama {
             embed,
             layers,
             lm_head,
+            tied_head,
             cfg: cfg.clone(),
         })
+    }
+
+    /// Every tensor under its canonical name (`llm.embed_tokens.weight`,
+    /// `llm.layers.0.self_attn.q_proj.weight`, ...); a tied head is not listed twice
+    /// (call [`Llama::retie`] after replacing the embedding).
+    pub fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut out = vec![("llm.embed_tokens.weight".to_string(), &mut self.embed)];
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            let p = format!("llm.layers.{i}");
+            let (input_norm, linears, post_norm) = layer.parts_mut();
+            out.push((
+                format!("{p}.input_layernorm.weight"),
+                &mut input_norm.weight,
+            ));
+            for (name, lin) in linears {
+                lin.tensors_mut(&format!("{p}.{name}"), &mut out);
+            }
+            out.push((
+                format!("{p}.post_attention_layernorm.weight"),
+                &mut post_norm.weight,
+            ));
+        }
+        out.push(("llm.norm.weight".to_string(), &mut self.norm.weight));
+        if !self.tied_head {
+            self.lm_head.tensors_mut("llm.lm_head", &mut out);
+        }
+        out
+    }
+
+    /// The decoder layers' Linear layers (LoRA targets) under their canonical names
+    /// (`llm.layers.0.self_attn.q_proj`, ...).
+    pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::with_capacity(self.layers.len() * 7);
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            for (name, lin) in layer.parts_mut().1 {
+                out.push((format!("llm.layers.{i}.{name}"), lin));
+            }
+        }
+        out
+    }
+
+    /// Points a tied LM head at the (possibly replaced) embedding matrix again.
+    pub fn retie(&mut self) {
+        if self.tied_head {
+            self.lm_head.weight = self.embed.clone();
+        }
     }
 
     /// Token embeddings for `ids` `(B, L)`.
@@ -155,6 +205,25 @@ impl Llama {
 }
 
 impl DecoderLayer {
+    /// The input norm, the seven projections by their module paths inside the
+    /// layer, and the post-attention norm.
+    #[allow(clippy::type_complexity)]
+    fn parts_mut(&mut self) -> (&mut RmsNorm, [(&'static str, &mut Linear); 7], &mut RmsNorm) {
+        (
+            &mut self.input_norm,
+            [
+                ("self_attn.q_proj", &mut self.q),
+                ("self_attn.k_proj", &mut self.k),
+                ("self_attn.v_proj", &mut self.v),
+                ("self_attn.o_proj", &mut self.o),
+                ("mlp.gate_proj", &mut self.gate),
+                ("mlp.up_proj", &mut self.up),
+                ("mlp.down_proj", &mut self.down),
+            ],
+            &mut self.post_norm,
+        )
+    }
+
     fn load(p: &Params, cfg: &LlamaConfig) -> Result<Self> {
         let (h, m, d) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
         let (qd, kvd) = (cfg.num_attention_heads * d, cfg.num_key_value_heads * d);

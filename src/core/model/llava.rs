@@ -177,6 +177,14 @@ impl Llava {
         self.llm.forward(&batch.embeds, &step, None)
     }
 
+    /// Every projector and language-model tensor under its canonical name (the
+    /// vision tower is never trained, so it is not listed).
+    pub fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut out = self.projector.tensors_mut();
+        out.extend(self.llm.tensors_mut());
+        out
+    }
+
     /// The dtype the model computes in.
     pub fn dtype(&self) -> DType {
         self.llm.embed.dtype()

@@ -11,6 +11,8 @@ use super::weights::Params;
 /// Maps vision features to the language model's width.
 pub struct Projector {
     pub layers: Vec<Linear>,
+    /// A bare `nn.Linear` (`linear`), not an `nn.Sequential`.
+    bare: bool,
 }
 
 impl Projector {
@@ -27,6 +29,7 @@ impl Projector {
             ProjectorKind::Linear => {
                 return Ok(Self {
                     layers: vec![Linear::load(p, in_dim, out_dim, bias)?],
+                    bare: true,
                 });
             }
             ProjectorKind::MlpGelu { depth } => depth,
@@ -37,7 +40,24 @@ impl Projector {
                 Linear::load(&p.pp(2 * i), from, out_dim, bias)
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { layers })
+        Ok(Self {
+            layers,
+            bare: false,
+        })
+    }
+
+    /// Every tensor under its canonical name (`projector.0.weight`, ...; a bare
+    /// `linear` projector is `projector.weight`).
+    pub fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+        let mut out = Vec::new();
+        if self.bare {
+            self.layers[0].tensors_mut("projector", &mut out);
+            return out;
+        }
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            layer.tensors_mut(&format!("projector.{}", 2 * i), &mut out);
+        }
+        out
     }
 
     /// Projects `(..., in)` to `(..., out)`.

@@ -58,6 +58,17 @@ impl TextCodec {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token ids of `text` as a Hugging Face tokenizer call (`tokenizer(text)`) gives them:
+    /// with the tokenizer's own special tokens added (Llama-3's BOS, when its
+    /// post-processor adds one).
+    pub fn encode_with_specials(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| anyhow!("cannot tokenise text: {e}"))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
     /// A prompt split at its `<image>` placeholders.
     pub fn encode_prompt(&self, text: &str) -> Result<Vec<Piece>> {
         let mut pieces = Vec::new();

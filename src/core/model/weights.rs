@@ -98,6 +98,22 @@ impl NameMap {
     }
 }
 
+/// The original LLaVA layout's stored name of a canonical name (the inverse of
+/// [`NameMap::Original`]): what checkpoints written by `mt train` use.
+pub fn original_name(canonical: &str) -> String {
+    for (from, to) in [
+        ("llm.lm_head.", "lm_head."),
+        ("llm.", "model."),
+        ("projector.", "model.mm_projector."),
+        ("vision.", "model.vision_tower.vision_tower.vision_model."),
+    ] {
+        if let Some(rest) = canonical.strip_prefix(from) {
+            return format!("{to}{rest}");
+        }
+    }
+    canonical.to_string()
+}
+
 enum TensorFile {
     Safetensors(MmapedSafetensors),
     Pth(PthTensors),
@@ -461,6 +477,9 @@ mod tests {
         for (map, stored, canonical) in cases {
             let want = canonical.map_or(Naming::Ignore, |c| Naming::Canonical(c.to_string()));
             assert_eq!(map.canonical(stored), want, "{stored}");
+            if let (NameMap::Original, Some(c)) = (map, canonical) {
+                assert_eq!(original_name(c), stored, "the original name of {c}");
+            }
         }
         assert_eq!(NameMap::Hf.canonical("something.else"), Naming::Unknown);
     }
