@@ -11,7 +11,7 @@ use crate::core::convert::parquet_out::{ShardOptions, ShardWriter};
 use crate::core::convert::wds::{WdsOptions, WdsWriter};
 use crate::core::convert::{RecordSink, Stats, write_records};
 use crate::core::data::{Dataset, ReadOptions, inputs};
-use crate::core::error::{Failure, usage};
+use crate::core::error::usage;
 use crate::core::eval::Bench;
 use crate::core::eval::vqa::{self, LoadOptions};
 use crate::core::eval::vqa_export::{self, ExportOptions};
@@ -50,7 +50,7 @@ pub enum ConvertCommand {
     /// Join the shard outputs of `mt caption --shard I/N` into one file.
     Merge(super::convert_merge::MergeArgs),
     /// Merge a LoRA adapter into its base checkpoint.
-    MergeLora(PlannedArgs),
+    MergeLora(MergeLoraArgs),
     /// Build the BM25 index of a knowledge corpus.
     KnowledgeIndex(KnowledgeIndexArgs),
 }
@@ -238,34 +238,28 @@ pub struct KnowledgeIndexArgs {
     pub force: bool,
 }
 
-/// Arguments of converters still to be built.
+/// `mt convert merge-lora`.
 #[derive(Debug, clap::Args, Serialize)]
-pub struct PlannedArgs {
-    /// Inputs.
-    pub inputs: Vec<PathBuf>,
-    /// Output file or folder.
+pub struct MergeLoraArgs {
+    /// The base checkpoint the adapter was trained on (original LLaVA layout).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The adapter folder (adapter_config.json + adapter_model.safetensors).
+    #[arg(long)]
+    pub adapter: PathBuf,
+    /// Output checkpoint folder.
     #[arg(short, long)]
-    pub output: Option<PathBuf>,
-}
-
-/// Fails with exit 2 for the converters not built yet (before a run dir is made).
-pub fn is_implemented(args: &Args) -> Result<()> {
-    let name = match args.command {
-        ConvertCommand::Vqa(_) => return Ok(()),
-        ConvertCommand::Llava(_) => return Ok(()),
-        ConvertCommand::Parquet(_) => return Ok(()),
-        ConvertCommand::Wds(_) => return Ok(()),
-        ConvertCommand::Image(_) => return Ok(()),
-        ConvertCommand::Merge(_) => return Ok(()),
-        ConvertCommand::KnowledgeIndex(_) => return Ok(()),
-        ConvertCommand::MergeLora(_) => "convert merge-lora",
-    };
-    Err(Failure::NotImplemented(name).into())
+    pub output: PathBuf,
+    /// CLIP tower folder when the base checkpoint does not carry or find one.
+    #[arg(long, value_name = "DIR")]
+    pub vision_tower: Option<PathBuf>,
+    /// Weights dtype of the output: f32, bf16, f16 (default: the base config's).
+    #[arg(long)]
+    pub dtype: Option<String>,
 }
 
 /// Runs `mt convert`.
 pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
-    is_implemented(args)?;
     match &args.command {
         ConvertCommand::Vqa(a) => convert_vqa(a, ctx),
         ConvertCommand::Llava(a) => convert_llava(a, ctx),
@@ -274,8 +268,43 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         ConvertCommand::Merge(a) => super::convert_merge::run(a, ctx),
         ConvertCommand::Wds(a) => convert_wds(a, ctx),
         ConvertCommand::KnowledgeIndex(a) => knowledge_index(a, ctx),
-        _ => unreachable!("checked above"),
+        ConvertCommand::MergeLora(a) => merge_lora(a, ctx),
     }
+}
+
+fn merge_lora(a: &MergeLoraArgs, ctx: &mut Context) -> Result<()> {
+    let dtype = match a.dtype.as_deref() {
+        None => None,
+        Some(name) => Some(crate::core::model::checkpoint::dtype(
+            Some(name),
+            &candle_core::Device::Cpu,
+        )?),
+    };
+    let summary = crate::core::train::merge::merge_lora(
+        &a.model,
+        a.vision_tower.as_deref(),
+        &a.adapter,
+        &a.output,
+        dtype,
+    )?;
+    if let Some(run) = &mut ctx.run {
+        run.set_count("merged_layers", summary.merged_layers);
+        run.write_json("merge.json", &summary)?;
+    }
+    if ctx.json {
+        return super::print(&format!("{}\n", serde_json::to_string(&summary)?));
+    }
+    if !ctx.quiet {
+        eprintln!(
+            "merged {} LoRA layers (scale {}) and {} other tensors into {} ({})",
+            summary.merged_layers,
+            summary.scale,
+            summary.replaced_tensors,
+            a.output.display(),
+            summary.dtype
+        );
+    }
+    Ok(())
 }
 
 fn convert_vqa(a: &VqaArgs, ctx: &mut Context) -> Result<()> {

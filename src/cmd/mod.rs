@@ -110,15 +110,16 @@ pub fn execute(cli: Cli, argv: Vec<String>, log: &LogSink) -> Result<()> {
             with_run_dir("download", &a, g, argv, log, |ctx| download::run(&a, ctx))
         }
         Command::Convert(a) => {
-            convert::is_implemented(&a)?;
             with_run_dir("convert", &a, g, argv, log, |ctx| convert::run(&a, ctx))
         }
         Command::Roi(a) => with_run_dir("roi", &a, g, argv, log, |ctx| roi::run(&a, ctx)),
         Command::Caption(a) => {
             with_run_dir("caption", &a, g, argv, log, |ctx| caption::run(&a, ctx))
         }
-        Command::Train(_) => Err(Failure::NotImplemented("train").into()),
-        Command::Finetune(_) => Err(Failure::NotImplemented("finetune").into()),
+        Command::Train(a) => with_run_dir("train", &a, g, argv, log, |ctx| train::run(&a, ctx)),
+        Command::Finetune(a) => {
+            with_run_dir("finetune", &a, g, argv, log, |ctx| finetune::run(&a, ctx))
+        }
         Command::Eval(a) => {
             eval::is_implemented(&a)?;
             with_run_dir("eval", &a, g, argv, log, |ctx| eval::run(&a, ctx))

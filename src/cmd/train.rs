@@ -1,57 +1,120 @@
-//! `mt train`: the LLaVA-Med++ pre-training stages.
+//! `mt train`: the LLaVA-Med++ pre-training stages, and the flags and presets that
+//! `mt finetune` shares. The presets reproduce the reference scripts
+//! (`scripts/med/llava3_med_stage1.sh`, `llava3_med_stage2.sh`, `llava3_med_fintune.sh`,
+//! `llava3_med_stage2_lora.sh`); every value can be overridden.
 
 use std::path::PathBuf;
 
+use anyhow::{Result, bail};
 use serde::Serialize;
+
+use super::{Context, finish_failures, print};
+use crate::core::error::usage;
+use crate::core::model::checkpoint::{device, dtype};
+use crate::core::train::adamw::AdamWConfig;
+use crate::core::train::params::{LearningRates, LoraSpec, Tune};
+use crate::core::train::plot::plot_metrics;
+use crate::core::train::trainer::{Control, Paths, Plan, Summary, train};
 
 const EXAMPLES: &str = "\
 Examples:
-  mt train --stage 1 --model ckpts/LLaVA-Meta-Llama-3-8B-Instruct-FT-S2 --data stage1.json --image-folder images/
-  mt train --stage 2 --model runs/train-stage1/checkpoint --data stage2.json --image-folder images/ --gpu 0
-  mt train --stage 2 --model tiny/ --data tiny.jsonl --cpu --max-steps 10";
+  mt train --stage 1 --model ckpts/LLaVA-Meta-Llama-3-8B-Instruct-FT-S2 --data stage1.json --image-folder images/ --gpu 0
+  mt train --stage 2 --model runs/stage1/model --data stage2.json --image-folder images/ --gpu 0 --run-dir runs/stage2
+  mt train --stage 2 --model testdata/models/tiny-llava --data testdata/llava/medtrinity_instruct.jsonl --cpu --max-steps 10
+
+Presets (flags override them): stage 1 trains the projector (lr 2e-3, batch 2 x accum 4,
+max length 2048, square images); stage 2 trains the language model and the projector
+(lr 2e-5, batch 4 x accum 8, max length 4096, padded images, modality-grouped order);
+--lora-r R trains LoRA adapters on every decoder Linear plus the projector (lr 2e-4,
+projector lr 2e-5, 3 epochs, batch 4 x accum 4). All: 1 epoch, cosine schedule with
+3% warmup, weight decay 0, gradient clipping at 1.0, a checkpoint every 500 steps (last 3
+kept). The global batch is batch x accum x processes.
+
+The run directory gets metrics.jsonl (step, loss, lr, grad_norm, tokens/s, samples/s,
+memory), checkpoint-N/ folders, and model/ (or adapter/ for LoRA) at the end. Interrupted
+runs continue with the same flags plus --resume --run-dir DIR.";
 
 /// Flags shared by `mt train` and `mt finetune`.
 #[derive(Debug, clap::Args, Serialize)]
 pub struct TrainingArgs {
-    /// Checkpoint to start from.
+    /// Checkpoint to start from (original LLaVA layout).
     #[arg(long)]
     pub model: PathBuf,
-    /// LLaVA conversation JSON/JSONL, parquet shards or a benchmark's train split.
+    /// CLIP tower folder when the checkpoint does not carry or find one.
+    #[arg(long, value_name = "DIR")]
+    pub vision_tower: Option<PathBuf>,
+    /// LLaVA conversation JSON or JSONL ({id, image, conversations}).
     #[arg(long)]
     pub data: PathBuf,
-    /// Where image paths in --data resolve.
+    /// Where image paths in --data resolve (default: the data file's folder).
     #[arg(long)]
     pub image_folder: Option<PathBuf>,
-    /// Stop after N optimizer steps.
+    /// Stop after N optimizer steps (the schedule spans N steps).
     #[arg(long, conflicts_with = "epochs")]
     pub max_steps: Option<u64>,
     /// Passes over the data.
     #[arg(long)]
     pub epochs: Option<f64>,
-    /// Peak learning rate (default: the stage preset).
+    /// Peak learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Samples per device per step.
+    /// Peak learning rate of the projector (default: --lr, or 2e-5 with LoRA).
+    #[arg(long)]
+    pub projector_lr: Option<f64>,
+    /// Samples per device per micro-batch.
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Gradient accumulation steps.
+    /// Micro-batches per optimizer step.
     #[arg(long)]
     pub grad_accum: Option<usize>,
-    /// LoRA rank (enables LoRA on every LLM linear layer).
+    /// Warmup steps as a fraction of all steps.
+    #[arg(long, default_value_t = 0.03)]
+    pub warmup_ratio: f64,
+    /// AdamW's decoupled weight decay (not applied to biases and norms).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this (0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// Longest sequence in tokens, image rows included.
+    #[arg(long)]
+    pub model_max_length: Option<usize>,
+    /// `pad` images to square with the mean colour, or `square` (resize + centre crop).
+    #[arg(long, value_parser = ["pad", "square"])]
+    pub image_aspect_ratio: Option<String>,
+    /// Group samples by modality and length (LLaVA's group_by_modality_length).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub group_by_modality_length: Option<bool>,
+    /// LoRA rank: train LoRA adapters on every language-model Linear layer.
     #[arg(long)]
     pub lora_r: Option<usize>,
-    /// LoRA alpha.
-    #[arg(long)]
+    /// LoRA alpha (scale alpha / r; default 2 x r).
+    #[arg(long, requires = "lora_r")]
     pub lora_alpha: Option<f64>,
-    /// GPU indices (comma-separated for several).
-    #[arg(long, value_delimiter = ',')]
-    pub gpu: Vec<usize>,
+    /// Save a checkpoint every N steps (0 = only at the end).
+    #[arg(long, default_value_t = 500)]
+    pub save_steps: u64,
+    /// Checkpoints to keep (0 = all).
+    #[arg(long, default_value_t = 3)]
+    pub save_total_limit: usize,
+    /// GPU index.
+    #[arg(long)]
+    pub gpu: Option<usize>,
     /// Train on the CPU (tiny configs).
     #[arg(long, conflicts_with = "gpu")]
     pub cpu: bool,
-    /// Continue from the run directory's last checkpoint.
+    /// Parameter dtype: f32, bf16 (default: bf16 on a GPU, f32 on the CPU).
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// Continue from the last checkpoint in --run-dir (same flags).
     #[arg(long)]
     pub resume: bool,
+    /// Save and stop after N steps in this process (time-limited jobs; continue with --resume).
+    #[arg(long, value_name = "N")]
+    pub stop_after_steps: Option<u64>,
+    /// Also write loss / learning-rate curves to curves.png in the run directory.
+    #[arg(long)]
+    pub plot: bool,
 }
 
 /// Pre-training stages: projector alignment (1) and instruction tuning (2).
@@ -63,4 +126,155 @@ pub struct Args {
     pub stage: String,
     #[command(flatten)]
     pub training: TrainingArgs,
+}
+
+/// Which preset a command starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    Stage1,
+    Stage2,
+    Finetune,
+}
+
+/// Runs `mt train`.
+pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
+    let preset = if args.stage == "1" {
+        Preset::Stage1
+    } else {
+        Preset::Stage2
+    };
+    run_training(preset, &args.training, ctx)
+}
+
+/// Resolves the plan from the preset and flags, trains, reports.
+pub fn run_training(preset: Preset, args: &TrainingArgs, ctx: &mut Context) -> Result<()> {
+    let plan = plan(preset, args, ctx.seed)?;
+    if let Ok(world) = std::env::var("WORLD_SIZE")
+        && world.trim() != "1"
+    {
+        bail!(
+            "WORLD_SIZE={world}: multi-process data-parallel training is not available yet; run one process"
+        );
+    }
+    let Some(run) = &mut ctx.run else {
+        return Err(usage("training needs a run directory (drop --no-run-dir)"));
+    };
+    let device = device(args.gpu)?;
+    let dtype = dtype(args.dtype.as_deref(), &device)?;
+    run.set_device(
+        format!(
+            "{} {dtype:?}",
+            args.gpu.map_or("cpu".into(), |i| format!("cuda:{i}"))
+        )
+        .to_lowercase(),
+    );
+    run.write_json("plan.json", &plan)?;
+    let paths = Paths {
+        model: args.model.clone(),
+        vision_tower: args.vision_tower.clone(),
+        data: args.data.clone(),
+        image_folder: args.image_folder.clone(),
+        run_dir: run.path().to_path_buf(),
+    };
+    let control = Control {
+        device,
+        dtype,
+        resume: args.resume,
+        stop_after: args.stop_after_steps,
+    };
+    let result = train(&paths, &plan, &control);
+    if args.plot {
+        let out = paths.run_dir.join("curves.png");
+        match plot_metrics(&paths.run_dir.join("metrics.jsonl"), &out) {
+            Ok(()) => tracing::info!("wrote {}", out.display()),
+            Err(e) => tracing::warn!("--plot: {e:#}"),
+        }
+    }
+    let summary = result?;
+    report(&summary, ctx)?;
+    let skipped = summary.skipped.len();
+    finish_failures(ctx, summary.skipped, skipped, skipped)
+}
+
+fn report(summary: &Summary, ctx: &mut Context) -> Result<()> {
+    if let Some(run) = &mut ctx.run {
+        run.set_count("steps", summary.steps_done);
+        run.set_count("total_steps", summary.total_steps);
+        run.set_count("trainable_parameters", summary.trainable_parameters);
+        run.set_count("skipped_samples", summary.skipped.len());
+        run.set_count("masked_samples", summary.masked_samples);
+        run.write_json("summary.json", summary)?;
+    }
+    if ctx.json {
+        return print(&format!("{}\n", serde_json::to_string(summary)?));
+    }
+    if !ctx.quiet {
+        let loss = summary.last_loss.map_or("-".into(), |l| format!("{l:.4}"));
+        let place = match &summary.exported {
+            Some(p) => format!("; saved {}", p.display()),
+            None => format!(
+                "; stopped at step {} of {} (continue with --resume)",
+                summary.steps_done, summary.total_steps
+            ),
+        };
+        eprintln!(
+            "trained {} steps (of {}), last loss {loss}{place}",
+            summary.steps_done, summary.total_steps
+        );
+    }
+    Ok(())
+}
+
+/// The preset, overridden by the flags.
+pub fn plan(preset: Preset, args: &TrainingArgs, seed: u64) -> Result<Plan> {
+    let tune = match (args.lora_r, preset) {
+        (Some(r), _) => Tune::Lora(LoraSpec {
+            r,
+            alpha: args.lora_alpha.unwrap_or(2.0 * r as f64),
+        }),
+        (None, Preset::Stage1) => Tune::Projector,
+        (None, _) => Tune::Full,
+    };
+    let lora = matches!(tune, Tune::Lora(_));
+    let (lr, batch, accum, max_len, aspect, grouped, epochs) = match (preset, lora) {
+        (_, true) => (2e-4, 4, 4, 4096, "pad", false, 3.0),
+        (Preset::Stage1, false) => (2e-3, 2, 4, 2048, "square", false, 1.0),
+        (Preset::Stage2, false) => (2e-5, 4, 8, 4096, "pad", true, 1.0),
+        (Preset::Finetune, false) => (2e-5, 4, 8, 4096, "pad", false, 1.0),
+    };
+    let batch_size = args.batch_size.unwrap_or(batch);
+    let grad_accum = args.grad_accum.unwrap_or(accum);
+    if batch_size == 0 || grad_accum == 0 {
+        return Err(usage("--batch-size and --grad-accum must be at least 1"));
+    }
+    let projector_lr = args.projector_lr.or(lora.then_some(2e-5));
+    Ok(Plan {
+        tune,
+        lrs: LearningRates {
+            main: args.lr.unwrap_or(lr),
+            projector: projector_lr,
+        },
+        adamw: AdamWConfig {
+            weight_decay: args.weight_decay,
+            ..AdamWConfig::default()
+        },
+        epochs: args.epochs.unwrap_or(epochs),
+        max_steps: args.max_steps,
+        batch_size,
+        grad_accum,
+        warmup_ratio: args.warmup_ratio,
+        max_grad_norm: args.max_grad_norm,
+        model_max_length: args.model_max_length.unwrap_or(max_len),
+        group_by_modality: args
+            .group_by_modality_length
+            .unwrap_or(grouped)
+            .then_some(batch_size * grad_accum),
+        image_aspect_ratio: args
+            .image_aspect_ratio
+            .clone()
+            .unwrap_or_else(|| aspect.to_string()),
+        seed,
+        save_steps: args.save_steps,
+        save_total_limit: args.save_total_limit,
+    })
 }

@@ -1,3 +1,12 @@
 //! Training (`mt train`, `mt finetune`): the pieces of the loop, one file each.
 
+pub mod adamw;
+pub mod batch;
+pub mod conversation;
+pub mod data;
+pub mod export;
+pub mod merge;
+pub mod params;
+pub mod plot;
 pub mod schedule;
+pub mod trainer;

@@ -1,0 +1,234 @@
+//! AdamW with decoupled weight decay and f32 state (PyTorch's `torch.optim.AdamW`
+//! arithmetic), and global-norm gradient clipping (`clip_grad_norm_`).
+//!
+//! Parameters kept in a lower precision (bf16 on the GPU) get an f32 master copy: the
+//! update runs on the master and the parameter receives its rounded value, so small
+//! updates are not lost to bf16 rounding (what DeepSpeed / mixed precision do).
+
+use std::collections::HashMap;
+
+use anyhow::{Context as _, Result, bail};
+use candle_core::{DType, Tensor, Var};
+
+/// Hyperparameters shared by every parameter.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdamWConfig {
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl Default for AdamWConfig {
+    /// transformers' `TrainingArguments` defaults (adam_beta1/2, adam_epsilon); no decay.
+    fn default() -> Self {
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// One trainable tensor and its optimiser state.
+pub struct Param {
+    /// Canonical name (`llm.layers.0.self_attn.q_proj.weight`, ...).
+    pub name: String,
+    pub var: Var,
+    /// Peak learning rate of its group (before the schedule).
+    pub lr: f64,
+    /// Whether weight decay applies (not to biases and norm weights, as transformers' Trainer).
+    pub decay: bool,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    /// f32 copy of a lower-precision parameter.
+    master: Option<Tensor>,
+}
+
+impl Param {
+    /// A parameter with zeroed moments.
+    pub fn new(name: String, var: Var, lr: f64, decay: bool) -> Result<Self> {
+        let t = var.as_tensor();
+        let exp_avg = t.zeros_like()?.to_dtype(DType::F32)?;
+        let master = if t.dtype() == DType::F32 {
+            None
+        } else {
+            Some(t.to_dtype(DType::F32)?.detach())
+        };
+        Ok(Self {
+            name,
+            exp_avg_sq: exp_avg.clone(),
+            exp_avg,
+            master,
+            var,
+            lr,
+            decay,
+        })
+    }
+}
+
+/// The optimiser: parameters, their state and the step count.
+pub struct AdamW {
+    pub cfg: AdamWConfig,
+    pub params: Vec<Param>,
+    /// Updates applied so far.
+    pub steps: u64,
+}
+
+impl AdamW {
+    /// An optimiser over `params`.
+    pub fn new(cfg: AdamWConfig, params: Vec<Param>) -> Self {
+        Self {
+            cfg,
+            params,
+            steps: 0,
+        }
+    }
+
+    /// Applies one update with the gradients `grads[i]` (f32, for `params[i]`) and the
+    /// learning rates scaled by `lr_factor`.
+    pub fn step(&mut self, grads: &[Tensor], lr_factor: f64) -> Result<()> {
+        self.steps += 1;
+        let t = self.steps as i32;
+        let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
+        let bias_correction1 = 1.0 - b1.powi(t);
+        let bias_correction2_sqrt = (1.0 - b2.powi(t)).sqrt();
+        for (p, g) in self.params.iter_mut().zip(grads) {
+            let lr = p.lr * lr_factor;
+            let current = match &p.master {
+                Some(m) => m.clone(),
+                None => p.var.as_tensor().detach(),
+            };
+            let decayed = if p.decay && self.cfg.weight_decay != 0.0 {
+                (&current * (1.0 - lr * self.cfg.weight_decay))?
+            } else {
+                current
+            };
+            p.exp_avg = (&p.exp_avg + ((g - &p.exp_avg)? * (1.0 - b1))?)?;
+            p.exp_avg_sq = ((&p.exp_avg_sq * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            let denom = ((p.exp_avg_sq.sqrt()? / bias_correction2_sqrt)? + self.cfg.eps)?;
+            let updated = (decayed - ((&p.exp_avg / denom)? * (lr / bias_correction1))?)?;
+            match &mut p.master {
+                Some(m) => {
+                    p.var.set(&updated.to_dtype(p.var.dtype())?)?;
+                    *m = updated;
+                }
+                None => p.var.set(&updated)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The state to save: `{name}.exp_avg`, `{name}.exp_avg_sq` and `{name}.master`.
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::with_capacity(self.params.len() * 2);
+        for p in &self.params {
+            out.push((format!("{}.exp_avg", p.name), p.exp_avg.clone()));
+            out.push((format!("{}.exp_avg_sq", p.name), p.exp_avg_sq.clone()));
+            if let Some(m) = &p.master {
+                out.push((format!("{}.master", p.name), m.clone()));
+            }
+        }
+        out
+    }
+
+    /// Restores what [`AdamW::state_tensors`] saved (every parameter must be there).
+    pub fn load_state(&mut self, mut saved: HashMap<String, Tensor>, steps: u64) -> Result<()> {
+        for p in &mut self.params {
+            let mut take = |what: &str, like: &Tensor| -> Result<Tensor> {
+                let key = format!("{}.{what}", p.name);
+                let t = saved
+                    .remove(&key)
+                    .with_context(|| format!("optimizer state has no `{key}`"))?;
+                if t.dims() != like.dims() {
+                    bail!(
+                        "optimizer state `{key}` has shape {:?}, expected {:?}",
+                        t.dims(),
+                        like.dims()
+                    );
+                }
+                Ok(t.to_dtype(DType::F32)?.to_device(like.device())?)
+            };
+            p.exp_avg = take("exp_avg", &p.exp_avg)?;
+            p.exp_avg_sq = take("exp_avg_sq", &p.exp_avg_sq)?;
+            if let Some(m) = &p.master {
+                p.master = Some(take("master", m)?);
+            }
+        }
+        self.steps = steps;
+        Ok(())
+    }
+}
+
+/// Scales `grads` so their global L2 norm is at most `max_norm` (no-op for
+/// `max_norm <= 0`) and returns the norm before clipping, like `clip_grad_norm_`.
+pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
+    let mut sum = 0f64;
+    for g in grads.iter() {
+        sum += g
+            .sqr()?
+            .sum_all()?
+            .to_dtype(DType::F64)?
+            .to_scalar::<f64>()?;
+    }
+    let norm = sum.sqrt();
+    if max_norm > 0.0 {
+        let coef = (max_norm / (norm + 1e-6)).min(1.0);
+        if coef < 1.0 {
+            for g in grads.iter_mut() {
+                *g = (&*g * coef)?;
+            }
+        }
+    }
+    Ok(norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn two_steps_match_torch_adamw() {
+        // torch.optim.AdamW([p], lr=0.1, weight_decay=0.5) on p = [1, -2], grads [0.5, -1]
+        // then [0.25, 3]: p after 1 = [0.85, -1.8], after 2 = [0.71428204, -1.75941885].
+        let dev = Device::Cpu;
+        let var = Var::new(&[1f32, -2.], &dev).unwrap();
+        let cfg = AdamWConfig {
+            weight_decay: 0.5,
+            ..AdamWConfig::default()
+        };
+        let mut opt = AdamW::new(
+            cfg,
+            vec![Param::new("p".into(), var.clone(), 0.1, true).unwrap()],
+        );
+        opt.step(&[Tensor::new(&[0.5f32, -1.], &dev).unwrap()], 1.0)
+            .unwrap();
+        let p1 = var.as_tensor().to_vec1::<f32>().unwrap();
+        assert!(
+            (p1[0] - 0.85).abs() < 1e-6 && (p1[1] + 1.8).abs() < 1e-6,
+            "{p1:?}"
+        );
+        opt.step(&[Tensor::new(&[0.25f32, 3.], &dev).unwrap()], 1.0)
+            .unwrap();
+        let p2 = var.as_tensor().to_vec1::<f32>().unwrap();
+        assert!((p2[0] - 0.714_282_04).abs() < 1e-6, "{p2:?}");
+        assert!((p2[1] + 1.759_418_8).abs() < 1e-6, "{p2:?}");
+    }
+
+    #[test]
+    fn clipping_scales_to_the_max_norm_and_reports_the_norm_before() {
+        let dev = Device::Cpu;
+        let mut grads = vec![
+            Tensor::new(&[3f32], &dev).unwrap(),
+            Tensor::new(&[4f32], &dev).unwrap(),
+        ];
+        let norm = clip_grad_norm(&mut grads, 1.0).unwrap();
+        assert!((norm - 5.0).abs() < 1e-9);
+        let after: f32 = grads[0].to_vec1::<f32>().unwrap()[0];
+        assert!((after - 0.6).abs() < 1e-6, "{after}");
+        let norm = clip_grad_norm(&mut grads, 10.0).unwrap();
+        assert!((norm - 1.0).abs() < 1e-5);
+    }
+}

@@ -1,0 +1,236 @@
+//! A micro-batch as the reference trains on it: `DataCollatorForSupervisedDataset`
+//! (truncation to `model_max_length`, pad tokens dropped by the attention mask) and
+//! `prepare_inputs_labels_for_multimodal` (each `<image>` replaced by its projected
+//! feature rows labelled -100, truncation to `tokenizer_model_max_length`, right
+//! padding), then the mean next-token cross entropy over the supervised positions.
+
+use anyhow::{Context as _, Result, bail, ensure};
+use candle_core::{D, DType, Tensor};
+
+use super::conversation::{Encoded, IGNORE_INDEX, IMAGE_TOKEN_INDEX, Llama3Encoder};
+use super::data::Record;
+use crate::core::model::attention::causal_padding_mask;
+use crate::core::model::llama::Step;
+use crate::core::model::llava::Llava;
+use crate::core::model::preprocess::ImageProcessor;
+
+/// One sample ready for the model.
+pub struct Example {
+    pub id: String,
+    pub input_ids: Vec<i64>,
+    pub labels: Vec<i64>,
+    /// Preprocessed pixels `(3, S, S)` when the sample has an image.
+    pub pixels: Option<Tensor>,
+    pub mismatch: bool,
+}
+
+/// Builds examples from records: tokenisation, collator truncation, pad removal and
+/// image preprocessing.
+pub struct Collator<'a> {
+    pub encoder: Llama3Encoder<'a>,
+    pub processor: &'a ImageProcessor,
+    pub device: &'a candle_core::Device,
+}
+
+impl Collator<'_> {
+    /// The example of one record; errors name the record.
+    pub fn example(&self, record: &Record) -> Result<Example> {
+        let has_image = record.image.is_some();
+        let Encoded {
+            mut input_ids,
+            mut labels,
+            mismatch,
+        } = self
+            .encoder
+            .encode(&record.turns, has_image)
+            .with_context(|| record.origin.clone())?;
+        let max = self.encoder.max_len;
+        input_ids.truncate(max);
+        labels.truncate(max);
+        // The collator's attention mask (`input_ids != pad`) drops pad tokens, wherever
+        // they are, before the image rows go in.
+        let pad = i64::from(self.encoder.specials.pad);
+        let (input_ids, labels): (Vec<i64>, Vec<i64>) = input_ids
+            .into_iter()
+            .zip(labels)
+            .filter(|(t, _)| *t != pad)
+            .unzip();
+        let images = input_ids
+            .iter()
+            .filter(|&&t| t == IMAGE_TOKEN_INDEX)
+            .count();
+        if images > 1 {
+            bail!(
+                "{}: {images} <image> placeholders for one image",
+                record.origin
+            );
+        }
+        let pixels = match &record.image {
+            Some(path) => {
+                let image = image::open(path)
+                    .with_context(|| format!("{}: image {}", record.origin, path.display()))?;
+                let px = self.processor.batch(&[&image], self.device)?;
+                Some(px.squeeze(0)?)
+            }
+            None => None,
+        };
+        if images == 1 && pixels.is_none() {
+            bail!(
+                "{}: the conversation has <image> but the record no `image`",
+                record.origin
+            );
+        }
+        Ok(Example {
+            id: record.id.clone(),
+            input_ids,
+            labels,
+            pixels,
+            mismatch,
+        })
+    }
+}
+
+/// The summed loss terms of one micro-batch.
+pub struct BatchLoss {
+    /// Mean cross entropy over the supervised positions (a scalar on the model's
+    /// device, differentiable), or `None` when no position is supervised.
+    pub loss: Option<Tensor>,
+    /// Supervised positions.
+    pub tokens: usize,
+    /// Sequence positions in the batch (image rows included, padding not).
+    pub positions: usize,
+}
+
+/// Runs the model on `examples` and returns the mean next-token loss, as
+/// `LlavaLlamaForCausalLM.forward(labels=...)` computes it.
+pub fn batch_loss(model: &Llava, examples: &[Example], max_len: usize) -> Result<BatchLoss> {
+    ensure!(!examples.is_empty(), "empty micro-batch");
+    let with_pixels: Vec<&Tensor> = examples.iter().filter_map(|e| e.pixels.as_ref()).collect();
+    let features = if with_pixels.is_empty() {
+        None
+    } else {
+        let pixels = Tensor::stack(&with_pixels, 0)?;
+        // The vision tower is frozen: its output is a constant for the projector.
+        let vision = model.vision_features(&pixels)?.detach();
+        Some(model.projector.forward(&vision)?)
+    };
+    let mut next_image = 0;
+    let mut rows = Vec::with_capacity(examples.len());
+    let mut row_labels = Vec::with_capacity(examples.len());
+    for example in examples {
+        let image = match &example.pixels {
+            Some(_) => {
+                next_image += 1;
+                Some(next_image - 1)
+            }
+            None => None,
+        };
+        let (embeds, labels) = splice(model, example, image.map(|i| (features.as_ref(), i)))?;
+        let keep = labels.len().min(max_len);
+        rows.push(embeds.narrow(0, 0, keep)?);
+        row_labels.push(labels[..keep].to_vec());
+    }
+    let total = row_labels.iter().map(Vec::len).max().unwrap_or(0);
+    let hidden = model.cfg.text.hidden_size;
+    let dtype = model.dtype();
+    let device = model.llm.embed.device().clone();
+    let mut padded = Vec::with_capacity(rows.len());
+    let mut valid = Vec::with_capacity(rows.len());
+    let mut picks = Vec::new();
+    let mut targets = Vec::new();
+    for (b, (row, labels)) in rows.iter().zip(&row_labels).enumerate() {
+        let len = labels.len();
+        padded.push(if len == total {
+            row.clone()
+        } else {
+            Tensor::cat(
+                &[row, &Tensor::zeros((total - len, hidden), dtype, &device)?],
+                0,
+            )?
+        });
+        valid.push((0..total).map(|t| t < len).collect::<Vec<bool>>());
+        // Position t predicts the label at t + 1.
+        for t in 0..len.saturating_sub(1) {
+            let target = labels[t + 1];
+            if target != IGNORE_INDEX {
+                picks.push((b * total + t) as u32);
+                targets.push(
+                    u32::try_from(target)
+                        .with_context(|| format!("label {target} is not a token id"))?,
+                );
+            }
+        }
+    }
+    let positions_in_batch = row_labels.iter().map(Vec::len).sum();
+    if picks.is_empty() {
+        return Ok(BatchLoss {
+            loss: None,
+            tokens: 0,
+            positions: positions_in_batch,
+        });
+    }
+    let embeds = Tensor::stack(&padded, 0)?;
+    let positions: Vec<u32> = (0..rows.len()).flat_map(|_| 0..total as u32).collect();
+    let positions = Tensor::from_vec(positions, (rows.len(), total), &device)?;
+    let mask = causal_padding_mask(&valid, 0, total, dtype, &device)?;
+    let step = Step {
+        positions: &positions,
+        mask: mask.as_ref(),
+    };
+    let hidden_states = model.llm.forward(&embeds, &step, None)?;
+    let flat = hidden_states.reshape((rows.len() * total, hidden))?;
+    let picked = flat.index_select(&Tensor::new(picks.as_slice(), &device)?, 0)?;
+    let logits = model.llm.logits(&picked)?; // (N, V) f32
+    let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let targets = Tensor::new(targets.as_slice(), &device)?.unsqueeze(1)?;
+    let picked_log_probs = log_probs.gather(&targets, 1)?;
+    let loss = picked_log_probs.mean_all()?.neg()?;
+    Ok(BatchLoss {
+        loss: Some(loss),
+        tokens: picks.len(),
+        positions: positions_in_batch,
+    })
+}
+
+/// One row's embeddings and labels: text embeddings with the image's feature rows
+/// (`features[index]`) at the `<image>` id, their labels -100.
+fn splice(
+    model: &Llava,
+    example: &Example,
+    image: Option<(Option<&Tensor>, usize)>,
+) -> Result<(Tensor, Vec<i64>)> {
+    let device = model.llm.embed.device();
+    let mut parts = Vec::new();
+    let mut labels = Vec::with_capacity(example.labels.len());
+    let mut text: Vec<u32> = Vec::new();
+    let flush = |text: &mut Vec<u32>, parts: &mut Vec<Tensor>| -> Result<()> {
+        if !text.is_empty() {
+            let ids = Tensor::new(text.as_slice(), device)?.unsqueeze(0)?;
+            parts.push(model.llm.embed_ids(&ids)?.squeeze(0)?);
+            text.clear();
+        }
+        Ok(())
+    };
+    for (&id, &label) in example.input_ids.iter().zip(&example.labels) {
+        if id == IMAGE_TOKEN_INDEX {
+            flush(&mut text, &mut parts)?;
+            let Some((Some(features), index)) = image else {
+                bail!("{}: <image> without an image", example.id);
+            };
+            let rows = features.get(index)?.to_dtype(model.dtype())?;
+            labels.extend(std::iter::repeat_n(IGNORE_INDEX, rows.dim(0)?));
+            parts.push(rows);
+        } else {
+            text.push(u32::try_from(id).with_context(|| format!("{}: token id {id}", example.id))?);
+            labels.push(label);
+        }
+    }
+    flush(&mut text, &mut parts)?;
+    ensure!(!parts.is_empty(), "{}: empty sequence", example.id);
+    Ok((Tensor::cat(&parts, 0)?, labels))
+}
+
+/// A scalar tensor's value.
+pub fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}

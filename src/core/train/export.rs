@@ -1,0 +1,255 @@
+//! Writing what training produces, in formats the Python side loads: full models in
+//! the original LLaVA layout (`model.*`, `lm_head.*`, `model.mm_projector.*` in
+//! safetensors shards with an index, `{"format": "pt"}` metadata, the checkpoint's
+//! config, tokenizer and generation files), the stage-1 projector
+//! (`mm_projector.safetensors`), and PEFT LoRA adapters (`adapter_config.json` +
+//! `adapter_model.safetensors`, the projector in `non_lora_trainables.safetensors`).
+//! Every folder is built under `<name>.partial` and renamed into place.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, anyhow};
+use candle_core::Tensor;
+use candle_core::safetensors::MmapedSafetensors;
+use serde_json::{Value, json};
+
+use super::params::LoraSpec;
+use crate::core::model::weights::{original_name, weight_files};
+
+/// Largest shard `save_pretrained` writes by default (5 GB).
+pub const MAX_SHARD_BYTES: usize = 5_000_000_000;
+
+/// Files copied from the source checkpoint next to new weights.
+const SIDE_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+    "preprocessor_config.json",
+];
+
+/// Writes `tensors` to one safetensors file with `{"format": "pt"}` metadata.
+pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let data: Vec<(&str, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| Ok((n.as_str(), t.contiguous()?)))
+        .collect::<Result<_>>()?;
+    safetensors::serialize_to_file(data, Some(metadata), path)
+        .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))
+}
+
+/// Reads a safetensors file into named tensors on the CPU.
+pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    Ok(
+        candle_core::safetensors::load(path, &candle_core::Device::Cpu)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .into_iter()
+            .collect(),
+    )
+}
+
+/// A folder being written: `<dir>.partial` until [`Staged::commit`] renames it.
+pub struct Staged {
+    pub tmp: PathBuf,
+    dest: PathBuf,
+}
+
+impl Staged {
+    /// Starts `dest` afresh (a stale `.partial` from a killed run is removed).
+    pub fn begin(dest: &Path) -> Result<Self> {
+        let mut name = dest.file_name().unwrap_or_default().to_os_string();
+        name.push(".partial");
+        let tmp = dest.with_file_name(name);
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
+        }
+        fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        Ok(Self {
+            tmp,
+            dest: dest.to_path_buf(),
+        })
+    }
+
+    /// Replaces `dest` with the finished folder.
+    pub fn commit(self) -> Result<PathBuf> {
+        if self.dest.exists() {
+            fs::remove_dir_all(&self.dest)
+                .with_context(|| format!("cannot replace {}", self.dest.display()))?;
+        }
+        fs::rename(&self.tmp, &self.dest)
+            .with_context(|| format!("cannot rename {}", self.tmp.display()))?;
+        Ok(self.dest)
+    }
+}
+
+/// Writes model weights (`(canonical name, tensor)`) under their original-layout
+/// names into `dir`: `model.safetensors`, or shards of at most `max_shard` bytes as
+/// `model-0000I-of-0000N.safetensors` with `model.safetensors.index.json`.
+pub fn write_weights(dir: &Path, tensors: &[(String, Tensor)], max_shard: usize) -> Result<()> {
+    let named: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| (original_name(n), t.clone()))
+        .collect();
+    let bytes = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+    let mut shards: Vec<Vec<(String, Tensor)>> = vec![Vec::new()];
+    let mut size = 0;
+    for (name, t) in named {
+        if size > 0 && size + bytes(&t) > max_shard {
+            shards.push(Vec::new());
+            size = 0;
+        }
+        size += bytes(&t);
+        shards.last_mut().expect("one shard").push((name, t));
+    }
+    if shards.len() == 1 {
+        return write_safetensors(&dir.join("model.safetensors"), &shards[0]);
+    }
+    let mut weight_map = BTreeMap::new();
+    let mut total = 0;
+    let n = shards.len();
+    for (i, shard) in shards.iter().enumerate() {
+        let file = format!("model-{:05}-of-{n:05}.safetensors", i + 1);
+        for (name, t) in shard {
+            weight_map.insert(name.clone(), Value::String(file.clone()));
+            total += bytes(t);
+        }
+        write_safetensors(&dir.join(&file), shard)?;
+    }
+    let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+    fs::write(
+        dir.join("model.safetensors.index.json"),
+        serde_json::to_vec_pretty(&index)?,
+    )?;
+    Ok(())
+}
+
+/// The vision-tower tensors a source checkpoint stores itself
+/// (`model.vision_tower.*`), under canonical names, unchanged (the tower is frozen).
+pub fn stored_vision_tensors(source: &Path) -> Result<Vec<(String, Tensor)>> {
+    let mut out = Vec::new();
+    for file in weight_files(source)? {
+        if file.extension().is_none_or(|e| e != "safetensors") {
+            continue;
+        }
+        // SAFETY: read-only map of a checkpoint nobody is expected to truncate meanwhile.
+        let st = unsafe { MmapedSafetensors::new(&file) }
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        for (name, _) in st.tensors() {
+            if let Some(rest) = name.strip_prefix("model.vision_tower.vision_tower.vision_model.") {
+                let t = st.load(&name, &candle_core::Device::Cpu)?;
+                out.push((format!("vision.{rest}"), t));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Copies the source checkpoint's `config.json` with `updates` applied, and its
+/// tokenizer / generation / preprocessor files. A `mm_vision_tower` that named a
+/// local folder relative to the source becomes absolute, so the copy still finds it.
+pub fn write_side_files(
+    source: &Path,
+    dest: &Path,
+    updates: &serde_json::Map<String, Value>,
+) -> Result<()> {
+    let config_path = source.join("config.json");
+    let text = fs::read_to_string(&config_path)
+        .with_context(|| format!("cannot read {}", config_path.display()))?;
+    let mut config: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: invalid JSON", config_path.display()))?;
+    if let Some(obj) = config.as_object_mut() {
+        if let Some(Value::String(tower)) = obj.get("mm_vision_tower") {
+            let local = source.join(tower);
+            if Path::new(tower).is_relative() && local.join("config.json").is_file() {
+                let absolute = local.canonicalize().unwrap_or(local);
+                obj.insert(
+                    "mm_vision_tower".into(),
+                    Value::String(absolute.display().to_string()),
+                );
+            }
+        }
+        for (k, v) in updates {
+            obj.insert(k.clone(), v.clone());
+        }
+    }
+    fs::write(
+        dest.join("config.json"),
+        serde_json::to_vec_pretty(&config)?,
+    )?;
+    for name in SIDE_FILES {
+        let from = source.join(name);
+        if from.is_file() {
+            fs::copy(&from, dest.join(name))
+                .with_context(|| format!("cannot copy {}", from.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// PEFT's module names for the LoRA targets.
+pub const LORA_TARGETS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+/// PEFT's stored name of a canonical LoRA tensor:
+/// `llm.layers.0.self_attn.q_proj.lora_A.weight` -> `base_model.model.model.layers.0...`.
+pub fn peft_name(canonical: &str) -> String {
+    format!("base_model.model.{}", original_name(canonical))
+}
+
+/// Writes a PEFT adapter: `adapter_config.json`, `adapter_model.safetensors` (the
+/// `lora_*` tensors) and `non_lora_trainables.safetensors` (the other trained tensors,
+/// LLaVA's name for them, PEFT-style keys).
+pub fn write_adapter(
+    dir: &Path,
+    base_model: &Path,
+    spec: LoraSpec,
+    tensors: &[(String, Tensor)],
+) -> Result<()> {
+    let (lora, other): (Vec<_>, Vec<_>) = tensors
+        .iter()
+        .cloned()
+        .partition(|(n, _)| n.contains(".lora_"));
+    let rename = |v: Vec<(String, Tensor)>| -> Vec<(String, Tensor)> {
+        v.into_iter().map(|(n, t)| (peft_name(&n), t)).collect()
+    };
+    write_safetensors(&dir.join("adapter_model.safetensors"), &rename(lora))?;
+    if !other.is_empty() {
+        write_safetensors(&dir.join("non_lora_trainables.safetensors"), &rename(other))?;
+    }
+    let config = json!({
+        "base_model_name_or_path": base_model.canonicalize().unwrap_or_else(|_| base_model.to_path_buf()),
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": spec.r,
+        "lora_alpha": spec.alpha,
+        "lora_dropout": 0.0,
+        "target_modules": LORA_TARGETS,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+        "init_lora_weights": true,
+        "use_rslora": false,
+        "use_dora": false,
+        "modules_to_save": null,
+        "layers_to_transform": null,
+        "layers_pattern": null,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "revision": null,
+    });
+    fs::write(
+        dir.join("adapter_config.json"),
+        serde_json::to_vec_pretty(&config)?,
+    )?;
+    Ok(())
+}

@@ -1,0 +1,131 @@
+//! What a training stage updates: the projector (stage 1), the language model and the
+//! projector (stage 2, fine-tuning), or LoRA adapters on every decoder Linear plus
+//! the projector. The chosen tensors become candle `Var`s inside the model, so the
+//! forward pass records their gradients; everything else stays a plain tensor.
+
+use anyhow::{Result, bail};
+use candle_core::{DType, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+use super::adamw::Param;
+use crate::core::hash::keyed;
+use crate::core::model::llava::Llava;
+use crate::core::model::lora::LoraAdapter;
+
+/// LoRA settings (PEFT's `LoraConfig`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LoraSpec {
+    pub r: usize,
+    pub alpha: f64,
+}
+
+impl LoraSpec {
+    /// `alpha / r`, PEFT's scaling.
+    pub fn scale(&self) -> f64 {
+        self.alpha / self.r as f64
+    }
+}
+
+/// Which tensors are trained.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Tune {
+    /// Only the multimodal projector (`tune_mm_mlp_adapter`).
+    Projector,
+    /// Language model and projector; the vision tower stays frozen.
+    Full,
+    /// LoRA on the decoder's Linear layers, plus the projector.
+    Lora(LoraSpec),
+}
+
+/// Peak learning rates: the main one, and the projector's when it differs
+/// (`mm_projector_lr`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LearningRates {
+    pub main: f64,
+    pub projector: Option<f64>,
+}
+
+/// Attaches LoRA adapters (when `tune` asks for them, A drawn from `seed` as PEFT's
+/// Kaiming-uniform init, B zero), turns the trained tensors into `Var`s of `dtype`
+/// inside `model` and returns them as optimiser parameters, in model order.
+pub fn make_trainable(
+    model: &mut Llava,
+    tune: Tune,
+    lrs: LearningRates,
+    dtype: DType,
+    seed: u64,
+) -> Result<Vec<Param>> {
+    if let Tune::Lora(spec) = tune {
+        attach_lora(model, spec, dtype, seed)?;
+    }
+    let mut params = Vec::new();
+    for (name, tensor) in model.tensors_mut() {
+        let is_projector = name.starts_with("projector.");
+        let trained = match tune {
+            Tune::Projector => is_projector,
+            Tune::Full => true,
+            Tune::Lora(_) => is_projector || name.contains(".lora_"),
+        };
+        if !trained {
+            continue;
+        }
+        let var = Var::from_tensor(&tensor.to_dtype(dtype)?)?;
+        *tensor = var.as_tensor().clone();
+        let lr = match (is_projector, lrs.projector) {
+            (true, Some(lr)) => lr,
+            _ => lrs.main,
+        };
+        params.push(Param::new(name.clone(), var, lr, decays(&name))?);
+    }
+    model.llm.retie();
+    if params.is_empty() {
+        bail!("nothing to train: the model has no tensors for {tune:?}");
+    }
+    Ok(params)
+}
+
+/// Whether weight decay applies: not to biases and norm weights (transformers'
+/// Trainer groups; LayerNorm and LlamaRMSNorm count as norms).
+fn decays(name: &str) -> bool {
+    !(name.ends_with(".bias") || name.ends_with("norm.weight"))
+}
+
+fn attach_lora(model: &mut Llava, spec: LoraSpec, dtype: DType, seed: u64) -> Result<()> {
+    if spec.r == 0 {
+        bail!("--lora-r must be at least 1");
+    }
+    for (index, (_, linear)) in model.llm.linears_mut().into_iter().enumerate() {
+        let (in_dim, out_dim) = (linear.in_dim(), linear.out_dim());
+        let device = linear.weight.device().clone();
+        // kaiming_uniform_(a = sqrt(5)) on an (r, in) matrix: U(-1/sqrt(in), 1/sqrt(in)).
+        let bound = 1.0 / (in_dim as f64).sqrt();
+        let values: Vec<f32> = (0..spec.r * in_dim)
+            .map(|k| (bound * (2.0 * unit(keyed(seed, index as u64, k as u64)) - 1.0)) as f32)
+            .collect();
+        let a = Tensor::from_vec(values, (spec.r, in_dim), &device)?.to_dtype(dtype)?;
+        let b = Tensor::zeros((out_dim, spec.r), dtype, &device)?;
+        linear.lora = Some(LoraAdapter::new(a, b, spec.scale(), in_dim, out_dim)?);
+    }
+    Ok(())
+}
+
+/// A 64-bit key as a uniform number in [0, 1).
+fn unit(key: u64) -> f64 {
+    (key >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn biases_and_norms_are_not_decayed() {
+        assert!(decays("llm.layers.0.self_attn.q_proj.weight"));
+        assert!(decays("llm.embed_tokens.weight"));
+        assert!(decays("llm.layers.0.mlp.up_proj.lora_A.weight"));
+        assert!(!decays("projector.0.bias"));
+        assert!(!decays("llm.layers.1.post_attention_layernorm.weight"));
+        assert!(!decays("llm.norm.weight"));
+    }
+}

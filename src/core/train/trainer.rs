@@ -1,0 +1,628 @@
+//! The training loop shared by `mt train` and `mt finetune`: micro-batches from a
+//! seeded per-epoch order, gradient accumulation, clipping, AdamW on the cosine
+//! schedule, per-step metrics, checkpoints (keep the last K) that `--resume` restores
+//! exactly, and the final export.
+//!
+//! Step `s` (0-based) always trains on micro-batches `s * accum .. (s + 1) * accum` of
+//! the stream that concatenates the epochs' orders, so where a run resumes is a pure
+//! function of the step count: model, optimiser, schedule and data order come back as
+//! they were, and a resumed run reproduces the uninterrupted one bit for bit on the CPU.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, bail};
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::adamw::{AdamW, AdamWConfig, Param, clip_grad_norm};
+use super::batch::{Collator, Example, batch_loss, scalar};
+use super::conversation::{Llama3Encoder, SpecialTokens};
+use super::data::{Record, epoch_order, load_records};
+use super::export::{
+    MAX_SHARD_BYTES, Staged, read_safetensors, stored_vision_tensors, write_adapter,
+    write_safetensors, write_side_files, write_weights,
+};
+use super::params::{LearningRates, Tune, make_trainable};
+use super::schedule::CosineSchedule;
+use crate::core::model::checkpoint::Checkpoint;
+use crate::core::model::config::{AspectMode, Layout};
+use crate::core::model::llava::Llava;
+use crate::core::progress;
+use crate::core::run::{JsonLines, write_atomic};
+
+/// Every setting that shapes the run (recorded in run.json and each checkpoint).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub tune: Tune,
+    pub lrs: LearningRates,
+    pub adamw: AdamWConfig,
+    /// Passes over the data (ignored when `max_steps` is set).
+    pub epochs: f64,
+    pub max_steps: Option<u64>,
+    /// Samples per micro-batch.
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub warmup_ratio: f64,
+    /// Global gradient-norm clip (0 = off).
+    pub max_grad_norm: f64,
+    pub model_max_length: usize,
+    /// Mega-batch size of the modality-grouped order (`None`: plain shuffle).
+    pub group_by_modality: Option<usize>,
+    pub image_aspect_ratio: String,
+    pub seed: u64,
+    /// Save a checkpoint every N steps (0 = only at the end).
+    pub save_steps: u64,
+    /// Checkpoints kept (older ones are deleted; 0 = keep all).
+    pub save_total_limit: usize,
+}
+
+/// Where things are.
+pub struct Paths {
+    pub model: PathBuf,
+    pub vision_tower: Option<PathBuf>,
+    pub data: PathBuf,
+    pub image_folder: Option<PathBuf>,
+    /// The run directory: metrics, checkpoints and the final model go here.
+    pub run_dir: PathBuf,
+}
+
+/// How the process should run.
+pub struct Control {
+    pub device: Device,
+    pub dtype: DType,
+    /// Continue from the run directory's last checkpoint.
+    pub resume: bool,
+    /// Stop (after saving) once this process has made this many steps.
+    pub stop_after: Option<u64>,
+}
+
+/// What a finished (or stopped) run reports.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub steps_done: u64,
+    pub total_steps: u64,
+    pub resumed_from: Option<u64>,
+    pub last_loss: Option<f64>,
+    pub trainable_parameters: usize,
+    /// Where the final model / adapter / projector went (None when stopped early).
+    pub exported: Option<PathBuf>,
+    /// Samples skipped because they could not be read (`id`, error).
+    pub skipped: Vec<(String, String)>,
+    /// Samples whose labels the reference's length check masked entirely.
+    pub masked_samples: usize,
+}
+
+/// `trainer_state.json` of a checkpoint.
+#[derive(Debug, Serialize, Deserialize)]
+struct TrainerState {
+    step: u64,
+    total_steps: u64,
+    plan: Plan,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Serialize)]
+struct StepMetrics {
+    step: u64,
+    epoch: f64,
+    loss: f64,
+    lr: f64,
+    grad_norm: f64,
+    /// Supervised tokens in the step.
+    tokens: usize,
+    samples: usize,
+    tokens_per_s: f64,
+    samples_per_s: f64,
+    seconds: f64,
+    rss_mb: f64,
+}
+
+/// Runs training to the end (or to `stop_after`) and exports the result.
+pub fn train(paths: &Paths, plan: &Plan, control: &Control) -> Result<Summary> {
+    check_plan(plan)?;
+    let records = load_records(&paths.data, paths.image_folder.as_deref())?;
+    let mut ckpt = Checkpoint::open(
+        &paths.model,
+        paths.vision_tower.as_deref(),
+        &control.device,
+        control.dtype,
+    )?;
+    if ckpt.config.layout != Layout::Original {
+        bail!(
+            "{}: training starts from an original-layout LLaVA checkpoint (LlavaLlamaForCausalLM); \
+             this one is in the llava-hf layout",
+            paths.model.display()
+        );
+    }
+    ckpt.config.aspect = match plan.image_aspect_ratio.as_str() {
+        "pad" => AspectMode::Pad,
+        _ => AspectMode::Crop,
+    };
+    let codec = ckpt.codec()?;
+    let specials = SpecialTokens::load(&paths.model, &codec)?;
+    let processor = ckpt.processor()?;
+    let mut model = ckpt.load()?;
+    let params = make_trainable(&mut model, plan.tune, plan.lrs, control.dtype, plan.seed)?;
+    let trainable_parameters = params.iter().map(|p| p.var.elem_count()).sum();
+    tracing::info!(
+        tensors = params.len(),
+        parameters = trainable_parameters,
+        "trainable: {:?}",
+        plan.tune
+    );
+    let mut opt = AdamW::new(plan.adamw, params);
+
+    let micro_per_epoch = records.len().div_ceil(plan.batch_size) as u64;
+    let steps_per_epoch = (micro_per_epoch / plan.grad_accum as u64).max(1);
+    let total_steps = plan
+        .max_steps
+        .unwrap_or_else(|| (plan.epochs * steps_per_epoch as f64).ceil() as u64);
+    let schedule = CosineSchedule::new(1.0, total_steps, plan.warmup_ratio);
+
+    fs::create_dir_all(&paths.run_dir)?;
+    let resumed_from = if control.resume {
+        resume(&paths.run_dir, &mut opt, plan)?
+    } else {
+        refuse_existing_checkpoints(&paths.run_dir)?;
+        None
+    };
+    let start = resumed_from.unwrap_or(0);
+    let metrics_path = paths.run_dir.join("metrics.jsonl");
+    keep_metrics_up_to(&metrics_path, start)?;
+    let mut metrics = JsonLines::append(&metrics_path)?;
+
+    let collator = Collator {
+        encoder: Llama3Encoder {
+            codec: &codec,
+            specials,
+            max_len: plan.model_max_length,
+        },
+        processor: &processor,
+        device: &control.device,
+    };
+    let mut orders: HashMap<u64, Vec<usize>> = HashMap::new();
+    let mut summary = Summary {
+        steps_done: start,
+        total_steps,
+        resumed_from,
+        last_loss: None,
+        trainable_parameters,
+        exported: None,
+        skipped: Vec::new(),
+        masked_samples: 0,
+    };
+    let bar = progress::bar(Some(total_steps), "steps", "training");
+    bar.set_position(start);
+    for step in start..total_steps {
+        if control.stop_after.is_some_and(|n| step - start >= n) {
+            break;
+        }
+        let started = Instant::now();
+        let acc = accumulate(
+            &model,
+            &opt.params,
+            plan.grad_accum,
+            plan.model_max_length,
+            step,
+            |micro| {
+                let k = step * plan.grad_accum as u64 + micro;
+                let epoch = k / micro_per_epoch;
+                let order = orders.entry(epoch).or_insert_with(|| {
+                    epoch_order(&records, plan.seed, epoch, plan.group_by_modality)
+                });
+                let within = (k % micro_per_epoch) as usize;
+                let picked = &order
+                    [within * plan.batch_size..((within + 1) * plan.batch_size).min(records.len())];
+                collate(&collator, &records, picked, &mut summary)
+            },
+        )?;
+        let factor = schedule.factor(step);
+        let grad_norm = update(&mut opt, acc.grads, plan.max_grad_norm, factor, step)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let loss = acc.losses.iter().sum::<f64>() / plan.grad_accum as f64;
+        metrics.write(&StepMetrics {
+            step: step + 1,
+            epoch: ((step + 1) * plan.grad_accum as u64) as f64 / micro_per_epoch as f64,
+            loss,
+            lr: plan.lrs.main * factor,
+            grad_norm,
+            tokens: acc.tokens,
+            samples: acc.samples,
+            tokens_per_s: acc.tokens as f64 / seconds,
+            samples_per_s: acc.samples as f64 / seconds,
+            seconds,
+            rss_mb: rss_mb(),
+        })?;
+        summary.last_loss = Some(loss);
+        summary.steps_done = step + 1;
+        bar.set_position(step + 1);
+        bar.set_message(format!("loss {loss:.4}"));
+        let due = plan.save_steps > 0 && (step + 1) % plan.save_steps == 0;
+        let stopping = control.stop_after.is_some_and(|n| step + 1 - start >= n);
+        if (due || stopping) && step + 1 < total_steps {
+            save_checkpoint(paths, plan, &mut model, &opt, step + 1, total_steps)?;
+        }
+    }
+    bar.finish_and_clear();
+    if summary.steps_done == total_steps {
+        let dest = paths.run_dir.join(match plan.tune {
+            Tune::Lora(_) => "adapter",
+            _ => "model",
+        });
+        summary.exported = Some(export(paths, plan, &mut model, &dest, total_steps)?);
+    }
+    Ok(summary)
+}
+
+/// The losses and summed gradients of one optimiser step's micro-batches.
+pub struct Accumulated {
+    /// Gradient of every parameter (f32, zeros where none flowed).
+    pub grads: Vec<Tensor>,
+    /// Mean loss of each micro-batch that had supervised tokens.
+    pub losses: Vec<f64>,
+    pub tokens: usize,
+    pub samples: usize,
+}
+
+/// Runs `accum` micro-batches (`micro(i)` builds the i-th) forward and backward, each
+/// loss divided by `accum` as transformers' Trainer does, and sums the gradients.
+/// A non-finite loss stops with the step and the batch's ids.
+pub fn accumulate(
+    model: &Llava,
+    params: &[Param],
+    accum: usize,
+    max_len: usize,
+    step: u64,
+    mut micro: impl FnMut(u64) -> Result<Vec<Example>>,
+) -> Result<Accumulated> {
+    let mut grads: Vec<Option<Tensor>> = vec![None; params.len()];
+    let mut acc = Accumulated {
+        grads: Vec::new(),
+        losses: Vec::new(),
+        tokens: 0,
+        samples: 0,
+    };
+    for i in 0..accum as u64 {
+        let examples = micro(i)?;
+        if examples.is_empty() {
+            continue;
+        }
+        let out = batch_loss(model, &examples, max_len)?;
+        let Some(loss) = out.loss else {
+            tracing::warn!(
+                step = step + 1,
+                "a micro-batch without supervised tokens was skipped"
+            );
+            continue;
+        };
+        let value = scalar(&loss)?;
+        if !value.is_finite() {
+            let ids: Vec<&str> = examples.iter().map(|e| e.id.as_str()).collect();
+            bail!(
+                "step {}: the loss is {value} (batch ids: {})",
+                step + 1,
+                ids.join(", ")
+            );
+        }
+        acc.losses.push(value);
+        acc.tokens += out.tokens;
+        acc.samples += examples.len();
+        let store = (loss / accum as f64)?.backward()?;
+        for (slot, p) in grads.iter_mut().zip(params) {
+            if let Some(g) = store.get(p.var.as_tensor()) {
+                let g = g.to_dtype(DType::F32)?;
+                *slot = Some(match slot.take() {
+                    Some(sum) => (sum + g)?,
+                    None => g,
+                });
+            }
+        }
+    }
+    acc.grads = grads
+        .into_iter()
+        .zip(params)
+        .map(|(g, p)| match g {
+            Some(g) => Ok(g),
+            None => Ok(p.var.as_tensor().zeros_like()?.to_dtype(DType::F32)?),
+        })
+        .collect::<Result<_>>()?;
+    Ok(acc)
+}
+
+/// Clips the gradients to `max_grad_norm` and applies one AdamW update at
+/// `lr_factor`; returns the norm before clipping (a non-finite norm stops the run).
+pub fn update(
+    opt: &mut AdamW,
+    mut grads: Vec<Tensor>,
+    max_grad_norm: f64,
+    lr_factor: f64,
+    step: u64,
+) -> Result<f64> {
+    let grad_norm = clip_grad_norm(&mut grads, max_grad_norm)?;
+    if !grad_norm.is_finite() {
+        bail!("step {}: the gradient norm is {grad_norm}", step + 1);
+    }
+    opt.step(&grads, lr_factor)?;
+    Ok(grad_norm)
+}
+
+fn check_plan(plan: &Plan) -> Result<()> {
+    if plan.batch_size == 0 || plan.grad_accum == 0 {
+        bail!("--batch-size and --grad-accum must be at least 1");
+    }
+    if plan.max_steps == Some(0) || (plan.max_steps.is_none() && plan.epochs <= 0.0) {
+        bail!("nothing to do: --max-steps / --epochs must be positive");
+    }
+    Ok(())
+}
+
+fn collate(
+    collator: &Collator,
+    records: &[Record],
+    picked: &[usize],
+    summary: &mut Summary,
+) -> Result<Vec<Example>> {
+    let mut examples = Vec::with_capacity(picked.len());
+    for &i in picked {
+        match collator.example(&records[i]) {
+            Ok(example) => {
+                if example.mismatch {
+                    summary.masked_samples += 1;
+                    tracing::warn!(id = %example.id, "tokenization mismatch: the sample's labels are all masked (as the reference does)");
+                }
+                examples.push(example);
+            }
+            Err(e) => {
+                tracing::warn!("skipping a sample: {e:#}");
+                summary
+                    .skipped
+                    .push((records[i].id.clone(), format!("{e:#}")));
+            }
+        }
+    }
+    Ok(examples)
+}
+
+/// The trained tensors by canonical name (LoRA runs: adapters + projector).
+fn trained_tensors(opt: &AdamW) -> Vec<(String, Tensor)> {
+    opt.params
+        .iter()
+        .map(|p| (p.name.clone(), p.var.as_tensor().detach()))
+        .collect()
+}
+
+/// Writes what the plan trains into `dest`: a full LLaVA checkpoint, a PEFT
+/// adapter, or the stage-1 projector next to a full checkpoint.
+fn export(
+    paths: &Paths,
+    plan: &Plan,
+    model: &mut Llava,
+    dest: &Path,
+    step: u64,
+) -> Result<PathBuf> {
+    let staged = Staged::begin(dest)?;
+    write_export(paths, plan, model, &staged.tmp, step)?;
+    staged.commit()
+}
+
+fn write_export(
+    paths: &Paths,
+    plan: &Plan,
+    model: &mut Llava,
+    dir: &Path,
+    step: u64,
+) -> Result<()> {
+    let mut updates = serde_json::Map::new();
+    updates.insert(
+        "tokenizer_model_max_length".into(),
+        json!(plan.model_max_length),
+    );
+    updates.insert("tokenizer_padding_side".into(), json!("right"));
+    updates.insert("image_aspect_ratio".into(), json!(plan.image_aspect_ratio));
+    updates.insert(
+        "tune_mm_mlp_adapter".into(),
+        json!(plan.tune == Tune::Projector),
+    );
+    updates.insert("mm_projector_lr".into(), json!(plan.lrs.projector));
+    updates.insert("mt_step".into(), json!(step));
+    match plan.tune {
+        Tune::Lora(spec) => {
+            let trained: Vec<(String, Tensor)> = model
+                .tensors_mut()
+                .into_iter()
+                .filter(|(n, _)| n.contains(".lora_") || n.starts_with("projector."))
+                .map(|(n, t)| (n, t.detach()))
+                .collect();
+            write_adapter(dir, &paths.model, spec, &trained)?;
+            write_side_files(&paths.model, dir, &updates)?;
+        }
+        Tune::Projector | Tune::Full => {
+            let mut tensors: Vec<(String, Tensor)> = model
+                .tensors_mut()
+                .into_iter()
+                .map(|(n, t)| (n, t.detach()))
+                .collect();
+            if plan.tune == Tune::Projector {
+                let projector: Vec<(String, Tensor)> = tensors
+                    .iter()
+                    .filter(|(n, _)| n.starts_with("projector."))
+                    .map(|(n, t)| (crate::core::model::weights::original_name(n), t.clone()))
+                    .collect();
+                write_safetensors(&dir.join("mm_projector.safetensors"), &projector)?;
+            }
+            tensors.extend(stored_vision_tensors(&paths.model)?);
+            write_weights(dir, &tensors, MAX_SHARD_BYTES)?;
+            write_side_files(&paths.model, dir, &updates)?;
+        }
+    }
+    Ok(())
+}
+
+/// `checkpoint-N/`: the trained tensors (f32 masters) with the optimiser moments in
+/// `optimizer.safetensors`, `trainer_state.json`, and (except for full fine-tuning,
+/// whose final export is the model itself) the export of the moment.
+fn save_checkpoint(
+    paths: &Paths,
+    plan: &Plan,
+    model: &mut Llava,
+    opt: &AdamW,
+    step: u64,
+    total: u64,
+) -> Result<()> {
+    let dest = paths.run_dir.join(format!("checkpoint-{step}"));
+    let staged = Staged::begin(&dest)?;
+    let mut state = opt.state_tensors();
+    state.extend(
+        trained_tensors(opt)
+            .into_iter()
+            .map(|(n, t)| (format!("{n}.value"), t)),
+    );
+    write_safetensors(&staged.tmp.join("optimizer.safetensors"), &state)?;
+    if step < total {
+        write_export(paths, plan, model, &staged.tmp, step)?;
+    }
+    let trainer_state = TrainerState {
+        step,
+        total_steps: total,
+        plan: plan.clone(),
+    };
+    fs::write(
+        staged.tmp.join("trainer_state.json"),
+        serde_json::to_vec_pretty(&trainer_state)?,
+    )?;
+    staged.commit()?;
+    prune_checkpoints(&paths.run_dir, plan.save_total_limit)?;
+    tracing::info!("saved {}", dest.display());
+    Ok(())
+}
+
+/// Finished checkpoints (`checkpoint-N` with a trainer state), oldest first.
+fn checkpoints(run_dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir(run_dir) else {
+        return Ok(found);
+    };
+    for entry in entries {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if let Some(n) = name
+            .strip_prefix("checkpoint-")
+            .and_then(|n| n.parse::<u64>().ok())
+            && path.join("trainer_state.json").is_file()
+        {
+            found.push((n, path));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+fn prune_checkpoints(run_dir: &Path, keep: usize) -> Result<()> {
+    if keep == 0 {
+        return Ok(());
+    }
+    let all = checkpoints(run_dir)?;
+    for (_, path) in all.iter().take(all.len().saturating_sub(keep)) {
+        fs::remove_dir_all(path).with_context(|| format!("cannot remove {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn refuse_existing_checkpoints(run_dir: &Path) -> Result<()> {
+    if let Some((n, _)) = checkpoints(run_dir)?.last() {
+        bail!(
+            "{} already has checkpoint-{n}: pass --resume to continue that run, or another --run-dir",
+            run_dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Restores the last checkpoint's trained tensors, moments and step; `None` when the
+/// run directory has no checkpoint yet (a fresh start).
+fn resume(run_dir: &Path, opt: &mut AdamW, plan: &Plan) -> Result<Option<u64>> {
+    let Some((step, dir)) = checkpoints(run_dir)?.pop() else {
+        tracing::warn!(
+            "--resume: {} has no checkpoint yet, starting from step 0",
+            run_dir.display()
+        );
+        return Ok(None);
+    };
+    let state_path = dir.join("trainer_state.json");
+    let state: TrainerState = serde_json::from_slice(&fs::read(&state_path)?)
+        .with_context(|| format!("{}: invalid trainer state", state_path.display()))?;
+    let (was, now) = (
+        serde_json::to_value(&state.plan)?,
+        serde_json::to_value(plan)?,
+    );
+    if was != now {
+        bail!(
+            "--resume: the settings differ from the run being resumed ({}); resume with the same flags",
+            differing_keys(&was, &now).join(", ")
+        );
+    }
+    let mut saved = read_safetensors(&dir.join("optimizer.safetensors"))?;
+    for p in &opt.params {
+        let key = format!("{}.value", p.name);
+        let value = saved
+            .remove(&key)
+            .with_context(|| format!("{}: no `{key}`", dir.display()))?;
+        p.var
+            .set(&value.to_dtype(p.var.dtype())?.to_device(p.var.device())?)?;
+    }
+    opt.load_state(saved, step)?;
+    tracing::info!("resumed from {} (step {step})", dir.display());
+    Ok(Some(step))
+}
+
+fn differing_keys(a: &Value, b: &Value) -> Vec<String> {
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => a
+            .iter()
+            .filter(|(k, v)| b.get(*k) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect(),
+        _ => vec!["plan".into()],
+    }
+}
+
+/// Drops metric lines past `step` (written after the checkpoint a resume starts from).
+fn keep_metrics_up_to(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<Value>(line)
+                .ok()
+                .and_then(|v| v.get("step")?.as_u64())
+                .is_some_and(|s| s <= step)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    if kept.len() != text.len() {
+        write_atomic(path, kept.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// Resident memory of this process in MB (0 where /proc is unavailable).
+fn rss_mb() -> f64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}

@@ -1,0 +1,459 @@
+//! `mt finetune` / `mt train` / `mt convert merge-lora` end to end on the tiny random
+//! checkpoint, on the CPU: the loss falls when overfitting a few samples, the saved
+//! model loads in `mt caption`, an interrupted and resumed run is bit-identical to an
+//! uninterrupted one, stage 1 changes only the projector, LoRA writes a PEFT adapter
+//! that merges exactly, and bad inputs are named.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{DType, Tensor};
+use common::{mt_in, testdata};
+use medtrinity::core::train::export::read_safetensors;
+use serde_json::Value;
+
+fn model() -> String {
+    testdata("models/tiny-llava").display().to_string()
+}
+
+fn images() -> String {
+    testdata("llava/images").display().to_string()
+}
+
+/// `n` single-turn records with PNG images from the LLaVA fixture.
+fn data(dir: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(testdata("llava/medtrinity_instruct.jsonl")).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(".png\""))
+        .take(n)
+        .collect();
+    assert_eq!(lines.len(), n);
+    let path = dir.join("data.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path.display().to_string()
+}
+
+fn metrics(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn finetune(dir: &Path, run: &str, data: &str, extra: &[&str]) -> common::Run {
+    let (model, images) = (model(), images());
+    let mut args = vec![
+        "finetune",
+        "--model",
+        &model,
+        "--data",
+        data,
+        "--image-folder",
+        &images,
+        "--cpu",
+        "--run-dir",
+        run,
+        "--warmup-ratio",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    mt_in(dir, &args)
+}
+
+#[test]
+fn finetuning_overfits_four_samples_and_saves_a_model_caption_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path(), 4);
+    let run = tmp.path().join("run");
+    let r = finetune(
+        tmp.path(),
+        run.to_str().unwrap(),
+        &data,
+        &[
+            "--max-steps",
+            "14",
+            "--lr",
+            "3e-3",
+            "--batch-size",
+            "2",
+            "--grad-accum",
+            "1",
+            "--save-steps",
+            "0",
+            "--plot",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let m = metrics(&run);
+    assert_eq!(m.len(), 14);
+    for key in [
+        "step",
+        "loss",
+        "lr",
+        "grad_norm",
+        "tokens_per_s",
+        "samples_per_s",
+        "rss_mb",
+        "epoch",
+    ] {
+        assert!(m[0].get(key).is_some(), "metrics lack {key}: {}", m[0]);
+    }
+    let first = (m[0]["loss"].as_f64().unwrap() + m[1]["loss"].as_f64().unwrap()) / 2.0;
+    let last = (m[12]["loss"].as_f64().unwrap() + m[13]["loss"].as_f64().unwrap()) / 2.0;
+    assert!(
+        last < 0.6 * first,
+        "the loss did not fall: {first} -> {last}"
+    );
+    assert!(run.join("curves.png").is_file());
+    let saved = run.join("model");
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "generation_config.json",
+    ] {
+        assert!(saved.join(f).is_file(), "model/{f} missing");
+    }
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(saved.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "LlavaLlamaForCausalLM");
+    assert!(Path::new(config["mm_vision_tower"].as_str().unwrap()).is_absolute());
+    let names = read_safetensors(&saved.join("model.safetensors")).unwrap();
+    assert!(
+        names.contains_key("model.layers.1.mlp.down_proj.weight")
+            && names.contains_key("lm_head.weight")
+    );
+    assert!(names.contains_key("model.mm_projector.2.bias"));
+    let r = mt_in(
+        tmp.path(),
+        &[
+            "caption",
+            &testdata("images/phantom.png").display().to_string(),
+            "--model",
+            saved.to_str().unwrap(),
+            "--max-new-tokens",
+            "4",
+            "--no-run-dir",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("\"new_tokens\""), "{}", r.stdout);
+}
+
+#[test]
+fn an_interrupted_run_resumes_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path(), 4);
+    let common = [
+        "--max-steps",
+        "5",
+        "--batch-size",
+        "1",
+        "--grad-accum",
+        "2",
+        "--lr",
+        "1e-3",
+        "--save-steps",
+        "2",
+        "--save-total-limit",
+        "2",
+        "--weight-decay",
+        "0.1",
+        "--seed",
+        "3",
+    ];
+    let whole = tmp.path().join("whole");
+    let r = finetune(tmp.path(), whole.to_str().unwrap(), &data, &common);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    let parts = tmp.path().join("parts");
+    let first: Vec<&str> = common
+        .iter()
+        .copied()
+        .chain(["--stop-after-steps", "3"])
+        .collect();
+    let r = finetune(tmp.path(), parts.to_str().unwrap(), &data, &first);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("continue with --resume"), "{}", r.stderr);
+    assert!(!parts.join("model").exists());
+    // Only the last two checkpoints are kept.
+    assert!(!parts.join("checkpoint-2").exists() || !parts.join("checkpoint-4").exists());
+    assert!(parts.join("checkpoint-3/optimizer.safetensors").is_file());
+    // Without --resume the run directory is not overwritten.
+    let r = finetune(tmp.path(), parts.to_str().unwrap(), &data, &common);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("--resume"), "{}", r.stderr);
+    // Different settings are refused, naming them.
+    let other: Vec<&str> = common
+        .iter()
+        .map(|a| if *a == "1e-3" { "2e-3" } else { a })
+        .chain(["--resume"])
+        .collect();
+    let r = finetune(tmp.path(), parts.to_str().unwrap(), &data, &other);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("lrs"), "{}", r.stderr);
+
+    let resumed: Vec<&str> = common.iter().copied().chain(["--resume"]).collect();
+    let r = finetune(tmp.path(), parts.to_str().unwrap(), &data, &resumed);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let strip = |m: Vec<Value>| -> Vec<(u64, u64, u64, u64)> {
+        m.iter()
+            .map(|v| {
+                let bits = |k: &str| v[k].as_f64().unwrap().to_bits();
+                (
+                    v["step"].as_u64().unwrap(),
+                    bits("loss"),
+                    bits("lr"),
+                    bits("grad_norm"),
+                )
+            })
+            .collect()
+    };
+    let (a, b) = (strip(metrics(&whole)), strip(metrics(&parts)));
+    assert_eq!(a.len(), 5);
+    assert_eq!(a, b, "metrics differ after resuming");
+    let bytes = |d: &Path| std::fs::read(d.join("model/model.safetensors")).unwrap();
+    assert!(bytes(&whole) == bytes(&parts), "the resumed model differs");
+}
+
+fn tensors(path: &Path) -> HashMap<String, Tensor> {
+    read_safetensors(path).unwrap()
+}
+
+fn same(a: &Tensor, b: &Tensor) -> bool {
+    let d = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap();
+    d.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        == 0.0
+}
+
+#[test]
+fn stage_one_trains_only_the_projector_and_exports_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path(), 2);
+    let run = tmp.path().join("s1");
+    let r = mt_in(
+        tmp.path(),
+        &[
+            "train",
+            "--stage",
+            "1",
+            "--model",
+            &model(),
+            "--data",
+            &data,
+            "--image-folder",
+            &images(),
+            "--cpu",
+            "--run-dir",
+            run.to_str().unwrap(),
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--grad-accum",
+            "1",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let summary = r.json();
+    assert_eq!(summary["steps_done"], 2);
+    assert_eq!(summary["trainable_parameters"], 32 * 64 + 64 + 64 * 64 + 64);
+    let plan: Value =
+        serde_json::from_slice(&std::fs::read(run.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(plan["lrs"]["main"], 2e-3);
+    assert_eq!(plan["image_aspect_ratio"], "square");
+    let before = {
+        let dir = testdata("models/tiny-llava");
+        let mut all = tensors(&dir.join("model-00001-of-00002.safetensors"));
+        all.extend(tensors(&dir.join("model-00002-of-00002.safetensors")));
+        all
+    };
+    let after = tensors(&run.join("model/model.safetensors"));
+    assert_eq!(after.len(), before.len());
+    for (name, t) in &before {
+        let unchanged = same(t, &after[name]);
+        assert_eq!(unchanged, !name.contains("mm_projector"), "{name}");
+    }
+    let projector = tensors(&run.join("model/mm_projector.safetensors"));
+    assert_eq!(projector.len(), 4);
+    assert!(same(
+        &projector["model.mm_projector.0.weight"],
+        &after["model.mm_projector.0.weight"]
+    ));
+}
+
+#[test]
+fn lora_writes_a_peft_adapter_that_merges_into_the_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path(), 2);
+    let run = tmp.path().join("lora");
+    let r = finetune(
+        tmp.path(),
+        run.to_str().unwrap(),
+        &data,
+        &[
+            "--lora-r",
+            "4",
+            "--lora-alpha",
+            "8",
+            "--max-steps",
+            "3",
+            "--batch-size",
+            "2",
+            "--grad-accum",
+            "1",
+            "--lr",
+            "1e-2",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let adapter = run.join("adapter");
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(adapter.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["peft_type"], "LORA");
+    assert_eq!(config["r"], 4);
+    assert_eq!(config["lora_alpha"], 8.0);
+    assert_eq!(config["target_modules"].as_array().unwrap().len(), 7);
+    let lora = tensors(&adapter.join("adapter_model.safetensors"));
+    assert_eq!(lora.len(), 2 * 7 * 2);
+    let a = &lora["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"];
+    let b = &lora["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"];
+    assert_eq!((a.dims(), b.dims()), (&[4, 64][..], &[64, 4][..]));
+    let projector = tensors(&adapter.join("non_lora_trainables.safetensors"));
+    assert!(projector.contains_key("base_model.model.model.mm_projector.0.weight"));
+
+    let merged = tmp.path().join("merged");
+    let r = mt_in(
+        tmp.path(),
+        &[
+            "convert",
+            "merge-lora",
+            "--model",
+            &model(),
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "-o",
+            merged.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["merged_layers"], 14);
+    let out = tensors(&merged.join("model.safetensors"));
+    let base = tensors(&testdata(
+        "models/tiny-llava/model-00001-of-00002.safetensors",
+    ));
+    let w = &base["model.layers.0.self_attn.q_proj.weight"];
+    let want = (w + (b.matmul(a).unwrap() * 2.0).unwrap()).unwrap();
+    let got = &out["model.layers.0.self_attn.q_proj.weight"];
+    let diff = (got - &want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff < 1e-6, "merged weight differs by {diff}");
+    assert!(!same(got, w), "the adapter changed nothing");
+    assert!(same(
+        &out["model.mm_projector.0.weight"],
+        &projector["base_model.model.model.mm_projector.0.weight"]
+    ));
+    let r = mt_in(
+        tmp.path(),
+        &[
+            "caption",
+            &testdata("images/phantom.png").display().to_string(),
+            "--model",
+            merged.to_str().unwrap(),
+            "--max-new-tokens",
+            "2",
+            "--no-run-dir",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
+fn bad_records_and_images_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(data(tmp.path(), 2)).unwrap();
+    let bad = tmp.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        format!("{good}{{\"id\": \"x\", \"conversations\": 5}}\n"),
+    )
+    .unwrap();
+    let run = tmp.path().join("r1");
+    let r = finetune(
+        tmp.path(),
+        run.to_str().unwrap(),
+        bad.to_str().unwrap(),
+        &["--max-steps", "1"],
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("bad.jsonl:3: field `conversations`"),
+        "{}",
+        r.stderr
+    );
+
+    // A missing image skips that sample, lists it, and exits 3 once training is done.
+    let missing = tmp.path().join("missing.jsonl");
+    std::fs::write(
+        &missing,
+        format!("{good}{{\"id\": \"gone\", \"image\": \"nope.png\", \"conversations\": [{{\"from\": \"human\", \"value\": \"<image>\\nQ\"}}, {{\"from\": \"gpt\", \"value\": \"A\"}}]}}\n"),
+    )
+    .unwrap();
+    let run = tmp.path().join("r2");
+    let r = finetune(
+        tmp.path(),
+        run.to_str().unwrap(),
+        missing.to_str().unwrap(),
+        &["--max-steps", "2", "--batch-size", "3", "--grad-accum", "1"],
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(r.stderr.contains("nope.png"), "{}", r.stderr);
+    let failures = std::fs::read_to_string(run.join("failures.json")).unwrap();
+    assert!(failures.contains("\"gone\""), "{failures}");
+    assert!(run.join("model/model.safetensors").is_file());
+
+    // A loss that blows up stops the run, naming the step and the samples.
+    let run = tmp.path().join("r3");
+    let r = finetune(
+        tmp.path(),
+        run.to_str().unwrap(),
+        &data(tmp.path(), 2),
+        &[
+            "--max-steps",
+            "6",
+            "--lr",
+            "1e30",
+            "--max-grad-norm",
+            "0",
+            "--batch-size",
+            "2",
+            "--grad-accum",
+            "1",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("step 2:"), "{}", r.stderr);
+    assert!(r.stderr.contains("llava-"), "{}", r.stderr);
+}

@@ -1,0 +1,392 @@
+//! Training math against the reference (testdata/train, made by
+//! `make_train_fixtures.py` from the MedTrinity-25M code, PyTorch and peft):
+//! `preprocess_llama3` token ids and label masks, and optimiser steps (loss, gradient
+//! norm, every updated parameter) for full fine-tuning, gradient accumulation, the
+//! projector-only stage and LoRA, in f32 on the CPU. Also: every trainable parameter
+//! receives a gradient.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use common::testdata;
+use medtrinity::core::model::checkpoint::Checkpoint;
+use medtrinity::core::model::llava::Llava;
+use medtrinity::core::model::prompt::TextCodec;
+use medtrinity::core::model::weights::original_name;
+use medtrinity::core::train::adamw::{AdamW, AdamWConfig};
+use medtrinity::core::train::batch::{Collator, Example};
+use medtrinity::core::train::conversation::{Llama3Encoder, SpecialTokens, Turn};
+use medtrinity::core::train::data::load_records;
+use medtrinity::core::train::export::read_safetensors;
+use medtrinity::core::train::params::{LearningRates, LoraSpec, Tune, make_trainable};
+use medtrinity::core::train::trainer::{accumulate, update};
+use serde_json::Value;
+
+const TOL: f32 = 1e-5;
+
+fn tokenizer_dir(name: &str) -> PathBuf {
+    match name {
+        "tiny" => testdata("models/tiny-llava"),
+        "bos" => testdata("train/tokenizer-bos"),
+        other => panic!("unknown tokenizer {other}"),
+    }
+}
+
+#[test]
+fn preprocess_llama3_matches_the_reference_token_for_token() {
+    let cases: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(testdata("train/preprocess.json")).unwrap())
+            .unwrap();
+    assert!(cases.len() >= 20);
+    let mut mismatches = 0;
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let dir = tokenizer_dir(case["tokenizer"].as_str().unwrap());
+        let codec = TextCodec::load(&dir).unwrap();
+        let encoder = Llama3Encoder {
+            codec: &codec,
+            specials: SpecialTokens::load(&dir, &codec).unwrap(),
+            max_len: 2048,
+        };
+        let turns: Vec<Turn> = serde_json::from_value(case["conversations"].clone()).unwrap();
+        let got = encoder
+            .encode(&turns, case["has_image"].as_bool().unwrap())
+            .unwrap();
+        let ids: Vec<i64> = serde_json::from_value(case["input_ids"].clone()).unwrap();
+        let labels: Vec<i64> = serde_json::from_value(case["labels"].clone()).unwrap();
+        let label = format!("{name} ({})", case["tokenizer"]);
+        assert_eq!(got.input_ids, ids, "input_ids of {label}");
+        assert_eq!(got.labels, labels, "labels of {label}");
+        assert_eq!(
+            got.mismatch,
+            case["mismatch"].as_bool().unwrap(),
+            "mismatch of {label}"
+        );
+        mismatches += usize::from(got.mismatch);
+    }
+    assert!(mismatches >= 4, "the fixtures exercise the mismatch branch");
+}
+
+/// The tiny checkpoint with the BOS-adding tokenizer the step fixtures use.
+fn step_model_dir(tmp: &Path) -> PathBuf {
+    let dir = tmp.join("tiny-llava-bos");
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = testdata("models/tiny-llava");
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".safetensors") && name != "reference.safetensors"
+            || name.ends_with(".json")
+        {
+            std::fs::copy(&path, dir.join(&name)).unwrap();
+        }
+    }
+    for name in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        std::fs::copy(testdata("train/tokenizer-bos").join(name), dir.join(name)).unwrap();
+    }
+    dir
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    model_dir: PathBuf,
+    reference: HashMap<String, Tensor>,
+    meta: Value,
+}
+
+fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = step_model_dir(tmp.path());
+    let reference = read_safetensors(&testdata("train/step/reference.safetensors")).unwrap();
+    let meta =
+        serde_json::from_str(&std::fs::read_to_string(testdata("train/step/meta.json")).unwrap())
+            .unwrap();
+    Fixture {
+        _tmp: tmp,
+        model_dir,
+        reference,
+        meta,
+    }
+}
+
+/// The model, its examples for the fixture batch, and a trainable set.
+fn load(fx: &Fixture, tune: Tune, lrs: LearningRates) -> (Llava, AdamW, Vec<Example>) {
+    let dev = Device::Cpu;
+    let ckpt = Checkpoint::open(
+        &fx.model_dir,
+        Some(&testdata("models/tiny-clip")),
+        &dev,
+        DType::F32,
+    )
+    .unwrap();
+    let codec = ckpt.codec().unwrap();
+    let specials = SpecialTokens::load(&fx.model_dir, &codec).unwrap();
+    let processor = ckpt.processor().unwrap();
+    let mut model = ckpt.load().unwrap();
+    let params = make_trainable(&mut model, tune, lrs, DType::F32, 0).unwrap();
+    let records = load_records(
+        &testdata("train/step/batch.jsonl"),
+        Some(&testdata("llava/images")),
+    )
+    .unwrap();
+    let collator = Collator {
+        encoder: Llama3Encoder {
+            codec: &codec,
+            specials,
+            max_len: 2048,
+        },
+        processor: &processor,
+        device: &dev,
+    };
+    let examples = records
+        .iter()
+        .map(|r| collator.example(r).unwrap())
+        .collect();
+    let cfg = AdamWConfig {
+        weight_decay: 0.1,
+        ..AdamWConfig::default()
+    };
+    (model, AdamW::new(cfg, params), examples)
+}
+
+fn pick(examples: &[Example], ids: &[usize]) -> Vec<Example> {
+    ids.iter()
+        .map(|&i| {
+            let e = &examples[i];
+            Example {
+                id: e.id.clone(),
+                input_ids: e.input_ids.clone(),
+                labels: e.labels.clone(),
+                pixels: e.pixels.clone(),
+                mismatch: e.mismatch,
+            }
+        })
+        .collect()
+}
+
+/// One optimiser step over `micro_batches`; returns (micro losses, grad norm).
+fn step(
+    model: &Llava,
+    opt: &mut AdamW,
+    examples: &[Example],
+    micro_batches: &[&[usize]],
+    n: u64,
+) -> (Vec<f64>, f64) {
+    let acc = accumulate(model, &opt.params, micro_batches.len(), 2048, n, |i| {
+        Ok(pick(examples, micro_batches[i as usize]))
+    })
+    .unwrap();
+    let losses = acc.losses.clone();
+    let norm = update(opt, acc.grads, 1.0, 1.0, n).unwrap();
+    (losses, norm)
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Every trained tensor equals the reference's `{prefix}.{original name}` within TOL.
+fn assert_params(opt: &AdamW, reference: &HashMap<String, Tensor>, prefix: &str) {
+    let mut worst = (0f32, String::new());
+    for p in &opt.params {
+        let key = format!("{prefix}.{}", original_name(&p.name));
+        let want = reference
+            .get(&key)
+            .unwrap_or_else(|| panic!("no {key} in the fixture"));
+        let d = max_diff(p.var.as_tensor(), want);
+        if d > worst.0 {
+            worst = (d, key);
+        }
+    }
+    eprintln!("{prefix}: worst {} by {:e}", worst.1, worst.0);
+    assert!(
+        worst.0 < TOL,
+        "{prefix}: {} differs by {}",
+        worst.1,
+        worst.0
+    );
+}
+
+fn meta_f64(meta: &Value, path: &[&str]) -> f64 {
+    let mut v = meta;
+    for k in path {
+        v = match k.parse::<usize>() {
+            Ok(i) => &v[i],
+            Err(_) => &v[*k],
+        };
+    }
+    v.as_f64().unwrap_or_else(|| panic!("meta {path:?}"))
+}
+
+fn assert_close(got: f64, want: f64, what: &str) {
+    assert!(
+        (got - want).abs() < 1e-5,
+        "{what}: {got} vs reference {want}"
+    );
+}
+
+#[test]
+fn full_fine_tuning_two_steps_match_pytorch() {
+    let fx = fixture();
+    let lrs = LearningRates {
+        main: 1e-3,
+        projector: None,
+    };
+    let (model, mut opt, examples) = load(&fx, Tune::Full, lrs);
+    let per_step = ["cases", "full", "per_step"];
+    for (n, prefix) in [(0u64, "full.after1"), (1, "full.after2")] {
+        let (losses, norm) = step(&model, &mut opt, &examples, &[&[0, 1, 2]], n);
+        let i = n.to_string();
+        let base: Vec<&str> = per_step.iter().copied().chain([i.as_str()]).collect();
+        assert_close(
+            losses[0],
+            meta_f64(&fx.meta, &[&base[..], &["loss"]].concat()),
+            "loss",
+        );
+        assert_close(
+            norm,
+            meta_f64(&fx.meta, &[&base[..], &["grad_norm_pre_clip"]].concat()),
+            "grad norm",
+        );
+        assert_params(&opt, &fx.reference, prefix);
+    }
+}
+
+#[test]
+fn gradient_accumulation_matches_pytorch() {
+    let fx = fixture();
+    let lrs = LearningRates {
+        main: 1e-3,
+        projector: None,
+    };
+    let (model, mut opt, examples) = load(&fx, Tune::Full, lrs);
+    let (losses, norm) = step(&model, &mut opt, &examples, &[&[0, 1], &[2]], 0);
+    let micro = &fx.meta["cases"]["accum"]["per_step"][0]["micro"];
+    assert_close(
+        losses[0],
+        micro[0]["loss"].as_f64().unwrap(),
+        "micro-batch A loss",
+    );
+    assert_close(
+        losses[1],
+        micro[1]["loss"].as_f64().unwrap(),
+        "micro-batch B loss",
+    );
+    assert_close(
+        norm,
+        meta_f64(
+            &fx.meta,
+            &["cases", "accum", "per_step", "0", "grad_norm_pre_clip"],
+        ),
+        "grad norm",
+    );
+    assert_params(&opt, &fx.reference, "accum.after");
+}
+
+#[test]
+fn projector_stage_matches_pytorch_and_trains_nothing_else() {
+    let fx = fixture();
+    let lrs = LearningRates {
+        main: 2e-3,
+        projector: None,
+    };
+    let (model, mut opt, examples) = load(&fx, Tune::Projector, lrs);
+    assert_eq!(opt.params.len(), 4);
+    let (losses, norm) = step(&model, &mut opt, &examples, &[&[0, 1, 2]], 0);
+    let base = ["cases", "projector", "per_step", "0"];
+    assert_close(
+        losses[0],
+        meta_f64(&fx.meta, &[&base[..], &["loss"]].concat()),
+        "loss",
+    );
+    assert_close(
+        norm,
+        meta_f64(&fx.meta, &[&base[..], &["grad_norm_pre_clip"]].concat()),
+        "grad norm",
+    );
+    assert_params(&opt, &fx.reference, "projector.after");
+}
+
+#[test]
+fn lora_two_steps_match_pytorch_and_peft() {
+    let fx = fixture();
+    let lrs = LearningRates {
+        main: 1e-3,
+        projector: Some(2e-4),
+    };
+    let (model, mut opt, examples) = load(&fx, Tune::Lora(LoraSpec { r: 4, alpha: 8.0 }), lrs);
+    // The reference's A initialisation (B starts at zero on both sides).
+    for p in &opt.params {
+        if p.name.contains(".lora_") {
+            let init = &fx.reference[&format!("lora.init.{}", original_name(&p.name))];
+            p.var.set(init).unwrap();
+        }
+    }
+    for (n, prefix) in [(0u64, "lora.after"), (1, "lora.after2")] {
+        let (losses, norm) = step(&model, &mut opt, &examples, &[&[0, 1, 2]], n);
+        let base = ["cases", "lora", "per_step", if n == 0 { "0" } else { "1" }];
+        assert_close(
+            losses[0],
+            meta_f64(&fx.meta, &[&base[..], &["loss"]].concat()),
+            "loss",
+        );
+        assert_close(
+            norm,
+            meta_f64(&fx.meta, &[&base[..], &["grad_norm_pre_clip"]].concat()),
+            "grad norm",
+        );
+        assert_params(&opt, &fx.reference, prefix);
+    }
+}
+
+#[test]
+fn every_trainable_parameter_receives_a_gradient() {
+    let fx = fixture();
+    let lrs = LearningRates {
+        main: 1e-3,
+        projector: None,
+    };
+    for tune in [
+        Tune::Full,
+        Tune::Projector,
+        Tune::Lora(LoraSpec { r: 2, alpha: 4.0 }),
+    ] {
+        let (model, opt, examples) = load(&fx, tune, lrs);
+        // LoRA's B starts at zero, which zeroes A's gradient: give B values first.
+        for p in &opt.params {
+            if p.name.contains(".lora_B") {
+                p.var.set(&p.var.as_tensor().ones_like().unwrap()).unwrap();
+            }
+        }
+        let acc = accumulate(&model, &opt.params, 1, 2048, 0, |_| {
+            Ok(pick(&examples, &[0, 1]))
+        })
+        .unwrap();
+        for (p, g) in opt.params.iter().zip(&acc.grads) {
+            let sum = g
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(sum > 0.0, "{tune:?}: {} got no gradient", p.name);
+        }
+    }
+}
