@@ -457,3 +457,65 @@ fn bad_records_and_images_are_named() {
     assert!(r.stderr.contains("step 2:"), "{}", r.stderr);
     assert!(r.stderr.contains("llava-"), "{}", r.stderr);
 }
+
+#[test]
+fn benchmark_splits_train_through_their_loaders() {
+    let tmp = tempfile::tempdir().unwrap();
+    // SLAKE's released files (image files) and PathVQA's hub parquet (embedded images).
+    for (bench, data, split, samples) in [
+        ("slake", "vqa/slake", "train", 1),
+        ("pathvqa", "vqa/path-vqa-hub", "test", 2),
+    ] {
+        let run = tmp.path().join(bench);
+        let r = mt_in(
+            tmp.path(),
+            &[
+                "finetune",
+                "--model",
+                &model(),
+                "--data",
+                &testdata(data).display().to_string(),
+                "--bench",
+                bench,
+                "--split",
+                split,
+                "--cpu",
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "2",
+                "--grad-accum",
+                "1",
+                "--run-dir",
+                run.to_str().unwrap(),
+                "--json",
+            ],
+        );
+        assert_eq!(r.code, 0, "{bench}: {}", r.stderr);
+        assert_eq!(r.json()["steps_done"], 1, "{bench}");
+        let m = metrics(&run);
+        assert_eq!(m[0]["samples"], samples, "{bench}");
+        assert!(m[0]["tokens"].as_u64().unwrap() > 0, "{bench}");
+    }
+    let r = mt_in(
+        tmp.path(),
+        &[
+            "finetune",
+            "--model",
+            &model(),
+            "--data",
+            &testdata("vqa/slake").display().to_string(),
+            "--bench",
+            "slake",
+            "--split",
+            "nope",
+            "--cpu",
+            "--max-steps",
+            "1",
+            "--run-dir",
+            tmp.path().join("x").to_str().unwrap(),
+        ],
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("nope"), "{}", r.stderr);
+}

@@ -9,6 +9,7 @@ use super::train::{Preset, TrainingArgs, run_training};
 
 const EXAMPLES: &str = "\
 Examples:
+  mt finetune --model runs/stage2/model --data data/Slake1.0 --bench slake --gpu 0
   mt finetune --model runs/stage2/model --data slake_train.json --image-folder slake/imgs --gpu 0
   mt finetune --model ckpts/base --data vqa_rad_train.json --image-folder vqa_rad/ --lora-r 128 --lora-alpha 256 --gpu 0
   mt finetune --model testdata/models/tiny-llava --data testdata/llava/medtrinity_instruct.jsonl --cpu --max-steps 20

@@ -43,9 +43,16 @@ pub struct TrainingArgs {
     /// CLIP tower folder when the checkpoint does not carry or find one.
     #[arg(long, value_name = "DIR")]
     pub vision_tower: Option<PathBuf>,
-    /// LLaVA conversation JSON or JSONL ({id, image, conversations}).
+    /// LLaVA conversation JSON or JSONL ({id, image, conversations}); with --bench, the
+    /// benchmark's folder or file in any layout `mt convert vqa` reads.
     #[arg(long)]
     pub data: PathBuf,
+    /// Read --data as VQA-RAD, SLAKE or PathVQA (one `<image>\nQ` / `A` exchange per question).
+    #[arg(long, value_parser = ["vqa-rad", "slake", "pathvqa"])]
+    pub bench: Option<String>,
+    /// The benchmark split to train on.
+    #[arg(long, default_value = "train", requires = "bench")]
+    pub split: String,
     /// Where image paths in --data resolve (default: the data file's folder).
     #[arg(long)]
     pub image_folder: Option<PathBuf>,
@@ -174,6 +181,10 @@ pub fn run_training(preset: Preset, args: &TrainingArgs, ctx: &mut Context) -> R
         vision_tower: args.vision_tower.clone(),
         data: args.data.clone(),
         image_folder: args.image_folder.clone(),
+        bench: match &args.bench {
+            Some(name) => Some((name.parse()?, args.split.clone())),
+            None => None,
+        },
         run_dir: run.path().to_path_buf(),
     };
     let control = Control {

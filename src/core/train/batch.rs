@@ -66,9 +66,8 @@ impl Collator<'_> {
             );
         }
         let pixels = match &record.image {
-            Some(path) => {
-                let image = image::open(path)
-                    .with_context(|| format!("{}: image {}", record.origin, path.display()))?;
+            Some(source) => {
+                let image = source.open().with_context(|| record.origin.clone())?;
                 let px = self.processor.batch(&[&image], self.device)?;
                 Some(px.squeeze(0)?)
             }

@@ -1,11 +1,13 @@
 //! Training records (LLaVA conversation JSON arrays or JSON Lines: `id`, `image`,
-//! `conversations`) and the order they are visited in: a seeded permutation per epoch,
-//! optionally grouped by modality and length as LLaVA's `LengthGroupedSampler` does.
-//! Images are opened and conversations tokenised only when a batch needs them.
+//! `conversations`; or a VQA benchmark's split through its loader) and the order they
+//! are visited in: a seeded permutation per epoch, optionally grouped by modality and
+//! length as LLaVA's `LengthGroupedSampler` does. Images are decoded and conversations
+//! tokenised only when a batch needs them.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::Value;
@@ -13,14 +15,37 @@ use serde_json::Value;
 use super::conversation::Turn;
 use crate::core::data::json_array::JsonArrayElements;
 use crate::core::data::llava::kind;
+use crate::core::eval::Bench;
+use crate::core::eval::vqa::{self, LoadOptions, QuestionImage};
 use crate::core::hash::keyed;
+
+/// A sample's image.
+#[derive(Debug, Clone)]
+pub enum RecordImage {
+    /// A file (resolved against the image folder).
+    File(PathBuf),
+    /// Encoded bytes held in memory (benchmark copies that embed their images).
+    Bytes(Arc<Vec<u8>>),
+}
+
+impl RecordImage {
+    /// Decodes the image.
+    pub fn open(&self) -> Result<image::DynamicImage> {
+        match self {
+            RecordImage::File(path) => {
+                image::open(path).with_context(|| format!("image {}", path.display()))
+            }
+            RecordImage::Bytes(bytes) => crate::core::image::decode(bytes),
+        }
+    }
+}
 
 /// One training sample as stored.
 #[derive(Debug, Clone)]
 pub struct Record {
     pub id: String,
-    /// The image file (resolved against the image folder), if the sample has one.
-    pub image: Option<PathBuf>,
+    /// The sample's image, if it has one.
+    pub image: Option<RecordImage>,
     pub turns: Vec<Turn>,
     /// Where it came from, for error messages (`file:line` or `file: record N`).
     pub origin: String,
@@ -96,7 +121,7 @@ fn parse(bytes: &[u8], index: usize, root: &Path) -> Result<Record> {
     };
     let image = match obj.get("image") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(root.join(s)),
+        Some(Value::String(s)) => Some(RecordImage::File(root.join(s))),
         Some(other) => bail!("field `image`: expected a path, found {}", kind(other)),
     };
     let turns = match obj.get("conversations") {
@@ -117,6 +142,60 @@ fn parse(bytes: &[u8], index: usize, root: &Path) -> Result<Record> {
         turns,
         origin: format!("record {index}"),
     })
+}
+
+/// The `split` of a VQA benchmark as training records: one `<image>\nQ` / `A` exchange
+/// per question, as LLaVA's data files for these sets have them. Questions whose image
+/// is missing are an error naming them.
+pub fn load_bench(bench: Bench, input: &Path, split: &str) -> Result<Vec<Record>> {
+    let loaded = vqa::load(bench, input, split, &LoadOptions::default())?;
+    if let Some(bad) = loaded.rejected.first() {
+        tracing::warn!(
+            "{} rows of {} were rejected (first: {bad:?})",
+            loaded.rejected.len(),
+            input.display()
+        );
+    }
+    let mut records = Vec::with_capacity(loaded.questions.len());
+    for (i, q) in loaded.questions.into_iter().enumerate() {
+        let image = match q.image {
+            QuestionImage::File { root, name } => {
+                let path = root.join(&name);
+                if !path.is_file() {
+                    bail!(
+                        "{}: question {}: image {} does not exist",
+                        input.display(),
+                        q.id,
+                        path.display()
+                    );
+                }
+                RecordImage::File(path)
+            }
+            QuestionImage::Embedded { bytes, .. } => RecordImage::Bytes(bytes),
+        };
+        let turn = |from: &str, value: String| Turn {
+            from: from.into(),
+            value,
+        };
+        records.push(Record {
+            id: q.id.to_string(),
+            image: Some(image),
+            turns: vec![
+                turn("human", format!("<image>\n{}", q.question)),
+                turn("gpt", q.answer),
+            ],
+            origin: format!("{} {split} question {i} (id {})", bench.name(), q.id),
+        });
+    }
+    if records.is_empty() {
+        bail!(
+            "{}: no {} {split} questions found ({})",
+            input.display(),
+            bench.name(),
+            loaded.layout
+        );
+    }
+    Ok(records)
 }
 
 /// The order of sample indices in `epoch`: a seeded Fisher–Yates permutation, or with
@@ -179,7 +258,7 @@ mod tests {
     fn record(id: usize, image: bool, words: usize) -> Record {
         Record {
             id: id.to_string(),
-            image: image.then(|| PathBuf::from("x.png")),
+            image: image.then(|| RecordImage::File(PathBuf::from("x.png"))),
             turns: vec![Turn {
                 from: "human".into(),
                 value: vec!["w"; words].join(" "),

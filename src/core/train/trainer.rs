@@ -21,13 +21,14 @@ use serde_json::{Value, json};
 use super::adamw::{AdamW, AdamWConfig, Param, clip_grad_norm};
 use super::batch::{Collator, Example, batch_loss, scalar};
 use super::conversation::{Llama3Encoder, SpecialTokens};
-use super::data::{Record, epoch_order, load_records};
+use super::data::{Record, epoch_order, load_bench, load_records};
 use super::export::{
     MAX_SHARD_BYTES, Staged, read_safetensors, stored_vision_tensors, write_adapter,
     write_safetensors, write_side_files, write_weights,
 };
 use super::params::{LearningRates, Tune, make_trainable};
 use super::schedule::CosineSchedule;
+use crate::core::eval::Bench;
 use crate::core::model::checkpoint::Checkpoint;
 use crate::core::model::config::{AspectMode, Layout};
 use crate::core::model::llava::Llava;
@@ -66,6 +67,8 @@ pub struct Paths {
     pub vision_tower: Option<PathBuf>,
     pub data: PathBuf,
     pub image_folder: Option<PathBuf>,
+    /// Read `data` as this benchmark's split (through its loader) instead of a LLaVA file.
+    pub bench: Option<(Bench, String)>,
     /// The run directory: metrics, checkpoints and the final model go here.
     pub run_dir: PathBuf,
 }
@@ -124,7 +127,10 @@ struct StepMetrics {
 /// Runs training to the end (or to `stop_after`) and exports the result.
 pub fn train(paths: &Paths, plan: &Plan, control: &Control) -> Result<Summary> {
     check_plan(plan)?;
-    let records = load_records(&paths.data, paths.image_folder.as_deref())?;
+    let records = match &paths.bench {
+        Some((bench, split)) => load_bench(*bench, &paths.data, split)?,
+        None => load_records(&paths.data, paths.image_folder.as_deref())?,
+    };
     let mut ckpt = Checkpoint::open(
         &paths.model,
         paths.vision_tower.as_deref(),
