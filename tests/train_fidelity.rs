@@ -3,12 +3,14 @@
 //! `preprocess_llama3` token ids and label masks, and optimiser steps (loss, gradient
 //! norm, every updated parameter) for full fine-tuning, gradient accumulation, the
 //! projector-only stage and LoRA, in f32 on the CPU. Also: every trainable parameter
-//! receives a gradient.
+//! receives a gradient, the same with activation checkpointing as without.
 
 mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use candle_core::{DType, Device, Tensor};
 use common::testdata;
@@ -22,7 +24,7 @@ use medtrinity::core::train::conversation::{Llama3Encoder, SpecialTokens, Turn};
 use medtrinity::core::train::data::load_records;
 use medtrinity::core::train::export::read_safetensors;
 use medtrinity::core::train::params::{LearningRates, LoraSpec, Tune, make_trainable};
-use medtrinity::core::train::trainer::{accumulate, update};
+use medtrinity::core::train::trainer::{StepShape, accumulate, update};
 use serde_json::Value;
 
 const TOL: f32 = 1e-5;
@@ -118,6 +120,16 @@ fn fixture() -> Fixture {
 
 /// The model, its examples for the fixture batch, and a trainable set.
 fn load(fx: &Fixture, tune: Tune, lrs: LearningRates) -> (Llava, AdamW, Vec<Example>) {
+    let (model, opt, examples, _) = load_with_key(fx, tune, lrs);
+    (model, opt, examples)
+}
+
+/// [`load`], plus the LoRA dropout key when dropout is on.
+fn load_with_key(
+    fx: &Fixture,
+    tune: Tune,
+    lrs: LearningRates,
+) -> (Llava, AdamW, Vec<Example>, Option<Arc<AtomicU64>>) {
     let dev = Device::Cpu;
     let ckpt = Checkpoint::open(
         &fx.model_dir,
@@ -130,7 +142,7 @@ fn load(fx: &Fixture, tune: Tune, lrs: LearningRates) -> (Llava, AdamW, Vec<Exam
     let specials = SpecialTokens::load(&fx.model_dir, &codec).unwrap();
     let processor = ckpt.processor().unwrap();
     let mut model = ckpt.load().unwrap();
-    let params = make_trainable(&mut model, tune, lrs, DType::F32, 0).unwrap();
+    let trainable = make_trainable(&mut model, tune, lrs, DType::F32, 0).unwrap();
     let records = load_records(
         &testdata("train/step/batch.jsonl"),
         Some(&testdata("llava/images")),
@@ -153,7 +165,12 @@ fn load(fx: &Fixture, tune: Tune, lrs: LearningRates) -> (Llava, AdamW, Vec<Exam
         weight_decay: 0.1,
         ..AdamWConfig::default()
     };
-    (model, AdamW::new(cfg, params), examples)
+    (
+        model,
+        AdamW::new(cfg, trainable.params),
+        examples,
+        trainable.dropout_key,
+    )
 }
 
 fn pick(examples: &[Example], ids: &[usize]) -> Vec<Example> {
@@ -171,7 +188,17 @@ fn pick(examples: &[Example], ids: &[usize]) -> Vec<Example> {
         .collect()
 }
 
-/// One optimiser step over `micro_batches`; returns (micro losses, grad norm).
+fn shape(accum: usize, checkpoint: bool) -> StepShape<'static> {
+    StepShape {
+        accum,
+        max_len: 2048,
+        checkpoint,
+        dropout: None,
+    }
+}
+
+/// One optimiser step over `micro_batches` (with activation checkpointing, which must
+/// not change the math); returns (micro losses, grad norm).
 fn step(
     model: &Llava,
     opt: &mut AdamW,
@@ -179,9 +206,13 @@ fn step(
     micro_batches: &[&[usize]],
     n: u64,
 ) -> (Vec<f64>, f64) {
-    let acc = accumulate(model, &opt.params, micro_batches.len(), 2048, n, |i| {
-        Ok(pick(examples, micro_batches[i as usize]))
-    })
+    let acc = accumulate(
+        model,
+        &opt.params,
+        shape(micro_batches.len(), true),
+        n,
+        |i| Ok(pick(examples, micro_batches[i as usize])),
+    )
     .unwrap();
     let losses = acc.losses.clone();
     let norm = update(opt, acc.grads, 1.0, 1.0, n).unwrap();
@@ -330,7 +361,15 @@ fn lora_two_steps_match_pytorch_and_peft() {
         main: 1e-3,
         projector: Some(2e-4),
     };
-    let (model, mut opt, examples) = load(&fx, Tune::Lora(LoraSpec { r: 4, alpha: 8.0 }), lrs);
+    let (model, mut opt, examples) = load(
+        &fx,
+        Tune::Lora(LoraSpec {
+            r: 4,
+            alpha: 8.0,
+            dropout: 0.0,
+        }),
+        lrs,
+    );
     // The reference's A initialisation (B starts at zero on both sides).
     for p in &opt.params {
         if p.name.contains(".lora_") {
@@ -365,20 +404,40 @@ fn every_trainable_parameter_receives_a_gradient() {
     for tune in [
         Tune::Full,
         Tune::Projector,
-        Tune::Lora(LoraSpec { r: 2, alpha: 4.0 }),
+        Tune::Lora(LoraSpec {
+            r: 2,
+            alpha: 4.0,
+            dropout: 0.1,
+        }),
     ] {
-        let (model, opt, examples) = load(&fx, tune, lrs);
+        let (model, opt, examples, key) = load_with_key(&fx, tune, lrs);
+        // LoRA dropout is on for the LoRA case: the recomputed forward must draw the same masks.
+        let with_key = |checkpoint| StepShape {
+            dropout: key.as_ref().map(|k| (k, 5)),
+            ..shape(1, checkpoint)
+        };
         // LoRA's B starts at zero, which zeroes A's gradient: give B values first.
         for p in &opt.params {
             if p.name.contains(".lora_B") {
                 p.var.set(&p.var.as_tensor().ones_like().unwrap()).unwrap();
             }
         }
-        let acc = accumulate(&model, &opt.params, 1, 2048, 0, |_| {
-            Ok(pick(&examples, &[0, 1]))
-        })
-        .unwrap();
-        for (p, g) in opt.params.iter().zip(&acc.grads) {
+        let run = |checkpoint| {
+            accumulate(&model, &opt.params, with_key(checkpoint), 0, |_| {
+                Ok(pick(&examples, &[0, 1]))
+            })
+            .unwrap()
+        };
+        let (plain, recomputed) = (run(false), run(true));
+        assert_eq!(plain.losses, recomputed.losses);
+        if key.is_some() {
+            let no_dropout = accumulate(&model, &opt.params, shape(1, false), 0, |_| {
+                Ok(pick(&examples, &[0, 1]))
+            })
+            .unwrap();
+            assert_ne!(no_dropout.losses, plain.losses, "dropout changed nothing");
+        }
+        for ((p, g), h) in opt.params.iter().zip(&plain.grads).zip(&recomputed.grads) {
             let sum = g
                 .abs()
                 .unwrap()
@@ -387,6 +446,12 @@ fn every_trainable_parameter_receives_a_gradient() {
                 .to_scalar::<f32>()
                 .unwrap();
             assert!(sum > 0.0, "{tune:?}: {} got no gradient", p.name);
+            let d = max_diff(g, h);
+            assert!(
+                d <= 1e-6 * (1.0 + sum),
+                "{tune:?}: {}: checkpointing changes the gradient by {d}",
+                p.name
+            );
         }
     }
 }

@@ -86,6 +86,10 @@ pub struct TrainingArgs {
     /// Longest sequence in tokens, image rows included.
     #[arg(long)]
     pub model_max_length: Option<usize>,
+    /// Recompute each decoder layer in the backward pass instead of keeping its
+    /// activations (default: on for a GPU, as the reference scripts; off on the CPU).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub gradient_checkpointing: Option<bool>,
     /// `pad` images to square with the mean colour, or `square` (resize + centre crop).
     #[arg(long, value_parser = ["pad", "square"])]
     pub image_aspect_ratio: Option<String>,
@@ -98,6 +102,9 @@ pub struct TrainingArgs {
     /// LoRA alpha (scale alpha / r; default 2 x r).
     #[arg(long, requires = "lora_r")]
     pub lora_alpha: Option<f64>,
+    /// LoRA dropout on the adapters' inputs (default 0.05, as the reference).
+    #[arg(long, requires = "lora_r")]
+    pub lora_dropout: Option<f64>,
     /// Save a checkpoint every N steps (0 = only at the end).
     #[arg(long, default_value_t = 500)]
     pub save_steps: u64,
@@ -242,6 +249,7 @@ pub fn plan(preset: Preset, args: &TrainingArgs, seed: u64) -> Result<Plan> {
         (Some(r), _) => Tune::Lora(LoraSpec {
             r,
             alpha: args.lora_alpha.unwrap_or(2.0 * r as f64),
+            dropout: args.lora_dropout.unwrap_or(0.05),
         }),
         (None, Preset::Stage1) => Tune::Projector,
         (None, _) => Tune::Full,
@@ -276,6 +284,7 @@ pub fn plan(preset: Preset, args: &TrainingArgs, seed: u64) -> Result<Plan> {
         warmup_ratio: args.warmup_ratio,
         max_grad_norm: args.max_grad_norm,
         model_max_length: args.model_max_length.unwrap_or(max_len),
+        gradient_checkpointing: args.gradient_checkpointing.unwrap_or(args.gpu.is_some()),
         group_by_modality: args
             .group_by_modality_length
             .unwrap_or(grouped)

@@ -191,13 +191,26 @@ impl Llama {
         self.norm.forward(&x)
     }
 
+    /// Decoder layer `i` alone (no cache), for training loops that run the layers one
+    /// by one (activation checkpointing); `rotary` comes from [`Llama::rotary`].
+    pub fn layer_forward(
+        &self,
+        i: usize,
+        x: &Tensor,
+        rotary: &(Tensor, Tensor),
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        self.layers[i].forward(x, &rotary.0, &rotary.1, mask, &self.cfg, None)
+    }
+
     /// Next-token logits (f32) for hidden states `(..., hidden)`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(self.lm_head.forward(hidden)?.to_dtype(DType::F32)?)
     }
 
-    /// `cos`, `sin` of shape `(B, L, head_dim / 2)`, computed in f32 as transformers does.
-    fn rotary(&self, positions: &Tensor, dtype: DType) -> Result<(Tensor, Tensor)> {
+    /// `cos`, `sin` of shape `(B, L, head_dim / 2)` for `positions` `(B, L)`, computed in
+    /// f32 as transformers does.
+    pub fn rotary(&self, positions: &Tensor, dtype: DType) -> Result<(Tensor, Tensor)> {
         let pos = positions.to_dtype(DType::F32)?.unsqueeze(2)?;
         let freqs = pos.broadcast_mul(&self.inv_freq)?;
         Ok((freqs.cos()?.to_dtype(dtype)?, freqs.sin()?.to_dtype(dtype)?))

@@ -1,8 +1,13 @@
-//! LoRA adapters (PEFT semantics): `y = W x + (alpha / r) * B (A x)`, with A of shape
-//! `(r, in)` and B of shape `(out, r)`. Any [`super::linear::Linear`] can carry one.
+//! LoRA adapters (PEFT semantics): `y = W x + (alpha / r) * B (A dropout(x))`, with A of
+//! shape `(r, in)` and B of shape `(out, r)`. Any [`super::linear::Linear`] can carry one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Result, ensure};
 use candle_core::Tensor;
+
+use crate::core::hash::keyed;
 
 /// One low-rank update of a Linear layer.
 #[derive(Debug, Clone)]
@@ -13,6 +18,21 @@ pub struct LoraAdapter {
     pub b: Tensor,
     /// `alpha / r` (or `alpha / sqrt(r)` for rsLoRA).
     pub scale: f64,
+    /// Dropout on the adapter's input while training.
+    pub dropout: Option<LoraDropout>,
+}
+
+/// PEFT's `lora_dropout`, with masks that are a pure function of a training key (set
+/// per micro-batch by the trainer), the adapter and the element: a recomputed forward
+/// pass (activation checkpointing) and a resumed run see the same masks.
+#[derive(Debug, Clone)]
+pub struct LoraDropout {
+    /// Probability of dropping an input element.
+    pub p: f64,
+    /// This adapter's number (distinct masks per layer).
+    pub index: u64,
+    /// The current key; 0 means not training (no dropout).
+    pub key: Arc<AtomicU64>,
 }
 
 impl LoraAdapter {
@@ -26,12 +46,98 @@ impl LoraAdapter {
             a.dims(),
             b.dims()
         );
-        Ok(Self { a, b, scale })
+        Ok(Self {
+            a,
+            b,
+            scale,
+            dropout: None,
+        })
     }
 
     /// The adapter's contribution for `x` of shape `(n, in)`.
     pub fn delta(&self, x: &Tensor) -> Result<Tensor> {
+        let x = match &self.dropout {
+            Some(d) => d.apply(x)?,
+            None => x.clone(),
+        };
         let low = x.matmul(&self.a.t()?)?;
         Ok((low.matmul(&self.b.t()?)? * self.scale)?)
+    }
+}
+
+impl LoraDropout {
+    /// `x * mask / (1 - p)` with a keep-mask drawn from (key, index, element); `x` as
+    /// is when the key is 0 or `p` is 0.
+    fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let key = self.key.load(Ordering::Relaxed);
+        if key == 0 || self.p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let keep = 1.0 - self.p;
+        let threshold = (self.p * (1u64 << 53) as f64) as u64;
+        let base = keyed(key, self.index, 0);
+        let mask: Vec<f32> = (0..x.elem_count() as u64)
+            .map(|i| {
+                let draw = keyed(base, i, 1) >> 11;
+                if draw >= threshold {
+                    (1.0 / keep) as f32
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        Ok((x * mask)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    #[test]
+    fn dropout_masks_are_keyed_scaled_and_off_when_not_training() {
+        let dev = Device::Cpu;
+        let key = Arc::new(AtomicU64::new(0));
+        let d = LoraDropout {
+            p: 0.25,
+            index: 3,
+            key: key.clone(),
+        };
+        let x = Tensor::ones((64, 64), DType::F32, &dev).unwrap();
+        let off = d.apply(&x).unwrap();
+        assert_eq!(off.sum_all().unwrap().to_scalar::<f32>().unwrap(), 4096.0);
+        key.store(7, Ordering::Relaxed);
+        let a = d
+            .apply(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let b = d
+            .apply(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(a, b, "the same key gives the same mask");
+        let kept = a.iter().filter(|v| **v > 0.0).count() as f64 / a.len() as f64;
+        assert!((kept - 0.75).abs() < 0.03, "{kept}");
+        assert!(
+            a.iter()
+                .all(|v| *v == 0.0 || (*v - 1.0 / 0.75).abs() < 1e-6)
+        );
+        key.store(8, Ordering::Relaxed);
+        let c = d
+            .apply(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_ne!(a, c, "another key, another mask");
     }
 }

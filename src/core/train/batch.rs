@@ -10,7 +10,6 @@ use candle_core::{D, DType, Tensor};
 use super::conversation::{Encoded, IGNORE_INDEX, IMAGE_TOKEN_INDEX, Llama3Encoder};
 use super::data::Record;
 use crate::core::model::attention::causal_padding_mask;
-use crate::core::model::llama::Step;
 use crate::core::model::llava::Llava;
 use crate::core::model::preprocess::ImageProcessor;
 
@@ -89,20 +88,28 @@ impl Collator<'_> {
     }
 }
 
-/// The summed loss terms of one micro-batch.
-pub struct BatchLoss {
-    /// Mean cross entropy over the supervised positions (a scalar on the model's
-    /// device, differentiable), or `None` when no position is supervised.
-    pub loss: Option<Tensor>,
-    /// Supervised positions.
+/// A micro-batch laid out for the language model.
+pub struct Prepared {
+    /// `(B, T, hidden)` input embeddings, right-padded with zeros; differentiable
+    /// where the embedding or the projector is trained.
+    pub embeds: Tensor,
+    /// `(B, T)` positions `0..T` for every row (right padding keeps them exact).
+    pub positions: Tensor,
+    /// Causal + padding mask.
+    pub mask: Option<Tensor>,
+    /// Flat `b * T + t` indices of the positions that predict a label.
+    picks: Tensor,
+    /// The label each picked position predicts, `(N, 1)`.
+    targets: Tensor,
+    /// Supervised positions (N).
     pub tokens: usize,
     /// Sequence positions in the batch (image rows included, padding not).
-    pub positions: usize,
+    pub positions_in_batch: usize,
 }
 
-/// Runs the model on `examples` and returns the mean next-token loss, as
-/// `LlavaLlamaForCausalLM.forward(labels=...)` computes it.
-pub fn batch_loss(model: &Llava, examples: &[Example], max_len: usize) -> Result<BatchLoss> {
+/// Splices, truncates and right-pads `examples` (as `prepare_inputs_labels_for_multimodal`
+/// does); `None` when no position in the batch is supervised.
+pub fn prepare(model: &Llava, examples: &[Example], max_len: usize) -> Result<Option<Prepared>> {
     ensure!(!examples.is_empty(), "empty micro-batch");
     let with_pixels: Vec<&Tensor> = examples.iter().filter_map(|e| e.pixels.as_ref()).collect();
     let features = if with_pixels.is_empty() {
@@ -160,35 +167,45 @@ pub fn batch_loss(model: &Llava, examples: &[Example], max_len: usize) -> Result
             }
         }
     }
-    let positions_in_batch = row_labels.iter().map(Vec::len).sum();
     if picks.is_empty() {
-        return Ok(BatchLoss {
-            loss: None,
-            tokens: 0,
-            positions: positions_in_batch,
-        });
+        return Ok(None);
     }
-    let embeds = Tensor::stack(&padded, 0)?;
     let positions: Vec<u32> = (0..rows.len()).flat_map(|_| 0..total as u32).collect();
-    let positions = Tensor::from_vec(positions, (rows.len(), total), &device)?;
-    let mask = causal_padding_mask(&valid, 0, total, dtype, &device)?;
-    let step = Step {
-        positions: &positions,
-        mask: mask.as_ref(),
-    };
-    let hidden_states = model.llm.forward(&embeds, &step, None)?;
-    let flat = hidden_states.reshape((rows.len() * total, hidden))?;
-    let picked = flat.index_select(&Tensor::new(picks.as_slice(), &device)?, 0)?;
-    let logits = model.llm.logits(&picked)?; // (N, V) f32
-    let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let targets = Tensor::new(targets.as_slice(), &device)?.unsqueeze(1)?;
-    let picked_log_probs = log_probs.gather(&targets, 1)?;
-    let loss = picked_log_probs.mean_all()?.neg()?;
-    Ok(BatchLoss {
-        loss: Some(loss),
+    Ok(Some(Prepared {
+        embeds: Tensor::stack(&padded, 0)?,
+        positions: Tensor::from_vec(positions, (rows.len(), total), &device)?,
+        mask: causal_padding_mask(&valid, 0, total, dtype, &device)?,
         tokens: picks.len(),
-        positions: positions_in_batch,
-    })
+        picks: Tensor::new(picks.as_slice(), &device)?,
+        targets: Tensor::new(targets.as_slice(), &device)?.unsqueeze(1)?,
+        positions_in_batch: row_labels.iter().map(Vec::len).sum(),
+    }))
+}
+
+/// The mean next-token cross entropy from the last decoder layer's output `x`
+/// `(B, T, hidden)`: final norm, LM head and log-softmax at the supervised positions only.
+pub fn head_loss(model: &Llava, prepared: &Prepared, x: &Tensor) -> Result<Tensor> {
+    let (b, t, hidden) = x.dims3()?;
+    let picked = x
+        .reshape((b * t, hidden))?
+        .index_select(&prepared.picks, 0)?;
+    let logits = model.llm.logits(&model.llm.norm.forward(&picked)?)?; // (N, V) f32
+    let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    Ok(log_probs.gather(&prepared.targets, 1)?.mean_all()?.neg()?)
+}
+
+/// The differentiable loss of a prepared batch, every activation kept for backward.
+pub fn batch_loss(model: &Llava, prepared: &Prepared) -> Result<Tensor> {
+    let rotary = model
+        .llm
+        .rotary(&prepared.positions, prepared.embeds.dtype())?;
+    let mut x = prepared.embeds.clone();
+    for i in 0..model.llm.layers.len() {
+        x = model
+            .llm
+            .layer_forward(i, &x, &rotary, prepared.mask.as_ref())?;
+    }
+    head_loss(model, prepared, &x)
 }
 
 /// One row's embeddings and labels: text embeddings with the image's feature rows

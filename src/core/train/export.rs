@@ -232,7 +232,7 @@ pub fn write_adapter(
         "task_type": "CAUSAL_LM",
         "r": spec.r,
         "lora_alpha": spec.alpha,
-        "lora_dropout": 0.0,
+        "lora_dropout": spec.dropout,
         "target_modules": LORA_TARGETS,
         "bias": "none",
         "fan_in_fan_out": false,

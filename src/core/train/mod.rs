@@ -1,6 +1,7 @@
 //! Training (`mt train`, `mt finetune`): the pieces of the loop, one file each.
 
 pub mod adamw;
+pub mod backward;
 pub mod batch;
 pub mod conversation;
 pub mod data;

@@ -3,6 +3,9 @@
 //! the projector. The chosen tensors become candle `Var`s inside the model, so the
 //! forward pass records their gradients; everything else stays a plain tensor.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
 use anyhow::{Result, bail};
 use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
@@ -10,13 +13,15 @@ use serde::{Deserialize, Serialize};
 use super::adamw::Param;
 use crate::core::hash::keyed;
 use crate::core::model::llava::Llava;
-use crate::core::model::lora::LoraAdapter;
+use crate::core::model::lora::{LoraAdapter, LoraDropout};
 
 /// LoRA settings (PEFT's `LoraConfig`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LoraSpec {
     pub r: usize,
     pub alpha: f64,
+    /// `lora_dropout`: probability of dropping an adapter input element while training.
+    pub dropout: f64,
 }
 
 impl LoraSpec {
@@ -46,19 +51,28 @@ pub struct LearningRates {
     pub projector: Option<f64>,
 }
 
+/// What training updates, and the switch of LoRA dropout.
+pub struct Trainable {
+    /// Optimiser parameters, in model order.
+    pub params: Vec<Param>,
+    /// The adapters' dropout key (0 = off), when LoRA dropout is on.
+    pub dropout_key: Option<Arc<AtomicU64>>,
+}
+
 /// Attaches LoRA adapters (when `tune` asks for them, A drawn from `seed` as PEFT's
 /// Kaiming-uniform init, B zero), turns the trained tensors into `Var`s of `dtype`
-/// inside `model` and returns them as optimiser parameters, in model order.
+/// inside `model` and returns them as optimiser parameters.
 pub fn make_trainable(
     model: &mut Llava,
     tune: Tune,
     lrs: LearningRates,
     dtype: DType,
     seed: u64,
-) -> Result<Vec<Param>> {
-    if let Tune::Lora(spec) = tune {
-        attach_lora(model, spec, dtype, seed)?;
-    }
+) -> Result<Trainable> {
+    let dropout_key = match tune {
+        Tune::Lora(spec) => attach_lora(model, spec, dtype, seed)?,
+        _ => None,
+    };
     let mut params = Vec::new();
     for (name, tensor) in model.tensors_mut() {
         let is_projector = name.starts_with("projector.");
@@ -82,7 +96,10 @@ pub fn make_trainable(
     if params.is_empty() {
         bail!("nothing to train: the model has no tensors for {tune:?}");
     }
-    Ok(params)
+    Ok(Trainable {
+        params,
+        dropout_key,
+    })
 }
 
 /// Whether weight decay applies: not to biases and norm weights (transformers'
@@ -91,10 +108,20 @@ fn decays(name: &str) -> bool {
     !(name.ends_with(".bias") || name.ends_with("norm.weight"))
 }
 
-fn attach_lora(model: &mut Llava, spec: LoraSpec, dtype: DType, seed: u64) -> Result<()> {
+/// Attaches the adapters; returns the dropout key they share when dropout is on.
+fn attach_lora(
+    model: &mut Llava,
+    spec: LoraSpec,
+    dtype: DType,
+    seed: u64,
+) -> Result<Option<Arc<AtomicU64>>> {
     if spec.r == 0 {
         bail!("--lora-r must be at least 1");
     }
+    if !(0.0..1.0).contains(&spec.dropout) {
+        bail!("--lora-dropout must be in [0, 1)");
+    }
+    let key = (spec.dropout > 0.0).then(|| Arc::new(AtomicU64::new(0)));
     for (index, (_, linear)) in model.llm.linears_mut().into_iter().enumerate() {
         let (in_dim, out_dim) = (linear.in_dim(), linear.out_dim());
         let device = linear.weight.device().clone();
@@ -105,9 +132,15 @@ fn attach_lora(model: &mut Llava, spec: LoraSpec, dtype: DType, seed: u64) -> Re
             .collect();
         let a = Tensor::from_vec(values, (spec.r, in_dim), &device)?.to_dtype(dtype)?;
         let b = Tensor::zeros((out_dim, spec.r), dtype, &device)?;
-        linear.lora = Some(LoraAdapter::new(a, b, spec.scale(), in_dim, out_dim)?);
+        let mut adapter = LoraAdapter::new(a, b, spec.scale(), in_dim, out_dim)?;
+        adapter.dropout = key.as_ref().map(|key| LoraDropout {
+            p: spec.dropout,
+            index: index as u64,
+            key: key.clone(),
+        });
+        linear.lora = Some(adapter);
     }
-    Ok(())
+    Ok(key)
 }
 
 /// A 64-bit key as a uniform number in [0, 1).

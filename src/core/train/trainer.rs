@@ -11,6 +11,8 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, bail};
@@ -19,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::adamw::{AdamW, AdamWConfig, Param, clip_grad_norm};
-use super::batch::{Collator, Example, batch_loss, scalar};
+use super::backward::accumulate_grads;
+use super::batch::{Collator, Example, prepare};
 use super::conversation::{Llama3Encoder, SpecialTokens};
 use super::data::{Record, epoch_order, load_bench, load_records};
 use super::export::{
@@ -29,6 +32,7 @@ use super::export::{
 use super::params::{LearningRates, Tune, make_trainable};
 use super::schedule::CosineSchedule;
 use crate::core::eval::Bench;
+use crate::core::hash::keyed;
 use crate::core::model::checkpoint::Checkpoint;
 use crate::core::model::config::{AspectMode, Layout};
 use crate::core::model::llava::Llava;
@@ -51,6 +55,8 @@ pub struct Plan {
     /// Global gradient-norm clip (0 = off).
     pub max_grad_norm: f64,
     pub model_max_length: usize,
+    /// Recompute activations in the backward pass (less memory, one more forward).
+    pub gradient_checkpointing: bool,
     /// Mega-batch size of the modality-grouped order (`None`: plain shuffle).
     pub group_by_modality: Option<usize>,
     pub image_aspect_ratio: String,
@@ -152,15 +158,15 @@ pub fn train(paths: &Paths, plan: &Plan, control: &Control) -> Result<Summary> {
     let specials = SpecialTokens::load(&paths.model, &codec)?;
     let processor = ckpt.processor()?;
     let mut model = ckpt.load()?;
-    let params = make_trainable(&mut model, plan.tune, plan.lrs, control.dtype, plan.seed)?;
-    let trainable_parameters = params.iter().map(|p| p.var.elem_count()).sum();
+    let trainable = make_trainable(&mut model, plan.tune, plan.lrs, control.dtype, plan.seed)?;
+    let trainable_parameters = trainable.params.iter().map(|p| p.var.elem_count()).sum();
     tracing::info!(
-        tensors = params.len(),
+        tensors = trainable.params.len(),
         parameters = trainable_parameters,
         "trainable: {:?}",
         plan.tune
     );
-    let mut opt = AdamW::new(plan.adamw, params);
+    let mut opt = AdamW::new(plan.adamw, trainable.params);
 
     let micro_per_epoch = records.len().div_ceil(plan.batch_size) as u64;
     let steps_per_epoch = (micro_per_epoch / plan.grad_accum as u64).max(1);
@@ -208,24 +214,23 @@ pub fn train(paths: &Paths, plan: &Plan, control: &Control) -> Result<Summary> {
             break;
         }
         let started = Instant::now();
-        let acc = accumulate(
-            &model,
-            &opt.params,
-            plan.grad_accum,
-            plan.model_max_length,
-            step,
-            |micro| {
-                let k = step * plan.grad_accum as u64 + micro;
-                let epoch = k / micro_per_epoch;
-                let order = orders.entry(epoch).or_insert_with(|| {
-                    epoch_order(&records, plan.seed, epoch, plan.group_by_modality)
-                });
-                let within = (k % micro_per_epoch) as usize;
-                let picked = &order
-                    [within * plan.batch_size..((within + 1) * plan.batch_size).min(records.len())];
-                collate(&collator, &records, picked, &mut summary)
-            },
-        )?;
+        let shape = StepShape {
+            accum: plan.grad_accum,
+            max_len: plan.model_max_length,
+            checkpoint: plan.gradient_checkpointing,
+            dropout: trainable.dropout_key.as_ref().map(|key| (key, plan.seed)),
+        };
+        let acc = accumulate(&model, &opt.params, shape, step, |micro| {
+            let k = step * plan.grad_accum as u64 + micro;
+            let epoch = k / micro_per_epoch;
+            let order = orders
+                .entry(epoch)
+                .or_insert_with(|| epoch_order(&records, plan.seed, epoch, plan.group_by_modality));
+            let within = (k % micro_per_epoch) as usize;
+            let picked = &order
+                [within * plan.batch_size..((within + 1) * plan.batch_size).min(records.len())];
+            collate(&collator, &records, picked, &mut summary)
+        })?;
         let factor = schedule.factor(step);
         let grad_norm = update(&mut opt, acc.grads, plan.max_grad_norm, factor, step)?;
         let seconds = started.elapsed().as_secs_f64();
@@ -274,38 +279,54 @@ pub struct Accumulated {
     pub samples: usize,
 }
 
-/// Runs `accum` micro-batches (`micro(i)` builds the i-th) forward and backward, each
-/// loss divided by `accum` as transformers' Trainer does, and sums the gradients.
+/// How a step's micro-batches are run.
+#[derive(Debug, Clone, Copy)]
+pub struct StepShape<'a> {
+    /// Micro-batches per optimiser step.
+    pub accum: usize,
+    /// Longest sequence (image rows included).
+    pub max_len: usize,
+    /// Recompute each decoder layer in the backward pass instead of keeping activations.
+    pub checkpoint: bool,
+    /// LoRA dropout's key and the run's seed: each micro-batch gets its own key
+    /// (from seed, step and micro-batch), cleared again after the step.
+    pub dropout: Option<(&'a Arc<AtomicU64>, u64)>,
+}
+
+/// Runs the step's micro-batches (`micro(i)` builds the i-th) forward and backward,
+/// each loss divided by `accum` as transformers' Trainer does, and sums the gradients.
 /// A non-finite loss stops with the step and the batch's ids.
 pub fn accumulate(
     model: &Llava,
     params: &[Param],
-    accum: usize,
-    max_len: usize,
+    shape: StepShape,
     step: u64,
     mut micro: impl FnMut(u64) -> Result<Vec<Example>>,
 ) -> Result<Accumulated> {
-    let mut grads: Vec<Option<Tensor>> = vec![None; params.len()];
+    let mut sums: Vec<Option<Tensor>> = vec![None; params.len()];
     let mut acc = Accumulated {
         grads: Vec::new(),
         losses: Vec::new(),
         tokens: 0,
         samples: 0,
     };
-    for i in 0..accum as u64 {
+    let scale = 1.0 / shape.accum as f64;
+    for i in 0..shape.accum as u64 {
+        if let Some((key, seed)) = shape.dropout {
+            key.store(keyed(seed, step, i) | 1, Ordering::Relaxed);
+        }
         let examples = micro(i)?;
         if examples.is_empty() {
             continue;
         }
-        let out = batch_loss(model, &examples, max_len)?;
-        let Some(loss) = out.loss else {
+        let Some(prepared) = prepare(model, &examples, shape.max_len)? else {
             tracing::warn!(
                 step = step + 1,
                 "a micro-batch without supervised tokens was skipped"
             );
             continue;
         };
-        let value = scalar(&loss)?;
+        let value = accumulate_grads(model, &prepared, scale, params, &mut sums, shape.checkpoint)?;
         if !value.is_finite() {
             let ids: Vec<&str> = examples.iter().map(|e| e.id.as_str()).collect();
             bail!(
@@ -315,20 +336,13 @@ pub fn accumulate(
             );
         }
         acc.losses.push(value);
-        acc.tokens += out.tokens;
+        acc.tokens += prepared.tokens;
         acc.samples += examples.len();
-        let store = (loss / accum as f64)?.backward()?;
-        for (slot, p) in grads.iter_mut().zip(params) {
-            if let Some(g) = store.get(p.var.as_tensor()) {
-                let g = g.to_dtype(DType::F32)?;
-                *slot = Some(match slot.take() {
-                    Some(sum) => (sum + g)?,
-                    None => g,
-                });
-            }
-        }
     }
-    acc.grads = grads
+    if let Some((key, _)) = shape.dropout {
+        key.store(0, Ordering::Relaxed);
+    }
+    acc.grads = sums
         .into_iter()
         .zip(params)
         .map(|(g, p)| match g {
