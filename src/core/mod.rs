@@ -15,6 +15,7 @@ pub mod logging;
 pub mod medical;
 pub mod model;
 pub mod pipeline;
+pub mod plotting;
 pub mod progress;
 pub mod records;
 pub mod resume;

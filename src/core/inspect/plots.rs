@@ -3,63 +3,31 @@
 //! figures look the same on every machine.
 
 use std::path::{Path, PathBuf};
-use std::sync::Once;
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result};
 use image::{Rgb, RgbImage};
 use plotters::prelude::*;
-use plotters::style::FontStyle;
 
 use super::dist::{CounterSummary, DistSummary};
 use super::render::ellipsize;
 use super::report::{Report, ScaledSummary};
 use crate::core::data::{ImageSource, Sample};
 use crate::core::image as img;
+use crate::core::plotting::{self, Area, FONT, plot_err};
 
-const FONT: &str = "sans-serif";
 const W: u32 = 1600;
 const H: u32 = 1000;
 const BAR: RGBColor = RGBColor(49, 110, 170);
 
-fn register_font() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let font: &'static [u8] = include_bytes!("../../../assets/fonts/DejaVuSans.ttf");
-        assert!(
-            plotters::style::register_font(FONT, FontStyle::Normal, font).is_ok(),
-            "bundled font is valid"
-        );
-    });
-}
-
-/// Renders into an RGB buffer with plotters, then saves it as PNG.
-fn render(
-    path: &Path,
-    w: u32,
-    h: u32,
-    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<()>,
-) -> Result<()> {
-    register_font();
-    let mut buf = vec![255u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        draw(&root)?;
-        root.present().map_err(|e| anyhow!("{e}"))?;
-    }
-    save(
-        path,
-        RgbImage::from_raw(w, h, buf).expect("buffer size matches"),
-    )
+/// Renders with plotters, then saves it as PNG.
+fn render(path: &Path, w: u32, h: u32, draw: impl FnOnce(&Area<'_>) -> Result<()>) -> Result<()> {
+    save(path, plotting::render(w, h, draw)?)
 }
 
 fn save(path: &Path, image: RgbImage) -> Result<()> {
     image
         .save(path)
         .with_context(|| format!("cannot write {}", path.display()))
-}
-
-fn plot_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
-    anyhow!("plotting failed: {e}")
 }
 
 /// A histogram of `(lo, hi, count)` bins.
@@ -384,11 +352,7 @@ fn render_labels(
     title: &str,
     labels: &[(u32, u32, String, String)],
 ) -> Result<()> {
-    register_font();
-    let (w, h) = canvas.dimensions();
-    let mut buf = canvas.into_raw();
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+    let image = plotting::draw_on(canvas, |root| {
         let title_style = TextStyle::from((FONT, 40).into_font()).color(&BLACK);
         root.draw_text(title, &title_style, (PAD as i32, 26))
             .map_err(plot_err)?;
@@ -400,10 +364,7 @@ fn render_labels(
             root.draw_text(detail, &detail_style, (*x as i32 + 2, *y as i32 + 36))
                 .map_err(plot_err)?;
         }
-        root.present().map_err(plot_err)?;
-    }
-    save(
-        path,
-        RgbImage::from_raw(w, h, buf).expect("buffer size matches"),
-    )
+        Ok(())
+    })?;
+    save(path, image)
 }

@@ -1,6 +1,5 @@
-//! Loss and learning-rate curves from `metrics.jsonl` as a PNG: stacked panels sharing
-//! the step axis (loss, learning rate, grad norm when logged), drawn on an `image`
-//! canvas with a built-in 5x7 bitmap font, so no font files or plotting crates are needed.
+//! Loss and learning-rate curves from `metrics.jsonl` as a PNG: stacked plotters panels
+//! sharing the step axis (loss, learning rate, grad norm when logged).
 //!
 //! Records without `"loss"` (evaluation and other records) are skipped, as is a last
 //! line cut off by a crash. When a resumed run logs a step again, the new record replaces
@@ -8,51 +7,56 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Cursor};
+use std::ops::Range;
 use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
-use image::{ImageFormat, Rgb, RgbImage};
+use image::ImageFormat;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde_json::{Map, Value};
 
+use crate::core::plotting::{self, Area, FONT, plot_err};
 use crate::core::run::write_atomic;
 
-const WIDTH: u32 = 900;
-const PANEL_HEIGHT: u32 = 260;
-/// Below the bottom panel: its step tick labels and the axis name.
-const X_AXIS_HEIGHT: u32 = 48;
-const MARGIN_LEFT: i64 = 100;
-const MARGIN_RIGHT: i64 = 24;
-const TITLE_HEIGHT: i64 = 36;
-const PANEL_PAD_BOTTOM: i64 = 12;
-/// Gap between a panel's frame and the extreme data points.
-const INSET: i64 = 4;
-const FONT_SCALE: i64 = 2;
+const WIDTH: u32 = 1200;
+const PANEL_HEIGHT: u32 = 300;
+/// Below the bottom panel's frame: its step tick labels and the axis name.
+const X_AXIS_HEIGHT: u32 = 64;
+const MARGIN_LEFT: u32 = 16;
+/// Room for the y tick labels, left of each frame.
+const Y_LABELS: u32 = 92;
+const MARGIN_RIGHT: u32 = 32;
+const TITLE_HEIGHT: u32 = 48;
+const PANEL_PAD_BOTTOM: u32 = 16;
 /// TensorBoard's default smoothing weight.
 const SMOOTHING: f64 = 0.6;
+/// Opacity of the raw values under their moving average.
+const RAW_ALPHA: f64 = 0.3;
 
-const BACKGROUND: Rgb<u8> = Rgb([255, 255, 255]);
-const GRID: Rgb<u8> = Rgb([234, 234, 234]);
-const FRAME: Rgb<u8> = Rgb([190, 190, 190]);
-const TEXT: Rgb<u8> = Rgb([40, 40, 40]);
-const MUTED_TEXT: Rgb<u8> = Rgb([115, 115, 115]);
-const LOSS_COLOR: Rgb<u8> = Rgb([31, 119, 180]);
-const LR_COLOR: Rgb<u8> = Rgb([230, 110, 10]);
-const GRAD_COLOR: Rgb<u8> = Rgb([44, 150, 44]);
+const GRID: RGBColor = RGBColor(232, 232, 232);
+const FRAME: RGBColor = RGBColor(170, 170, 170);
+const TEXT: RGBColor = RGBColor(30, 30, 30);
+const MUTED_TEXT: RGBColor = RGBColor(100, 100, 100);
+const LOSS_COLOR: RGBColor = RGBColor(31, 119, 180);
+const LR_COLOR: RGBColor = RGBColor(230, 110, 10);
+const GRAD_COLOR: RGBColor = RGBColor(44, 150, 44);
 
 /// Reads `metrics` (metrics.jsonl) and writes `out` (PNG): stacked panels sharing the step
-/// axis — loss (raw points thin/light plus an exponential moving average line, like
-/// TensorBoard smoothing 0.6), learning rate, and grad norm when present — each with a
-/// title, y tick labels, x tick labels on the bottom panel, light grid lines.
+/// axis — loss (raw values thin and light under a debiased exponential moving average
+/// line, like TensorBoard smoothing 0.6), learning rate, and grad norm (smoothed like the
+/// loss) when present — each titled with its last values, over light grid lines.
 pub fn plot_metrics(metrics: &Path, out: &Path) -> Result<()> {
     let steps = read_steps(metrics)?;
     let (Some(first), Some(last)) = (steps.first(), steps.last()) else {
         bail!("no training steps in {}", metrics.display());
     };
-    let x_axis = Axis::new(first.step as f64, last.step as f64, 0.0, 6, 1.0);
-    let series = |f: fn(&Step) -> Option<f64>| -> Vec<(f64, f64)> {
+    let (lo, hi) = (first.step as i64, last.step as i64);
+    let x_range = if lo < hi { lo..hi } else { lo - 1..hi + 1 };
+    let series = |f: fn(&Step) -> Option<f64>| -> Vec<(i64, f64)> {
         steps
             .iter()
-            .filter_map(|s| f(s).map(|v| (s.step as f64, v)))
+            .filter_map(|s| f(s).map(|v| (s.step as i64, v)))
             .collect()
     };
     let mut panels = vec![Panel {
@@ -76,22 +80,16 @@ pub fn plot_metrics(metrics: &Path, out: &Path) -> Result<()> {
     }
 
     let height = panels.len() as u32 * PANEL_HEIGHT + X_AXIS_HEIGHT;
-    let mut canvas = Canvas(RgbImage::from_pixel(WIDTH, height, BACKGROUND));
-    for (i, panel) in panels.iter().enumerate() {
-        let bottom = i + 1 == panels.len();
-        panel.draw(&mut canvas, i as i64 * PANEL_HEIGHT as i64, &x_axis, bottom);
-    }
-    let name = "step";
-    canvas.text(
-        (WIDTH as i64 - text_width(name)) / 2,
-        height as i64 - 7 * FONT_SCALE - 6,
-        name,
-        MUTED_TEXT,
-    );
-
+    let image = plotting::render(WIDTH, height, |root| {
+        let breaks: Vec<u32> = (1..panels.len() as u32).map(|i| i * PANEL_HEIGHT).collect();
+        let areas = root.split_by_breakpoints::<u32, u32, _, _>([], breaks);
+        for (i, (panel, area)) in panels.iter().zip(&areas).enumerate() {
+            panel.draw(area, x_range.clone(), i + 1 == panels.len())?;
+        }
+        Ok(())
+    })?;
     let mut png = Vec::new();
-    canvas
-        .0
+    image
         .write_to(&mut Cursor::new(&mut png), ImageFormat::Png)
         .context("cannot encode the plot as PNG")?;
     write_atomic(out, &png)
@@ -183,78 +181,6 @@ fn smooth(values: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// A value range with "nice" tick positions (1, 2 or 5 times a power of ten).
-struct Axis {
-    lo: f64,
-    hi: f64,
-    ticks: Vec<f64>,
-    tick_step: f64,
-    scientific: bool,
-}
-
-impl Axis {
-    /// `lo..hi` widened by `pad` of its span on each side (a constant range gets ±10% of
-    /// its value, or ±1 at zero), with about `target` ticks no closer than `min_step`.
-    fn new(mut lo: f64, mut hi: f64, pad: f64, target: usize, min_step: f64) -> Self {
-        let magnitude = lo.abs().max(hi.abs());
-        if hi - lo <= magnitude * 1e-9 {
-            let half = if magnitude > 0.0 {
-                magnitude * 0.1
-            } else {
-                1.0
-            };
-            (lo, hi) = (lo - half, hi + half);
-        } else {
-            let margin = (hi - lo) * pad;
-            (lo, hi) = (lo - margin, hi + margin);
-        }
-        let tick_step = nice_step((hi - lo) / target as f64).max(min_step);
-        let ticks: Vec<f64> = if tick_step.is_finite() && tick_step > 0.0 {
-            let (first, last) = ((lo / tick_step).ceil(), (hi / tick_step).floor());
-            (first as i64..=last as i64)
-                .take(4 * target)
-                .map(|k| k as f64 * tick_step)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let largest = ticks.iter().fold(0.0f64, |m, t| m.max(t.abs()));
-        Self {
-            lo,
-            hi,
-            ticks,
-            tick_step,
-            scientific: largest > 0.0 && !(1e-2..1e6).contains(&largest),
-        }
-    }
-
-    /// `v`'s pixel between `from` (at `lo`) and `to` (at `hi`), clamped to that span.
-    fn pixel(&self, v: f64, from: i64, to: i64) -> i64 {
-        let t = (v - self.lo) / (self.hi - self.lo);
-        let px = (from as f64 + t * (to - from) as f64).round() as i64;
-        px.clamp(from.min(to), from.max(to))
-    }
-
-    /// A tick's label, with as many digits as the tick spacing needs.
-    fn label(&self, tick: f64) -> String {
-        let digits = (tick.abs().log10().floor() - (self.tick_step.log10() + 1e-9).floor())
-            .clamp(0.0, 6.0) as usize;
-        format_value(tick, digits + 1, self.scientific)
-    }
-}
-
-/// The smallest 1, 2 or 5 times a power of ten that is about `raw`.
-fn nice_step(raw: f64) -> f64 {
-    let magnitude = 10f64.powf(raw.log10().floor());
-    let nice = match raw / magnitude {
-        n if n < 1.5 => 1.0,
-        n if n < 3.0 => 2.0,
-        n if n < 7.0 => 5.0,
-        _ => 10.0,
-    };
-    nice * magnitude
-}
-
 /// `v` with 3 significant digits, `1e-5` style when small or large.
 fn format_number(v: f64) -> String {
     let a = v.abs();
@@ -293,288 +219,136 @@ fn format_value(v: f64, significant: usize, scientific: bool) -> String {
 /// One stacked panel: a series over steps.
 struct Panel {
     title: &'static str,
-    color: Rgb<u8>,
+    color: RGBColor,
     /// Raw values drawn light under their moving average (otherwise one plain line).
     smooth: bool,
-    points: Vec<(f64, f64)>,
+    points: Vec<(i64, f64)>,
 }
 
 impl Panel {
-    /// Draws the panel whose top edge is at `top`; `bottom` adds the step tick labels.
-    fn draw(&self, canvas: &mut Canvas, top: i64, x_axis: &Axis, bottom: bool) {
-        let frame = Rect {
-            x0: MARGIN_LEFT,
-            y0: top + TITLE_HEIGHT,
-            x1: WIDTH as i64 - MARGIN_RIGHT,
-            y1: top + PANEL_HEIGHT as i64 - PANEL_PAD_BOTTOM,
-        };
-        let data = frame.inset(INSET);
+    /// Draws the panel into `area`; the `bottom` one gets the step tick labels.
+    fn draw(&self, area: &Area<'_>, steps: Range<i64>, bottom: bool) -> Result<()> {
         let values: Vec<f64> = self.points.iter().map(|p| p.1).collect();
         let smoothed = self.smooth.then(|| smooth(&values));
-        let (lo, hi) = values
-            .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-                (lo.min(*v), hi.max(*v))
-            });
-        let y_axis = if lo <= hi {
-            Axis::new(lo, hi, 0.05, 4, 0.0)
-        } else {
-            Axis::new(0.0, 1.0, 0.0, 4, 0.0)
-        };
-        let glyph_height = 7 * FONT_SCALE;
-
-        for &tick in &y_axis.ticks {
-            let y = y_axis.pixel(tick, data.y1, data.y0);
-            canvas.fill(
-                &Rect {
-                    y0: y,
-                    y1: y,
-                    ..frame
-                },
-                GRID,
-            );
-            let label = y_axis.label(tick);
-            let x = frame.x0 - 8 - text_width(&label);
-            canvas.text(x, y - glyph_height / 2, &label, MUTED_TEXT);
-        }
-        for &tick in &x_axis.ticks {
-            let x = x_axis.pixel(tick, data.x0, data.x1);
-            canvas.fill(
-                &Rect {
-                    x0: x,
-                    x1: x,
-                    ..frame
-                },
-                GRID,
-            );
-            if bottom {
-                let label = x_axis.label(tick);
-                let left = (x - text_width(&label) / 2).clamp(0, WIDTH as i64 - text_width(&label));
-                canvas.text(left, frame.y1 + 8, &label, MUTED_TEXT);
+        let note = match (values.last(), smoothed.as_ref().and_then(|s| s.last())) {
+            (Some(v), Some(s)) => {
+                format!(
+                    "last {}    smoothed {}",
+                    format_number(*v),
+                    format_number(*s)
+                )
             }
-        }
-        canvas.outline(&frame, FRAME);
-
-        let to_pixels = |ys: &[f64]| -> Vec<(i64, i64)> {
-            self.points
-                .iter()
-                .zip(ys)
-                .map(|(p, y)| {
-                    let x = x_axis.pixel(p.0, data.x0, data.x1);
-                    (x, y_axis.pixel(*y, data.y1, data.y0))
-                })
-                .collect()
+            (Some(v), None) => format!("last {}", format_number(*v)),
+            _ => "no finite values".into(),
         };
-        let clip = frame.inset(1);
-        let last = match &smoothed {
+        let (title_area, chart_area) = area.split_vertically(TITLE_HEIGHT);
+        let text = |size, color, h| {
+            let style = (FONT, size).into_font().color(&color);
+            style.pos(Pos::new(h, VPos::Center))
+        };
+        let y = TITLE_HEIGHT as i32 / 2;
+        let title_x = (MARGIN_LEFT + Y_LABELS) as i32;
+        let title_style = text(26, TEXT, HPos::Left);
+        title_area
+            .draw_text(self.title, &title_style, (title_x, y))
+            .map_err(plot_err)?;
+        let note_style = text(21, MUTED_TEXT, HPos::Right);
+        title_area
+            .draw_text(&note, &note_style, ((WIDTH - MARGIN_RIGHT) as i32, y))
+            .map_err(plot_err)?;
+
+        let (lo, hi) = value_range(&values);
+        let mut chart = ChartBuilder::on(&chart_area)
+            .margin_left(MARGIN_LEFT)
+            .margin_right(MARGIN_RIGHT)
+            .margin_bottom(PANEL_PAD_BOTTOM)
+            .y_label_area_size(Y_LABELS)
+            .x_label_area_size(if bottom { X_AXIS_HEIGHT } else { 0 })
+            .build_cartesian_2d(steps, lo..hi)
+            .map_err(plot_err)?;
+        let scientific = !(1e-2..1e6).contains(&lo.abs().max(hi.abs()));
+        let y_label = |v: &f64| tick_label(*v, hi - lo, scientific);
+        chart
+            .configure_mesh()
+            .axis_style(TRANSPARENT)
+            .light_line_style(TRANSPARENT)
+            .bold_line_style(GRID)
+            .x_labels(8)
+            .y_labels(5)
+            .label_style((FONT, 19).into_font().color(&MUTED_TEXT))
+            .y_label_formatter(&y_label)
+            .x_desc("step")
+            .axis_desc_style((FONT, 21).into_font().color(&MUTED_TEXT))
+            .draw()
+            .map_err(plot_err)?;
+        let frame = chart.plotting_area().strip_coord_spec();
+        let (w, h) = frame.dim_in_pixel();
+        frame
+            .draw(&Rectangle::new(
+                [(0, 0), (w as i32 - 1, h as i32 - 1)],
+                FRAME,
+            ))
+            .map_err(plot_err)?;
+
+        let mut line = |ys: &[f64], style: ShapeStyle| {
+            let points = self.points.iter().zip(ys).map(|(p, y)| (p.0, *y));
+            let path = PathElement::new(points.collect::<Vec<_>>(), style);
+            chart.draw_series([path]).map(|_| ()).map_err(plot_err)
+        };
+        match &smoothed {
             Some(ema) => {
-                canvas.polyline(&to_pixels(&values), 1, &clip, faded(self.color));
-                canvas.polyline(&to_pixels(ema), 2, &clip, self.color);
-                values.last().zip(ema.last()).map(|(v, s)| {
-                    format!("last {}  smoothed {}", format_number(*v), format_number(*s))
-                })
+                line(&values, self.color.mix(RAW_ALPHA).stroke_width(1))?;
+                line(ema, self.color.stroke_width(2))?;
             }
-            None => {
-                canvas.polyline(&to_pixels(&values), 2, &clip, self.color);
-                values.last().map(|v| format!("last {}", format_number(*v)))
-            }
+            None => line(&values, self.color.stroke_width(2))?,
+        }
+        if let [point] = self.points[..] {
+            chart
+                .draw_series([Circle::new(point, 5, self.color.filled())])
+                .map_err(plot_err)?;
+        }
+        Ok(())
+    }
+}
+
+/// The y range of `values` with 5% to spare on each side (a constant gets ±10% of its
+/// value, or ±1 at zero; no values get 0..1).
+fn value_range(values: &[f64]) -> (f64, f64) {
+    let (lo, hi) = values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(*v), hi.max(*v))
+        });
+    let magnitude = lo.abs().max(hi.abs());
+    if lo > hi {
+        (0.0, 1.0)
+    } else if hi - lo <= magnitude * 1e-9 {
+        let half = if magnitude > 0.0 {
+            magnitude * 0.1
+        } else {
+            1.0
         };
-
-        let title_y = top + (TITLE_HEIGHT - glyph_height) / 2;
-        canvas.text(frame.x0, title_y, self.title, TEXT);
-        let note = last.unwrap_or_else(|| "no finite values".into());
-        canvas.text(frame.x1 - text_width(&note), title_y, &note, MUTED_TEXT);
+        (lo - half, hi + half)
+    } else {
+        let margin = (hi - lo) * 0.05;
+        (lo - margin, hi + margin)
     }
 }
 
-/// `color` blended 70% towards the background: the look of raw points under their average.
-fn faded(color: Rgb<u8>) -> Rgb<u8> {
-    Rgb(color.0.map(|c| (c as u32 * 3 / 10 + 255 * 7 / 10) as u8))
+/// A y tick label with enough digits to tell apart ticks on an axis `span` long (which
+/// has at most 10 ticks); `1e-5` style when `scientific`.
+fn tick_label(v: f64, span: f64, scientific: bool) -> String {
+    // Ticks at zero come out of plotters' arithmetic as e.g. 7e-21.
+    let v = if v.abs() < span * 1e-9 { 0.0 } else { v };
+    let digits = (v.abs().log10().floor() - (span / 10.0).log10().floor()).clamp(0.0, 8.0);
+    format_value(v, digits as usize + 1, scientific)
 }
-
-/// Inclusive pixel bounds.
-#[derive(Clone, Copy)]
-struct Rect {
-    x0: i64,
-    y0: i64,
-    x1: i64,
-    y1: i64,
-}
-
-impl Rect {
-    fn inset(&self, by: i64) -> Rect {
-        Rect {
-            x0: self.x0 + by,
-            y0: self.y0 + by,
-            x1: self.x1 - by,
-            y1: self.y1 - by,
-        }
-    }
-
-    fn contains(&self, x: i64, y: i64) -> bool {
-        (self.x0..=self.x1).contains(&x) && (self.y0..=self.y1).contains(&y)
-    }
-}
-
-/// The image being drawn; every primitive clips to the image bounds.
-struct Canvas(RgbImage);
-
-impl Canvas {
-    fn fill(&mut self, r: &Rect, color: Rgb<u8>) {
-        let (w, h) = (self.0.width() as i64, self.0.height() as i64);
-        for y in r.y0.max(0)..=r.y1.min(h - 1) {
-            for x in r.x0.max(0)..=r.x1.min(w - 1) {
-                self.0.put_pixel(x as u32, y as u32, color);
-            }
-        }
-    }
-
-    fn outline(&mut self, r: &Rect, color: Rgb<u8>) {
-        self.fill(&Rect { y1: r.y0, ..*r }, color);
-        self.fill(&Rect { y0: r.y1, ..*r }, color);
-        self.fill(&Rect { x1: r.x0, ..*r }, color);
-        self.fill(&Rect { x0: r.x1, ..*r }, color);
-    }
-
-    /// A `size`-pixel square pen at `(x, y)`, clipped to `clip`.
-    fn dot(&mut self, x: i64, y: i64, size: i64, clip: &Rect, color: Rgb<u8>) {
-        let x0 = x - (size - 1) / 2;
-        let y0 = y - (size - 1) / 2;
-        let pen = Rect {
-            x0: x0.max(clip.x0),
-            y0: y0.max(clip.y0),
-            x1: (x0 + size - 1).min(clip.x1),
-            y1: (y0 + size - 1).min(clip.y1),
-        };
-        self.fill(&pen, color);
-    }
-
-    /// Straight segments through `points` (Bresenham) with a `width`-pixel pen; a single
-    /// point gets a marker so it stays visible.
-    fn polyline(&mut self, points: &[(i64, i64)], width: i64, clip: &Rect, color: Rgb<u8>) {
-        if let [(x, y)] = points {
-            self.dot(*x, *y, width + 4, clip, color);
-        }
-        for pair in points.windows(2) {
-            let ((mut x, mut y), (x1, y1)) = (pair[0], pair[1]);
-            let (dx, dy) = ((x1 - x).abs(), -(y1 - y).abs());
-            let (sx, sy) = ((x1 - x).signum(), (y1 - y).signum());
-            let mut err = dx + dy;
-            loop {
-                if clip.contains(x, y) {
-                    self.dot(x, y, width, clip, color);
-                }
-                if (x, y) == (x1, y1) {
-                    break;
-                }
-                let e2 = 2 * err;
-                if e2 >= dy {
-                    err += dy;
-                    x += sx;
-                }
-                if e2 <= dx {
-                    err += dx;
-                    y += sy;
-                }
-            }
-        }
-    }
-
-    /// `text` with its top-left corner at `(x, y)`, in the built-in font at [`FONT_SCALE`].
-    fn text(&mut self, x: i64, y: i64, text: &str, color: Rgb<u8>) {
-        for (i, c) in text.chars().map(|c| c.to_ascii_lowercase()).enumerate() {
-            let Some((_, rows)) = GLYPHS.iter().find(|g| g.0 == c) else {
-                continue;
-            };
-            let left = x + i as i64 * ADVANCE * FONT_SCALE;
-            let top = y + if DESCENDERS.contains(c) {
-                2 * FONT_SCALE
-            } else {
-                0
-            };
-            for (row, bits) in rows.iter().enumerate() {
-                for col in 0..5 {
-                    if bits & (0b10000 >> col) != 0 {
-                        let (px, py) = (left + col * FONT_SCALE, top + row as i64 * FONT_SCALE);
-                        let cell = Rect {
-                            x0: px,
-                            y0: py,
-                            x1: px + FONT_SCALE - 1,
-                            y1: py + FONT_SCALE - 1,
-                        };
-                        self.fill(&cell, color);
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Glyphs that reach below the baseline.
-const DESCENDERS: &str = "gpqy";
-
-/// Glyph width plus spacing, in font pixels.
-const ADVANCE: i64 = 6;
-
-/// Pixel width of `text` drawn by [`Canvas::text`].
-fn text_width(text: &str) -> i64 {
-    (text.chars().count() as i64 * ADVANCE - 1).max(0) * FONT_SCALE
-}
-
-/// 5x7 glyphs, one row per byte, the leftmost pixel in bit 4. Upper case is drawn as
-/// lower case; characters not listed are drawn as spaces. [`DESCENDERS`] are drawn two
-/// rows lower, their first row on the x-height.
-#[rustfmt::skip]
-const GLYPHS: [(char, [u8; 7]); 44] = [
-    ('0', [0b01110, 0b10001, 0b10011, 0b10101, 0b11001, 0b10001, 0b01110]),
-    ('1', [0b00100, 0b01100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110]),
-    ('2', [0b01110, 0b10001, 0b00001, 0b00010, 0b00100, 0b01000, 0b11111]),
-    ('3', [0b11111, 0b00010, 0b00100, 0b00010, 0b00001, 0b10001, 0b01110]),
-    ('4', [0b00010, 0b00110, 0b01010, 0b10010, 0b11111, 0b00010, 0b00010]),
-    ('5', [0b11111, 0b10000, 0b11110, 0b00001, 0b00001, 0b10001, 0b01110]),
-    ('6', [0b00110, 0b01000, 0b10000, 0b11110, 0b10001, 0b10001, 0b01110]),
-    ('7', [0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b01000, 0b01000]),
-    ('8', [0b01110, 0b10001, 0b10001, 0b01110, 0b10001, 0b10001, 0b01110]),
-    ('9', [0b01110, 0b10001, 0b10001, 0b01111, 0b00001, 0b00010, 0b01100]),
-    ('.', [0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b01100, 0b01100]),
-    ('-', [0b00000, 0b00000, 0b00000, 0b01110, 0b00000, 0b00000, 0b00000]),
-    ('+', [0b00000, 0b00100, 0b00100, 0b11111, 0b00100, 0b00100, 0b00000]),
-    ('(', [0b00010, 0b00100, 0b01000, 0b01000, 0b01000, 0b00100, 0b00010]),
-    (')', [0b01000, 0b00100, 0b00010, 0b00010, 0b00010, 0b00100, 0b01000]),
-    (':', [0b00000, 0b01100, 0b01100, 0b00000, 0b01100, 0b01100, 0b00000]),
-    ('_', [0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b00000, 0b11111]),
-    ('/', [0b00000, 0b00001, 0b00010, 0b00100, 0b01000, 0b10000, 0b00000]),
-    ('a', [0b00000, 0b00000, 0b01110, 0b00001, 0b01111, 0b10001, 0b01111]),
-    ('b', [0b10000, 0b10000, 0b10110, 0b11001, 0b10001, 0b10001, 0b11110]),
-    ('c', [0b00000, 0b00000, 0b01110, 0b10000, 0b10000, 0b10001, 0b01110]),
-    ('d', [0b00001, 0b00001, 0b01101, 0b10011, 0b10001, 0b10001, 0b01111]),
-    ('e', [0b00000, 0b00000, 0b01110, 0b10001, 0b11111, 0b10000, 0b01110]),
-    ('f', [0b00110, 0b01001, 0b01000, 0b11100, 0b01000, 0b01000, 0b01000]),
-    ('g', [0b01111, 0b10001, 0b10001, 0b10011, 0b01101, 0b00001, 0b01110]),
-    ('h', [0b10000, 0b10000, 0b10110, 0b11001, 0b10001, 0b10001, 0b10001]),
-    ('i', [0b00100, 0b00000, 0b01100, 0b00100, 0b00100, 0b00100, 0b01110]),
-    ('j', [0b00010, 0b00000, 0b00110, 0b00010, 0b00010, 0b10010, 0b01100]),
-    ('k', [0b10000, 0b10000, 0b10010, 0b10100, 0b11000, 0b10100, 0b10010]),
-    ('l', [0b01100, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110]),
-    ('m', [0b00000, 0b00000, 0b11010, 0b10101, 0b10101, 0b10001, 0b10001]),
-    ('n', [0b00000, 0b00000, 0b10110, 0b11001, 0b10001, 0b10001, 0b10001]),
-    ('o', [0b00000, 0b00000, 0b01110, 0b10001, 0b10001, 0b10001, 0b01110]),
-    ('p', [0b11110, 0b10001, 0b10001, 0b11110, 0b10000, 0b10000, 0b10000]),
-    ('q', [0b01111, 0b10001, 0b10001, 0b01111, 0b00001, 0b00001, 0b00001]),
-    ('r', [0b00000, 0b00000, 0b10110, 0b11001, 0b10000, 0b10000, 0b10000]),
-    ('s', [0b00000, 0b00000, 0b01110, 0b10000, 0b01110, 0b00001, 0b11110]),
-    ('t', [0b01000, 0b01000, 0b11100, 0b01000, 0b01000, 0b01001, 0b00110]),
-    ('u', [0b00000, 0b00000, 0b10001, 0b10001, 0b10001, 0b10011, 0b01101]),
-    ('v', [0b00000, 0b00000, 0b10001, 0b10001, 0b10001, 0b01010, 0b00100]),
-    ('w', [0b00000, 0b00000, 0b10001, 0b10001, 0b10101, 0b10101, 0b01010]),
-    ('x', [0b00000, 0b00000, 0b10001, 0b01010, 0b00100, 0b01010, 0b10001]),
-    ('y', [0b10001, 0b10001, 0b10001, 0b01111, 0b00001, 0b10001, 0b01110]),
-    ('z', [0b00000, 0b00000, 0b11111, 0b00010, 0b00100, 0b01000, 0b11111]),
-];
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::{Rgb, RgbImage};
+    use std::ops::RangeInclusive;
     use std::path::PathBuf;
 
     fn write(dir: &Path, text: &str) -> PathBuf {
@@ -595,24 +369,47 @@ mod tests {
         (0..n).map(|i| record(i) + "\n").collect()
     }
 
-    /// Pixels of `color` in the part of panel `panel`'s frame between the fractions
-    /// `fx` (left to right) and `fy` (top to bottom).
-    fn count(img: &RgbImage, panel: i64, fx: (f64, f64), fy: (f64, f64), color: Rgb<u8>) -> usize {
-        let top = panel * PANEL_HEIGHT as i64;
-        let (x0, x1) = (MARGIN_LEFT, WIDTH as i64 - MARGIN_RIGHT);
+    /// How strongly `px` is `color` drawn over white: 1 for the color itself, about
+    /// [`RAW_ALPHA`] for the raw values' line, 0 for white or another color.
+    fn tint(px: Rgb<u8>, color: RGBColor) -> f64 {
+        let c = [color.0, color.1, color.2].map(f64::from);
+        let p = px.0.map(f64::from);
+        let k = (0..3)
+            .max_by(|a, b| c[*a].total_cmp(&c[*b]).reverse())
+            .unwrap();
+        let a = (255.0 - p[k]) / (255.0 - c[k]);
+        let fits = (0..3).all(|i| (255.0 + (c[i] - 255.0) * a - p[i]).abs() <= 4.0);
+        if fits { a } else { 0.0 }
+    }
+
+    /// Pixels of `color` at a strength in `strength`, in the part of panel `panel`'s
+    /// frame between the fractions `fx` (left to right) and `fy` (top to bottom).
+    fn count(
+        img: &RgbImage,
+        panel: u32,
+        (fx, fy): ((f64, f64), (f64, f64)),
+        color: RGBColor,
+        strength: RangeInclusive<f64>,
+    ) -> usize {
+        let top = panel * PANEL_HEIGHT;
+        let (x0, x1) = (MARGIN_LEFT + Y_LABELS, WIDTH - MARGIN_RIGHT - 1);
         let (y0, y1) = (
             top + TITLE_HEIGHT,
-            top + PANEL_HEIGHT as i64 - PANEL_PAD_BOTTOM,
+            top + PANEL_HEIGHT - PANEL_PAD_BOTTOM - 1,
         );
-        let at = |lo: i64, hi: i64, f: f64| lo + ((hi - lo) as f64 * f).round() as i64;
+        let at = |lo: u32, hi: u32, f: f64| lo + ((hi - lo) as f64 * f).round() as u32;
         let mut n = 0;
         for y in at(y0, y1, fy.0)..=at(y0, y1, fy.1) {
             for x in at(x0, x1, fx.0)..=at(x0, x1, fx.1) {
-                n += usize::from(*img.get_pixel(x as u32, y as u32) == color);
+                n += usize::from(strength.contains(&tint(*img.get_pixel(x, y), color)));
             }
         }
         n
     }
+
+    const SOLID: RangeInclusive<f64> = 0.9..=1.1;
+    const RAW: RangeInclusive<f64> = 0.15..=RAW_ALPHA + 0.05;
+    const ALL: ((f64, f64), (f64, f64)) = ((0.0, 1.0), (0.0, 1.0));
 
     fn falling(i: u64) -> String {
         let loss = 3.0 - 2.5 * i as f64 / 99.0;
@@ -628,26 +425,31 @@ mod tests {
     fn falling_loss_runs_from_upper_left_to_lower_right() {
         let img = render(&lines(100, falling));
         assert_eq!(img.dimensions(), (WIDTH, 3 * PANEL_HEIGHT + X_AXIS_HEIGHT));
-        let (start, end, all) = ((0.0, 0.1), (0.9, 1.0), (0.0, 1.0));
+        let (start, end) = ((0.0, 0.1), (0.9, 1.0));
+        let (top, low) = ((0.0, 0.15), (0.85, 1.0));
         assert!(
-            count(&img, 0, start, (0.0, 0.15), LOSS_COLOR) > 0,
+            count(&img, 0, (start, top), LOSS_COLOR, SOLID) > 0,
             "first point"
         );
         assert!(
-            count(&img, 0, end, (0.85, 1.0), LOSS_COLOR) > 0,
+            count(&img, 0, (end, low), LOSS_COLOR, SOLID) > 0,
             "last point"
         );
-        assert_eq!(count(&img, 0, (0.8, 1.0), (0.0, 0.4), LOSS_COLOR), 0);
-        assert_eq!(count(&img, 0, (0.0, 0.2), (0.6, 1.0), LOSS_COLOR), 0);
-        assert!(
-            count(&img, 0, all, all, faded(LOSS_COLOR)) > 0,
-            "raw points"
-        );
+        let nothing = 0.05..=1.1;
+        let upper_right = ((0.8, 1.0), (0.0, 0.4));
+        assert_eq!(count(&img, 0, upper_right, LOSS_COLOR, nothing.clone()), 0);
+        let lower_left = ((0.0, 0.2), (0.6, 1.0));
+        assert_eq!(count(&img, 0, lower_left, LOSS_COLOR, nothing.clone()), 0);
         // The learning rate falls linearly too; grad norm gets its own panel.
-        assert!(count(&img, 1, start, (0.0, 0.15), LR_COLOR) > 0);
-        assert!(count(&img, 1, end, (0.85, 1.0), LR_COLOR) > 0);
-        assert!(count(&img, 2, all, all, GRAD_COLOR) > 0);
-        assert_eq!(count(&img, 0, all, all, LR_COLOR), 0);
+        assert!(count(&img, 1, (start, top), LR_COLOR, SOLID) > 0);
+        assert!(count(&img, 1, (end, low), LR_COLOR, SOLID) > 0);
+        assert!(count(&img, 2, ALL, GRAD_COLOR, SOLID) > 0);
+        // Grad norm cycles through 1..=7: only the raw line reaches the peaks.
+        let peaks = ((0.0, 1.0), (0.0, 0.15));
+        assert!(count(&img, 2, peaks, GRAD_COLOR, RAW) > 0, "raw points");
+        assert_eq!(count(&img, 2, peaks, GRAD_COLOR, SOLID), 0, "smoothed");
+        assert_eq!(count(&img, 0, ALL, LR_COLOR, nothing.clone()), 0);
+        assert_eq!(count(&img, 1, ALL, LOSS_COLOR, nothing), 0);
     }
 
     #[test]
@@ -658,7 +460,7 @@ mod tests {
         });
         let img = render(&without_grad);
         assert_eq!(img.height(), 2 * PANEL_HEIGHT + X_AXIS_HEIGHT);
-        assert!(count(&img, 1, (0.0, 1.0), (0.0, 1.0), LR_COLOR) > 0);
+        assert!(count(&img, 1, ALL, LR_COLOR, SOLID) > 0);
         let loss_only = render(&lines(5, |i| format!(r#"{{"step":{i},"loss":2.0}}"#)));
         assert_eq!(loss_only.height(), PANEL_HEIGHT + X_AXIS_HEIGHT);
     }
@@ -692,12 +494,15 @@ mod tests {
             2 * PANEL_HEIGHT + X_AXIS_HEIGHT,
             "no grad norm panel"
         );
-        assert!(count(&img, 0, (0.0, 0.1), (0.0, 0.15), LOSS_COLOR) > 0);
+        let start = ((0.0, 0.1), (0.0, 0.15));
+        assert!(count(&img, 0, start, LOSS_COLOR, SOLID) > 0);
         // Two finite losses: the raw line reaches the last one, the average lags behind.
-        assert!(count(&img, 0, (0.9, 1.0), (0.85, 1.0), faded(LOSS_COLOR)) > 0);
+        let end = ((0.9, 1.0), (0.85, 1.0));
+        assert!(count(&img, 0, end, LOSS_COLOR, RAW) > 0);
+        assert_eq!(count(&img, 0, end, LOSS_COLOR, SOLID), 0);
         // Only non-finite losses: the panel stays empty but the plot is still written.
         let img = render("{\"step\":1,\"loss\":NaN}\n{\"step\":2,\"loss\":null}\n");
-        assert_eq!(count(&img, 0, (0.0, 1.0), (0.0, 1.0), LOSS_COLOR), 0);
+        assert_eq!(count(&img, 0, ALL, LOSS_COLOR, 0.05..=1.1), 0);
     }
 
     #[test]
@@ -710,16 +515,18 @@ mod tests {
     #[test]
     fn single_points_and_constant_series_are_visible() {
         let img = render(r#"{"step":7,"loss":0.5,"lr":2e-5,"grad_norm":1.0}"#);
-        assert!(count(&img, 0, (0.4, 0.6), (0.4, 0.6), LOSS_COLOR) > 0);
-        assert!(count(&img, 1, (0.4, 0.6), (0.4, 0.6), LR_COLOR) > 0);
+        let middle = ((0.45, 0.55), (0.45, 0.55));
+        assert!(count(&img, 0, middle, LOSS_COLOR, SOLID) > 0);
+        assert!(count(&img, 1, middle, LR_COLOR, SOLID) > 0);
         let img = render(&lines(50, |i| {
             format!(r#"{{"step":{i},"loss":0.0,"lr":1e-4}}"#)
         }));
         for fx in [(0.0, 0.05), (0.45, 0.55), (0.95, 1.0)] {
-            assert!(count(&img, 0, fx, (0.45, 0.55), LOSS_COLOR) > 0);
-            assert!(count(&img, 1, fx, (0.45, 0.55), LR_COLOR) > 0);
+            assert!(count(&img, 0, (fx, (0.45, 0.55)), LOSS_COLOR, SOLID) > 0);
+            assert!(count(&img, 1, (fx, (0.45, 0.55)), LR_COLOR, SOLID) > 0);
         }
-        assert_eq!(count(&img, 0, (0.0, 1.0), (0.0, 0.4), LOSS_COLOR), 0);
+        let upper = ((0.0, 1.0), (0.0, 0.4));
+        assert_eq!(count(&img, 0, upper, LOSS_COLOR, 0.05..=1.1), 0);
     }
 
     #[test]
@@ -751,15 +558,21 @@ mod tests {
         for (v, want) in cases {
             assert_eq!(format_number(v), want, "{v}");
         }
-        let lr = Axis::new(0.0, 2e-5, 0.0, 4, 0.0);
-        let labels: Vec<String> = lr.ticks.iter().map(|t| lr.label(*t)).collect();
-        assert_eq!(labels, ["0", "5e-6", "1e-5", "1.5e-5", "2e-5"]);
-        let loss = Axis::new(1.2341, 1.2359, 0.0, 4, 0.0);
-        let labels: Vec<String> = loss.ticks.iter().map(|t| loss.label(*t)).collect();
-        assert_eq!(labels, ["1.2345", "1.235", "1.2355"]);
-        let steps = Axis::new(0.0, 300.0, 0.0, 6, 1.0);
-        let labels: Vec<String> = steps.ticks.iter().map(|t| steps.label(*t)).collect();
-        assert_eq!(labels, ["0", "50", "100", "150", "200", "250", "300"]);
+        let labels = |ticks: &[f64], span, scientific| -> Vec<String> {
+            ticks
+                .iter()
+                .map(|t| tick_label(*t, span, scientific))
+                .collect()
+        };
+        let lr = [7e-27, 5e-6, 1e-5, 3.0 * 5e-6, 2e-5];
+        assert_eq!(
+            labels(&lr, 2e-5, true),
+            ["0", "5e-6", "1e-5", "1.5e-5", "2e-5"]
+        );
+        let loss = [1.2345, 1.2345 + 0.0005, 1.2355];
+        assert_eq!(labels(&loss, 0.0018, false), ["1.2345", "1.235", "1.2355"]);
+        let grad = [0.5, 1.0, 1.5, 2.0];
+        assert_eq!(labels(&grad, 2.0, false), ["0.5", "1", "1.5", "2"]);
     }
 
     #[test]
