@@ -116,8 +116,12 @@ pub fn execute(cli: Cli, argv: Vec<String>, log: &LogSink) -> Result<()> {
         Command::Caption(a) => {
             with_run_dir("caption", &a, g, argv, log, |ctx| caption::run(&a, ctx))
         }
-        Command::Train(a) => with_run_dir("train", &a, g, argv, log, |ctx| train::run(&a, ctx)),
+        Command::Train(a) => {
+            let g = &train::rank_global_args(g)?;
+            with_run_dir("train", &a, g, argv, log, |ctx| train::run(&a, ctx))
+        }
         Command::Finetune(a) => {
+            let g = &train::rank_global_args(g)?;
             with_run_dir("finetune", &a, g, argv, log, |ctx| finetune::run(&a, ctx))
         }
         Command::Eval(a) => {

@@ -5,13 +5,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use serde::Serialize;
 
-use super::{Context, finish_failures, print};
+use super::{Context, GlobalArgs, finish_failures, print};
 use crate::core::error::usage;
 use crate::core::model::checkpoint::{device, dtype};
 use crate::core::train::adamw::AdamWConfig;
+use crate::core::train::parallel::{Alone, Reducer, World, rendezvous_file};
 use crate::core::train::params::{LearningRates, LoraSpec, Tune};
 use crate::core::train::plot::plot_metrics;
 use crate::core::train::trainer::{Control, Paths, Plan, Summary, train};
@@ -160,20 +161,48 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
     run_training(preset, &args.training, ctx)
 }
 
+/// The global flags for this process of a data-parallel job: ranks other than 0 keep
+/// their run record and log in `<run-dir>/rank-N/` (rank 0 owns the run directory).
+pub fn rank_global_args(global: &GlobalArgs) -> Result<GlobalArgs> {
+    let world = World::from_env(&|k| std::env::var(k).ok()).map_err(|e| usage(format!("{e:#}")))?;
+    let mut g = global.clone();
+    if world.size > 1 {
+        let Some(dir) = &global.run_dir else {
+            return Err(usage(
+                "multi-process training needs --run-dir, the same shared folder for every rank",
+            ));
+        };
+        if !world.is_main() {
+            g.run_dir = Some(dir.join(format!("rank-{}", world.rank)));
+        }
+    }
+    Ok(g)
+}
+
 /// Resolves the plan from the preset and flags, trains, reports.
 pub fn run_training(preset: Preset, args: &TrainingArgs, ctx: &mut Context) -> Result<()> {
     let plan = plan(preset, args, ctx.seed)?;
-    if let Ok(world) = std::env::var("WORLD_SIZE")
-        && world.trim() != "1"
-    {
-        bail!(
-            "WORLD_SIZE={world}: multi-process data-parallel training is not available yet; run one process"
-        );
-    }
+    let env = |k: &str| std::env::var(k).ok();
+    let world = World::from_env(&env)?;
     let Some(run) = &mut ctx.run else {
         return Err(usage("training needs a run directory (drop --no-run-dir)"));
     };
-    let device = device(args.gpu)?;
+    let run_dir = if world.is_main() {
+        run.path().to_path_buf()
+    } else {
+        run.path().parent().unwrap_or(run.path()).to_path_buf()
+    };
+    let gpu = if world.size > 1 {
+        Some(world.local_rank)
+    } else {
+        args.gpu
+    };
+    if world.size > 1 && args.cpu {
+        return Err(usage(
+            "multi-process training runs on GPUs (one per rank); drop --cpu",
+        ));
+    }
+    let device = device(gpu)?;
     let dtype = dtype(args.dtype.as_deref(), &device)?;
     run.set_device(
         format!(
@@ -192,7 +221,7 @@ pub fn run_training(preset: Preset, args: &TrainingArgs, ctx: &mut Context) -> R
             Some(name) => Some((name.parse()?, args.split.clone())),
             None => None,
         },
-        run_dir: run.path().to_path_buf(),
+        run_dir,
     };
     let control = Control {
         device,
@@ -200,8 +229,9 @@ pub fn run_training(preset: Preset, args: &TrainingArgs, ctx: &mut Context) -> R
         resume: args.resume,
         stop_after: args.stop_after_steps,
     };
-    let result = train(&paths, &plan, &control);
-    if args.plot {
+    let reducer = connect(world, &control.device, &paths.run_dir)?;
+    let result = train(&paths, &plan, &control, reducer.as_ref());
+    if args.plot && world.is_main() {
         let out = paths.run_dir.join("curves.png");
         match plot_metrics(&paths.run_dir.join("metrics.jsonl"), &out) {
             Ok(()) => tracing::info!("wrote {}", out.display()),
@@ -212,6 +242,32 @@ pub fn run_training(preset: Preset, args: &TrainingArgs, ctx: &mut Context) -> R
     report(&summary, ctx)?;
     let skipped = summary.skipped.len();
     finish_failures(ctx, summary.skipped, skipped, skipped)
+}
+
+/// The gradient reducer of this process: itself alone, or NCCL across the job's GPUs.
+fn connect(
+    world: World,
+    device: &candle_core::Device,
+    run_dir: &std::path::Path,
+) -> Result<Box<dyn Reducer>> {
+    if world.size == 1 {
+        return Ok(Box::new(Alone));
+    }
+    let id_file = rendezvous_file(run_dir, &|k| std::env::var(k).ok())?;
+    #[cfg(feature = "nccl")]
+    {
+        Ok(Box::new(
+            crate::core::train::parallel::NcclReducer::connect(world, device, &id_file)?,
+        ))
+    }
+    #[cfg(not(feature = "nccl"))]
+    {
+        let _ = (device, id_file);
+        Err(usage(format!(
+            "WORLD_SIZE={}: this mt was built without NCCL; rebuild with `--features nccl` for multi-GPU training",
+            world.size
+        )))
+    }
 }
 
 fn report(summary: &Summary, ctx: &mut Context) -> Result<()> {

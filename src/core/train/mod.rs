@@ -7,6 +7,7 @@ pub mod conversation;
 pub mod data;
 pub mod export;
 pub mod merge;
+pub mod parallel;
 pub mod params;
 pub mod plot;
 pub mod schedule;

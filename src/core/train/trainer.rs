@@ -29,6 +29,7 @@ use super::export::{
     MAX_SHARD_BYTES, Staged, read_safetensors, stored_vision_tensors, write_adapter,
     write_safetensors, write_side_files, write_weights,
 };
+use super::parallel::Reducer;
 use super::params::{LearningRates, Tune, make_trainable};
 use super::schedule::CosineSchedule;
 use crate::core::eval::Bench;
@@ -130,8 +131,16 @@ struct StepMetrics {
     rss_mb: f64,
 }
 
-/// Runs training to the end (or to `stop_after`) and exports the result.
-pub fn train(paths: &Paths, plan: &Plan, control: &Control) -> Result<Summary> {
+/// Runs training to the end (or to `stop_after`) and exports the result. With several
+/// processes (`reducer`), every rank trains on its own micro-batches, gradients are
+/// averaged over the ranks, and only rank 0 writes files.
+pub fn train(
+    paths: &Paths,
+    plan: &Plan,
+    control: &Control,
+    reducer: &dyn Reducer,
+) -> Result<Summary> {
+    let world = reducer.world();
     check_plan(plan)?;
     let records = match &paths.bench {
         Some((bench, split)) => load_bench(*bench, &paths.data, split)?,
@@ -168,8 +177,10 @@ pub fn train(paths: &Paths, plan: &Plan, control: &Control) -> Result<Summary> {
     );
     let mut opt = AdamW::new(plan.adamw, trainable.params);
 
+    // Micro-batches of the global stream (all ranks) per epoch, and per optimiser step.
     let micro_per_epoch = records.len().div_ceil(plan.batch_size) as u64;
-    let steps_per_epoch = (micro_per_epoch / plan.grad_accum as u64).max(1);
+    let micro_per_step = (plan.grad_accum * world.size) as u64;
+    let steps_per_epoch = (micro_per_epoch / micro_per_step).max(1);
     let total_steps = plan
         .max_steps
         .unwrap_or_else(|| (plan.epochs * steps_per_epoch as f64).ceil() as u64);
@@ -183,9 +194,13 @@ pub fn train(paths: &Paths, plan: &Plan, control: &Control) -> Result<Summary> {
         None
     };
     let start = resumed_from.unwrap_or(0);
-    let metrics_path = paths.run_dir.join("metrics.jsonl");
-    keep_metrics_up_to(&metrics_path, start)?;
-    let mut metrics = JsonLines::append(&metrics_path)?;
+    let mut metrics = if world.is_main() {
+        let path = paths.run_dir.join("metrics.jsonl");
+        keep_metrics_up_to(&path, start)?;
+        Some(JsonLines::append(&path)?)
+    } else {
+        None
+    };
 
     let collator = Collator {
         encoder: Llama3Encoder {
@@ -221,7 +236,7 @@ pub fn train(paths: &Paths, plan: &Plan, control: &Control) -> Result<Summary> {
             dropout: trainable.dropout_key.as_ref().map(|key| (key, plan.seed)),
         };
         let acc = accumulate(&model, &opt.params, shape, step, |micro| {
-            let k = step * plan.grad_accum as u64 + micro;
+            let k = (step * plan.grad_accum as u64 + micro) * world.size as u64 + world.rank as u64;
             let epoch = k / micro_per_epoch;
             let order = orders
                 .entry(epoch)
@@ -231,35 +246,38 @@ pub fn train(paths: &Paths, plan: &Plan, control: &Control) -> Result<Summary> {
                 [within * plan.batch_size..((within + 1) * plan.batch_size).min(records.len())];
             collate(&collator, &records, picked, &mut summary)
         })?;
+        let reduced = reduce(reducer, acc, step)?;
         let factor = schedule.factor(step);
-        let grad_norm = update(&mut opt, acc.grads, plan.max_grad_norm, factor, step)?;
+        let grad_norm = update(&mut opt, reduced.grads, plan.max_grad_norm, factor, step)?;
         let seconds = started.elapsed().as_secs_f64();
-        let loss = acc.losses.iter().sum::<f64>() / plan.grad_accum as f64;
-        metrics.write(&StepMetrics {
-            step: step + 1,
-            epoch: ((step + 1) * plan.grad_accum as u64) as f64 / micro_per_epoch as f64,
-            loss,
-            lr: plan.lrs.main * factor,
-            grad_norm,
-            tokens: acc.tokens,
-            samples: acc.samples,
-            tokens_per_s: acc.tokens as f64 / seconds,
-            samples_per_s: acc.samples as f64 / seconds,
-            seconds,
-            rss_mb: rss_mb(),
-        })?;
+        let loss = reduced.loss_sum / micro_per_step as f64;
+        if let Some(metrics) = &mut metrics {
+            metrics.write(&StepMetrics {
+                step: step + 1,
+                epoch: ((step + 1) * micro_per_step) as f64 / micro_per_epoch as f64,
+                loss,
+                lr: plan.lrs.main * factor,
+                grad_norm,
+                tokens: reduced.tokens,
+                samples: reduced.samples,
+                tokens_per_s: reduced.tokens as f64 / seconds,
+                samples_per_s: reduced.samples as f64 / seconds,
+                seconds,
+                rss_mb: rss_mb(),
+            })?;
+        }
         summary.last_loss = Some(loss);
         summary.steps_done = step + 1;
         bar.set_position(step + 1);
         bar.set_message(format!("loss {loss:.4}"));
         let due = plan.save_steps > 0 && (step + 1) % plan.save_steps == 0;
         let stopping = control.stop_after.is_some_and(|n| step + 1 - start >= n);
-        if (due || stopping) && step + 1 < total_steps {
+        if (due || stopping) && step + 1 < total_steps && world.is_main() {
             save_checkpoint(paths, plan, &mut model, &opt, step + 1, total_steps)?;
         }
     }
     bar.finish_and_clear();
-    if summary.steps_done == total_steps {
+    if summary.steps_done == total_steps && world.is_main() {
         let dest = paths.run_dir.join(match plan.tune {
             Tune::Lora(_) => "adapter",
             _ => "model",
@@ -267,6 +285,62 @@ pub fn train(paths: &Paths, plan: &Plan, control: &Control) -> Result<Summary> {
         summary.exported = Some(export(paths, plan, &mut model, &dest, total_steps)?);
     }
     Ok(summary)
+}
+
+/// One step's gradients and figures summed over all ranks.
+struct Reduced {
+    /// Gradients averaged over the ranks.
+    grads: Vec<Tensor>,
+    loss_sum: f64,
+    tokens: usize,
+    samples: usize,
+}
+
+/// Sums a step's figures over the ranks and averages the gradients (DDP's mean); a
+/// non-finite loss anywhere stops every rank, naming the batch where it happened.
+fn reduce(reducer: &dyn Reducer, acc: Accumulated, step: u64) -> Result<Reduced> {
+    let world = reducer.world();
+    let loss_sum: f64 = acc.losses.iter().sum();
+    let mut reduced = Reduced {
+        grads: acc.grads,
+        loss_sum,
+        tokens: acc.tokens,
+        samples: acc.samples,
+    };
+    if world.size > 1 {
+        let device = reduced
+            .grads
+            .first()
+            .map_or(Device::Cpu, |g| g.device().clone());
+        let stats = Tensor::new(
+            &[loss_sum as f32, acc.tokens as f32, acc.samples as f32],
+            &device,
+        )?;
+        let stats = reducer.sum(&stats)?.to_vec1::<f32>()?;
+        reduced.loss_sum = f64::from(stats[0]);
+        (reduced.tokens, reduced.samples) = (stats[1] as usize, stats[2] as usize);
+    }
+    if !reduced.loss_sum.is_finite() {
+        let place = match &acc.bad_batch {
+            Some(ids) => format!("batch ids: {}", ids.join(", ")),
+            None => "on another rank".to_string(),
+        };
+        let value = acc
+            .losses
+            .iter()
+            .copied()
+            .find(|l| !l.is_finite())
+            .unwrap_or(reduced.loss_sum);
+        bail!("step {}: the loss is {value} ({place})", step + 1);
+    }
+    if world.size > 1 {
+        reduced.grads = reduced
+            .grads
+            .iter()
+            .map(|g| Ok((reducer.sum(g)? / world.size as f64)?))
+            .collect::<Result<_>>()?;
+    }
+    Ok(reduced)
 }
 
 /// The losses and summed gradients of one optimiser step's micro-batches.
@@ -277,6 +351,8 @@ pub struct Accumulated {
     pub losses: Vec<f64>,
     pub tokens: usize,
     pub samples: usize,
+    /// The ids of a micro-batch whose loss was not finite (its backward was skipped).
+    pub bad_batch: Option<Vec<String>>,
 }
 
 /// How a step's micro-batches are run.
@@ -295,7 +371,8 @@ pub struct StepShape<'a> {
 
 /// Runs the step's micro-batches (`micro(i)` builds the i-th) forward and backward,
 /// each loss divided by `accum` as transformers' Trainer does, and sums the gradients.
-/// A non-finite loss stops with the step and the batch's ids.
+/// A non-finite loss is recorded with the batch's ids (the caller stops the run, on
+/// every rank at once).
 pub fn accumulate(
     model: &Llava,
     params: &[Param],
@@ -309,6 +386,7 @@ pub fn accumulate(
         losses: Vec::new(),
         tokens: 0,
         samples: 0,
+        bad_batch: None,
     };
     let scale = 1.0 / shape.accum as f64;
     for i in 0..shape.accum as u64 {
@@ -645,4 +723,114 @@ fn rss_mb() -> f64 {
                 .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::train::parallel::{Alone, LocalGroup};
+
+    fn testdata(rel: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata")
+            .join(rel)
+    }
+
+    fn plan(grad_accum: usize) -> Plan {
+        Plan {
+            tune: Tune::Full,
+            lrs: LearningRates {
+                main: 1e-3,
+                projector: None,
+            },
+            adamw: AdamWConfig::default(),
+            epochs: 1.0,
+            max_steps: Some(2),
+            batch_size: 1,
+            grad_accum,
+            warmup_ratio: 0.0,
+            max_grad_norm: 1.0,
+            model_max_length: 2048,
+            gradient_checkpointing: false,
+            group_by_modality: None,
+            image_aspect_ratio: "pad".into(),
+            seed: 1,
+            save_steps: 0,
+            save_total_limit: 0,
+        }
+    }
+
+    fn paths(data: &Path, run_dir: &Path) -> Paths {
+        Paths {
+            model: testdata("models/tiny-llava"),
+            vision_tower: None,
+            data: data.to_path_buf(),
+            image_folder: Some(testdata("llava/images")),
+            bench: None,
+            run_dir: run_dir.to_path_buf(),
+        }
+    }
+
+    /// Two ranks with accumulation 1 make the same updates as one process with
+    /// accumulation 2: same micro-batches, and averaging two gradients equals halving
+    /// each before summing (exact in binary floating point).
+    #[test]
+    fn two_ranks_train_exactly_like_one_process_accumulating_twice() {
+        let tmp = tempfile::tempdir().unwrap();
+        let text = std::fs::read_to_string(testdata("llava/medtrinity_instruct.jsonl")).unwrap();
+        let pngs: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(".png\""))
+            .take(4)
+            .collect();
+        let data = tmp.path().join("d.jsonl");
+        std::fs::write(&data, pngs.join("\n")).unwrap();
+        let control = Control {
+            device: Device::Cpu,
+            dtype: DType::F32,
+            resume: false,
+            stop_after: None,
+        };
+        let single = tmp.path().join("single");
+        train(&paths(&data, &single), &plan(2), &control, &Alone).unwrap();
+
+        let parallel = tmp.path().join("parallel");
+        std::thread::scope(|scope| {
+            for reducer in LocalGroup::new(2) {
+                let (data, parallel, control) = (&data, &parallel, &control);
+                scope.spawn(move || {
+                    let control = Control {
+                        device: Device::Cpu,
+                        dtype: control.dtype,
+                        resume: false,
+                        stop_after: None,
+                    };
+                    train(&paths(data, parallel), &plan(1), &control, &reducer).unwrap();
+                });
+            }
+        });
+        let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
+        let losses = |d: &Path| -> Vec<f64> {
+            String::from_utf8(read(d, "metrics.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<Value>(l).unwrap()["loss"]
+                        .as_f64()
+                        .unwrap()
+                })
+                .collect()
+        };
+        let (a, b) = (losses(&single), losses(&parallel));
+        assert_eq!(a.len(), 2);
+        // The ranks' loss sums travel as f32.
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6),
+            "{a:?} vs {b:?}"
+        );
+        assert!(
+            read(&single, "model/model.safetensors") == read(&parallel, "model/model.safetensors"),
+            "the data-parallel model differs"
+        );
+    }
 }

@@ -1,0 +1,328 @@
+//! Data-parallel training: where this process sits in the job (torchrun's `RANK`,
+//! `WORLD_SIZE`, `LOCAL_RANK`, or Slurm's `SLURM_PROCID`, `SLURM_NTASKS`,
+//! `SLURM_LOCALID`), and the gradient sum across processes: nothing to do for one
+//! process, NCCL all-reduce between GPUs (`--features nccl`).
+//!
+//! Every rank runs the same steps; micro-batch `i` of step `s` on rank `r` is global
+//! micro-batch `(s * accum + i) * world + r`, so `world` processes with accumulation `a`
+//! train on exactly the batches one process with accumulation `a * world` would, and
+//! averaging the ranks' gradients gives the same update.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+use candle_core::Tensor;
+use serde::Serialize;
+
+/// This process's place in a data-parallel job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct World {
+    pub rank: usize,
+    pub size: usize,
+    /// The GPU index on this node.
+    pub local_rank: usize,
+}
+
+impl World {
+    /// One process alone.
+    pub const SINGLE: World = World {
+        rank: 0,
+        size: 1,
+        local_rank: 0,
+    };
+
+    /// Reads the launcher's variables (`get` is `std::env::var`, or a map in tests).
+    pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<World> {
+        let read = |name: &str| -> Result<Option<usize>> {
+            match get(name) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map(Some)
+                    .with_context(|| format!("{name}={v}: expected a number")),
+            }
+        };
+        let (rank, size, local) = match (read("RANK")?, read("WORLD_SIZE")?) {
+            (Some(r), Some(w)) => (r, w, read("LOCAL_RANK")?.unwrap_or(r)),
+            (None, None) => match (read("SLURM_PROCID")?, read("SLURM_NTASKS")?) {
+                (Some(r), Some(w)) => (r, w, read("SLURM_LOCALID")?.unwrap_or(r)),
+                _ => return Ok(World::SINGLE),
+            },
+            _ => bail!("RANK and WORLD_SIZE must be set together"),
+        };
+        if size == 0 || rank >= size {
+            bail!("rank {rank} does not fit a world of {size} processes");
+        }
+        Ok(World {
+            rank,
+            size,
+            local_rank: local,
+        })
+    }
+
+    /// Whether this process writes files (metrics, checkpoints, exports).
+    pub fn is_main(&self) -> bool {
+        self.rank == 0
+    }
+}
+
+/// Sums tensors over the processes of a job.
+pub trait Reducer {
+    /// The job.
+    fn world(&self) -> World;
+    /// The element-wise sum of `t` over all ranks (every rank gets the result).
+    fn sum(&self, t: &Tensor) -> Result<Tensor>;
+}
+
+/// A job of one process: sums are the tensor itself.
+pub struct Alone;
+
+impl Reducer for Alone {
+    fn world(&self) -> World {
+        World::SINGLE
+    }
+
+    fn sum(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.clone())
+    }
+}
+
+/// The file through which rank 0 hands the NCCL id to the others: in the shared run
+/// directory, named after the launch (`SLURM_JOB_ID`, `TORCHELASTIC_RUN_ID`, else
+/// `MASTER_PORT`) so a stale file from another job is never read.
+pub fn rendezvous_file(
+    run_dir: &Path,
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<std::path::PathBuf> {
+    let tag = ["SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "MASTER_PORT"]
+        .iter()
+        .find_map(|k| get(k))
+        .map(|v| {
+            v.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect::<String>()
+        })
+        .filter(|v| !v.is_empty());
+    let Some(tag) = tag else {
+        bail!(
+            "multi-process training needs SLURM_JOB_ID, TORCHELASTIC_RUN_ID or MASTER_PORT to name the rendezvous"
+        );
+    };
+    Ok(run_dir.join(format!(".nccl-id-{tag}")))
+}
+
+#[cfg(feature = "nccl")]
+pub use nccl::NcclReducer;
+
+#[cfg(feature = "nccl")]
+mod nccl {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context as _, Result, anyhow, bail};
+    use candle_core::backend::BackendStorage;
+    use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
+    use cudarc::nccl::safe::{Comm, Id, ReduceOp};
+
+    use super::{Reducer, World};
+
+    /// Sums over GPUs with NCCL.
+    pub struct NcclReducer {
+        comm: Arc<Comm>,
+        world: World,
+    }
+
+    impl NcclReducer {
+        /// Joins the job: rank 0 creates the NCCL id and writes it to `id_file`
+        /// (atomically), the others wait for it (up to 10 minutes).
+        pub fn connect(world: World, device: &Device, id_file: &Path) -> Result<Self> {
+            let Device::Cuda(dev) = device else {
+                bail!("NCCL needs a GPU device");
+            };
+            let id = if world.is_main() {
+                let id = Id::new().map_err(|e| anyhow!("cannot create the NCCL id: {e:?}"))?;
+                let bytes: Vec<u8> = id.internal().iter().map(|&c| c as u8).collect();
+                crate::core::run::write_atomic(id_file, &bytes)?;
+                id
+            } else {
+                let started = Instant::now();
+                let bytes = loop {
+                    match std::fs::read(id_file) {
+                        Ok(b) if b.len() == 128 => break b,
+                        _ if started.elapsed() > Duration::from_secs(600) => {
+                            bail!(
+                                "rank {}: no NCCL id in {} after 10 minutes",
+                                world.rank,
+                                id_file.display()
+                            )
+                        }
+                        _ => std::thread::sleep(Duration::from_millis(200)),
+                    }
+                };
+                let mut internal = [0 as ::core::ffi::c_char; 128];
+                for (dst, src) in internal.iter_mut().zip(&bytes) {
+                    *dst = *src as ::core::ffi::c_char;
+                }
+                Id::uninit(internal)
+            };
+            let stream = dev.cuda_stream();
+            let comm = Comm::from_rank(stream, world.rank, world.size, id)
+                .map_err(|e| anyhow!("NCCL init failed on rank {}: {e:?}", world.rank))
+                .context("joining the data-parallel job")?;
+            Ok(Self {
+                comm: Arc::new(comm),
+                world,
+            })
+        }
+    }
+
+    impl Reducer for NcclReducer {
+        fn world(&self) -> World {
+            self.world
+        }
+
+        fn sum(&self, t: &Tensor) -> Result<Tensor> {
+            let t = t.to_dtype(candle_core::DType::F32)?.contiguous()?;
+            Ok(t.apply_op1_no_bwd(&AllReduce {
+                comm: self.comm.clone(),
+            })?)
+        }
+    }
+
+    /// NCCL's all-reduce (sum) as a candle op on f32 CUDA tensors.
+    struct AllReduce {
+        comm: Arc<Comm>,
+    }
+
+    impl CustomOp1 for AllReduce {
+        fn name(&self) -> &'static str {
+            "nccl-all-reduce"
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            candle_core::bail!("NCCL all-reduce runs on GPU tensors only")
+        }
+
+        fn cuda_fwd(
+            &self,
+            s: &candle_core::CudaStorage,
+            l: &Layout,
+        ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+            let n = l.shape().elem_count();
+            let dev = s.device().clone();
+            let src = s.as_cuda_slice::<f32>()?;
+            let src = match l.contiguous_offsets() {
+                Some((0, end)) if end == n => src.slice(0..n),
+                _ => candle_core::bail!("all-reduce needs a contiguous tensor"),
+            };
+            let mut dst = dev.alloc_zeros::<f32>(n)?;
+            self.comm
+                .all_reduce(&src, &mut dst, &ReduceOp::Sum)
+                .map_err(|e| candle_core::Error::Msg(format!("NCCL all-reduce: {e:?}")))?;
+            Ok((
+                candle_core::CudaStorage::wrap_cuda_slice(dst, dev),
+                l.shape().clone(),
+            ))
+        }
+    }
+}
+
+/// Ranks as threads of one process, for testing the data-parallel loop on the CPU: sums
+/// go through shared memory, in rank order.
+#[cfg(test)]
+pub(crate) struct LocalGroup {
+    world: World,
+    shared: std::sync::Arc<(std::sync::Barrier, std::sync::Mutex<Vec<Vec<f32>>>)>,
+}
+
+#[cfg(test)]
+impl LocalGroup {
+    /// One reducer per rank of a `size`-rank group.
+    pub(crate) fn new(size: usize) -> Vec<LocalGroup> {
+        let shared = std::sync::Arc::new((
+            std::sync::Barrier::new(size),
+            std::sync::Mutex::new(vec![Vec::new(); size]),
+        ));
+        (0..size)
+            .map(|rank| LocalGroup {
+                world: World {
+                    rank,
+                    size,
+                    local_rank: rank,
+                },
+                shared: shared.clone(),
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+impl Reducer for LocalGroup {
+    fn world(&self) -> World {
+        self.world
+    }
+
+    fn sum(&self, t: &Tensor) -> Result<Tensor> {
+        let (barrier, slots) = &*self.shared;
+        let mine = t
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        slots.lock().expect("no panics while holding the lock")[self.world.rank] = mine;
+        barrier.wait();
+        let total = {
+            let slots = slots.lock().expect("no panics while holding the lock");
+            let mut total = slots[0].clone();
+            for other in &slots[1..] {
+                for (a, b) in total.iter_mut().zip(other) {
+                    *a += b;
+                }
+            }
+            total
+        };
+        barrier.wait();
+        Ok(Tensor::from_vec(total, t.shape(), t.device())?)
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn the_world_comes_from_torchrun_or_slurm_variables() {
+        assert_eq!(World::from_env(&env(&[])).unwrap(), World::SINGLE);
+        let w = World::from_env(&env(&[
+            ("RANK", "3"),
+            ("WORLD_SIZE", "8"),
+            ("LOCAL_RANK", "1"),
+        ]))
+        .unwrap();
+        assert_eq!((w.rank, w.size, w.local_rank), (3, 8, 1));
+        let w = World::from_env(&env(&[
+            ("SLURM_PROCID", "5"),
+            ("SLURM_NTASKS", "16"),
+            ("SLURM_LOCALID", "5"),
+        ]))
+        .unwrap();
+        assert_eq!((w.rank, w.size, w.local_rank), (5, 16, 5));
+        assert!(World::from_env(&env(&[("RANK", "8"), ("WORLD_SIZE", "8")])).is_err());
+        assert!(World::from_env(&env(&[("RANK", "1")])).is_err());
+        let err = World::from_env(&env(&[("RANK", "x"), ("WORLD_SIZE", "2")])).unwrap_err();
+        assert!(err.to_string().contains("RANK=x"));
+        let f = rendezvous_file(Path::new("/runs/a"), &env(&[("SLURM_JOB_ID", "123/4")])).unwrap();
+        assert_eq!(f, Path::new("/runs/a/.nccl-id-1234"));
+        assert!(rendezvous_file(Path::new("/r"), &env(&[])).is_err());
+    }
+}
