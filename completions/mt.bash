@@ -677,17 +677,33 @@ _mt() {
             return 0
             ;;
         mt__subcmd__convert__subcmd__merge__subcmd__lora)
-            opts="-o -v -q -h -V --output --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-o -v -q -h -V --model --adapter --output --vision-tower --dtype --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --model)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --adapter)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --output)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vision-tower)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dtype)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1193,7 +1209,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__finetune)
-            opts="-v -q -h -V --model --data --image-folder --max-steps --epochs --lr --batch-size --grad-accum --lora-r --lora-alpha --gpu --cpu --resume --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --model --vision-tower --data --bench --split --image-folder --max-steps --epochs --lr --projector-lr --batch-size --grad-accum --warmup-ratio --weight-decay --max-grad-norm --model-max-length --gradient-checkpointing --image-aspect-ratio --group-by-modality-length --lora-r --lora-alpha --lora-dropout --save-steps --save-total-limit --gpu --cpu --dtype --resume --stop-after-steps --plot --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1203,7 +1219,19 @@ _mt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --vision-tower)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bench)
+                    COMPREPLY=($(compgen -W "vqa-rad slake pathvqa" -- "${cur}"))
+                    return 0
+                    ;;
+                --split)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1223,12 +1251,44 @@ _mt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --projector-lr)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --batch-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --grad-accum)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --warmup-ratio)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --weight-decay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-grad-norm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --model-max-length)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gradient-checkpointing)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --image-aspect-ratio)
+                    COMPREPLY=($(compgen -W "pad square" -- "${cur}"))
+                    return 0
+                    ;;
+                --group-by-modality-length)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
                 --lora-r)
@@ -1239,7 +1299,27 @@ _mt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --lora-dropout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --save-steps)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --save-total-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --gpu)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dtype)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stop-after-steps)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1733,7 +1813,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__train)
-            opts="-v -q -h -V --stage --model --data --image-folder --max-steps --epochs --lr --batch-size --grad-accum --lora-r --lora-alpha --gpu --cpu --resume --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --stage --model --vision-tower --data --bench --split --image-folder --max-steps --epochs --lr --projector-lr --batch-size --grad-accum --warmup-ratio --weight-decay --max-grad-norm --model-max-length --gradient-checkpointing --image-aspect-ratio --group-by-modality-length --lora-r --lora-alpha --lora-dropout --save-steps --save-total-limit --gpu --cpu --dtype --resume --stop-after-steps --plot --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1747,7 +1827,19 @@ _mt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --vision-tower)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --data)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bench)
+                    COMPREPLY=($(compgen -W "vqa-rad slake pathvqa" -- "${cur}"))
+                    return 0
+                    ;;
+                --split)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1767,12 +1859,44 @@ _mt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --projector-lr)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --batch-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --grad-accum)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --warmup-ratio)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --weight-decay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-grad-norm)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --model-max-length)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gradient-checkpointing)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --image-aspect-ratio)
+                    COMPREPLY=($(compgen -W "pad square" -- "${cur}"))
+                    return 0
+                    ;;
+                --group-by-modality-length)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
                 --lora-r)
@@ -1783,7 +1907,27 @@ _mt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --lora-dropout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --save-steps)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --save-total-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --gpu)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dtype)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stop-after-steps)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -184,7 +184,11 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge" -s h -l help -d 'Print help'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -s o -l output -d 'Output file or folder' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l model -d 'The base checkpoint the adapter was trained on (original LLaVA layout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l adapter -d 'The adapter folder (adapter_config.json + adapter_model.safetensors)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -s o -l output -d 'Output checkpoint folder' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l vision-tower -d 'CLIP tower folder when the base checkpoint does not carry or find one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l dtype -d 'Weights dtype of the output: f32, bf16, f16 (default: the base config\'s)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
@@ -265,42 +269,86 @@ complete -c mt -n "__fish_mt_using_subcommand caption" -s h -l help -d 'Print he
 complete -c mt -n "__fish_mt_using_subcommand caption" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand train" -l stage -d '1: projector only (lr 2e-3); 2: LLM + projector (lr 2e-5), CLIP frozen' -r -f -a "1\t''
 2\t''"
-complete -c mt -n "__fish_mt_using_subcommand train" -l model -d 'Checkpoint to start from' -r -F
-complete -c mt -n "__fish_mt_using_subcommand train" -l data -d 'LLaVA conversation JSON/JSONL, parquet shards or a benchmark\'s train split' -r -F
-complete -c mt -n "__fish_mt_using_subcommand train" -l image-folder -d 'Where image paths in --data resolve' -r -F
-complete -c mt -n "__fish_mt_using_subcommand train" -l max-steps -d 'Stop after N optimizer steps' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l model -d 'Checkpoint to start from (original LLaVA layout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand train" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand train" -l data -d 'LLaVA conversation JSON or JSONL ({id, image, conversations}); with --bench, the benchmark\'s folder or file in any layout `mt convert vqa` reads' -r -F
+complete -c mt -n "__fish_mt_using_subcommand train" -l bench -d 'Read --data as VQA-RAD, SLAKE or PathVQA (one `<image>\\nQ` / `A` exchange per question)' -r -f -a "vqa-rad\t''
+slake\t''
+pathvqa\t''"
+complete -c mt -n "__fish_mt_using_subcommand train" -l split -d 'The benchmark split to train on' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l image-folder -d 'Where image paths in --data resolve (default: the data file\'s folder)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand train" -l max-steps -d 'Stop after N optimizer steps (the schedule spans N steps)' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l epochs -d 'Passes over the data' -r
-complete -c mt -n "__fish_mt_using_subcommand train" -l lr -d 'Peak learning rate (default: the stage preset)' -r
-complete -c mt -n "__fish_mt_using_subcommand train" -l batch-size -d 'Samples per device per step' -r
-complete -c mt -n "__fish_mt_using_subcommand train" -l grad-accum -d 'Gradient accumulation steps' -r
-complete -c mt -n "__fish_mt_using_subcommand train" -l lora-r -d 'LoRA rank (enables LoRA on every LLM linear layer)' -r
-complete -c mt -n "__fish_mt_using_subcommand train" -l lora-alpha -d 'LoRA alpha' -r
-complete -c mt -n "__fish_mt_using_subcommand train" -l gpu -d 'GPU indices (comma-separated for several)' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l lr -d 'Peak learning rate' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l projector-lr -d 'Peak learning rate of the projector (default: --lr, or 2e-5 with LoRA)' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l batch-size -d 'Samples per device per micro-batch' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l grad-accum -d 'Micro-batches per optimizer step' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l warmup-ratio -d 'Warmup steps as a fraction of all steps' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l weight-decay -d 'AdamW\'s decoupled weight decay (not applied to biases and norms)' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l max-grad-norm -d 'Clip the global gradient norm to this (0 = off)' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l model-max-length -d 'Longest sequence in tokens, image rows included' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l gradient-checkpointing -d 'Recompute each decoder layer in the backward pass instead of keeping its activations (default: on for a GPU, as the reference scripts; off on the CPU)' -r -f -a "true\t''
+false\t''"
+complete -c mt -n "__fish_mt_using_subcommand train" -l image-aspect-ratio -d '`pad` images to square with the mean colour, or `square` (resize + centre crop)' -r -f -a "pad\t''
+square\t''"
+complete -c mt -n "__fish_mt_using_subcommand train" -l group-by-modality-length -d 'Group samples by modality and length (LLaVA\'s group_by_modality_length)' -r -f -a "true\t''
+false\t''"
+complete -c mt -n "__fish_mt_using_subcommand train" -l lora-r -d 'LoRA rank: train LoRA adapters on every language-model Linear layer' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l lora-alpha -d 'LoRA alpha (scale alpha / r; default 2 x r)' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l lora-dropout -d 'LoRA dropout on the adapters\' inputs (default 0.05, as the reference)' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l save-steps -d 'Save a checkpoint every N steps (0 = only at the end)' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l save-total-limit -d 'Checkpoints to keep (0 = all)' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l gpu -d 'GPU index' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l dtype -d 'Parameter dtype: f32, bf16 (default: bf16 on a GPU, f32 on the CPU)' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l stop-after-steps -d 'Save and stop after N steps in this process (time-limited jobs; continue with --resume)' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand train" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l cpu -d 'Train on the CPU (tiny configs)'
-complete -c mt -n "__fish_mt_using_subcommand train" -l resume -d 'Continue from the run directory\'s last checkpoint'
+complete -c mt -n "__fish_mt_using_subcommand train" -l resume -d 'Continue from the last checkpoint in --run-dir (same flags)'
+complete -c mt -n "__fish_mt_using_subcommand train" -l plot -d 'Also write loss / learning-rate curves to curves.png in the run directory'
 complete -c mt -n "__fish_mt_using_subcommand train" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand train" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand train" -l json -d 'Machine-readable JSON on stdout instead of tables'
 complete -c mt -n "__fish_mt_using_subcommand train" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand train" -s h -l help -d 'Print help'
 complete -c mt -n "__fish_mt_using_subcommand train" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l model -d 'Checkpoint to start from' -r -F
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l data -d 'LLaVA conversation JSON/JSONL, parquet shards or a benchmark\'s train split' -r -F
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l image-folder -d 'Where image paths in --data resolve' -r -F
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l max-steps -d 'Stop after N optimizer steps' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l model -d 'Checkpoint to start from (original LLaVA layout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l data -d 'LLaVA conversation JSON or JSONL ({id, image, conversations}); with --bench, the benchmark\'s folder or file in any layout `mt convert vqa` reads' -r -F
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l bench -d 'Read --data as VQA-RAD, SLAKE or PathVQA (one `<image>\\nQ` / `A` exchange per question)' -r -f -a "vqa-rad\t''
+slake\t''
+pathvqa\t''"
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l split -d 'The benchmark split to train on' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l image-folder -d 'Where image paths in --data resolve (default: the data file\'s folder)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l max-steps -d 'Stop after N optimizer steps (the schedule spans N steps)' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l epochs -d 'Passes over the data' -r
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l lr -d 'Peak learning rate (default: the stage preset)' -r
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l batch-size -d 'Samples per device per step' -r
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l grad-accum -d 'Gradient accumulation steps' -r
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l lora-r -d 'LoRA rank (enables LoRA on every LLM linear layer)' -r
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l lora-alpha -d 'LoRA alpha' -r
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l gpu -d 'GPU indices (comma-separated for several)' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l lr -d 'Peak learning rate' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l projector-lr -d 'Peak learning rate of the projector (default: --lr, or 2e-5 with LoRA)' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l batch-size -d 'Samples per device per micro-batch' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l grad-accum -d 'Micro-batches per optimizer step' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l warmup-ratio -d 'Warmup steps as a fraction of all steps' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l weight-decay -d 'AdamW\'s decoupled weight decay (not applied to biases and norms)' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l max-grad-norm -d 'Clip the global gradient norm to this (0 = off)' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l model-max-length -d 'Longest sequence in tokens, image rows included' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l gradient-checkpointing -d 'Recompute each decoder layer in the backward pass instead of keeping its activations (default: on for a GPU, as the reference scripts; off on the CPU)' -r -f -a "true\t''
+false\t''"
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l image-aspect-ratio -d '`pad` images to square with the mean colour, or `square` (resize + centre crop)' -r -f -a "pad\t''
+square\t''"
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l group-by-modality-length -d 'Group samples by modality and length (LLaVA\'s group_by_modality_length)' -r -f -a "true\t''
+false\t''"
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l lora-r -d 'LoRA rank: train LoRA adapters on every language-model Linear layer' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l lora-alpha -d 'LoRA alpha (scale alpha / r; default 2 x r)' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l lora-dropout -d 'LoRA dropout on the adapters\' inputs (default 0.05, as the reference)' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l save-steps -d 'Save a checkpoint every N steps (0 = only at the end)' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l save-total-limit -d 'Checkpoints to keep (0 = all)' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l gpu -d 'GPU index' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l dtype -d 'Parameter dtype: f32, bf16 (default: bf16 on a GPU, f32 on the CPU)' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l stop-after-steps -d 'Save and stop after N steps in this process (time-limited jobs; continue with --resume)' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l cpu -d 'Train on the CPU (tiny configs)'
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l resume -d 'Continue from the run directory\'s last checkpoint'
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l resume -d 'Continue from the last checkpoint in --run-dir (same flags)'
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l plot -d 'Also write loss / learning-rate curves to curves.png in the run directory'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l json -d 'Machine-readable JSON on stdout instead of tables'
