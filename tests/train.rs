@@ -431,7 +431,7 @@ fn bad_records_and_images_are_named() {
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("nope.png"), "{}", r.stderr);
     let failures = std::fs::read_to_string(run.join("failures.json")).unwrap();
-    assert!(failures.contains("\"gone\""), "{failures}");
+    assert_eq!(failures.matches("\"gone\"").count(), 1, "listed once: {failures}");
     assert!(run.join("model/model.safetensors").is_file());
 
     // A loss that blows up stops the run, naming the step and the samples.

@@ -123,8 +123,8 @@ mod nccl {
 
     use anyhow::{Context as _, Result, anyhow, bail};
     use candle_core::backend::BackendStorage;
+    use candle_core::cuda_backend::cudarc::nccl::safe::{Comm, Id, ReduceOp};
     use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
-    use cudarc::nccl::safe::{Comm, Id, ReduceOp};
 
     use super::{Reducer, World};
 

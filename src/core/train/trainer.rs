@@ -8,7 +8,7 @@
 //! function of the step count: model, optimiser, schedule and data order come back as
 //! they were, and a resumed run reproduces the uninterrupted one bit for bit on the CPU.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -129,6 +129,9 @@ struct StepMetrics {
     samples_per_s: f64,
     seconds: f64,
     rss_mb: f64,
+    /// Memory in use on the GPU (all processes on it), when training on one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gpu_mem_mb: Option<f64>,
 }
 
 /// Runs training to the end (or to `stop_after`) and exports the result. With several
@@ -212,6 +215,7 @@ pub fn train(
         device: &control.device,
     };
     let mut orders: HashMap<u64, Vec<usize>> = HashMap::new();
+    let mut reported = Reported::default();
     let mut summary = Summary {
         steps_done: start,
         total_steps,
@@ -244,7 +248,7 @@ pub fn train(
             let within = (k % micro_per_epoch) as usize;
             let picked = &order
                 [within * plan.batch_size..((within + 1) * plan.batch_size).min(records.len())];
-            collate(&collator, &records, picked, &mut summary)
+            collate(&collator, &records, picked, &mut summary, &mut reported)
         })?;
         let reduced = reduce(reducer, acc, step)?;
         let factor = schedule.factor(step);
@@ -264,6 +268,7 @@ pub fn train(
                 samples_per_s: reduced.samples as f64 / seconds,
                 seconds,
                 rss_mb: rss_mb(),
+                gpu_mem_mb: gpu_mem_mb(&control.device),
             })?;
         }
         summary.last_loss = Some(loss);
@@ -458,27 +463,37 @@ fn check_plan(plan: &Plan) -> Result<()> {
     Ok(())
 }
 
+/// Samples already reported, so a bad or masked sample is reported once, not every epoch.
+#[derive(Default)]
+struct Reported {
+    skipped: HashSet<String>,
+    masked: HashSet<String>,
+}
+
 fn collate(
     collator: &Collator,
     records: &[Record],
     picked: &[usize],
     summary: &mut Summary,
+    reported: &mut Reported,
 ) -> Result<Vec<Example>> {
     let mut examples = Vec::with_capacity(picked.len());
     for &i in picked {
         match collator.example(&records[i]) {
             Ok(example) => {
-                if example.mismatch {
+                if example.mismatch && reported.masked.insert(example.id.clone()) {
                     summary.masked_samples += 1;
                     tracing::warn!(id = %example.id, "tokenization mismatch: the sample's labels are all masked (as the reference does)");
                 }
                 examples.push(example);
             }
             Err(e) => {
-                tracing::warn!("skipping a sample: {e:#}");
-                summary
-                    .skipped
-                    .push((records[i].id.clone(), format!("{e:#}")));
+                if reported.skipped.insert(records[i].id.clone()) {
+                    tracing::warn!("skipping a sample: {e:#}");
+                    summary
+                        .skipped
+                        .push((records[i].id.clone(), format!("{e:#}")));
+                }
             }
         }
     }
@@ -711,6 +726,19 @@ fn keep_metrics_up_to(path: &Path, step: u64) -> Result<()> {
         write_atomic(path, kept.as_bytes())?;
     }
     Ok(())
+}
+
+/// Memory in use on `device`'s GPU in MB (the driver's total minus free), if it is one.
+fn gpu_mem_mb(device: &Device) -> Option<f64> {
+    #[cfg(feature = "cuda")]
+    if device.is_cuda() {
+        use candle_core::cuda_backend::cudarc::driver::result::mem_get_info;
+        return mem_get_info()
+            .ok()
+            .map(|(free, total)| (total - free) as f64 / (1024.0 * 1024.0));
+    }
+    let _ = device;
+    None
 }
 
 /// Resident memory of this process in MB (0 where /proc is unavailable).
