@@ -271,6 +271,7 @@ complete -c mt -n "__fish_mt_using_subcommand train" -l stage -d '1: projector o
 2\t''"
 complete -c mt -n "__fish_mt_using_subcommand train" -l model -d 'Checkpoint to start from (original LLaVA layout)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand train" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand train" -l projector -d 'Start the projector from these weights (a stage-1 run\'s `mm_projector.safetensors`; LLaVA\'s --pretrain_mm_mlp_adapter)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand train" -l data -d 'LLaVA conversation JSON or JSONL ({id, image, conversations}); with --bench, the benchmark\'s folder or file in any layout `mt convert vqa` reads' -r -F
 complete -c mt -n "__fish_mt_using_subcommand train" -l bench -d 'Read --data as VQA-RAD, SLAKE or PathVQA (one `<image>\\nQ` / `A` exchange per question)' -r -f -a "vqa-rad\t''
 slake\t''
@@ -314,6 +315,7 @@ complete -c mt -n "__fish_mt_using_subcommand train" -s h -l help -d 'Print help
 complete -c mt -n "__fish_mt_using_subcommand train" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l model -d 'Checkpoint to start from (original LLaVA layout)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l projector -d 'Start the projector from these weights (a stage-1 run\'s `mm_projector.safetensors`; LLaVA\'s --pretrain_mm_mlp_adapter)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l data -d 'LLaVA conversation JSON or JSONL ({id, image, conversations}); with --bench, the benchmark\'s folder or file in any layout `mt convert vqa` reads' -r -F
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l bench -d 'Read --data as VQA-RAD, SLAKE or PathVQA (one `<image>\\nQ` / `A` exchange per question)' -r -f -a "vqa-rad\t''
 slake\t''

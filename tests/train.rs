@@ -292,6 +292,46 @@ fn stage_one_trains_only_the_projector_and_exports_it() {
         &projector["model.mm_projector.0.weight"],
         &after["model.mm_projector.0.weight"]
     ));
+
+    // A later stage starts from that projector (--projector, LLaVA's
+    // --pretrain_mm_mlp_adapter): with lr 0 it comes out unchanged.
+    let file = run.join("model/mm_projector.safetensors");
+    let next = tmp.path().join("next");
+    let r = finetune(
+        tmp.path(),
+        next.to_str().unwrap(),
+        &data,
+        &[
+            "--projector",
+            file.to_str().unwrap(),
+            "--max-steps",
+            "1",
+            "--lr",
+            "0",
+            "--batch-size",
+            "2",
+            "--grad-accum",
+            "1",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out = tensors(&next.join("model/model.safetensors"));
+    for (name, t) in &projector {
+        assert!(same(t, &out[name]), "{name} was not taken from --projector");
+    }
+    let whole = testdata("models/tiny-llava/model-00002-of-00002.safetensors");
+    let r = finetune(
+        tmp.path(),
+        tmp.path().join("bad").to_str().unwrap(),
+        &data,
+        &["--projector", whole.to_str().unwrap(), "--max-steps", "1"],
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("is not a projector tensor"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -431,7 +471,11 @@ fn bad_records_and_images_are_named() {
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert!(r.stderr.contains("nope.png"), "{}", r.stderr);
     let failures = std::fs::read_to_string(run.join("failures.json")).unwrap();
-    assert_eq!(failures.matches("\"gone\"").count(), 1, "listed once: {failures}");
+    assert_eq!(
+        failures.matches("\"gone\"").count(),
+        1,
+        "listed once: {failures}"
+    );
     assert!(run.join("model/model.safetensors").is_file());
 
     // A loss that blows up stops the run, naming the step and the samples.

@@ -44,6 +44,10 @@ pub struct TrainingArgs {
     /// CLIP tower folder when the checkpoint does not carry or find one.
     #[arg(long, value_name = "DIR")]
     pub vision_tower: Option<PathBuf>,
+    /// Start the projector from these weights (a stage-1 run's `mm_projector.safetensors`;
+    /// LLaVA's --pretrain_mm_mlp_adapter).
+    #[arg(long, value_name = "FILE")]
+    pub projector: Option<PathBuf>,
     /// LLaVA conversation JSON or JSONL ({id, image, conversations}); with --bench, the
     /// benchmark's folder or file in any layout `mt convert vqa` reads.
     #[arg(long)]
@@ -215,6 +219,7 @@ pub fn run_training(preset: Preset, args: &TrainingArgs, ctx: &mut Context) -> R
     let paths = Paths {
         model: args.model.clone(),
         vision_tower: args.vision_tower.clone(),
+        projector: args.projector.clone(),
         data: args.data.clone(),
         image_folder: args.image_folder.clone(),
         bench: match &args.bench {

@@ -72,6 +72,9 @@ pub struct Plan {
 pub struct Paths {
     pub model: PathBuf,
     pub vision_tower: Option<PathBuf>,
+    /// Projector weights to start from (a stage-1 `mm_projector.safetensors`), LLaVA's
+    /// `--pretrain_mm_mlp_adapter`.
+    pub projector: Option<PathBuf>,
     pub data: PathBuf,
     pub image_folder: Option<PathBuf>,
     /// Read `data` as this benchmark's split (through its loader) instead of a LLaVA file.
@@ -170,6 +173,9 @@ pub fn train(
     let specials = SpecialTokens::load(&paths.model, &codec)?;
     let processor = ckpt.processor()?;
     let mut model = ckpt.load()?;
+    if let Some(file) = &paths.projector {
+        load_projector(&mut model, file)?;
+    }
     let trainable = make_trainable(&mut model, plan.tune, plan.lrs, control.dtype, plan.seed)?;
     let trainable_parameters = trainable.params.iter().map(|p| p.var.elem_count()).sum();
     tracing::info!(
@@ -459,6 +465,37 @@ fn check_plan(plan: &Plan) -> Result<()> {
     }
     if plan.max_steps == Some(0) || (plan.max_steps.is_none() && plan.epochs <= 0.0) {
         bail!("nothing to do: --max-steps / --epochs must be positive");
+    }
+    Ok(())
+}
+
+/// Replaces the projector's tensors with those in `file` (keys `model.mm_projector.*`,
+/// as stage 1 writes them, or `mm_projector.*`); every projector tensor must be there.
+fn load_projector(model: &mut Llava, file: &Path) -> Result<()> {
+    let mut stored = read_safetensors(file)?;
+    for (name, slot) in model.tensors_mut() {
+        let Some(rest) = name.strip_prefix("projector.") else {
+            continue;
+        };
+        let t = ["model.mm_projector.", "mm_projector."]
+            .iter()
+            .find_map(|p| stored.remove(&format!("{p}{rest}")))
+            .with_context(|| format!("{}: no `model.mm_projector.{rest}`", file.display()))?;
+        if t.dims() != slot.dims() {
+            bail!(
+                "{}: mm_projector.{rest} has shape {:?}, the model {:?}",
+                file.display(),
+                t.dims(),
+                slot.dims()
+            );
+        }
+        *slot = t.to_dtype(slot.dtype())?.to_device(slot.device())?;
+    }
+    if let Some(extra) = stored.keys().next() {
+        bail!(
+            "{}: `{extra}` is not a projector tensor of this model",
+            file.display()
+        );
     }
     Ok(())
 }
@@ -792,6 +829,7 @@ mod tests {
         Paths {
             model: testdata("models/tiny-llava"),
             vision_tower: None,
+            projector: None,
             data: data.to_path_buf(),
             image_folder: Some(testdata("llava/images")),
             bench: None,
