@@ -128,20 +128,7 @@ fn finetuning_overfits_four_samples_and_saves_a_model_caption_loads() {
             && names.contains_key("lm_head.weight")
     );
     assert!(names.contains_key("model.mm_projector.2.bias"));
-    let r = mt_in(
-        tmp.path(),
-        &[
-            "caption",
-            &testdata("images/phantom.png").display().to_string(),
-            "--model",
-            saved.to_str().unwrap(),
-            "--max-new-tokens",
-            "4",
-            "--no-run-dir",
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.contains("\"new_tokens\""), "{}", r.stdout);
+    assert_captions(tmp.path(), &saved);
 }
 
 #[test]
@@ -224,17 +211,32 @@ fn tensors(path: &Path) -> HashMap<String, Tensor> {
     read_safetensors(path).unwrap()
 }
 
-fn same(a: &Tensor, b: &Tensor) -> bool {
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
     let d = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap();
-    d.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        == 0.0
+    let d = d.abs().unwrap().flatten_all().unwrap();
+    d.max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+fn same(a: &Tensor, b: &Tensor) -> bool {
+    max_diff(a, b) == 0.0
+}
+
+/// `mt caption` generates with the checkpoint in `model`.
+fn assert_captions(dir: &Path, model: &Path) {
+    let image = testdata("images/phantom.png").display().to_string();
+    let model = model.to_str().unwrap();
+    let args = [
+        "caption",
+        &image,
+        "--model",
+        model,
+        "--max-new-tokens",
+        "3",
+        "--no-run-dir",
+    ];
+    let r = mt_in(dir, &args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("\"new_tokens\":3"), "{}", r.stdout);
 }
 
 #[test]
@@ -399,35 +401,14 @@ fn lora_writes_a_peft_adapter_that_merges_into_the_base() {
     let w = &base["model.layers.0.self_attn.q_proj.weight"];
     let want = (w + (b.matmul(a).unwrap() * 2.0).unwrap()).unwrap();
     let got = &out["model.layers.0.self_attn.q_proj.weight"];
-    let diff = (got - &want)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = max_diff(got, &want);
     assert!(diff < 1e-6, "merged weight differs by {diff}");
     assert!(!same(got, w), "the adapter changed nothing");
     assert!(same(
         &out["model.mm_projector.0.weight"],
         &projector["base_model.model.model.mm_projector.0.weight"]
     ));
-    let r = mt_in(
-        tmp.path(),
-        &[
-            "caption",
-            &testdata("images/phantom.png").display().to_string(),
-            "--model",
-            merged.to_str().unwrap(),
-            "--max-new-tokens",
-            "2",
-            "--no-run-dir",
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_captions(tmp.path(), &merged);
 }
 
 #[test]

@@ -106,23 +106,18 @@ mod tests {
             key: key.clone(),
         };
         let x = Tensor::ones((64, 64), DType::F32, &dev).unwrap();
+        let mask = || -> Vec<f32> {
+            d.apply(&x)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
         let off = d.apply(&x).unwrap();
         assert_eq!(off.sum_all().unwrap().to_scalar::<f32>().unwrap(), 4096.0);
         key.store(7, Ordering::Relaxed);
-        let a = d
-            .apply(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        let b = d
-            .apply(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let (a, b) = (mask(), mask());
         assert_eq!(a, b, "the same key gives the same mask");
         let kept = a.iter().filter(|v| **v > 0.0).count() as f64 / a.len() as f64;
         assert!((kept - 0.75).abs() < 0.03, "{kept}");
@@ -131,13 +126,7 @@ mod tests {
                 .all(|v| *v == 0.0 || (*v - 1.0 / 0.75).abs() < 1e-6)
         );
         key.store(8, Ordering::Relaxed);
-        let c = d
-            .apply(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let c = mask();
         assert_ne!(a, c, "another key, another mask");
     }
 }
