@@ -185,6 +185,32 @@ fn an_interrupted_run_resumes_bit_for_bit() {
     assert!(r.stderr.contains("lrs"), "{}", r.stderr);
 
     let resumed: Vec<&str> = common.iter().copied().chain(["--resume"]).collect();
+    // Other data is refused too (the order and the schedule depend on it).
+    let more = tmp.path().join("more.jsonl");
+    let text = std::fs::read_to_string(&data).unwrap();
+    std::fs::write(&more, format!("{text}{text}")).unwrap();
+    let r = finetune(
+        tmp.path(),
+        parts.to_str().unwrap(),
+        more.to_str().unwrap(),
+        &resumed,
+    );
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("records"), "{}", r.stderr);
+    // --resume names the run directory to continue.
+    let base = model();
+    let args: Vec<&str> = ["finetune", "--model", &base, "--data", &data, "--cpu"]
+        .into_iter()
+        .chain(resumed.iter().copied())
+        .collect();
+    let r = mt_in(tmp.path(), &args);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--resume needs --run-dir"),
+        "{}",
+        r.stderr
+    );
+
     let r = finetune(tmp.path(), parts.to_str().unwrap(), &data, &resumed);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let strip = |m: Vec<Value>| -> Vec<(u64, u64, u64, u64)> {
@@ -205,6 +231,10 @@ fn an_interrupted_run_resumes_bit_for_bit() {
     assert_eq!(a, b, "metrics differ after resuming");
     let bytes = |d: &Path| std::fs::read(d.join("model/model.safetensors")).unwrap();
     assert!(bytes(&whole) == bytes(&parts), "the resumed model differs");
+    // A finished run has nothing to resume.
+    let r = finetune(tmp.path(), parts.to_str().unwrap(), &data, &resumed);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("already finished"), "{}", r.stderr);
 }
 
 fn tensors(path: &Path) -> HashMap<String, Tensor> {
@@ -434,6 +464,34 @@ fn bad_records_and_images_are_named() {
         "{}",
         r.stderr
     );
+
+    // A wrong image folder stops before training.
+    let run = tmp.path().join("r0");
+    let r = mt_in(
+        tmp.path(),
+        &[
+            "finetune",
+            "--model",
+            &model(),
+            "--data",
+            &data(tmp.path(), 2),
+            "--image-folder",
+            "/nonexistent",
+            "--cpu",
+            "--max-steps",
+            "1",
+            "--run-dir",
+            run.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("none of the first 2 training samples"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("/nonexistent"), "{}", r.stderr);
+    assert!(!run.join("metrics.jsonl").exists());
 
     // A missing image skips that sample, lists it, and exits 3 once training is done.
     let missing = tmp.path().join("missing.jsonl");

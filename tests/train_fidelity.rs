@@ -23,6 +23,7 @@ use medtrinity::core::train::batch::{Collator, Example};
 use medtrinity::core::train::conversation::{Llama3Encoder, SpecialTokens, Turn};
 use medtrinity::core::train::data::load_records;
 use medtrinity::core::train::export::read_safetensors;
+use medtrinity::core::train::parallel::World;
 use medtrinity::core::train::params::{LearningRates, LoraSpec, Tune, make_trainable};
 use medtrinity::core::train::trainer::{StepShape, accumulate, update};
 use serde_json::Value;
@@ -193,6 +194,7 @@ fn shape(accum: usize, checkpoint: bool) -> StepShape<'static> {
         accum,
         max_len: 2048,
         checkpoint,
+        world: World::SINGLE,
         dropout: None,
     }
 }
@@ -211,7 +213,12 @@ fn step(
         &opt.params,
         shape(micro_batches.len(), true),
         n,
-        |i| Ok(pick(examples, micro_batches[i as usize])),
+        |k| {
+            Ok(pick(
+                examples,
+                micro_batches[k as usize % micro_batches.len()],
+            ))
+        },
     )
     .unwrap();
     let losses = acc.losses.clone();

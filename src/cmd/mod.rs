@@ -95,6 +95,8 @@ pub struct Context {
     pub quiet: bool,
     pub seed: u64,
     pub run: Option<RunDir>,
+    /// Whether the run directory was named with `--run-dir` (not a fresh one).
+    pub explicit_run_dir: bool,
 }
 
 /// Runs the parsed command line. `argv` is recorded in run.json.
@@ -164,6 +166,7 @@ fn with_run_dir<A: Serialize>(
         quiet: global.quiet > 0,
         seed: global.seed,
         run,
+        explicit_run_dir: global.run_dir.is_some(),
     };
     let result = f(&mut ctx);
     if let Some(run) = ctx.run.take() {

@@ -185,9 +185,22 @@ pub fn rank_global_args(global: &GlobalArgs) -> Result<GlobalArgs> {
 
 /// Resolves the plan from the preset and flags, trains, reports.
 pub fn run_training(preset: Preset, args: &TrainingArgs, ctx: &mut Context) -> Result<()> {
-    let plan = plan(preset, args, ctx.seed)?;
     let env = |k: &str| std::env::var(k).ok();
     let world = World::from_env(&env)?;
+    if args.resume && !ctx.explicit_run_dir {
+        return Err(usage(
+            "--resume needs --run-dir: the run directory to continue",
+        ));
+    }
+    let gpu = gpu_index(world, args, &env)?;
+    let device = device(gpu)?;
+    let dtype = dtype(args.dtype.as_deref(), &device)?;
+    if dtype == candle_core::DType::F16 {
+        return Err(usage(
+            "--dtype f16: training in f16 needs loss scaling, which mt does not do; use bf16",
+        ));
+    }
+    let plan = plan(preset, args, ctx.seed, gpu.is_some())?;
     let Some(run) = &mut ctx.run else {
         return Err(usage("training needs a run directory (drop --no-run-dir)"));
     };
@@ -196,25 +209,10 @@ pub fn run_training(preset: Preset, args: &TrainingArgs, ctx: &mut Context) -> R
     } else {
         run.path().parent().unwrap_or(run.path()).to_path_buf()
     };
-    let gpu = if world.size > 1 {
-        Some(world.local_rank)
-    } else {
-        args.gpu
-    };
-    if world.size > 1 && args.cpu {
-        return Err(usage(
-            "multi-process training runs on GPUs (one per rank); drop --cpu",
-        ));
-    }
-    let device = device(gpu)?;
-    let dtype = dtype(args.dtype.as_deref(), &device)?;
-    run.set_device(
-        format!(
-            "{} {dtype:?}",
-            args.gpu.map_or("cpu".into(), |i| format!("cuda:{i}"))
-        )
-        .to_lowercase(),
-    );
+    let place = gpu.map_or("cpu".into(), |i| format!("cuda:{i}"));
+    run.set_device(format!("{place} {dtype:?}").to_lowercase());
+    run.set_count("rank", world.rank);
+    run.set_count("world_size", world.size);
     run.write_json("plan.json", &plan)?;
     let paths = Paths {
         model: args.model.clone(),
@@ -246,7 +244,32 @@ pub fn run_training(preset: Preset, args: &TrainingArgs, ctx: &mut Context) -> R
     let summary = result?;
     report(&summary, ctx)?;
     let skipped = summary.skipped.len();
-    finish_failures(ctx, summary.skipped, skipped, skipped)
+    finish_failures(ctx, summary.skipped, skipped, summary.records)
+}
+
+/// The GPU this process trains on: `--gpu` alone; under a multi-process launch the
+/// rank's `LOCAL_RANK`, or GPU 0 when the launcher shows each rank one GPU
+/// (`CUDA_VISIBLE_DEVICES` with one entry, as `srun --gpus-per-task 1` does).
+fn gpu_index(
+    world: World,
+    args: &TrainingArgs,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<usize>> {
+    if world.size == 1 {
+        return Ok(args.gpu);
+    }
+    if args.cpu || args.gpu.is_some() {
+        return Err(usage(
+            "under a multi-process launch every rank uses GPU LOCAL_RANK: drop --gpu / --cpu",
+        ));
+    }
+    let visible =
+        env("CUDA_VISIBLE_DEVICES").map(|v| v.split(',').filter(|s| !s.trim().is_empty()).count());
+    Ok(Some(if visible == Some(1) {
+        0
+    } else {
+        world.local_rank
+    }))
 }
 
 /// The gradient reducer of this process: itself alone, or NCCL across the job's GPUs.
@@ -305,7 +328,7 @@ fn report(summary: &Summary, ctx: &mut Context) -> Result<()> {
 }
 
 /// The preset, overridden by the flags.
-pub fn plan(preset: Preset, args: &TrainingArgs, seed: u64) -> Result<Plan> {
+pub fn plan(preset: Preset, args: &TrainingArgs, seed: u64, on_gpu: bool) -> Result<Plan> {
     let tune = match (args.lora_r, preset) {
         (Some(r), _) => Tune::Lora(LoraSpec {
             r,
@@ -324,9 +347,6 @@ pub fn plan(preset: Preset, args: &TrainingArgs, seed: u64) -> Result<Plan> {
     };
     let batch_size = args.batch_size.unwrap_or(batch);
     let grad_accum = args.grad_accum.unwrap_or(accum);
-    if batch_size == 0 || grad_accum == 0 {
-        return Err(usage("--batch-size and --grad-accum must be at least 1"));
-    }
     let projector_lr = args.projector_lr.or(lora.then_some(2e-5));
     Ok(Plan {
         tune,
@@ -345,11 +365,8 @@ pub fn plan(preset: Preset, args: &TrainingArgs, seed: u64) -> Result<Plan> {
         warmup_ratio: args.warmup_ratio,
         max_grad_norm: args.max_grad_norm,
         model_max_length: args.model_max_length.unwrap_or(max_len),
-        gradient_checkpointing: args.gradient_checkpointing.unwrap_or(args.gpu.is_some()),
-        group_by_modality: args
-            .group_by_modality_length
-            .unwrap_or(grouped)
-            .then_some(batch_size * grad_accum),
+        gradient_checkpointing: args.gradient_checkpointing.unwrap_or(on_gpu),
+        group_by_modality: args.group_by_modality_length.unwrap_or(grouped),
         image_aspect_ratio: args
             .image_aspect_ratio
             .clone()

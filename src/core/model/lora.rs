@@ -67,26 +67,29 @@ impl LoraAdapter {
 
 impl LoraDropout {
     /// `x * mask / (1 - p)` with a keep-mask drawn from (key, index, element); `x` as
-    /// is when the key is 0 or `p` is 0.
+    /// is when the key is 0 or `p` is 0. On a GPU the mask comes from the device's
+    /// generator seeded with (key, index), so it never leaves the device.
     fn apply(&self, x: &Tensor) -> Result<Tensor> {
         let key = self.key.load(Ordering::Relaxed);
         if key == 0 || self.p <= 0.0 {
             return Ok(x.clone());
         }
-        let keep = 1.0 - self.p;
-        let threshold = (self.p * (1u64 << 53) as f64) as u64;
+        let scale = 1.0 / (1.0 - self.p);
         let base = keyed(key, self.index, 0);
-        let mask: Vec<f32> = (0..x.elem_count() as u64)
-            .map(|i| {
-                let draw = keyed(base, i, 1) >> 11;
-                if draw >= threshold {
-                    (1.0 / keep) as f32
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        let mask = if x.device().is_cpu() {
+            let threshold = (self.p * (1u64 << 53) as f64) as u64;
+            let mask: Vec<f32> = (0..x.elem_count() as u64)
+                .map(|i| {
+                    let draw = keyed(base, i, 1) >> 11;
+                    if draw >= threshold { scale as f32 } else { 0.0 }
+                })
+                .collect();
+            Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?
+        } else {
+            x.device().set_seed(base)?;
+            let uniform = x.to_dtype(candle_core::DType::F32)?.rand_like(0.0, 1.0)?;
+            (uniform.ge(self.p)?.to_dtype(x.dtype())? * scale)?
+        };
         Ok((x * mask)?)
     }
 }

@@ -120,20 +120,24 @@ impl AdamW {
         Ok(())
     }
 
-    /// The state to save: `{name}.exp_avg`, `{name}.exp_avg_sq` and `{name}.master`.
-    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out = Vec::with_capacity(self.params.len() * 2);
+    /// The state to save: `{name}.exp_avg`, `{name}.exp_avg_sq` and `{name}.master` (the
+    /// parameter's exact f32 value: its master copy, or itself when it is f32).
+    pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::with_capacity(self.params.len() * 3);
         for p in &self.params {
             out.push((format!("{}.exp_avg", p.name), p.exp_avg.clone()));
             out.push((format!("{}.exp_avg_sq", p.name), p.exp_avg_sq.clone()));
-            if let Some(m) = &p.master {
-                out.push((format!("{}.master", p.name), m.clone()));
-            }
+            let master = match &p.master {
+                Some(m) => m.clone(),
+                None => p.var.as_tensor().detach(),
+            };
+            out.push((format!("{}.master", p.name), master));
         }
-        out
+        Ok(out)
     }
 
-    /// Restores what [`AdamW::state_tensors`] saved (every parameter must be there).
+    /// Restores what [`AdamW::state_tensors`] saved, parameters included (every one
+    /// must be there with its shape).
     pub fn load_state(&mut self, mut saved: HashMap<String, Tensor>, steps: u64) -> Result<()> {
         for p in &mut self.params {
             let mut take = |what: &str, like: &Tensor| -> Result<Tensor> {
@@ -152,8 +156,10 @@ impl AdamW {
             };
             p.exp_avg = take("exp_avg", &p.exp_avg)?;
             p.exp_avg_sq = take("exp_avg_sq", &p.exp_avg_sq)?;
-            if let Some(m) = &p.master {
-                p.master = Some(take("master", m)?);
+            let master = take("master", &p.exp_avg)?;
+            p.var.set(&master.to_dtype(p.var.dtype())?)?;
+            if p.master.is_some() {
+                p.master = Some(master);
             }
         }
         self.steps = steps;

@@ -103,8 +103,6 @@ pub struct Prepared {
     targets: Tensor,
     /// Supervised positions (N).
     pub tokens: usize,
-    /// Sequence positions in the batch (image rows included, padding not).
-    pub positions_in_batch: usize,
 }
 
 /// Splices, truncates and right-pads `examples` (as `prepare_inputs_labels_for_multimodal`
@@ -178,7 +176,6 @@ pub fn prepare(model: &Llava, examples: &[Example], max_len: usize) -> Result<Op
         tokens: picks.len(),
         picks: Tensor::new(picks.as_slice(), &device)?,
         targets: Tensor::new(targets.as_slice(), &device)?.unsqueeze(1)?,
-        positions_in_batch: row_labels.iter().map(Vec::len).sum(),
     }))
 }
 

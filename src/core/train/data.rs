@@ -199,9 +199,12 @@ pub fn load_bench(bench: Bench, input: &Path, split: &str) -> Result<Vec<Record>
 }
 
 /// The order of sample indices in `epoch`: a seeded Fisher–Yates permutation, or with
-/// `group_by_modality` LLaVA's modality-grouped order (image and text-only samples in
-/// separate mega-batches of `mega` samples, each sorted longest first, mega-batches
-/// shuffled, the last incomplete ones together at the end).
+/// `group_by_modality = Some(mega)` an order modelled on LLaVA's
+/// `get_modality_length_grouped_indices` (mega = batch x accumulation x processes): image
+/// and text-only samples shuffled separately and cut into mega-batches, each sorted
+/// longest first; the mega-batches shuffled together, except each modality's last one,
+/// which go to the end together, in index order. (The reference also balances lengths
+/// across ranks inside a mega-batch; this order does not.)
 pub fn epoch_order(
     records: &[Record],
     seed: u64,
@@ -213,7 +216,8 @@ pub fn epoch_order(
     };
     let mega = mega.max(1);
     let lengths: Vec<i64> = records.iter().map(Record::modality_length).collect();
-    let (mm, lang): (Vec<usize>, Vec<usize>) = (0..records.len()).partition(|&i| lengths[i] > 0);
+    let (mm, lang): (Vec<usize>, Vec<usize>) =
+        (0..records.len()).partition(|&i| records[i].image.is_some());
     let chunks = |ids: &[usize], salt: u64| -> Vec<Vec<usize>> {
         permutation(ids.len(), keyed(seed, epoch, salt))
             .chunks(mega)
@@ -227,10 +231,9 @@ pub fn epoch_order(
     let (mut mm_chunks, mut lang_chunks) = (chunks(&mm, 1), chunks(&lang, 2));
     let mut tail = Vec::new();
     for chunks in [&mut mm_chunks, &mut lang_chunks] {
-        if chunks.last().is_some_and(|c| c.len() < mega) {
-            tail.extend(chunks.pop().expect("checked"));
-        }
+        tail.extend(chunks.pop().unwrap_or_default());
     }
+    tail.sort_unstable();
     let mut all: Vec<Vec<usize>> = mm_chunks.into_iter().chain(lang_chunks).collect();
     let order = permutation(all.len(), keyed(seed, epoch, 3));
     let mut out: Vec<usize> = order

@@ -41,6 +41,26 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()
         .map_err(|e| anyhow!("cannot write {}: {e}", path.display()))
 }
 
+/// Reads a tensor file into named tensors on the CPU: safetensors, or a PyTorch `.bin`
+/// / `.pt` zip archive (the pickle is interpreted, never executed).
+pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let is_pickle = path
+        .extension()
+        .is_some_and(|e| e == "bin" || e == "pt" || e == "pth");
+    if !is_pickle {
+        return read_safetensors(path);
+    }
+    Ok(candle_core::pickle::read_all(path)
+        .with_context(|| format!("cannot read PyTorch file {}", path.display()))?
+        .into_iter()
+        .collect())
+}
+
+/// The first of `names` (safetensors before `.bin`) that exists in `dir`.
+pub fn first_existing(dir: &Path, names: &[&str]) -> Option<PathBuf> {
+    names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
+}
+
 /// Reads a safetensors file into named tensors on the CPU.
 pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
     Ok(
@@ -73,14 +93,30 @@ impl Staged {
         })
     }
 
-    /// Replaces `dest` with the finished folder.
+    /// Syncs the finished folder to disk and puts it in place of `dest` (a crash
+    /// leaves either the old state or the complete new folder, never a cut one).
     pub fn commit(self) -> Result<PathBuf> {
+        let sync = |path: &Path| -> Result<()> {
+            fs::File::open(path)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("cannot sync {}", path.display()))
+        };
+        for entry in fs::read_dir(&self.tmp)? {
+            let path = entry?.path();
+            if path.is_file() {
+                sync(&path)?;
+            }
+        }
+        sync(&self.tmp)?;
         if self.dest.exists() {
             fs::remove_dir_all(&self.dest)
                 .with_context(|| format!("cannot replace {}", self.dest.display()))?;
         }
         fs::rename(&self.tmp, &self.dest)
             .with_context(|| format!("cannot rename {}", self.tmp.display()))?;
+        if let Some(parent) = self.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync(parent)?;
+        }
         Ok(self.dest)
     }
 }
@@ -252,4 +288,20 @@ pub fn write_adapter(
         serde_json::to_vec_pretty(&config)?,
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pytorch_bin_files_are_read_like_safetensors() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/models");
+        let bin = read_tensors(&root.join("tiny-clip/pytorch_model.bin")).unwrap();
+        let t = &bin["vision_model.embeddings.class_embedding"];
+        assert_eq!(t.dims(), &[32]);
+        let st = read_tensors(&root.join("tiny-llava/model-00001-of-00002.safetensors")).unwrap();
+        assert!(st.contains_key("model.embed_tokens.weight"));
+        assert!(read_tensors(&root.join("tiny-llava/config.json")).is_err());
+    }
 }

@@ -12,9 +12,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::export::{
-    MAX_SHARD_BYTES, Staged, read_safetensors, stored_vision_tensors, write_side_files,
+    MAX_SHARD_BYTES, Staged, first_existing, read_tensors, stored_vision_tensors, write_side_files,
     write_weights,
 };
+use super::params::overwrite_tensors;
 use crate::core::model::checkpoint::Checkpoint;
 use crate::core::model::weights::{NameMap, Naming};
 
@@ -54,16 +55,33 @@ pub fn merge_lora(
             config_path.display()
         );
     }
+    for pattern in ["rank_pattern", "alpha_pattern"] {
+        if config
+            .get(pattern)
+            .and_then(Value::as_object)
+            .is_some_and(|m| !m.is_empty())
+        {
+            bail!(
+                "{}: per-layer `{pattern}` adapters are not supported",
+                config_path.display()
+            );
+        }
+    }
     let rslora = config.get("use_rslora").and_then(Value::as_bool) == Some(true);
     let scale = if rslora { alpha / r.sqrt() } else { alpha / r };
 
     let dev = Device::Cpu;
     let ckpt = Checkpoint::open(base, vision_tower, &dev, DType::F32)?;
     let mut model = ckpt.load()?;
-    let lora = by_canonical(
-        &read_safetensors(&adapter.join("adapter_model.safetensors"))?,
-        adapter,
-    )?;
+    let Some(weights) =
+        first_existing(adapter, &["adapter_model.safetensors", "adapter_model.bin"])
+    else {
+        bail!(
+            "{}: no adapter_model.safetensors or adapter_model.bin",
+            adapter.display()
+        );
+    };
+    let lora = by_canonical(&read_tensors(&weights)?, adapter)?;
     let mut used = 0;
     let mut merged_layers = 0;
     for (name, linear) in model.llm.linears_mut() {
@@ -106,31 +124,18 @@ pub fn merge_lora(
             unknown.first()
         );
     }
-    let mut replaced_tensors = 0;
-    let extra = adapter.join("non_lora_trainables.safetensors");
-    if extra.is_file() {
-        let mut tensors = by_canonical(&read_safetensors(&extra)?, adapter)?;
-        for (name, slot) in model.tensors_mut() {
-            if let Some(t) = tensors.remove(&name) {
-                if t.dims() != slot.dims() {
-                    bail!(
-                        "{}: {name} has shape {:?}, the model {:?}",
-                        extra.display(),
-                        t.dims(),
-                        slot.dims()
-                    );
-                }
-                *slot = t.to_dtype(DType::F32)?;
-                replaced_tensors += 1;
-            }
-        }
-        if let Some(name) = tensors.keys().next() {
-            bail!(
-                "{}: {name} is not a tensor of the base model",
-                extra.display()
-            );
-        }
-    }
+    let extra = first_existing(
+        adapter,
+        &["non_lora_trainables.safetensors", "non_lora_trainables.bin"],
+    );
+    let replaced_tensors = match &extra {
+        Some(file) => overwrite_tensors(
+            &mut model,
+            by_canonical(&read_tensors(file)?, adapter)?,
+            file,
+        )?,
+        None => 0,
+    };
     model.llm.retie();
     let dtype = dtype.unwrap_or_else(|| config_dtype(base));
     let mut tensors: Vec<(String, Tensor)> = model

@@ -88,28 +88,38 @@ impl Reducer for Alone {
     }
 }
 
+/// The launcher variables that tell one launch from another: Slurm's job, step and
+/// restart count, torchrun's run id and restart count, the master address and port.
+const LAUNCH_VARIABLES: [&str; 7] = [
+    "SLURM_JOB_ID",
+    "SLURM_STEP_ID",
+    "SLURM_RESTART_COUNT",
+    "TORCHELASTIC_RUN_ID",
+    "TORCHELASTIC_RESTART_COUNT",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+];
+
 /// The file through which rank 0 hands the NCCL id to the others: in the shared run
-/// directory, named after the launch (`SLURM_JOB_ID`, `TORCHELASTIC_RUN_ID`, else
-/// `MASTER_PORT`) so a stale file from another job is never read.
+/// directory, named after this launch (a hash of the launcher's variables), so the file
+/// of an earlier launch in the same run directory is not read. Rank 0 deletes it once
+/// every rank has joined.
 pub fn rendezvous_file(
     run_dir: &Path,
     get: &dyn Fn(&str) -> Option<String>,
 ) -> Result<std::path::PathBuf> {
-    let tag = ["SLURM_JOB_ID", "TORCHELASTIC_RUN_ID", "MASTER_PORT"]
-        .iter()
-        .find_map(|k| get(k))
-        .map(|v| {
-            v.chars()
-                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-                .collect::<String>()
-        })
-        .filter(|v| !v.is_empty());
-    let Some(tag) = tag else {
+    if LAUNCH_VARIABLES.iter().all(|k| get(k).is_none()) {
         bail!(
-            "multi-process training needs SLURM_JOB_ID, TORCHELASTIC_RUN_ID or MASTER_PORT to name the rendezvous"
+            "multi-process training needs the launcher's variables (torchrun's MASTER_ADDR/MASTER_PORT or \
+             Slurm's SLURM_JOB_ID) to meet"
         );
-    };
-    Ok(run_dir.join(format!(".nccl-id-{tag}")))
+    }
+    let values: Vec<String> = LAUNCH_VARIABLES
+        .iter()
+        .map(|k| format!("{k}={}", get(k).unwrap_or_default()))
+        .collect();
+    let tag = crate::core::hash::fnv1a(&values.join(";"));
+    Ok(run_dir.join(format!(".nccl-id-{tag:016x}")))
 }
 
 #[cfg(feature = "nccl")]
@@ -171,6 +181,10 @@ mod nccl {
             let comm = Comm::from_rank(stream, world.rank, world.size, id)
                 .map_err(|e| anyhow!("NCCL init failed on rank {}: {e:?}", world.rank))
                 .context("joining the data-parallel job")?;
+            if world.is_main() {
+                // Every rank has joined: the id is spent.
+                let _ = std::fs::remove_file(id_file);
+            }
             Ok(Self {
                 comm: Arc::new(comm),
                 world,
@@ -321,8 +335,27 @@ pub mod tests {
         assert!(World::from_env(&env(&[("RANK", "1")])).is_err());
         let err = World::from_env(&env(&[("RANK", "x"), ("WORLD_SIZE", "2")])).unwrap_err();
         assert!(err.to_string().contains("RANK=x"));
-        let f = rendezvous_file(Path::new("/runs/a"), &env(&[("SLURM_JOB_ID", "123/4")])).unwrap();
-        assert_eq!(f, Path::new("/runs/a/.nccl-id-1234"));
+        let meet = |step: &str| {
+            rendezvous_file(
+                Path::new("/runs/a"),
+                &env(&[("SLURM_JOB_ID", "12"), ("SLURM_STEP_ID", step)]),
+            )
+            .unwrap()
+        };
+        assert!(meet("0").starts_with("/runs/a"));
+        assert!(
+            meet("0")
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".nccl-id-")
+        );
+        assert_eq!(meet("0"), meet("0"));
+        assert_ne!(
+            meet("0"),
+            meet("1"),
+            "another srun step of the job meets elsewhere"
+        );
         assert!(rendezvous_file(Path::new("/r"), &env(&[])).is_err());
     }
 }

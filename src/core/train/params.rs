@@ -102,6 +102,39 @@ pub fn make_trainable(
     })
 }
 
+/// Replaces model tensors (canonical names, see [`Llava::tensors_mut`]) with `tensors`,
+/// keeping each slot's dtype and device; every given tensor must be a model tensor of
+/// the same shape (`source` names the file in errors). Returns how many were replaced.
+pub fn overwrite_tensors(
+    model: &mut Llava,
+    mut tensors: std::collections::HashMap<String, Tensor>,
+    source: &std::path::Path,
+) -> Result<usize> {
+    let mut replaced = 0;
+    for (name, slot) in model.tensors_mut() {
+        if let Some(t) = tensors.remove(&name) {
+            if t.dims() != slot.dims() {
+                bail!(
+                    "{}: {name} has shape {:?}, the model {:?}",
+                    source.display(),
+                    t.dims(),
+                    slot.dims()
+                );
+            }
+            *slot = t.to_dtype(slot.dtype())?.to_device(slot.device())?;
+            replaced += 1;
+        }
+    }
+    if let Some(name) = tensors.keys().next() {
+        bail!(
+            "{}: `{name}` is not a tensor of this model",
+            source.display()
+        );
+    }
+    model.llm.retie();
+    Ok(replaced)
+}
+
 /// Whether weight decay applies: not to biases and norm weights (transformers'
 /// Trainer groups; LayerNorm and LlamaRMSNorm count as norms).
 fn decays(name: &str) -> bool {

@@ -3,15 +3,14 @@
 //! `get_cosine_schedule_with_warmup` with half a cycle, warmup steps
 //! `ceil(total * warmup_ratio)` as `TrainingArguments.get_warmup_steps` computes them.
 //!
-//! As with PyTorch's `LambdaLR`, optimiser step `k` (counted from 0) uses
-//! `base_lr * factor(k)`: the first step of a warmup runs at learning rate 0.
+//! As with PyTorch's `LambdaLR`, optimiser step `k` (counted from 0) uses every group's
+//! `peak_lr * factor(k)`: the first step of a warmup runs at learning rate 0.
 
 use std::f64::consts::PI;
 
 /// Linear warmup, then a cosine decay to 0 over the remaining steps.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CosineSchedule {
-    pub base_lr: f64,
     pub warmup_steps: u64,
     pub total_steps: u64,
 }
@@ -19,16 +18,15 @@ pub struct CosineSchedule {
 impl CosineSchedule {
     /// The schedule for `total_steps` optimiser steps with `ceil(total * warmup_ratio)`
     /// warmup steps.
-    pub fn new(base_lr: f64, total_steps: u64, warmup_ratio: f64) -> Self {
+    pub fn new(total_steps: u64, warmup_ratio: f64) -> Self {
         let warmup_steps = (total_steps as f64 * warmup_ratio).ceil() as u64;
         Self {
-            base_lr,
             warmup_steps,
             total_steps,
         }
     }
 
-    /// The multiplier of `base_lr` at optimiser step `step` (from 0).
+    /// The multiplier of the peak learning rates at optimiser step `step` (from 0).
     pub fn factor(&self, step: u64) -> f64 {
         if step < self.warmup_steps {
             return step as f64 / self.warmup_steps.max(1) as f64;
@@ -36,11 +34,6 @@ impl CosineSchedule {
         let decay_steps = self.total_steps.saturating_sub(self.warmup_steps).max(1);
         let progress = (step - self.warmup_steps) as f64 / decay_steps as f64;
         (0.5 * (1.0 + (PI * progress).cos())).max(0.0)
-    }
-
-    /// The learning rate at optimiser step `step` (from 0).
-    pub fn lr(&self, step: u64) -> f64 {
-        self.base_lr * self.factor(step)
     }
 }
 
@@ -52,7 +45,7 @@ mod tests {
     /// 0.5) with `math.ceil(total * 0.03)` warmup steps, computed in Python.
     #[test]
     fn factors_match_transformers() {
-        let s = CosineSchedule::new(2e-5, 100, 0.03);
+        let s = CosineSchedule::new(100, 0.03);
         assert_eq!(s.warmup_steps, 3);
         let expected = [
             (0, 0.0),
@@ -72,9 +65,8 @@ mod tests {
                 s.factor(step)
             );
         }
-        assert!((s.lr(50) - 2e-5 * 0.5242811110572242).abs() < 1e-20);
         // A short run still gets one warmup step (the ceiling), then the cosine.
-        let short = CosineSchedule::new(1.0, 7, 0.03);
+        let short = CosineSchedule::new(7, 0.03);
         let got: Vec<f64> = (0..8).map(|k| short.factor(k)).collect();
         let want = [
             0.0,
@@ -90,6 +82,6 @@ mod tests {
             assert!((g - w).abs() < 1e-15, "{got:?}");
         }
         // No warmup: full rate at once.
-        assert_eq!(CosineSchedule::new(1.0, 10, 0.0).factor(0), 1.0);
+        assert_eq!(CosineSchedule::new(10, 0.0).factor(0), 1.0);
     }
 }

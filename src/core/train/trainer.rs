@@ -26,14 +26,14 @@ use super::batch::{Collator, Example, prepare};
 use super::conversation::{Llama3Encoder, SpecialTokens};
 use super::data::{Record, epoch_order, load_bench, load_records};
 use super::export::{
-    MAX_SHARD_BYTES, Staged, read_safetensors, stored_vision_tensors, write_adapter,
+    MAX_SHARD_BYTES, Staged, read_safetensors, read_tensors, stored_vision_tensors, write_adapter,
     write_safetensors, write_side_files, write_weights,
 };
-use super::parallel::Reducer;
-use super::params::{LearningRates, Tune, make_trainable};
+use super::parallel::{Reducer, World};
+use super::params::{LearningRates, Tune, make_trainable, overwrite_tensors};
 use super::schedule::CosineSchedule;
 use crate::core::eval::Bench;
-use crate::core::hash::keyed;
+use crate::core::hash::{fnv1a, keyed};
 use crate::core::model::checkpoint::Checkpoint;
 use crate::core::model::config::{AspectMode, Layout};
 use crate::core::model::llava::Llava;
@@ -58,8 +58,9 @@ pub struct Plan {
     pub model_max_length: usize,
     /// Recompute activations in the backward pass (less memory, one more forward).
     pub gradient_checkpointing: bool,
-    /// Mega-batch size of the modality-grouped order (`None`: plain shuffle).
-    pub group_by_modality: Option<usize>,
+    /// Group samples by modality and length (LLaVA's `group_by_modality_length`) instead
+    /// of a plain shuffle.
+    pub group_by_modality: bool,
     pub image_aspect_ratio: String,
     pub seed: u64,
     /// Save a checkpoint every N steps (0 = only at the end).
@@ -107,14 +108,28 @@ pub struct Summary {
     pub skipped: Vec<(String, String)>,
     /// Samples whose labels the reference's length check masked entirely.
     pub masked_samples: usize,
+    /// Training records read.
+    pub records: usize,
 }
 
 /// `trainer_state.json` of a checkpoint.
 #[derive(Debug, Serialize, Deserialize)]
 struct TrainerState {
     step: u64,
-    total_steps: u64,
+    /// What must not change for a run to be resumed.
+    run: RunIdentity,
+}
+
+/// The settings, data and processes a run's steps depend on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunIdentity {
     plan: Plan,
+    total_steps: u64,
+    world_size: usize,
+    dtype: String,
+    /// Number of training records and a hash of their ids in file order.
+    records: usize,
+    records_hash: String,
 }
 
 /// One line of `metrics.jsonl`.
@@ -122,9 +137,10 @@ struct TrainerState {
 struct StepMetrics {
     step: u64,
     epoch: f64,
-    loss: f64,
+    /// Mean loss of the step's micro-batches (null when none had supervised tokens).
+    loss: Option<f64>,
     lr: f64,
-    grad_norm: f64,
+    grad_norm: Option<f64>,
     /// Supervised tokens in the step.
     tokens: usize,
     samples: usize,
@@ -190,14 +206,41 @@ pub fn train(
     let micro_per_epoch = records.len().div_ceil(plan.batch_size) as u64;
     let micro_per_step = (plan.grad_accum * world.size) as u64;
     let steps_per_epoch = (micro_per_epoch / micro_per_step).max(1);
+    let grouping = plan
+        .group_by_modality
+        .then_some(plan.batch_size * micro_per_step as usize);
     let total_steps = plan
         .max_steps
         .unwrap_or_else(|| (plan.epochs * steps_per_epoch as f64).ceil() as u64);
-    let schedule = CosineSchedule::new(1.0, total_steps, plan.warmup_ratio);
+    let schedule = CosineSchedule::new(total_steps, plan.warmup_ratio);
 
+    let identity = TrainerState {
+        step: 0,
+        run: RunIdentity {
+            plan: plan.clone(),
+            total_steps,
+            world_size: world.size,
+            dtype: format!("{:?}", control.dtype).to_lowercase(),
+            records: records.len(),
+            records_hash: format!(
+                "{:016x}",
+                records.iter().fold(0u64, |h, r| keyed(h, fnv1a(&r.id), 0))
+            ),
+        },
+    };
+    let collator = Collator {
+        encoder: Llama3Encoder {
+            codec: &codec,
+            specials,
+            max_len: plan.model_max_length,
+        },
+        processor: &processor,
+        device: &control.device,
+    };
+    preflight(&collator, &records)?;
     fs::create_dir_all(&paths.run_dir)?;
     let resumed_from = if control.resume {
-        resume(&paths.run_dir, &mut opt, plan)?
+        resume(&paths.run_dir, &mut opt, &identity)?
     } else {
         refuse_existing_checkpoints(&paths.run_dir)?;
         None
@@ -211,15 +254,6 @@ pub fn train(
         None
     };
 
-    let collator = Collator {
-        encoder: Llama3Encoder {
-            codec: &codec,
-            specials,
-            max_len: plan.model_max_length,
-        },
-        processor: &processor,
-        device: &control.device,
-    };
     let mut orders: HashMap<u64, Vec<usize>> = HashMap::new();
     let mut reported = Reported::default();
     let mut summary = Summary {
@@ -231,6 +265,7 @@ pub fn train(
         exported: None,
         skipped: Vec::new(),
         masked_samples: 0,
+        records: records.len(),
     };
     let bar = progress::bar(Some(total_steps), "steps", "training");
     bar.set_position(start);
@@ -243,14 +278,14 @@ pub fn train(
             accum: plan.grad_accum,
             max_len: plan.model_max_length,
             checkpoint: plan.gradient_checkpointing,
+            world,
             dropout: trainable.dropout_key.as_ref().map(|key| (key, plan.seed)),
         };
-        let acc = accumulate(&model, &opt.params, shape, step, |micro| {
-            let k = (step * plan.grad_accum as u64 + micro) * world.size as u64 + world.rank as u64;
+        let acc = accumulate(&model, &opt.params, shape, step, |k| {
             let epoch = k / micro_per_epoch;
             let order = orders
                 .entry(epoch)
-                .or_insert_with(|| epoch_order(&records, plan.seed, epoch, plan.group_by_modality));
+                .or_insert_with(|| epoch_order(&records, plan.seed, epoch, grouping));
             let within = (k % micro_per_epoch) as usize;
             let picked = &order
                 [within * plan.batch_size..((within + 1) * plan.batch_size).min(records.len())];
@@ -258,9 +293,24 @@ pub fn train(
         })?;
         let reduced = reduce(reducer, acc, step)?;
         let factor = schedule.factor(step);
-        let grad_norm = update(&mut opt, reduced.grads, plan.max_grad_norm, factor, step)?;
+        let loss = reduced.loss;
+        let grad_norm = match loss {
+            Some(_) => Some(update(
+                &mut opt,
+                reduced.grads,
+                plan.max_grad_norm,
+                factor,
+                step,
+            )?),
+            None => {
+                tracing::warn!(
+                    step = step + 1,
+                    "no supervised tokens in this step: no update"
+                );
+                None
+            }
+        };
         let seconds = started.elapsed().as_secs_f64();
-        let loss = reduced.loss_sum / micro_per_step as f64;
         if let Some(metrics) = &mut metrics {
             metrics.write(&StepMetrics {
                 step: step + 1,
@@ -277,14 +327,20 @@ pub fn train(
                 gpu_mem_mb: gpu_mem_mb(&control.device),
             })?;
         }
-        summary.last_loss = Some(loss);
+        summary.last_loss = loss.or(summary.last_loss);
         summary.steps_done = step + 1;
         bar.set_position(step + 1);
-        bar.set_message(format!("loss {loss:.4}"));
+        if let Some(loss) = loss {
+            bar.set_message(format!("loss {loss:.4}"));
+        }
         let due = plan.save_steps > 0 && (step + 1) % plan.save_steps == 0;
         let stopping = control.stop_after.is_some_and(|n| step + 1 - start >= n);
         if (due || stopping) && step + 1 < total_steps && world.is_main() {
-            save_checkpoint(paths, plan, &mut model, &opt, step + 1, total_steps)?;
+            let state = TrainerState {
+                step: step + 1,
+                run: identity.run.clone(),
+            };
+            save_checkpoint(paths, plan, &mut model, &opt, &state)?;
         }
     }
     bar.finish_and_clear();
@@ -298,60 +354,28 @@ pub fn train(
     Ok(summary)
 }
 
-/// One step's gradients and figures summed over all ranks.
-struct Reduced {
-    /// Gradients averaged over the ranks.
-    grads: Vec<Tensor>,
-    loss_sum: f64,
-    tokens: usize,
-    samples: usize,
+/// How a step's micro-batches are run.
+#[derive(Debug, Clone, Copy)]
+pub struct StepShape<'a> {
+    /// Micro-batches per optimiser step on each rank.
+    pub accum: usize,
+    /// Longest sequence (image rows included).
+    pub max_len: usize,
+    /// Recompute each decoder layer in the backward pass instead of keeping activations.
+    pub checkpoint: bool,
+    /// This process's place in the job.
+    pub world: World,
+    /// LoRA dropout's key and the run's seed: each micro-batch gets its own key (from
+    /// the seed and its global index), cleared again after the step.
+    pub dropout: Option<(&'a Arc<AtomicU64>, u64)>,
 }
 
-/// Sums a step's figures over the ranks and averages the gradients (DDP's mean); a
-/// non-finite loss anywhere stops every rank, naming the batch where it happened.
-fn reduce(reducer: &dyn Reducer, acc: Accumulated, step: u64) -> Result<Reduced> {
-    let world = reducer.world();
-    let loss_sum: f64 = acc.losses.iter().sum();
-    let mut reduced = Reduced {
-        grads: acc.grads,
-        loss_sum,
-        tokens: acc.tokens,
-        samples: acc.samples,
-    };
-    if world.size > 1 {
-        let device = reduced
-            .grads
-            .first()
-            .map_or(Device::Cpu, |g| g.device().clone());
-        let stats = Tensor::new(
-            &[loss_sum as f32, acc.tokens as f32, acc.samples as f32],
-            &device,
-        )?;
-        let stats = reducer.sum(&stats)?.to_vec1::<f32>()?;
-        reduced.loss_sum = f64::from(stats[0]);
-        (reduced.tokens, reduced.samples) = (stats[1] as usize, stats[2] as usize);
+impl StepShape<'_> {
+    /// The global index of micro-batch `i` of `step` on this rank: every rank and step
+    /// reads its own slice of one stream of micro-batches.
+    pub fn global_micro(&self, step: u64, i: u64) -> u64 {
+        (step * self.accum as u64 + i) * self.world.size as u64 + self.world.rank as u64
     }
-    if !reduced.loss_sum.is_finite() {
-        let place = match &acc.bad_batch {
-            Some(ids) => format!("batch ids: {}", ids.join(", ")),
-            None => "on another rank".to_string(),
-        };
-        let value = acc
-            .losses
-            .iter()
-            .copied()
-            .find(|l| !l.is_finite())
-            .unwrap_or(reduced.loss_sum);
-        bail!("step {}: the loss is {value} ({place})", step + 1);
-    }
-    if world.size > 1 {
-        reduced.grads = reduced
-            .grads
-            .iter()
-            .map(|g| Ok((reducer.sum(g)? / world.size as f64)?))
-            .collect::<Result<_>>()?;
-    }
-    Ok(reduced)
 }
 
 /// The losses and summed gradients of one optimiser step's micro-batches.
@@ -366,24 +390,10 @@ pub struct Accumulated {
     pub bad_batch: Option<Vec<String>>,
 }
 
-/// How a step's micro-batches are run.
-#[derive(Debug, Clone, Copy)]
-pub struct StepShape<'a> {
-    /// Micro-batches per optimiser step.
-    pub accum: usize,
-    /// Longest sequence (image rows included).
-    pub max_len: usize,
-    /// Recompute each decoder layer in the backward pass instead of keeping activations.
-    pub checkpoint: bool,
-    /// LoRA dropout's key and the run's seed: each micro-batch gets its own key
-    /// (from seed, step and micro-batch), cleared again after the step.
-    pub dropout: Option<(&'a Arc<AtomicU64>, u64)>,
-}
-
-/// Runs the step's micro-batches (`micro(i)` builds the i-th) forward and backward,
-/// each loss divided by `accum` as transformers' Trainer does, and sums the gradients.
-/// A non-finite loss is recorded with the batch's ids (the caller stops the run, on
-/// every rank at once).
+/// Runs the step's micro-batches (`micro(k)` builds global micro-batch `k`) forward and
+/// backward, each loss divided by `accum` as transformers' Trainer does, and sums the
+/// gradients. A non-finite loss is recorded with the batch's ids and ends the step
+/// (the caller stops the run, on every rank at once).
 pub fn accumulate(
     model: &Llava,
     params: &[Param],
@@ -401,10 +411,11 @@ pub fn accumulate(
     };
     let scale = 1.0 / shape.accum as f64;
     for i in 0..shape.accum as u64 {
+        let k = shape.global_micro(step, i);
         if let Some((key, seed)) = shape.dropout {
-            key.store(keyed(seed, step, i) | 1, Ordering::Relaxed);
+            key.store(keyed(seed, k, 0) | 1, Ordering::Relaxed);
         }
-        let examples = micro(i)?;
+        let examples = micro(k)?;
         if examples.is_empty() {
             continue;
         }
@@ -416,15 +427,11 @@ pub fn accumulate(
             continue;
         };
         let value = accumulate_grads(model, &prepared, scale, params, &mut sums, shape.checkpoint)?;
-        if !value.is_finite() {
-            let ids: Vec<&str> = examples.iter().map(|e| e.id.as_str()).collect();
-            bail!(
-                "step {}: the loss is {value} (batch ids: {})",
-                step + 1,
-                ids.join(", ")
-            );
-        }
         acc.losses.push(value);
+        if !value.is_finite() {
+            acc.bad_batch = Some(examples.iter().map(|e| e.id.clone()).collect());
+            break;
+        }
         acc.tokens += prepared.tokens;
         acc.samples += examples.len();
     }
@@ -440,6 +447,58 @@ pub fn accumulate(
         })
         .collect::<Result<_>>()?;
     Ok(acc)
+}
+
+/// One step's gradients and figures over all ranks.
+pub struct Reduced {
+    /// Gradients averaged over the ranks.
+    pub grads: Vec<Tensor>,
+    /// Mean loss of the micro-batches that had supervised tokens (`None`: none had).
+    pub loss: Option<f64>,
+    pub tokens: usize,
+    pub samples: usize,
+}
+
+/// Sums a step's figures over the ranks and averages the gradients (DDP's mean); a
+/// non-finite loss anywhere stops every rank, naming the batch where it happened.
+pub fn reduce(reducer: &dyn Reducer, acc: Accumulated, step: u64) -> Result<Reduced> {
+    let world = reducer.world();
+    let mut figures = [
+        acc.losses.iter().sum::<f64>(),
+        acc.losses.len() as f64,
+        acc.tokens as f64,
+        acc.samples as f64,
+    ];
+    if world.size > 1 {
+        let device = acc
+            .grads
+            .first()
+            .map_or(Device::Cpu, |g| g.device().clone());
+        let local = Tensor::new(&figures.map(|v| v as f32), &device)?;
+        let summed = reducer.sum(&local)?.to_vec1::<f32>()?;
+        figures = [0, 1, 2, 3].map(|i| f64::from(summed[i]));
+    }
+    let [loss_sum, batches, tokens, samples] = figures;
+    if !loss_sum.is_finite() {
+        let (value, place) = match (&acc.bad_batch, acc.losses.last()) {
+            (Some(ids), Some(value)) => (*value, format!("batch ids: {}", ids.join(", "))),
+            _ => (loss_sum, "on another rank".to_string()),
+        };
+        bail!("step {}: the loss is {value} ({place})", step + 1);
+    }
+    let mut grads = acc.grads;
+    if world.size > 1 {
+        grads = grads
+            .iter()
+            .map(|g| Ok((reducer.sum(g)? / world.size as f64)?))
+            .collect::<Result<_>>()?;
+    }
+    Ok(Reduced {
+        grads,
+        loss: (batches > 0.0).then(|| loss_sum / batches),
+        tokens: tokens as usize,
+        samples: samples as usize,
+    })
 }
 
 /// Clips the gradients to `max_grad_norm` and applies one AdamW update at
@@ -472,32 +531,50 @@ fn check_plan(plan: &Plan) -> Result<()> {
 /// Replaces the projector's tensors with those in `file` (keys `model.mm_projector.*`,
 /// as stage 1 writes them, or `mm_projector.*`); every projector tensor must be there.
 fn load_projector(model: &mut Llava, file: &Path) -> Result<()> {
-    let mut stored = read_safetensors(file)?;
-    for (name, slot) in model.tensors_mut() {
-        let Some(rest) = name.strip_prefix("projector.") else {
-            continue;
-        };
-        let t = ["model.mm_projector.", "mm_projector."]
+    let mut tensors = HashMap::new();
+    for (name, t) in read_tensors(file)? {
+        let Some(rest) = ["model.mm_projector.", "mm_projector."]
             .iter()
-            .find_map(|p| stored.remove(&format!("{p}{rest}")))
-            .with_context(|| format!("{}: no `model.mm_projector.{rest}`", file.display()))?;
-        if t.dims() != slot.dims() {
-            bail!(
-                "{}: mm_projector.{rest} has shape {:?}, the model {:?}",
-                file.display(),
-                t.dims(),
-                slot.dims()
-            );
-        }
-        *slot = t.to_dtype(slot.dtype())?.to_device(slot.device())?;
+            .find_map(|p| name.strip_prefix(p))
+        else {
+            bail!("{}: `{name}` is not a projector tensor", file.display());
+        };
+        tensors.insert(format!("projector.{rest}"), t);
     }
-    if let Some(extra) = stored.keys().next() {
+    let wanted = model
+        .tensors_mut()
+        .iter()
+        .filter(|(n, _)| n.starts_with("projector."))
+        .count();
+    let found = tensors.len();
+    if found != wanted {
         bail!(
-            "{}: `{extra}` is not a projector tensor of this model",
+            "{}: {found} projector tensors, the model has {wanted}",
             file.display()
         );
     }
+    overwrite_tensors(model, tensors, file)?;
     Ok(())
+}
+
+/// Fails early when none of the first samples can be read (a wrong `--image-folder`,
+/// a tokenizer that does not fit) instead of training on nothing.
+fn preflight(collator: &Collator, records: &[Record]) -> Result<()> {
+    let probe = &records[..records.len().min(8)];
+    let mut first_error = None;
+    for record in probe {
+        match collator.example(record) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    let e = first_error.expect("at least one record");
+    Err(e.context(format!(
+        "none of the first {} training samples can be used",
+        probe.len()
+    )))
 }
 
 /// Samples already reported, so a bad or masked sample is reported once, not every epoch.
@@ -535,14 +612,6 @@ fn collate(
         }
     }
     Ok(examples)
-}
-
-/// The trained tensors by canonical name (LoRA runs: adapters + projector).
-fn trained_tensors(opt: &AdamW) -> Vec<(String, Tensor)> {
-    opt.params
-        .iter()
-        .map(|p| (p.name.clone(), p.var.as_tensor().detach()))
-        .collect()
 }
 
 /// Writes what the plan trains into `dest`: a full LLaVA checkpoint, a PEFT
@@ -612,37 +681,27 @@ fn write_export(
     Ok(())
 }
 
-/// `checkpoint-N/`: the trained tensors (f32 masters) with the optimiser moments in
-/// `optimizer.safetensors`, `trainer_state.json`, and (except for full fine-tuning,
-/// whose final export is the model itself) the export of the moment.
+/// `checkpoint-N/`: the export of the moment (as at the end: model, adapter or
+/// projector), `optimizer.safetensors` (f32 masters and moments of every trained
+/// tensor) and, written last, `trainer_state.json`; the folder is synced to disk before
+/// it is renamed into place, and only then are older checkpoints pruned.
 fn save_checkpoint(
     paths: &Paths,
     plan: &Plan,
     model: &mut Llava,
     opt: &AdamW,
-    step: u64,
-    total: u64,
+    state: &TrainerState,
 ) -> Result<()> {
-    let dest = paths.run_dir.join(format!("checkpoint-{step}"));
+    let dest = paths.run_dir.join(format!("checkpoint-{}", state.step));
     let staged = Staged::begin(&dest)?;
-    let mut state = opt.state_tensors();
-    state.extend(
-        trained_tensors(opt)
-            .into_iter()
-            .map(|(n, t)| (format!("{n}.value"), t)),
-    );
-    write_safetensors(&staged.tmp.join("optimizer.safetensors"), &state)?;
-    if step < total {
-        write_export(paths, plan, model, &staged.tmp, step)?;
-    }
-    let trainer_state = TrainerState {
-        step,
-        total_steps: total,
-        plan: plan.clone(),
-    };
+    write_export(paths, plan, model, &staged.tmp, state.step)?;
+    write_safetensors(
+        &staged.tmp.join("optimizer.safetensors"),
+        &opt.state_tensors()?,
+    )?;
     fs::write(
         staged.tmp.join("trainer_state.json"),
-        serde_json::to_vec_pretty(&trainer_state)?,
+        serde_json::to_vec_pretty(state)?,
     )?;
     staged.commit()?;
     prune_checkpoints(&paths.run_dir, plan.save_total_limit)?;
@@ -696,52 +755,78 @@ fn refuse_existing_checkpoints(run_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Restores the last checkpoint's trained tensors, moments and step; `None` when the
-/// run directory has no checkpoint yet (a fresh start).
-fn resume(run_dir: &Path, opt: &mut AdamW, plan: &Plan) -> Result<Option<u64>> {
-    let Some((step, dir)) = checkpoints(run_dir)?.pop() else {
+/// Restores the newest readable checkpoint's trained tensors, moments and step (an
+/// unreadable newest one, e.g. cut by a crash, falls back to the one before); `None`
+/// when the run directory has none yet. Refuses a checkpoint made with other settings,
+/// data, dtype or number of processes.
+fn resume(run_dir: &Path, opt: &mut AdamW, expected: &TrainerState) -> Result<Option<u64>> {
+    for done in ["model", "adapter"] {
+        if run_dir.join(done).join("config.json").is_file() {
+            bail!(
+                "--resume: {} already finished ({done}/ is there)",
+                run_dir.display()
+            );
+        }
+    }
+    let mut found = checkpoints(run_dir)?;
+    if found.is_empty() {
         tracing::warn!(
             "--resume: {} has no checkpoint yet, starting from step 0",
             run_dir.display()
         );
         return Ok(None);
-    };
-    let state_path = dir.join("trainer_state.json");
-    let state: TrainerState = serde_json::from_slice(&fs::read(&state_path)?)
-        .with_context(|| format!("{}: invalid trainer state", state_path.display()))?;
-    let (was, now) = (
-        serde_json::to_value(&state.plan)?,
-        serde_json::to_value(plan)?,
-    );
-    if was != now {
-        bail!(
-            "--resume: the settings differ from the run being resumed ({}); resume with the same flags",
-            differing_keys(&was, &now).join(", ")
+    }
+    while let Some((step, dir)) = found.pop() {
+        let state_path = dir.join("trainer_state.json");
+        let state: TrainerState = serde_json::from_slice(&fs::read(&state_path)?)
+            .with_context(|| format!("{}: invalid trainer state", state_path.display()))?;
+        let (was, now) = (
+            serde_json::to_value(&state.run)?,
+            serde_json::to_value(&expected.run)?,
         );
+        if was != now {
+            bail!(
+                "--resume: {} was made with other settings ({}); resume with the same flags, data and processes",
+                dir.display(),
+                differing_keys(&was, &now).join(", ")
+            );
+        }
+        match read_safetensors(&dir.join("optimizer.safetensors"))
+            .and_then(|saved| opt.load_state(saved, step))
+        {
+            Ok(()) => {
+                tracing::info!("resumed from {} (step {step})", dir.display());
+                return Ok(Some(step));
+            }
+            Err(e) if !found.is_empty() => {
+                tracing::warn!("{}: {e:#}; trying the checkpoint before it", dir.display());
+            }
+            Err(e) => return Err(e.context(format!("cannot resume from {}", dir.display()))),
+        }
     }
-    let mut saved = read_safetensors(&dir.join("optimizer.safetensors"))?;
-    for p in &opt.params {
-        let key = format!("{}.value", p.name);
-        let value = saved
-            .remove(&key)
-            .with_context(|| format!("{}: no `{key}`", dir.display()))?;
-        p.var
-            .set(&value.to_dtype(p.var.dtype())?.to_device(p.var.device())?)?;
-    }
-    opt.load_state(saved, step)?;
-    tracing::info!("resumed from {} (step {step})", dir.display());
-    Ok(Some(step))
+    unreachable!("the loop returns on the last checkpoint")
 }
 
+/// The dotted paths where two JSON objects differ (`plan.lrs`, `world_size`, ...).
 fn differing_keys(a: &Value, b: &Value) -> Vec<String> {
-    match (a.as_object(), b.as_object()) {
-        (Some(a), Some(b)) => a
-            .iter()
-            .filter(|(k, v)| b.get(*k) != Some(*v))
-            .map(|(k, _)| k.clone())
-            .collect(),
-        _ => vec!["plan".into()],
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (k, v) in a {
+        match b.get(k) {
+            Some(w) if w == v => {}
+            Some(w) if v.is_object() && w.is_object() => {
+                out.extend(
+                    differing_keys(v, w)
+                        .into_iter()
+                        .map(|sub| format!("{k}.{sub}")),
+                );
+            }
+            _ => out.push(k.clone()),
+        }
     }
+    out
 }
 
 /// Drops metric lines past `step` (written after the checkpoint a resume starts from).
@@ -817,7 +902,7 @@ mod tests {
             max_grad_norm: 1.0,
             model_max_length: 2048,
             gradient_checkpointing: false,
-            group_by_modality: None,
+            group_by_modality: false,
             image_aspect_ratio: "pad".into(),
             seed: 1,
             save_steps: 0,
