@@ -602,3 +602,43 @@ fn benchmark_splits_train_through_their_loaders() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("nope"), "{}", r.stderr);
 }
+
+#[test]
+fn bf16_parameters_train_through_f32_masters_and_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path(), 2);
+    let run = tmp.path().join("bf16");
+    let common = [
+        "--dtype",
+        "bf16",
+        "--max-steps",
+        "3",
+        "--batch-size",
+        "2",
+        "--grad-accum",
+        "1",
+        "--lr",
+        "1e-3",
+    ];
+    let first: Vec<&str> = common
+        .iter()
+        .copied()
+        .chain(["--stop-after-steps", "2"])
+        .collect();
+    let r = finetune(tmp.path(), run.to_str().unwrap(), &data, &first);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let state = tensors(&run.join("checkpoint-2/optimizer.safetensors"));
+    let master = &state["llm.layers.0.mlp.up_proj.weight.master"];
+    assert_eq!(master.dtype(), DType::F32, "masters are kept in f32");
+    let resumed: Vec<&str> = common.iter().copied().chain(["--resume"]).collect();
+    let r = finetune(tmp.path(), run.to_str().unwrap(), &data, &resumed);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let m = metrics(&run);
+    assert_eq!(m.len(), 3);
+    assert!(m.iter().all(|v| v["loss"].as_f64().unwrap().is_finite()));
+    let saved = tensors(&run.join("model/model.safetensors"));
+    assert_eq!(
+        saved["model.layers.0.mlp.up_proj.weight"].dtype(),
+        DType::BF16
+    );
+}
