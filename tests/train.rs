@@ -11,7 +11,7 @@ use std::path::Path;
 
 use candle_core::{DType, Tensor};
 use common::{mt_in, testdata};
-use medtrinity::core::train::export::read_safetensors;
+use medtrinity::core::train::export::{read_safetensors, read_tensors};
 use serde_json::Value;
 
 fn model() -> String {
@@ -327,7 +327,11 @@ fn stage_one_trains_only_the_projector_and_exports_it() {
 
     // A later stage starts from that projector (--projector, LLaVA's
     // --pretrain_mm_mlp_adapter): with lr 0 it comes out unchanged.
-    let file = run.join("model/mm_projector.safetensors");
+    // The same tensors as a torch.save file for LLaVA's --pretrain_mm_mlp_adapter.
+    let file = run.join("model/mm_projector.bin");
+    let bin = read_tensors(&file).unwrap();
+    assert_eq!(bin.len(), 4);
+    assert!(projector.iter().all(|(k, v)| same(v, &bin[k])));
     let next = tmp.path().join("next");
     let r = finetune(
         tmp.path(),
@@ -405,6 +409,8 @@ fn lora_writes_a_peft_adapter_that_merges_into_the_base() {
     let b = &lora["base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight"];
     assert_eq!((a.dims(), b.dims()), (&[4, 64][..], &[64, 4][..]));
     let projector = tensors(&adapter.join("non_lora_trainables.safetensors"));
+    let bin = read_tensors(&adapter.join("non_lora_trainables.bin")).unwrap();
+    assert!(projector.iter().all(|(k, v)| same(v, &bin[k])));
     assert!(projector.contains_key("base_model.model.model.mm_projector.0.weight"));
 
     let merged = tmp.path().join("merged");

@@ -2,8 +2,9 @@
 //! the original LLaVA layout (`model.*`, `lm_head.*`, `model.mm_projector.*` in
 //! safetensors shards with an index, `{"format": "pt"}` metadata, the checkpoint's
 //! config, tokenizer and generation files), the stage-1 projector
-//! (`mm_projector.safetensors`), and PEFT LoRA adapters (`adapter_config.json` +
-//! `adapter_model.safetensors`, the projector in `non_lora_trainables.safetensors`).
+//! (`mm_projector.safetensors`, and `mm_projector.bin` for LLaVA's `torch.load`), and
+//! PEFT LoRA adapters (`adapter_config.json` + `adapter_model.safetensors`, the projector
+//! in `non_lora_trainables.safetensors` and `.bin`).
 //! Every folder is built under `<name>.partial` and renamed into place.
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,6 +17,7 @@ use candle_core::safetensors::MmapedSafetensors;
 use serde_json::{Value, json};
 
 use super::params::LoraSpec;
+use super::torch_save::write_torch_bin;
 use crate::core::model::weights::{original_name, weight_files};
 
 /// Largest shard `save_pretrained` writes by default (5 GB).
@@ -243,7 +245,7 @@ pub fn peft_name(canonical: &str) -> String {
 }
 
 /// Writes a PEFT adapter: `adapter_config.json`, `adapter_model.safetensors` (the
-/// `lora_*` tensors) and `non_lora_trainables.safetensors` (the other trained tensors,
+/// `lora_*` tensors) and `non_lora_trainables.{safetensors,bin}` (the other trained tensors,
 /// LLaVA's name for them, PEFT-style keys).
 pub fn write_adapter(
     dir: &Path,
@@ -260,7 +262,9 @@ pub fn write_adapter(
     };
     write_safetensors(&dir.join("adapter_model.safetensors"), &rename(lora))?;
     if !other.is_empty() {
-        write_safetensors(&dir.join("non_lora_trainables.safetensors"), &rename(other))?;
+        let other = rename(other);
+        write_safetensors(&dir.join("non_lora_trainables.safetensors"), &other)?;
+        write_torch_bin(&dir.join("non_lora_trainables.bin"), &other)?;
     }
     let config = json!({
         "base_model_name_or_path": base_model.canonicalize().unwrap_or_else(|_| base_model.to_path_buf()),

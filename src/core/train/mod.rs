@@ -11,4 +11,5 @@ pub mod parallel;
 pub mod params;
 pub mod plot;
 pub mod schedule;
+pub mod torch_save;
 pub mod trainer;

@@ -32,6 +32,7 @@ use super::export::{
 use super::parallel::{Reducer, World};
 use super::params::{LearningRates, Tune, make_trainable, overwrite_tensors};
 use super::schedule::CosineSchedule;
+use super::torch_save::write_torch_bin;
 use crate::core::eval::Bench;
 use crate::core::hash::{fnv1a, keyed};
 use crate::core::model::checkpoint::Checkpoint;
@@ -73,7 +74,7 @@ pub struct Plan {
 pub struct Paths {
     pub model: PathBuf,
     pub vision_tower: Option<PathBuf>,
-    /// Projector weights to start from (a stage-1 `mm_projector.safetensors`), LLaVA's
+    /// Projector weights to start from (a stage-1 `mm_projector.safetensors` or `.bin`), LLaVA's
     /// `--pretrain_mm_mlp_adapter`.
     pub projector: Option<PathBuf>,
     pub data: PathBuf,
@@ -672,6 +673,7 @@ fn write_export(
                     .map(|(n, t)| (crate::core::model::weights::original_name(n), t.clone()))
                     .collect();
                 write_safetensors(&dir.join("mm_projector.safetensors"), &projector)?;
+                write_torch_bin(&dir.join("mm_projector.bin"), &projector)?;
             }
             tensors.extend(stored_vision_tensors(&paths.model)?);
             write_weights(dir, &tensors, MAX_SHARD_BYTES)?;
