@@ -3,10 +3,13 @@
 //! (transformers' LlavaForConditionalGeneration; the original LLaVA composition
 //! with and without the real s2wrapper). f32 on the CPU.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
+use common::max_abs_diff;
 use medtrinity::core::model::checkpoint::Checkpoint;
 use medtrinity::core::model::config::Layout;
 use medtrinity::core::model::generate::{GenerationConfig, generate};
@@ -124,21 +127,6 @@ impl Fixture {
             .embed_prompt(&self.pieces(question), &[features.get(0).unwrap()])
             .unwrap()
     }
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    max_abs(&(a - b).unwrap())
 }
 
 fn ids_of(t: &Tensor) -> Vec<i64> {
@@ -346,7 +334,7 @@ fn gpu_bf16_logits_follow_cpu_f32() {
         };
         let cpu = logits(&Device::Cpu, DType::F32);
         let gpu = logits(&gpu, DType::BF16);
-        let relative = max_abs_diff(&cpu, &gpu) / max_abs(&cpu);
+        let relative = max_abs_diff(&cpu, &gpu) / common::max_abs(&cpu);
         eprintln!("{name}: bf16 GPU vs f32 CPU max relative error {relative:.2e}");
         assert!(relative < 1e-2, "{name}: relative error {relative}");
     }

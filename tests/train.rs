@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
-use common::{mt_in, testdata};
+use common::{max_abs_diff, mt_in, testdata};
 use medtrinity::core::train::export::{read_safetensors, read_tensors};
 use serde_json::Value;
 
@@ -241,14 +241,8 @@ fn tensors(path: &Path) -> HashMap<String, Tensor> {
     read_safetensors(path).unwrap()
 }
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    let d = (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap()).unwrap();
-    let d = d.abs().unwrap().flatten_all().unwrap();
-    d.max(0).unwrap().to_scalar::<f32>().unwrap()
-}
-
 fn same(a: &Tensor, b: &Tensor) -> bool {
-    max_diff(a, b) == 0.0
+    max_abs_diff(a, b) == 0.0
 }
 
 /// `mt caption` generates with the checkpoint in `model`.
@@ -437,7 +431,7 @@ fn lora_writes_a_peft_adapter_that_merges_into_the_base() {
     let w = &base["model.layers.0.self_attn.q_proj.weight"];
     let want = (w + (b.matmul(a).unwrap() * 2.0).unwrap()).unwrap();
     let got = &out["model.layers.0.self_attn.q_proj.weight"];
-    let diff = max_diff(got, &want);
+    let diff = max_abs_diff(got, &want);
     assert!(diff < 1e-6, "merged weight differs by {diff}");
     assert!(!same(got, w), "the adapter changed nothing");
     assert!(same(

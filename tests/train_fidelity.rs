@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use candle_core::{DType, Device, Tensor};
-use common::testdata;
+use common::{max_abs_diff, testdata};
 use medtrinity::core::model::checkpoint::Checkpoint;
 use medtrinity::core::model::llava::Llava;
 use medtrinity::core::model::prompt::TextCodec;
@@ -226,19 +226,6 @@ fn step(
     (losses, norm)
 }
 
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
-
 /// Every trained tensor equals the reference's `{prefix}.{original name}` within TOL.
 fn assert_params(opt: &AdamW, reference: &HashMap<String, Tensor>, prefix: &str) {
     let mut worst = (0f32, String::new());
@@ -247,7 +234,7 @@ fn assert_params(opt: &AdamW, reference: &HashMap<String, Tensor>, prefix: &str)
         let want = reference
             .get(&key)
             .unwrap_or_else(|| panic!("no {key} in the fixture"));
-        let d = max_diff(p.var.as_tensor(), want);
+        let d = max_abs_diff(p.var.as_tensor(), want);
         if d > worst.0 {
             worst = (d, key);
         }
@@ -425,7 +412,7 @@ fn every_trainable_parameter_receives_a_gradient() {
                 .to_scalar::<f32>()
                 .unwrap();
             assert!(sum > 0.0, "{tune:?}: {} got no gradient", p.name);
-            let d = max_diff(g, h);
+            let d = max_abs_diff(g, h);
             assert!(
                 d <= 1e-6 * (1.0 + sum),
                 "{tune:?}: {}: checkpointing changes the gradient by {d}",

@@ -125,3 +125,20 @@ pub fn eval_score_json(gt: &Path, pred: &Path, extra: &[&str]) -> Run {
     args.extend_from_slice(extra);
     mt(&args)
 }
+
+/// Largest absolute element of a tensor (any float dtype).
+pub fn max_abs(t: &candle_core::Tensor) -> f32 {
+    let t = t.to_dtype(candle_core::DType::F32).unwrap().abs().unwrap();
+    t.flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+/// Largest absolute difference between two tensors of one shape.
+pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    let f32 = |t: &candle_core::Tensor| t.to_dtype(candle_core::DType::F32).unwrap();
+    max_abs(&(f32(a) - f32(b)).unwrap())
+}
