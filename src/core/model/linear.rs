@@ -2,7 +2,8 @@
 //! adapter (so training can adapt any projection without a second layer type).
 
 use anyhow::Result;
-use candle_core::Tensor;
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
 use super::lora::LoraAdapter;
 use super::weights::Params;
@@ -66,7 +67,13 @@ impl Linear {
         let (lead, in_dim) = dims.split_at(dims.len() - 1);
         let rows: usize = lead.iter().product();
         let flat = x.reshape((rows, in_dim[0]))?;
-        let mut y = flat.matmul(&self.weight.t()?)?;
+        let mut y = if flat.track_op() && !self.weight.track_op() {
+            flat.apply_op1(FrozenWeight {
+                weight: self.weight.clone(),
+            })?
+        } else {
+            flat.matmul(&self.weight.t()?)?
+        };
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
         }
@@ -76,6 +83,67 @@ impl Linear {
         let mut out_dims = lead.to_vec();
         out_dims.push(self.out_dim());
         Ok(y.reshape(out_dims)?)
+    }
+}
+
+/// `x W^T` for a frozen `W` under a gradient: candle's own matmul backward would also
+/// compute (and keep) a full-size gradient for `W` even though nothing trains it; this op
+/// returns only the input's gradient, `grad W`.
+struct FrozenWeight {
+    /// `(out, in)`.
+    weight: Tensor,
+}
+
+impl FrozenWeight {
+    /// The storage-level matmul of `x` (layout `xl`, `(m, k)`) by `W^T`.
+    fn forward<S: BackendStorage>(
+        &self,
+        x: &S,
+        xl: &Layout,
+        weight: impl Fn(&Storage) -> Option<&S>,
+    ) -> candle_core::Result<(S, Shape)> {
+        let (m, k) = xl.shape().dims2()?;
+        let n = self.weight.dim(0)?;
+        let (storage, wl) = self.weight.storage_and_layout();
+        let Some(w) = weight(&storage) else {
+            candle_core::bail!("frozen-weight matmul: input and weight on different devices");
+        };
+        let out = x.matmul(w, (1, m, n, k), xl, &wl.transpose(0, 1)?)?;
+        Ok((out, Shape::from((m, n))))
+    }
+}
+
+impl CustomOp1 for FrozenWeight {
+    fn name(&self) -> &'static str {
+        "frozen-weight-matmul"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.forward(x, xl, |s| match s {
+            Storage::Cpu(w) => Some(w),
+            _ => None,
+        })
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        xl: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        self.forward(x, xl, |s| match s {
+            Storage::Cuda(w) => Some(w),
+            _ => None,
+        })
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.matmul(&self.weight)?))
     }
 }
 
@@ -109,6 +177,35 @@ mod tests {
         assert_eq!(
             y.to_vec3::<f32>().unwrap(),
             vec![vec![vec![5.5, 6.5, 16.]], vec![vec![4.5, 1.5, 13.]]]
+        );
+    }
+
+    #[test]
+    fn a_frozen_weight_passes_the_input_gradient_and_gets_none() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1., (5, 3), &dev).unwrap();
+        // The CPU layout Linear::load uses: (out, in) seen through a transposed copy.
+        let w = w.t().unwrap().contiguous().unwrap().t().unwrap();
+        let lin = Linear {
+            weight: w.clone(),
+            bias: None,
+            lora: None,
+        };
+        let x = candle_core::Var::randn(0f32, 1., (2, 4, 3), &dev).unwrap();
+        let y = lin.forward(x.as_tensor()).unwrap();
+        let plain = x.as_tensor().broadcast_matmul(&w.t().unwrap()).unwrap();
+        assert!(crate::core::model::max_abs_diff(&y, &plain) < 1e-6);
+        let g = (y.sqr().unwrap().sum_all().unwrap()).backward().unwrap();
+        let h = (plain.sqr().unwrap().sum_all().unwrap())
+            .backward()
+            .unwrap();
+        let (gx, hx) = (g.get(x.as_tensor()).unwrap(), h.get(x.as_tensor()).unwrap());
+        assert!(crate::core::model::max_abs_diff(gx, hx) < 1e-5);
+        // candle's matmul also makes (and keeps) a gradient for the weight's transpose.
+        assert_eq!(
+            g.get_ids().count() + 1,
+            h.get_ids().count(),
+            "the frozen weight gets no gradient"
         );
     }
 
