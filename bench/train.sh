@@ -18,7 +18,8 @@
 # so every step of both tools trains on the same batch (924 tokens a sample with the image).
 # Models: testdata/models/tiny-llava (+ tiny-clip), and a ~88M-parameter random original-layout
 # checkpoint made here (bench/out/train/train-100m: Llama 768 x 12 layers, 12 / 4 KV heads,
-# MLP 2048, vocab 326 + CLIP 384 x 6 layers at 336 px), fully and with LoRA r 16 / alpha 32.
+# MLP 2048, vocab 326 + CLIP 384 x 6 layers at 336 px), fully and with LoRA r 16 / alpha 32 /
+# dropout 0.05 (the reference scripts' and mt's default; case 100m-lora-d0: dropout 0).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${MT_BENCH_DIR:-$ROOT/bench/out}/train
@@ -72,8 +73,9 @@ for c in $CASES; do
   case $c in
     tiny-full) run_case tiny-full "$ROOT/testdata/models/tiny-llava" "$STEPS_TINY" ;;
     100m-full) run_case 100m-full "$BIG/llava" "$STEPS_BIG" ;;
-    100m-lora) run_case 100m-lora "$BIG/llava" "$STEPS_BIG" --lora-r 16 --lora-alpha 32 ;;
-    *) echo "unknown case $c (tiny-full 100m-full 100m-lora)" >&2; exit 2 ;;
+    100m-lora) run_case 100m-lora "$BIG/llava" "$STEPS_BIG" --lora-r 16 --lora-alpha 32 --lora-dropout 0.05 ;;
+    100m-lora-d0) run_case 100m-lora-d0 "$BIG/llava" "$STEPS_BIG" --lora-r 16 --lora-alpha 32 --lora-dropout 0 ;;
+    *) echo "unknown case $c (tiny-full 100m-full 100m-lora 100m-lora-d0)" >&2; exit 2 ;;
   esac
 done
 

@@ -16,7 +16,7 @@ clip + optimizer, i.e. what `mt`'s metrics.jsonl `seconds` covers), per-step los
 parameters, peak RSS (getrusage, the whole process, load included).
 Mirrors `mt finetune` defaults: weight decay 0, max grad norm 1.0, cosine schedule (warmup
 --warmup-ratio), AdamW betas 0.9/0.999 eps 1e-8, projector lr = --lr (full) or 2e-5 (LoRA),
-image_aspect_ratio pad, model_max_length 2048, float32, transformers' default (sdpa)
+LoRA dropout 0.05, image_aspect_ratio pad, model_max_length 2048, float32, transformers' default (sdpa)
 attention unless --attn eager.
 """
 import argparse
@@ -144,7 +144,7 @@ def run(a):
         # train.py: get_peft_model(LoraConfig(target_modules=find_all_linear_names(model), ...)),
         # then initialize_vision_modules re-enables the projector.
         lcfg = peft.LoraConfig(r=a.lora_r, lora_alpha=a.lora_alpha, target_modules=ref.find_all_linear_names(llm),
-                               lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+                               lora_dropout=a.lora_dropout, bias="none", task_type="CAUSAL_LM")
         llm = peft.get_peft_model(llm, lcfg)
         llm.base_model.model.model.mm_projector.requires_grad_(True)
         llm.train()
@@ -205,6 +205,7 @@ def main():
     r.add_argument("--warmup-ratio", type=float, default=0.0)
     r.add_argument("--lora-r", type=int)
     r.add_argument("--lora-alpha", type=float)
+    r.add_argument("--lora-dropout", type=float, default=0.05)  # mt's and the reference scripts' default
     r.add_argument("--threads", type=int, default=os.cpu_count())
     r.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     a = p.parse_args()
