@@ -385,45 +385,78 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -s h -l help -d 'Print help'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l ckpt -d 'Checkpoint folder' -r -F
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l data -d 'Benchmark data folder (released layout or hub parquet)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l data -d 'Benchmark data: a folder in the released layout or the hub parquet copy, or a JSON file in the LLaVA eval layout' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l split -d 'Split to evaluate' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l gpu -d 'GPU indices, one worker process each' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l batch-size -d 'Questions per batch' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l vision-tower -d 'CLIP tower folder when the checkpoint does not include one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l image-folder -d 'Folder the images of a LLaVA eval JSON are relative to (default: the file\'s)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l gpu -d 'GPU indices; with several, one worker process each over contiguous chunks' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l dtype -d 'Compute dtype: f32, bf16 or f16 (default bf16 on GPU, f32 on CPU)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l batch-size -d 'Questions per forward pass' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l max-new-tokens -d 'Most tokens generated per answer (the reference\'s 1024)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l temperature -d 'Sampling temperature (default 0: greedy, reproducible)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l top-p -d 'Nucleus sampling mass (1 = off)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l top-k -d 'Sample among the k most likely tokens (0 = off)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l limit -d 'Evaluate only the first N questions' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l chunks -d 'Split the questions into N contiguous chunks, one worker process each (default: one per --gpu; GPUs are dealt out in turn)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l chunk -d 'Answer only chunk K of N into --run-dir (Slurm arrays, several machines); a later run without --chunk in the same --run-dir merges and scores' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l cpu -d 'Run on the CPU'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l all-languages -d 'SLAKE: the Chinese questions too (the paper used the English ones)'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l cpu -d 'Run on the CPU (the default without --gpu)'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l reference-decoding -d 'Decode as the reference\'s eval script does: sampling at temperature 0.1, top-k from the checkpoint\'s generation_config.json (else 50), no top-p'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l json -d 'Machine-readable JSON on stdout instead of tables'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -s h -l help -d 'Print help'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l ckpt -d 'Checkpoint folder' -r -F
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l data -d 'Benchmark data folder (released layout or hub parquet)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l data -d 'Benchmark data: a folder in the released layout or the hub parquet copy, or a JSON file in the LLaVA eval layout' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l split -d 'Split to evaluate' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l gpu -d 'GPU indices, one worker process each' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l batch-size -d 'Questions per batch' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l vision-tower -d 'CLIP tower folder when the checkpoint does not include one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l image-folder -d 'Folder the images of a LLaVA eval JSON are relative to (default: the file\'s)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l gpu -d 'GPU indices; with several, one worker process each over contiguous chunks' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l dtype -d 'Compute dtype: f32, bf16 or f16 (default bf16 on GPU, f32 on CPU)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l batch-size -d 'Questions per forward pass' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l max-new-tokens -d 'Most tokens generated per answer (the reference\'s 1024)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l temperature -d 'Sampling temperature (default 0: greedy, reproducible)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l top-p -d 'Nucleus sampling mass (1 = off)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l top-k -d 'Sample among the k most likely tokens (0 = off)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l limit -d 'Evaluate only the first N questions' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l chunks -d 'Split the questions into N contiguous chunks, one worker process each (default: one per --gpu; GPUs are dealt out in turn)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l chunk -d 'Answer only chunk K of N into --run-dir (Slurm arrays, several machines); a later run without --chunk in the same --run-dir merges and scores' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l cpu -d 'Run on the CPU'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l all-languages -d 'SLAKE: the Chinese questions too (the paper used the English ones)'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l cpu -d 'Run on the CPU (the default without --gpu)'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l reference-decoding -d 'Decode as the reference\'s eval script does: sampling at temperature 0.1, top-k from the checkpoint\'s generation_config.json (else 50), no top-p'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l json -d 'Machine-readable JSON on stdout instead of tables'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -s h -l help -d 'Print help'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l ckpt -d 'Checkpoint folder' -r -F
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l data -d 'Benchmark data folder (released layout or hub parquet)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l data -d 'Benchmark data: a folder in the released layout or the hub parquet copy, or a JSON file in the LLaVA eval layout' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l split -d 'Split to evaluate' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l gpu -d 'GPU indices, one worker process each' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l batch-size -d 'Questions per batch' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l vision-tower -d 'CLIP tower folder when the checkpoint does not include one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l image-folder -d 'Folder the images of a LLaVA eval JSON are relative to (default: the file\'s)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l gpu -d 'GPU indices; with several, one worker process each over contiguous chunks' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l dtype -d 'Compute dtype: f32, bf16 or f16 (default bf16 on GPU, f32 on CPU)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l batch-size -d 'Questions per forward pass' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l max-new-tokens -d 'Most tokens generated per answer (the reference\'s 1024)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l temperature -d 'Sampling temperature (default 0: greedy, reproducible)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l top-p -d 'Nucleus sampling mass (1 = off)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l top-k -d 'Sample among the k most likely tokens (0 = off)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l limit -d 'Evaluate only the first N questions' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l chunks -d 'Split the questions into N contiguous chunks, one worker process each (default: one per --gpu; GPUs are dealt out in turn)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l chunk -d 'Answer only chunk K of N into --run-dir (Slurm arrays, several machines); a later run without --chunk in the same --run-dir merges and scores' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l cpu -d 'Run on the CPU'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l all-languages -d 'SLAKE: the Chinese questions too (the paper used the English ones)'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l cpu -d 'Run on the CPU (the default without --gpu)'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l reference-decoding -d 'Decode as the reference\'s eval script does: sampling at temperature 0.1, top-k from the checkpoint\'s generation_config.json (else 50), no top-p'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l json -d 'Machine-readable JSON on stdout instead of tables'

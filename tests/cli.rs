@@ -51,18 +51,6 @@ fn every_subcommand_has_help_with_examples() {
 }
 
 #[test]
-fn unbuilt_subcommands_exit_2_with_one_line() {
-    let cases: [&[&str]; 1] = [&["eval", "slake"]];
-    for args in cases {
-        let r = mt(args);
-        assert_eq!(r.code, 2, "{args:?}");
-        assert_eq!(r.stderr.lines().count(), 1, "{args:?}: {}", r.stderr);
-        assert!(r.stderr.contains("not implemented yet"), "{}", r.stderr);
-        assert!(r.stdout.is_empty());
-    }
-}
-
-#[test]
 fn usage_errors_exit_2() {
     for args in [
         vec!["inspect"],

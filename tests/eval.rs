@@ -245,9 +245,6 @@ fn files_without_common_ids_and_benchmark_runs_are_errors() {
     ]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("no id is in both"), "{}", r.stderr);
-    let r = mt(&["eval", "slake", "--ckpt", "x", "--data", "y"]);
-    assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("not implemented yet"), "{}", r.stderr);
 }
 
 /// Whole-file cases the reference crashes on (or handles oddly), from

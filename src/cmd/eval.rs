@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use serde::Serialize;
 
-use super::{Context, finish_failures, print};
-use crate::core::error::{Failure, usage};
+use super::{Context, GlobalArgs, eval_bench, finish_failures, print};
+use crate::core::error::usage;
 use crate::core::eval::answers::{align, read_answers, read_truth};
+use crate::core::eval::chunks::Chunk;
 use crate::core::eval::{Bench, llava_med, multimedeval, report};
 use crate::core::run::write_atomic;
 
@@ -16,7 +17,33 @@ const EXAMPLES: &str = "\
 Examples:
   mt eval score --gt slake_test.json --pred answers.jsonl --bench slake
   mt eval score --gt test.json --pred answers.jsonl --scorer multimedeval --json
-  mt eval slake --ckpt ckpts/llava-med-pp-slake --data data/slake --gpu 0,1";
+  mt eval slake --ckpt ckpts/llava-med-pp-slake --data data/slake --gpu 0,1
+  mt eval vqa-rad --ckpt ckpts/llava-med-pp-vqarad --data data/vqa-rad --reference-decoding";
+
+const RUN_HELP: &str = "\
+Answers every question of the split with the checkpoint as the reference's eval script
+does (the llama3 template, \"<image>\\n\" + question; greedy unless asked, see
+--reference-decoding), then scores with both scorers. The run directory gets:
+  questions.json  the split as ground truth in the LLaVA eval layout
+  answers.jsonl   LLaVA answer lines (question order), readable by the Python scorers
+  scores.json     both scorers' numbers, the paper's, and the breakdowns
+  rows.jsonl      every question with its answer and scores
+  report.md       overall vs the paper, by answer type / modality / organ / content
+                  type where the benchmark has them, and the 20 worst open answers
+  chunks/         each chunk's answer file and, for workers, its run record
+
+Several GPUs (--gpu 0,1,2,3) or --chunks N: one worker process per contiguous chunk,
+merged at the end. Rerunning the same command with --run-dir DIR resumes: only the
+questions without an answer are generated (after kill -9 too); a different checkpoint,
+data, split, decoding or chunk count is refused. For Slurm arrays or several machines,
+each task runs --chunk $SLURM_ARRAY_TASK_ID/N --run-dir SHARED; one more run without
+--chunk in SHARED merges and scores. Questions whose image cannot be read are listed and
+skipped (exit 3 at the end).
+
+Examples:
+  mt eval slake --ckpt ckpts/llava-med-pp-slake --data data/slake --gpu 0 --run-dir runs/slake
+  mt eval pathvqa --ckpt ckpts/pp-pathvqa --data data/path-vqa --gpu 0,1,2,3,4,5,6,7
+  mt eval vqa-rad --ckpt testdata/models/tiny-llava --data testdata/vqa/vqa-rad --cpu --max-new-tokens 8";
 
 const SCORE_HELP: &str = "\
 Scorers:
@@ -76,49 +103,97 @@ pub struct ScoreArgs {
 
 /// `mt eval <bench>`.
 #[derive(Debug, clap::Args, Serialize)]
+#[command(after_help = RUN_HELP)]
 pub struct RunArgs {
-    /// Checkpoint folder.
+    /// Checkpoint folder (original LLaVA or llava-hf layout).
     #[arg(long)]
-    pub ckpt: Option<PathBuf>,
-    /// Benchmark data folder (released layout or hub parquet).
+    pub ckpt: PathBuf,
+    /// Benchmark data: a folder in the released layout or the hub parquet copy, or a
+    /// JSON file in the LLaVA eval layout.
     #[arg(long)]
-    pub data: Option<PathBuf>,
+    pub data: PathBuf,
     /// Split to evaluate.
     #[arg(long, default_value = "test")]
     pub split: String,
-    /// GPU indices, one worker process each.
+    /// CLIP tower folder when the checkpoint does not include one.
+    #[arg(long, value_name = "DIR")]
+    pub vision_tower: Option<PathBuf>,
+    /// Folder the images of a LLaVA eval JSON are relative to (default: the file's).
+    #[arg(long, value_name = "DIR")]
+    pub image_folder: Option<PathBuf>,
+    /// SLAKE: the Chinese questions too (the paper used the English ones).
+    #[arg(long)]
+    pub all_languages: bool,
+    /// GPU indices; with several, one worker process each over contiguous chunks.
     #[arg(long, value_delimiter = ',')]
     pub gpu: Vec<usize>,
-    /// Run on the CPU.
+    /// Run on the CPU (the default without --gpu).
     #[arg(long, conflicts_with = "gpu")]
     pub cpu: bool,
-    /// Questions per batch.
+    /// Compute dtype: f32, bf16 or f16 (default bf16 on GPU, f32 on CPU).
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// Questions per forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
+    /// Most tokens generated per answer (the reference's 1024).
+    #[arg(long, default_value_t = 1024)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature (default 0: greedy, reproducible).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling mass (1 = off).
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Sample among the k most likely tokens (0 = off).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Decode as the reference's eval script does: sampling at temperature 0.1, top-k
+    /// from the checkpoint's generation_config.json (else 50), no top-p.
+    #[arg(long, conflicts_with_all = ["temperature", "top_p", "top_k"])]
+    pub reference_decoding: bool,
     /// Evaluate only the first N questions.
     #[arg(long)]
     pub limit: Option<usize>,
-}
-
-/// Whether this invocation does work worth a run directory (`score`), or is a
-/// benchmark run that does not exist yet.
-pub fn is_implemented(args: &Args) -> Result<()> {
-    match args.command {
-        EvalCommand::Score(_) => Ok(()),
-        _ => Err(Failure::NotImplemented(
-            "eval <bench> (generate + score); generate answers with `mt caption` and score them with `mt eval score`",
-        )
-        .into()),
-    }
+    /// Split the questions into N contiguous chunks, one worker process each (default:
+    /// one per --gpu; GPUs are dealt out in turn).
+    #[arg(long, value_name = "N")]
+    pub chunks: Option<usize>,
+    /// Answer only chunk K of N into --run-dir (Slurm arrays, several machines); a
+    /// later run without --chunk in the same --run-dir merges and scores.
+    #[arg(long, value_name = "K/N", conflicts_with = "chunks")]
+    pub chunk: Option<String>,
 }
 
 /// Runs `mt eval`.
 pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
-    is_implemented(args)?;
-    let EvalCommand::Score(a) = &args.command else {
-        unreachable!("checked above")
+    match &args.command {
+        EvalCommand::Score(a) => score(a, ctx),
+        EvalCommand::Slake(a) => eval_bench::run(Bench::Slake, a, ctx),
+        EvalCommand::VqaRad(a) => eval_bench::run(Bench::VqaRad, a, ctx),
+        EvalCommand::Pathvqa(a) => eval_bench::run(Bench::Pathvqa, a, ctx),
+    }
+}
+
+/// A chunk worker (`--chunk K/N`) keeps its own run record in the shared run directory's
+/// `chunks/chunk-K-of-N/`; every other invocation is unchanged.
+pub fn chunk_global_args(global: &GlobalArgs, args: &Args) -> Result<GlobalArgs> {
+    let (EvalCommand::Slake(a) | EvalCommand::VqaRad(a) | EvalCommand::Pathvqa(a)) = &args.command
+    else {
+        return Ok(global.clone());
     };
-    score(a, ctx)
+    let Some(text) = &a.chunk else {
+        return Ok(global.clone());
+    };
+    let chunk = Chunk::parse(text).map_err(|e| usage(format!("--chunk: {e:#}")))?;
+    let Some(root) = &global.run_dir else {
+        return Err(usage(
+            "--chunk needs --run-dir: the folder every chunk of this evaluation shares",
+        ));
+    };
+    let mut g = global.clone();
+    g.run_dir = Some(chunk.dir(root));
+    Ok(g)
 }
 
 fn score(a: &ScoreArgs, ctx: &mut Context) -> Result<()> {

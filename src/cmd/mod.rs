@@ -8,6 +8,7 @@ pub mod convert_image;
 pub mod convert_merge;
 pub mod download;
 pub mod eval;
+pub mod eval_bench;
 pub mod finetune;
 pub mod inspect;
 pub mod replay;
@@ -127,7 +128,7 @@ pub fn execute(cli: Cli, argv: Vec<String>, log: &LogSink) -> Result<()> {
             with_run_dir("finetune", &a, g, argv, log, |ctx| finetune::run(&a, ctx))
         }
         Command::Eval(a) => {
-            eval::is_implemented(&a)?;
+            let g = &eval::chunk_global_args(g, &a)?;
             with_run_dir("eval", &a, g, argv, log, |ctx| eval::run(&a, ctx))
         }
     }

@@ -18,9 +18,6 @@ pub enum Failure {
     /// The user asked for something that cannot work (exit 2).
     #[error("{0}")]
     Usage(String),
-    /// A subcommand that is declared but not built yet (exit 2).
-    #[error("`mt {0}` is not implemented yet")]
-    NotImplemented(&'static str),
     /// The work finished but some inputs failed (exit 3).
     #[error("{failed} of {total} inputs had errors; they are listed above{where_}")]
     PartialInputs {
@@ -34,7 +31,7 @@ pub enum Failure {
 /// The process exit code for an error returned by a subcommand.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     match err.downcast_ref::<Failure>() {
-        Some(Failure::Usage(_) | Failure::NotImplemented(_)) => EXIT_USAGE,
+        Some(Failure::Usage(_)) => EXIT_USAGE,
         Some(Failure::PartialInputs { .. }) => EXIT_PARTIAL,
         None => EXIT_ERROR,
     }
@@ -52,10 +49,6 @@ mod tests {
     #[test]
     fn codes_follow_the_failure_kind() {
         assert_eq!(exit_code(&usage("bad flag")), EXIT_USAGE);
-        assert_eq!(
-            exit_code(&Failure::NotImplemented("train").into()),
-            EXIT_USAGE
-        );
         let partial = Failure::PartialInputs {
             failed: 1,
             total: 3,

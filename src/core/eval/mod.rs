@@ -1,14 +1,20 @@
 //! Evaluation on the medical VQA benchmarks: answer files, the two reference scorers
 //! (`llava-med`, `multimedeval`) reproduced exactly, and the paper's numbers.
 
+pub mod answering;
 pub mod answers;
 pub mod bleu;
+pub mod breakdown;
+pub mod chunk_run;
+pub mod chunks;
 pub mod llava_med;
 pub mod multimedeval;
 pub mod normalize;
+pub mod plan;
 pub mod report;
 pub mod vqa;
 pub mod vqa_export;
+pub mod workers;
 
 /// The benchmarks LLaVA-Med++ reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -30,6 +36,15 @@ impl Bench {
             Bench::VqaRad => (65.1, 84.9),
             Bench::Slake => (86.4, 89.2),
             Bench::Pathvqa => (37.9, 92.7),
+        }
+    }
+
+    /// The name in titles.
+    pub fn title(self) -> &'static str {
+        match self {
+            Bench::VqaRad => "VQA-RAD",
+            Bench::Slake => "SLAKE",
+            Bench::Pathvqa => "PathVQA",
         }
     }
 

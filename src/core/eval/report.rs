@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Bench, llava_med, multimedeval};
+use super::{Bench, breakdown, llava_med, multimedeval};
 
 /// One table line: the metric, our value, the paper's value.
 type Line = (&'static str, Option<f64>, Option<f64>);
@@ -83,4 +83,165 @@ fn table(lines: &[Line], bench: Option<Bench>) -> String {
         out.push('\n');
     }
     out
+}
+
+/// What `report.md` describes besides the scores.
+pub struct ReportHeader<'a> {
+    pub bench: Bench,
+    pub split: &'a str,
+    pub model: &'a str,
+    pub checkpoint: &'a str,
+    pub data: &'a str,
+    pub questions: usize,
+    pub answered: usize,
+    pub decoding: &'a str,
+}
+
+/// `report.md`: the paper's two numbers beside ours, every metric of both scorers, the
+/// breakdowns and the worst open answers.
+pub fn markdown(
+    h: &ReportHeader,
+    s: &llava_med::Scores,
+    m: &multimedeval::Scores,
+    breakdowns: &[breakdown::Breakdown],
+    worst: &[breakdown::Miss],
+) -> String {
+    let mut out = String::new();
+    let (paper_open, paper_closed) = h.bench.paper();
+    let pct = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.2}"));
+    let _ = writeln!(
+        out,
+        "# {} ({}): {}\n",
+        h.bench.title(),
+        h.split,
+        cell(h.model)
+    );
+    let _ = writeln!(out, "| | |\n|---|---|");
+    let _ = writeln!(out, "| checkpoint | {} |", cell(h.checkpoint));
+    let _ = writeln!(out, "| data | {} |", cell(h.data));
+    let _ = writeln!(
+        out,
+        "| questions | {} ({} answered) |",
+        h.questions, h.answered
+    );
+    let _ = writeln!(out, "| decoding | {} |", cell(h.decoding));
+    let _ = writeln!(out, "| mt | {} |\n", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(out, "## Overall\n");
+    let _ = writeln!(
+        out,
+        "| | questions | this model | LLaVA-Med++ (paper) |\n|---|---:|---:|---:|"
+    );
+    let _ = writeln!(
+        out,
+        "| Open: recall (%) | {} | {} | {paper_open:.1} |",
+        s.n_open,
+        pct(s.recall)
+    );
+    let _ = writeln!(
+        out,
+        "| Closed: yes/no accuracy (%) | {} | {} | {paper_closed:.1} |\n",
+        s.n_closed,
+        pct(s.yes_no_accuracy)
+    );
+    let _ = writeln!(
+        out,
+        "Scorer `llava-med` (the reference's run_eval_nocandi.py; the paper's numbers):\n"
+    );
+    let rows: [(&str, Option<f64>); 12] = [
+        ("exact match (open)", s.exact_match),
+        ("F1 (open)", s.f1),
+        ("precision (open)", s.precision),
+        ("recall (open)", s.recall),
+        ("BLEU (open)", s.bleu),
+        ("BLEU-1 (open)", s.bleu_1),
+        ("BLEU-2 (open)", s.bleu_2),
+        ("BLEU-3 (open)", s.bleu_3),
+        ("yes/no accuracy (closed)", s.yes_no_accuracy),
+        ("F1 (closed)", s.closed_f1),
+        ("precision (closed)", s.closed_precision),
+        ("recall (closed)", s.closed_recall),
+    ];
+    metric_table(&mut out, &rows, pct);
+    let _ = writeln!(
+        out,
+        "Scorer `multimedeval` (VQA.evaluate of multimedeval 1.0.0):\n"
+    );
+    let rows: [(&str, Option<f64>); 6] = [
+        ("BLEU-1", Some(m.bleu)),
+        ("F1", Some(m.f1)),
+        ("recall", Some(m.recall)),
+        ("closed accuracy", Some(m.closed_accuracy)),
+        ("open recall", Some(m.open_recall)),
+        ("open accuracy", Some(m.open_accuracy)),
+    ];
+    metric_table(&mut out, &rows, pct);
+    for b in breakdowns {
+        let _ = writeln!(out, "## By {}\n", b.title.to_lowercase());
+        let _ = writeln!(
+            out,
+            "| {} | open | open recall (%) | closed | closed accuracy (%) |\n|---|---:|---:|---:|---:|",
+            b.title
+        );
+        for g in &b.groups {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                cell(&g.value),
+                g.open,
+                pct(g.open_recall),
+                g.closed,
+                pct(g.closed_accuracy)
+            );
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(out, "## The {} worst open answers\n", worst.len());
+    if worst.is_empty() {
+        let _ = writeln!(out, "No open questions were answered.");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "| id | question | reference | answer | recall (%) | F1 (%) |\n|---|---|---|---|---:|---:|"
+    );
+    for w in worst {
+        let question = w.question.strip_prefix("<image>\n").unwrap_or(&w.question);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.1} | {:.1} |",
+            cell(&w.id.to_string()),
+            cell(question),
+            cell(&w.reference),
+            cell(&w.answer),
+            w.recall,
+            w.f1
+        );
+    }
+    out
+}
+
+fn metric_table(
+    out: &mut String,
+    rows: &[(&str, Option<f64>)],
+    pct: impl Fn(Option<f64>) -> String,
+) {
+    let _ = writeln!(out, "| metric | % |\n|---|---:|");
+    for (name, v) in rows {
+        let _ = writeln!(out, "| {name} | {} |", pct(*v));
+    }
+    out.push('\n');
+}
+
+/// Text made safe for one Markdown table cell: pipes escaped, line breaks and other
+/// control characters as spaces, long text cut at 200 characters.
+fn cell(text: &str) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let mut cut: String = flat.chars().take(200).collect();
+    if flat.chars().count() > 200 {
+        cut.push('…');
+    }
+    cut.replace('|', "\\|")
 }

@@ -72,6 +72,30 @@ pub enum QuestionImage {
     },
 }
 
+impl QuestionImage {
+    /// How outputs refer to the image: the dataset's file name, else the embedded
+    /// image's original name (empty when it had none).
+    pub fn label(&self) -> &str {
+        match self {
+            QuestionImage::File { name, .. } => name,
+            QuestionImage::Embedded { name, .. } => name.as_deref().unwrap_or(""),
+        }
+    }
+
+    /// The encoded image.
+    pub fn bytes(&self) -> Result<std::borrow::Cow<'_, [u8]>> {
+        match self {
+            QuestionImage::File { root, name } => {
+                let path = root.join(name);
+                std::fs::read(&path)
+                    .map(std::borrow::Cow::Owned)
+                    .with_context(|| format!("cannot read image {}", path.display()))
+            }
+            QuestionImage::Embedded { bytes, .. } => Ok(std::borrow::Cow::Borrowed(bytes)),
+        }
+    }
+}
+
 /// One benchmark question.
 #[derive(Debug, Clone)]
 pub struct Question {

@@ -86,6 +86,15 @@ pub fn export(questions: &[Question], opts: &ExportOptions) -> Result<Exported> 
     Ok(out)
 }
 
+/// The questions as ground truth in the LLaVA eval layout, images named as the dataset
+/// names them (nothing written): what the Python scorers read.
+pub fn ground_truth(questions: &[Question]) -> Vec<Value> {
+    questions
+        .iter()
+        .map(|q| record(q, q.image.label().to_string()))
+        .collect()
+}
+
 fn record(q: &Question, image: String) -> Value {
     let answer_type = ("answer_type".to_string(), json!(q.answer_type));
     let meta = q.meta.iter().map(|(k, v)| (k.clone(), v.clone()));

@@ -137,12 +137,24 @@ impl Checkpoint {
         ids
     }
 
-    /// A short model name for outputs: the folder name (as LLaVA's `get_model_name_from_path`).
+    /// A short model name for outputs (see [`model_name`]).
     pub fn name(&self) -> String {
-        let canonical = self.dir.canonicalize().unwrap_or_else(|_| self.dir.clone());
-        canonical
-            .file_name()
-            .map_or_else(|| "model".to_string(), |n| n.to_string_lossy().into_owned())
+        model_name(&self.dir)
+    }
+}
+
+/// A checkpoint folder's short name, as LLaVA's `get_model_name_from_path` gives it: the
+/// folder name, or `<parent>_checkpoint-N` for a trainer checkpoint folder.
+pub fn model_name(dir: &Path) -> String {
+    let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    match name(&canonical) {
+        Some(last) if last.starts_with("checkpoint-") => match canonical.parent().and_then(name) {
+            Some(parent) => format!("{parent}_{last}"),
+            None => last,
+        },
+        Some(last) => last,
+        None => "model".to_string(),
     }
 }
 

@@ -1,0 +1,461 @@
+//! `mt eval slake|vqa-rad|pathvqa`: load the split, fix the plan in the run directory,
+//! answer every chunk (here, or one worker process per chunk), merge the chunks into
+//! answers.jsonl, score with both scorers, write scores.json, rows.jsonl and report.md.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::{Value, json};
+
+use super::eval::RunArgs;
+use super::{Context, finish_failures, print};
+use crate::core::error::usage;
+use crate::core::eval::answers::{Answer, Id, Truth, align};
+use crate::core::eval::chunk_run::{
+    ChunkJob, ChunkOutcome, answer_chunk, answered_in, failure_list, merge,
+};
+use crate::core::eval::chunks::{Chunk, root_of};
+use crate::core::eval::plan::{Decoding, Plan, ids_digest};
+use crate::core::eval::vqa::{self, LoadOptions, Question};
+use crate::core::eval::{Bench, breakdown, llava_med, multimedeval, report, vqa_export, workers};
+use crate::core::model::captioner::Captioner;
+use crate::core::model::checkpoint::{Checkpoint, device, dtype, model_name};
+use crate::core::model::generate::GenerationConfig;
+use crate::core::progress;
+use crate::core::run::write_atomic;
+
+/// (where, what) of every input that failed.
+type Failures = Vec<(String, String)>;
+
+/// Runs `mt eval <bench>`.
+pub fn run(bench: Bench, a: &RunArgs, ctx: &mut Context) -> Result<()> {
+    check(a)?;
+    let chunk = a.chunk.as_deref().map(Chunk::parse).transpose()?;
+    let Some(run) = &ctx.run else {
+        return Err(usage(format!(
+            "mt eval {} keeps its answers in the run directory: drop --no-run-dir",
+            bench.name()
+        )));
+    };
+    let here = run.path().to_path_buf();
+    let root = match chunk {
+        Some(_) => root_of(&here).to_path_buf(),
+        None => here,
+    };
+    let (questions, bad_rows) = load_questions(bench, a)?;
+    let chunks = match chunk {
+        Some(c) => c.count,
+        None => a.chunks.unwrap_or(a.gpu.len().max(1)),
+    };
+    let decoding = decoding(a);
+    let plan = Plan {
+        bench: bench.name().into(),
+        split: a.split.clone(),
+        data: canonical(&a.data),
+        checkpoint: canonical(&a.ckpt),
+        questions: questions.len(),
+        question_ids: ids_digest(&questions),
+        chunks,
+        decoding: decoding.clone(),
+        dtype: a
+            .dtype
+            .clone()
+            .unwrap_or_else(|| if a.gpu.is_empty() { "f32" } else { "bf16" }.to_string()),
+        seed: ctx.seed,
+    };
+    plan.check_or_write(&root)?;
+    if let Some(c) = chunk {
+        return answer_one_chunk(a, c, &root, &questions, &decoding, ctx);
+    }
+    let truth_json = vqa_export::to_json_lines(&vqa_export::ground_truth(&questions))?;
+    write_atomic(&root.join("questions.json"), truth_json.as_bytes())?;
+    if chunks == 1 {
+        let only = Chunk { index: 0, count: 1 };
+        let done = answer_here(a, only, &root, &questions, &decoding, ctx)?;
+        report_chunk(ctx, only, &done);
+    } else {
+        run_workers(bench, a, chunks, &root, &questions, ctx.seed)?;
+    }
+    let merged = merge(&root, chunks, &questions)?;
+    let answered = merged.answers.len();
+    let scored = score_and_report(bench, a, &plan, &root, &questions, merged.answers, ctx)?;
+    let failures: Failures = bad_rows
+        .into_iter()
+        .chain(
+            merged
+                .missing
+                .into_iter()
+                .map(|(id, why)| (id.to_string(), why)),
+        )
+        .collect();
+    if let Some(run) = &mut ctx.run {
+        run.set_count("questions", questions.len());
+        run.set_count("answered", answered);
+        run.set_count("scored", scored);
+    }
+    let failed = failures.len();
+    finish_failures(ctx, failures, failed, questions.len())
+}
+
+/// Rejects option values that make no sense.
+fn check(a: &RunArgs) -> Result<()> {
+    if a.batch_size == 0 || a.chunks == Some(0) || a.limit == Some(0) {
+        return Err(usage(
+            "--batch-size, --chunks and --limit must be at least 1",
+        ));
+    }
+    if a.temperature.is_some_and(|t| t < 0.0) || a.top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0)) {
+        return Err(usage("--temperature must be >= 0 and --top-p in (0, 1]"));
+    }
+    if a.chunk.is_some() && a.gpu.len() > 1 {
+        return Err(usage("a --chunk runs on one GPU: give one --gpu index"));
+    }
+    Ok(())
+}
+
+/// The split's questions (first --limit), and its unreadable rows as failures.
+fn load_questions(bench: Bench, a: &RunArgs) -> Result<(Vec<Question>, Failures)> {
+    let opts = LoadOptions {
+        all_languages: a.all_languages,
+        image_folder: a.image_folder.clone(),
+    };
+    let loaded = vqa::load(bench, &a.data, &a.split, &opts)?;
+    let mut questions = loaded.questions;
+    if let Some(n) = a.limit {
+        questions.truncate(n);
+    }
+    if questions.is_empty() {
+        bail!(
+            "{}: no {} questions in split `{}` ({} layout)",
+            a.data.display(),
+            bench.title(),
+            a.split,
+            loaded.layout
+        );
+    }
+    tracing::info!(
+        "{}: {} {} questions ({}), {} rows rejected",
+        a.data.display(),
+        questions.len(),
+        bench.title(),
+        loaded.layout,
+        loaded.rejected.len()
+    );
+    let bad = loaded
+        .rejected
+        .into_iter()
+        .map(|r| (format!("{}: {}", r.file, r.at), r.to_string()))
+        .collect();
+    Ok((questions, bad))
+}
+
+fn decoding(a: &RunArgs) -> Decoding {
+    if a.reference_decoding {
+        return Decoding::reference(&a.ckpt, a.max_new_tokens);
+    }
+    Decoding {
+        max_new_tokens: a.max_new_tokens,
+        temperature: a.temperature.unwrap_or(0.0),
+        top_p: a.top_p.unwrap_or(1.0),
+        top_k: a.top_k.unwrap_or(0),
+    }
+}
+
+fn canonical(path: &Path) -> String {
+    path.canonicalize()
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// A `--chunk K/N` worker: answers its chunk and stops (exit 3 if some failed).
+fn answer_one_chunk(
+    a: &RunArgs,
+    chunk: Chunk,
+    root: &Path,
+    questions: &[Question],
+    decoding: &Decoding,
+    ctx: &mut Context,
+) -> Result<()> {
+    let done = answer_here(a, chunk, root, questions, decoding, ctx)?;
+    report_chunk(ctx, chunk, &done);
+    let total = done.answered + done.failed.len();
+    let failures = failure_list(&done.failed);
+    let failed = failures.len();
+    finish_failures(ctx, failures, failed, total)
+}
+
+/// Answers `chunk` in this process, with a progress bar.
+fn answer_here(
+    a: &RunArgs,
+    chunk: Chunk,
+    root: &Path,
+    questions: &[Question],
+    decoding: &Decoding,
+    ctx: &mut Context,
+) -> Result<ChunkOutcome> {
+    let captioner = load_model(a, decoding, ctx)?;
+    let n = chunk.range(questions.len()).len();
+    let bar = progress::bar(Some(n as u64), "questions", "answering");
+    let started = std::time::Instant::now();
+    let mut tokens = 0usize;
+    let mut on_batch = |done: usize, new_tokens: usize| {
+        tokens += new_tokens;
+        bar.inc(done as u64);
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!("answering, {:.1} tokens/s", tokens as f64 / secs));
+    };
+    let job = ChunkJob {
+        captioner: &captioner,
+        batch_size: a.batch_size,
+        seed: ctx.seed,
+        on_batch: &mut on_batch,
+    };
+    let done = answer_chunk(root, chunk, questions, job)?;
+    bar.finish_and_clear();
+    Ok(done)
+}
+
+fn report_chunk(ctx: &mut Context, chunk: Chunk, done: &ChunkOutcome) {
+    tracing::info!(
+        answered = done.answered,
+        resumed = done.resumed,
+        failed = done.failed.len(),
+        new_tokens = done.new_tokens,
+        "chunk {chunk}: {} answered now, {} before, {} failed",
+        done.answered,
+        done.resumed,
+        done.failed.len()
+    );
+    if let Some(run) = &mut ctx.run {
+        run.set_count("answered", done.answered);
+        run.set_count("resumed", done.resumed);
+        run.set_count("new_tokens", done.new_tokens);
+    }
+}
+
+/// The checkpoint, ready to answer; its config and decoding settings go to the run dir.
+fn load_model(a: &RunArgs, decoding: &Decoding, ctx: &mut Context) -> Result<Captioner> {
+    let gpu = a.gpu.first().copied();
+    let device = device(gpu)?;
+    let dtype = dtype(a.dtype.as_deref(), &device)?;
+    let ckpt = Checkpoint::open(&a.ckpt, a.vision_tower.as_deref(), &device, dtype)?;
+    let generation = GenerationConfig {
+        max_new_tokens: decoding.max_new_tokens,
+        temperature: decoding.temperature,
+        top_p: decoding.top_p,
+        top_k: decoding.top_k,
+        stop_tokens: Vec::new(),
+    };
+    if let Some(run) = &mut ctx.run {
+        let place = gpu.map_or_else(|| "cpu".to_string(), |i| format!("cuda:{i}"));
+        run.set_device(format!("{place} {dtype:?}").to_lowercase());
+        run.write_json("model.json", &ckpt.config)?;
+    }
+    let captioner = Captioner::new(ckpt, "", generation, Vec::new(), true, ctx.seed)?;
+    if let Some(run) = &ctx.run {
+        run.write_json("generation.json", captioner.generation())?;
+    }
+    tracing::info!("model {} loaded", captioner.model_name);
+    Ok(captioner)
+}
+
+/// One worker process per chunk (GPUs dealt out in turn), watched with one progress bar
+/// over all questions; a worker that fails fails the run (its chunk resumes on rerun).
+fn run_workers(
+    bench: Bench,
+    a: &RunArgs,
+    chunks: usize,
+    root: &Path,
+    questions: &[Question],
+    seed: u64,
+) -> Result<()> {
+    let exe = std::env::current_exe().context("cannot find the mt executable for the workers")?;
+    let mut commands = Vec::with_capacity(chunks);
+    for c in Chunk::all(chunks) {
+        let gpu = (!a.gpu.is_empty()).then(|| a.gpu[c.index % a.gpu.len()]);
+        let mut cmd = worker_command(&exe, bench, a, c, gpu, root, seed);
+        let dir = c.dir(root);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let log = dir.join("stderr.log");
+        let file = std::fs::File::create(&log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        cmd.stderr(file);
+        commands.push((c, cmd));
+    }
+    let bar = progress::bar(Some(questions.len() as u64), "questions", "answering");
+    bar.set_message(format!("answering in {chunks} worker processes"));
+    let statuses = workers::run_all(commands, &mut || {
+        let done: usize = Chunk::all(chunks)
+            .map(|c| answered_in(&c.answers(root)))
+            .sum();
+        bar.set_position(done as u64);
+    })?;
+    bar.finish_and_clear();
+    let failed: Vec<String> = statuses
+        .iter()
+        .filter(|(_, s)| !matches!(s.code(), Some(0 | 3)))
+        .map(|(c, s)| {
+            let log = c.dir(root).join("stderr.log");
+            let last = std::fs::read_to_string(&log).unwrap_or_default();
+            let last = last
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            format!("chunk {c} ({s}: {}; see {})", last.trim(), log.display())
+        })
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "{} of {chunks} workers failed: {}; rerun the same command with --run-dir {} to resume",
+            failed.len(),
+            failed.join(", "),
+            root.display()
+        );
+    }
+    Ok(())
+}
+
+/// `mt -q --seed S --run-dir ROOT eval <bench> ... --chunk K/N` with this run's settings.
+fn worker_command(
+    exe: &Path,
+    bench: Bench,
+    a: &RunArgs,
+    chunk: Chunk,
+    gpu: Option<usize>,
+    root: &Path,
+    seed: u64,
+) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.arg("-q")
+        .args(["--seed", &seed.to_string()])
+        .arg("--run-dir")
+        .arg(root)
+        .args(["eval", bench.name(), "--ckpt"])
+        .arg(&a.ckpt)
+        .arg("--data")
+        .arg(&a.data)
+        .args(["--split", &a.split])
+        .args(["--batch-size", &a.batch_size.to_string()])
+        .args(["--max-new-tokens", &a.max_new_tokens.to_string()])
+        .args(["--chunk", &chunk.to_string()]);
+    let paths = [
+        ("--vision-tower", &a.vision_tower),
+        ("--image-folder", &a.image_folder),
+    ];
+    for (flag, value) in paths {
+        if let Some(v) = value {
+            cmd.arg(flag).arg(v);
+        }
+    }
+    let values = [
+        ("--dtype", a.dtype.clone()),
+        ("--temperature", a.temperature.map(|v| v.to_string())),
+        ("--top-p", a.top_p.map(|v| v.to_string())),
+        ("--top-k", a.top_k.map(|v| v.to_string())),
+        ("--limit", a.limit.map(|v| v.to_string())),
+        ("--gpu", gpu.map(|g| g.to_string())),
+    ];
+    for (flag, value) in values {
+        if let Some(v) = value {
+            cmd.args([flag, &v]);
+        }
+    }
+    let switches = [
+        ("--all-languages", a.all_languages),
+        ("--reference-decoding", a.reference_decoding),
+        ("--cpu", gpu.is_none()),
+    ];
+    for (flag, on) in switches {
+        if on {
+            cmd.arg(flag);
+        }
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    cmd
+}
+
+/// Scores the merged answers with both scorers and writes scores.json, rows.jsonl and
+/// report.md; prints the table (or the scores with --json). Returns the rows scored.
+fn score_and_report(
+    bench: Bench,
+    a: &RunArgs,
+    plan: &Plan,
+    root: &Path,
+    questions: &[Question],
+    answers: Vec<Answer>,
+    ctx: &mut Context,
+) -> Result<usize> {
+    let answered = answers.len();
+    let truth: Vec<Truth> = questions.iter().map(truth_of).collect();
+    let aligned = align(truth, answers);
+    let (s, rows) = llava_med::score(&aligned);
+    let (m, mm_rows) = multimedeval::score(&aligned);
+    let scored = breakdown::scored(&aligned.pairs, &rows);
+    let breakdowns = breakdown::breakdowns(&scored);
+    let worst = breakdown::worst_open(&scored, 20);
+    let model = model_name(&a.ckpt);
+    let header = report::ReportHeader {
+        bench,
+        split: &a.split,
+        model: &model,
+        checkpoint: &plan.checkpoint,
+        data: &plan.data,
+        questions: questions.len(),
+        answered,
+        decoding: &plan.decoding.describe(),
+    };
+    let markdown = report::markdown(&header, &s, &m, &breakdowns, &worst);
+    write_atomic(&root.join("report.md"), markdown.as_bytes())?;
+    let (open, closed) = bench.paper();
+    let scores = json!({
+        "bench": bench.name(), "split": a.split, "model": model,
+        "questions": questions.len(), "answered": answered,
+        "llava_med": s, "multimedeval": m,
+        "paper": {"open_recall": open, "closed_yes_no_accuracy": closed},
+        "breakdowns": breakdowns,
+    });
+    write_atomic(
+        &root.join("scores.json"),
+        format!("{:#}\n", scores).as_bytes(),
+    )?;
+    let by_id: HashMap<&Id, &multimedeval::RowScore> = mm_rows.iter().map(|r| (&r.id, r)).collect();
+    let mut lines = String::new();
+    for (t, ans, r) in &scored {
+        let mm = by_id.get(&t.id);
+        let line = json!({
+            "id": t.id, "answer_type": r.answer_type, "question": t.question,
+            "reference": t.answer, "answer": ans.text, "meta": t.meta,
+            "llava_med": r, "multimedeval": mm,
+        });
+        lines.push_str(&serde_json::to_string(&line)?);
+        lines.push('\n');
+    }
+    write_atomic(&root.join("rows.jsonl"), lines.as_bytes())?;
+    if ctx.json {
+        print(&format!("{}\n", serde_json::to_string(&scores)?))?;
+    } else {
+        let table = report::llava_med_table(&s, Some(bench));
+        print(&format!(
+            "{table}\nreport: {}\n",
+            root.join("report.md").display()
+        ))?;
+    }
+    Ok(aligned.pairs.len())
+}
+
+fn truth_of(q: &Question) -> Truth {
+    let kind: Value = serde_json::to_value(q.answer_type).unwrap_or(Value::Null);
+    Truth {
+        id: q.id.clone(),
+        question: format!("<image>\n{}", q.question),
+        answer: q.answer.clone(),
+        answer_type: kind.as_str().map(str::to_string),
+        image: Some(q.image.label().to_string()),
+        meta: q.meta.clone(),
+    }
+}

@@ -1,0 +1,433 @@
+//! `mt eval slake|vqa-rad|pathvqa` end to end on the tiny random checkpoint and the
+//! miniature benchmark layouts: the files it writes and their formats, the breakdowns,
+//! chunk workers, `--chunk K/N`, resume after a cut or kill -9, and refused reruns.
+//! (Random weights: the scores are whatever they are; the plumbing must be right.)
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::{mt_in, testdata};
+use serde_json::Value;
+
+fn model() -> String {
+    testdata("models/tiny-llava").display().to_string()
+}
+
+fn data(rel: &str) -> String {
+    testdata(&format!("vqa/{rel}")).display().to_string()
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// question_id (as JSON text) -> answer text.
+fn answers(path: &Path) -> BTreeMap<String, String> {
+    lines(path)
+        .iter()
+        .map(|v| {
+            (
+                v["question_id"].to_string(),
+                v["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `mt --run-dir RUN eval BENCH --ckpt tiny --data DATA --max-new-tokens 6 EXTRA...` in `dir`.
+fn eval(dir: &Path, run: &str, bench: &str, data: &str, extra: &[&str]) -> common::Run {
+    let model = model();
+    let mut args = vec![
+        "--run-dir",
+        run,
+        "eval",
+        bench,
+        "--ckpt",
+        &model,
+        "--data",
+        data,
+        "--max-new-tokens",
+        "6",
+    ];
+    args.extend_from_slice(extra);
+    mt_in(dir, &args)
+}
+
+#[test]
+fn slake_writes_answers_scores_breakdowns_and_a_report_the_python_scorer_can_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = eval(dir.path(), "run", "slake", &data("slake"), &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let run = dir.path().join("run");
+    assert!(
+        r.stdout.contains("Recall (open)") && r.stdout.contains("86.4"),
+        "{}",
+        r.stdout
+    );
+
+    // answers.jsonl: the LLaVA answer format, English questions, in question order.
+    let answers = lines(&run.join("answers.jsonl"));
+    let ids: Vec<i64> = answers
+        .iter()
+        .map(|a| a["question_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [11934, 11936, 11937]);
+    let keys: Vec<&str> = answers[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "question_id",
+            "prompt",
+            "text",
+            "answer_id",
+            "model_id",
+            "metadata"
+        ]
+    );
+    assert_eq!(answers[0]["prompt"], "Which organ is abnormal?\n<image>");
+    assert_eq!(answers[0]["model_id"], "tiny-llava");
+    assert_eq!(answers[0]["answer_id"].as_str().unwrap().len(), 22);
+    assert!(answers[0]["metadata"]["new_tokens"].as_u64().unwrap() <= 6);
+
+    // scores.json: both scorers, the paper's numbers, the SLAKE breakdowns.
+    let scores = json(&run.join("scores.json"));
+    assert_eq!(scores["questions"], 3);
+    assert_eq!(scores["answered"], 3);
+    assert_eq!(scores["llava_med"]["n_open"], 2);
+    assert_eq!(scores["llava_med"]["n_closed"], 1);
+    assert!(scores["multimedeval"]["f1"].is_number());
+    assert_eq!(scores["paper"]["open_recall"], 86.4);
+    let fields: Vec<&str> = scores["breakdowns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        ["answer_type", "modality", "location", "content_type"]
+    );
+    let modality = &scores["breakdowns"][1]["groups"];
+    let counts: Vec<(String, u64)> = modality
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let n = g["open"].as_u64().unwrap() + g["closed"].as_u64().unwrap();
+            (g["value"].as_str().unwrap().to_string(), n)
+        })
+        .collect();
+    assert_eq!(counts, [("X-Ray".to_string(), 2), ("MRI".to_string(), 1)]);
+
+    // rows.jsonl: one per question with both scorers' rows.
+    let rows = lines(&run.join("rows.jsonl"));
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows.iter().all(
+            |r| r["llava_med"]["recall"].is_number() && r["multimedeval"]["recall"].is_number()
+        )
+    );
+
+    // report.md: the sections the issue asks for.
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    for section in [
+        "# SLAKE (test): tiny-llava",
+        "| Open: recall (%) | 2 |",
+        "| Closed: yes/no accuracy (%) | 1 |",
+        "## By answer type",
+        "## By modality",
+        "## By organ / location",
+        "## By content type",
+        "## The 2 worst open answers",
+        "| 11934 | Which organ is abnormal? | Brain |",
+    ] {
+        assert!(report.contains(section), "{section} missing from\n{report}");
+    }
+
+    // questions.json + answers.jsonl are what `mt eval score` (and the Python scorer)
+    // read; scoring them again gives the numbers in scores.json.
+    let r = mt_in(
+        dir.path(),
+        &[
+            "--no-run-dir",
+            "--json",
+            "eval",
+            "score",
+            "--gt",
+            "run/questions.json",
+            "--pred",
+            "run/answers.jsonl",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), scores["llava_med"]);
+}
+
+#[test]
+fn chunk_workers_give_the_answers_of_one_process_and_list_unreadable_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let vqa_rad = data("vqa-rad");
+    let one = eval(dir.path(), "one", "vqa-rad", &vqa_rad, &[]);
+    let two = eval(
+        dir.path(),
+        "two",
+        "vqa-rad",
+        &vqa_rad,
+        &["--chunks", "2", "--json"],
+    );
+    for r in [&one, &two] {
+        // Question 6's image is missing and record 5 has a bad answer type.
+        assert_eq!(r.code, 3, "{}", r.stderr);
+        assert!(
+            r.stderr.contains("synpic9.jpg") && r.stderr.contains("MAYBE"),
+            "{}",
+            r.stderr
+        );
+    }
+    let (one, two_dir) = (dir.path().join("one"), dir.path().join("two"));
+    assert_eq!(
+        answers(&one.join("answers.jsonl")),
+        answers(&two_dir.join("answers.jsonl"))
+    );
+    assert_eq!(answers(&one.join("answers.jsonl")).len(), 3);
+    for k in 0..2 {
+        let chunk = two_dir.join(format!("chunks/chunk-{k}-of-2"));
+        assert!(chunk.join("answers.jsonl").is_file() && chunk.join("run.json").is_file());
+    }
+    // Chunks of ceil(4 / 2): questions 0, 1 | 4, 6 (6 has no image).
+    assert_eq!(
+        lines(&two_dir.join("chunks/chunk-1-of-2/answers.jsonl")).len(),
+        1
+    );
+    let failures = json(&two_dir.join("failures.json"));
+    let inputs: Vec<&str> = failures
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["input"].as_str().unwrap())
+        .collect();
+    assert_eq!(inputs.len(), 2, "{failures}");
+    assert_eq!(inputs[1], "6");
+    // --json prints scores.json; VQA-RAD breaks down by organ and question type.
+    let scores = two.json();
+    assert_eq!(scores, json(&two_dir.join("scores.json")));
+    let fields: Vec<&str> = scores["breakdowns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["answer_type", "image_organ", "question_type"]);
+}
+
+#[test]
+fn pathvqa_in_both_layouts_and_reference_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let pickles = eval(dir.path(), "pkl", "pathvqa", &data("pathvqa"), &[]);
+    assert_eq!(pickles.code, 0, "{}", pickles.stderr);
+    let hub = eval(
+        dir.path(),
+        "hub",
+        "pathvqa",
+        &data("path-vqa-hub"),
+        &["--reference-decoding"],
+    );
+    assert_eq!(hub.code, 0, "{}", hub.stderr);
+    for run in ["pkl", "hub"] {
+        let scores = json(&dir.path().join(run).join("scores.json"));
+        assert_eq!(scores["answered"], scores["questions"], "{run}");
+        assert!(scores["questions"].as_u64().unwrap() >= 2);
+    }
+    // The reference samples at 0.1 with transformers' top-k 50 and no top-p.
+    let generation = json(&dir.path().join("hub/generation.json"));
+    assert_eq!(generation["temperature"], 0.1);
+    assert_eq!(generation["top_k"], 50);
+    assert_eq!(generation["top_p"], 1.0);
+    let report = std::fs::read_to_string(dir.path().join("hub/report.md")).unwrap();
+    assert!(
+        report.contains("sampling at temperature 0.1, top-k 50"),
+        "{report}"
+    );
+}
+
+/// A LLaVA eval JSON of `n` questions over the SLAKE fixture's images.
+fn many_questions(dir: &Path, n: usize) -> String {
+    let records: Vec<Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "id": format!("q{i:03}"),
+                "image": format!("xmlab{}/source.jpg", 1 + i % 2),
+                "conversations": [
+                    {"from": "human", "value": format!("<image>\nQuestion number {i}?")},
+                    {"from": "gpt", "value": if i % 3 == 0 { "yes" } else { "lung" }},
+                ],
+                "answer_type": if i % 3 == 0 { "CLOSED" } else { "OPEN" },
+            })
+        })
+        .collect();
+    let path = dir.join("questions.json");
+    std::fs::write(&path, serde_json::to_string(&records).unwrap()).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn a_run_killed_or_cut_resumes_without_duplicates_and_gives_the_same_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let questions = many_questions(dir.path(), 24);
+    let images = data("slake/imgs");
+    let extra = ["--image-folder", images.as_str(), "--batch-size", "1"];
+    let whole = eval(dir.path(), "whole", "slake", &questions, &extra);
+    assert_eq!(whole.code, 0, "{}", whole.stderr);
+    let expected = answers(&dir.path().join("whole/answers.jsonl"));
+    assert_eq!(expected.len(), 24);
+
+    // kill -9 once the first answers are on disk.
+    let model = model();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mt"))
+        .current_dir(dir.path())
+        .args([
+            "-q",
+            "--run-dir",
+            "killed",
+            "eval",
+            "slake",
+            "--ckpt",
+            &model,
+            "--data",
+            &questions,
+        ])
+        .args([
+            "--max-new-tokens",
+            "6",
+            "--image-folder",
+            &images,
+            "--batch-size",
+            "1",
+        ])
+        .spawn()
+        .unwrap();
+    let chunk = dir.path().join("killed/chunks/chunk-0-of-1/answers.jsonl");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&chunk).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(started.elapsed().as_secs() < 120, "no answers appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = std::fs::read_to_string(&chunk).unwrap().lines().count();
+    // Also cut the last line in half, as a crash mid-write would.
+    let text = std::fs::read_to_string(&chunk).unwrap();
+    std::fs::write(&chunk, &text[..text.len() - 10]).unwrap();
+
+    let resumed = eval(dir.path(), "killed", "slake", &questions, &extra);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let chunk_ids: Vec<String> = lines(&chunk)
+        .iter()
+        .map(|v| v["question_id"].to_string())
+        .collect();
+    let unique: std::collections::BTreeSet<&String> = chunk_ids.iter().collect();
+    assert_eq!(chunk_ids.len(), 24, "every question once");
+    assert_eq!(unique.len(), 24);
+    assert_eq!(answers(&dir.path().join("killed/answers.jsonl")), expected);
+    let run = json(&dir.path().join("killed/run.json"));
+    assert_eq!(
+        run["counts"]["resumed"],
+        (before - 1) as u64,
+        "only the missing ones were answered"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("killed/answers.jsonl")).unwrap(),
+        std::fs::read(dir.path().join("whole/answers.jsonl")).unwrap(),
+        "same bytes as an uninterrupted run"
+    );
+}
+
+#[test]
+fn chunks_answered_separately_are_merged_and_scored_by_a_run_without_chunk() {
+    let dir = tempfile::tempdir().unwrap();
+    let slake = data("slake");
+    for k in ["1/2", "0/2"] {
+        let r = eval(dir.path(), "shared", "slake", &slake, &["--chunk", k]);
+        assert_eq!(r.code, 0, "{k}: {}", r.stderr);
+        assert!(
+            !dir.path().join("shared/scores.json").exists(),
+            "a chunk does not score"
+        );
+    }
+    let chunk_run = json(&dir.path().join("shared/chunks/chunk-1-of-2/run.json"));
+    assert_eq!(chunk_run["counts"]["answered"], 1);
+    let merged = eval(dir.path(), "shared", "slake", &slake, &["--chunks", "2"]);
+    assert_eq!(merged.code, 0, "{}", merged.stderr);
+    let single = eval(dir.path(), "single", "slake", &slake, &[]);
+    assert_eq!(single.code, 0, "{}", single.stderr);
+    assert_eq!(
+        answers(&dir.path().join("shared/answers.jsonl")),
+        answers(&dir.path().join("single/answers.jsonl"))
+    );
+    assert!(dir.path().join("shared/report.md").is_file());
+}
+
+#[test]
+fn reruns_with_other_settings_and_runs_without_a_run_dir_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let slake = data("slake");
+    assert_eq!(eval(dir.path(), "r", "slake", &slake, &[]).code, 0);
+    let other = eval(dir.path(), "r", "slake", &slake, &["--temperature", "0.5"]);
+    assert_eq!(other.code, 2, "{}", other.stderr);
+    assert!(
+        other.stderr.contains("eval.json") && other.stderr.contains("decoding"),
+        "{}",
+        other.stderr
+    );
+    let chunks = eval(dir.path(), "r", "slake", &slake, &["--chunks", "3"]);
+    assert_eq!(chunks.code, 2);
+    assert!(chunks.stderr.contains("chunks = 1"), "{}", chunks.stderr);
+
+    let model = model();
+    let base = ["eval", "slake", "--ckpt", &model, "--data", &slake];
+    let no_dir = mt_in(dir.path(), &[&["--no-run-dir"], &base[..]].concat());
+    assert_eq!(no_dir.code, 2);
+    assert!(no_dir.stderr.contains("--no-run-dir"), "{}", no_dir.stderr);
+    let chunk = mt_in(dir.path(), &[&base[..], &["--chunk", "0/2"]].concat());
+    assert_eq!(chunk.code, 2);
+    assert!(
+        chunk.stderr.contains("--chunk needs --run-dir"),
+        "{}",
+        chunk.stderr
+    );
+    let bad = mt_in(
+        dir.path(),
+        &[&base[..], &["--chunk", "2/2", "--run-dir", "x"]].concat(),
+    );
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    let missing = mt_in(
+        dir.path(),
+        &[
+            "--run-dir",
+            "m",
+            "eval",
+            "slake",
+            "--ckpt",
+            &model,
+            "--data",
+            "nowhere",
+        ],
+    );
+    assert_ne!(missing.code, 0);
+    assert!(missing.stderr.contains("nowhere"), "{}", missing.stderr);
+}
