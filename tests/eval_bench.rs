@@ -370,7 +370,7 @@ fn chunks_answered_separately_are_merged_and_scored_by_a_run_without_chunk() {
         );
     }
     let chunk_run = json(&dir.path().join("shared/chunks/chunk-1-of-2/run.json"));
-    assert_eq!(chunk_run["counts"]["answered"], 1);
+    assert_eq!(chunk_run["counts"]["answered_now"], 1);
     let merged = eval(dir.path(), "shared", "slake", &slake, &["--chunks", "2"]);
     assert_eq!(merged.code, 0, "{}", merged.stderr);
     let single = eval(dir.path(), "single", "slake", &slake, &[]);
@@ -387,6 +387,20 @@ fn reruns_with_other_settings_and_runs_without_a_run_dir_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let slake = data("slake");
     assert_eq!(eval(dir.path(), "r", "slake", &slake, &[]).code, 0);
+    let scores = std::fs::read(dir.path().join("r/scores.json")).unwrap();
+    // A finished run rescored: no model is loaded, the same scores come out.
+    let again = eval(dir.path(), "r", "slake", &slake, &[]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("every question is answered already"),
+        "{}",
+        again.stderr
+    );
+    assert!(!again.stderr.contains("loaded"), "{}", again.stderr);
+    assert_eq!(
+        std::fs::read(dir.path().join("r/scores.json")).unwrap(),
+        scores
+    );
     let other = eval(dir.path(), "r", "slake", &slake, &["--temperature", "0.5"]);
     assert_eq!(other.code, 2, "{}", other.stderr);
     assert!(

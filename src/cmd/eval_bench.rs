@@ -14,7 +14,7 @@ use super::{Context, finish_failures, print};
 use crate::core::error::usage;
 use crate::core::eval::answers::{Answer, Id, Truth, align};
 use crate::core::eval::chunk_run::{
-    ChunkJob, ChunkOutcome, answer_chunk, answered_in, failure_list, merge,
+    ChunkJob, ChunkOutcome, answer_chunk, answered_in, failure_list, merge, unanswered,
 };
 use crate::core::eval::chunks::{Chunk, root_of};
 use crate::core::eval::plan::{Decoding, Plan, ids_digest};
@@ -196,8 +196,15 @@ fn answer_here(
     decoding: &Decoding,
     ctx: &mut Context,
 ) -> Result<ChunkOutcome> {
-    let captioner = load_model(a, decoding, ctx)?;
     let n = chunk.range(questions.len()).len();
+    if unanswered(root, chunk, questions)? == 0 {
+        tracing::info!("chunk {chunk}: every question is answered already");
+        return Ok(ChunkOutcome {
+            resumed: n,
+            ..ChunkOutcome::default()
+        });
+    }
+    let captioner = load_model(a, decoding, ctx)?;
     let bar = progress::bar(Some(n as u64), "questions", "answering");
     let started = std::time::Instant::now();
     let mut tokens = 0usize;
@@ -224,15 +231,19 @@ fn report_chunk(ctx: &mut Context, chunk: Chunk, done: &ChunkOutcome) {
         resumed = done.resumed,
         failed = done.failed.len(),
         new_tokens = done.new_tokens,
-        "chunk {chunk}: {} answered now, {} before, {} failed",
+        seconds = done.seconds,
+        "chunk {chunk}: {} answered now ({:.2} questions/s, {:.1} tokens/s), {} before, {} failed",
         done.answered,
+        done.answered as f64 / done.seconds.max(1e-9),
+        done.new_tokens as f64 / done.seconds.max(1e-9),
         done.resumed,
         done.failed.len()
     );
     if let Some(run) = &mut ctx.run {
-        run.set_count("answered", done.answered);
+        run.set_count("answered_now", done.answered);
         run.set_count("resumed", done.resumed);
         run.set_count("new_tokens", done.new_tokens);
+        run.set_count("answer_seconds", done.seconds);
     }
 }
 

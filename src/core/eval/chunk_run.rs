@@ -30,6 +30,8 @@ pub struct ChunkOutcome {
     pub resumed: usize,
     pub failed: Vec<(Id, String)>,
     pub new_tokens: usize,
+    /// Time spent answering (model loading excluded).
+    pub seconds: f64,
 }
 
 /// How to answer.
@@ -64,6 +66,7 @@ pub fn answer_chunk(
         }
     }
     (job.on_batch)(outcome.resumed, 0);
+    let started = std::time::Instant::now();
     for batch in todo.chunks(job.batch_size.max(1)) {
         let mut tokens = 0;
         let Answered { lines, failed } =
@@ -74,6 +77,7 @@ pub fn answer_chunk(
         outcome.failed.extend(failed);
         (job.on_batch)(batch.len(), tokens);
     }
+    outcome.seconds = started.elapsed().as_secs_f64();
     let failures: Vec<Value> = failure_list(&outcome.failed)
         .into_iter()
         .map(|(input, error)| json!({"input": input, "error": error}))
@@ -134,6 +138,16 @@ pub fn merge(root: &Path, chunks: usize, questions: &[Question]) -> Result<Merge
     }
     write_atomic(&root.join("answers.jsonl"), text.as_bytes())?;
     Ok(merged)
+}
+
+/// How many questions of `chunk` its answer file under `root` still lacks.
+pub fn unanswered(root: &Path, chunk: Chunk, questions: &[Question]) -> Result<usize> {
+    let mut lines = HashMap::new();
+    read_lines(&chunk.answers(root), &mut lines)?;
+    Ok(questions[chunk.range(questions.len())]
+        .iter()
+        .filter(|q| !lines.contains_key(&q.id.to_string()))
+        .count())
 }
 
 /// Complete lines in a chunk's answer file: its progress (0 when there is none yet).
