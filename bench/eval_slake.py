@@ -10,6 +10,7 @@ random-weight llava-hf checkpoint and a synthetic SLAKE test split.
       OUT/slake: test.json with 1061 English questions (SLAKE's count; 60% OPEN) over 96
       JPEGs of SLAKE's sizes (512x512, some 384x384 / 256x256) in imgs/xmlabN/source.jpg.
   eval_slake.py run MODEL SLAKE --new N [--limit L] [--answers FILE]
+      prompts tokenised by LLaVA's tokenizer_image_token, as model_vqa.py does;
       prints one JSON line: questions, seconds (model load excluded), questions_per_s.
 Greedy with exactly N new tokens (min_new_tokens), as random weights rarely stop.
 """
@@ -81,6 +82,20 @@ TEMPLATE = ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nA ch
             "<|start_header_id|>assistant<|end_header_id|>\n\n")
 
 
+def tokenizer_image_token(prompt, tok, image_id):
+    """LLaVA's mm_utils.tokenizer_image_token, with the image expanded to its 576 rows as
+    llava-hf's model expects."""
+    chunks = [tok.encode(c).ids for c in prompt.split("<image>")]  # tokenizer(chunk): specials added
+    bos = tok.token_to_id("<|begin_of_text|>")
+    offset = 1 if chunks[0] and chunks[0][0] == bos else 0
+    ids = [chunks[0][0]] if offset else []
+    for i, chunk in enumerate(chunks):
+        if i:
+            ids += [image_id] * 576
+        ids += chunk[offset:]
+    return ids
+
+
 def run(model_dir, slake, new, limit, answers):
     import torch
     from PIL import Image
@@ -112,9 +127,7 @@ def run(model_dir, slake, new, limit, answers):
     with torch.inference_mode():
         for q in questions:
             qs = q["question"].replace("<image>", "").strip()
-            before, after = TEMPLATE.format(q=qs).split("<image>")
-            ids = tok.encode(before, add_special_tokens=False).ids + [image_id] * 576 + \
-                tok.encode(after, add_special_tokens=False).ids
+            ids = tokenizer_image_token(TEMPLATE.format(q=qs), tok, image_id)
             image = Image.open(os.path.join(slake, "imgs", q["img_name"])).convert("RGB")
             pixels = proc(square(image), return_tensors="pt")["pixel_values"].to(dev, dtype)
             input_ids = torch.tensor([ids], device=dev)

@@ -329,10 +329,14 @@ fn a_run_killed_or_cut_resumes_without_duplicates_and_gives_the_same_answers() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let before = std::fs::read_to_string(&chunk).unwrap().lines().count();
-    // Also cut the last line in half, as a crash mid-write would.
+    // Also cut the last complete line short, as a crash mid-write would.
     let text = std::fs::read_to_string(&chunk).unwrap();
-    std::fs::write(&chunk, &text[..text.len() - 10]).unwrap();
+    let complete = &text[..text.rfind('\n').unwrap() + 1];
+    let last_start = complete[..complete.len() - 1]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let before = complete.lines().count();
+    std::fs::write(&chunk, &complete[..last_start + 5]).unwrap();
 
     let resumed = eval(dir.path(), "killed", "slake", &questions, &extra);
     assert_eq!(resumed.code, 0, "{}", resumed.stderr);
@@ -358,6 +362,85 @@ fn a_run_killed_or_cut_resumes_without_duplicates_and_gives_the_same_answers() {
 }
 
 #[test]
+fn workers_take_every_flag_along_and_a_bos_adding_tokenizer_gets_the_references_double_bos() {
+    let dir = tempfile::tempdir().unwrap();
+    let questions = many_questions(dir.path(), 10);
+    let images = data("slake/imgs");
+    let extra = [
+        "--image-folder",
+        images.as_str(),
+        "--limit",
+        "7",
+        "--seed",
+        "3",
+    ];
+    let sampled = [&extra[..], &["--temperature", "0.8", "--top-k", "20"]].concat();
+    let one = eval(dir.path(), "one", "slake", &questions, &sampled);
+    let three = eval(
+        dir.path(),
+        "three",
+        "slake",
+        &questions,
+        &[&sampled[..], &["--chunks", "3"]].concat(),
+    );
+    for r in [&one, &three] {
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let expected = answers(&dir.path().join("one/answers.jsonl"));
+    assert_eq!(expected.len(), 7);
+    assert_eq!(answers(&dir.path().join("three/answers.jsonl")), expected);
+
+    // The tiny checkpoint with a tokenizer that adds <|begin_of_text|> (as Meta-Llama-3's
+    // does): model_vqa.py's tokenizer_image_token then starts the prompt with two BOS.
+    let bos_model = dir.path().join("tiny-bos");
+    std::fs::create_dir(&bos_model).unwrap();
+    for entry in std::fs::read_dir(testdata("models/tiny-llava")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), bos_model.join(entry.file_name())).unwrap();
+    }
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
+        std::fs::copy(testdata("train/tokenizer-bos").join(f), bos_model.join(f)).unwrap();
+    }
+    let slake = data("slake");
+    let plain = eval(dir.path(), "plain", "slake", &slake, &[]);
+    let bos_model = bos_model.display().to_string();
+    let tower = testdata("models/tiny-clip").display().to_string();
+    let r = mt_in(
+        dir.path(),
+        &[
+            "--run-dir",
+            "bos",
+            "eval",
+            "slake",
+            "--ckpt",
+            &bos_model,
+            "--data",
+            &slake,
+            "--max-new-tokens",
+            "6",
+            "--vision-tower",
+            &tower,
+        ],
+    );
+    assert_eq!((plain.code, r.code), (0, 0), "{}", r.stderr);
+    let tokens = |run: &str| -> Vec<u64> {
+        lines(&dir.path().join(run).join("answers.jsonl"))
+            .iter()
+            .map(|l| l["metadata"]["prompt_tokens"].as_u64().unwrap())
+            .collect()
+    };
+    // tokenizer_image_token: with a BOS-adding tokenizer, one BOS more than the template
+    // has; with the plain one, the first token after the image dropped (the reference's
+    // quirk with a template that writes its own BOS). Two tokens apart.
+    let with_bos: Vec<u64> = tokens("plain").iter().map(|n| n + 2).collect();
+    assert_eq!(tokens("bos"), with_bos);
+}
+
+#[test]
 fn chunks_answered_separately_are_merged_and_scored_by_a_run_without_chunk() {
     let dir = tempfile::tempdir().unwrap();
     let slake = data("slake");
@@ -371,8 +454,17 @@ fn chunks_answered_separately_are_merged_and_scored_by_a_run_without_chunk() {
     }
     let chunk_run = json(&dir.path().join("shared/chunks/chunk-1-of-2/run.json"));
     assert_eq!(chunk_run["counts"]["answered_now"], 1);
-    let merged = eval(dir.path(), "shared", "slake", &slake, &["--chunks", "2"]);
+    // No --chunks: the run continues the directory's plan, and starts no worker for
+    // chunks that are complete.
+    let merged = eval(dir.path(), "shared", "slake", &slake, &[]);
     assert_eq!(merged.code, 0, "{}", merged.stderr);
+    let merge_run = json(&dir.path().join("shared/run.json"));
+    assert_eq!(merge_run["counts"]["answered"], 3);
+    assert_eq!(
+        json(&dir.path().join("shared/chunks/chunk-1-of-2/run.json"))["counts"]["answered_now"],
+        1,
+        "chunk 1's own record is untouched: no worker ran again"
+    );
     let single = eval(dir.path(), "single", "slake", &slake, &[]);
     assert_eq!(single.code, 0, "{}", single.stderr);
     assert_eq!(
@@ -392,11 +484,13 @@ fn reruns_with_other_settings_and_runs_without_a_run_dir_are_refused() {
     let again = eval(dir.path(), "r", "slake", &slake, &[]);
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert!(
-        again.stderr.contains("every question is answered already"),
+        !again.stderr.contains("model tiny-llava loaded"),
         "{}",
         again.stderr
     );
-    assert!(!again.stderr.contains("loaded"), "{}", again.stderr);
+    let run = json(&dir.path().join("r/run.json"));
+    assert_eq!(run["counts"]["answered_now"], 0);
+    assert_eq!(run["counts"]["resumed"], 3);
     assert_eq!(
         std::fs::read(dir.path().join("r/scores.json")).unwrap(),
         scores

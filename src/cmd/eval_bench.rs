@@ -17,7 +17,7 @@ use crate::core::eval::chunk_run::{
     ChunkJob, ChunkOutcome, answer_chunk, answered_in, failure_list, merge, unanswered,
 };
 use crate::core::eval::chunks::{Chunk, root_of};
-use crate::core::eval::plan::{Decoding, Plan, ids_digest};
+use crate::core::eval::plan::{self, Decoding, Plan, ids_digest};
 use crate::core::eval::vqa::{self, LoadOptions, Question};
 use crate::core::eval::{Bench, breakdown, llava_med, multimedeval, report, vqa_export, workers};
 use crate::core::model::captioner::Captioner;
@@ -45,38 +45,52 @@ pub fn run(bench: Bench, a: &RunArgs, ctx: &mut Context) -> Result<()> {
         None => here,
     };
     let (questions, bad_rows) = load_questions(bench, a)?;
+    let bad_rows_count = bad_rows.len();
+    // A rerun without --chunks/--gpu/--dtype (the merge after a Slurm array) continues
+    // the plan already there.
+    let previous = plan::previous(&root);
     let chunks = match chunk {
         Some(c) => c.count,
-        None => a.chunks.unwrap_or(a.gpu.len().max(1)),
+        None => a
+            .chunks
+            .or_else(|| (!a.gpu.is_empty()).then_some(a.gpu.len()))
+            .or_else(|| previous.as_ref().map(|p| p.chunks))
+            .unwrap_or(1),
+    };
+    let dtype_name = match (&a.dtype, &previous) {
+        (Some(name), _) => {
+            format!("{:?}", dtype(Some(name), &candle_core::Device::Cpu)?).to_lowercase()
+        }
+        (None, Some(p)) if a.gpu.is_empty() => p.dtype.clone(),
+        (None, _) => if a.gpu.is_empty() { "f32" } else { "bf16" }.to_string(),
     };
     let decoding = decoding(a);
     let plan = Plan {
         bench: bench.name().into(),
         split: a.split.clone(),
         data: canonical(&a.data),
+        image_folder: a.image_folder.as_deref().map(canonical),
         checkpoint: canonical(&a.ckpt),
+        vision_tower: a.vision_tower.as_deref().map(canonical),
         questions: questions.len(),
         question_ids: ids_digest(&questions),
         chunks,
         decoding: decoding.clone(),
-        dtype: a
-            .dtype
-            .clone()
-            .unwrap_or_else(|| if a.gpu.is_empty() { "f32" } else { "bf16" }.to_string()),
+        dtype: dtype_name.clone(),
         seed: ctx.seed,
     };
     plan.check_or_write(&root)?;
     if let Some(c) = chunk {
-        return answer_one_chunk(a, c, &root, &questions, &decoding, ctx);
+        return answer_one_chunk(a, c, &root, &questions, &plan, ctx);
     }
     let truth_json = vqa_export::to_json_lines(&vqa_export::ground_truth(&questions))?;
     write_atomic(&root.join("questions.json"), truth_json.as_bytes())?;
     if chunks == 1 {
         let only = Chunk { index: 0, count: 1 };
-        let done = answer_here(a, only, &root, &questions, &decoding, ctx)?;
+        let done = answer_here(a, only, &root, &questions, &plan, ctx)?;
         report_chunk(ctx, only, &done);
     } else {
-        run_workers(bench, a, chunks, &root, &questions, ctx.seed)?;
+        run_workers(bench, a, &plan, &root, &questions, ctx.seed)?;
     }
     let merged = merge(&root, chunks, &questions)?;
     let answered = merged.answers.len();
@@ -96,7 +110,8 @@ pub fn run(bench: Bench, a: &RunArgs, ctx: &mut Context) -> Result<()> {
         run.set_count("scored", scored);
     }
     let failed = failures.len();
-    finish_failures(ctx, failures, failed, questions.len())
+    let total = questions.len() + bad_rows_count;
+    finish_failures(ctx, failures, failed, total)
 }
 
 /// Rejects option values that make no sense.
@@ -112,6 +127,17 @@ fn check(a: &RunArgs) -> Result<()> {
     if a.chunk.is_some() && a.gpu.len() > 1 {
         return Err(usage("a --chunk runs on one GPU: give one --gpu index"));
     }
+    if !a.gpu.is_empty() && !cfg!(feature = "cuda") {
+        return Err(usage(
+            "this mt was built without GPU support; rebuild with `--features cuda` or use --cpu",
+        ));
+    }
+    if !a.ckpt.is_dir() {
+        return Err(usage(format!(
+            "--ckpt {}: no such checkpoint folder",
+            a.ckpt.display()
+        )));
+    }
     Ok(())
 }
 
@@ -122,9 +148,32 @@ fn load_questions(bench: Bench, a: &RunArgs) -> Result<(Vec<Question>, Failures)
         image_folder: a.image_folder.clone(),
     };
     let loaded = vqa::load(bench, &a.data, &a.split, &opts)?;
-    let mut questions = loaded.questions;
+    let mut seen = std::collections::HashSet::new();
+    let mut bad: Failures = Vec::new();
+    let mut questions = Vec::with_capacity(loaded.questions.len());
+    for q in loaded.questions {
+        if seen.insert(q.id.clone()) {
+            questions.push(q);
+        } else {
+            let what = format!("question {}", q.id);
+            bad.push((
+                what.clone(),
+                format!("{what}: duplicate id (the first one is kept)"),
+            ));
+        }
+    }
+    let mut rejected: Failures = loaded
+        .rejected
+        .into_iter()
+        .map(|r| (format!("{}: {}", r.file, r.at), r.to_string()))
+        .collect();
+    rejected.append(&mut bad);
     if let Some(n) = a.limit {
         questions.truncate(n);
+        // Rows past the limit are not part of this evaluation.
+        for (_, e) in rejected.drain(..) {
+            tracing::warn!("{e}");
+        }
     }
     if questions.is_empty() {
         bail!(
@@ -141,14 +190,9 @@ fn load_questions(bench: Bench, a: &RunArgs) -> Result<(Vec<Question>, Failures)
         questions.len(),
         bench.title(),
         loaded.layout,
-        loaded.rejected.len()
+        rejected.len()
     );
-    let bad = loaded
-        .rejected
-        .into_iter()
-        .map(|r| (format!("{}: {}", r.file, r.at), r.to_string()))
-        .collect();
-    Ok((questions, bad))
+    Ok((questions, rejected))
 }
 
 fn decoding(a: &RunArgs) -> Decoding {
@@ -176,10 +220,10 @@ fn answer_one_chunk(
     chunk: Chunk,
     root: &Path,
     questions: &[Question],
-    decoding: &Decoding,
+    plan: &Plan,
     ctx: &mut Context,
 ) -> Result<()> {
-    let done = answer_here(a, chunk, root, questions, decoding, ctx)?;
+    let done = answer_here(a, chunk, root, questions, plan, ctx)?;
     report_chunk(ctx, chunk, &done);
     let total = done.answered + done.failed.len();
     let failures = failure_list(&done.failed);
@@ -193,18 +237,18 @@ fn answer_here(
     chunk: Chunk,
     root: &Path,
     questions: &[Question],
-    decoding: &Decoding,
+    plan: &Plan,
     ctx: &mut Context,
 ) -> Result<ChunkOutcome> {
     let n = chunk.range(questions.len()).len();
-    if unanswered(root, chunk, questions)? == 0 {
-        tracing::info!("chunk {chunk}: every question is answered already");
-        return Ok(ChunkOutcome {
-            resumed: n,
-            ..ChunkOutcome::default()
-        });
-    }
-    let captioner = load_model(a, decoding, ctx)?;
+    let seed = ctx.seed;
+    let model = std::cell::OnceCell::new();
+    let mut captioner = || -> Result<&Captioner> {
+        if model.get().is_none() {
+            let _ = model.set(load_model(a, plan, ctx)?);
+        }
+        Ok(model.get().expect("set above"))
+    };
     let bar = progress::bar(Some(n as u64), "questions", "answering");
     let started = std::time::Instant::now();
     let mut tokens = 0usize;
@@ -215,9 +259,9 @@ fn answer_here(
         bar.set_message(format!("answering, {:.1} tokens/s", tokens as f64 / secs));
     };
     let job = ChunkJob {
-        captioner: &captioner,
+        captioner: &mut captioner,
         batch_size: a.batch_size,
-        seed: ctx.seed,
+        seed,
         on_batch: &mut on_batch,
     };
     let done = answer_chunk(root, chunk, questions, job)?;
@@ -247,11 +291,13 @@ fn report_chunk(ctx: &mut Context, chunk: Chunk, done: &ChunkOutcome) {
     }
 }
 
-/// The checkpoint, ready to answer; its config and decoding settings go to the run dir.
-fn load_model(a: &RunArgs, decoding: &Decoding, ctx: &mut Context) -> Result<Captioner> {
+/// The checkpoint, ready to answer in the plan's dtype; its config and decoding settings
+/// go to the run dir.
+fn load_model(a: &RunArgs, plan: &Plan, ctx: &mut Context) -> Result<Captioner> {
+    let decoding = &plan.decoding;
     let gpu = a.gpu.first().copied();
     let device = device(gpu)?;
-    let dtype = dtype(a.dtype.as_deref(), &device)?;
+    let dtype = dtype(Some(&plan.dtype), &device)?;
     let ckpt = Checkpoint::open(&a.ckpt, a.vision_tower.as_deref(), &device, dtype)?;
     let generation = GenerationConfig {
         max_new_tokens: decoding.max_new_tokens,
@@ -265,7 +311,8 @@ fn load_model(a: &RunArgs, decoding: &Decoding, ctx: &mut Context) -> Result<Cap
         run.set_device(format!("{place} {dtype:?}").to_lowercase());
         run.write_json("model.json", &ckpt.config)?;
     }
-    let captioner = Captioner::new(ckpt, "", generation, Vec::new(), true, ctx.seed)?;
+    let mut captioner = Captioner::new(ckpt, "", generation, Vec::new(), true, ctx.seed)?;
+    captioner.use_llava_tokenization(&a.ckpt, "")?;
     if let Some(run) = &ctx.run {
         run.write_json("generation.json", captioner.generation())?;
     }
@@ -278,21 +325,29 @@ fn load_model(a: &RunArgs, decoding: &Decoding, ctx: &mut Context) -> Result<Cap
 fn run_workers(
     bench: Bench,
     a: &RunArgs,
-    chunks: usize,
+    plan: &Plan,
     root: &Path,
     questions: &[Question],
     seed: u64,
 ) -> Result<()> {
+    let chunks = plan.chunks;
     let exe = std::env::current_exe().context("cannot find the mt executable for the workers")?;
     let mut commands = Vec::with_capacity(chunks);
     for c in Chunk::all(chunks) {
+        if unanswered(root, c, questions)? == 0 {
+            continue;
+        }
         let gpu = (!a.gpu.is_empty()).then(|| a.gpu[c.index % a.gpu.len()]);
         let mut cmd = worker_command(&exe, bench, a, c, gpu, root, seed);
+        cmd.args(["--dtype", &plan.dtype]);
         let dir = c.dir(root);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         let log = dir.join("stderr.log");
-        let file = std::fs::File::create(&log)
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         cmd.stderr(file);
         commands.push((c, cmd));
@@ -364,7 +419,6 @@ fn worker_command(
         }
     }
     let values = [
-        ("--dtype", a.dtype.clone()),
         ("--temperature", a.temperature.map(|v| v.to_string())),
         ("--top-p", a.top_p.map(|v| v.to_string())),
         ("--top-k", a.top_k.map(|v| v.to_string())),
@@ -387,6 +441,18 @@ fn worker_command(
         }
     }
     cmd.stdin(Stdio::null()).stdout(Stdio::null());
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill this child
+        // when the parent dies (no orphaned workers holding GPUs and chunk locks).
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
     cmd
 }
 

@@ -52,9 +52,10 @@ pub fn answer_id(seed: u64, model: &str, id: &Id) -> String {
 }
 
 /// Answers `questions` in one batch. Unreadable images fail their question only;
-/// model errors fail the call.
-pub fn answer(
-    captioner: &Captioner,
+/// model errors fail the call. The model is asked for (`captioner()`, which may load
+/// it) only when some image could be read.
+pub fn answer<'a>(
+    captioner: &mut dyn FnMut() -> anyhow::Result<&'a Captioner>,
     questions: &[&Question],
     seed: u64,
     on_tokens: &mut dyn FnMut(usize),
@@ -80,7 +81,10 @@ pub fn answer(
             Err(e) => out.failed.push((q.id.clone(), format!("{e:#}"))),
         }
     }
-    let captions = captioner.caption(&items, on_tokens)?;
+    if items.is_empty() {
+        return Ok(out);
+    }
+    let captions = captioner()?.caption(&items, on_tokens)?;
     for (q, caption) in asked.into_iter().zip(captions) {
         let line = AnswerLine {
             question_id: q.id.clone(),

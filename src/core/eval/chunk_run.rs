@@ -35,8 +35,9 @@ pub struct ChunkOutcome {
 }
 
 /// How to answer.
-pub struct ChunkJob<'a> {
-    pub captioner: &'a Captioner,
+pub struct ChunkJob<'a, 'm> {
+    /// The model, loaded on first use: a chunk with nothing left to answer loads none.
+    pub captioner: &'a mut dyn FnMut() -> Result<&'m Captioner>,
     pub batch_size: usize,
     pub seed: u64,
     /// Called with (questions done, new tokens) after every batch.
@@ -70,7 +71,7 @@ pub fn answer_chunk(
     for batch in todo.chunks(job.batch_size.max(1)) {
         let mut tokens = 0;
         let Answered { lines, failed } =
-            answer(job.captioner, batch, job.seed, &mut |n| tokens += n)?;
+            answer(&mut *job.captioner, batch, job.seed, &mut |n| tokens += n)?;
         out.write_all(&lines)?;
         outcome.answered += lines.len();
         outcome.new_tokens += tokens;
@@ -209,6 +210,13 @@ fn lock(dir: &Path, chunk: Chunk) -> Result<File> {
             "chunk {chunk} is being answered by another process ({} is locked); wait for it or stop it",
             path.display()
         ),
+        Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+            tracing::warn!(
+                "{}: this filesystem has no file locks; make sure no other process answers chunk {chunk}",
+                path.display()
+            );
+            Ok(file)
+        }
         Err(std::fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("cannot lock {}", path.display()))
         }

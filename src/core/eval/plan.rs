@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -18,7 +18,7 @@ use crate::core::run::write_atomic;
 pub const FILE: &str = "eval.json";
 
 /// Decoding settings that change answers.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Decoding {
     pub max_new_tokens: usize,
     pub temperature: f64,
@@ -62,12 +62,14 @@ impl Decoding {
 }
 
 /// One benchmark run's plan.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
     pub bench: String,
     pub split: String,
     pub data: String,
+    pub image_folder: Option<String>,
     pub checkpoint: String,
+    pub vision_tower: Option<String>,
     pub questions: usize,
     /// SHA-256 (first 16 hex digits) of the question ids in order.
     pub question_ids: String,
@@ -75,6 +77,12 @@ pub struct Plan {
     pub decoding: Decoding,
     pub dtype: String,
     pub seed: u64,
+}
+
+/// The plan a run directory already has, if it has a readable one.
+pub fn previous(root: &Path) -> Option<Plan> {
+    let text = std::fs::read_to_string(root.join(FILE)).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// A digest of the question ids, in order.
@@ -126,7 +134,9 @@ mod tests {
             bench: "slake".into(),
             split: "test".into(),
             data: "/d".into(),
+            image_folder: None,
             checkpoint: "/c".into(),
+            vision_tower: None,
             questions: 3,
             question_ids: "ab".into(),
             chunks: 2,
@@ -153,6 +163,7 @@ mod tests {
             err.contains("decoding") && err.contains("eval.json"),
             "{err}"
         );
+        assert_eq!(previous(dir.path()).unwrap().chunks, 2);
         let mut other = plan();
         other.chunks = 4;
         let err = other.check_or_write(dir.path()).unwrap_err().to_string();

@@ -10,7 +10,7 @@ use super::checkpoint::Checkpoint;
 use super::generate::{GenerationConfig, generate};
 use super::llava::{Llava, Piece};
 use super::preprocess::ImageProcessor;
-use super::prompt::{TextCodec, llama3_prompt, prompt_len};
+use super::prompt::{PromptTokens, TextCodec, llama3_prompt, prompt_len};
 use crate::core::hash::{fnv1a, keyed, mix64};
 
 /// One image to caption.
@@ -41,6 +41,7 @@ pub struct Captioner {
     processor: ImageProcessor,
     pieces: Vec<Piece>,
     prompt_tokens: usize,
+    tokens: PromptTokens,
     decoding: GenerationConfig,
     stop_strings: Vec<String>,
     seed: u64,
@@ -73,11 +74,25 @@ impl Captioner {
             processor,
             pieces,
             prompt_tokens,
+            tokens: PromptTokens::Plain,
             decoding,
             stop_strings,
             seed,
             model_name,
         })
+    }
+
+    /// Tokenises prompts as LLaVA's `tokenizer_image_token` does (the reference's eval
+    /// script), with the BOS token the checkpoint folder `dir` names.
+    pub fn use_llava_tokenization(&mut self, dir: &std::path::Path, question: &str) -> Result<()> {
+        self.tokens = PromptTokens::Llava {
+            bos: self.codec.named_token(dir, "bos_token"),
+        };
+        self.pieces = self
+            .codec
+            .encode_prompt_with(&llama3_prompt(question), self.tokens)?;
+        self.prompt_tokens = prompt_len(&self.pieces, self.model.cfg.image_tokens());
+        Ok(())
     }
 
     /// The decoding settings in force (stop tokens included).
@@ -115,9 +130,10 @@ impl Captioner {
         let own: Vec<Option<Vec<Piece>>> = items
             .iter()
             .map(|i| {
-                i.question
-                    .as_deref()
-                    .map(|q| self.codec.encode_prompt(&llama3_prompt(q)))
+                i.question.as_deref().map(|q| {
+                    self.codec
+                        .encode_prompt_with(&llama3_prompt(q), self.tokens)
+                })
             })
             .map(Option::transpose)
             .collect::<Result<_>>()?;

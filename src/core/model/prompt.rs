@@ -37,15 +37,50 @@ pub fn llama3_prompt(question: &str) -> String {
 /// The checkpoint's tokenizer.
 pub struct TextCodec {
     tokenizer: Tokenizer,
+    /// `clean_up_tokenization_spaces` of tokenizer_config.json: transformers' decode
+    /// then removes the space before `.`, `?`, `!`, `,`, `'s`, `n't`, ...
+    clean_up_spaces: bool,
+}
+
+/// How prompt text becomes tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptTokens {
+    /// Chunks without the tokenizer's added special tokens: the template's one BOS.
+    Plain,
+    /// LLaVA's `tokenizer_image_token` (the reference's eval and training code): each
+    /// chunk as `tokenizer(chunk)`; when the first chunk starts with `bos`, that token is
+    /// kept once and the first token of every chunk dropped. With a BOS-adding tokenizer
+    /// (Meta-Llama-3's) and the template's own BOS, the prompt starts with two.
+    Llava { bos: Option<u32> },
 }
 
 impl TextCodec {
-    /// Loads `tokenizer.json` from a checkpoint folder.
+    /// Loads `tokenizer.json` (and the decode settings of `tokenizer_config.json`) from a
+    /// checkpoint folder.
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
         let tokenizer = Tokenizer::from_file(&path)
             .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", path.display()))?;
-        Ok(Self { tokenizer })
+        let clean_up_spaces = tokenizer_settings(dir)
+            .iter()
+            .find_map(|j| j.get("clean_up_tokenization_spaces")?.as_bool())
+            .unwrap_or(false);
+        Ok(Self {
+            tokenizer,
+            clean_up_spaces,
+        })
+    }
+
+    /// The id of a special token the checkpoint names (`bos_token`, `pad_token`, ...) in
+    /// tokenizer_config.json or special_tokens_map.json.
+    pub fn named_token(&self, dir: &Path, key: &str) -> Option<u32> {
+        tokenizer_settings(dir)
+            .iter()
+            .find_map(|json| match json.get(key)? {
+                serde_json::Value::String(s) => self.token_id(s),
+                serde_json::Value::Object(o) => self.token_id(o.get("content")?.as_str()?),
+                _ => None,
+            })
     }
 
     /// Token ids of `text` without added special tokens (specials written in the text
@@ -71,27 +106,83 @@ impl TextCodec {
 
     /// A prompt split at its `<image>` placeholders.
     pub fn encode_prompt(&self, text: &str) -> Result<Vec<Piece>> {
-        let mut pieces = Vec::new();
-        for (i, chunk) in text.split(IMAGE_PLACEHOLDER).enumerate() {
+        self.encode_prompt_with(text, PromptTokens::Plain)
+    }
+
+    /// A prompt split at its `<image>` placeholders, tokenised as `how` says.
+    pub fn encode_prompt_with(&self, text: &str, how: PromptTokens) -> Result<Vec<Piece>> {
+        let chunks = text
+            .split(IMAGE_PLACEHOLDER)
+            .map(|c| match how {
+                PromptTokens::Plain => self.encode(c),
+                PromptTokens::Llava { .. } => self.encode_with_specials(c),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bos = match how {
+            PromptTokens::Llava { bos } => bos,
+            PromptTokens::Plain => None,
+        };
+        let first = chunks[0].first().copied();
+        let offset = usize::from(bos.is_some() && first == bos);
+        let mut pieces = Vec::with_capacity(2 * chunks.len());
+        for (i, mut chunk) in chunks.into_iter().enumerate() {
             if i > 0 {
                 pieces.push(Piece::Image);
             }
-            pieces.push(Piece::Text(self.encode(chunk)?));
+            let keep_bos = i == 0 && offset == 1;
+            chunk.drain(..offset.min(chunk.len()));
+            if keep_bos {
+                chunk.insert(0, first.expect("the first chunk starts with BOS"));
+            }
+            pieces.push(Piece::Text(chunk));
         }
         Ok(pieces)
     }
 
-    /// Text of generated ids, special tokens dropped.
+    /// Text of generated ids, special tokens dropped (and spaces cleaned up as
+    /// transformers does when the checkpoint asks for it).
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.tokenizer
+        let text = self
+            .tokenizer
             .decode(ids, true)
-            .map_err(|e| anyhow!("cannot decode tokens: {e}"))
+            .map_err(|e| anyhow!("cannot decode tokens: {e}"))?;
+        Ok(match self.clean_up_spaces {
+            true => clean_up_tokenization(&text),
+            false => text,
+        })
     }
 
     /// The id of a token written out, e.g. `<|eot_id|>`.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.tokenizer.token_to_id(token)
     }
+}
+
+/// tokenizer_config.json and special_tokens_map.json of a checkpoint folder, where readable.
+fn tokenizer_settings(dir: &Path) -> Vec<serde_json::Value> {
+    ["tokenizer_config.json", "special_tokens_map.json"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+        .filter_map(|text| serde_json::from_str(&text).ok())
+        .collect()
+}
+
+/// transformers' `clean_up_tokenization`, replacement for replacement.
+fn clean_up_tokenization(text: &str) -> String {
+    [
+        (" .", "."),
+        (" ?", "?"),
+        (" !", "!"),
+        (" ,", ","),
+        (" ' ", "'"),
+        (" n't", "n't"),
+        (" 'm", "'m"),
+        (" 's", "'s"),
+        (" 've", "'ve"),
+        (" 're", "'re"),
+    ]
+    .iter()
+    .fold(text.to_string(), |t, (from, to)| t.replace(from, to))
 }
 
 /// Tokens a prompt occupies once each image contributes `image_tokens` rows.
@@ -108,6 +199,59 @@ pub fn prompt_len(pieces: &[Piece], image_tokens: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn llava_tokenization_keeps_the_double_bos_of_a_bos_adding_tokenizer() {
+        let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata");
+        let (bos_dir, plain_dir) = (
+            testdata.join("train/tokenizer-bos"),
+            testdata.join("models/tiny-llava"),
+        );
+        let text = llama3_prompt("What is shown?");
+        let with_bos = TextCodec::load(&bos_dir).unwrap();
+        let bos = with_bos.named_token(&bos_dir, "bos_token");
+        assert!(bos.is_some());
+        let plain = with_bos.encode_prompt(&text).unwrap();
+        let llava = with_bos
+            .encode_prompt_with(&text, PromptTokens::Llava { bos })
+            .unwrap();
+        let ids = |p: &[Piece]| -> Vec<Option<u32>> {
+            p.iter()
+                .flat_map(|p| match p {
+                    Piece::Text(ids) => ids.iter().map(|&i| Some(i)).collect(),
+                    Piece::Image => vec![None],
+                })
+                .collect()
+        };
+        let (plain, llava) = (ids(&plain), ids(&llava));
+        assert_eq!(llava.len(), plain.len() + 1);
+        assert_eq!(llava[0], bos);
+        assert_eq!(
+            &llava[1..],
+            &plain[..],
+            "one extra BOS in front, nothing else"
+        );
+        // With a tokenizer that adds nothing, the template's own BOS still sets the
+        // offset: the first token after the image is dropped, as in the reference.
+        let tiny = TextCodec::load(&plain_dir).unwrap();
+        let bos = tiny.named_token(&plain_dir, "bos_token");
+        let plain = ids(&tiny.encode_prompt(&text).unwrap());
+        let llava = ids(&tiny
+            .encode_prompt_with(&text, PromptTokens::Llava { bos })
+            .unwrap());
+        let image = plain.iter().position(Option::is_none).unwrap();
+        let mut dropped = plain.clone();
+        dropped.remove(image + 1);
+        assert_eq!(llava, dropped);
+    }
+
+    #[test]
+    fn spaces_are_cleaned_up_as_transformers_does() {
+        assert_eq!(
+            clean_up_tokenization("yes , it is n't the lung 's apex ."),
+            "yes, it isn't the lung's apex."
+        );
+    }
 
     #[test]
     fn llama3_prompt_matches_conv_llama3() {

@@ -10,9 +10,9 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use serde::Deserialize;
-use serde_json::Value;
 
-use crate::core::model::prompt::{IMAGE_PLACEHOLDER, LLAMA3_SYSTEM, TextCodec};
+use crate::core::model::llava::Piece;
+use crate::core::model::prompt::{IMAGE_PLACEHOLDER, LLAMA3_SYSTEM, PromptTokens, TextCodec};
 
 /// Label of a position that takes no part in the loss.
 pub const IGNORE_INDEX: i64 = -100;
@@ -53,17 +53,7 @@ pub struct SpecialTokens {
 impl SpecialTokens {
     /// Reads `tokenizer_config.json` / `special_tokens_map.json` of a checkpoint folder.
     pub fn load(dir: &Path, codec: &TextCodec) -> Result<Self> {
-        let named = |key: &str| -> Option<u32> {
-            ["tokenizer_config.json", "special_tokens_map.json"]
-                .iter()
-                .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
-                .filter_map(|text| serde_json::from_str::<Value>(&text).ok())
-                .find_map(|json| match json.get(key)? {
-                    Value::String(s) => codec.token_id(s),
-                    Value::Object(o) => codec.token_id(o.get("content")?.as_str()?),
-                    _ => None,
-                })
-        };
+        let named = |key: &str| codec.named_token(dir, key);
         let bos = named("bos_token");
         let pad = named("pad_token")
             .or_else(|| codec.token_id("<|end_of_text|>"))
@@ -137,26 +127,17 @@ impl Llama3Encoder<'_> {
         if !has_image {
             return Ok(widen(self.codec.encode_with_specials(text)?));
         }
-        let chunks = text
-            .split(IMAGE_PLACEHOLDER)
-            .map(|c| self.codec.encode_with_specials(c))
-            .collect::<Result<Vec<_>>>()?;
-        let starts_with_bos = chunks[0]
-            .first()
-            .is_some_and(|&t| Some(t) == self.specials.bos);
-        let offset = usize::from(starts_with_bos);
-        let mut ids = Vec::new();
-        if starts_with_bos {
-            ids.push(i64::from(chunks[0][0]));
-        }
-        for (i, chunk) in chunks.iter().enumerate() {
-            if i > 0 {
-                // The separator is `[IMAGE] * (offset + 1)`, cut by the same `[offset:]`.
-                ids.push(IMAGE_TOKEN_INDEX);
-            }
-            ids.extend(chunk.iter().skip(offset).map(|&t| i64::from(t)));
-        }
-        Ok(ids)
+        let how = PromptTokens::Llava {
+            bos: self.specials.bos,
+        };
+        let pieces = self.codec.encode_prompt_with(text, how)?;
+        Ok(pieces
+            .iter()
+            .flat_map(|p| match p {
+                Piece::Text(ids) => widen(ids.clone()),
+                Piece::Image => vec![IMAGE_TOKEN_INDEX],
+            })
+            .collect())
     }
 }
 
