@@ -165,6 +165,7 @@ impl Weights {
             .extension()
             .is_some_and(|e| e == "bin" || e == "pt" || e == "pth");
         let (file, listing) = if is_pth {
+            super::pickle_guard::check(path)?;
             let pth = PthTensors::new(path, None)
                 .map_err(|e| anyhow!("cannot read PyTorch checkpoint {}: {e}", path.display()))?;
             let listing: Vec<(String, Vec<usize>)> = pth
@@ -525,5 +526,61 @@ mod tests {
             err.contains("model-00001-of-00002.safetensors, which is missing"),
             "{err}"
         );
+    }
+
+    /// A change to a safetensors header.
+    type Lie = dyn Fn(&mut serde_json::Value);
+
+    /// A safetensors file whose header says what `lie` makes of two honest tensors.
+    fn lying_file(dir: &Path, lie: &Lie) -> PathBuf {
+        let mut header = serde_json::json!({
+            "model.norm.weight": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
+            "lm_head.weight": {"dtype": "F32", "shape": [3], "data_offsets": [16, 28]},
+        });
+        lie(&mut header);
+        let text = header.to_string();
+        let mut bytes = (text.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(text.as_bytes());
+        bytes.extend_from_slice(&[0u8; 28]);
+        let path = dir.join("model.safetensors");
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn safetensors_headers_that_lie_are_refused_with_the_file_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let lies: [(&str, &Lie); 4] = [
+            ("offsets past the end", &|h| {
+                h["lm_head.weight"]["data_offsets"] = serde_json::json!([16, 4096])
+            }),
+            ("a huge shape", &|h| {
+                h["lm_head.weight"]["shape"] = serde_json::json!([1u64 << 40, 1u64 << 30])
+            }),
+            ("overlapping tensors", &|h| {
+                h["lm_head.weight"]["data_offsets"] = serde_json::json!([0, 12])
+            }),
+            ("a header longer than the file", &|h| {
+                h["pad"] = serde_json::json!("x".repeat(10));
+            }),
+        ];
+        for (what, lie) in lies {
+            let path = lying_file(dir.path(), lie);
+            if what == "a header longer than the file" {
+                // Claim a header far longer than the file holds.
+                let mut bytes = std::fs::read(&path).unwrap();
+                bytes[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+                std::fs::write(&path, bytes).unwrap();
+            }
+            let mut w = Weights::new(&Device::Cpu, DType::F32);
+            let err = match w.add_file(&path, NameMap::Original) {
+                Err(e) => e.to_string(),
+                Ok(()) => w
+                    .get("llm.lm_head.weight", &[3])
+                    .map(|_| String::new())
+                    .unwrap_or_else(|e| e.to_string()),
+            };
+            assert!(err.contains("model.safetensors"), "{what}: {err:?}");
+        }
     }
 }

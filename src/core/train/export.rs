@@ -52,6 +52,7 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
     if !is_pickle {
         return read_safetensors(path);
     }
+    crate::core::model::pickle_guard::check(path)?;
     Ok(candle_core::pickle::read_all(path)
         .with_context(|| format!("cannot read PyTorch file {}", path.display()))?
         .into_iter()
