@@ -127,6 +127,42 @@ mod tests {
         out.into_inner()
     }
 
+    /// A valid 1x1 RGB PNG whose IHDR then claims `width` x `height` (CRC fixed up):
+    /// a decompression bomb's header on a few bytes of data.
+    pub(crate) fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+        let one = DynamicImage::ImageRgb8(RgbImage::new(1, 1));
+        let mut bytes = encode(&one, ImageFormat::Png);
+        // Signature (8), IHDR length (4) + type (4), then width and height.
+        bytes[16..20].copy_from_slice(&width.to_be_bytes());
+        bytes[20..24].copy_from_slice(&height.to_be_bytes());
+        let crc = crc32(&bytes[12..29]);
+        bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+        bytes
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn a_huge_png_header_fails_before_allocating_its_pixels() {
+        // 50,000 x 50,000 RGB: 7.5 GB of pixels claimed by a ~70-byte file.
+        let bomb = png_claiming(50_000, 50_000);
+        let info = probe(&bomb).unwrap();
+        assert_eq!((info.width, info.height), (50_000, 50_000));
+        let started = std::time::Instant::now();
+        let err = format!("{:#}", decode(&bomb).unwrap_err());
+        assert!(err.contains("limit"), "{err}");
+        assert!(started.elapsed().as_secs() < 5);
+    }
+
     #[test]
     fn probes_read_size_format_and_mode() {
         let grey = DynamicImage::ImageLuma8(image::GrayImage::new(7, 5));
