@@ -28,7 +28,8 @@
 //!   `..` component or a top-level `.mt-extract` fails the shard, naming the member.
 //!   Symlinks, hard links, devices and fifos are not extracted; they are counted in
 //!   [`ShardReport::ignored`] and logged as a warning. A member over
-//!   [`MAX_MEMBER_BYTES`] fails the shard. Files get default permissions (no modes,
+//!   [`MAX_MEMBER_BYTES`], more than [`MAX_SHARD_MEMBERS`] members or more than
+//!   [`MAX_SHARD_BYTES`] unpacked fail the shard (decompression bombs). Files get default permissions (no modes,
 //!   owners or times from the archive).
 //!
 //! **Manifest check** ([`check_manifest`]) reads only the file-name column of each
@@ -128,7 +129,7 @@ pub struct ManifestCheck {
 /// `<archive>: truncated or corrupt after N members (last `a/b.jpg`): <cause>` and leaves
 /// the shard without a marker (a rerun redoes it from the start).
 pub fn extract_shard(archive: &Path, dest: &Path) -> Result<ShardReport> {
-    extract_with(archive, dest, MAX_MEMBER_BYTES)
+    extract_with(archive, dest, Limits::default())
 }
 
 /// Checks the file-name `column` (`"file_name"` for `25M_full`) of the parquet
@@ -184,7 +185,33 @@ pub fn check_manifest(manifests: &[PathBuf], dest: &Path, column: &str) -> Resul
 // ---------------------------------------------------------------------------------
 // Extraction
 
-fn extract_with(archive: &Path, dest: &Path, limit: u64) -> Result<ShardReport> {
+/// Bounds on what one shard may unpack: a decompression bomb (a huge member, a flood of
+/// tiny ones, or terabytes in all) fails the shard with a clear error instead of filling
+/// the disk.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    member_bytes: u64,
+    members: u64,
+    total_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            member_bytes: MAX_MEMBER_BYTES,
+            members: MAX_SHARD_MEMBERS,
+            total_bytes: MAX_SHARD_BYTES,
+        }
+    }
+}
+
+/// Most members (files and folders) one shard may hold (MedTrinity-25M's hold ~10^5).
+pub const MAX_SHARD_MEMBERS: u64 = 10_000_000;
+
+/// Most bytes one shard may unpack to (MedTrinity-25M's are a few GB).
+pub const MAX_SHARD_BYTES: u64 = 1 << 40;
+
+fn extract_with(archive: &Path, dest: &Path, limits: Limits) -> Result<ShardReport> {
     let shown = archive.display();
     let name = archive
         .file_name()
@@ -215,7 +242,7 @@ fn extract_with(archive: &Path, dest: &Path, limit: u64) -> Result<ShardReport> 
     clean_stale_temps(dest, &journal_path, &tag)?;
 
     let mut journal = Journal::create(&journal_path)?;
-    let counts = unpack(archive, dest, limit, &tag, &mut journal)?;
+    let counts = unpack(archive, dest, limits, &tag, &mut journal)?;
     if Stamp::of(archive)? != stamp {
         bail!("{shown}: the archive changed while it was being extracted; run again");
     }
@@ -476,7 +503,7 @@ enum CopyError {
 fn unpack(
     archive: &Path,
     dest: &Path,
-    limit: u64,
+    limits: Limits,
     tag: &str,
     journal: &mut Journal,
 ) -> Result<Counts> {
@@ -500,8 +527,16 @@ fn unpack(
     let mut buf = vec![0u8; BUF_BYTES];
     let mut ready_dir: Option<PathBuf> = None;
     let entries = tar.entries().map_err(|e| broken(&counts, &last, &e))?;
+    let mut members = 0u64;
     for entry in entries {
         let mut entry = entry.map_err(|e| broken(&counts, &last, &e))?;
+        members += 1;
+        if members > limits.members {
+            bail!(
+                "{shown}: more than {} members; refusing to go on (a decompression bomb?)",
+                limits.members
+            );
+        }
         let kind = entry.header().entry_type();
         let raw = entry.path_bytes().into_owned();
         let shown_member = || String::from_utf8_lossy(&raw).into_owned();
@@ -541,10 +576,19 @@ fn unpack(
             continue;
         }
         let size = entry.size();
-        if size > limit {
+        if size > limits.member_bytes {
             bail!(
-                "{shown}: member `{}` is {size} bytes, over the {limit}-byte limit per member",
-                rel.display()
+                "{shown}: member `{}` is {size} bytes, over the {}-byte limit per member",
+                rel.display(),
+                limits.member_bytes
+            );
+        }
+        if counts.bytes + size > limits.total_bytes {
+            bail!(
+                "{shown}: member `{}` would take the shard past {} bytes unpacked; refusing to go on \
+                 (a decompression bomb?)",
+                rel.display(),
+                limits.total_bytes
             );
         }
         let parent = rel.parent().unwrap_or(Path::new(""));
@@ -959,7 +1003,11 @@ mod tests {
             tar_zst(&[("ok.png", b"1234"), ("big.png", &[7; 100])]),
         )
         .unwrap();
-        let err = extract_with(&archive, &t.path().join("out"), 64).unwrap_err();
+        let limits = Limits {
+            member_bytes: 64,
+            ..Limits::default()
+        };
+        let err = extract_with(&archive, &t.path().join("out"), limits).unwrap_err();
         let msg = format!("{err:#}");
         assert!(
             msg.contains("big.tar.zst: member `big.png` is 100 bytes, over the 64-byte limit"),
@@ -972,6 +1020,45 @@ mod tests {
                 .join("big.tar.zst.done")
                 .exists()
         );
+    }
+
+    #[test]
+    fn bombs_of_many_members_or_many_bytes_fail_the_shard() {
+        let t = tempfile::tempdir().unwrap();
+        let archive = t.path().join("bomb.tar.zst");
+        let names: Vec<String> = (0..20).map(|i| format!("m{i}.png")).collect();
+        let members: Vec<(&str, &[u8])> = names
+            .iter()
+            .map(|n| (n.as_str(), &b"12345678"[..]))
+            .collect();
+        fs::write(&archive, tar_zst(&members)).unwrap();
+        let few = Limits {
+            members: 10,
+            ..Limits::default()
+        };
+        let msg = format!(
+            "{:#}",
+            extract_with(&archive, &t.path().join("a"), few).unwrap_err()
+        );
+        assert!(msg.contains("bomb.tar.zst: more than 10 members"), "{msg}");
+        let small = Limits {
+            total_bytes: 100,
+            ..Limits::default()
+        };
+        let msg = format!(
+            "{:#}",
+            extract_with(&archive, &t.path().join("b"), small).unwrap_err()
+        );
+        assert!(msg.contains("past 100 bytes unpacked"), "{msg}");
+        assert!(
+            !t.path()
+                .join("b")
+                .join(STATE_DIR)
+                .join("bomb.tar.zst.done")
+                .exists()
+        );
+        // Within the bounds it extracts.
+        extract_with(&archive, &t.path().join("c"), Limits::default()).unwrap();
     }
 
     #[test]
