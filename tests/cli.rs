@@ -216,3 +216,47 @@ fn replay_reruns_a_recorded_command() {
     assert_ne!(bad.code, 0);
     assert!(bad.stderr.contains("run.json"), "{}", bad.stderr);
 }
+
+#[test]
+fn a_token_file_others_can_read_gets_a_warning_and_the_token_never_shows() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("hf");
+    std::fs::create_dir_all(&home).unwrap();
+    let token = "hf_SecretValueThatMustNotLeak123";
+    let file = home.join("token");
+    std::fs::write(&file, token).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let home_text = home.display().to_string();
+    let r = common::mt_env(
+        dir.path(),
+        &["--no-run-dir", "download", "org/repo", "--dry-run"],
+        &[
+            ("HF_HOME", home_text.as_str()),
+            ("HF_HUB_OFFLINE", "1"),
+            ("HF_TOKEN", ""),
+        ],
+    );
+    assert!(
+        r.stderr.contains("can be read by other users") && r.stderr.contains("chmod 600"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains(token) && !r.stdout.contains(token));
+    // With mode 600 there is nothing to say.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let r = common::mt_env(
+        dir.path(),
+        &["--no-run-dir", "download", "org/repo", "--dry-run"],
+        &[
+            ("HF_HOME", home_text.as_str()),
+            ("HF_HUB_OFFLINE", "1"),
+            ("HF_TOKEN", ""),
+        ],
+    );
+    assert!(
+        !r.stderr.contains("can be read by other users"),
+        "{}",
+        r.stderr
+    );
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every fuzz target (or those named) for SECONDS each with cargo-fuzz (libFuzzer),
+# starting from the committed seeds plus the corpus grown by earlier runs, and prints one
+# JSON line per target: runs, seconds, corpus size, crashes (saved in fuzz/artifacts/).
+# Not part of CI. Needs `cargo install cargo-fuzz` and a nightly toolchain.
+#
+#   fuzz/run.sh [SECONDS=300] [TARGET...]
+#
+# Env: CARGO_TARGET_DIR (default fuzz/target), SANITIZER (default none: mt has no unsafe
+# parsing code of its own; `address` builds slower and finds memory errors in C deps),
+# RSS_MB (per-process memory limit, default 4096: an input that allocates more is a crash).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SECONDS_EACH=${1:-300}; shift || true
+TARGETS=("$@")
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(answers model_config checkpoint tar_zst vqa medical mask llava_records)
+cd "$ROOT"
+cargo +nightly fuzz build -O -s "${SANITIZER:-none}" "${TARGETS[@]/#/}" >/dev/null 2>&1 || cargo +nightly fuzz build -O -s "${SANITIZER:-none}"
+for t in "${TARGETS[@]}"; do
+  mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
+  log=$(mktemp)
+  cargo +nightly fuzz run -O -s "${SANITIZER:-none}" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
+    -max_total_time="$SECONDS_EACH" -rss_limit_mb="${RSS_MB:-4096}" -timeout=30 -print_final_stats=1 \
+    -artifact_prefix="fuzz/artifacts/$t/" > "$log" 2>&1 || true
+  runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
+  crashes=$(find "fuzz/artifacts/$t" -type f | wc -l)
+  corpus=$(find "fuzz/corpus/$t" -type f | wc -l)
+  echo "{\"target\": \"$t\", \"seconds\": $SECONDS_EACH, \"runs\": ${runs:-0}, \"corpus\": $corpus, \"crash_files\": $crashes, \"log\": \"$log\"}"
+done
