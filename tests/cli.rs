@@ -228,15 +228,18 @@ fn a_token_file_others_can_read_gets_a_warning_and_the_token_never_shows() {
     std::fs::write(&file, token).unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let home_text = home.display().to_string();
-    let r = common::mt_env(
-        dir.path(),
-        &["--no-run-dir", "download", "org/repo", "--dry-run"],
-        &[
-            ("HF_HOME", home_text.as_str()),
-            ("HF_HUB_OFFLINE", "1"),
-            ("HF_TOKEN", ""),
-        ],
-    );
+    let download = || {
+        common::mt_env(
+            dir.path(),
+            &["--no-run-dir", "download", "org/repo", "--dry-run"],
+            &[
+                ("HF_HOME", home_text.as_str()),
+                ("HF_HUB_OFFLINE", "1"),
+                ("HF_TOKEN", ""),
+            ],
+        )
+    };
+    let r = download();
     assert!(
         r.stderr.contains("can be read by other users") && r.stderr.contains("chmod 600"),
         "{}",
@@ -245,15 +248,7 @@ fn a_token_file_others_can_read_gets_a_warning_and_the_token_never_shows() {
     assert!(!r.stderr.contains(token) && !r.stdout.contains(token));
     // With mode 600 there is nothing to say.
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let r = common::mt_env(
-        dir.path(),
-        &["--no-run-dir", "download", "org/repo", "--dry-run"],
-        &[
-            ("HF_HOME", home_text.as_str()),
-            ("HF_HUB_OFFLINE", "1"),
-            ("HF_TOKEN", ""),
-        ],
-    );
+    let r = download();
     assert!(
         !r.stderr.contains("can be read by other users"),
         "{}",

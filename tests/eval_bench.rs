@@ -31,6 +31,16 @@ fn json(path: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// The fields scores.json breaks down by, in order.
+fn breakdown_fields(scores: &Value) -> Vec<&str> {
+    scores["breakdowns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["field"].as_str().unwrap())
+        .collect()
+}
+
 /// question_id (as JSON text) -> answer text.
 fn answers(path: &Path) -> BTreeMap<String, String> {
     lines(path)
@@ -112,12 +122,7 @@ fn slake_writes_answers_scores_breakdowns_and_a_report_the_python_scorer_can_rea
     assert_eq!(scores["llava_med"]["n_closed"], 1);
     assert!(scores["multimedeval"]["f1"].is_number());
     assert_eq!(scores["paper"]["open_recall"], 86.4);
-    let fields: Vec<&str> = scores["breakdowns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["field"].as_str().unwrap())
-        .collect();
+    let fields = breakdown_fields(&scores);
     assert_eq!(
         fields,
         ["answer_type", "modality", "location", "content_type"]
@@ -226,12 +231,7 @@ fn chunk_workers_give_the_answers_of_one_process_and_list_unreadable_images() {
     // --json prints scores.json; VQA-RAD breaks down by organ and question type.
     let scores = two.json();
     assert_eq!(scores, json(&two_dir.join("scores.json")));
-    let fields: Vec<&str> = scores["breakdowns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["field"].as_str().unwrap())
-        .collect();
+    let fields = breakdown_fields(&scores);
     assert_eq!(fields, ["answer_type", "image_organ", "question_type"]);
 }
 

@@ -81,7 +81,12 @@ pub fn run(bench: Bench, a: &RunArgs, ctx: &mut Context) -> Result<()> {
     };
     plan.check_or_write(&root)?;
     if let Some(c) = chunk {
-        return answer_one_chunk(a, c, &root, &questions, &plan, ctx);
+        // A `--chunk K/N` worker answers its chunk and stops (exit 3 if some failed).
+        let done = answer_here(a, c, &root, &questions, &plan, ctx)?;
+        report_chunk(ctx, c, &done);
+        let failures = failure_list(&done.failed);
+        let (failed, total) = (failures.len(), done.answered + done.failed.len());
+        return finish_failures(ctx, failures, failed, total);
     }
     let truth_json = vqa_export::to_json_lines(&vqa_export::ground_truth(&questions))?;
     write_atomic(&root.join("questions.json"), truth_json.as_bytes())?;
@@ -212,23 +217,6 @@ fn canonical(path: &Path) -> String {
         .unwrap_or_else(|_| path.to_path_buf())
         .display()
         .to_string()
-}
-
-/// A `--chunk K/N` worker: answers its chunk and stops (exit 3 if some failed).
-fn answer_one_chunk(
-    a: &RunArgs,
-    chunk: Chunk,
-    root: &Path,
-    questions: &[Question],
-    plan: &Plan,
-    ctx: &mut Context,
-) -> Result<()> {
-    let done = answer_here(a, chunk, root, questions, plan, ctx)?;
-    report_chunk(ctx, chunk, &done);
-    let total = done.answered + done.failed.len();
-    let failures = failure_list(&done.failed);
-    let failed = failures.len();
-    finish_failures(ctx, failures, failed, total)
 }
 
 /// Answers `chunk` in this process, with a progress bar.

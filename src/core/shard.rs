@@ -29,15 +29,19 @@ impl fmt::Display for Shard {
     }
 }
 
+/// `I/N` with 0 <= I < N, as (I, N).
+pub fn index_of_count(text: &str) -> Option<(usize, usize)> {
+    let (i, n) = text.split_once('/')?;
+    let (index, count) = (i.trim().parse().ok()?, n.trim().parse().ok()?);
+    (index < count).then_some((index, count))
+}
+
 impl Shard {
     /// Parses `I/N` (`I` from 0 to `N - 1`).
     pub fn parse(text: &str) -> Result<Self> {
-        let parsed = text
-            .split_once('/')
-            .and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
-        match parsed {
-            Some((index, count)) if index < count => Ok(Self { index, count }),
-            _ => bail!("`{text}` is not a shard: expected I/N with 0 <= I < N, like 0/8"),
+        match index_of_count(text) {
+            Some((index, count)) => Ok(Self { index, count }),
+            None => bail!("`{text}` is not a shard: expected I/N with 0 <= I < N, like 0/8"),
         }
     }
 

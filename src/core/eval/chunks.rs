@@ -17,12 +17,9 @@ pub struct Chunk {
 impl Chunk {
     /// Parses `K/N` (0 <= K < N).
     pub fn parse(text: &str) -> Result<Chunk> {
-        let parsed = text
-            .split_once('/')
-            .and_then(|(k, n)| Some((k.trim().parse().ok()?, n.trim().parse().ok()?)));
-        match parsed {
-            Some((index, count)) if index < count => Ok(Chunk { index, count }),
-            _ => bail!("`{text}` is not K/N with 0 <= K < N (e.g. 0/4)"),
+        match crate::core::shard::index_of_count(text) {
+            Some((index, count)) => Ok(Chunk { index, count }),
+            None => bail!("`{text}` is not K/N with 0 <= K < N (e.g. 0/4)"),
         }
     }
 
