@@ -805,3 +805,22 @@ fn readme_quickstart_works() {
     let r = mt(&["inspect", "testdata/medtrinity-demo"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
+
+#[test]
+fn row_groups_over_the_memory_bound_are_reported_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = common::testdata("medtrinity-demo").display().to_string();
+    let r = common::mt_env(
+        dir.path(),
+        &["--no-run-dir", "inspect", &demo],
+        &[("MT_MAX_ROW_GROUP_BYTES", "1000")],
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("row group 0 claims") && r.stderr.contains("MT_MAX_ROW_GROUP_BYTES"),
+        "{}",
+        r.stderr
+    );
+    let ok = common::mt_env(dir.path(), &["--no-run-dir", "inspect", &demo], &[]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+}
