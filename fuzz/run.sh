@@ -15,11 +15,11 @@ SECONDS_EACH=${1:-300}; shift || true
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(answers model_config checkpoint tar_zst vqa medical mask llava_records)
 cd "$ROOT"
-cargo +nightly fuzz build -O -s "${SANITIZER:-none}" "${TARGETS[@]/#/}" >/dev/null 2>&1 || cargo +nightly fuzz build -O -s "${SANITIZER:-none}"
+cargo +nightly fuzz build -s "${SANITIZER:-none}"
 for t in "${TARGETS[@]}"; do
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
   log=$(mktemp)
-  cargo +nightly fuzz run -O -s "${SANITIZER:-none}" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
+  cargo +nightly fuzz run -s "${SANITIZER:-none}" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
     -max_total_time="$SECONDS_EACH" -rss_limit_mb="${RSS_MB:-4096}" -timeout=30 -print_final_stats=1 \
     -artifact_prefix="fuzz/artifacts/$t/" > "$log" 2>&1 || true
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
