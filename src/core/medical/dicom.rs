@@ -24,6 +24,9 @@ use super::{Options, Rescale, Sidecar, TransferSyntax, WindowChoice, WindowUsed,
 
 /// Converts one DICOM file; returns its sidecar (outputs filled in by the caller).
 pub fn convert(path: &Path, opts: &Options, out: &mut Outputs) -> Result<Sidecar> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read: {e}"))?;
+    super::dicom_lengths::check(&bytes).map_err(|e| anyhow!("not a readable DICOM file: {e:#}"))?;
+    drop(bytes);
     let obj = OpenFileOptions::new()
         .open_file(path)
         .map_err(|e| anyhow!("not a readable DICOM file: {}", error_chain(&e)))?;

@@ -7,6 +7,7 @@
 //! the same settings marks the file complete for a rerun.
 
 pub mod dicom;
+pub mod dicom_lengths;
 pub mod inputs;
 pub mod nifti;
 pub mod output;

@@ -1,0 +1,174 @@
+//! A pass over a DICOM file's element headers before dicom-rs parses it: dicom-rs
+//! reserves and zero-fills an element's declared length before reading it, so a 2 KB
+//! file declaring a 4 GB element would cost 4 GB of memory. Every defined length must
+//! fit in the bytes left in the file. Explicit and implicit VR little endian (the meta
+//! group and nearly every file) are walked; other transfer syntaxes are left to dicom-rs.
+
+use anyhow::{Result, bail};
+
+/// VRs whose explicit-VR header has two reserved bytes and a 4-byte length.
+const LONG_VRS: [&[u8; 2]; 13] = [
+    b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV",
+];
+
+const UNDEFINED: u32 = u32::MAX;
+const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
+
+/// Fails when an element of `bytes` (a whole Part 10 file) declares more bytes than the
+/// file has left after it.
+pub fn check(bytes: &[u8]) -> Result<()> {
+    if bytes.len() < 132 || &bytes[128..132] != b"DICM" {
+        return Ok(()); // not Part 10: dicom-rs says why
+    }
+    let mut syntax = String::new();
+    let mut pos = 132;
+    // The meta group: explicit VR little endian.
+    while pos + 8 <= bytes.len() && u16::from_le_bytes([bytes[pos], bytes[pos + 1]]) == 2 {
+        let Some(element) = explicit(bytes, pos)? else {
+            return Ok(());
+        };
+        if element.tag == (2, 0x10) && element.len != UNDEFINED {
+            let value = &bytes[element.value..element.value + element.len as usize];
+            syntax = String::from_utf8_lossy(value)
+                .trim_end_matches(['\0', ' '])
+                .to_string();
+        }
+        pos = element.value + element.len as usize;
+    }
+    let implicit = match syntax.as_str() {
+        EXPLICIT_LE => false,
+        IMPLICIT_LE => true,
+        _ => return Ok(()),
+    };
+    while pos + 8 <= bytes.len() {
+        let group = u16::from_le_bytes([bytes[pos], bytes[pos + 1]]);
+        let element = if implicit || group == 0xFFFE {
+            if group == 0xFFFE && pos + 8 > bytes.len() {
+                return Ok(());
+            }
+            implicit_header(bytes, pos)?
+        } else {
+            match explicit(bytes, pos)? {
+                Some(e) => e,
+                None => return Ok(()),
+            }
+        };
+        // Containers (sequences, items, undefined lengths) are walked into; other values
+        // are stepped over.
+        let container = element.len == UNDEFINED || element.is_sequence || group == 0xFFFE;
+        pos = if container {
+            element.value
+        } else {
+            element.value + element.len as usize
+        };
+    }
+    Ok(())
+}
+
+struct Element {
+    tag: (u16, u16),
+    /// Offset of the value.
+    value: usize,
+    len: u32,
+    is_sequence: bool,
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// An explicit-VR header at `pos` (None when it runs past the end). A VR that is not two
+/// capitals is read as UN, with the long header, as dicom-rs reads it.
+fn explicit(b: &[u8], pos: usize) -> Result<Option<Element>> {
+    let tag = (u16_at(b, pos), u16_at(b, pos + 2));
+    let vr = [b[pos + 4], b[pos + 5]];
+    let long = LONG_VRS.contains(&&vr) || !vr.iter().all(u8::is_ascii_uppercase);
+    let (value, len) = if long {
+        if pos + 12 > b.len() {
+            return Ok(None);
+        }
+        (pos + 12, u32_at(b, pos + 8))
+    } else {
+        (pos + 8, u32::from(u16_at(b, pos + 6)))
+    };
+    let element = Element {
+        tag,
+        value,
+        len,
+        is_sequence: &vr == b"SQ",
+    };
+    fits(b, &element)?;
+    Ok(Some(element))
+}
+
+fn implicit_header(b: &[u8], pos: usize) -> Result<Element> {
+    let element = Element {
+        tag: (u16_at(b, pos), u16_at(b, pos + 2)),
+        value: pos + 8,
+        len: u32_at(b, pos + 4),
+        is_sequence: false,
+    };
+    fits(b, &element)?;
+    Ok(element)
+}
+
+fn fits(b: &[u8], e: &Element) -> Result<()> {
+    let left = b.len().saturating_sub(e.value);
+    if e.len != UNDEFINED && e.len as usize > left {
+        bail!(
+            "element ({:04X},{:04X}) declares {} bytes but only {left} follow in the file \
+             (truncated or hostile)",
+            e.tag.0,
+            e.tag.1,
+            e.len
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn testdata(name: &str) -> Vec<u8> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/medical/dicom");
+        std::fs::read(root.join(name)).unwrap()
+    }
+
+    #[test]
+    fn real_files_pass() {
+        for f in [
+            "CT_small.dcm",
+            "MR_small.dcm",
+            "mono1.dcm",
+            "multiframe.dcm",
+            "rgb.dcm",
+            "JPEG-lossy.dcm",
+            "liver_1frame.dcm",
+        ] {
+            check(&testdata(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_length_past_the_end_is_refused_before_any_allocation() {
+        let input = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fuzz/regressions/medical/huge-element-length.dcm.input"),
+        )
+        .unwrap();
+        let err = check(&input[1..]).unwrap_err().to_string();
+        assert!(err.contains("declares 2718593034 bytes"), "{err}");
+        // A truncated file: the pixel data declares more than is left.
+        let mut cut = testdata("MR_small.dcm");
+        cut.truncate(cut.len() - 100);
+        let err = check(&cut).unwrap_err().to_string();
+        assert!(err.contains("declares") && err.contains("follow in the file"), "{err}");
+    }
+}
