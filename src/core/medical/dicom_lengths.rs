@@ -169,6 +169,9 @@ mod tests {
         let mut cut = testdata("MR_small.dcm");
         cut.truncate(cut.len() - 100);
         let err = check(&cut).unwrap_err().to_string();
-        assert!(err.contains("declares") && err.contains("follow in the file"), "{err}");
+        assert!(
+            err.contains("declares") && err.contains("follow in the file"),
+            "{err}"
+        );
     }
 }
