@@ -64,7 +64,6 @@ pub fn run(bench: Bench, a: &RunArgs, ctx: &mut Context) -> Result<()> {
         (None, Some(p)) if a.gpu.is_empty() => p.dtype.clone(),
         (None, _) => if a.gpu.is_empty() { "f32" } else { "bf16" }.to_string(),
     };
-    let decoding = decoding(a);
     let plan = Plan {
         bench: bench.name().into(),
         split: a.split.clone(),
@@ -75,8 +74,8 @@ pub fn run(bench: Bench, a: &RunArgs, ctx: &mut Context) -> Result<()> {
         questions: questions.len(),
         question_ids: ids_digest(&questions),
         chunks,
-        decoding: decoding.clone(),
-        dtype: dtype_name.clone(),
+        decoding: decoding(a),
+        dtype: dtype_name,
         seed: ctx.seed,
     };
     plan.check_or_write(&root)?;
@@ -95,7 +94,7 @@ pub fn run(bench: Bench, a: &RunArgs, ctx: &mut Context) -> Result<()> {
         let done = answer_here(a, only, &root, &questions, &plan, ctx)?;
         report_chunk(ctx, only, &done);
     } else {
-        run_workers(bench, a, &plan, &root, &questions, ctx.seed)?;
+        run_workers(bench, a, &plan, &root, &questions)?;
     }
     let merged = merge(&root, chunks, &questions)?;
     let answered = merged.answers.len();
@@ -316,9 +315,8 @@ fn run_workers(
     plan: &Plan,
     root: &Path,
     questions: &[Question],
-    seed: u64,
 ) -> Result<()> {
-    let chunks = plan.chunks;
+    let (chunks, seed) = (plan.chunks, plan.seed);
     let exe = std::env::current_exe().context("cannot find the mt executable for the workers")?;
     let mut commands = Vec::with_capacity(chunks);
     for c in Chunk::all(chunks) {
