@@ -385,3 +385,30 @@ fn usage_errors_exit_2() {
         help.stdout
     );
 }
+
+/// Found by fuzzing (fuzz/regressions/medical/): a NIfTI header whose dim promises more
+/// voxels than the file holds made the slicer index past the data and panic.
+#[test]
+fn a_nifti_promising_more_voxels_than_it_holds_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = std::fs::read(
+        common::root().join("fuzz/regressions/medical/nifti-dim-beyond-data.nii.input"),
+    )
+    .unwrap();
+    let nii = dir.path().join("x.nii");
+    std::fs::write(&nii, &input[1..]).unwrap(); // byte 0 is the fuzz target's selector
+    let out = dir.path().join("out");
+    let r = common::mt(&[
+        "convert",
+        "image",
+        nii.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("x.nii") && !r.stderr.contains("panicked"),
+        "{}",
+        r.stderr
+    );
+}

@@ -43,6 +43,14 @@ pub fn convert(path: &Path, opts: &Options, out: &mut Outputs) -> Result<Sidecar
     let (mapping, used) = choose_mapping(&values, opts)?;
 
     let grid = Grid::new(&shape, opts.axis)?;
+    // Found by fuzzing: a header whose dim promises more voxels than the data holds.
+    let needed = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if needed.is_none_or(|n| n > values.len()) {
+        bail!(
+            "the header's dim {shape:?} needs more voxels than the {} the file holds",
+            values.len()
+        );
+    }
     for t in 0..grid.volumes {
         for s in 0..grid.slices {
             let slice = grid.slice(&values, t, s);
