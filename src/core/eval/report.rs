@@ -11,20 +11,14 @@ type Line = (&'static str, Option<f64>, Option<f64>);
 /// closed (yes/no accuracy) numbers sit beside ours.
 pub fn llava_med_table(s: &llava_med::Scores, bench: Option<Bench>) -> String {
     let (open, closed) = bench.map(Bench::paper).unzip();
-    let lines: [Line; 12] = [
-        ("Exact match (open)", s.exact_match, None),
-        ("F1 (open)", s.f1, None),
-        ("Precision (open)", s.precision, None),
-        ("Recall (open)", s.recall, open),
-        ("BLEU (open)", s.bleu, None),
-        ("BLEU-1 (open)", s.bleu_1, None),
-        ("BLEU-2 (open)", s.bleu_2, None),
-        ("BLEU-3 (open)", s.bleu_3, None),
-        ("Yes/no accuracy (closed)", s.yes_no_accuracy, closed),
-        ("F1 (closed)", s.closed_f1, None),
-        ("Precision (closed)", s.closed_precision, None),
-        ("Recall (closed)", s.closed_recall, None),
-    ];
+    let lines = llava_med_metrics(s).map(|(name, ours)| {
+        let paper = match name {
+            "Recall (open)" => open,
+            "Yes/no accuracy (closed)" => closed,
+            _ => None,
+        };
+        (name, ours, paper)
+    });
     let mut out = table(&lines, bench);
     let _ = writeln!(
         out,
@@ -48,14 +42,7 @@ pub fn llava_med_table(s: &llava_med::Scores, bench: Option<Bench>) -> String {
 /// The `multimedeval` scores as a table (the paper used the llava-med scorer, so no
 /// paper column).
 pub fn multimedeval_table(s: &multimedeval::Scores) -> String {
-    let lines: [Line; 6] = [
-        ("BLEU-1", Some(s.bleu), None),
-        ("F1", Some(s.f1), None),
-        ("Recall", Some(s.recall), None),
-        ("Closed accuracy", Some(s.closed_accuracy), None),
-        ("Open recall", Some(s.open_recall), None),
-        ("Open accuracy", Some(s.open_accuracy), None),
-    ];
+    let lines = multimedeval_metrics(s).map(|(name, ours)| (name, ours, None));
     let mut out = table(&lines, None);
     let _ = writeln!(
         out,
@@ -63,6 +50,36 @@ pub fn multimedeval_table(s: &multimedeval::Scores) -> String {
         s.n_open, s.n_closed
     );
     out
+}
+
+/// Every `llava-med` metric, named as the tables show it.
+fn llava_med_metrics(s: &llava_med::Scores) -> [(&'static str, Option<f64>); 12] {
+    [
+        ("Exact match (open)", s.exact_match),
+        ("F1 (open)", s.f1),
+        ("Precision (open)", s.precision),
+        ("Recall (open)", s.recall),
+        ("BLEU (open)", s.bleu),
+        ("BLEU-1 (open)", s.bleu_1),
+        ("BLEU-2 (open)", s.bleu_2),
+        ("BLEU-3 (open)", s.bleu_3),
+        ("Yes/no accuracy (closed)", s.yes_no_accuracy),
+        ("F1 (closed)", s.closed_f1),
+        ("Precision (closed)", s.closed_precision),
+        ("Recall (closed)", s.closed_recall),
+    ]
+}
+
+/// Every `multimedeval` metric, named as the tables show it.
+fn multimedeval_metrics(s: &multimedeval::Scores) -> [(&'static str, Option<f64>); 6] {
+    [
+        ("BLEU-1", Some(s.bleu)),
+        ("F1", Some(s.f1)),
+        ("Recall", Some(s.recall)),
+        ("Closed accuracy", Some(s.closed_accuracy)),
+        ("Open recall", Some(s.open_recall)),
+        ("Open accuracy", Some(s.open_accuracy)),
+    ]
 }
 
 fn table(lines: &[Line], bench: Option<Bench>) -> String {
@@ -147,34 +164,12 @@ pub fn markdown(
         out,
         "Scorer `llava-med` (the reference's run_eval_nocandi.py; the paper's numbers):\n"
     );
-    let rows: [(&str, Option<f64>); 12] = [
-        ("exact match (open)", s.exact_match),
-        ("F1 (open)", s.f1),
-        ("precision (open)", s.precision),
-        ("recall (open)", s.recall),
-        ("BLEU (open)", s.bleu),
-        ("BLEU-1 (open)", s.bleu_1),
-        ("BLEU-2 (open)", s.bleu_2),
-        ("BLEU-3 (open)", s.bleu_3),
-        ("yes/no accuracy (closed)", s.yes_no_accuracy),
-        ("F1 (closed)", s.closed_f1),
-        ("precision (closed)", s.closed_precision),
-        ("recall (closed)", s.closed_recall),
-    ];
-    metric_table(&mut out, &rows, pct);
+    metric_table(&mut out, &llava_med_metrics(s), pct);
     let _ = writeln!(
         out,
         "Scorer `multimedeval` (VQA.evaluate of multimedeval 1.0.0):\n"
     );
-    let rows: [(&str, Option<f64>); 6] = [
-        ("BLEU-1", Some(m.bleu)),
-        ("F1", Some(m.f1)),
-        ("recall", Some(m.recall)),
-        ("closed accuracy", Some(m.closed_accuracy)),
-        ("open recall", Some(m.open_recall)),
-        ("open accuracy", Some(m.open_accuracy)),
-    ];
-    metric_table(&mut out, &rows, pct);
+    metric_table(&mut out, &multimedeval_metrics(m), pct);
     for b in breakdowns {
         let _ = writeln!(out, "## By {}\n", b.title.to_lowercase());
         let _ = writeln!(
