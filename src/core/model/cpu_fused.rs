@@ -4,12 +4,15 @@
 //! contiguous-in-the-last-dimension f32 CPU tensors that no gradient flows through;
 //! the composite candle ops remain the reference and the training path.
 
+use std::cell::Cell;
+
 use anyhow::{Result, ensure};
 use candle_core::{DType, Device, Layout, Storage, Tensor};
 use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::norm::tracks_grad;
+use super::skinny;
 
 /// Query rows per attention task: big enough for the score matmul to run at speed,
 /// small enough that a task's scores (`QUERY_BLOCK x keys`) stay in cache.
@@ -21,6 +24,76 @@ pub fn applies(tensors: &[&Tensor]) -> bool {
         && tensors
             .iter()
             .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+thread_local! {
+    /// Set while this thread runs decoding steps ([`decoding`]).
+    static DECODING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `step` (one decoding step of generation) with the skinny Linear kernels on.
+/// Everything else, training included, keeps candle's matmul, so training's passes with
+/// and without a gradient compute the same bits.
+pub fn decoding<T>(step: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            DECODING.set(false);
+        }
+    }
+    DECODING.set(true);
+    let _reset = Reset;
+    step()
+}
+
+/// `x W^T + b` by the skinny kernels inside [`decoding`], for `x` `(m, in)` with up to
+/// [`skinny::MAX_ROWS`] rows, a Linear weight `(out, in)` kept transposed in memory
+/// (`(in, out)` rows contiguous, as `Linear::load` stores CPU weights) and an optional
+/// bias `(out)`. `None` where they do not apply: not decoding, more rows, another layout
+/// or dtype, a gradient to track, or no AVX-512.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
+    let (m, k) = x.dims2()?;
+    let wt = weight.t()?;
+    if !DECODING.get()
+        || m > skinny::MAX_ROWS
+        || !skinny::supported()
+        || !applies(&[x, weight])
+        || bias.is_some_and(|b| !applies(&[b]))
+        || !wt.is_contiguous()
+    {
+        return Ok(None);
+    }
+    let n = wt.dim(1)?;
+    let x = x.contiguous()?;
+    let bias = bias.map(Tensor::contiguous).transpose()?;
+    let (xs, xl) = x.storage_and_layout();
+    let (ws, wl) = wt.storage_and_layout();
+    let (xv, wv) = (view(&xs, xl)?, view(&ws, wl)?);
+    let mut y = vec![0f32; m * n];
+    skinny::times_rows(
+        (m, n, k),
+        skinny::Out {
+            data: &mut y,
+            stride: n,
+        },
+        skinny::Rows {
+            data: xv.data,
+            stride: k,
+        },
+        skinny::Rows {
+            data: wv.data,
+            stride: n,
+        },
+        1.0,
+        true,
+    );
+    if let Some(bias) = &bias {
+        let (bs, bl) = bias.storage_and_layout();
+        let bias = &view(&bs, bl)?.data[..n];
+        y.chunks_mut(n)
+            .for_each(|row| row.iter_mut().zip(bias).for_each(|(y, b)| *y += b));
+    }
+    Ok(Some(Tensor::from_vec(y, (m, n), &Device::Cpu)?))
 }
 
 /// A borrowed f32 view of a CPU tensor: its data from the first element, and strides.
@@ -87,6 +160,7 @@ pub fn attend(
         d,
         scale: scale as f32,
         past: if causal { Some(t - l) } else { None },
+        decoding: l == 1,
     };
     let (qs, ql) = q.storage_and_layout();
     let (ks, kl) = k.storage_and_layout();
@@ -130,6 +204,8 @@ struct Shape {
     d: usize,
     scale: f32,
     past: Option<usize>,
+    /// One query per row: a decoding step, whose products take the skinny kernels.
+    decoding: bool,
 }
 
 impl Shape {
@@ -176,6 +252,7 @@ impl Shape {
                     Strided::rows(qp, q_rs),
                     key_rows.transposed(),
                     self.scale,
+                    self.decoding,
                 );
                 for (r, probs) in s.chunks_mut(keys).enumerate() {
                     let i = if len == 1 { i0 } else { i0 + r };
@@ -191,6 +268,7 @@ impl Shape {
                     Strided::rows(s, keys),
                     Strided::rows(vp, v.stride[2]),
                     1.0,
+                    self.decoding,
                 );
             }
         }
@@ -229,17 +307,42 @@ impl<S: AsRef<[f32]>> Strided<S> {
 }
 
 /// `dst = scale * lhs rhs` for `lhs` `(m, k)` and `rhs` `(k, n)`, on this thread
-/// (callers parallelise over blocks).
+/// (callers parallelise over blocks). A decoding step's products (a query's grouped heads
+/// as rows) take the skinny kernels; prefill and training stay on gemm, so training's two
+/// forward passes (with and without a gradient) compute the same bits.
 fn matmul(
     (m, n, k): (usize, usize, usize),
     dst: Strided<&mut [f32]>,
     lhs: Strided<&[f32]>,
     rhs: Strided<&[f32]>,
     scale: f32,
+    decoding: bool,
 ) {
     dst.check((m, n));
     lhs.check((m, k));
     rhs.check((k, n));
+    if decoding && lhs.col == 1 && dst.col == 1 && skinny::supported() {
+        let (y, x) = (
+            skinny::Out {
+                data: dst.data,
+                stride: dst.row,
+            },
+            skinny::Rows {
+                data: lhs.data,
+                stride: lhs.row,
+            },
+        );
+        let b = |stride| skinny::Rows {
+            data: rhs.data,
+            stride,
+        };
+        if rhs.col == 1 {
+            return skinny::times_rows((m, n, k), y, x, b(rhs.row), scale, false);
+        }
+        if rhs.row == 1 {
+            return skinny::times_cols((m, n, k), y, x, b(rhs.col), scale);
+        }
+    }
     // SAFETY: the checks above keep every element the product reads or writes inside
     // its slice, and `dst` is borrowed mutably, so it aliases neither operand.
     unsafe {

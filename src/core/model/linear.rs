@@ -5,6 +5,7 @@ use anyhow::Result;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
+use super::cpu_fused;
 use super::lora::LoraAdapter;
 use super::weights::Params;
 
@@ -67,16 +68,21 @@ impl Linear {
         let (lead, in_dim) = dims.split_at(dims.len() - 1);
         let rows: usize = lead.iter().product();
         let flat = x.reshape((rows, in_dim[0]))?;
-        let mut y = if flat.track_op() && !self.weight.track_op() {
-            flat.apply_op1(FrozenWeight {
-                weight: self.weight.clone(),
-            })?
+        let mut y = if let Some(y) = cpu_fused::linear(&flat, &self.weight, self.bias.as_ref())? {
+            y
         } else {
-            flat.matmul(&self.weight.t()?)?
+            let y = if flat.track_op() && !self.weight.track_op() {
+                flat.apply_op1(FrozenWeight {
+                    weight: self.weight.clone(),
+                })?
+            } else {
+                flat.matmul(&self.weight.t()?)?
+            };
+            match &self.bias {
+                Some(bias) => y.broadcast_add(bias)?,
+                None => y,
+            }
         };
-        if let Some(bias) = &self.bias {
-            y = y.broadcast_add(bias)?;
-        }
         if let Some(lora) = &self.lora {
             y = (y + lora.delta(&flat)?)?;
         }
@@ -207,6 +213,34 @@ mod tests {
             h.get_ids().count(),
             "the frozen weight gets no gradient"
         );
+    }
+
+    /// The skinny kernels (decoding) against candle's matmul, with and without a bias,
+    /// for a few rows and for more (which stay on candle).
+    #[test]
+    fn decoding_products_match_candle() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1., (70, 33), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1., 70, &dev).unwrap();
+        for rows in [1, 3, 16, 17, 200] {
+            let x = Tensor::randn(0f32, 1., (2, rows, 33), &dev).unwrap();
+            for bias in [None, Some(b.clone())] {
+                let lin = Linear {
+                    // The CPU layout Linear::load uses.
+                    weight: w.t().unwrap().contiguous().unwrap().t().unwrap(),
+                    bias: bias.clone(),
+                    lora: None,
+                };
+                let mut want = x.broadcast_matmul(&w.t().unwrap()).unwrap();
+                if let Some(b) = &bias {
+                    want = want.broadcast_add(b).unwrap();
+                }
+                let got = cpu_fused::decoding(|| lin.forward(&x)).unwrap();
+                assert_eq!(got.dims(), want.dims());
+                let diff = crate::core::model::max_abs_diff(&got, &want);
+                assert!(diff < 1e-4, "{rows} rows: {diff}");
+            }
+        }
     }
 
     #[test]

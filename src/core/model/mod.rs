@@ -20,6 +20,7 @@ pub mod preprocess;
 pub mod projector;
 pub mod prompt;
 pub mod s2;
+pub mod skinny;
 pub mod weights;
 
 /// Largest absolute difference between two tensors of one shape (tests).
