@@ -13,7 +13,7 @@ use common::max_abs_diff;
 use medtrinity::core::model::checkpoint::Checkpoint;
 use medtrinity::core::model::config::Layout;
 use medtrinity::core::model::generate::{GenerationConfig, generate};
-use medtrinity::core::model::llava::{Llava, Piece};
+use medtrinity::core::model::llava::{Llava, Piece, shared_prefix, skip_prefix};
 use medtrinity::core::model::preprocess::ImageProcessor;
 use medtrinity::core::model::prompt::{TextCodec, llama3_prompt};
 use sha2::{Digest, Sha256};
@@ -147,17 +147,65 @@ fn logits_at(model: &Llava, hidden: &Tensor, positions: &Tensor, offset: usize) 
         .unwrap()
 }
 
-fn greedy(model: &Llava, rows: &[Tensor], steps: usize) -> Vec<Vec<u32>> {
-    let batch = model.left_pad(rows).unwrap();
-    let cfg = GenerationConfig {
+fn greedy_cfg(steps: usize) -> GenerationConfig {
+    GenerationConfig {
         max_new_tokens: steps,
         temperature: 0.0,
         top_p: 1.0,
         top_k: 0,
         stop_tokens: vec![],
-    };
+    }
+}
+
+fn greedy(model: &Llava, rows: &[Tensor], steps: usize) -> Vec<Vec<u32>> {
+    let batch = model.left_pad(rows).unwrap();
     let seeds = vec![0; rows.len()];
-    let out = generate(model, &batch, &cfg, &seeds, &|_, _| false, &mut |_| {}).unwrap();
+    let out = generate(
+        model,
+        &batch,
+        None,
+        &greedy_cfg(steps),
+        &seeds,
+        &|_, _| false,
+        &mut |_| {},
+    )
+    .unwrap();
+    out.into_iter().map(|g| g.tokens).collect()
+}
+
+/// [`greedy`] as the captioner runs it: the prompt tokens the rows share (the system
+/// prompt) go through the model once, and every row continues from their cache.
+fn greedy_after_shared_prefix(f: &Fixture, images: &[&str], questions: &[&str]) -> Vec<Vec<u32>> {
+    let prompts: Vec<Vec<Piece>> = questions.iter().map(|q| f.pieces(q)).collect();
+    let refs: Vec<&[Piece]> = prompts.iter().map(Vec::as_slice).collect();
+    let shared = shared_prefix(&refs);
+    let Piece::Text(ids) = &prompts[0][0] else {
+        panic!("the prompt starts with text")
+    };
+    assert!(shared > 10, "the system prompt is shared ({shared} tokens)");
+    let rows: Vec<Tensor> = images
+        .iter()
+        .zip(&prompts)
+        .map(|(image, p)| {
+            let features = f.model.encode_images(&f.pixels(image)).unwrap();
+            f.model
+                .embed_prompt(&skip_prefix(p, shared), &[features.get(0).unwrap()])
+                .unwrap()
+        })
+        .collect();
+    let prefix = f.model.llm.prefix_cache(&ids[..shared]).unwrap();
+    let batch = f.model.left_pad_after(shared, &rows).unwrap();
+    let seeds = vec![0; rows.len()];
+    let out = generate(
+        &f.model,
+        &batch,
+        Some(&prefix),
+        &greedy_cfg(32),
+        &seeds,
+        &|_, _| false,
+        &mut |_| {},
+    )
+    .unwrap();
     out.into_iter().map(|g| g.tokens).collect()
 }
 
@@ -208,6 +256,11 @@ fn check_model(name: &str) {
         .map(|&t| t as u32)
         .collect();
     assert_eq!(tokens[0], expected, "{name}: greedy tokens (batch 1)");
+    let shared = greedy_after_shared_prefix(&f, &IMAGES[..1], &QUESTIONS[..1]);
+    assert_eq!(
+        shared[0], expected,
+        "{name}: greedy tokens (batch 1, shared prefix)"
+    );
 
     // Left-padded batch of three prompts of different lengths.
     let rows: Vec<Tensor> = (0..3).map(|r| f.row(IMAGES[r], QUESTIONS[r])).collect();
@@ -233,6 +286,14 @@ fn check_model(name: &str) {
     for r in 0..3 {
         let want: Vec<u32> = expected[r].iter().map(|&t| t as u32).collect();
         assert_eq!(tokens[r], want, "{name}: greedy tokens (batch row {r})");
+    }
+    let shared = greedy_after_shared_prefix(&f, &IMAGES[..3], &QUESTIONS[..3]);
+    for r in 0..3 {
+        let want: Vec<u32> = expected[r].iter().map(|&t| t as u32).collect();
+        assert_eq!(
+            shared[r], want,
+            "{name}: greedy tokens (batch row {r}, shared prefix)"
+        );
     }
 }
 

@@ -1,6 +1,10 @@
 //! Captioning with a loaded checkpoint: every image gets the same `llama3` prompt unless
-//! it brings its own question (the MedTrinity pipeline), images are preprocessed and encoded in one batch, generation is batched with left
-//! padding, and each caption is decoded with its token counts.
+//! it brings its own question (the MedTrinity pipeline), images are preprocessed and
+//! encoded in one batch, generation is batched with left padding, and each caption is
+//! decoded with its token counts. The prompt tokens all rows share (the system prompt
+//! before the image) run once and are cached for the following batches.
+
+use std::sync::Mutex;
 
 use anyhow::Result;
 use image::DynamicImage;
@@ -8,7 +12,8 @@ use serde::Serialize;
 
 use super::checkpoint::Checkpoint;
 use super::generate::{GenerationConfig, generate};
-use super::llava::{Llava, Piece};
+use super::llama::KvCache;
+use super::llava::{Llava, Piece, shared_prefix, skip_prefix};
 use super::preprocess::ImageProcessor;
 use super::prompt::{PromptTokens, TextCodec, llama3_prompt, prompt_len};
 use crate::core::hash::{fnv1a, keyed, mix64};
@@ -46,6 +51,9 @@ pub struct Captioner {
     stop_strings: Vec<String>,
     seed: u64,
     pub model_name: String,
+    /// The cache of the prompt tokens the last batch's rows shared, and those tokens:
+    /// batches that share them again (the system prompt, usually) start from it.
+    prefix: Mutex<Option<(Vec<u32>, KvCache)>>,
 }
 
 impl Captioner {
@@ -79,6 +87,7 @@ impl Captioner {
             stop_strings,
             seed,
             model_name,
+            prefix: Mutex::new(None),
         })
     }
 
@@ -137,11 +146,34 @@ impl Captioner {
             })
             .map(Option::transpose)
             .collect::<Result<_>>()?;
-        let pieces = |i: usize| own[i].as_deref().unwrap_or(&self.pieces);
-        let rows = (0..items.len())
-            .map(|i| self.model.embed_prompt(pieces(i), &[features.get(i)?]))
+        let pieces: Vec<&[Piece]> = (0..items.len())
+            .map(|i| own[i].as_deref().unwrap_or(&self.pieces))
+            .collect();
+        let shared = shared_prefix(&pieces);
+        let rows = pieces
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let own_part = skip_prefix(p, shared);
+                self.model.embed_prompt(&own_part, &[features.get(i)?])
+            })
             .collect::<Result<Vec<_>>>()?;
-        let batch = self.model.left_pad(&rows)?;
+        let batch = self.model.left_pad_after(shared, &rows)?;
+        let mut memo = self
+            .prefix
+            .lock()
+            .map_err(|_| anyhow::anyhow!("prefix cache poisoned"))?;
+        let shared_ids = match pieces[0].first() {
+            Some(Piece::Text(ids)) => &ids[..shared],
+            _ => &[],
+        };
+        if !shared_ids.is_empty() && memo.as_ref().is_none_or(|(ids, _)| ids != shared_ids) {
+            *memo = Some((
+                shared_ids.to_vec(),
+                self.model.llm.prefix_cache(shared_ids)?,
+            ));
+        }
+        let prefix = memo.as_ref().map(|(_, cache)| cache).filter(|_| shared > 0);
         let seeds: Vec<u64> = items
             .iter()
             .map(|i| keyed(self.seed, mix64(fnv1a(&i.id)), 0))
@@ -156,6 +188,7 @@ impl Captioner {
         let outputs = generate(
             &self.model,
             &batch,
+            prefix,
             &self.decoding,
             &seeds,
             &stop_text,

@@ -4,11 +4,12 @@
 //! transformers' logits warpers do), from a per-row seeded generator so a sample's
 //! output does not depend on the batch it ran in.
 
-use anyhow::Result;
+use anyhow::{Result, ensure};
 use candle_core::{D, Tensor};
 use serde::Serialize;
 
 use super::attention::causal_padding_mask;
+use super::cpu_fused;
 use super::llama::{KvCache, Step};
 use super::llava::{Llava, PaddedBatch};
 
@@ -43,12 +44,14 @@ pub struct Generation {
     pub finish: Finish,
 }
 
-/// Generates continuations for a padded batch. `seeds` gives every row its own
-/// sampling stream; `stop_text(row, tokens)` may end a row early (stop strings);
+/// Generates continuations for a padded batch, which continues `prefix` (the cache of
+/// the prompt tokens every row shares) when its `past` says so. `seeds` gives every row
+/// its own sampling stream; `stop_text(row, tokens)` may end a row early (stop strings);
 /// `on_step(n)` reports `n` new tokens after each step.
 pub fn generate(
     model: &Llava,
     batch: &PaddedBatch,
+    prefix: Option<&KvCache>,
     cfg: &GenerationConfig,
     seeds: &[u64],
     stop_text: &dyn Fn(usize, &[u32]) -> bool,
@@ -57,13 +60,22 @@ pub fn generate(
     let rows = batch.lengths.len();
     let prompt = batch.embeds.dim(1)?;
     let device = batch.embeds.device().clone();
+    let past = batch.past;
+    ensure!(
+        prefix.map_or(0, KvCache::len) == past,
+        "the batch continues {past} shared tokens, the prefix cache holds {}",
+        prefix.map_or(0, KvCache::len)
+    );
     let mut cache = KvCache::new(
         &model.cfg.text,
         rows,
-        prompt + cfg.max_new_tokens,
+        past + prompt + cfg.max_new_tokens,
         model.dtype(),
         &device,
     )?;
+    if let Some(prefix) = prefix {
+        cache.start_with(prefix)?;
+    }
     let mut valid = batch.valid.clone();
     let mut samplers: Vec<Sampler> = seeds.iter().map(|&s| Sampler::new(cfg, s)).collect();
     let mut out: Vec<Generation> = (0..rows)
@@ -75,7 +87,7 @@ pub fn generate(
     let mut done = vec![false; rows];
 
     let started = std::time::Instant::now();
-    let mask = causal_padding_mask(&valid, 0, prompt, model.dtype(), &device)?;
+    let mask = causal_padding_mask(&valid, past, prompt, model.dtype(), &device)?;
     let step = Step {
         positions: &batch.positions,
         mask: mask.as_ref(),
@@ -128,8 +140,10 @@ pub fn generate(
             positions: &positions,
             mask: mask.as_ref(),
         };
-        let hidden = model.llm.forward(&x, &step, Some(&mut cache))?;
-        logits = model.llm.logits(&hidden.squeeze(1)?)?;
+        logits = cpu_fused::decoding(|| -> Result<Tensor> {
+            let hidden = model.llm.forward(&x, &step, Some(&mut cache))?;
+            model.llm.logits(&hidden.squeeze(1)?)
+        })?;
     }
     tracing::debug!(rows, seconds = started.elapsed().as_secs_f64(), "decode");
     Ok(out)

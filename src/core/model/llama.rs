@@ -6,7 +6,7 @@
 use anyhow::{Result, ensure};
 use candle_core::{DType, Device, Tensor};
 
-use super::attention::attend;
+use super::attention::{attend, causal_padding_mask};
 use super::config::LlamaConfig;
 use super::cpu_fused;
 use super::linear::Linear;
@@ -74,6 +74,25 @@ impl KvCache {
     /// Whether nothing is cached yet.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Starts every row of this empty cache with the tokens of `prefix`, a one-row cache
+    /// of a prompt prefix all rows share ([`Llama::prefix_cache`]).
+    pub fn start_with(&mut self, prefix: &KvCache) -> Result<()> {
+        ensure!(self.is_empty(), "a shared prefix goes into an empty cache");
+        let n = prefix.len;
+        for (mine, theirs) in self.layers.iter_mut().zip(&prefix.layers) {
+            for (to, from) in [(&mut mine.0, &theirs.0), (&mut mine.1, &theirs.1)] {
+                let (rows, heads, _, d) = to.dims4()?;
+                let rows_of_prefix = from
+                    .narrow(2, 0, n)?
+                    .broadcast_as((rows, heads, n, d))?
+                    .contiguous()?;
+                to.slice_set(&rows_of_prefix, 2, 0)?;
+            }
+        }
+        self.len = n;
+        Ok(())
     }
 }
 
@@ -189,6 +208,23 @@ impl Llama {
             cache.len += x.dim(1)?;
         }
         self.norm.forward(&x)
+    }
+
+    /// The one-row cache of prompt tokens `ids` (positions from 0) that batches sharing
+    /// them start from ([`KvCache::start_with`]), so the shared tokens run once.
+    pub fn prefix_cache(&self, ids: &[u32]) -> Result<KvCache> {
+        let device = self.embed.device();
+        let n = ids.len();
+        let x = self.embed_ids(&Tensor::new(ids, device)?.unsqueeze(0)?)?;
+        let positions = Tensor::arange(0u32, n as u32, device)?.unsqueeze(0)?;
+        let mask = causal_padding_mask(&[vec![true; n]], 0, n, x.dtype(), device)?;
+        let step = Step {
+            positions: &positions,
+            mask: mask.as_ref(),
+        };
+        let mut cache = KvCache::new(&self.cfg, 1, n, x.dtype(), device)?;
+        self.forward(&x, &step, Some(&mut cache))?;
+        Ok(cache)
     }
 
     /// Decoder layer `i` alone (no cache), for training loops that run the layers one

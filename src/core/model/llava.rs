@@ -42,8 +42,45 @@ pub struct PaddedBatch {
     pub positions: Tensor,
     /// `valid[b][t]`: slot `t` of row `b` holds a real token.
     pub valid: Vec<Vec<bool>>,
-    /// Real length of every row.
+    /// Real length of every row (a shared prefix included).
     pub lengths: Vec<usize>,
+    /// Slots before `embeds` that the cache of a prefix every row shares fills
+    /// ([`KvCache::start_with`](super::llama::KvCache::start_with)); 0 without one.
+    pub past: usize,
+}
+
+/// How many leading tokens every prompt shares: a common start of their leading text,
+/// leaving each prompt at least one token of its own.
+pub fn shared_prefix(prompts: &[&[Piece]]) -> usize {
+    let lead = |p: &[Piece]| -> (Vec<u32>, usize) {
+        match p.first() {
+            // A prompt that is only text keeps its last token.
+            Some(Piece::Text(ids)) => (
+                ids.clone(),
+                ids.len().saturating_sub(usize::from(p.len() == 1)),
+            ),
+            _ => (Vec::new(), 0),
+        }
+    };
+    let Some((first, mut n)) = prompts.first().map(|p| lead(p)) else {
+        return 0;
+    };
+    for p in &prompts[1..] {
+        let (ids, limit) = lead(p);
+        n = n
+            .min(limit)
+            .min(first.iter().zip(&ids).take_while(|(a, b)| a == b).count());
+    }
+    n
+}
+
+/// `pieces` without its first `n` tokens, which sit in its leading text.
+pub fn skip_prefix(pieces: &[Piece], n: usize) -> Vec<Piece> {
+    let mut out = pieces.to_vec();
+    if let Some(Piece::Text(ids)) = out.first_mut() {
+        ids.drain(..n.min(ids.len()));
+    }
+    out
 }
 
 impl Llava {
@@ -131,6 +168,13 @@ impl Llava {
 
     /// Stacks prompt embeddings `(len_b, hidden)` into a left-padded batch.
     pub fn left_pad(&self, rows: &[Tensor]) -> Result<PaddedBatch> {
+        self.left_pad_after(0, rows)
+    }
+
+    /// [`Llava::left_pad`] for rows that continue a shared prefix of `past` tokens, whose
+    /// cache fills the first `past` slots: the padding then sits between the prefix and
+    /// each row's own tokens, and positions count on from `past`.
+    pub fn left_pad_after(&self, past: usize, rows: &[Tensor]) -> Result<PaddedBatch> {
         let lengths = rows
             .iter()
             .map(|r| r.dim(0))
@@ -149,19 +193,29 @@ impl Llava {
             } else {
                 Tensor::cat(&[&Tensor::zeros((pad, hidden), dtype, device)?, row], 0)?
             });
-            positions.extend(std::iter::repeat_n(1u32, pad).chain(0..len as u32));
-            valid.push((0..total).map(|t| t >= pad).collect());
+            positions
+                .extend(std::iter::repeat_n(1u32, pad).chain(past as u32..(past + len) as u32));
+            valid.push(
+                (0..past + total)
+                    .map(|t| t < past || t >= past + pad)
+                    .collect(),
+            );
         }
         Ok(PaddedBatch {
             embeds: Tensor::stack(&padded, 0)?,
             positions: Tensor::from_vec(positions, (rows.len(), total), device)?,
             valid,
-            lengths,
+            lengths: lengths.iter().map(|l| past + l).collect(),
+            past,
         })
     }
 
     /// Final hidden states `(B, T, hidden)` of a padded batch (no cache).
     pub fn forward_batch(&self, batch: &PaddedBatch) -> Result<Tensor> {
+        ensure!(
+            batch.past == 0,
+            "a batch after a shared prefix needs its cache"
+        );
         let total = batch.embeds.dim(1)?;
         let mask = causal_padding_mask(
             &batch.valid,
