@@ -11,6 +11,7 @@ use image::DynamicImage;
 use serde::Serialize;
 
 use super::checkpoint::Checkpoint;
+use super::cpu_fused;
 use super::generate::{GenerationConfig, generate};
 use super::llama::KvCache;
 use super::llava::{Llava, Piece, shared_prefix, skip_prefix};
@@ -130,7 +131,7 @@ impl Captioner {
             .batch(&images, device)?
             .to_dtype(self.model.dtype())?;
         let started = std::time::Instant::now();
-        let features = self.model.encode_images(&pixels)?;
+        let features = cpu_fused::inference(|| self.model.encode_images(&pixels))?;
         tracing::debug!(
             images = items.len(),
             seconds = started.elapsed().as_secs_f64(),
@@ -168,10 +169,8 @@ impl Captioner {
             _ => &[],
         };
         if !shared_ids.is_empty() && memo.as_ref().is_none_or(|(ids, _)| ids != shared_ids) {
-            *memo = Some((
-                shared_ids.to_vec(),
-                self.model.llm.prefix_cache(shared_ids)?,
-            ));
+            let cache = cpu_fused::inference(|| self.model.llm.prefix_cache(shared_ids))?;
+            *memo = Some((shared_ids.to_vec(), cache));
         }
         let prefix = memo.as_ref().map(|(_, cache)| cache).filter(|_| shared > 0);
         let seeds: Vec<u64> = items

@@ -7,6 +7,7 @@ use candle_core::{D, Tensor};
 
 use super::attention::attend;
 use super::config::{ClipActivation, ClipConfig};
+use super::cpu_fused;
 use super::linear::Linear;
 use super::norm::LayerNorm;
 use super::weights::Params;
@@ -116,6 +117,9 @@ impl ClipLayer {
         let x = (x + self.out.forward(&a)?)?;
         let y = self.fc1.forward(&self.norm2.forward(&x)?)?;
         let y = match cfg.hidden_act {
+            ClipActivation::QuickGelu if cpu_fused::in_inference() && cpu_fused::applies(&[&y]) => {
+                cpu_fused::quick_gelu(&y)?
+            }
             ClipActivation::QuickGelu => (&y * candle_nn::ops::sigmoid(&(&y * 1.702)?)?)?,
             ClipActivation::Gelu => y.gelu_erf()?,
         };

@@ -27,36 +27,43 @@ pub fn applies(tensors: &[&Tensor]) -> bool {
 }
 
 thread_local! {
-    /// Set while this thread runs decoding steps ([`decoding`]).
-    static DECODING: Cell<bool> = const { Cell::new(false) };
+    /// Set while this thread runs inference ([`inference`]).
+    static INFERENCE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Runs `step` (one decoding step of generation) with the skinny Linear kernels on.
-/// Everything else, training included, keeps candle's matmul, so training's passes with
-/// and without a gradient compute the same bits.
-pub fn decoding<T>(step: impl FnOnce() -> T) -> T {
-    struct Reset;
-    impl Drop for Reset {
+/// Runs `f` with the inference-only CPU kernels on: Linear products on the skinny
+/// kernels (a few rows, as decoding makes) or on gemm called directly (more rows), and a
+/// fused `quick_gelu`. They compute candle's math in another summation order. Training
+/// never turns them on, so its passes with and without a gradient (activation
+/// checkpointing) keep identical bits.
+pub fn inference<T>(f: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
         fn drop(&mut self) {
-            DECODING.set(false);
+            INFERENCE.set(self.0);
         }
     }
-    DECODING.set(true);
-    let _reset = Reset;
-    step()
+    let _restore = Restore(INFERENCE.replace(true));
+    f()
 }
 
-/// `x W^T + b` by the skinny kernels inside [`decoding`], for `x` `(m, in)` with up to
-/// [`skinny::MAX_ROWS`] rows, a Linear weight `(out, in)` kept transposed in memory
-/// (`(in, out)` rows contiguous, as `Linear::load` stores CPU weights) and an optional
-/// bias `(out)`. `None` where they do not apply: not decoding, more rows, another layout
-/// or dtype, a gradient to track, or no AVX-512.
+/// Whether this thread runs inside [`inference`].
+pub fn in_inference() -> bool {
+    INFERENCE.get()
+}
+
+/// `x W^T + b` inside [`inference`], for `x` `(m, in)`, a Linear weight `(out, in)` kept
+/// transposed in memory (`(in, out)` rows contiguous, as `Linear::load` stores CPU
+/// weights) and an optional bias `(out)`. Up to [`skinny::MAX_ROWS`] rows run on the
+/// skinny kernels; more call gemm directly, as `(W x^T)^T`, so that gemm takes the
+/// weight as it lies and writes into a buffer the bias (or nothing) initialises, where
+/// candle's matmul packs the activations for every column block and zeroes a fresh
+/// output first (prefill's Linear layers run ~10% faster). `None` where this does not
+/// apply: outside inference, another layout or dtype, or a gradient to track.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
     let (m, k) = x.dims2()?;
     let wt = weight.t()?;
-    if !DECODING.get()
-        || m > skinny::MAX_ROWS
-        || !skinny::supported()
+    if !in_inference()
         || !applies(&[x, weight])
         || bias.is_some_and(|b| !applies(&[b]))
         || !wt.is_contiguous()
@@ -69,32 +76,116 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Opti
     let (xs, xl) = x.storage_and_layout();
     let (ws, wl) = wt.storage_and_layout();
     let (xv, wv) = (view(&xs, xl)?, view(&ws, wl)?);
-    let mut y = vec![0f32; m * n];
-    skinny::times_rows(
-        (m, n, k),
-        skinny::Out {
-            data: &mut y,
-            stride: n,
-        },
-        skinny::Rows {
-            data: xv.data,
-            stride: k,
-        },
-        skinny::Rows {
-            data: wv.data,
-            stride: n,
-        },
-        1.0,
-        true,
-    );
-    if let Some(bias) = &bias {
-        let (bs, bl) = bias.storage_and_layout();
-        let bias = &view(&bs, bl)?.data[..n];
-        y.chunks_mut(n)
-            .for_each(|row| row.iter_mut().zip(bias).for_each(|(y, b)| *y += b));
-    }
+    let bs = bias.as_ref().map(|b| b.storage_and_layout());
+    let bias = match &bs {
+        Some((s, l)) => Some(&view(s, l)?.data[..n]),
+        None => None,
+    };
+    let y = if m > skinny::MAX_ROWS || !skinny::supported() {
+        gemm_transposed((m, n, k), xv.data, wv.data, bias)
+    } else {
+        let mut y = vec![0f32; m * n];
+        skinny::times_rows(
+            (m, n, k),
+            skinny::Out {
+                data: &mut y,
+                stride: n,
+            },
+            skinny::Rows {
+                data: xv.data,
+                stride: k,
+            },
+            skinny::Rows {
+                data: wv.data,
+                stride: n,
+            },
+            1.0,
+            true,
+        );
+        if let Some(bias) = bias {
+            y.chunks_mut(n)
+                .for_each(|row| row.iter_mut().zip(bias).for_each(|(y, b)| *y += b));
+        }
+        y
+    };
     Ok(Some(Tensor::from_vec(y, (m, n), &Device::Cpu)?))
 }
+
+/// `x wt (+ bias)` for row-major `x` `(m, k)` and `wt` `(k, n)`, computed as gemm's
+/// `(wt^T x^T)^T`: the `(n, k)` left operand is `wt` read column-major, which gemm's
+/// kernels take as it is.
+fn gemm_transposed(
+    (m, n, k): (usize, usize, usize),
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    assert!(
+        x.len() >= m * k && wt.len() >= k * n && bias.is_none_or(|b| b.len() == n),
+        "linear operands outside their slices"
+    );
+    let mut y: Vec<f32> = Vec::with_capacity(m * n);
+    if let Some(bias) = bias {
+        (0..m).for_each(|_| y.extend_from_slice(bias));
+    }
+    let threads = rayon::current_num_threads();
+    // SAFETY: the assert keeps every read inside `x` and `wt`; gemm writes all `m * n`
+    // outputs (element (i, j) of its `(n, m)` result at `i + j * n`), reading them first
+    // only when the bias initialised them.
+    unsafe {
+        gemm::gemm(
+            n,
+            m,
+            k,
+            y.as_mut_ptr(),
+            n as isize,
+            1,
+            bias.is_some(),
+            wt.as_ptr(),
+            n as isize,
+            1,
+            x.as_ptr(),
+            k as isize,
+            1,
+            if bias.is_some() { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            if threads > 1 {
+                gemm::Parallelism::Rayon(threads)
+            } else {
+                gemm::Parallelism::None
+            },
+        );
+        y.set_len(m * n);
+    }
+    y
+}
+
+/// CLIP's `quick_gelu`, `x * sigmoid(1.702 x)`, in one parallel pass.
+pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let n = x.elem_count();
+    let (xs, xl) = x.storage_and_layout();
+    let xv = view(&xs, xl)?;
+    let mut out = vec![0f32; n];
+    out.par_chunks_mut(ELEMENTWISE_CHUNK)
+        .zip(xv.data[..n].par_chunks(ELEMENTWISE_CHUNK))
+        .for_each(|(o, x)| quick_gelu_into(o, x));
+    Ok(Tensor::from_vec(out, x.shape(), &Device::Cpu)?)
+}
+
+/// `out = x * sigmoid(1.702 x)` elementwise; multiversioned like [`softmax_row`].
+#[multiversion(targets("x86_64+avx512f+avx512vl+fma", "x86_64+avx2+fma"))]
+fn quick_gelu_into(out: &mut [f32], x: &[f32]) {
+    for (o, x) in out.iter_mut().zip(x) {
+        *o = x / (1.0 + exp(-1.702 * x));
+    }
+}
+
+/// Elements per task of the elementwise kernels.
+const ELEMENTWISE_CHUNK: usize = 4096;
 
 /// A borrowed f32 view of a CPU tensor: its data from the first element, and strides.
 struct View<'a> {
@@ -458,10 +549,9 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     let (us, ul) = up.storage_and_layout();
     let (g, u) = (view(&gs, gl)?, view(&us, ul)?);
     let mut out = vec![0f32; n];
-    const CHUNK: usize = 4096;
-    out.par_chunks_mut(CHUNK)
-        .zip(g.data[..n].par_chunks(CHUNK))
-        .zip(u.data[..n].par_chunks(CHUNK))
+    out.par_chunks_mut(ELEMENTWISE_CHUNK)
+        .zip(g.data[..n].par_chunks(ELEMENTWISE_CHUNK))
+        .zip(u.data[..n].par_chunks(ELEMENTWISE_CHUNK))
         .for_each(|((o, g), u)| silu_mul_into(o, g, u));
     Ok(Tensor::from_vec(out, gate.shape(), &Device::Cpu)?)
 }
@@ -495,6 +585,13 @@ mod tests {
         let u = Tensor::randn(0f32, 1., (3, 5000), &dev).unwrap();
         let want = (g.silu().unwrap() * &u).unwrap();
         assert!(max_abs_diff(&silu_mul(&g, &u).unwrap(), &want) < 1e-5);
+    }
+
+    #[test]
+    fn quick_gelu_matches_the_composite() {
+        let x = Tensor::randn(0f32, 4., (3, 5000), &Device::Cpu).unwrap();
+        let want = (&x * candle_nn::ops::sigmoid(&(&x * 1.702).unwrap()).unwrap()).unwrap();
+        assert!(max_abs_diff(&quick_gelu(&x).unwrap(), &want) < 1e-5);
     }
 
     /// The fused kernel against the composite one (`attend` without the fused path) on

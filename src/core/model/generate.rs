@@ -57,6 +57,19 @@ pub fn generate(
     stop_text: &dyn Fn(usize, &[u32]) -> bool,
     on_step: &mut dyn FnMut(usize),
 ) -> Result<Vec<Generation>> {
+    cpu_fused::inference(|| generate_on(model, batch, prefix, cfg, seeds, stop_text, on_step))
+}
+
+/// [`generate`], inside the inference kernels' scope.
+fn generate_on(
+    model: &Llava,
+    batch: &PaddedBatch,
+    prefix: Option<&KvCache>,
+    cfg: &GenerationConfig,
+    seeds: &[u64],
+    stop_text: &dyn Fn(usize, &[u32]) -> bool,
+    on_step: &mut dyn FnMut(usize),
+) -> Result<Vec<Generation>> {
     let rows = batch.lengths.len();
     let prompt = batch.embeds.dim(1)?;
     let device = batch.embeds.device().clone();
@@ -140,10 +153,8 @@ pub fn generate(
             positions: &positions,
             mask: mask.as_ref(),
         };
-        logits = cpu_fused::decoding(|| -> Result<Tensor> {
-            let hidden = model.llm.forward(&x, &step, Some(&mut cache))?;
-            model.llm.logits(&hidden.squeeze(1)?)
-        })?;
+        let hidden = model.llm.forward(&x, &step, Some(&mut cache))?;
+        logits = model.llm.logits(&hidden.squeeze(1)?)?;
     }
     tracing::debug!(rows, seconds = started.elapsed().as_secs_f64(), "decode");
     Ok(out)

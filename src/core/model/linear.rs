@@ -215,10 +215,10 @@ mod tests {
         );
     }
 
-    /// The skinny kernels (decoding) against candle's matmul, with and without a bias,
-    /// for a few rows and for more (which stay on candle).
+    /// The inference kernels (skinny for a few rows, gemm for more) against candle's
+    /// matmul, with and without a bias.
     #[test]
-    fn decoding_products_match_candle() {
+    fn inference_products_match_candle() {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1., (70, 33), &dev).unwrap();
         let b = Tensor::randn(0f32, 1., 70, &dev).unwrap();
@@ -235,7 +235,7 @@ mod tests {
                 if let Some(b) = &bias {
                     want = want.broadcast_add(b).unwrap();
                 }
-                let got = cpu_fused::decoding(|| lin.forward(&x)).unwrap();
+                let got = cpu_fused::inference(|| lin.forward(&x)).unwrap();
                 assert_eq!(got.dims(), want.dims());
                 let diff = crate::core::model::max_abs_diff(&got, &want);
                 assert!(diff < 1e-4, "{rows} rows: {diff}");
