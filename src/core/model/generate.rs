@@ -57,107 +57,96 @@ pub fn generate(
     stop_text: &dyn Fn(usize, &[u32]) -> bool,
     on_step: &mut dyn FnMut(usize),
 ) -> Result<Vec<Generation>> {
-    cpu_fused::inference(|| generate_on(model, batch, prefix, cfg, seeds, stop_text, on_step))
-}
-
-/// [`generate`], inside the inference kernels' scope.
-fn generate_on(
-    model: &Llava,
-    batch: &PaddedBatch,
-    prefix: Option<&KvCache>,
-    cfg: &GenerationConfig,
-    seeds: &[u64],
-    stop_text: &dyn Fn(usize, &[u32]) -> bool,
-    on_step: &mut dyn FnMut(usize),
-) -> Result<Vec<Generation>> {
-    let rows = batch.lengths.len();
-    let prompt = batch.embeds.dim(1)?;
-    let device = batch.embeds.device().clone();
-    let past = batch.past;
-    ensure!(
-        prefix.map_or(0, KvCache::len) == past,
-        "the batch continues {past} shared tokens, the prefix cache holds {}",
-        prefix.map_or(0, KvCache::len)
-    );
-    let mut cache = KvCache::new(
-        &model.cfg.text,
-        rows,
-        past + prompt + cfg.max_new_tokens,
-        model.dtype(),
-        &device,
-    )?;
-    if let Some(prefix) = prefix {
-        cache.start_with(prefix)?;
-    }
-    let mut valid = batch.valid.clone();
-    let mut samplers: Vec<Sampler> = seeds.iter().map(|&s| Sampler::new(cfg, s)).collect();
-    let mut out: Vec<Generation> = (0..rows)
-        .map(|_| Generation {
-            tokens: Vec::new(),
-            finish: Finish::Length,
-        })
-        .collect();
-    let mut done = vec![false; rows];
-
-    let started = std::time::Instant::now();
-    let mask = causal_padding_mask(&valid, past, prompt, model.dtype(), &device)?;
-    let step = Step {
-        positions: &batch.positions,
-        mask: mask.as_ref(),
-    };
-    let hidden = model.llm.forward(&batch.embeds, &step, Some(&mut cache))?;
-    let mut logits = model
-        .llm
-        .logits(&hidden.narrow(1, prompt - 1, 1)?.squeeze(1)?)?;
-    tracing::debug!(
-        rows,
-        tokens = prompt,
-        seconds = started.elapsed().as_secs_f64(),
-        "prefill"
-    );
-    let started = std::time::Instant::now();
-
-    for n in 0..cfg.max_new_tokens {
-        let next = pick(&logits, &mut samplers, cfg.temperature)?;
-        let mut produced = 0;
-        for (row, &token) in next.iter().enumerate() {
-            if done[row] {
-                continue;
-            }
-            produced += 1;
-            if cfg.stop_tokens.contains(&token) {
-                done[row] = true;
-                out[row].finish = Finish::Stop;
-                continue;
-            }
-            out[row].tokens.push(token);
-            if stop_text(row, &out[row].tokens) {
-                done[row] = true;
-                out[row].finish = Finish::Stop;
-            }
+    cpu_fused::inference(|| {
+        let rows = batch.lengths.len();
+        let prompt = batch.embeds.dim(1)?;
+        let device = batch.embeds.device().clone();
+        let past = batch.past;
+        ensure!(
+            prefix.map_or(0, KvCache::len) == past,
+            "the batch continues {past} shared tokens, the prefix cache holds {}",
+            prefix.map_or(0, KvCache::len)
+        );
+        let mut cache = KvCache::new(
+            &model.cfg.text,
+            rows,
+            past + prompt + cfg.max_new_tokens,
+            model.dtype(),
+            &device,
+        )?;
+        if let Some(prefix) = prefix {
+            cache.start_with(prefix)?;
         }
-        on_step(produced);
-        if done.iter().all(|d| *d) || n + 1 == cfg.max_new_tokens {
-            break;
-        }
-        let ids = Tensor::from_vec(next, (rows, 1), &device)?;
-        let x = model.llm.embed_ids(&ids)?;
-        let positions: Vec<u32> = batch.lengths.iter().map(|&l| (l + n) as u32).collect();
-        let positions = Tensor::from_vec(positions, (rows, 1), &device)?;
-        for row in &mut valid {
-            row.push(true);
-        }
-        let past = cache.len();
-        let mask = causal_padding_mask(&valid, past, 1, model.dtype(), &device)?;
+        let mut valid = batch.valid.clone();
+        let mut samplers: Vec<Sampler> = seeds.iter().map(|&s| Sampler::new(cfg, s)).collect();
+        let mut out: Vec<Generation> = (0..rows)
+            .map(|_| Generation {
+                tokens: Vec::new(),
+                finish: Finish::Length,
+            })
+            .collect();
+        let mut done = vec![false; rows];
+
+        let started = std::time::Instant::now();
+        let mask = causal_padding_mask(&valid, past, prompt, model.dtype(), &device)?;
         let step = Step {
-            positions: &positions,
+            positions: &batch.positions,
             mask: mask.as_ref(),
         };
-        let hidden = model.llm.forward(&x, &step, Some(&mut cache))?;
-        logits = model.llm.logits(&hidden.squeeze(1)?)?;
-    }
-    tracing::debug!(rows, seconds = started.elapsed().as_secs_f64(), "decode");
-    Ok(out)
+        let hidden = model.llm.forward(&batch.embeds, &step, Some(&mut cache))?;
+        let mut logits = model
+            .llm
+            .logits(&hidden.narrow(1, prompt - 1, 1)?.squeeze(1)?)?;
+        tracing::debug!(
+            rows,
+            tokens = prompt,
+            seconds = started.elapsed().as_secs_f64(),
+            "prefill"
+        );
+        let started = std::time::Instant::now();
+
+        for n in 0..cfg.max_new_tokens {
+            let next = pick(&logits, &mut samplers, cfg.temperature)?;
+            let mut produced = 0;
+            for (row, &token) in next.iter().enumerate() {
+                if done[row] {
+                    continue;
+                }
+                produced += 1;
+                if cfg.stop_tokens.contains(&token) {
+                    done[row] = true;
+                    out[row].finish = Finish::Stop;
+                    continue;
+                }
+                out[row].tokens.push(token);
+                if stop_text(row, &out[row].tokens) {
+                    done[row] = true;
+                    out[row].finish = Finish::Stop;
+                }
+            }
+            on_step(produced);
+            if done.iter().all(|d| *d) || n + 1 == cfg.max_new_tokens {
+                break;
+            }
+            let ids = Tensor::from_vec(next, (rows, 1), &device)?;
+            let x = model.llm.embed_ids(&ids)?;
+            let positions: Vec<u32> = batch.lengths.iter().map(|&l| (l + n) as u32).collect();
+            let positions = Tensor::from_vec(positions, (rows, 1), &device)?;
+            for row in &mut valid {
+                row.push(true);
+            }
+            let past = cache.len();
+            let mask = causal_padding_mask(&valid, past, 1, model.dtype(), &device)?;
+            let step = Step {
+                positions: &positions,
+                mask: mask.as_ref(),
+            };
+            let hidden = model.llm.forward(&x, &step, Some(&mut cache))?;
+            logits = model.llm.logits(&hidden.squeeze(1)?)?;
+        }
+        tracing::debug!(rows, seconds = started.elapsed().as_secs_f64(), "decode");
+        Ok(out)
+    })
 }
 
 /// Next token of every row from logits `(B, vocab)`.

@@ -46,6 +46,38 @@ pub struct Out<'a> {
     pub stride: usize,
 }
 
+/// The raw operands of one kernel call: `x`, `b` and `y` with their row strides, and the
+/// output columns the call covers.
+#[derive(Clone, Copy)]
+struct Operands {
+    x: *const f32,
+    xs: usize,
+    b: *const f32,
+    bs: usize,
+    y: *mut f32,
+    ys: usize,
+    cols: usize,
+}
+
+/// Panics unless this CPU runs the kernels and `y` `(m, n)`, `x` `(m, k)` and `b`
+/// (`b_shape`) fit their slices.
+fn check_operands(
+    y: &Out,
+    (m, n, k): (usize, usize, usize),
+    x: &Rows,
+    b: &Rows,
+    b_shape: (usize, usize),
+) {
+    assert!(supported(), "skinny kernels need AVX-512");
+    Rows {
+        data: y.data,
+        stride: y.stride,
+    }
+    .check(m, n);
+    x.check(m, k);
+    b.check(b_shape.0, b_shape.1);
+}
+
 /// `y = scale · x b` for `x` `(m, k)` and `b` `(k, n)`. With `parallel`, each of rayon's
 /// threads takes a contiguous block of rows of `b` (its own partial sum, added up at the
 /// end), so every thread reads memory front to back. Panics unless [`supported`] and
@@ -58,14 +90,7 @@ pub fn times_rows(
     scale: f32,
     parallel: bool,
 ) {
-    assert!(supported(), "skinny kernels need AVX-512");
-    Rows {
-        data: y.data,
-        stride: y.stride,
-    }
-    .check(m, n);
-    x.check(m, k);
-    b.check(k, n);
+    check_operands(&y, (m, n, k), &x, &b, (k, n));
     const CHUNK: usize = 2048;
     let parts = if parallel {
         rayon::current_num_threads().min(k.div_ceil(64)).max(1)
@@ -92,13 +117,15 @@ pub fn times_rows(
                         avx512::rows_step(
                             (m - r0).min(4),
                             kr,
-                            x.data.as_ptr().add(r0 * x.stride + kb),
-                            x.stride,
-                            b.data.as_ptr().add(kb * b.stride + c0),
-                            b.stride,
-                            out.as_mut_ptr().add(r0 * os + c0),
-                            os,
-                            w,
+                            Operands {
+                                x: x.data.as_ptr().add(r0 * x.stride + kb),
+                                xs: x.stride,
+                                b: b.data.as_ptr().add(kb * b.stride + c0),
+                                bs: b.stride,
+                                y: out.as_mut_ptr().add(r0 * os + c0),
+                                ys: os,
+                                cols: w,
+                            },
                             kb == k0,
                             if kb + kr == k1 { s } else { 1.0 },
                         )
@@ -131,14 +158,7 @@ pub fn times_rows(
 /// `y = scale · x bᵀ` for `x` `(m, k)` and `b` `(n, k)`, on this thread. Panics unless
 /// [`supported`] and every matrix fits its slice.
 pub fn times_cols((m, n, k): (usize, usize, usize), y: Out, x: Rows, b: Rows, scale: f32) {
-    assert!(supported(), "skinny kernels need AVX-512");
-    Rows {
-        data: y.data,
-        stride: y.stride,
-    }
-    .check(m, n);
-    x.check(m, k);
-    b.check(n, k);
+    check_operands(&y, (m, n, k), &x, &b, (n, k));
     for j0 in (0..n).step_by(4) {
         for r0 in (0..m).step_by(4) {
             // SAFETY: as in `times_rows`; this loop is the only writer.
@@ -146,13 +166,15 @@ pub fn times_cols((m, n, k): (usize, usize, usize), y: Out, x: Rows, b: Rows, sc
                 avx512::cols_tile(
                     (m - r0).min(4),
                     k,
-                    x.data.as_ptr().add(r0 * x.stride),
-                    x.stride,
-                    b.data.as_ptr().add(j0 * b.stride),
-                    b.stride,
-                    y.data.as_mut_ptr().add(r0 * y.stride + j0),
-                    y.stride,
-                    (n - j0).min(4),
+                    Operands {
+                        x: x.data.as_ptr().add(r0 * x.stride),
+                        xs: x.stride,
+                        b: b.data.as_ptr().add(j0 * b.stride),
+                        bs: b.stride,
+                        y: y.data.as_mut_ptr().add(r0 * y.stride + j0),
+                        ys: y.stride,
+                        cols: (n - j0).min(4),
+                    },
                     scale,
                 )
             }
@@ -164,6 +186,8 @@ pub fn times_cols((m, n, k): (usize, usize, usize), y: Out, x: Rows, b: Rows, sc
 mod avx512 {
     use std::arch::x86_64::*;
 
+    use super::Operands;
+
     /// The first `min(w, 16)` lanes of a register.
     fn lanes(w: usize) -> __mmask16 {
         ((1u32 << w.min(16)) - 1) as __mmask16
@@ -172,46 +196,30 @@ mod avx512 {
     /// One step of `y[..rows, ..w] += x[..rows, ..kr] b[..kr, ..w]` over `kr <= 4` rows
     /// of `b`, each read front to back (`y` starts from zero when `first`); the sum is
     /// multiplied by `scale` as it is stored. `rows <= 4`, any `w`.
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn rows_step(
-        rows: usize,
-        kr: usize,
-        x: *const f32,
-        xs: usize,
-        b: *const f32,
-        bs: usize,
-        y: *mut f32,
-        ys: usize,
-        w: usize,
-        first: bool,
-        scale: f32,
-    ) {
+    pub unsafe fn rows_step(rows: usize, kr: usize, o: Operands, first: bool, scale: f32) {
         unsafe {
             match rows {
-                1 => rows_step_n::<1>(kr, x, xs, b, bs, y, ys, w, first, scale),
-                2 => rows_step_n::<2>(kr, x, xs, b, bs, y, ys, w, first, scale),
-                3 => rows_step_n::<3>(kr, x, xs, b, bs, y, ys, w, first, scale),
-                _ => rows_step_n::<4>(kr, x, xs, b, bs, y, ys, w, first, scale),
+                1 => rows_step_n::<1>(kr, o, first, scale),
+                2 => rows_step_n::<2>(kr, o, first, scale),
+                3 => rows_step_n::<3>(kr, o, first, scale),
+                _ => rows_step_n::<4>(kr, o, first, scale),
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn rows_step_n<const M: usize>(
-        kr: usize,
-        x: *const f32,
-        xs: usize,
-        b: *const f32,
-        bs: usize,
-        y: *mut f32,
-        ys: usize,
-        w: usize,
-        first: bool,
-        scale: f32,
-    ) {
+    unsafe fn rows_step_n<const M: usize>(kr: usize, o: Operands, first: bool, scale: f32) {
+        let Operands {
+            x,
+            xs,
+            b,
+            bs,
+            y,
+            ys,
+            cols: w,
+        } = o;
         // SAFETY (whole body): rows `..kr` of `b` and columns `..kr` of `x`; rows past
         // `kr` repeat row 0 with a zero weight; columns masked to `w`.
         unsafe {
@@ -244,44 +252,30 @@ mod avx512 {
     }
 
     /// `y[..rows, ..cols] = scale · x[..rows, ..k] b[..cols, ..k]ᵀ`, `rows, cols <= 4`.
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn cols_tile(
-        rows: usize,
-        k: usize,
-        x: *const f32,
-        xs: usize,
-        b: *const f32,
-        bs: usize,
-        y: *mut f32,
-        ys: usize,
-        cols: usize,
-        scale: f32,
-    ) {
+    pub unsafe fn cols_tile(rows: usize, k: usize, o: Operands, scale: f32) {
         unsafe {
             match rows {
-                1 => cols_tile_n::<1>(k, x, xs, b, bs, y, ys, cols, scale),
-                2 => cols_tile_n::<2>(k, x, xs, b, bs, y, ys, cols, scale),
-                3 => cols_tile_n::<3>(k, x, xs, b, bs, y, ys, cols, scale),
-                _ => cols_tile_n::<4>(k, x, xs, b, bs, y, ys, cols, scale),
+                1 => cols_tile_n::<1>(k, o, scale),
+                2 => cols_tile_n::<2>(k, o, scale),
+                3 => cols_tile_n::<3>(k, o, scale),
+                _ => cols_tile_n::<4>(k, o, scale),
             }
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn cols_tile_n<const M: usize>(
-        k: usize,
-        x: *const f32,
-        xs: usize,
-        b: *const f32,
-        bs: usize,
-        y: *mut f32,
-        ys: usize,
-        cols: usize,
-        scale: f32,
-    ) {
+    unsafe fn cols_tile_n<const M: usize>(k: usize, o: Operands, scale: f32) {
+        let Operands {
+            x,
+            xs,
+            b,
+            bs,
+            y,
+            ys,
+            cols,
+        } = o;
         let mut acc = [[_mm512_setzero_ps(); 4]; M];
         for c in (0..k).step_by(16) {
             let mask = lanes(k - c);
@@ -314,36 +308,13 @@ mod avx512 {
 /// Never called: [`supported`] is false off x86-64.
 #[cfg(not(target_arch = "x86_64"))]
 mod avx512 {
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn rows_step(
-        _: usize,
-        _: usize,
-        _: *const f32,
-        _: usize,
-        _: *const f32,
-        _: usize,
-        _: *mut f32,
-        _: usize,
-        _: usize,
-        _: bool,
-        _: f32,
-    ) {
+    use super::Operands;
+
+    pub unsafe fn rows_step(_: usize, _: usize, _: Operands, _: bool, _: f32) {
         unreachable!("skinny kernels need AVX-512")
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn cols_tile(
-        _: usize,
-        _: usize,
-        _: *const f32,
-        _: usize,
-        _: *const f32,
-        _: usize,
-        _: *mut f32,
-        _: usize,
-        _: usize,
-        _: f32,
-    ) {
+    pub unsafe fn cols_tile(_: usize, _: usize, _: Operands, _: f32) {
         unreachable!("skinny kernels need AVX-512")
     }
 }
@@ -385,52 +356,40 @@ mod tests {
             let pad = 3;
             let rows = values(k * (n + pad), 2); // (k, n) with row stride n + pad
             let cols = values(n * (k + pad), 3); // (n, k) with row stride k + pad
-            for parallel in [false, true] {
-                let mut y = vec![f32::NAN; m * n];
-                times_rows(
-                    (m, n, k),
-                    Out {
-                        data: &mut y,
-                        stride: n,
-                    },
-                    Rows {
-                        data: &x,
-                        stride: k,
-                    },
-                    Rows {
-                        data: &rows,
-                        stride: n + pad,
-                    },
-                    0.5,
-                    parallel,
-                );
-                let want = naive(m, n, k, &x, |l, j| rows[l * (n + pad) + j]);
-                assert!(
-                    y.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-4),
-                    "{m}x{n}x{k}"
-                );
-            }
-            let mut y = vec![f32::NAN; m * n];
-            times_cols(
-                (m, n, k),
-                Out {
-                    data: &mut y,
-                    stride: n,
-                },
+            let (xr, br, bc) = (
                 Rows {
                     data: &x,
                     stride: k,
                 },
                 Rows {
+                    data: &rows,
+                    stride: n + pad,
+                },
+                Rows {
                     data: &cols,
                     stride: k + pad,
                 },
-                0.5,
             );
-            let want = naive(m, n, k, &x, |l, j| cols[j * (k + pad) + l]);
-            assert!(
-                y.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-4),
-                "{m}x{n}x{k} cols"
+            let check = |run: &dyn Fn(Out), want: Vec<f32>, what: &str| {
+                let mut y = vec![f32::NAN; m * n];
+                run(Out {
+                    data: &mut y,
+                    stride: n,
+                });
+                let close = y.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-4);
+                assert!(close, "{m}x{n}x{k} {what}");
+            };
+            for parallel in [false, true] {
+                check(
+                    &|y| times_rows((m, n, k), y, xr, br, 0.5, parallel),
+                    naive(m, n, k, &x, |l, j| rows[l * (n + pad) + j]),
+                    "rows",
+                );
+            }
+            check(
+                &|y| times_cols((m, n, k), y, xr, bc, 0.5),
+                naive(m, n, k, &x, |l, j| cols[j * (k + pad) + l]),
+                "cols",
             );
         }
     }
