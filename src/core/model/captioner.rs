@@ -150,7 +150,8 @@ impl Captioner {
         let pieces: Vec<&[Piece]> = (0..items.len())
             .map(|i| own[i].as_deref().unwrap_or(&self.pieces))
             .collect();
-        let shared = shared_prefix(&pieces);
+        let shared_ids = shared_prefix(&pieces);
+        let shared = shared_ids.len();
         let rows = pieces
             .iter()
             .enumerate()
@@ -164,10 +165,6 @@ impl Captioner {
             .prefix
             .lock()
             .map_err(|_| anyhow::anyhow!("prefix cache poisoned"))?;
-        let shared_ids = match pieces[0].first() {
-            Some(Piece::Text(ids)) => &ids[..shared],
-            _ => &[],
-        };
         if !shared_ids.is_empty() && memo.as_ref().is_none_or(|(ids, _)| ids != shared_ids) {
             let cache = cpu_fused::inference(|| self.model.llm.prefix_cache(shared_ids))?;
             *memo = Some((shared_ids.to_vec(), cache));

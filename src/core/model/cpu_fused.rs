@@ -1,8 +1,10 @@
 //! Fused f32 CPU kernels for inference: attention without materialising the score
-//! tensor, and `silu(gate) * up` in one pass. Both use a vectorisable `exp` (candle's
-//! CPU ops call the scalar libm one per element). Callers take these paths only for
-//! contiguous-in-the-last-dimension f32 CPU tensors that no gradient flows through;
-//! the composite candle ops remain the reference and the training path.
+//! tensor, `silu(gate) * up` in one pass, and, inside [`inference`] only, Linear
+//! products (skinny kernels or gemm called directly) and CLIP's `quick_gelu`. The
+//! elementwise ones use a vectorisable `exp` (candle's CPU ops call the scalar libm one
+//! per element). Callers take these paths only for contiguous-in-the-last-dimension f32
+//! CPU tensors that no gradient flows through; the composite candle ops remain the
+//! reference and the training path.
 
 use std::cell::Cell;
 
@@ -61,13 +63,12 @@ pub fn in_inference() -> bool {
 /// output first (prefill's Linear layers run ~10% faster). `None` where this does not
 /// apply: outside inference, another layout or dtype, or a gradient to track.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
+    if !in_inference() {
+        return Ok(None);
+    }
     let (m, k) = x.dims2()?;
     let wt = weight.t()?;
-    if !in_inference()
-        || !applies(&[x, weight])
-        || bias.is_some_and(|b| !applies(&[b]))
-        || !wt.is_contiguous()
-    {
+    if !applies(&[x, weight]) || bias.is_some_and(|b| !applies(&[b])) || !wt.is_contiguous() {
         return Ok(None);
     }
     let n = wt.dim(1)?;

@@ -49,29 +49,27 @@ pub struct PaddedBatch {
     pub past: usize,
 }
 
-/// How many leading tokens every prompt shares: a common start of their leading text,
-/// leaving each prompt at least one token of its own.
-pub fn shared_prefix(prompts: &[&[Piece]]) -> usize {
-    let lead = |p: &[Piece]| -> (Vec<u32>, usize) {
+/// The leading tokens every prompt shares: a common start of their leading text, leaving
+/// each prompt at least one token of its own.
+pub fn shared_prefix<'a>(prompts: &[&'a [Piece]]) -> &'a [u32] {
+    let lead = |p: &'a [Piece]| -> &'a [u32] {
         match p.first() {
             // A prompt that is only text keeps its last token.
-            Some(Piece::Text(ids)) => (
-                ids.clone(),
-                ids.len().saturating_sub(usize::from(p.len() == 1)),
-            ),
-            _ => (Vec::new(), 0),
+            Some(Piece::Text(ids)) => &ids[..ids.len().saturating_sub(usize::from(p.len() == 1))],
+            _ => &[],
         }
     };
-    let Some((first, mut n)) = prompts.first().map(|p| lead(p)) else {
-        return 0;
+    let Some((first, rest)) = prompts.split_first() else {
+        return &[];
     };
-    for p in &prompts[1..] {
-        let (ids, limit) = lead(p);
-        n = n
-            .min(limit)
-            .min(first.iter().zip(&ids).take_while(|(a, b)| a == b).count());
-    }
-    n
+    rest.iter().fold(lead(first), |shared, p| {
+        let n = shared
+            .iter()
+            .zip(lead(p))
+            .take_while(|(a, b)| a == b)
+            .count();
+        &shared[..n]
+    })
 }
 
 /// `pieces` without its first `n` tokens, which sit in its leading text.
@@ -242,5 +240,27 @@ impl Llava {
     /// The dtype the model computes in.
     pub fn dtype(&self) -> DType {
         self.llm.embed.dtype()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shared_prefix_is_the_common_leading_text_and_leaves_every_row_a_token() {
+        let text = |ids: &[u32]| Piece::Text(ids.to_vec());
+        let a = [text(&[1, 2, 3]), Piece::Image, text(&[9])];
+        let b = [text(&[1, 2, 4]), Piece::Image];
+        let only_text = [text(&[1, 2])];
+        assert_eq!(shared_prefix(&[&a, &b]), &[1, 2]);
+        assert_eq!(shared_prefix(&[&a]), &[1, 2, 3]);
+        assert_eq!(shared_prefix(&[&a, &only_text]), &[1]);
+        assert!(shared_prefix(&[&a, &[Piece::Image, text(&[1])]]).is_empty());
+        assert!(shared_prefix(&[]).is_empty());
+        assert_eq!(
+            skip_prefix(&a, 2),
+            vec![text(&[3]), Piece::Image, text(&[9])]
+        );
     }
 }
