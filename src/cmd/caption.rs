@@ -487,7 +487,7 @@ fn refuse_dry_run_output(output: &Path) -> Result<()> {
 fn caption_lines(
     captioner: &Captioner,
     pending: &mut Vec<(CaptionInput, Option<Audit>)>,
-    on_tokens: &mut dyn FnMut(usize),
+    on_tokens: &mut (dyn FnMut(usize) + Send),
 ) -> Result<Vec<(String, Line)>> {
     let (items, audits): (Vec<_>, Vec<_>) = std::mem::take(pending).into_iter().unzip();
     let captions = captioner.caption(&items, on_tokens)?;

@@ -58,7 +58,7 @@ pub fn answer<'a>(
     captioner: &mut dyn FnMut() -> anyhow::Result<&'a Captioner>,
     questions: &[&Question],
     seed: u64,
-    on_tokens: &mut dyn FnMut(usize),
+    on_tokens: &mut (dyn FnMut(usize) + Send),
 ) -> anyhow::Result<Answered> {
     let mut out = Answered::default();
     let mut items = Vec::with_capacity(questions.len());

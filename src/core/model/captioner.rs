@@ -119,7 +119,7 @@ impl Captioner {
     pub fn caption(
         &self,
         items: &[CaptionInput],
-        on_tokens: &mut dyn FnMut(usize),
+        on_tokens: &mut (dyn FnMut(usize) + Send),
     ) -> Result<Vec<Caption>> {
         if items.is_empty() {
             return Ok(Vec::new());
@@ -131,7 +131,7 @@ impl Captioner {
             .batch(&images, device)?
             .to_dtype(self.model.dtype())?;
         let started = std::time::Instant::now();
-        let features = cpu_fused::inference(|| self.model.encode_images(&pixels))?;
+        let features = cpu_fused::inference(device, || self.model.encode_images(&pixels))?;
         tracing::debug!(
             images = items.len(),
             seconds = started.elapsed().as_secs_f64(),
@@ -166,7 +166,7 @@ impl Captioner {
             .lock()
             .map_err(|_| anyhow::anyhow!("prefix cache poisoned"))?;
         if !shared_ids.is_empty() && memo.as_ref().is_none_or(|(ids, _)| ids != shared_ids) {
-            let cache = cpu_fused::inference(|| self.model.llm.prefix_cache(shared_ids))?;
+            let cache = cpu_fused::inference(device, || self.model.llm.prefix_cache(shared_ids))?;
             *memo = Some((shared_ids.to_vec(), cache));
         }
         let prefix = memo.as_ref().map(|(_, cache)| cache).filter(|_| shared > 0);

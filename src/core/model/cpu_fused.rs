@@ -38,15 +38,27 @@ thread_local! {
 /// fused `quick_gelu`. They compute candle's math in another summation order. Training
 /// never turns them on, so its passes with and without a gradient (activation
 /// checkpointing) keep identical bits.
-pub fn inference<T>(f: impl FnOnce() -> T) -> T {
+///
+/// For a CPU `device`, `f` runs on one of rayon's threads: a decoding step forks a
+/// hundred products onto the pool, and a fork from inside the pool runs its first half
+/// on the calling thread while a spinning worker steals the second, where a fork from
+/// outside queues both halves and sleeps until they are done (decoding ~10% faster).
+pub fn inference<T: Send>(device: &Device, f: impl FnOnce() -> T + Send) -> T {
     struct Restore(bool);
     impl Drop for Restore {
         fn drop(&mut self) {
             INFERENCE.set(self.0);
         }
     }
-    let _restore = Restore(INFERENCE.replace(true));
-    f()
+    let run = || {
+        let _restore = Restore(INFERENCE.replace(true));
+        f()
+    };
+    if device.is_cpu() && rayon::current_thread_index().is_none() {
+        rayon::scope(|_| run())
+    } else {
+        run()
+    }
 }
 
 /// Whether this thread runs inside [`inference`].

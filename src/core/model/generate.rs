@@ -54,10 +54,10 @@ pub fn generate(
     prefix: Option<&KvCache>,
     cfg: &GenerationConfig,
     seeds: &[u64],
-    stop_text: &dyn Fn(usize, &[u32]) -> bool,
-    on_step: &mut dyn FnMut(usize),
+    stop_text: &(dyn Fn(usize, &[u32]) -> bool + Sync),
+    on_step: &mut (dyn FnMut(usize) + Send),
 ) -> Result<Vec<Generation>> {
-    cpu_fused::inference(|| {
+    cpu_fused::inference(batch.embeds.device(), || {
         let rows = batch.lengths.len();
         let prompt = batch.embeds.dim(1)?;
         let device = batch.embeds.device().clone();

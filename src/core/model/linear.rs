@@ -235,7 +235,7 @@ mod tests {
                 if let Some(b) = &bias {
                     want = want.broadcast_add(b).unwrap();
                 }
-                let got = cpu_fused::inference(|| lin.forward(&x)).unwrap();
+                let got = cpu_fused::inference(&dev, || lin.forward(&x)).unwrap();
                 assert_eq!(got.dims(), want.dims());
                 let diff = crate::core::model::max_abs_diff(&got, &want);
                 assert!(diff < 1e-4, "{rows} rows: {diff}");
