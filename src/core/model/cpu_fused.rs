@@ -66,62 +66,87 @@ pub fn in_inference() -> bool {
     INFERENCE.get()
 }
 
-/// `x W^T + b` inside [`inference`], for `x` `(m, in)`, a Linear weight `(out, in)` kept
-/// transposed in memory (`(in, out)` rows contiguous, as `Linear::load` stores CPU
-/// weights) and an optional bias `(out)`. Up to [`skinny::MAX_ROWS`] rows run on the
-/// skinny kernels; more call gemm directly, as `(W x^T)^T`, so that gemm takes the
-/// weight as it lies and writes into a buffer the bias (or nothing) initialises, where
-/// candle's matmul packs the activations for every column block and zeroes a fresh
-/// output first (prefill's Linear layers run ~10% faster). `None` where this does not
-/// apply: outside inference, another layout or dtype, or a gradient to track.
-pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
+/// `x W^T + b` for each layer inside [`inference`], for `x` `(m, in)`, Linear weights
+/// `(out, in)` kept transposed in memory (`(in, out)` rows contiguous, as `Linear::load`
+/// stores CPU weights) and optional biases `(out)`. Up to [`skinny::MAX_ROWS`] rows run
+/// on the skinny kernels, all layers in one parallel pass; more call gemm directly, as
+/// `(W x^T)^T`, so that gemm takes the weight as it lies and writes into a buffer the
+/// bias (or nothing) initialises, where candle's matmul packs the activations for every
+/// column block and zeroes a fresh output first (prefill's Linear layers run ~10%
+/// faster). `None` where this does not apply: outside inference, another layout or
+/// dtype, or a gradient to track.
+pub fn linears(x: &Tensor, layers: &[(&Tensor, Option<&Tensor>)]) -> Result<Option<Vec<Tensor>>> {
     if !in_inference() {
         return Ok(None);
     }
     let (m, k) = x.dims2()?;
-    let wt = weight.t()?;
-    if !applies(&[x, weight]) || bias.is_some_and(|b| !applies(&[b])) || !wt.is_contiguous() {
-        return Ok(None);
-    }
-    let n = wt.dim(1)?;
-    let x = x.contiguous()?;
-    let bias = bias.map(Tensor::contiguous).transpose()?;
-    let (xs, xl) = x.storage_and_layout();
-    let (ws, wl) = wt.storage_and_layout();
-    let (xv, wv) = (view(&xs, xl)?, view(&ws, wl)?);
-    let bs = bias.as_ref().map(|b| b.storage_and_layout());
-    let bias = match &bs {
-        Some((s, l)) => Some(&view(s, l)?.data[..n]),
-        None => None,
-    };
-    let y = if m > skinny::MAX_ROWS || !skinny::supported() {
-        gemm_transposed((m, n, k), xv.data, wv.data, bias)
-    } else {
-        let mut y = vec![0f32; m * n];
-        skinny::times_rows(
-            (m, n, k),
-            skinny::Out {
-                data: &mut y,
-                stride: n,
-            },
-            skinny::Rows {
-                data: xv.data,
-                stride: k,
-            },
-            skinny::Rows {
-                data: wv.data,
-                stride: n,
-            },
-            1.0,
-            true,
-        );
-        if let Some(bias) = bias {
-            y.chunks_mut(n)
-                .for_each(|row| row.iter_mut().zip(bias).for_each(|(y, b)| *y += b));
+    let mut transposed = Vec::with_capacity(layers.len());
+    for &(weight, bias) in layers {
+        let wt = weight.t()?;
+        if !applies(&[x, weight]) || bias.is_some_and(|b| !applies(&[b])) || !wt.is_contiguous() {
+            return Ok(None);
         }
-        y
+        transposed.push((wt, bias.map(Tensor::contiguous).transpose()?));
+    }
+    let x = x.contiguous()?;
+    let (xs, xl) = x.storage_and_layout();
+    let xv = view(&xs, xl)?;
+    let guards: Vec<_> = transposed
+        .iter()
+        .map(|(wt, bias)| {
+            (
+                wt.storage_and_layout(),
+                bias.as_ref().map(|b| b.storage_and_layout()),
+            )
+        })
+        .collect();
+    // (weight `(k, n)`, bias, n) of every layer.
+    let mut operands = Vec::with_capacity(layers.len());
+    for ((wt, _), ((ws, wl), bs)) in transposed.iter().zip(&guards) {
+        let n = wt.dim(1)?;
+        let bias = match bs {
+            Some((s, l)) => Some(&view(s, l)?.data[..n]),
+            None => None,
+        };
+        operands.push((view(ws, wl)?.data, bias, n));
+    }
+    let ys = if m > skinny::MAX_ROWS || !skinny::supported() {
+        operands
+            .iter()
+            .map(|&(w, bias, n)| gemm_transposed((m, n, k), xv.data, w, bias))
+            .collect()
+    } else {
+        let mut ys: Vec<Vec<f32>> = operands
+            .iter()
+            .map(|&(_, _, n)| vec![0f32; m * n])
+            .collect();
+        let mut products: Vec<skinny::Product> = ys
+            .iter_mut()
+            .zip(&operands)
+            .map(|(y, &(w, _, n))| skinny::Product {
+                y: skinny::Out { data: y, stride: n },
+                b: skinny::Rows { data: w, stride: n },
+                n,
+            })
+            .collect();
+        let x = skinny::Rows {
+            data: xv.data,
+            stride: k,
+        };
+        skinny::times_rows_each((m, k), x, &mut products, 1.0, true);
+        for (y, &(_, bias, n)) in ys.iter_mut().zip(&operands) {
+            if let Some(bias) = bias {
+                y.chunks_mut(n)
+                    .for_each(|row| row.iter_mut().zip(bias).for_each(|(y, b)| *y += b));
+            }
+        }
+        ys
     };
-    Ok(Some(Tensor::from_vec(y, (m, n), &Device::Cpu)?))
+    ys.into_iter()
+        .zip(&operands)
+        .map(|(y, &(_, _, n))| Ok(Tensor::from_vec(y, (m, n), &Device::Cpu)?))
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
 /// `x wt (+ bias)` for row-major `x` `(m, k)` and `wt` `(k, n)`, computed as gemm's

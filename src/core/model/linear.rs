@@ -64,31 +64,56 @@ impl Linear {
 
     /// Applies the layer to `x` of shape `(..., in)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let [y] = Self::forward_each([self], x)?;
+        Ok(y)
+    }
+
+    /// Applies each layer to the same `x` `(..., in)` (q/k/v, gate/up); inside
+    /// [`cpu_fused::inference`] their products on a few rows share one parallel pass.
+    pub fn forward_each<const N: usize>(layers: [&Linear; N], x: &Tensor) -> Result<[Tensor; N]> {
         let dims = x.dims().to_vec();
         let (lead, in_dim) = dims.split_at(dims.len() - 1);
         let rows: usize = lead.iter().product();
         let flat = x.reshape((rows, in_dim[0]))?;
-        let mut y = if let Some(y) = cpu_fused::linear(&flat, &self.weight, self.bias.as_ref())? {
-            y
-        } else {
-            let y = if flat.track_op() && !self.weight.track_op() {
-                flat.apply_op1(FrozenWeight {
-                    weight: self.weight.clone(),
-                })?
-            } else {
-                flat.matmul(&self.weight.t()?)?
-            };
-            match &self.bias {
-                Some(bias) => y.broadcast_add(bias)?,
-                None => y,
-            }
+        let operands: Vec<_> = layers
+            .iter()
+            .map(|l| (&l.weight, l.bias.as_ref()))
+            .collect();
+        let ys = match cpu_fused::linears(&flat, &operands)? {
+            Some(ys) => ys,
+            None => layers
+                .iter()
+                .map(|l| l.product(&flat))
+                .collect::<Result<_>>()?,
         };
-        if let Some(lora) = &self.lora {
-            y = (y + lora.delta(&flat)?)?;
-        }
-        let mut out_dims = lead.to_vec();
-        out_dims.push(self.out_dim());
-        Ok(y.reshape(out_dims)?)
+        ys.into_iter()
+            .zip(layers)
+            .map(|(mut y, layer)| {
+                if let Some(lora) = &layer.lora {
+                    y = (y + lora.delta(&flat)?)?;
+                }
+                let mut out_dims = lead.to_vec();
+                out_dims.push(layer.out_dim());
+                Ok(y.reshape(out_dims)?)
+            })
+            .collect::<Result<Vec<_>>>()?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("one output per layer"))
+    }
+
+    /// `x W^T + b` for `x` `(rows, in)` through candle's ops.
+    fn product(&self, x: &Tensor) -> Result<Tensor> {
+        let y = if x.track_op() && !self.weight.track_op() {
+            x.apply_op1(FrozenWeight {
+                weight: self.weight.clone(),
+            })?
+        } else {
+            x.matmul(&self.weight.t()?)?
+        };
+        Ok(match &self.bias {
+            Some(bias) => y.broadcast_add(bias)?,
+            None => y,
+        })
     }
 }
 
@@ -215,27 +240,36 @@ mod tests {
         );
     }
 
-    /// The inference kernels (skinny for a few rows, gemm for more) against candle's
-    /// matmul, with and without a bias.
+    /// The inference kernels (skinny for a few rows, gemm for more; one layer and two
+    /// sharing a pass, over a width that splits across threads) against candle's matmul,
+    /// with and without a bias.
     #[test]
     fn inference_products_match_candle() {
         let dev = Device::Cpu;
-        let w = Tensor::randn(0f32, 1., (70, 33), &dev).unwrap();
-        let b = Tensor::randn(0f32, 1., 70, &dev).unwrap();
+        // The CPU layout Linear::load uses.
+        let layer = |out: usize, bias: bool| Linear {
+            weight: Tensor::randn(0f32, 1., (150, out), &dev)
+                .unwrap()
+                .t()
+                .unwrap(),
+            bias: bias.then(|| Tensor::randn(0f32, 1., out, &dev).unwrap()),
+            lora: None,
+        };
+        let (a, b) = (layer(70, true), layer(20, false));
+        let want = |lin: &Linear, x: &Tensor| {
+            let y = x.broadcast_matmul(&lin.weight.t().unwrap()).unwrap();
+            match &lin.bias {
+                Some(b) => y.broadcast_add(b).unwrap(),
+                None => y,
+            }
+        };
         for rows in [1, 3, 16, 17, 200] {
-            let x = Tensor::randn(0f32, 1., (2, rows, 33), &dev).unwrap();
-            for bias in [None, Some(b.clone())] {
-                let lin = Linear {
-                    // The CPU layout Linear::load uses.
-                    weight: w.t().unwrap().contiguous().unwrap().t().unwrap(),
-                    bias: bias.clone(),
-                    lora: None,
-                };
-                let mut want = x.broadcast_matmul(&w.t().unwrap()).unwrap();
-                if let Some(b) = &bias {
-                    want = want.broadcast_add(b).unwrap();
-                }
-                let got = cpu_fused::inference(&dev, || lin.forward(&x)).unwrap();
+            let x = Tensor::randn(0f32, 1., (2, rows, 150), &dev).unwrap();
+            let [one] = cpu_fused::inference(&dev, || Linear::forward_each([&b], &x)).unwrap();
+            let [ya, yb] =
+                cpu_fused::inference(&dev, || Linear::forward_each([&a, &b], &x)).unwrap();
+            for (got, lin) in [(one, &b), (ya, &a), (yb, &b)] {
+                let want = want(lin, &x);
                 assert_eq!(got.dims(), want.dims());
                 let diff = crate::core::model::max_abs_diff(&got, &want);
                 assert!(diff < 1e-4, "{rows} rows: {diff}");

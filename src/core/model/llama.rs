@@ -303,16 +303,13 @@ impl DecoderLayer {
         let (b, l, h) = x.dims3()?;
         let d = cfg.head_dim;
         let y = self.input_norm.forward(x)?;
-        let heads = |lin: &Linear, n: usize| -> Result<Tensor> {
-            Ok(lin
-                .forward(&y)?
-                .reshape((b, l, n, d))?
-                .transpose(1, 2)?
-                .contiguous()?)
+        let heads = |y: &Tensor, n: usize| -> Result<Tensor> {
+            Ok(y.reshape((b, l, n, d))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = rope(&heads(&self.q, cfg.num_attention_heads)?, cos, sin)?;
-        let k = rope(&heads(&self.k, cfg.num_key_value_heads)?, cos, sin)?;
-        let v = heads(&self.v, cfg.num_key_value_heads)?;
+        let [q, k, v] = Linear::forward_each([&self.q, &self.k, &self.v], &y)?;
+        let q = rope(&heads(&q, cfg.num_attention_heads)?, cos, sin)?;
+        let k = rope(&heads(&k, cfg.num_key_value_heads)?, cos, sin)?;
+        let v = heads(&v, cfg.num_key_value_heads)?;
         let (k, v) = match cache {
             None => (k, v),
             Some(((ck, cv), past)) => {
@@ -333,7 +330,7 @@ impl DecoderLayer {
             .reshape((b, l, cfg.num_attention_heads * d))?;
         let x = (x + self.o.forward(&a)?)?;
         let y = self.post_norm.forward(&x)?;
-        let (gate, up) = (self.gate.forward(&y)?, self.up.forward(&y)?);
+        let [gate, up] = Linear::forward_each([&self.gate, &self.up], &y)?;
         let act = if cpu_fused::applies(&[&gate, &up]) {
             cpu_fused::silu_mul(&gate, &up)?
         } else {

@@ -82,10 +82,7 @@ fn check_operands(
     b.check(b_shape.0, b_shape.1);
 }
 
-/// `y = scale · x b` for `x` `(m, k)` and `b` `(k, n)`. With `parallel`, each of rayon's
-/// threads takes a contiguous block of rows of `b` (its own partial sum, added up at the
-/// end), so every thread reads memory front to back. Panics unless [`supported`] and
-/// every matrix fits its slice.
+/// `y = scale · x b` for `x` `(m, k)` and `b` `(k, n)`; see [`times_rows_each`].
 pub fn times_rows(
     (m, n, k): (usize, usize, usize),
     y: Out,
@@ -94,7 +91,32 @@ pub fn times_rows(
     scale: f32,
     parallel: bool,
 ) {
-    check_operands(&y, (m, n, k), &x, &b, (k, n));
+    times_rows_each((m, k), x, &mut [Product { y, b, n }], scale, parallel);
+}
+
+/// One product of [`times_rows_each`]: `y` `(m, n)` from `b` `(k, n)`.
+pub struct Product<'a> {
+    pub y: Out<'a>,
+    pub b: Rows<'a>,
+    pub n: usize,
+}
+
+/// `y = scale · x b` for every product, one `x` `(m, k)` for all. With `parallel`, each
+/// of rayon's threads takes a contiguous block of rows of every `b` (its own partial
+/// sums, added up at the end), so every thread reads memory front to back, and all the
+/// products share one fork (the projections that read the same input, q/k/v or
+/// gate/up, cost one wake-up). Panics unless [`supported`] and every matrix fits its
+/// slice.
+pub fn times_rows_each(
+    (m, k): (usize, usize),
+    x: Rows,
+    products: &mut [Product],
+    scale: f32,
+    parallel: bool,
+) {
+    for p in products.iter() {
+        check_operands(&p.y, (m, p.n, k), &x, &p.b, (k, p.n));
+    }
     const CHUNK: usize = 2048;
     let parts = if parallel {
         rayon::current_num_threads().min(k.div_ceil(64)).max(1)
@@ -102,60 +124,81 @@ pub fn times_rows(
         1
     };
     let rows_per = k.div_ceil(parts).div_ceil(STEP) * STEP;
-    let ys = y.stride;
-    let run = |p: usize, out: &mut [f32], os: usize, s: f32| {
+    // Part `p`'s outputs: one `(data, stride, n)` per product.
+    let run = |p: usize, outs: Vec<(&mut [f32], usize, usize)>, bs: &[Rows], s: f32| {
         let k0 = p * rows_per;
         let k1 = k.min(k0 + rows_per);
-        if k0 >= k1 {
-            (0..m).for_each(|i| out[i * os..][..n].fill(0.0));
-            return;
-        }
-        for c0 in (0..n).step_by(CHUNK) {
-            let w = CHUNK.min(n - c0);
-            for kb in (k0..k1).step_by(STEP) {
-                let kr = (k1 - kb).min(STEP);
-                for r0 in (0..m).step_by(4) {
-                    // SAFETY: the checks above (and `out` holding `m` rows of `os`) keep
-                    // every access inside its matrix.
-                    unsafe {
-                        avx512::rows_step(
-                            (m - r0).min(4),
-                            kr,
-                            Operands {
-                                x: x.data.as_ptr().add(r0 * x.stride + kb),
-                                xs: x.stride,
-                                b: b.data.as_ptr().add(kb * b.stride + c0),
-                                bs: b.stride,
-                                y: out.as_mut_ptr().add(r0 * os + c0),
-                                ys: os,
-                                cols: w,
-                            },
-                            kb == k0,
-                            if kb + kr == k1 { s } else { 1.0 },
-                        )
+        for ((out, os, n), b) in outs.into_iter().zip(bs) {
+            if k0 >= k1 {
+                (0..m).for_each(|i| out[i * os..][..n].fill(0.0));
+                continue;
+            }
+            for c0 in (0..n).step_by(CHUNK) {
+                let w = CHUNK.min(n - c0);
+                for kb in (k0..k1).step_by(STEP) {
+                    let kr = (k1 - kb).min(STEP);
+                    for r0 in (0..m).step_by(4) {
+                        // SAFETY: the checks above (and `out` holding `m` rows of `os`)
+                        // keep every access inside its matrix.
+                        unsafe {
+                            avx512::rows_step(
+                                (m - r0).min(4),
+                                kr,
+                                Operands {
+                                    x: x.data.as_ptr().add(r0 * x.stride + kb),
+                                    xs: x.stride,
+                                    b: b.data.as_ptr().add(kb * b.stride + c0),
+                                    bs: b.stride,
+                                    y: out.as_mut_ptr().add(r0 * os + c0),
+                                    ys: os,
+                                    cols: w,
+                                },
+                                kb == k0,
+                                if kb + kr == k1 { s } else { 1.0 },
+                            )
+                        }
                     }
                 }
             }
         }
     };
+    let bs: Vec<Rows> = products.iter().map(|p| p.b).collect();
+    fn mine<'a>(p: &'a mut Product) -> (&'a mut [f32], usize, usize) {
+        (&mut *p.y.data, p.y.stride, p.n)
+    }
     if parts == 1 {
-        run(0, y.data, ys, scale);
+        run(0, products.iter_mut().map(mine).collect(), &bs, scale);
         return;
     }
-    let mut partial = vec![0f32; (parts - 1) * m * n];
-    let mut outs: Vec<(&mut [f32], usize)> = vec![(&mut *y.data, ys)];
-    outs.extend(partial.chunks_mut(m * n).map(|c| (c, n)));
+    let widths: Vec<usize> = products.iter().map(|p| p.n).collect();
+    let per_part: usize = m * widths.iter().sum::<usize>();
+    let mut partial = vec![0f32; (parts - 1) * per_part];
+    let mut outs = vec![products.iter_mut().map(mine).collect::<Vec<_>>()];
+    for mut rest in partial.chunks_mut(per_part) {
+        let mut part = Vec::with_capacity(widths.len());
+        for &n in &widths {
+            let (this, tail) = rest.split_at_mut(m * n);
+            part.push((this, n, n));
+            rest = tail;
+        }
+        outs.push(part);
+    }
     outs.into_par_iter()
         .enumerate()
-        .for_each(|(p, (out, os))| run(p, out, os, 1.0));
-    for i in 0..m {
-        let row = &mut y.data[i * ys..][..n];
-        for part in partial.chunks(m * n) {
-            row.iter_mut()
-                .zip(&part[i * n..][..n])
-                .for_each(|(a, b)| *a += b);
+        .for_each(|(p, outs)| run(p, outs, &bs, 1.0));
+    let mut offset = 0;
+    for p in products.iter_mut() {
+        let n = p.n;
+        for i in 0..m {
+            let row = &mut p.y.data[i * p.y.stride..][..n];
+            for part in partial.chunks(per_part) {
+                row.iter_mut()
+                    .zip(&part[offset + i * n..][..n])
+                    .for_each(|(a, b)| *a += b);
+            }
+            row.iter_mut().for_each(|a| *a *= scale);
         }
-        row.iter_mut().for_each(|a| *a *= scale);
+        offset += m * n;
     }
 }
 
