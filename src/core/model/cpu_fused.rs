@@ -226,12 +226,13 @@ fn quick_gelu_into(out: &mut [f32], x: &[f32]) {
 const ELEMENTWISE_CHUNK: usize = 4096;
 
 /// A borrowed f32 view of a CPU tensor: its data from the first element, and strides.
-struct View<'a> {
-    data: &'a [f32],
-    stride: &'a [usize],
+pub(super) struct View<'a> {
+    pub(super) data: &'a [f32],
+    pub(super) stride: &'a [usize],
 }
 
-fn view<'a>(storage: &'a Storage, layout: &'a Layout) -> Result<View<'a>> {
+/// The f32 data of a CPU tensor's storage from `layout`'s first element.
+pub(super) fn view<'a>(storage: &'a Storage, layout: &'a Layout) -> Result<View<'a>> {
     let Storage::Cpu(cpu) = storage else {
         anyhow::bail!("fused CPU kernel given a non-CPU tensor");
     };

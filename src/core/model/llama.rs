@@ -8,10 +8,10 @@ use candle_core::{DType, Device, Tensor};
 
 use super::attention::{attend, causal_padding_mask};
 use super::config::LlamaConfig;
-use super::cpu_fused;
 use super::linear::Linear;
 use super::norm::{RmsNorm, tracks_grad};
 use super::weights::Params;
+use super::{cpu_fused, cpu_rowwise};
 
 /// The language model.
 pub struct Llama {
@@ -303,13 +303,20 @@ impl DecoderLayer {
         let (b, l, h) = x.dims3()?;
         let d = cfg.head_dim;
         let y = self.input_norm.forward(x)?;
-        let heads = |y: &Tensor, n: usize| -> Result<Tensor> {
-            Ok(y.reshape((b, l, n, d))?.transpose(1, 2)?.contiguous()?)
+        let heads = |y: &Tensor, n: usize, rotary: Option<(&Tensor, &Tensor)>| -> Result<Tensor> {
+            if let Some(split) = cpu_rowwise::split_heads(y, n, rotary)? {
+                return Ok(split);
+            }
+            let split = y.reshape((b, l, n, d))?.transpose(1, 2)?.contiguous()?;
+            match rotary {
+                Some((cos, sin)) => rope(&split, cos, sin),
+                None => Ok(split),
+            }
         };
         let [q, k, v] = Linear::forward_each([&self.q, &self.k, &self.v], &y)?;
-        let q = rope(&heads(&q, cfg.num_attention_heads)?, cos, sin)?;
-        let k = rope(&heads(&k, cfg.num_key_value_heads)?, cos, sin)?;
-        let v = heads(&v, cfg.num_key_value_heads)?;
+        let q = heads(&q, cfg.num_attention_heads, Some((cos, sin)))?;
+        let k = heads(&k, cfg.num_key_value_heads, Some((cos, sin)))?;
+        let v = heads(&v, cfg.num_key_value_heads, None)?;
         let (k, v) = match cache {
             None => (k, v),
             Some(((ck, cv), past)) => {

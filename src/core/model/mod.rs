@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod cpu_fused;
+pub mod cpu_rowwise;
 pub mod generate;
 pub mod linear;
 pub mod llama;

@@ -5,6 +5,7 @@
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 
+use super::cpu_rowwise;
 use super::weights::Params;
 
 /// Whether any of these tensors takes part in a gradient computation.
@@ -67,6 +68,9 @@ impl RmsNorm {
 
     /// Normalises over the last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(y) = cpu_rowwise::rms_norm(x, &self.weight, self.eps)? {
+            return Ok(y);
+        }
         if tracks_grad(&[x, &self.weight]) {
             return Ok(candle_nn::ops::rms_norm_slow(
                 x,
