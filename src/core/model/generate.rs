@@ -92,11 +92,10 @@ pub fn generate(
         let step = Step {
             positions: &batch.positions,
             mask: mask.as_ref(),
+            last_only: true,
         };
         let hidden = model.llm.forward(&batch.embeds, &step, Some(&mut cache))?;
-        let mut logits = model
-            .llm
-            .logits(&hidden.narrow(1, prompt - 1, 1)?.squeeze(1)?)?;
+        let mut logits = model.llm.logits(&hidden.squeeze(1)?)?;
         tracing::debug!(
             rows,
             tokens = prompt,
@@ -140,6 +139,7 @@ pub fn generate(
             let step = Step {
                 positions: &positions,
                 mask: mask.as_ref(),
+                last_only: true,
             };
             let hidden = model.llm.forward(&x, &step, Some(&mut cache))?;
             logits = model.llm.logits(&hidden.squeeze(1)?)?;

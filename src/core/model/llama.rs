@@ -102,6 +102,10 @@ pub struct Step<'a> {
     pub positions: &'a Tensor,
     /// Additive attention mask `(B, 1, L, past + L)`, or `None` when nothing is masked.
     pub mask: Option<&'a Tensor>,
+    /// Only the last position's output is wanted (generation): the last layer runs its
+    /// queries, attention and MLP on that position alone, while every position's keys
+    /// and values still go to the cache.
+    pub last_only: bool,
 }
 
 impl Llama {
@@ -191,21 +195,24 @@ impl Llama {
     }
 
     /// Runs the decoder on `x` `(B, L, hidden)`; appends to `cache` when given.
-    /// Returns the final normalised hidden states `(B, L, hidden)`.
+    /// Returns the final normalised hidden states `(B, L, hidden)`, or `(B, 1, hidden)`
+    /// of the last position with [`Step::last_only`].
     pub fn forward(
         &self,
         x: &Tensor,
         step: &Step,
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
-        let (cos, sin) = self.rotary(step.positions, x.dtype())?;
+        let rotary = self.rotary(step.positions, x.dtype())?;
+        let tokens = x.dim(1)?;
         let mut x = x.clone();
         for (i, layer) in self.layers.iter().enumerate() {
             let kv = cache.as_deref_mut().map(|c| (&mut c.layers[i], c.len));
-            x = layer.forward(&x, &cos, &sin, step.mask, &self.cfg, kv)?;
+            let last_only = step.last_only && i + 1 == self.layers.len();
+            x = layer.forward(&x, &rotary, step.mask, &self.cfg, kv, last_only)?;
         }
         if let Some(cache) = cache {
-            cache.len += x.dim(1)?;
+            cache.len += tokens;
         }
         self.norm.forward(&x)
     }
@@ -221,6 +228,7 @@ impl Llama {
         let step = Step {
             positions: &positions,
             mask: mask.as_ref(),
+            last_only: true,
         };
         let mut cache = KvCache::new(&self.cfg, 1, n, x.dtype(), device)?;
         self.forward(&x, &step, Some(&mut cache))?;
@@ -236,7 +244,7 @@ impl Llama {
         rotary: &(Tensor, Tensor),
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
-        self.layers[i].forward(x, &rotary.0, &rotary.1, mask, &self.cfg, None)
+        self.layers[i].forward(x, rotary, mask, &self.cfg, None, false)
     }
 
     /// Next-token logits (f32) for hidden states `(..., hidden)`.
@@ -291,14 +299,16 @@ impl DecoderLayer {
         })
     }
 
+    /// The layer on `x` `(B, L, hidden)`, the rotary tables of its positions, appending
+    /// to `cache`; with `last_only`, only the last position's output `(B, 1, hidden)`.
     fn forward(
         &self,
         x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
+        (cos, sin): &(Tensor, Tensor),
         mask: Option<&Tensor>,
         cfg: &LlamaConfig,
         cache: Option<(&mut (Tensor, Tensor), usize)>,
+        last_only: bool,
     ) -> Result<Tensor> {
         let (b, l, h) = x.dims3()?;
         let d = cfg.head_dim;
@@ -307,14 +317,32 @@ impl DecoderLayer {
             if let Some(split) = cpu_rowwise::split_heads(y, n, rotary)? {
                 return Ok(split);
             }
-            let split = y.reshape((b, l, n, d))?.transpose(1, 2)?.contiguous()?;
+            let split = y
+                .reshape((b, y.dim(1)?, n, d))?
+                .transpose(1, 2)?
+                .contiguous()?;
             match rotary {
                 Some((cos, sin)) => rope(&split, cos, sin),
                 None => Ok(split),
             }
         };
-        let [q, k, v] = Linear::forward_each([&self.q, &self.k, &self.v], &y)?;
-        let q = heads(&q, cfg.num_attention_heads, Some((cos, sin)))?;
+        // The positions whose outputs are computed (queries, attention, MLP).
+        let out_rows = |t: &Tensor| -> Result<Tensor> {
+            Ok(if last_only {
+                t.narrow(1, l - 1, 1)?
+            } else {
+                t.clone()
+            })
+        };
+        let (q, k, v) = if last_only {
+            let [k, v] = Linear::forward_each([&self.k, &self.v], &y)?;
+            (self.q.forward(&out_rows(&y)?)?, k, v)
+        } else {
+            let [q, k, v] = Linear::forward_each([&self.q, &self.k, &self.v], &y)?;
+            (q, k, v)
+        };
+        let (q_cos, q_sin) = (out_rows(cos)?, out_rows(sin)?);
+        let q = heads(&q, cfg.num_attention_heads, Some((&q_cos, &q_sin)))?;
         let k = heads(&k, cfg.num_key_value_heads, Some((cos, sin)))?;
         let v = heads(&v, cfg.num_key_value_heads, None)?;
         let (k, v) = match cache {
@@ -330,12 +358,17 @@ impl DecoderLayer {
                 (ck.narrow(2, 0, past + l)?, cv.narrow(2, 0, past + l)?)
             }
         };
-        let a = attend(&q, &k, &v, mask, (d as f64).powf(-0.5), true)?;
-        let a = a
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, l, cfg.num_attention_heads * d))?;
-        let x = (x + self.o.forward(&a)?)?;
+        let mask = match mask {
+            Some(m) if last_only => Some(m.narrow(2, l - 1, 1)?),
+            m => m.cloned(),
+        };
+        let a = attend(&q, &k, &v, mask.as_ref(), (d as f64).powf(-0.5), true)?;
+        let a = a.transpose(1, 2)?.contiguous()?.reshape((
+            b,
+            q.dim(2)?,
+            cfg.num_attention_heads * d,
+        ))?;
+        let x = (out_rows(x)? + self.o.forward(&a)?)?;
         let y = self.post_norm.forward(&x)?;
         let [gate, up] = Linear::forward_each([&self.gate, &self.up], &y)?;
         let act = if cpu_fused::applies(&[&gate, &up]) {

@@ -225,6 +225,7 @@ impl Llava {
         let step = Step {
             positions: &batch.positions,
             mask: mask.as_ref(),
+            last_only: false,
         };
         self.llm.forward(&batch.embeds, &step, None)
     }
