@@ -5,12 +5,30 @@
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 
-use super::cpu_fused;
+use super::llama::rope;
 use super::norm::softmax_last;
+use super::{cpu_fused, cpu_rowwise};
 
 /// Query rows per block of causal attention: each block only reads the keys it can
 /// see, which skips most of the masked upper triangle (its matmuls and its exps).
 const QUERY_BLOCK: usize = 128;
+
+/// Projected rows `y` `(B, L, heads · D)` as heads `(B, heads, L, D)`, each rotated by
+/// `rotary` (`cos`, `sin` of shape `(B, L, D/2)`) when given.
+pub fn split_heads(y: &Tensor, heads: usize, rotary: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
+    if let Some(split) = cpu_rowwise::split_heads(y, heads, rotary)? {
+        return Ok(split);
+    }
+    let (b, l, width) = y.dims3()?;
+    let split = y
+        .reshape((b, l, heads, width / heads))?
+        .transpose(1, 2)?
+        .contiguous()?;
+    match rotary {
+        Some((cos, sin)) => rope(&split, cos, sin),
+        None => Ok(split),
+    }
+}
 
 /// `softmax(q k^T * scale + mask) v` for `q` `(B, H, L, D)` and `k`, `v`
 /// `(B, Hkv, T, D)` where `H` is a multiple of `Hkv` (query head `h` reads key/value

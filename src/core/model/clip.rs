@@ -5,7 +5,7 @@
 use anyhow::Result;
 use candle_core::{D, Tensor};
 
-use super::attention::attend;
+use super::attention::{attend, split_heads};
 use super::config::{ClipActivation, ClipConfig};
 use super::cpu_fused;
 use super::linear::Linear;
@@ -104,14 +104,12 @@ impl ClipLayer {
         let heads = cfg.num_attention_heads;
         let d = h / heads;
         let y = self.norm1.forward(x)?;
-        let split = |lin: &Linear| -> Result<Tensor> {
-            Ok(lin
-                .forward(&y)?
-                .reshape((n, t, heads, d))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        let (q, k, v) = (split(&self.q)?, split(&self.k)?, split(&self.v)?);
+        let [q, k, v] = Linear::forward_each([&self.q, &self.k, &self.v], &y)?;
+        let (q, k, v) = (
+            split_heads(&q, heads, None)?,
+            split_heads(&k, heads, None)?,
+            split_heads(&v, heads, None)?,
+        );
         let a = attend(&q, &k, &v, None, (d as f64).powf(-0.5), false)?;
         let a = a.transpose(1, 2)?.contiguous()?.reshape((n, t, h))?;
         let x = (x + self.out.forward(&a)?)?;

@@ -6,12 +6,12 @@
 use anyhow::{Result, ensure};
 use candle_core::{DType, Device, Tensor};
 
-use super::attention::{attend, causal_padding_mask};
+use super::attention::{attend, causal_padding_mask, split_heads};
 use super::config::LlamaConfig;
+use super::cpu_fused;
 use super::linear::Linear;
 use super::norm::{RmsNorm, tracks_grad};
 use super::weights::Params;
-use super::{cpu_fused, cpu_rowwise};
 
 /// The language model.
 pub struct Llama {
@@ -313,19 +313,6 @@ impl DecoderLayer {
         let (b, l, h) = x.dims3()?;
         let d = cfg.head_dim;
         let y = self.input_norm.forward(x)?;
-        let heads = |y: &Tensor, n: usize, rotary: Option<(&Tensor, &Tensor)>| -> Result<Tensor> {
-            if let Some(split) = cpu_rowwise::split_heads(y, n, rotary)? {
-                return Ok(split);
-            }
-            let split = y
-                .reshape((b, y.dim(1)?, n, d))?
-                .transpose(1, 2)?
-                .contiguous()?;
-            match rotary {
-                Some((cos, sin)) => rope(&split, cos, sin),
-                None => Ok(split),
-            }
-        };
         // The positions whose outputs are computed (queries, attention, MLP).
         let out_rows = |t: &Tensor| -> Result<Tensor> {
             Ok(if last_only {
@@ -342,9 +329,9 @@ impl DecoderLayer {
             (q, k, v)
         };
         let (q_cos, q_sin) = (out_rows(cos)?, out_rows(sin)?);
-        let q = heads(&q, cfg.num_attention_heads, Some((&q_cos, &q_sin)))?;
-        let k = heads(&k, cfg.num_key_value_heads, Some((cos, sin)))?;
-        let v = heads(&v, cfg.num_key_value_heads, None)?;
+        let q = split_heads(&q, cfg.num_attention_heads, Some((&q_cos, &q_sin)))?;
+        let k = split_heads(&k, cfg.num_key_value_heads, Some((cos, sin)))?;
+        let v = split_heads(&v, cfg.num_key_value_heads, None)?;
         let (k, v) = match cache {
             None => (k, v),
             Some(((ck, cv), past)) => {
