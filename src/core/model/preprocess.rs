@@ -11,6 +11,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result, anyhow};
 use candle_core::{Device, Tensor};
 use image::{DynamicImage, RgbImage};
+use rayon::prelude::*;
 
 use super::config::AspectMode;
 
@@ -113,14 +114,15 @@ impl ImageProcessor {
         out
     }
 
-    /// The `(N, 3, size, size)` f32 pixel tensor for a batch of images.
+    /// The `(N, 3, size, size)` f32 pixel tensor for a batch of images (prepared in
+    /// parallel).
     pub fn batch(&self, images: &[&DynamicImage], device: &Device) -> Result<Tensor> {
-        let mut data = Vec::with_capacity(images.len() * 3 * self.size * self.size);
-        for image in images {
-            data.extend(self.normalize(&self.square_pixels(image)?));
-        }
+        let planes = images
+            .par_iter()
+            .map(|image| Ok(self.normalize(&self.square_pixels(image)?)))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Tensor::from_vec(
-            data,
+            planes.concat(),
             (images.len(), 3, self.size, self.size),
             device,
         )?)
