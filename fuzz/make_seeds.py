@@ -111,8 +111,30 @@ def main():
     # LLaVA records
     put("llava_records", "instruct.jsonl", TD / "llava/medtrinity_instruct.jsonl")
     put("llava_records", "instruct.json", TD / "llava/medtrinity_instruct.json")
+    # Hub answers: a tree page (git and LFS files, a folder), hostile entries, a revision,
+    # and header lines ("request URL\nheader value").
+    hub_json_seeds(put)
     for t in sorted(OUT.iterdir()):
         print(t.name, len(list(t.iterdir())), sum(f.stat().st_size for f in t.iterdir()))
 
 
-main()
+def hub_json_seeds(put):
+    sha1, sha256 = "a" * 40, "b" * 64
+    page = [{"type": "directory", "path": "sub", "oid": sha1, "size": 0},
+            {"type": "file", "path": "config.json", "oid": sha1, "size": 120},
+            {"type": "file", "path": "sub/model.safetensors", "oid": sha1, "size": 134,
+             "lfs": {"oid": sha256, "size": 9000000000, "pointerSize": 134}}]
+    put("hub_json", "tree.json", json.dumps(page).encode(), 0)
+    evil = [{"type": "file", "path": "../../etc/passwd", "oid": sha1, "size": 1},
+            {"type": "file", "path": "/abs", "oid": sha1, "size": 1},
+            {"type": "file", "path": "a", "oid": "../../x", "size": 1},
+            {"type": "file", "path": "b", "oid": sha1, "size": -1, "lfs": {"oid": "zz", "size": 2**70}}]
+    put("hub_json", "evil_tree.json", json.dumps(evil).encode(), 0)
+    put("hub_json", "revision.json", json.dumps({"id": "a/b", "sha": sha1}).encode(), 1)
+    put("hub_json", "link.txt", b'http://h/api/models/a/b/tree/main\n<http://h/api/models/a/b/tree/main?cursor=x>; rel="next"', 2)
+    put("hub_json", "location.txt", b"https://h/a/b/resolve/main/f\n../../other/f?X-Amz=1", 2)
+    put("hub_json", "ratelimit.txt", b'http://h/\n"api";r=0;t=42', 2)
+
+
+if __name__ == "__main__":
+    main()

@@ -77,6 +77,19 @@ impl RemoteFile {
     }
 }
 
+/// The files of one page of a tree listing (a JSON array of entries; folders are
+/// skipped), each checked: a size, hex hashes, a safe relative path.
+pub fn parse_tree_page(page: &Value) -> Result<Vec<RemoteFile>> {
+    let entries = page.as_array().context("not a JSON array")?;
+    let mut files = Vec::new();
+    for entry in entries {
+        if let Some(file) = RemoteFile::from_tree_entry(entry)? {
+            files.push(file);
+        }
+    }
+    Ok(files)
+}
+
 /// The Hub API for one repository.
 pub struct Api<'a> {
     pub client: &'a Client,
@@ -148,14 +161,10 @@ impl Api<'_> {
                 .client
                 .get_json(&page)
                 .map_err(|e| self.explain(e, commit))?;
-            let entries = entries.as_array().with_context(|| {
-                format!("{}: tree listing is not a JSON array", self.repo.display())
-            })?;
-            for entry in entries {
-                if let Some(file) = RemoteFile::from_tree_entry(entry)? {
-                    files.push(file);
-                }
-            }
+            files.extend(
+                parse_tree_page(&entries)
+                    .with_context(|| format!("{}: tree listing", self.repo.display()))?,
+            );
             next = link;
         }
         Ok(files)
@@ -223,6 +232,9 @@ mod tests {
         assert_eq!((f.size, f.etag()), (1234, sha.as_str()));
         let dir = json!({"type": "directory", "oid": "a".repeat(40), "size": 0, "path": "a"});
         assert!(RemoteFile::from_tree_entry(&dir).unwrap().is_none());
+        let page = parse_tree_page(&json!([git, dir, lfs])).unwrap();
+        assert_eq!(page.len(), 2, "the folder is skipped");
+        assert!(parse_tree_page(&json!({"path": "a"})).is_err());
     }
 
     #[test]

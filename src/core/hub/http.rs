@@ -327,7 +327,7 @@ fn server_wait(headers: &HeaderMap) -> Option<Duration> {
 
 /// Seconds until the window resets from an IETF `RateLimit` header
 /// (`"resolvers";r=0;t=42`).
-fn ratelimit_reset(value: &str) -> Option<f64> {
+pub fn ratelimit_reset(value: &str) -> Option<f64> {
     value
         .split(';')
         .find_map(|p| p.trim().strip_prefix("t="))
@@ -335,7 +335,7 @@ fn ratelimit_reset(value: &str) -> Option<f64> {
 }
 
 /// The `rel="next"` target of a `Link` header.
-fn next_link(link: &str) -> Option<String> {
+pub fn next_link(link: &str) -> Option<String> {
     link.split(',').find_map(|part| {
         let (target, params) = part.split_once(';')?;
         params
@@ -358,7 +358,7 @@ pub fn authority(url: &str) -> &str {
 }
 
 /// Resolves a redirect `location` against the URL it came from.
-fn join_url(base: &str, location: &str) -> String {
+pub fn join_url(base: &str, location: &str) -> String {
     if location.contains("://") {
         return location.to_string();
     }
