@@ -115,7 +115,7 @@ impl ClipLayer {
         let x = (x + self.out.forward(&a)?)?;
         let y = self.fc1.forward(&self.norm2.forward(&x)?)?;
         let y = match cfg.hidden_act {
-            ClipActivation::QuickGelu if cpu_fused::in_inference() && cpu_fused::applies(&[&y]) => {
+            ClipActivation::QuickGelu if cpu_fused::inference_applies(&[&y]) => {
                 cpu_fused::quick_gelu(&y)?
             }
             ClipActivation::QuickGelu => (&y * candle_nn::ops::sigmoid(&(&y * 1.702)?)?)?,

@@ -67,6 +67,12 @@ pub fn in_inference() -> bool {
     INFERENCE.get()
 }
 
+/// Whether the inference-only kernels run on these tensors: inside [`inference`], and
+/// [`applies`].
+pub fn inference_applies(tensors: &[&Tensor]) -> bool {
+    in_inference() && applies(tensors)
+}
+
 /// `x W^T + b` for each layer inside [`inference`], for `x` `(m, in)`, Linear weights
 /// `(out, in)` kept transposed in memory (`(in, out)` rows contiguous, as `Linear::load`
 /// stores CPU weights) and optional biases `(out)`. Up to [`skinny::MAX_ROWS`] rows run

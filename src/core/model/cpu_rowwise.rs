@@ -13,15 +13,10 @@ use super::cpu_fused::{self, view};
 /// Rows per parallel task.
 const ROWS_PER_TASK: usize = 16;
 
-/// Whether these kernels run: inside inference, on f32 CPU tensors with no gradient.
-fn applies(tensors: &[&Tensor]) -> bool {
-    cpu_fused::in_inference() && cpu_fused::applies(tensors)
-}
-
 /// `x / sqrt(mean(x²) + eps) * weight` over the last dimension, or `None` where this
 /// kernel does not apply.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Option<Tensor>> {
-    if !applies(&[x, weight]) {
+    if !cpu_fused::inference_applies(&[x, weight]) {
         return Ok(None);
     }
     let width = weight.elem_count();
@@ -79,7 +74,7 @@ pub fn split_heads(
 ) -> Result<Option<Tensor>> {
     let mut all = vec![y];
     all.extend(rotary.iter().flat_map(|(c, s)| [*c, *s]));
-    if !applies(&all) {
+    if !cpu_fused::inference_applies(&all) {
         return Ok(None);
     }
     let (b, l, width) = y.dims3()?;
