@@ -37,6 +37,20 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
     }
 }
 
+/// Runs `f`, turning a panic inside it (third-party decoders meeting hostile bytes) into
+/// the error `"{what} crashed: <panic message>"`, so one bad file, row group or image
+/// cannot end a run over millions.
+pub fn contain_panic<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(anyhow::anyhow!("{what} crashed: {msg}"))
+    })
+}
+
 /// Shorthand for a usage error.
 pub fn usage(msg: impl Into<String>) -> anyhow::Error {
     Failure::Usage(msg.into()).into()

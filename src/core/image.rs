@@ -6,6 +6,8 @@ use std::io::Cursor;
 use anyhow::{Context as _, Result, anyhow};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
+use crate::core::error::contain_panic;
+
 /// What an image header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageInfo {
@@ -28,8 +30,7 @@ fn reader(bytes: &[u8]) -> Result<ImageReader<Cursor<&[u8]>>> {
 /// Runs a decoder, turning a panic inside third-party decoding code into an error, so
 /// one hostile image cannot take down a pass over millions.
 fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .unwrap_or_else(|_| Err(anyhow!("the image decoder crashed on these bytes")))
+    contain_panic("the image decoder", f)
 }
 
 /// Reads the header only: format, dimensions and colour mode.

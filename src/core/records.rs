@@ -34,11 +34,11 @@ use arrow_json::reader::infer_json_schema_from_seekable;
 use arrow_json::writer::{LineDelimited, WriterBuilder};
 use arrow_schema::{DataType, Field, Fields, Schema};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
+use super::data::parquet::{guarded, open_checked};
 use super::resume::JsonlOutput;
 
 /// Rows per Arrow batch read from or written to the staging file.
@@ -167,7 +167,6 @@ pub fn for_each_record(
     path: &Path,
     visit: &mut dyn FnMut(At<'_>, serde_json::Value) -> Result<()>,
 ) -> Result<()> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let is_parquet = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
@@ -177,6 +176,7 @@ pub fn for_each_record(
         parquet: is_parquet,
     };
     if !is_parquet {
+        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let mut reader = BufReader::new(file);
         let mut line = Vec::new();
         loop {
@@ -202,10 +202,7 @@ pub fn for_each_record(
             visit(at, value)?;
         }
     }
-    let batches = ParquetRecordBatchReaderBuilder::try_new(file)
-        .with_context(|| format!("{}: not a readable parquet file", path.display()))?
-        .with_batch_size(BATCH_ROWS)
-        .build()?;
+    let batches = guarded(open_checked(path)?.with_batch_size(BATCH_ROWS).build()?);
     let mut buf = Vec::new();
     for batch in batches {
         let batch = batch.with_context(|| format!("{}: cannot read", path.display()))?;
@@ -257,16 +254,14 @@ fn replace_with(path: &Path, write: impl FnOnce(File) -> Result<File>) -> Result
 /// Writes the rows of the parquet file `path` as JSON lines into `staging`; returns the
 /// row count.
 fn export_parquet(path: &Path, staging: &Path, key: &str) -> Result<usize> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .with_context(|| format!("{}: not a readable parquet file", path.display()))?;
+    let builder = open_checked(path)?;
     if builder.schema().field_with_name(key).is_err() {
         bail!(
             "{}: no `{key}` column; is this an output of the same command?",
             path.display()
         );
     }
-    let batches = builder.with_batch_size(BATCH_ROWS).build()?;
+    let batches = guarded(builder.with_batch_size(BATCH_ROWS).build()?);
     let mut rows = 0;
     replace_with(staging, |file| {
         // Nulls stay explicit so that a column null on every row keeps existing.
@@ -366,6 +361,7 @@ mod tests {
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Float64Type, Int64Type};
     use arrow_array::{RecordBatch, RecordBatchReader as _};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use serde_json::{Value, json};
 
     fn records(values: &[Value]) -> Vec<(String, Value)> {

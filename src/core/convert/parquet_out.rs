@@ -16,13 +16,13 @@ use arrow_array::builder::{BinaryBuilder, StringBuilder};
 use arrow_array::{ArrayRef, RecordBatch, StructArray};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use serde_json::json;
 
 use super::{Record, RecordSink, complete_shards, next_shard_number, publish_shard};
 use crate::core::data::columns::StrColumn;
+use crate::core::data::parquet::{guarded, open_checked};
 
 /// Sizes and names of the output.
 #[derive(Debug, Clone)]
@@ -238,12 +238,10 @@ impl ShardWriter {
 }
 
 fn read_ids(path: &Path, into: &mut HashSet<String>) -> Result<usize> {
-    let file = File::open(path)?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .with_context(|| format!("{}: not a readable parquet file", path.display()))?;
+    let builder = open_checked(path)?;
     let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [0]);
     let mut n = 0;
-    for batch in builder.with_projection(mask).build()? {
+    for batch in guarded(builder.with_projection(mask).build()?) {
         let batch = batch?;
         let ids = StrColumn::new("id", batch.column(0))?;
         for i in 0..batch.num_rows() {

@@ -12,10 +12,13 @@ use arrow_array::RecordBatch;
 use arrow_schema::{DataType, SchemaRef};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder,
 };
 use parquet::file::metadata::{ParquetMetaData, ParquetStatisticsPolicy};
 use serde_json::Value;
+
+use crate::core::error::contain_panic;
 
 use super::columns::{BinColumn, IdColumn, ImageStructColumn, StrColumn};
 use super::inputs::ImageStore;
@@ -59,6 +62,76 @@ fn max_row_group_bytes() -> u64 {
         .ok()
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(16 << 30)
+}
+
+/// Refuses row group `rg` of the footer `meta` when a column chunk's byte range is
+/// negative or past the end of the file (`file_bytes`; the parquet reader would panic
+/// or read garbage), or when the row group claims more compressed bytes than the file
+/// holds or than `limit`: every reader of mt decodes a row group whole, so it would need
+/// about twice that in memory.
+fn check_row_group(
+    path: &Path,
+    file_bytes: u64,
+    meta: &ParquetMetaData,
+    rg: usize,
+    limit: u64,
+) -> Result<()> {
+    let group = meta.row_group(rg);
+    for column in group.columns() {
+        let start = column
+            .dictionary_page_offset()
+            .unwrap_or(column.data_page_offset());
+        let len = column.compressed_size();
+        if start < 0 || len < 0 || (start as u64).saturating_add(len as u64) > file_bytes {
+            bail!(
+                "{}: row group {rg}, column `{}`: its data claims {len} bytes from byte {start}, \
+                 outside the file ({file_bytes} bytes): the file is corrupt",
+                path.display(),
+                column.column_path().string()
+            );
+        }
+    }
+    let size = group.compressed_size().max(0) as u64;
+    if size > limit.min(file_bytes) {
+        bail!(
+            "{}: row group {rg} claims {size} bytes (the file has {file_bytes}); mt reads one row \
+             group at a time and needs about twice its size in memory: rewrite the file with \
+             smaller row groups (mt convert parquet) or raise MT_MAX_ROW_GROUP_BYTES (now {limit})",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// [`check_row_group`] for every row group, with the limit from `MT_MAX_ROW_GROUP_BYTES`.
+pub fn check_row_groups(path: &Path, file_bytes: u64, meta: &ParquetMetaData) -> Result<()> {
+    let limit = max_row_group_bytes();
+    (0..meta.num_row_groups()).try_for_each(|rg| check_row_group(path, file_bytes, meta, rg, limit))
+}
+
+/// A reader of the parquet file `path` for callers that read it whole (mt's own outputs,
+/// shard ids), after [`check_row_groups`]; errors name the file.
+pub fn open_checked(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let bytes = file.metadata()?.len();
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{}: not a readable parquet file", path.display()))?;
+    check_row_groups(path, bytes, builder.metadata())?;
+    Ok(builder)
+}
+
+/// The batches of `reader`, a panic of the parquet reader on corrupt data (it has a few)
+/// becoming the last item's error.
+pub fn guarded(mut reader: ParquetRecordBatchReader) -> impl Iterator<Item = Result<RecordBatch>> {
+    let mut failed = false;
+    std::iter::from_fn(move || {
+        if failed {
+            return None;
+        }
+        let next = contain_panic("the parquet reader", || Ok(reader.next().transpose()?));
+        failed = next.is_err();
+        next.transpose()
+    })
 }
 
 /// Footer options: column statistics are never used, so they are not decoded.
@@ -188,15 +261,7 @@ impl ParquetShard {
         let mut next_row = self.rows_in(0..rgs.start);
         let limit = max_row_group_bytes();
         for rg in rgs {
-            let size = meta.metadata().row_group(rg).compressed_size().max(0) as u64;
-            if size > limit.min(self.bytes) {
-                let e = anyhow::anyhow!(
-                    "{path}: row group {rg} claims {size} bytes (the file has {}); mt reads one row \
-                     group at a time and needs about twice its size in memory: rewrite the file \
-                     with smaller row groups (mt convert parquet) or raise MT_MAX_ROW_GROUP_BYTES \
-                     (now {limit})",
-                    self.bytes
-                );
+            if let Err(e) = check_row_group(&self.path, self.bytes, meta.metadata(), rg, limit) {
                 if visit(Err(e)) == Flow::Stop {
                     return Ok(());
                 }
@@ -222,7 +287,7 @@ impl ParquetShard {
                 }
             };
             let start = next_row;
-            for rb in reader {
+            for rb in guarded(reader) {
                 let batch = rb
                     .with_context(|| format!("{path}: row group {rg}: corrupt data"))
                     .and_then(|rb| {
@@ -310,4 +375,90 @@ fn arrow_rows(rb: &RecordBatch, store: Arc<ImageStore>) -> Result<ArrowRows> {
             .collect(),
         store,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{ArrayRef, BinaryArray};
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::WriterProperties;
+
+    /// A parquet file of two row groups of 2 KB of bytes each.
+    fn two_row_groups(dir: &Path) -> PathBuf {
+        let path = dir.join("big.parquet");
+        let blob = vec![7u8; 2048];
+        let column: ArrayRef = Arc::new(BinaryArray::from(vec![blob.as_slice(); 2]));
+        let batch = RecordBatch::try_from_iter([("image", column)]).unwrap();
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(1))
+            .set_compression(parquet::basic::Compression::UNCOMPRESSED)
+            .build();
+        let mut writer =
+            ArrowWriter::try_new(File::create(&path).unwrap(), batch.schema(), Some(props))
+                .unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        path
+    }
+
+    #[test]
+    fn row_groups_over_the_limit_or_the_file_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = two_row_groups(dir.path());
+        let bytes = std::fs::metadata(&path).unwrap().len();
+        let builder = open_checked(&path).unwrap();
+        let meta = builder.metadata();
+        assert_eq!(meta.num_row_groups(), 2);
+        for rg in 0..2 {
+            check_row_group(&path, bytes, meta, rg, 1 << 20).unwrap();
+            let e = check_row_group(&path, bytes, meta, rg, 1000).unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains(&format!("row group {rg} claims"))
+                    && text.contains("big.parquet")
+                    && text.contains("(now 1000)"),
+                "{text}"
+            );
+            // A footer claiming more than the file holds is refused whatever the limit.
+            check_row_group(&path, 100, meta, rg, u64::MAX).unwrap_err();
+        }
+    }
+
+    /// Every error `read_row_groups` reports for `path`, read as `mt inspect` does.
+    fn read_errors(path: &Path) -> Vec<String> {
+        let shard = ParquetShard::open(path).unwrap();
+        let all: Vec<usize> = (0..shard.schema().fields().len()).collect();
+        let mut errors = Vec::new();
+        let store = Arc::new(ImageStore::None);
+        let mut visit = |batch: Result<Batch>| {
+            if let Err(e) = batch {
+                errors.push(format!("{e:#}"));
+            }
+            Flow::Continue
+        };
+        shard
+            .read_row_groups(0, 0..shard.num_row_groups(), &all, 8, &store, &mut visit)
+            .unwrap();
+        errors
+    }
+
+    #[test]
+    fn a_column_chunk_outside_the_file_is_an_error_not_a_panic() {
+        // Found by fuzz/fuzz_targets/parquet.rs: a footer giving a column chunk a negative
+        // length made the parquet reader panic. The other row group is still read (and
+        // is corrupt too).
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/regressions/parquet/negative-column-start.parquet");
+        let errors = read_errors(&path);
+        assert!(
+            errors.len() == 2
+                && errors[0].contains("row group 0, column `id`: its data claims -1 bytes")
+                && errors[1].contains("row group 1: corrupt data"),
+            "{errors:?}"
+        );
+        // The readers of whole files refuse it too (here its footer's statistics already).
+        let e = open_checked(&path).err().expect("refused").to_string();
+        assert!(e.contains("negative-column-start.parquet"), "{e}");
+    }
 }

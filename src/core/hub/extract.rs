@@ -61,6 +61,7 @@ use sha2::{Digest, Sha256};
 use crate::core::data::ParquetShard;
 pub use crate::core::data::archive::MAX_MEMBER_BYTES;
 use crate::core::data::columns::StrColumn;
+use crate::core::data::parquet::{check_row_groups, guarded};
 use crate::core::extsort::KeyTally;
 
 /// The state folder under the destination (markers and journals). Reserved: archive
@@ -733,6 +734,7 @@ fn read_names(
     let file = File::open(path).with_context(|| format!("{shown}: cannot open"))?;
     let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new())
         .with_context(|| format!("{shown}: not a readable parquet file"))?;
+    check_row_groups(path, shard.bytes, meta.metadata())?;
     let mask = ProjectionMask::roots(meta.parquet_schema(), projection);
     for rg in 0..meta.metadata().num_row_groups() {
         // One reader per row group, as `ParquetShard::read_row_groups` does.
@@ -743,7 +745,7 @@ fn read_names(
                 .with_batch_size(MANIFEST_BATCH_ROWS)
                 .build()
                 .with_context(|| format!("{shown}: row group {rg}: cannot read"))?;
-        for batch in reader {
+        for batch in guarded(reader) {
             let batch: RecordBatch =
                 batch.with_context(|| format!("{shown}: row group {rg}: corrupt data"))?;
             let names =

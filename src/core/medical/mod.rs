@@ -13,14 +13,13 @@ pub mod nifti;
 pub mod output;
 pub mod window;
 
-use std::panic::AssertUnwindSafe;
-
 use anyhow::Result;
 use serde::Serialize;
 
 use self::inputs::{Job, Kind};
 use self::output::{Format, Outputs};
 use self::window::{Depth, Window};
+use crate::core::error::contain_panic;
 
 /// Which window turns values into grey levels.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -138,14 +137,7 @@ pub enum Done {
 /// Converts one input file, unless its outputs are already complete. A panic in a
 /// decoder on malformed data is this file's error, not the end of the run.
 pub fn convert(job: &Job, opts: &Options) -> Result<Done> {
-    std::panic::catch_unwind(AssertUnwindSafe(|| convert_file(job, opts))).unwrap_or_else(|p| {
-        let msg = p
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        Err(anyhow::anyhow!("the decoder failed on this file: {msg}"))
-    })
+    contain_panic("the decoder", || convert_file(job, opts))
 }
 
 fn convert_file(job: &Job, opts: &Options) -> Result<Done> {
