@@ -2,6 +2,7 @@
 # Disk full: each command writes into a tiny tmpfs until it fails, must fail with one clear
 # error naming the file and "No space left on device"; the tmpfs is then grown and the same
 # command rerun, which must finish with outputs identical to a run on a roomy disk.
+# Commands: convert, eval, finetune, caption, download (through its test, see the end).
 # Needs root (mounts a tmpfs).   fault/disk_full.sh    Env: MT, MT_FAULT_DIR.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,4 +40,18 @@ check() {
 }
 check convert 128k "$MT -q --no-run-dir convert llava $TD/medtrinity-demo -o out.jsonl --images-out images" out.jsonl
 check eval 24k "$MT -q --run-dir run eval slake --ckpt $TINY --data $TD/vqa/slake --max-new-tokens 8" run/answers.jsonl
+check caption 12k "$MT -q --run-dir run caption $TD/images --model $TINY -o out.jsonl --max-new-tokens 24 --batch-size 1" out.jsonl
+check roi 8k "$MT -q --run-dir run roi $TD/images -o out.jsonl" out.jsonl
 check finetune 600k "$MT -q --run-dir run finetune --model $TINY --data $TD/llava/medtrinity_instruct.jsonl --image-folder $TD/llava/images --cpu --max-steps 4 --save-steps 1 --batch-size 2 --grad-accum 1 --model-max-length 1024 --seed 1" run/losses.txt
+# mt download: the fake Hub lives in the test suite, so this case is the ignored test
+# `disk_full_then_resume`, run here on a 1 MB tmpfs (it grows the tmpfs itself and
+# checks the rerun's files byte for byte, the --verify pass and the temp files).
+dl=$OUT/small/download
+mkdir -p "$dl"; mount -t tmpfs -o size=1m tmpfs "$dl"
+rc=0 log=$(cd "$ROOT" && MT_DISK_FULL_DIR=$dl cargo test --release --quiet --test download \
+  disk_full_then_resume -- --ignored --nocapture 2>&1) || rc=$?
+umount "$dl"
+line=$(printf '%s\n' "$log" | sed -n 's/^MT_DISK_FULL_ERROR: //p' | head -1)
+same=differs; [ "$rc" = 0 ] && same=identical
+python3 -c 'import json,sys; print(json.dumps(dict(command="download", error=sys.argv[1], rerun_exit=int(sys.argv[2]), output=sys.argv[3])))' \
+  "$line" "$rc" "$same"

@@ -11,13 +11,14 @@
 # Commands: caption, eval (slake, 24 questions), convert llava, roi, finetune (--resume),
 # inspect. Each of N cycles starts from scratch, kills once at a random point of a whole
 # run (uniform over the time an uninterrupted run takes), reruns to the end and compares;
-# `mt download` is covered by tests/download.rs::kill_9_at_random_points_then_finish
-# against the loopback hub (run it N times with DOWNLOAD_REPS). Prints one summary line per
+# `mt download` runs tests/download.rs::kill_9_at_random_points_then_finish against the
+# loopback hub DOWNLOAD_REPS times (default 1; 12 kills each, at least 8 must land
+# mid-download, then the files are compared byte for byte and --verify'd). Prints one summary line per
 # command: kills that landed (the process was still running), records lost and duplicated
 # over all cycles, outputs differing from the uninterrupted run's, leftover temp files.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-N=${1:-10} MAX_DELAY_MS=${MAX_DELAY_MS:-60000} DOWNLOAD_REPS=${DOWNLOAD_REPS:-0}
+N=${1:-10} MAX_DELAY_MS=${MAX_DELAY_MS:-60000} DOWNLOAD_REPS=${DOWNLOAD_REPS:-1}
 OUT=${MT_FAULT_DIR:-$ROOT/bench/out/fault}
 if [ -z "${MT:-}" ]; then
   (cd "$ROOT" && cargo build --release --quiet)

@@ -40,8 +40,13 @@ struct Out {
 
 impl Env {
     fn new(server: &HubServer) -> Self {
+        Self::new_in(server, &std::env::temp_dir())
+    }
+
+    /// An environment whose home and cache live in a fresh folder under `parent`.
+    fn new_in(server: &HubServer, parent: &Path) -> Self {
         Self {
-            dir: tempfile::tempdir().unwrap(),
+            dir: tempfile::tempdir_in(parent).unwrap(),
             endpoint: server.endpoint(),
         }
     }
@@ -845,6 +850,45 @@ fn kill_9_at_random_points_then_finish() {
         sent < lfs_total + lfs_total / 10,
         "sent {sent} for {lfs_total}"
     );
+    ok(&env.mt(&["--no-run-dir", "download", "org/tiny", "--verify"]));
+}
+
+/// Disk full, run by `fault/disk_full.sh` (root): it mounts a 1 MB tmpfs at
+/// `MT_DISK_FULL_DIR`. The download fails with one clear error naming the file, the tmpfs
+/// is grown, and a rerun finishes with every file verified and no temp file left.
+#[test]
+#[ignore = "needs a small tmpfs at MT_DISK_FULL_DIR; fault/disk_full.sh runs it"]
+fn disk_full_then_resume() {
+    let dir = PathBuf::from(std::env::var("MT_DISK_FULL_DIR").expect("MT_DISK_FULL_DIR"));
+    let mut files = model_files();
+    files.push(("big.safetensors".into(), noise(3_000_000, 11), true));
+    let repo = FakeRepo::model("org/tiny").with_commit("main", files.clone());
+    let sha = repo.head();
+    let server = HubServer::start(vec![repo], ServerConfig::default());
+    let env = Env::new_in(&server, &dir);
+    let full = env.mt(&["--no-run-dir", "download", "org/tiny"]);
+    let line = full
+        .stderr
+        .lines()
+        .find(|l| l.contains("big.safetensors: ") && l.contains("No space left on device"))
+        .unwrap_or_else(|| panic!("no ENOSPC error (exit {}):\n{}", full.code, full.stderr));
+    println!("MT_DISK_FULL_ERROR: {line}");
+    assert_eq!(full.code, 3, "{}", full.stderr);
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(
+        grown.success(),
+        "cannot grow the tmpfs at {}",
+        dir.display()
+    );
+    ok(&env.mt(&["--no-run-dir", "download", "org/tiny"]));
+    let snapshot = env.cache().join("models--org--tiny/snapshots").join(&sha);
+    assert_eq!(tree(&snapshot), sorted(files));
+    assert!(find(&env.cache(), ".incomplete").is_empty());
+    assert!(find(&env.cache(), ".tmp").is_empty());
     ok(&env.mt(&["--no-run-dir", "download", "org/tiny", "--verify"]));
 }
 

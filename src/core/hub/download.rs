@@ -342,8 +342,14 @@ pub fn execute(client: Option<&Client>, req: &Request, plan: &Plan) -> Report {
                     if is_denial(&e) {
                         denied.store(true, Ordering::Relaxed);
                     }
+                    let error = format!("{e:#}");
                     FileOutcome::Failed {
-                        error: format!("{e:#}"),
+                        // Local errors name the blob or partial file: say which file it is.
+                        error: if error.starts_with(&item.file.path) {
+                            error
+                        } else {
+                            format!("{}: {error}", item.file.path)
+                        },
                     }
                 }
             }
