@@ -114,6 +114,7 @@ def main():
     # Hub answers: a tree page (git and LFS files, a folder), hostile entries, a revision,
     # and header lines ("request URL\nheader value").
     hub_json_seeds(put)
+    parquet_seeds(put)
     for t in sorted(OUT.iterdir()):
         print(t.name, len(list(t.iterdir())), sum(f.stat().st_size for f in t.iterdir()))
 
@@ -134,6 +135,48 @@ def hub_json_seeds(put):
     put("hub_json", "link.txt", b'http://h/api/models/a/b/tree/main\n<http://h/api/models/a/b/tree/main?cursor=x>; rel="next"', 2)
     put("hub_json", "location.txt", b"https://h/a/b/resolve/main/f\n../../other/f?X-Amz=1", 2)
     put("hub_json", "ratelimit.txt", b'http://h/\n"api";r=0;t=42', 2)
+
+
+def parquet_seeds(put):
+    """Small parquet files in the shapes mt reads: a 25M_demo shard (HF Image struct and
+    `huggingface` metadata), a 25M_full manifest, a hub VQA split, an mt record output;
+    several row groups, each compression mt meets, plain and dictionary encodings."""
+    import pyarrow as pa, pyarrow.parquet as pq
+    from PIL import Image
+    b = io.BytesIO()
+    Image.new("L", (4, 3), 7).save(b, format="PNG")
+    png = b.getvalue()
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    features = {"info": {"features": {"id": {"dtype": "string", "_type": "Value"},
+                                      "image": {"_type": "Image"},
+                                      "caption": {"dtype": "string", "_type": "Value"}}}}
+
+    def write(name, table, **kw):
+        buf = io.BytesIO()
+        pq.write_table(table, buf, **kw)
+        put("parquet", name, buf.getvalue())
+
+    demo = pa.table({"id": ["a", "b", "c"],
+                     "image": pa.array([{"bytes": png, "path": "a.png"}, {"bytes": png, "path": None},
+                                        None], type=image),
+                     "caption": ["CT of the chest.", None, "MRI, brain: lesion."]})
+    demo = demo.replace_schema_metadata({"huggingface": json.dumps(features)})
+    for codec in ["none", "snappy", "zstd"]:
+        write(f"demo-{codec}.parquet", demo, compression=codec, row_group_size=2)
+    full = pa.table({"file_name": ["x/1.jpg", "x/2.jpg", "x/1.jpg", None],
+                     "caption": ["a", "b", "c", "d"], "source": ["s", "s", "t", None],
+                     "n": pa.array([1, 2, None, 4], pa.int64()),
+                     "tags": pa.array([["ct"], [], None, ["mr", "x"]], pa.list_(pa.string()))})
+    write("full-dict.parquet", full, compression="none", use_dictionary=True, row_group_size=3)
+    write("full-plain-v1.parquet", full, compression="none", use_dictionary=False,
+          data_page_version="1.0", version="1.0")
+    vqa = pa.table({"image": pa.array([{"bytes": png, "path": None}] * 2, type=image),
+                    "question": ["is it ct?", "where?"], "answer": ["yes", "lung"]})
+    write("vqa.parquet", vqa, compression="snappy")
+    rois = pa.array([[{"label": 1, "bbox": [0, 1, 2, 3]}], []],
+                    pa.list_(pa.struct([("label", pa.int64()), ("bbox", pa.list_(pa.int64()))])))
+    write("records.parquet", pa.table({"id": ["r1", "r2"], "rois": rois, "area": [0.5, None]}),
+          compression="zstd")
 
 
 if __name__ == "__main__":

@@ -13,13 +13,16 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SECONDS_EACH=${1:-300}; shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(answers model_config checkpoint tar_zst vqa medical mask llava_records hub_json)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(answers model_config checkpoint tar_zst vqa medical mask llava_records hub_json parquet)
 cd "$ROOT"
+# Built once; the targets then run as plain binaries, so editing mt's sources while the
+# script runs does not rebuild anything half-way through.
 cargo +nightly fuzz build -s "${SANITIZER:-none}"
+BIN=${CARGO_TARGET_DIR:-$ROOT/fuzz/target}/x86_64-unknown-linux-gnu/release
 for t in "${TARGETS[@]}"; do
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
   log=$(mktemp)
-  cargo +nightly fuzz run -s "${SANITIZER:-none}" "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
+  "$BIN/$t" "fuzz/corpus/$t" "fuzz/seeds/$t" \
     -max_total_time="$SECONDS_EACH" -rss_limit_mb="${RSS_MB:-4096}" -timeout=30 -print_final_stats=1 \
     -artifact_prefix="fuzz/artifacts/$t/" > "$log" 2>&1 || true
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
