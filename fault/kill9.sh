@@ -109,5 +109,5 @@ for i in "${!NAMES[@]}"; do
   cd "$OUT"
 done
 for r in $(seq "$DOWNLOAD_REPS"); do
-  (cd "$ROOT" && cargo test --release --quiet --test download kill_9 >/dev/null 2>&1) && echo "{\"command\": \"download\", \"rep\": $r, \"ok\": true}" || echo "{\"command\": \"download\", \"rep\": $r, \"ok\": false}"
+  (cd "$ROOT" && cargo test --quiet --test download kill_9 >/dev/null 2>&1) && echo "{\"command\": \"download\", \"rep\": $r, \"ok\": true}" || echo "{\"command\": \"download\", \"rep\": $r, \"ok\": false}"
 done
