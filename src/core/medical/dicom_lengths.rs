@@ -12,35 +12,57 @@ const LONG_VRS: [&[u8; 2]; 13] = [
 ];
 
 const UNDEFINED: u32 = u32::MAX;
-const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
+/// Transfer syntaxes whose data set is not little endian as written: big endian, and
+/// the deflated ones (their lengths are inside the compressed stream).
+const NOT_WALKED: [&str; 3] = [
+    "1.2.840.10008.1.2.2",
+    "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.8.1",
+];
 
 /// Fails when an element of `bytes` (a whole Part 10 file) declares more bytes than the
-/// file has left after it.
+/// file has left after it. The meta group is walked as dicom-rs reads it: its group
+/// length first, then any elements (of any group) until that many bytes are consumed.
+/// The data set is walked as implicit VR little endian for that transfer syntax, as
+/// explicit VR little endian for every other one dicom-rs knows (encapsulated pixel
+/// data included), except [`NOT_WALKED`].
 pub fn check(bytes: &[u8]) -> Result<()> {
-    if bytes.len() < 132 || &bytes[128..132] != b"DICM" {
+    if bytes.len() < 144 || &bytes[128..132] != b"DICM" {
         return Ok(()); // not Part 10: dicom-rs says why
     }
+    let Some(length) = explicit(bytes, 132)? else {
+        return Ok(());
+    };
+    if length.tag != (2, 0) || length.len != 4 {
+        return Ok(()); // dicom-rs refuses a meta group without its length
+    }
+    let meta_len = u32_at(bytes, length.value) as usize;
     let mut syntax = String::new();
-    let mut pos = 132;
-    // The meta group: explicit VR little endian.
-    while pos + 8 <= bytes.len() && u16::from_le_bytes([bytes[pos], bytes[pos + 1]]) == 2 {
+    let mut pos = length.value + 4;
+    let mut consumed = 0usize;
+    while consumed < meta_len && pos + 8 <= bytes.len() {
         let Some(element) = explicit(bytes, pos)? else {
             return Ok(());
         };
-        if element.tag == (2, 0x10) && element.len != UNDEFINED {
+        if element.len == UNDEFINED {
+            return Ok(()); // dicom-rs refuses it
+        }
+        if element.tag == (2, 0x10) {
             let value = &bytes[element.value..element.value + element.len as usize];
             syntax = String::from_utf8_lossy(value)
                 .trim_end_matches(['\0', ' '])
                 .to_string();
         }
-        pos = element.value + element.len as usize;
+        let next = element.value + element.len as usize;
+        consumed += next - pos;
+        pos = next;
     }
-    let implicit = match syntax.as_str() {
-        EXPLICIT_LE => false,
-        IMPLICIT_LE => true,
-        _ => return Ok(()),
-    };
+    if syntax.is_empty() || NOT_WALKED.contains(&syntax.as_str()) {
+        return Ok(());
+    }
+    let implicit = syntax == IMPLICIT_LE;
+    let mut encapsulated = false;
     while pos + 8 <= bytes.len() {
         let group = u16::from_le_bytes([bytes[pos], bytes[pos + 1]]);
         let element = if implicit || group == 0xFFFE {
@@ -55,8 +77,16 @@ pub fn check(bytes: &[u8]) -> Result<()> {
             }
         };
         // Containers (sequences, items, undefined lengths) are walked into; other values
-        // are stepped over.
-        let container = element.len == UNDEFINED || element.is_sequence || group == 0xFFFE;
+        // are stepped over, and so are the fragments of encapsulated pixel data (items
+        // of compressed bytes, not data sets).
+        let fragment = encapsulated && element.tag == (0xFFFE, 0xE000);
+        let container =
+            !fragment && (element.len == UNDEFINED || element.is_sequence || group == 0xFFFE);
+        match element.tag {
+            (0x7FE0, 0x0010) if element.len == UNDEFINED => encapsulated = true,
+            (0xFFFE, 0xE0DD) => encapsulated = false,
+            _ => {}
+        }
         pos = if container {
             element.value
         } else {
@@ -165,6 +195,19 @@ mod tests {
         .unwrap();
         let err = check(&input[1..]).unwrap_err().to_string();
         assert!(err.contains("declares 2718593034 bytes"), "{err}");
+        // Found by fuzzing: an element of another group inside the meta group made the
+        // walk stop there (dicom-rs reads on by the group length), and the data set's
+        // 4 GB element cost 4.2 GB of memory and 40 s.
+        let input = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fuzz/regressions/medical/off-group-meta-element.dcm.input"),
+        )
+        .unwrap();
+        let err = check(&input[1..]).unwrap_err().to_string();
+        assert!(
+            err.contains("(00AF,00CA) declares 4294966952 bytes"),
+            "{err}"
+        );
         // A truncated file: the pixel data declares more than is left.
         let mut cut = testdata("MR_small.dcm");
         cut.truncate(cut.len() - 100);
