@@ -2,16 +2,16 @@
 //! a PyTorch `.bin` (zip + pickle), or a `model.safetensors.index.json`; every tensor
 //! listed is then fetched.
 #![no_main]
-use candle_core::Device;
-use candle_core::pickle::PthTensors;
+use candle_core::{DType, Device};
 use candle_core::safetensors::MmapedSafetensors;
 use libfuzzer_sys::fuzz_target;
-use medtrinity::core::model::weights::weight_files;
+use medtrinity::core::model::weights::{NameMap, Weights, weight_files};
+use medtrinity::core::train::export::read_tensors;
 
 #[path = "common.rs"]
 mod common;
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: medtrinity::core::error::quiet_contained_panics(), |data: &[u8]| {
     let Some((&kind, bytes)) = data.split_first() else {
         return;
     };
@@ -26,13 +26,12 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         1 => {
+            // As mt reads a `.bin`: the pickle guard, then candle's reader, under
+            // contain_panic (a panic contained there is an error, not a finding).
             let path = common::file("pt/w.bin", bytes);
-            if let Ok(pth) = PthTensors::new(&path, None) {
-                let names: Vec<String> = pth.tensor_infos().keys().cloned().collect();
-                for name in names {
-                    let _ = pth.get(&name);
-                }
-            }
+            let _ = read_tensors(&path);
+            let mut weights = Weights::new(&Device::Cpu, DType::F32);
+            let _ = weights.add_file(&path, NameMap::Hf);
         }
         _ => {
             let path = common::file("index/model.safetensors.index.json", bytes);

@@ -7,7 +7,7 @@ use medtrinity::core::roi::measure::{MeasureOptions, measure};
 #[path = "common.rs"]
 mod common;
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: medtrinity::core::error::quiet_contained_panics(), |data: &[u8]| {
     let path = common::file("mask.png", data);
     if let Ok(map) = read_mask_image(&path) {
         let _ = measure(&map, &MeasureOptions::default());

@@ -9,7 +9,7 @@ use medtrinity::core::medical::{Options, WindowChoice, convert};
 #[path = "common.rs"]
 mod common;
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: medtrinity::core::error::quiet_contained_panics(), |data: &[u8]| {
     let Some((&kind, bytes)) = data.split_first() else {
         return;
     };

@@ -18,7 +18,7 @@ fn touch(batch: &Batch) {
     let _ = batch.null_counts(None);
 }
 
-fuzz_target!(|data: &[u8]| {
+fuzz_target!(init: medtrinity::core::error::quiet_contained_panics(), |data: &[u8]| {
     let path = common::file("shard.parquet", data);
     let options = ReadOptions { columns: None, batch_rows: 8 };
     if let Ok(inputs) = resolve(&[path.to_string_lossy().into_owned()], None) {

@@ -8,6 +8,7 @@ use medtrinity::core::{error, logging, progress};
 
 fn main() -> ExitCode {
     keep_freed_memory();
+    error::quiet_contained_panics();
     let argv: Vec<String> = std::env::args().collect();
     let cli = match Cli::try_parse_from(&argv) {
         Ok(cli) => cli,

@@ -37,11 +37,19 @@ pub fn exit_code(err: &anyhow::Error) -> i32 {
     }
 }
 
+thread_local! {
+    /// Whether this thread is inside [`contain_panic`].
+    static CONTAINING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Runs `f`, turning a panic inside it (third-party decoders meeting hostile bytes) into
 /// the error `"{what} crashed: <panic message>"`, so one bad file, row group or image
 /// cannot end a run over millions.
 pub fn contain_panic<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+    let outer = CONTAINING.replace(true);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CONTAINING.set(outer);
+    result.unwrap_or_else(|p| {
         let msg = p
             .downcast_ref::<&str>()
             .map(|s| (*s).to_string())
@@ -49,6 +57,20 @@ pub fn contain_panic<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> an
             .unwrap_or_default();
         Err(anyhow::anyhow!("{what} crashed: {msg}"))
     })
+}
+
+/// Keeps the panics that [`contain_panic`] turns into errors off stderr (they come back
+/// as those errors; `-vv` logs where they happened); every other panic goes to the hook
+/// installed before, as it did.
+pub fn quiet_contained_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if CONTAINING.get() {
+            tracing::debug!("contained panic: {info}");
+        } else {
+            previous(info);
+        }
+    }));
 }
 
 /// Shorthand for a usage error.
@@ -59,6 +81,19 @@ pub fn usage(msg: impl Into<String>) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_contained_panic_is_an_error_with_its_message() {
+        quiet_contained_panics();
+        let e = contain_panic("the decoder", || -> anyhow::Result<()> {
+            panic!("bad {}", 7)
+        })
+        .unwrap_err();
+        assert_eq!(e.to_string(), "the decoder crashed: bad 7");
+        assert_eq!(contain_panic("x", || Ok(3)).unwrap(), 3);
+        // Outside contain_panic, panics still reach the previous hook and unwind.
+        assert!(std::panic::catch_unwind(|| panic!("plain")).is_err());
+    }
 
     #[test]
     fn codes_follow_the_failure_kind() {

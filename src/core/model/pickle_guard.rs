@@ -107,6 +107,7 @@ fn find_foreign(object: &Object, bad: &mut Option<(String, String)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::model::weights::{NameMap, Weights};
     use std::io::Write;
 
     fn archive(dir: &Path, pickle: &[u8]) -> std::path::PathBuf {
@@ -158,5 +159,29 @@ mod tests {
                 .to_string()
                 .contains("not a PyTorch zip")
         );
+    }
+
+    #[test]
+    fn a_reader_panic_is_the_files_error() {
+        // Found by fuzzing (fuzz/regressions/checkpoint/long1-shift-overflow.bin.input):
+        // a LONG1 opcode of 9 bytes overflows the shift in candle's pickle reader, a
+        // panic where overflow checks are on (as in this test build).
+        let dir = tempfile::tempdir().unwrap();
+        let path = archive(
+            dir.path(),
+            b"\x80\x02\x8a\x09\x01\x02\x03\x04\x05\x06\x07\x08\x09.",
+        );
+        let read = crate::core::train::export::read_tensors(&path);
+        let mut weights = Weights::new(&candle_core::Device::Cpu, candle_core::DType::F32);
+        let added = weights.add_file(&path, NameMap::Hf);
+        if cfg!(debug_assertions) {
+            for e in [read.unwrap_err(), added.unwrap_err()] {
+                let e = e.to_string();
+                assert!(
+                    e.contains("w.bin") && e.contains("crashed: attempt to shift left"),
+                    "{e}"
+                );
+            }
+        }
     }
 }

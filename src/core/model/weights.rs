@@ -24,6 +24,8 @@ use candle_core::pickle::PthTensors;
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
+use crate::core::error::contain_panic;
+
 /// How a stored tensor name relates to the model.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Naming {
@@ -164,28 +166,33 @@ impl Weights {
         let is_pth = path
             .extension()
             .is_some_and(|e| e == "bin" || e == "pt" || e == "pth");
-        let (file, listing) = if is_pth {
-            super::pickle_guard::check(path)?;
-            let pth = PthTensors::new(path, None)
-                .map_err(|e| anyhow!("cannot read PyTorch checkpoint {}: {e}", path.display()))?;
-            let listing: Vec<(String, Vec<usize>)> = pth
-                .tensor_infos()
-                .iter()
-                .map(|(name, info)| (name.clone(), info.layout.shape().dims().to_vec()))
-                .collect();
-            (TensorFile::Pth(pth), listing)
-        } else {
-            // SAFETY: the file is mapped read-only; like every safetensors reader we
-            // assume nobody truncates a checkpoint while it is being loaded.
-            let st = unsafe { MmapedSafetensors::new(path) }
-                .map_err(|e| anyhow!("cannot read safetensors file {}: {e}", path.display()))?;
-            let listing = st
-                .tensors()
-                .into_iter()
-                .map(|(name, view)| (name, view.shape().to_vec()))
-                .collect();
-            (TensorFile::Safetensors(st), listing)
-        };
+        // The readers parse what the file claims; a panic on hostile bytes is its error.
+        let reader = format!("{}: the checkpoint reader", path.display());
+        let (file, listing) = contain_panic(&reader, || {
+            Ok(if is_pth {
+                super::pickle_guard::check(path)?;
+                let pth = PthTensors::new(path, None).map_err(|e| {
+                    anyhow!("cannot read PyTorch checkpoint {}: {e}", path.display())
+                })?;
+                let listing: Vec<(String, Vec<usize>)> = pth
+                    .tensor_infos()
+                    .iter()
+                    .map(|(name, info)| (name.clone(), info.layout.shape().dims().to_vec()))
+                    .collect();
+                (TensorFile::Pth(pth), listing)
+            } else {
+                // SAFETY: the file is mapped read-only; like every safetensors reader we
+                // assume nobody truncates a checkpoint while it is being loaded.
+                let st = unsafe { MmapedSafetensors::new(path) }
+                    .map_err(|e| anyhow!("cannot read safetensors file {}: {e}", path.display()))?;
+                let listing = st
+                    .tensors()
+                    .into_iter()
+                    .map(|(name, view)| (name, view.shape().to_vec()))
+                    .collect();
+                (TensorFile::Safetensors(st), listing)
+            })
+        })?;
         let index = self.files.len();
         self.files.push((path.to_path_buf(), file));
         for (stored, shape) in listing {
@@ -247,16 +254,18 @@ impl Weights {
             return self.placeholder(shape);
         }
         let (path, file) = &self.files[entry.file];
-        let tensor = match file {
-            TensorFile::Safetensors(st) => st.load(&entry.stored, &self.device),
-            TensorFile::Pth(pth) => pth
-                .get(&entry.stored)
-                .and_then(|t| t.ok_or_else(|| candle_core::Error::Msg("vanished".into())))
-                .and_then(|t| t.to_device(&self.device)),
-        }
+        let tensor = contain_panic("the checkpoint reader", || {
+            Ok(match file {
+                TensorFile::Safetensors(st) => st.load(&entry.stored, &self.device),
+                TensorFile::Pth(pth) => pth
+                    .get(&entry.stored)
+                    .and_then(|t| t.ok_or_else(|| candle_core::Error::Msg("vanished".into())))
+                    .and_then(|t| t.to_device(&self.device)),
+            }?)
+        })
         .map_err(|e| {
             anyhow!(
-                "cannot load tensor {} from {}: {e}",
+                "cannot load tensor {} from {}: {e:#}",
                 entry.stored,
                 path.display()
             )

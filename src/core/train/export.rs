@@ -52,11 +52,14 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
     if !is_pickle {
         return read_safetensors(path);
     }
-    crate::core::model::pickle_guard::check(path)?;
-    Ok(candle_core::pickle::read_all(path)
-        .with_context(|| format!("cannot read PyTorch file {}", path.display()))?
-        .into_iter()
-        .collect())
+    let reader = format!("{}: the PyTorch file reader", path.display());
+    crate::core::error::contain_panic(&reader, || {
+        crate::core::model::pickle_guard::check(path)?;
+        Ok(candle_core::pickle::read_all(path)
+            .with_context(|| format!("cannot read PyTorch file {}", path.display()))?
+            .into_iter()
+            .collect())
+    })
 }
 
 /// The first of `names` (safetensors before `.bin`) that exists in `dir`.
