@@ -38,7 +38,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
-use super::data::parquet::{guarded, open_checked};
+use super::data::parquet::{batches, open_checked};
 use super::resume::JsonlOutput;
 
 /// Rows per Arrow batch read from or written to the staging file.
@@ -202,9 +202,8 @@ pub fn for_each_record(
             visit(at, value)?;
         }
     }
-    let batches = guarded(open_checked(path)?.with_batch_size(BATCH_ROWS).build()?);
     let mut buf = Vec::new();
-    for batch in batches {
+    for batch in batches(open_checked(path)?.with_batch_size(BATCH_ROWS))? {
         let batch = batch.with_context(|| format!("{}: cannot read", path.display()))?;
         buf.clear();
         let mut writer = WriterBuilder::new()
@@ -261,14 +260,14 @@ fn export_parquet(path: &Path, staging: &Path, key: &str) -> Result<usize> {
             path.display()
         );
     }
-    let batches = guarded(builder.with_batch_size(BATCH_ROWS).build()?);
+    let rows_read = batches(builder.with_batch_size(BATCH_ROWS))?;
     let mut rows = 0;
     replace_with(staging, |file| {
         // Nulls stay explicit so that a column null on every row keeps existing.
         let mut writer = WriterBuilder::new()
             .with_explicit_nulls(true)
             .build::<_, LineDelimited>(BufWriter::new(file));
-        for batch in batches {
+        for batch in rows_read {
             let batch = batch.with_context(|| format!("{}: cannot read", path.display()))?;
             rows += batch.num_rows();
             writer

@@ -22,7 +22,7 @@ use serde_json::json;
 
 use super::{Record, RecordSink, complete_shards, next_shard_number, publish_shard};
 use crate::core::data::columns::StrColumn;
-use crate::core::data::parquet::{guarded, open_checked};
+use crate::core::data::parquet::{batches, open_checked};
 
 /// Sizes and names of the output.
 #[derive(Debug, Clone)]
@@ -241,7 +241,7 @@ fn read_ids(path: &Path, into: &mut HashSet<String>) -> Result<usize> {
     let builder = open_checked(path)?;
     let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), [0]);
     let mut n = 0;
-    for batch in guarded(builder.with_projection(mask).build()?) {
+    for batch in batches(builder.with_projection(mask))? {
         let batch = batch?;
         let ids = StrColumn::new("id", batch.column(0))?;
         for i in 0..batch.num_rows() {

@@ -12,8 +12,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::{DataType, SchemaRef};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
-    ParquetRecordBatchReaderBuilder,
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
 use parquet::file::metadata::{ParquetMetaData, ParquetStatisticsPolicy};
 use serde_json::Value;
@@ -77,6 +76,13 @@ fn check_row_group(
     limit: u64,
 ) -> Result<()> {
     let group = meta.row_group(rg);
+    if group.num_rows() < 0 {
+        bail!(
+            "{}: row group {rg} claims {} rows: the file is corrupt",
+            path.display(),
+            group.num_rows()
+        );
+    }
     for column in group.columns() {
         let start = column
             .dictionary_page_offset()
@@ -120,18 +126,22 @@ pub fn open_checked(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>
     Ok(builder)
 }
 
-/// The batches of `reader`, a panic of the parquet reader on corrupt data (it has a few)
-/// becoming the last item's error.
-pub fn guarded(mut reader: ParquetRecordBatchReader) -> impl Iterator<Item = Result<RecordBatch>> {
+/// Builds the reader `builder` describes and returns its batches; a panic of the parquet
+/// crate on corrupt data (it has a few asserts and unchecked sums) becomes an error, of
+/// the build or of the last item.
+pub fn batches(
+    builder: ParquetRecordBatchReaderBuilder<File>,
+) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
+    let mut reader = contain_panic("the parquet reader", || Ok(builder.build()?))?;
     let mut failed = false;
-    std::iter::from_fn(move || {
+    Ok(std::iter::from_fn(move || {
         if failed {
             return None;
         }
         let next = contain_panic("the parquet reader", || Ok(reader.next().transpose()?));
         failed = next.is_err();
         next.transpose()
-    })
+    }))
 }
 
 /// Footer options: column statistics are never used, so they are not decoded.
@@ -180,7 +190,7 @@ impl ParquetShard {
 
     /// Rows in the file.
     pub fn num_rows(&self) -> u64 {
-        self.row_groups.iter().sum()
+        self.rows_in(0..self.row_groups.len())
     }
 
     /// Number of row groups.
@@ -190,7 +200,11 @@ impl ParquetShard {
 
     /// Rows in the row groups `rgs`.
     pub fn rows_in(&self, rgs: Range<usize>) -> u64 {
-        self.row_groups[rgs].iter().sum()
+        // Saturating: a corrupt footer may claim any count (its row groups are refused
+        // when read).
+        self.row_groups[rgs]
+            .iter()
+            .fold(0, |sum, &rows| sum.saturating_add(rows))
     }
 
     /// The Hugging Face `datasets` features stored under the `huggingface` key, if any.
@@ -274,9 +288,9 @@ impl ParquetShard {
                 ParquetRecordBatchReaderBuilder::new_with_metadata(file.try_clone()?, meta.clone())
                     .with_row_groups(vec![rg])
                     .with_projection(mask.clone())
-                    .with_batch_size(batch_rows)
-                    .build()
-                    .with_context(|| format!("{path}: row group {rg}: cannot read"));
+                    .with_batch_size(batch_rows);
+            let reader =
+                batches(reader).with_context(|| format!("{path}: row group {rg}: cannot read"));
             let reader = match reader {
                 Ok(r) => r,
                 Err(e) => {
@@ -287,7 +301,7 @@ impl ParquetShard {
                 }
             };
             let start = next_row;
-            for rb in guarded(reader) {
+            for rb in reader {
                 let batch = rb
                     .with_context(|| format!("{path}: row group {rg}: corrupt data"))
                     .and_then(|rb| {
@@ -463,5 +477,29 @@ mod tests {
         };
         let e = e.to_string();
         assert!(e.contains("negative-column-start.parquet"), "{e}");
+    }
+
+    #[test]
+    fn row_counts_that_overflow_are_an_error_not_a_panic() {
+        // Found by fuzzing: row counts whose sum overflows made the parquet crate's reader
+        // builder panic (where overflow checks are on).
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/regressions/parquet/row-count-overflow.parquet");
+        let mut records = 0;
+        let e = crate::core::records::for_each_record(&path, &mut |_, _| {
+            records += 1;
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("row-count-overflow.parquet"),
+            "{e:#}"
+        );
+        assert_eq!(records, 0);
+        let errors = read_errors(&path);
+        assert!(
+            !errors.is_empty() && errors.iter().all(|e| e.contains("row group")),
+            "{errors:?}"
+        );
     }
 }

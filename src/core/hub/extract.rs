@@ -61,7 +61,7 @@ use sha2::{Digest, Sha256};
 use crate::core::data::ParquetShard;
 pub use crate::core::data::archive::MAX_MEMBER_BYTES;
 use crate::core::data::columns::StrColumn;
-use crate::core::data::parquet::{check_row_groups, guarded};
+use crate::core::data::parquet::{batches, check_row_groups};
 use crate::core::extsort::KeyTally;
 
 /// The state folder under the destination (markers and journals). Reserved: archive
@@ -742,10 +742,10 @@ fn read_names(
             ParquetRecordBatchReaderBuilder::new_with_metadata(file.try_clone()?, meta.clone())
                 .with_row_groups(vec![rg])
                 .with_projection(mask.clone())
-                .with_batch_size(MANIFEST_BATCH_ROWS)
-                .build()
-                .with_context(|| format!("{shown}: row group {rg}: cannot read"))?;
-        for batch in guarded(reader) {
+                .with_batch_size(MANIFEST_BATCH_ROWS);
+        let reader =
+            batches(reader).with_context(|| format!("{shown}: row group {rg}: cannot read"))?;
+        for batch in reader {
             let batch: RecordBatch =
                 batch.with_context(|| format!("{shown}: row group {rg}: corrupt data"))?;
             let names =
