@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every fuzz target (or those named) for SECONDS each with cargo-fuzz (libFuzzer),
 # starting from the committed seeds plus the corpus grown by earlier runs, and prints one
-# JSON line per target: runs, seconds, corpus size, crashes (saved in fuzz/artifacts/).
+# JSON line per target: runs, seconds it really ran (a crash ends a run early), corpus
+# size, crash files (saved in fuzz/artifacts/).
 # Not part of CI. Needs `cargo install cargo-fuzz` and a nightly toolchain.
 #
 #   fuzz/run.sh [SECONDS=300] [TARGET...]
@@ -21,12 +22,13 @@ cargo +nightly fuzz build -s "${SANITIZER:-none}"
 BIN=${CARGO_TARGET_DIR:-$ROOT/fuzz/target}/x86_64-unknown-linux-gnu/release
 for t in "${TARGETS[@]}"; do
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
-  log=$(mktemp)
+  log=$(mktemp) start=$(date +%s)
   "$BIN/$t" "fuzz/corpus/$t" "fuzz/seeds/$t" \
     -max_total_time="$SECONDS_EACH" -rss_limit_mb="${RSS_MB:-4096}" -timeout=30 -print_final_stats=1 \
     -artifact_prefix="fuzz/artifacts/$t/" > "$log" 2>&1 || true
+  took=$(( $(date +%s) - start ))
   runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
   crashes=$(find "fuzz/artifacts/$t" -type f | wc -l)
   corpus=$(find "fuzz/corpus/$t" -type f | wc -l)
-  echo "{\"target\": \"$t\", \"seconds\": $SECONDS_EACH, \"runs\": ${runs:-0}, \"corpus\": $corpus, \"crash_files\": $crashes, \"log\": \"$log\"}"
+  echo "{\"target\": \"$t\", \"seconds\": $took, \"runs\": ${runs:-0}, \"corpus\": $corpus, \"crash_files\": $crashes, \"log\": \"$log\"}"
 done
