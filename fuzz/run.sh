@@ -27,7 +27,7 @@ for t in "${TARGETS[@]}"; do
     -max_total_time="$SECONDS_EACH" -rss_limit_mb="${RSS_MB:-4096}" -timeout=30 -print_final_stats=1 \
     -artifact_prefix="fuzz/artifacts/$t/" > "$log" 2>&1 || true
   took=$(( $(date +%s) - start ))
-  runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
+  runs=$(grep -ao 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
   crashes=$(find "fuzz/artifacts/$t" -type f | wc -l)
   corpus=$(find "fuzz/corpus/$t" -type f | wc -l)
   echo "{\"target\": \"$t\", \"seconds\": $took, \"runs\": ${runs:-0}, \"corpus\": $corpus, \"crash_files\": $crashes, \"log\": \"$log\"}"
