@@ -279,7 +279,7 @@ impl ParquetShard {
                 if visit(Err(e)) == Flow::Stop {
                     return Ok(());
                 }
-                next_row += self.row_groups[rg];
+                next_row = next_row.saturating_add(self.row_groups[rg]);
                 continue;
             }
             // One reader per row group: batches never span two, so an error names the
@@ -311,7 +311,7 @@ impl ParquetShard {
                     .map(|rows| Batch::arrow(input, Some(rg), next_row, rows));
                 let failed = batch.is_err();
                 if let Ok(b) = &batch {
-                    next_row += b.len() as u64;
+                    next_row = next_row.saturating_add(b.len() as u64);
                 }
                 if visit(batch) == Flow::Stop {
                     return Ok(());
@@ -320,7 +320,7 @@ impl ParquetShard {
                     break;
                 }
             }
-            next_row = start + self.row_groups[rg];
+            next_row = start.saturating_add(self.row_groups[rg]);
         }
         Ok(())
     }
