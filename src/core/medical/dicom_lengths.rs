@@ -13,12 +13,14 @@ const LONG_VRS: [&[u8; 2]; 13] = [
 
 const UNDEFINED: u32 = u32::MAX;
 const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
-/// Transfer syntaxes whose data set is not little endian as written: big endian, and
-/// the deflated ones (their lengths are inside the compressed stream).
-const NOT_WALKED: [&str; 3] = [
+/// Transfer syntaxes whose data set is not little endian as written: explicit big
+/// endian, and those with a deflated data set (deflated explicit LE, JPIP referenced
+/// deflate, JPIP HTJ2K referenced deflate), whose lengths are inside the compressed stream.
+const NOT_WALKED: [&str; 4] = [
     "1.2.840.10008.1.2.2",
     "1.2.840.10008.1.2.1.99",
-    "1.2.840.10008.1.2.8.1",
+    "1.2.840.10008.1.2.4.95",
+    "1.2.840.10008.1.2.4.205",
 ];
 
 /// Fails when an element of `bytes` (a whole Part 10 file) declares more bytes than the
