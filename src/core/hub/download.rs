@@ -342,13 +342,14 @@ pub fn execute(client: Option<&Client>, req: &Request, plan: &Plan) -> Report {
                     if is_denial(&e) {
                         denied.store(true, Ordering::Relaxed);
                     }
+                    // Local errors name the blob or partial file: say which file it is.
+                    let named = format!("{}: ", item.file.path);
                     let error = format!("{e:#}");
                     FileOutcome::Failed {
-                        // Local errors name the blob or partial file: say which file it is.
-                        error: if error.starts_with(&item.file.path) {
+                        error: if error.starts_with(&named) {
                             error
                         } else {
-                            format!("{}: {error}", item.file.path)
+                            named + &error
                         },
                     }
                 }
