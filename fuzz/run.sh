@@ -5,7 +5,10 @@
 # size, crash files (saved in fuzz/artifacts/).
 # Not part of CI. Needs `cargo install cargo-fuzz` and a nightly toolchain.
 #
-#   fuzz/run.sh [SECONDS=300] [TARGET...]
+#   fuzz/run.sh [SECONDS=300] [TARGET[:SECONDS]...]
+#
+# A target written as TARGET:SECONDS runs for its own time (one call can then run a
+# whole queue, e.g. `fuzz/run.sh 0 parquet:3600 medical:1800`).
 #
 # Env: CARGO_TARGET_DIR (default fuzz/target), SANITIZER (default none: mt has no unsafe
 # parsing code of its own; `address` builds slower and finds memory errors in C deps),
@@ -20,11 +23,13 @@ cd "$ROOT"
 # script runs does not rebuild anything half-way through.
 cargo +nightly fuzz build -s "${SANITIZER:-none}"
 BIN=${CARGO_TARGET_DIR:-$ROOT/fuzz/target}/x86_64-unknown-linux-gnu/release
-for t in "${TARGETS[@]}"; do
+for spec in "${TARGETS[@]}"; do
+  t=${spec%%:*} secs=$SECONDS_EACH
+  [ "$t" = "$spec" ] || secs=${spec#*:}
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
   log=$(mktemp) start=$(date +%s)
   "$BIN/$t" "fuzz/corpus/$t" "fuzz/seeds/$t" \
-    -max_total_time="$SECONDS_EACH" -rss_limit_mb="${RSS_MB:-4096}" -timeout=30 -print_final_stats=1 \
+    -max_total_time="$secs" -rss_limit_mb="${RSS_MB:-4096}" -timeout=30 -print_final_stats=1 \
     -artifact_prefix="fuzz/artifacts/$t/" > "$log" 2>&1 || true
   took=$(( $(date +%s) - start ))
   runs=$(grep -ao 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
