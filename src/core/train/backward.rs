@@ -42,7 +42,14 @@ pub fn accumulate_grads(
     let mut inputs = Vec::with_capacity(layers);
     let mut x = prepared.embeds.detach();
     for i in 0..layers {
-        let next = model.llm.layer_forward(i, &x, &rotary, mask)?.detach();
+        // The input is a variable here as in the recomputation below, so that both passes
+        // take the same kernels (candle's fused ones serve inputs that track no gradient)
+        // and compute the same bits; the layer's graph is dropped with `next`'s detach.
+        let input = Var::from_tensor(&x)?;
+        let next = model
+            .llm
+            .layer_forward(i, input.as_tensor(), &rotary, mask)?
+            .detach();
         inputs.push(x);
         x = next;
     }
