@@ -1,13 +1,14 @@
 //! Scaled dot-product attention with grouped key/value heads and an additive mask,
-//! shared by CLIP (no mask) and Llama (causal + padding). Plain matmuls and a
-//! softmax in f32, so the same code serves inference and training.
+//! shared by CLIP (no mask) and Llama (causal + padding). f32 on the CPU runs the fused
+//! kernel of `cpu_attention` (with its own backward pass); elsewhere plain matmuls and
+//! a softmax in f32. Either way the same code serves inference and training.
 
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 
 use super::llama::rope;
 use super::norm::softmax_last;
-use super::{cpu_fused, cpu_rowwise};
+use super::{cpu_attention, cpu_rowwise};
 
 /// Query rows per block of causal attention: each block only reads the keys it can
 /// see, which skips most of the masked upper triangle (its matmuls and its exps).
@@ -45,8 +46,8 @@ pub fn attend(
     scale: f64,
     causal: bool,
 ) -> Result<Tensor> {
-    if cpu_fused::applies(&[q, k, v]) && mask.is_none_or(|m| cpu_fused::applies(&[m])) {
-        return cpu_fused::attend(q, k, v, mask, scale, causal);
+    if cpu_attention::applies(&[q, k, v]) && mask.is_none_or(|m| cpu_attention::applies(&[m])) {
+        return cpu_attention::attend(q, k, v, mask, scale, causal);
     }
     attend_unfused(q, k, v, mask, scale, causal)
 }

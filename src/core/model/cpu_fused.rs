@@ -1,25 +1,20 @@
-//! Fused f32 CPU kernels for inference: attention without materialising the score
-//! tensor, `silu(gate) * up` in one pass, and, inside [`inference`] only, Linear
-//! products (skinny kernels or gemm called directly) and CLIP's `quick_gelu`. The
-//! elementwise ones use a vectorisable `exp` (candle's CPU ops call the scalar libm one
-//! per element). Callers take these paths only for contiguous-in-the-last-dimension f32
-//! CPU tensors that no gradient flows through; the composite candle ops remain the
+//! Fused f32 CPU kernels for inference: `silu(gate) * up` in one pass, and, inside
+//! [`inference`] only, Linear products (skinny kernels or gemm called directly) and
+//! CLIP's `quick_gelu`; plus the primitives `cpu_attention` builds on. The elementwise
+//! ones use a vectorisable `exp` (candle's CPU ops call the scalar libm one per
+//! element). Callers take these paths only for contiguous-in-the-last-dimension f32 CPU
+//! tensors that no gradient flows through; the composite candle ops remain the
 //! reference and the training path.
 
 use std::cell::Cell;
 
 use anyhow::{Result, ensure};
-use candle_core::{DType, Device, Layout, Storage, Tensor};
+use candle_core::{CpuStorage, DType, Device, Layout, Storage, Tensor};
 use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::norm::tracks_grad;
 use super::skinny;
-
-/// Query rows per attention task: big enough for the score matmul to run at speed,
-/// small enough that a task's scores (`rep x QUERY_BLOCK x keys`) stay in L2 (on the
-/// 100M bench model's prefill, 64 beat 32 and 16 by ~5% in three interleaved runs).
-const QUERY_BLOCK: usize = 64;
 
 /// Whether the fused kernels can run on these tensors.
 pub fn applies(tensors: &[&Tensor]) -> bool {
@@ -249,183 +244,26 @@ pub(super) struct View<'a> {
 }
 
 /// The f32 data of a CPU tensor's storage from `layout`'s first element.
-pub(super) fn view<'a>(storage: &'a Storage, layout: &'a Layout) -> Result<View<'a>> {
+pub(super) fn view<'a>(storage: &'a Storage, layout: &'a Layout) -> candle_core::Result<View<'a>> {
     let Storage::Cpu(cpu) = storage else {
-        anyhow::bail!("fused CPU kernel given a non-CPU tensor");
+        candle_core::bail!("fused CPU kernel given a non-CPU tensor");
     };
+    view_cpu(cpu, layout)
+}
+
+/// [`view`] of CPU storage.
+pub(super) fn view_cpu<'a>(
+    cpu: &'a CpuStorage,
+    layout: &'a Layout,
+) -> candle_core::Result<View<'a>> {
     Ok(View {
         data: &cpu.as_slice::<f32>()?[layout.start_offset()..],
         stride: layout.stride(),
     })
 }
 
-/// `softmax(q k^T * scale + mask) v`, the contract of `attention::attend`: `q`
-/// `(B, H, L, D)`, `k`/`v` `(B, Hkv, T, D)` (views into a cache are fine), `mask`
-/// additive `(B, 1, L, T)`. With `causal`, query `i` sees keys `..= T - L + i` and
-/// the later ones are skipped entirely. Returns `(B, H, L, D)`.
-pub fn attend(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: Option<&Tensor>,
-    scale: f64,
-    causal: bool,
-) -> Result<Tensor> {
-    let (b, heads, l, d) = q.dims4()?;
-    let (_, kv_heads, t, _) = k.dims4()?;
-    ensure!(
-        heads % kv_heads == 0,
-        "{heads} heads over {kv_heads} kv heads"
-    );
-    let inner = |x: &Tensor| -> Result<Tensor> {
-        Ok(if x.stride()[3] == 1 {
-            x.clone()
-        } else {
-            x.contiguous()?
-        })
-    };
-    let (q, k, v) = (inner(q)?, inner(k)?, inner(v)?);
-    ensure!(
-        k.dims() == [b, kv_heads, t, d] && v.dims() == [b, kv_heads, t, d] && (!causal || t >= l),
-        "attention shapes: q {:?}, k {:?}, v {:?}",
-        q.dims(),
-        k.dims(),
-        v.dims()
-    );
-    if let Some(m) = mask {
-        ensure!(
-            m.dims() == [b, 1, l, t],
-            "attention mask shape {:?}",
-            m.dims()
-        );
-    }
-    let mask = mask.map(inner).transpose()?;
-    let shape = Shape {
-        heads,
-        rep: heads / kv_heads,
-        t,
-        d,
-        scale: scale as f32,
-        past: if causal { Some(t - l) } else { None },
-        decoding: l == 1,
-    };
-    let (qs, ql) = q.storage_and_layout();
-    let (ks, kl) = k.storage_and_layout();
-    let (vs, vl) = v.storage_and_layout();
-    let (q, k, v) = (view(&qs, ql)?, view(&ks, kl)?, view(&vs, vl)?);
-    let ms = mask.as_ref().map(|m| m.storage_and_layout());
-    let mask = match &ms {
-        Some((s, l)) => Some(view(s, l)?),
-        None => None,
-    };
-    let mut out = vec![0f32; b * l * heads * d];
-    out.par_chunks_mut(l * heads * d)
-        .enumerate()
-        .flat_map(|(row, out)| {
-            out.par_chunks_mut(QUERY_BLOCK * heads * d)
-                .enumerate()
-                .map(move |(block, out)| (row, block * QUERY_BLOCK, out))
-        })
-        .for_each(|(row, i0, out)| {
-            let mask = mask.as_ref().map(|m| MaskRows {
-                data: &m.data[row * m.stride[0]..],
-                row_stride: m.stride[2],
-            });
-            let len = QUERY_BLOCK.min(l - i0);
-            shape.block(&q, &k, &v, mask, row, i0, len, out);
-        });
-    // (B, L, H, D) in memory, returned as the (B, H, L, D) view callers expect.
-    Ok(Tensor::from_vec(out, (b, l, heads, d), &Device::Cpu)?.transpose(1, 2)?)
-}
-
-/// The mask rows `(L, T)` of one batch row.
-struct MaskRows<'a> {
-    data: &'a [f32],
-    row_stride: usize,
-}
-
-struct Shape {
-    heads: usize,
-    rep: usize,
-    t: usize,
-    d: usize,
-    scale: f32,
-    past: Option<usize>,
-    /// One query per row: a decoding step, whose products take the skinny kernels.
-    decoding: bool,
-}
-
-impl Shape {
-    /// Keys query `i` may see (before the additive mask).
-    fn visible(&self, i: usize) -> usize {
-        self.past.map_or(self.t, |past| past + i + 1)
-    }
-
-    /// Attention for queries `i0 .. i0 + len` of batch row `row`, all heads, written
-    /// to `out` laid out `(len, H, D)`. The queries of the heads that share a key/value
-    /// head are stacked into one matrix (head-major), so that both products run once per
-    /// key/value head on `rep` times the rows, where gemm runs faster.
-    #[allow(clippy::too_many_arguments)]
-    fn block(
-        &self,
-        q: &View,
-        k: &View,
-        v: &View,
-        mask: Option<MaskRows>,
-        row: usize,
-        i0: usize,
-        len: usize,
-        out: &mut [f32],
-    ) {
-        let (rep, d) = (self.rep, self.d);
-        let keys = self.visible(i0 + len - 1);
-        let rows = rep * len;
-        let mut queries = vec![0f32; rows * d];
-        let mut scores = vec![0f32; rows * keys];
-        let mut mixed = vec![0f32; rows * d];
-        // Stacked row `n` holds query `i0 + n % len` of head `g * rep + n / len`.
-        let at = |g: usize, n: usize| (g * rep + n / len, i0 + n % len);
-        for g in 0..self.heads / rep {
-            for (n, dst) in queries.chunks_mut(d).enumerate() {
-                let (head, i) = at(g, n);
-                let src = row * q.stride[0] + head * q.stride[1] + i * q.stride[2];
-                dst.copy_from_slice(&q.data[src..][..d]);
-            }
-            let kp = &k.data[row * k.stride[0] + g * k.stride[1]..];
-            let vp = &v.data[row * v.stride[0] + g * v.stride[1]..];
-            matmul(
-                (rows, keys, d),
-                Strided::rows(&mut scores, keys),
-                Strided::rows(&queries, d),
-                Strided::rows(kp, k.stride[2]).transposed(),
-                self.scale,
-                self.decoding,
-            );
-            for (n, probs) in scores.chunks_mut(keys).enumerate() {
-                let i = at(g, n).1;
-                let seen = self.visible(i).min(keys);
-                let add = mask.as_ref().map(|m| &m.data[i * m.row_stride..][..seen]);
-                softmax_row(&mut probs[..seen], add);
-                probs[seen..].fill(0.0);
-            }
-            matmul(
-                (rows, d, keys),
-                Strided::rows(&mut mixed, d),
-                Strided::rows(&scores, keys),
-                Strided::rows(vp, v.stride[2]),
-                1.0,
-                self.decoding,
-            );
-            for (n, src) in mixed.chunks(d).enumerate() {
-                let (head, i) = at(g, n);
-                out[((i - i0) * self.heads + head) * d..][..d].copy_from_slice(src);
-            }
-        }
-    }
-}
-
 /// A matrix inside a slice: element `(r, c)` at `r * row + c * col`.
-struct Strided<S> {
+pub(super) struct Strided<S> {
     data: S,
     row: usize,
     col: usize,
@@ -433,11 +271,11 @@ struct Strided<S> {
 
 impl<S: AsRef<[f32]>> Strided<S> {
     /// Rows `row` apart, columns adjacent.
-    fn rows(data: S, row: usize) -> Self {
+    pub(super) fn rows(data: S, row: usize) -> Self {
         Self { data, row, col: 1 }
     }
 
-    fn transposed(self) -> Self {
+    pub(super) fn transposed(self) -> Self {
         Self {
             data: self.data,
             row: self.col,
@@ -455,22 +293,23 @@ impl<S: AsRef<[f32]>> Strided<S> {
     }
 }
 
-/// `dst = scale * lhs rhs` for `lhs` `(m, k)` and `rhs` `(k, n)`, on this thread
-/// (callers parallelise over blocks). A decoding step's products (a query's grouped heads
-/// as rows) take the skinny kernels; prefill and training stay on gemm, so training's two
-/// forward passes (with and without a gradient) compute the same bits.
-fn matmul(
+/// `dst = scale * lhs rhs` for `lhs` `(m, k)` and `rhs` `(k, n)` (`dst += ...` with
+/// `accumulate`), on this thread (callers parallelise over blocks). A decoding step's
+/// products (a query's grouped heads as rows) take the skinny kernels; prefill and
+/// training stay on gemm, so training's two forward passes (with and without a
+/// gradient) compute the same bits.
+pub(super) fn matmul(
     (m, n, k): (usize, usize, usize),
     dst: Strided<&mut [f32]>,
     lhs: Strided<&[f32]>,
     rhs: Strided<&[f32]>,
     scale: f32,
-    decoding: bool,
+    (decoding, accumulate): (bool, bool),
 ) {
     dst.check((m, n));
     lhs.check((m, k));
     rhs.check((k, n));
-    if decoding && lhs.col == 1 && dst.col == 1 && skinny::supported() {
+    if decoding && !accumulate && lhs.col == 1 && dst.col == 1 && skinny::supported() {
         let (y, x) = (
             skinny::Out {
                 data: dst.data,
@@ -502,14 +341,14 @@ fn matmul(
             dst.data.as_mut_ptr(),
             dst.col as isize,
             dst.row as isize,
-            false,
+            accumulate,
             lhs.data.as_ptr(),
             lhs.col as isize,
             lhs.row as isize,
             rhs.data.as_ptr(),
             rhs.col as isize,
             rhs.row as isize,
-            0.0,
+            if accumulate { 1.0 } else { 0.0 },
             scale,
             false,
             false,
@@ -522,10 +361,11 @@ fn matmul(
 /// Lanes of the vectorised reductions (one AVX-512 register, two AVX2 ones).
 const LANES: usize = 16;
 
-/// `softmax(xs + add)` of one row in place, numerically stable. Compiled for AVX-512
-/// and AVX2 as well, picked at run time.
+/// `softmax(xs + add)` of one row in place, numerically stable, with the vectorised
+/// [`exp`] or, with `libm_exp`, the C library's (slower, within an ulp: what candle's ops
+/// and training use). Compiled for AVX-512 and AVX2 as well, picked at run time.
 #[multiversion(targets("x86_64+avx512f+avx512vl+fma", "x86_64+avx2+fma"))]
-fn softmax_row(xs: &mut [f32], add: Option<&[f32]>) {
+pub(super) fn softmax_row(xs: &mut [f32], add: Option<&[f32]>, libm_exp: bool) {
     if let Some(add) = add {
         xs.iter_mut().zip(add).for_each(|(x, a)| *x += a);
     }
@@ -540,6 +380,18 @@ fn softmax_row(xs: &mut [f32], add: Option<&[f32]>) {
         .chain(&lanes)
         .copied()
         .fold(f32::NEG_INFINITY, f32::max);
+    let sum = if libm_exp {
+        shifted_exps(xs, max, f32::exp)
+    } else {
+        shifted_exps(xs, max, exp)
+    };
+    let inv = 1.0 / sum;
+    xs.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// `xs = exp(xs - max)`; returns their sum, in [`LANES`] partial sums.
+#[inline(always)]
+fn shifted_exps(xs: &mut [f32], max: f32, exp: impl Fn(f32) -> f32) -> f32 {
     let mut sums = [0f32; LANES];
     let mut chunks = xs.chunks_exact_mut(LANES);
     for c in &mut chunks {
@@ -553,8 +405,7 @@ fn softmax_row(xs: &mut [f32], add: Option<&[f32]>) {
         *x = exp(*x - max);
         sum += *x;
     }
-    let inv = 1.0 / (sum + sums.iter().sum::<f32>());
-    xs.iter_mut().for_each(|x| *x *= inv);
+    sum + sums.iter().sum::<f32>()
 }
 
 /// `out = silu(g) * u` elementwise; multiversioned like [`softmax_row`].
@@ -617,7 +468,6 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::attention::causal_padding_mask;
     use crate::core::model::max_abs_diff;
 
     #[test]
@@ -650,47 +500,5 @@ mod tests {
         let x = Tensor::randn(0f32, 4., (3, 5000), &Device::Cpu).unwrap();
         let want = (&x * candle_nn::ops::sigmoid(&(&x * 1.702).unwrap()).unwrap()).unwrap();
         assert!(max_abs_diff(&quick_gelu(&x).unwrap(), &want) < 1e-5);
-    }
-
-    /// The fused kernel against the composite one (`attend` without the fused path) on
-    /// prefill with history, padding and grouped heads, on decoding, and without a mask.
-    #[test]
-    fn attention_matches_the_composite() {
-        let dev = Device::Cpu;
-        for (l, past, causal, padded) in [
-            (70, 5, true, true),
-            (1, 40, true, true),
-            (1, 9, true, false),
-            (33, 0, false, false),
-        ] {
-            let t = past + l;
-            let q = Tensor::randn(0f32, 1., (2, 6, l, 16), &dev).unwrap();
-            // Keys and values as views into a larger cache, as decoding passes them.
-            let cache = Tensor::randn(0f32, 1., (2, 2, t + 7, 16), &dev).unwrap();
-            let k = cache.narrow(2, 0, t).unwrap();
-            let v = (cache.narrow(2, 3, t).unwrap() * 2.0).unwrap();
-            let mut valid = vec![vec![true; t]; 2];
-            if padded {
-                valid[1][..4].iter_mut().for_each(|x| *x = false);
-            }
-            let mask = if causal {
-                causal_padding_mask(&valid, past, l, DType::F32, &dev).unwrap()
-            } else {
-                None
-            };
-            let fused = attend(&q, &k, &v, mask.as_ref(), 0.25, causal).unwrap();
-            let composite = crate::core::model::attention::attend_unfused(
-                &q,
-                &k,
-                &v,
-                mask.as_ref(),
-                0.25,
-                causal,
-            )
-            .unwrap();
-            assert_eq!(fused.dims(), composite.dims());
-            let diff = max_abs_diff(&fused, &composite);
-            assert!(diff < 1e-5, "l {l} past {past}: {diff}");
-        }
     }
 }

@@ -8,6 +8,7 @@ pub mod captioner;
 pub mod checkpoint;
 pub mod clip;
 pub mod config;
+pub mod cpu_attention;
 pub mod cpu_fused;
 pub mod cpu_rowwise;
 pub mod generate;
