@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Result, ensure};
-use candle_core::Tensor;
+use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 use crate::core::hash::keyed;
 
@@ -76,21 +77,76 @@ impl LoraDropout {
         }
         let scale = 1.0 / (1.0 - self.p);
         let base = keyed(key, self.index, 0);
-        let mask = if x.device().is_cpu() {
-            let threshold = (self.p * (1u64 << 53) as f64) as u64;
-            let mask: Vec<f32> = (0..x.elem_count() as u64)
-                .map(|i| {
-                    let draw = keyed(base, i, 1) >> 11;
-                    if draw >= threshold { scale as f32 } else { 0.0 }
-                })
-                .collect();
-            Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?
-        } else {
-            x.device().set_seed(base)?;
-            let uniform = x.to_dtype(candle_core::DType::F32)?.rand_like(0.0, 1.0)?;
-            (uniform.ge(self.p)?.to_dtype(x.dtype())? * scale)?
+        if x.device().is_cpu() {
+            let mask = KeyedMask {
+                base,
+                threshold: (self.p * (1u64 << 53) as f64) as u64,
+                scale: scale as f32,
+            };
+            if x.dtype() == DType::F32 {
+                return Ok(x.contiguous()?.apply_op1(mask)?);
+            }
+            let factors = mask.times(&vec![1f32; x.elem_count()]);
+            let factors = Tensor::from_vec(factors, x.shape(), x.device())?;
+            return Ok((x * factors.to_dtype(x.dtype())?)?);
+        }
+        x.device().set_seed(base)?;
+        let uniform = x.to_dtype(DType::F32)?.rand_like(0.0, 1.0)?;
+        Ok((x * (uniform.ge(self.p)?.to_dtype(x.dtype())? * scale)?)?)
+    }
+}
+
+/// The CPU dropout mask: element `i` is kept (times `scale`) when the top 53 bits of
+/// `keyed(base, i, 1)` reach `threshold`. As a custom op on f32 it draws the mask again
+/// in the backward pass: candle's `x * mask` would keep the mask until then and also
+/// compute (and keep) a gradient for it.
+struct KeyedMask {
+    base: u64,
+    threshold: u64,
+    scale: f32,
+}
+
+impl KeyedMask {
+    /// `xs[i] * mask[i]` for the elements of a contiguous tensor.
+    fn times(&self, xs: &[f32]) -> Vec<f32> {
+        const CHUNK: usize = 1 << 14;
+        let mut out = vec![0f32; xs.len()];
+        out.par_chunks_mut(CHUNK)
+            .zip(xs.par_chunks(CHUNK))
+            .enumerate()
+            .for_each(|(c, (out, xs))| {
+                for (j, (o, x)) in out.iter_mut().zip(xs).enumerate() {
+                    let i = (c * CHUNK + j) as u64;
+                    let keep = keyed(self.base, i, 1) >> 11 >= self.threshold;
+                    *o = x * if keep { self.scale } else { 0.0 };
+                }
+            });
+        out
+    }
+}
+
+impl CustomOp1 for KeyedMask {
+    fn name(&self) -> &'static str {
+        "keyed-dropout"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("keyed dropout on a non-contiguous tensor");
         };
-        Ok((x * mask)?)
+        let out = self.times(&x.as_slice::<f32>()?[start..end]);
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        let out = self.times(&grad.flatten_all()?.to_vec1::<f32>()?);
+        Ok(Some(Tensor::from_vec(out, grad.shape(), grad.device())?))
     }
 }
 
@@ -131,5 +187,41 @@ mod tests {
         key.store(8, Ordering::Relaxed);
         let c = mask();
         assert_ne!(a, c, "another key, another mask");
+    }
+
+    /// The op's gradient is the upstream gradient times the same mask, as candle's
+    /// `x * mask` gives it.
+    #[test]
+    fn dropout_gradient_is_the_masked_upstream() {
+        let dev = Device::Cpu;
+        let d = LoraDropout {
+            p: 0.1,
+            index: 2,
+            key: Arc::new(AtomicU64::new(11)),
+        };
+        let x = candle_core::Var::from_tensor(&Tensor::randn(0f32, 1., (70, 1000), &dev).unwrap())
+            .unwrap();
+        let upstream = Tensor::randn(0f32, 1., (70, 1000), &dev).unwrap();
+        let y = d.apply(x.as_tensor()).unwrap();
+        let store = (&y * &upstream)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let mask = d
+            .apply(&Tensor::ones((70, 1000), DType::F32, &dev).unwrap())
+            .unwrap();
+        let want = (&upstream * &mask).unwrap();
+        let got = store.get(x.as_tensor()).unwrap();
+        assert_eq!(
+            got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            want.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        let forward = (x.as_tensor() * &mask).unwrap();
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            forward.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
     }
 }
