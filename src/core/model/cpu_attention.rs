@@ -240,24 +240,22 @@ impl Shape {
     }
 
     /// `probs` `(rep x len, keys)` = the softmax of the scaled, masked scores of the
-    /// stacked `queries` against the first `keys` rows of `kp` (stride `k_row`); entries
-    /// past what a query may see are 0.
-    #[allow(clippy::too_many_arguments)]
+    /// stacked `queries` of block `(row, g, i0, len)` against the keys the block's last
+    /// query may see (`keys`, returned); entries past what a query may see are 0.
     fn probabilities(
         &self,
         probs: &mut [f32],
         queries: &[f32],
-        (kp, k_row): (&[f32], usize),
+        k: &View,
         mask: Option<&MaskRows>,
-        (g, i0, len): (usize, usize, usize),
-        keys: usize,
-    ) {
-        let rows = self.rep * len;
+        (row, g, i0, len): (usize, usize, usize, usize),
+    ) -> usize {
+        let (rows, keys) = (self.rep * len, self.visible(i0 + len - 1));
         matmul(
             (rows, keys, self.d),
             Strided::rows(&mut probs[..rows * keys], keys),
             Strided::rows(queries, self.d),
-            Strided::rows(kp, k_row).transposed(),
+            Strided::rows(&k.data[row * k.stride[0] + g * k.stride[1]..], k.stride[2]).transposed(),
             self.scale,
             (self.decoding, false),
         );
@@ -268,6 +266,7 @@ impl Shape {
             softmax_row(&mut p[..seen], add, self.libm_exp);
             p[seen..].fill(0.0);
         }
+        keys
     }
 
     /// Attention for queries `i0 .. i0 + len` of batch row `row`, all heads, written
@@ -291,18 +290,10 @@ impl Shape {
         let mut probs = vec![0f32; rows * keys];
         let mut mixed = vec![0f32; rows * d];
         for g in 0..self.heads / rep {
-            self.gather(&mut queries, q, (row, g, i0, len), false);
-            let kp = &k.data[row * k.stride[0] + g * k.stride[1]..];
+            let at = (row, g, i0, len);
+            self.gather(&mut queries, q, at, false);
+            self.probabilities(&mut probs, &queries, k, mask.as_ref(), at);
             let vp = &v.data[row * v.stride[0] + g * v.stride[1]..];
-            let block = (g, i0, len);
-            self.probabilities(
-                &mut probs,
-                &queries,
-                (kp, k.stride[2]),
-                mask.as_ref(),
-                block,
-                keys,
-            );
             matmul(
                 (rows, d, keys),
                 Strided::rows(&mut mixed, d),
@@ -385,20 +376,12 @@ impl Shape {
         let (mut probs, mut d_scores) = (vec![0f32; most * widest], vec![0f32; most * widest]);
         for i0 in (0..self.l).step_by(QUERY_BLOCK) {
             let len = QUERY_BLOCK.min(self.l - i0);
-            let (rows, keys) = (rep * len, self.visible(i0 + len - 1));
             let at = (row, g, i0, len);
             self.gather(&mut queries, &ops.q, at, false);
             self.gather(&mut outs, &ops.out, at, true);
             self.gather(&mut d_outs, &ops.grad, at, true);
-            let block = (g, i0, len);
-            self.probabilities(
-                &mut probs,
-                &queries,
-                (kp, k.stride[2]),
-                mask.as_ref(),
-                block,
-                keys,
-            );
+            let keys = self.probabilities(&mut probs, &queries, k, mask.as_ref(), at);
+            let rows = rep * len;
             let (probs, d_scores) = (&probs[..rows * keys], &mut d_scores[..rows * keys]);
             let (queries, d_outs) = (&queries[..rows * d], &d_outs[..rows * d]);
             // dV += P^T dO
