@@ -55,14 +55,17 @@ impl LoraAdapter {
         })
     }
 
-    /// The adapter's contribution for `x` of shape `(n, in)`.
+    /// The adapter's contribution for `x` of shape `(n, in)`. The scale multiplies the
+    /// `(n, r)` product rather than PEFT's `(n, out)` one: the same value (bit for bit
+    /// with a power-of-two `alpha / r`, such as the presets' 2), and one full-width
+    /// tensor less that candle's graph keeps per adapter until the backward pass.
     pub fn delta(&self, x: &Tensor) -> Result<Tensor> {
         let x = match &self.dropout {
             Some(d) => d.apply(x)?,
             None => x.clone(),
         };
-        let low = x.matmul(&self.a.t()?)?;
-        Ok((low.matmul(&self.b.t()?)? * self.scale)?)
+        let low = (x.matmul(&self.a.t()?)? * self.scale)?;
+        Ok(low.matmul(&self.b.t()?)?)
     }
 }
 
