@@ -13,6 +13,8 @@
 # Env: CARGO_TARGET_DIR (default fuzz/target), SANITIZER (default none: mt has no unsafe
 # parsing code of its own; `address` builds slower and finds memory errors in C deps),
 # RSS_MB (per-process memory limit, default 4096: an input that allocates more is a crash).
+# Never pause a run (SIGSTOP): libFuzzer's -timeout is wall-clock, so the input running
+# at the pause is saved as a timeout and the run ends.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SECONDS_EACH=${1:-300}; shift || true
@@ -20,8 +22,9 @@ TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(answers model_config checkpoint tar_zst vqa medical mask llava_records hub_json parquet)
 cd "$ROOT"
 # Built once; the targets then run as plain binaries, so editing mt's sources while the
-# script runs does not rebuild anything half-way through.
-cargo +nightly fuzz build -s "${SANITIZER:-none}"
+# script runs does not rebuild anything half-way through. BUILD=0 runs the binaries built
+# before (say, next to a running queue, without replacing its binaries).
+[ "${BUILD:-1}" = 0 ] || cargo +nightly fuzz build -s "${SANITIZER:-none}"
 BIN=${CARGO_TARGET_DIR:-$ROOT/fuzz/target}/x86_64-unknown-linux-gnu/release
 for spec in "${TARGETS[@]}"; do
   t=${spec%%:*} secs=$SECONDS_EACH
