@@ -81,6 +81,22 @@ struct Scalars {
     step_size: f64,
 }
 
+impl Scalars {
+    /// The scalars of update `t` (from 1) at learning rate `lr`, with weight decay when
+    /// the parameter `decay`s.
+    fn new(cfg: &AdamWConfig, t: u64, lr: f64, decay: bool) -> Self {
+        let t = t as i32;
+        Self {
+            b1: cfg.beta1,
+            b2: cfg.beta2,
+            eps: cfg.eps,
+            keep: (decay && cfg.weight_decay != 0.0).then_some(1.0 - lr * cfg.weight_decay),
+            bias_correction2_sqrt: (1.0 - cfg.beta2.powi(t)).sqrt(),
+            step_size: lr / (1.0 - cfg.beta1.powi(t)),
+        }
+    }
+}
+
 impl Param {
     /// The update from candle's ops (any device and dtype).
     fn update(&mut self, g: &Tensor, s: &Scalars) -> Result<()> {
@@ -189,19 +205,8 @@ impl AdamW {
     /// learning rates scaled by `lr_factor`.
     pub fn step(&mut self, grads: &[Tensor], lr_factor: f64) -> Result<()> {
         self.steps += 1;
-        let t = self.steps as i32;
-        let (b1, b2) = (self.cfg.beta1, self.cfg.beta2);
         for (p, g) in self.params.iter_mut().zip(grads) {
-            let lr = p.lr * lr_factor;
-            let s = Scalars {
-                b1,
-                b2,
-                eps: self.cfg.eps,
-                keep: (p.decay && self.cfg.weight_decay != 0.0)
-                    .then_some(1.0 - lr * self.cfg.weight_decay),
-                bias_correction2_sqrt: (1.0 - b2.powi(t)).sqrt(),
-                step_size: lr / (1.0 - b1.powi(t)),
-            };
+            let s = Scalars::new(&self.cfg, self.steps, p.lr * lr_factor, p.decay);
             if !p.update_fused(g, &s)? {
                 p.update(g, &s)?;
             }
@@ -339,15 +344,7 @@ mod tests {
                 let g = Tensor::new(g, &dev).unwrap();
                 fused.step(std::slice::from_ref(&g), 0.7).unwrap();
                 composite.steps += 1;
-                let t = composite.steps as i32;
-                let s = Scalars {
-                    b1: cfg.beta1,
-                    b2: cfg.beta2,
-                    eps: cfg.eps,
-                    keep: decay.then_some(1.0 - 2e-3 * 0.7 * cfg.weight_decay),
-                    bias_correction2_sqrt: (1.0 - cfg.beta2.powi(t)).sqrt(),
-                    step_size: 2e-3 * 0.7 / (1.0 - cfg.beta1.powi(t)),
-                };
+                let s = Scalars::new(&cfg, composite.steps, 2e-3 * 0.7, decay);
                 composite.params[0].update(&g, &s).unwrap();
                 let bits = |opt: &AdamW| -> Vec<Vec<u32>> {
                     let p = &opt.params[0];
