@@ -5,6 +5,7 @@
 //! group and nearly every file) are walked; other transfer syntaxes are left to dicom-rs.
 
 use anyhow::{Result, bail};
+use dicom_core::VR;
 
 /// VRs whose explicit-VR header has two reserved bytes and a 4-byte length.
 const LONG_VRS: [&[u8; 2]; 13] = [
@@ -114,12 +115,13 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// An explicit-VR header at `pos` (None when it runs past the end). A VR that is not two
-/// capitals is read as UN, with the long header, as dicom-rs reads it.
+/// An explicit-VR header at `pos` (None when it runs past the end). A VR dicom-rs does
+/// not know (`VR::from_binary`: not only "a1" but also unassigned capitals such as "QS")
+/// is read as UN, with the long header, as dicom-rs reads it.
 fn explicit(b: &[u8], pos: usize) -> Result<Option<Element>> {
     let tag = (u16_at(b, pos), u16_at(b, pos + 2));
     let vr = [b[pos + 4], b[pos + 5]];
-    let long = LONG_VRS.contains(&&vr) || !vr.iter().all(u8::is_ascii_uppercase);
+    let long = VR::from_binary(vr).is_none() || LONG_VRS.contains(&&vr);
     let (value, len) = if long {
         if pos + 12 > b.len() {
             return Ok(None);
@@ -210,6 +212,16 @@ mod tests {
             err.contains("(00AF,00CA) declares 4294966952 bytes"),
             "{err}"
         );
+        // Found by fuzzing: an element with the unassigned VR "QS" was walked with the
+        // short header, while dicom-rs reads an unknown VR as UN (long header) and so took
+        // the next bytes as a length: 4.2 GB of memory for a 2.5 KB file.
+        let input = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fuzz/regressions/medical/unknown-vr-long-length.dcm.input"),
+        )
+        .unwrap();
+        let err = check(&input[1..]).unwrap_err().to_string();
+        assert!(err.contains("declares"), "{err}");
         // A truncated file: the pixel data declares more than is left.
         let mut cut = testdata("MR_small.dcm");
         cut.truncate(cut.len() - 100);
