@@ -190,24 +190,25 @@ mod tests {
         }
     }
 
+    /// An input that fuzzing found (`fuzz/regressions/medical/`), without the fuzz
+    /// target's selector byte.
+    fn regression(name: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/regressions/medical")
+            .join(name);
+        std::fs::read(path).unwrap()[1..].to_vec()
+    }
+
     #[test]
     fn a_length_past_the_end_is_refused_before_any_allocation() {
-        let input = std::fs::read(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("fuzz/regressions/medical/huge-element-length.dcm.input"),
-        )
-        .unwrap();
-        let err = check(&input[1..]).unwrap_err().to_string();
+        let input = regression("huge-element-length.dcm.input");
+        let err = check(&input).unwrap_err().to_string();
         assert!(err.contains("declares 2718593034 bytes"), "{err}");
         // Found by fuzzing: an element of another group inside the meta group made the
         // walk stop there (dicom-rs reads on by the group length), and the data set's
         // 4 GB element cost 4.2 GB of memory and 40 s.
-        let input = std::fs::read(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("fuzz/regressions/medical/off-group-meta-element.dcm.input"),
-        )
-        .unwrap();
-        let err = check(&input[1..]).unwrap_err().to_string();
+        let input = regression("off-group-meta-element.dcm.input");
+        let err = check(&input).unwrap_err().to_string();
         assert!(
             err.contains("(00AF,00CA) declares 4294966952 bytes"),
             "{err}"
@@ -215,12 +216,8 @@ mod tests {
         // Found by fuzzing: an element with the unassigned VR "QS" was walked with the
         // short header, while dicom-rs reads an unknown VR as UN (long header) and so took
         // the next bytes as a length: 4.2 GB of memory for a 2.5 KB file.
-        let input = std::fs::read(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("fuzz/regressions/medical/unknown-vr-long-length.dcm.input"),
-        )
-        .unwrap();
-        let err = check(&input[1..]).unwrap_err().to_string();
+        let input = regression("unknown-vr-long-length.dcm.input");
+        let err = check(&input).unwrap_err().to_string();
         assert!(err.contains("declares"), "{err}");
         // A truncated file: the pixel data declares more than is left.
         let mut cut = testdata("MR_small.dcm");
