@@ -78,13 +78,8 @@ impl CustomOp3 for Attention {
         vl: &Layout,
     ) -> candle_core::Result<(CpuStorage, candle_core::Shape)> {
         let s = &self.shape;
-        let mask = self.mask.as_ref().map(|m| m.storage_and_layout());
-        let mask = match &mask {
-            Some((storage, layout)) => Some(view(storage, layout)?),
-            None => None,
-        };
         let (q, k, v) = (view_cpu(q, ql)?, view_cpu(k, kl)?, view_cpu(v, vl)?);
-        let out = s.forward(&q, &k, &v, mask.as_ref());
+        let out = self.with_mask(|mask| Ok(s.forward(&q, &k, &v, mask)))?;
         Ok((CpuStorage::F32(out), (s.batch, s.l, s.heads, s.d).into()))
     }
 
@@ -99,25 +94,38 @@ impl CustomOp3 for Attention {
         let grad = grad.contiguous()?;
         let storages = [q, k, v, out, &grad].map(|t| t.storage_and_layout());
         let [q_, k_, v_, out_, grad_] = &storages;
-        let mask = self.mask.as_ref().map(|m| m.storage_and_layout());
-        let mask = match &mask {
-            Some((storage, layout)) => Some(view(storage, layout)?),
-            None => None,
-        };
-        let [dq, dk, dv] = self.shape.backward(Operands {
-            q: view(&q_.0, q_.1)?,
-            k: view(&k_.0, k_.1)?,
-            v: view(&v_.0, v_.1)?,
-            mask,
-            out: view(&out_.0, out_.1)?,
-            grad: view(&grad_.0, grad_.1)?,
-        });
+        let [dq, dk, dv] = self.with_mask(|mask| {
+            Ok(self.shape.backward(Operands {
+                q: view(&q_.0, q_.1)?,
+                k: view(&k_.0, k_.1)?,
+                v: view(&v_.0, v_.1)?,
+                mask: mask.copied(),
+                out: view(&out_.0, out_.1)?,
+                grad: view(&grad_.0, grad_.1)?,
+            }))
+        })?;
         let tensor = |data, like: &Tensor| Tensor::from_vec(data, like.dims(), &Device::Cpu);
         Ok((
             Some(tensor(dq, q)?),
             Some(tensor(dk, k)?),
             Some(tensor(dv, v)?),
         ))
+    }
+}
+
+impl Attention {
+    /// Runs `f` with a view of the mask, if any.
+    fn with_mask<R>(
+        &self,
+        f: impl FnOnce(Option<&View>) -> candle_core::Result<R>,
+    ) -> candle_core::Result<R> {
+        match &self.mask {
+            Some(m) => {
+                let (storage, layout) = m.storage_and_layout();
+                f(Some(&view(&storage, layout)?))
+            }
+            None => f(None),
+        }
     }
 }
 

@@ -238,6 +238,7 @@ fn quick_gelu_into(out: &mut [f32], x: &[f32]) {
 const ELEMENTWISE_CHUNK: usize = 4096;
 
 /// A borrowed f32 view of a CPU tensor: its data from the first element, and strides.
+#[derive(Clone, Copy)]
 pub(super) struct View<'a> {
     pub(super) data: &'a [f32],
     pub(super) stride: &'a [usize],
