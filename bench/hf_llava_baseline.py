@@ -61,20 +61,23 @@ g = torch.Generator().manual_seed(1)
 ids = torch.cat([torch.randint(0, 128000, (B, 20), generator=g), torch.full((B, 576), 128256), torch.randint(0, 128000, (B, L - 596), generator=g)], 1).to(dev)
 pv = torch.randn(B, 3, 336, 336, generator=g).to(dev, dt)
 labels = ids.clone(); labels[:, :596] = -100
+def timed_steps(m, opt):  # mt: the LoRA block's timing, shared with the stage-1 step
+    def step():
+        loss = m(input_ids=ids, pixel_values=pv, labels=labels, attention_mask=torch.ones_like(ids)).loss
+        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True); return loss.item()
+    step(); step()
+    if dev == "cuda": torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
+    t = time.time(); n = 2 if TINY else 5
+    for _ in range(n): l = step()
+    if dev == "cuda": torch.cuda.synchronize()
+    s = (time.time() - t) / n
+    mem = torch.cuda.max_memory_allocated() / 2**30 if dev == "cuda" else 0
+    return s, mem, l
 try:
     for n, p in model.named_parameters(): p.requires_grad_("multi_modal_projector" in n)
     model.train(); model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     opt1 = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
-    def step1():
-        loss = model(input_ids=ids, pixel_values=pv, labels=labels, attention_mask=torch.ones_like(ids)).loss
-        loss.backward(); opt1.step(); opt1.zero_grad(set_to_none=True); return loss.item()
-    step1(); step1()
-    if dev == "cuda": torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
-    t = time.time(); n = 2 if TINY else 5
-    for _ in range(n): l = step1()
-    if dev == "cuda": torch.cuda.synchronize()
-    s = (time.time() - t) / n
-    mem = torch.cuda.max_memory_allocated() / 2**30 if dev == "cuda" else 0
+    s, mem, l = timed_steps(model, opt1)
     out(part="stage1_train", batch=B, seq=L, seconds_per_step=round(s, 3), samples_per_s=round(B / s, 2), peak_gib=round(mem, 1), loss=l)
     del opt1; model.requires_grad_(True); model.eval()
 except Exception as e:
@@ -90,21 +93,7 @@ try:
     pm.train(); pm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False}); pm.enable_input_require_grads()
     trainable = sum(p.numel() for p in pm.parameters() if p.requires_grad)
     opt = torch.optim.AdamW([p for p in pm.parameters() if p.requires_grad], lr=2e-4)
-    B, L = (2, 700) if TINY else (8, 1024)
-    g = torch.Generator().manual_seed(1)
-    ids = torch.cat([torch.randint(0, 128000, (B, 20), generator=g), torch.full((B, 576), 128256), torch.randint(0, 128000, (B, L - 596), generator=g)], 1).to(dev)
-    pv = torch.randn(B, 3, 336, 336, generator=g).to(dev, dt)
-    labels = ids.clone(); labels[:, :596] = -100
-    def step():
-        loss = pm(input_ids=ids, pixel_values=pv, labels=labels, attention_mask=torch.ones_like(ids)).loss
-        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True); return loss.item()
-    step(); step()
-    if dev == "cuda": torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
-    t = time.time(); n = 2 if TINY else 5
-    for _ in range(n): l = step()
-    if dev == "cuda": torch.cuda.synchronize()
-    s = (time.time() - t) / n
-    mem = torch.cuda.max_memory_allocated() / 2**30 if dev == "cuda" else 0
+    s, mem, l = timed_steps(pm, opt)  # mt: the batch is built above, the timing is shared
     out(part="lora_train", batch=B, seq=L, trainable=trainable, seconds_per_step=round(s, 3), samples_per_s=round(B / s, 2), tokens_per_s=round(B * L / s), peak_gib=round(mem, 1), loss=l)
 except Exception as e:
     import traceback; traceback.print_exc()
