@@ -304,3 +304,27 @@ fn image_names_never_leave_images_out() {
         "nothing written outside --images-out"
     );
 }
+
+/// Found by fuzzing (fuzz/regressions/vqa/nested-lists.pkl.input, a selector byte and
+/// then a 20 KB pickle of lists nested 10,000 deep): reading it overflowed the stack and
+/// aborted mt. Now a one-line error naming the file.
+#[test]
+fn a_pickle_nested_too_deep_is_an_error_not_a_crash() {
+    let input =
+        std::fs::read(common::root().join("fuzz/regressions/vqa/nested-lists.pkl.input")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let qas = dir.path().join("qas/test");
+    std::fs::create_dir_all(&qas).unwrap();
+    std::fs::create_dir_all(dir.path().join("images/test")).unwrap();
+    std::fs::write(qas.join("test_qa.pkl"), &input[1..]).unwrap();
+    let input = dir.path().display().to_string();
+    let (code, recs, err) = convert(&["--bench", "pathvqa", "--input", &input]);
+    assert_eq!(code, 1, "{err}");
+    assert!(recs.is_empty());
+    assert!(
+        err.contains(
+            "test_qa.pkl: not a readable pickle of plain data: nests containers 10000 deep"
+        ),
+        "{err}"
+    );
+}

@@ -14,6 +14,7 @@ pub mod knowledge;
 pub mod logging;
 pub mod medical;
 pub mod model;
+pub mod pickle_nesting;
 pub mod pipeline;
 pub mod plotting;
 pub mod progress;

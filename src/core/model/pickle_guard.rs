@@ -3,7 +3,7 @@
 //! (`os.system`, `builtins.eval`, ...) is a hostile or broken file: it is refused with
 //! the name it asked for, before any tensor is read.
 
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -44,13 +44,18 @@ pub fn check(path: &Path) -> Result<()> {
         .filter(|n| n.ends_with(".pkl"))
         .collect();
     for name in names {
-        let member = zip
-            .by_name(&name)
+        let mut pickle = Vec::new();
+        zip.by_name(&name)
+            .and_then(|mut member| Ok(member.read_to_end(&mut pickle)?))
             .with_context(|| format!("{}: cannot read {name}", path.display()))?;
+        let unreadable = || format!("{}: {name} is not a readable pickle", path.display());
+        // candle's reader, and the walk below, recurse once per level.
+        crate::core::pickle_nesting::check(&pickle, crate::core::pickle_nesting::MAX_DEPTH)
+            .with_context(unreadable)?;
         let mut stack = Stack::empty();
         stack
-            .read_loop(&mut BufReader::new(member))
-            .with_context(|| format!("{}: {name} is not a readable pickle", path.display()))?;
+            .read_loop(&mut pickle.as_slice())
+            .with_context(unreadable)?;
         let mut bad = None;
         for object in stack.stack() {
             find_foreign(object, &mut bad);
@@ -131,6 +136,23 @@ mod tests {
         let err = check(&path).unwrap_err().to_string();
         assert!(
             err.contains("`os.system`") && err.contains("w.bin"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_pickle_nested_too_deep_is_refused_before_candle_reads_it() {
+        // candle's reader and `find_foreign` recurse once per level: 100,000 nested lists
+        // overflowed the stack.
+        let n = 100_000;
+        let mut pickle = b"\x80\x02".to_vec();
+        pickle.extend(std::iter::repeat_n(b']', n));
+        pickle.extend(std::iter::repeat_n(b'a', n - 1));
+        pickle.push(b'.');
+        let dir = tempfile::tempdir().unwrap();
+        let err = format!("{:#}", check(&archive(dir.path(), &pickle)).unwrap_err());
+        assert!(
+            err.contains("w.bin") && err.contains("nests containers 100000 deep"),
             "{err}"
         );
     }
