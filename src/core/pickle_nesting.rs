@@ -288,18 +288,19 @@ fn longest_chain(holds: &[Vec<usize>]) -> Result<usize> {
     Ok(depth.into_iter().max().unwrap_or(0))
 }
 
+/// A protocol-2 pickle of `n` lists, each appended into the one below (for tests).
+#[cfg(test)]
+pub(crate) fn nested_lists(n: usize) -> Vec<u8> {
+    let mut p = vec![0x80, 2];
+    p.extend(std::iter::repeat_n(b']', n));
+    p.extend(std::iter::repeat_n(b'a', n - 1));
+    p.push(b'.');
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Protocol 2: `n` lists, each appended into the one below.
-    fn nested_lists(n: usize) -> Vec<u8> {
-        let mut p = vec![0x80, 2];
-        p.extend(std::iter::repeat_n(b']', n));
-        p.extend(std::iter::repeat_n(b'a', n - 1));
-        p.push(b'.');
-        p
-    }
 
     #[test]
     fn plain_data_passes_with_its_depth() {

@@ -373,10 +373,12 @@ fn slake(input: &Path, split: &str, opts: &LoadOptions) -> Result<Loaded> {
 fn pathvqa_pickle(pkl: &Path, images: &Path) -> Result<Loaded> {
     use serde_pickle::{DeOptions, HashableValue, Value as P};
     let bytes = std::fs::read(pkl).with_context(|| format!("{}: cannot open", pkl.display()))?;
+    let unreadable = || format!("{}: not a readable pickle of plain data", pkl.display());
+    // serde_pickle, and the walk below, recurse once per level.
     crate::core::pickle_nesting::check(&bytes, crate::core::pickle_nesting::MAX_DEPTH)
-        .with_context(|| format!("{}: not a readable pickle of plain data", pkl.display()))?;
-    let value = serde_pickle::value_from_slice(&bytes, DeOptions::new())
-        .with_context(|| format!("{}: not a readable pickle of plain data", pkl.display()))?;
+        .with_context(unreadable)?;
+    let value =
+        serde_pickle::value_from_slice(&bytes, DeOptions::new()).with_context(unreadable)?;
     let P::List(items) = value else {
         bail!("{}: expected a list of questions", pkl.display());
     };

@@ -144,11 +144,7 @@ mod tests {
     fn a_pickle_nested_too_deep_is_refused_before_candle_reads_it() {
         // candle's reader and `find_foreign` recurse once per level: 100,000 nested lists
         // overflowed the stack.
-        let n = 100_000;
-        let mut pickle = b"\x80\x02".to_vec();
-        pickle.extend(std::iter::repeat_n(b']', n));
-        pickle.extend(std::iter::repeat_n(b'a', n - 1));
-        pickle.push(b'.');
+        let pickle = crate::core::pickle_nesting::nested_lists(100_000);
         let dir = tempfile::tempdir().unwrap();
         let err = format!("{:#}", check(&archive(dir.path(), &pickle)).unwrap_err());
         assert!(
