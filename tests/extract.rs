@@ -5,9 +5,11 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use medtrinity::core::hub::extract::*;
+
+mod common;
 
 const FULL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/medtrinity-full");
 
@@ -505,13 +507,43 @@ fn bare_manifest_names_match_members_several_folders_deep() {
     );
 }
 
-/// Not a test on its own: the child process of the kill -9 test.
-#[test]
-fn kill_child_extracts_when_asked() {
-    if let Ok(job) = std::env::var("MT_EXTRACT_KILL_CHILD") {
-        let (archive, dest) = job.split_once('\n').unwrap();
-        extract_shard(Path::new(archive), Path::new(dest)).unwrap();
-    }
+/// A hub cache (`HF_HUB_CACHE` layout) holding `archive` as the only file of the dataset
+/// repository `org/shards` at `main`, so that `mt download` offline finds it complete.
+fn offline_cache(cache: &Path, archive: &[u8]) {
+    let repo = cache.join("datasets--org--shards");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let etag = "3f2c5b0a".repeat(8);
+    fs::create_dir_all(repo.join("refs")).unwrap();
+    fs::write(repo.join("refs/main"), commit).unwrap();
+    fs::create_dir_all(repo.join("blobs")).unwrap();
+    fs::write(repo.join("blobs").join(&etag), archive).unwrap();
+    let snapshot = repo.join("snapshots").join(commit);
+    fs::create_dir_all(&snapshot).unwrap();
+    std::os::unix::fs::symlink(format!("../../blobs/{etag}"), snapshot.join("big.tar.zst"))
+        .unwrap();
+}
+
+/// `mt download org/shards --extract-to DEST` on the offline cache: the real command
+/// extracting the shard, as the child to kill.
+fn extract_command(cache: &Path, dest: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mt"));
+    cmd.args([
+        "--no-run-dir",
+        "-q",
+        "download",
+        "org/shards",
+        "--repo-type",
+    ])
+    .args(["dataset", "--extract-to"])
+    .arg(dest)
+    .env("HF_HUB_CACHE", cache)
+    .env("HF_HUB_OFFLINE", "1")
+    .env("HF_HOME", cache.join("home"))
+    .env_remove("RUST_LOG")
+    .env_remove("HF_ENDPOINT")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    cmd
 }
 
 #[test]
@@ -526,47 +558,45 @@ fn a_kill_9_in_the_middle_is_finished_by_a_rerun() {
         many.insert(format!("d{:02}/s/{i:05}.png", i % 40), body);
     }
     let (tar, _) = tar_bytes(&many);
-    let archive = t.path().join("big.tar.zst");
-    fs::write(&archive, zstd::encode_all(&tar[..], 1).unwrap()).unwrap();
-    let dest = t.path().join("out");
-
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "kill_child_extracts_when_asked",
-            "--test-threads=1",
-        ])
-        .env(
-            "MT_EXTRACT_KILL_CHILD",
-            format!("{}\n{}", archive.display(), dest.display()),
-        )
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Kill it once some members are in place.
-    let start = Instant::now();
-    while count_files(&dest) < 50 && start.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(5));
+    let cache = t.path().join("cache");
+    offline_cache(&cache, &zstd::encode_all(&tar[..], 1).unwrap());
+    let archive = cache.join(
+        "datasets--org--shards/snapshots/0123456789abcdef0123456789abcdef01234567/big.tar.zst",
+    );
+    let mut landed = None;
+    // Kill once some members are in place; if the child had finished by then, wait for
+    // fewer members in a fresh folder (a bounded number of times), then fail.
+    for (attempt, wait_for) in [50, 10, 1].into_iter().enumerate() {
+        let dest = t.path().join(format!("out{attempt}"));
+        let mut child = extract_command(&cache, &dest).spawn().unwrap();
+        let limit = Duration::from_secs(60);
+        let Err(status) = common::kill_9_when(&mut child, limit, || count_files(&dest) >= wait_for)
+        else {
+            landed = Some(dest);
+            break;
+        };
+        assert!(
+            status.success(),
+            "the extraction failed on its own: {status}"
+        );
+        eprintln!("attempt {attempt}: the child finished before the kill; again, earlier");
     }
-    child.kill().unwrap(); // SIGKILL
-    let status = child.wait().unwrap();
+    let dest = landed.expect("every kill came after the extraction had finished");
+    assert!(!done_marker(&dest, &archive).exists());
+    // Whatever is under a member's name is complete (a temporary may be there too).
     let written = files(&dest);
-    if status.success() {
-        eprintln!("the child finished before the kill; nothing to resume");
-    } else {
-        assert!(!done_marker(&dest, &archive).exists());
-        // Whatever is under a member's name is complete (a temporary may be there too).
-        for (name, bytes) in &written {
-            if let Some(want) = many.get(name) {
-                assert_eq!(want, bytes, "{name}");
-            } else {
-                assert!(name.contains("/.mt-tmp-"), "{name}");
-            }
+    for (name, bytes) in &written {
+        if let Some(want) = many.get(name) {
+            assert_eq!(want, bytes, "{name}");
+        } else {
+            assert!(name.contains("/.mt-tmp-"), "{name}");
         }
     }
-    let report = extract_shard(&archive, &dest).unwrap();
-    assert_eq!(report.entries, 6000);
-    assert_eq!(report.skipped, status.success());
+    // The rerun (the same command) finishes the shard.
+    let rerun = extract_command(&cache, &dest).status().unwrap();
+    assert!(rerun.success(), "{rerun}");
+    assert!(done_marker(&dest, &archive).exists());
     assert_eq!(files(&dest), many, "stray or wrong files after the rerun");
+    let report = extract_shard(&archive, &dest).unwrap();
+    assert_eq!((report.entries, report.skipped), (6000, true));
 }

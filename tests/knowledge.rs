@@ -6,9 +6,9 @@ mod common;
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Run, mt_in};
+use common::{Run, kill_9_when, mt_in};
 use medtrinity::core::knowledge::KnowledgeIndex;
 
 fn line(id: &str, title: &str, text: &str) -> String {
@@ -186,27 +186,24 @@ fn bad_input_gets_one_line_naming_the_place() {
     );
 }
 
-#[test]
-fn a_build_killed_with_sigkill_leaves_nothing_that_opens() {
-    let dir = tempfile::tempdir().unwrap();
+/// Writes `big.jsonl` with `n` passages into `dir`.
+fn big_corpus(dir: &Path, n: usize) {
     let words = [
         "lung", "liver", "nodule", "mass", "ct", "mri", "cyst", "edema", "rib",
     ];
     let mut text = String::new();
-    for i in 0..60_000usize {
+    for i in 0..n {
         let body: Vec<&str> = (0..40)
             .map(|j| words[(i * 7 + j * j) % words.len()])
             .collect();
         text.push_str(&line(&i.to_string(), "Finding", &body.join(" ")));
     }
-    fs::write(dir.path().join("big.jsonl"), text).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mt"))
-        .args(["--no-run-dir", "convert", "knowledge-index", "big.jsonl"])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    fs::write(dir.join("big.jsonl"), text).unwrap();
+}
+
+#[test]
+fn a_build_killed_with_sigkill_leaves_nothing_that_opens() {
+    let dir = tempfile::tempdir().unwrap();
     let tmp_dir = || {
         fs::read_dir(dir.path())
             .unwrap()
@@ -217,21 +214,28 @@ fn a_build_killed_with_sigkill_leaves_nothing_that_opens() {
                     .starts_with(".big.jsonl.bm25.tmp-")
             })
     };
-    let started = Instant::now();
-    while !tmp_dir() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the build ended before it was killed"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no temporary folder appeared"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
     let out = dir.path().join("big.jsonl.bm25");
+    // Kill the build once its temporary folder is there. If it finished before the kill
+    // landed, start over with a corpus twice as big (a bounded number of times).
+    let mut passages = None;
+    for n in [60_000, 120_000, 240_000] {
+        let _ = fs::remove_dir_all(&out).or_else(|_| fs::remove_file(&out));
+        big_corpus(dir.path(), n);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mt"))
+            .args(["--no-run-dir", "convert", "knowledge-index", "big.jsonl"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let Err(status) = kill_9_when(&mut child, Duration::from_secs(60), tmp_dir) else {
+            passages = Some(n);
+            break;
+        };
+        assert!(status.success(), "the build failed on its own: {status}");
+        eprintln!("{n} passages: the build ended before it was killed; again, bigger");
+    }
+    let passages = passages.expect("every build ended before the kill landed");
     assert!(!out.exists(), "a killed build left its output");
     assert!(KnowledgeIndex::open(&out).is_err());
 
@@ -246,7 +250,7 @@ fn a_build_killed_with_sigkill_leaves_nothing_that_opens() {
         ],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.json()["passages"], 60_000);
+    assert_eq!(r.json()["passages"], passages);
     assert!(!tmp_dir(), "the leftover was not removed");
-    assert_eq!(KnowledgeIndex::open(&out).unwrap().len(), 60_000);
+    assert_eq!(KnowledgeIndex::open(&out).unwrap().len(), passages as u64);
 }

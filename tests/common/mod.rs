@@ -142,3 +142,27 @@ pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
     let f32 = |t: &candle_core::Tensor| t.to_dtype(candle_core::DType::F32).unwrap();
     max_abs(&(f32(a) - f32(b)).unwrap())
 }
+
+/// Waits until `ready()` holds (polled every millisecond for at most `limit`) or `child`
+/// exits, then sends it SIGKILL and reaps it. `Ok(())`: the kill landed mid-run (the child
+/// died of SIGKILL); `Err(status)`: the child had exited on its own first, so a kill -9
+/// test learned nothing and must try again earlier or fail.
+pub fn kill_9_when(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), std::process::ExitStatus> {
+    use std::os::unix::process::ExitStatusExt;
+    let started = std::time::Instant::now();
+    while !ready() && child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < limit, "not ready after {limit:?}");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let _ = child.kill(); // fails only when the child is already reaped
+    let status = child.wait().unwrap();
+    if status.signal() == Some(9) {
+        Ok(())
+    } else {
+        Err(status)
+    }
+}
