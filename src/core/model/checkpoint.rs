@@ -3,10 +3,14 @@
 //! `mm_vision_tower` path, or the Hugging Face cache), weights, tokenizer, image
 //! preprocessing and stop tokens.
 
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use candle_core::{DType, Device};
+use sha2::{Digest, Sha256};
 
 use super::config::{ClipConfig, Layout, LlavaConfig};
 use super::llava::Llava;
@@ -44,11 +48,14 @@ impl Checkpoint {
             Layout::Hf => NameMap::Hf,
         };
         weights.add_dir(dir, names)?;
+        let hub_cache = hub_cache_dir();
         let tower_dir = match vision_tower {
             Some(d) => Some(d.to_path_buf()),
-            None if config.layout == Layout::Original => {
-                find_tower(dir, config.vision_tower.as_deref().unwrap_or(""))
-            }
+            None if config.layout == Layout::Original => find_tower(
+                dir,
+                config.vision_tower.as_deref().unwrap_or(""),
+                &hub_cache,
+            ),
             None => None,
         };
         if let Some(tower) = &tower_dir {
@@ -69,7 +76,7 @@ impl Checkpoint {
                          checkpoint and in the Hugging Face cache {}); pass --vision-tower DIR or run \
                          `mt download {name}`",
                         dir.display(),
-                        hub_cache_dir().display()
+                        hub_cache.display()
                     ),
                 },
             };
@@ -158,6 +165,84 @@ pub fn model_name(dir: &Path) -> String {
     }
 }
 
+/// Files up to this size are hashed whole by [`content_identity`].
+const WHOLE_FILE_LIMIT: u64 = 32 << 20;
+/// How much of the start and of the end of a larger file is hashed.
+const END_BYTES: u64 = 1 << 20;
+/// Evenly spaced samples hashed in between, and their size.
+const SAMPLES: u64 = 16;
+const SAMPLE_BYTES: u64 = 4096;
+/// The most of a safetensors header that is hashed (the format allows 100 MB).
+const MAX_HEADER: u64 = 100 << 20;
+
+/// What a checkpoint folder holds, cheaply: for every file at its top level (links
+/// followed, dot files left out), its name and a SHA-256 (first 16 hex digits) of its
+/// size and content. Files up to 32 MiB (configs, tokenizers, weight indexes, small
+/// weights) are hashed whole; of a larger one, its safetensors header, its first and
+/// last MiB (a PyTorch zip's directory, with every member's CRC-32) and 16 samples of
+/// 4 KiB between: a multi-GB shard costs a few reads, and fine-tuned weights at the same
+/// path differ in every sample.
+pub fn content_identity(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with('.') || !path.is_file() {
+            continue;
+        }
+        let digest =
+            file_identity(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        out.insert(name, digest);
+    }
+    Ok(out)
+}
+
+/// One file's part of [`content_identity`].
+fn file_identity(path: &Path) -> std::io::Result<String> {
+    let mut file = File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut h = Sha256::new();
+    h.update(size.to_le_bytes());
+    let mut hash_range = |file: &mut File, start: u64, len: u64| -> std::io::Result<()> {
+        file.seek(SeekFrom::Start(start))?;
+        let mut buf = vec![0u8; 64 << 10];
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let n = file.read(&mut buf[..want])?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            left -= n as u64;
+        }
+        Ok(())
+    };
+    if size <= WHOLE_FILE_LIMIT {
+        hash_range(&mut file, 0, size)?;
+    } else {
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            let mut len = [0u8; 8];
+            file.read_exact(&mut len)?;
+            let header = u64::from_le_bytes(len).min(MAX_HEADER);
+            hash_range(&mut file, 0, 8 + header)?;
+        }
+        hash_range(&mut file, 0, END_BYTES)?;
+        for k in 1..SAMPLES {
+            hash_range(&mut file, (size - SAMPLE_BYTES) / SAMPLES * k, SAMPLE_BYTES)?;
+        }
+        hash_range(&mut file, size - END_BYTES, END_BYTES)?;
+    }
+    Ok(crate::core::hash::hex(&h.finalize())[..16].to_string())
+}
+
 /// The Hugging Face hub cache: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
 /// `~/.cache/huggingface/hub`.
 pub fn hub_cache_dir() -> PathBuf {
@@ -172,8 +257,9 @@ pub fn hub_cache_dir() -> PathBuf {
 }
 
 /// Where `mm_vision_tower` lives: a folder (absolute, or relative to the checkpoint
-/// or the working directory) or a snapshot in the hub cache.
-fn find_tower(checkpoint: &Path, name: &str) -> Option<PathBuf> {
+/// or the working directory) or a snapshot in the hub cache rooted at `hub_cache`
+/// (the caller reads the environment: [`hub_cache_dir`]).
+fn find_tower(checkpoint: &Path, name: &str, hub_cache: &Path) -> Option<PathBuf> {
     if name.is_empty() {
         return None;
     }
@@ -185,7 +271,7 @@ fn find_tower(checkpoint: &Path, name: &str) -> Option<PathBuf> {
     {
         return Some(dir);
     }
-    let repo = hub_cache_dir().join(format!("models--{}", name.replace('/', "--")));
+    let repo = hub_cache.join(format!("models--{}", name.replace('/', "--")));
     let main = std::fs::read_to_string(repo.join("refs/main")).ok();
     let snapshots = repo.join("snapshots");
     if let Some(commit) = main {
@@ -244,7 +330,11 @@ mod tests {
         std::fs::create_dir_all(&ckpt).unwrap();
         std::fs::create_dir_all(&local).unwrap();
         std::fs::write(local.join("config.json"), "{}").unwrap();
-        assert_eq!(find_tower(&ckpt, "../clip"), Some(ckpt.join("../clip")));
+        let hub = dir.path().join("hub");
+        assert_eq!(
+            find_tower(&ckpt, "../clip", &hub),
+            Some(ckpt.join("../clip"))
+        );
 
         // The hub cache layout: refs/main names the snapshot to use.
         let repo = dir
@@ -260,11 +350,72 @@ mod tests {
         }
         std::fs::create_dir_all(repo.join("refs")).unwrap();
         std::fs::write(repo.join("refs/main"), "aaaa\n").unwrap();
-        // SAFETY: tests in this module are the only readers of HF_HUB_CACHE.
-        unsafe { std::env::set_var("HF_HUB_CACHE", dir.path().join("hub")) };
-        let found = find_tower(&ckpt, "openai/clip-vit-large-patch14-336");
-        unsafe { std::env::remove_var("HF_HUB_CACHE") };
-        assert_eq!(found, Some(repo.join("snapshots/aaaa")));
-        assert_eq!(find_tower(&ckpt, "org/unknown"), None);
+        assert_eq!(
+            find_tower(&ckpt, "openai/clip-vit-large-patch14-336", &hub),
+            Some(repo.join("snapshots/aaaa"))
+        );
+        // Without refs/main, the last snapshot with a config.
+        std::fs::remove_file(repo.join("refs/main")).unwrap();
+        assert_eq!(
+            find_tower(&ckpt, "openai/clip-vit-large-patch14-336", &hub),
+            Some(repo.join("snapshots/bbbb"))
+        );
+        assert_eq!(find_tower(&ckpt, "org/unknown", &hub), None);
+        // Another cache root does not have it.
+        assert_eq!(
+            find_tower(
+                &ckpt,
+                "openai/clip-vit-large-patch14-336",
+                &dir.path().join("elsewhere")
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn content_identity_names_each_file_and_sees_changed_weights_without_reading_them_all() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.json"), r#"{"a": 1}"#).unwrap();
+        std::fs::write(dir.path().join(".hidden"), "x").unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        // A big safetensors file: an 8-byte length, a JSON header, then data.
+        let header = br#"{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}"#;
+        let size = (WHOLE_FILE_LIMIT + 3 * END_BYTES) as usize;
+        let mut big = (header.len() as u64).to_le_bytes().to_vec();
+        big.extend_from_slice(header);
+        big.resize(size, 7);
+        let weights = dir.path().join("model.safetensors");
+        std::fs::write(&weights, &big).unwrap();
+        let first = content_identity(dir.path()).unwrap();
+        let names: Vec<&str> = first.keys().map(String::as_str).collect();
+        assert_eq!(names, ["config.json", "model.safetensors"]);
+        assert_eq!(content_identity(dir.path()).unwrap(), first);
+
+        let changed = |at: usize| {
+            let mut bytes = big.clone();
+            bytes[at] ^= 1;
+            std::fs::write(&weights, &bytes).unwrap();
+            let now = content_identity(dir.path()).unwrap();
+            std::fs::write(&weights, &big).unwrap();
+            now["model.safetensors"] != first["model.safetensors"]
+                && now["config.json"] == first["config.json"]
+        };
+        // The header, both ends, a sample; a byte between samples is not read.
+        let step = (size as u64 - SAMPLE_BYTES) / SAMPLES;
+        assert!(changed(10));
+        assert!(changed(size - 1));
+        assert!(changed((step * 5 + 100) as usize));
+        assert!(!changed((step * 5 + SAMPLE_BYTES + 100) as usize));
+        let mut longer = big.clone();
+        longer.push(0);
+        std::fs::write(&weights, &longer).unwrap();
+        assert_ne!(content_identity(dir.path()).unwrap(), first);
+        std::fs::write(&weights, &big).unwrap();
+
+        std::fs::write(dir.path().join("config.json"), r#"{"a": 2}"#).unwrap();
+        let now = content_identity(dir.path()).unwrap();
+        assert_ne!(now["config.json"], first["config.json"]);
+        assert_eq!(now["model.safetensors"], first["model.safetensors"]);
+        assert!(content_identity(&dir.path().join("nowhere")).is_err());
     }
 }
