@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{mt_in, testdata};
+use common::{kill_9_when, mt_in, testdata};
 use serde_json::Value;
 
 fn model() -> String {
@@ -296,39 +296,38 @@ fn a_run_killed_or_cut_resumes_without_duplicates_and_gives_the_same_answers() {
     let expected = answers(&dir.path().join("whole/answers.jsonl"));
     assert_eq!(expected.len(), 24);
 
-    // kill -9 once the first answers are on disk.
+    // kill -9 once the first answers are on disk; the status must say the kill landed.
+    // A run that finished first is started over, killed after fewer answers.
     let model = model();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mt"))
-        .current_dir(dir.path())
-        .args([
-            "-q",
-            "--run-dir",
-            "killed",
-            "eval",
-            "slake",
-            "--ckpt",
-            &model,
-            "--data",
-            &questions,
-        ])
-        .args([
-            "--max-new-tokens",
-            "6",
-            "--image-folder",
-            &images,
-            "--batch-size",
-            "1",
-        ])
-        .spawn()
-        .unwrap();
     let chunk = dir.path().join("killed/chunks/chunk-0-of-1/answers.jsonl");
-    let started = std::time::Instant::now();
-    while std::fs::read_to_string(&chunk).map_or(0, |t| t.lines().count()) < 2 {
-        assert!(started.elapsed().as_secs() < 120, "no answers appeared");
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut landed = false;
+    for wait_for in [2, 1] {
+        let _ = std::fs::remove_dir_all(dir.path().join("killed"));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mt"))
+            .current_dir(dir.path())
+            .args([
+                "-q",
+                "--run-dir",
+                "killed",
+                "eval",
+                "slake",
+                "--ckpt",
+                &model,
+            ])
+            .args(["--data", &questions, "--max-new-tokens", "6"])
+            .args(["--image-folder", &images, "--batch-size", "1"])
+            .spawn()
+            .unwrap();
+        let answered = || std::fs::read_to_string(&chunk).map_or(0, |t| t.lines().count());
+        let limit = std::time::Duration::from_secs(120);
+        let Err(status) = kill_9_when(&mut child, limit, || answered() >= wait_for) else {
+            landed = true;
+            break;
+        };
+        assert!(status.success(), "the run failed on its own: {status}");
+        eprintln!("the run finished before the kill at {wait_for} answers; again, earlier");
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    assert!(landed, "every run finished before the kill");
     // Also cut the last complete line short, as a crash mid-write would.
     let text = std::fs::read_to_string(&chunk).unwrap();
     let complete = &text[..text.rfind('\n').unwrap() + 1];
@@ -538,4 +537,133 @@ fn reruns_with_other_settings_and_runs_without_a_run_dir_are_refused() {
     );
     assert_ne!(missing.code, 0);
     assert!(missing.stderr.contains("nowhere"), "{}", missing.stderr);
+}
+
+/// A copy of the tiny checkpoint in `dir/name`.
+fn copy_model(dir: &Path, name: &str) -> String {
+    let copy = dir.join(name);
+    std::fs::create_dir(&copy).unwrap();
+    for entry in std::fs::read_dir(testdata("models/tiny-llava")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
+    }
+    copy.display().to_string()
+}
+
+#[test]
+fn a_rerun_with_a_changed_checkpoint_or_edited_questions_is_refused_by_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = copy_model(dir.path(), "ckpt");
+    let questions = many_questions(dir.path(), 4);
+    let images = data("slake/imgs");
+    let tower = testdata("models/tiny-clip").display().to_string();
+    let run = |extra: &[&str]| {
+        let base = [
+            "--run-dir",
+            "r",
+            "eval",
+            "slake",
+            "--ckpt",
+            &ckpt,
+            "--data",
+            &questions,
+            "--image-folder",
+            &images,
+            "--vision-tower",
+            &tower,
+            "--max-new-tokens",
+            "4",
+        ];
+        mt_in(dir.path(), &[&base[..], extra].concat())
+    };
+    // Only chunk 0 of 2 is answered: the reruns below find unanswered questions.
+    let first = run(&["--chunk", "0/2"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let plan = json(&dir.path().join("r/eval.json"));
+    assert_eq!(plan["version"], 2);
+    assert!(
+        plan["checkpoint_files"]["config.json"].is_string(),
+        "{plan}"
+    );
+
+    let refused = |what: &str| {
+        let r = run(&[]);
+        assert_eq!(r.code, 2, "{what}: {}", r.stderr);
+        assert!(!r.stderr.contains("loaded"), "{}", r.stderr);
+        assert!(
+            !dir.path()
+                .join("r/chunks/chunk-1-of-2/answers.jsonl")
+                .exists(),
+            "{what}: nothing was answered"
+        );
+        r.stderr
+    };
+    // The same path, other content: a config edited, a weight shard replaced.
+    let config = Path::new(&ckpt).join("config.json");
+    let original = std::fs::read(&config).unwrap();
+    let mut edited: Value = serde_json::from_slice(&original).unwrap();
+    edited["note"] = "retrained".into();
+    std::fs::write(&config, edited.to_string()).unwrap();
+    let msg = refused("config");
+    assert!(
+        msg.contains("eval.json: the checkpoint at the same path has other files")
+            && msg.contains("(`config.json` changed)"),
+        "{msg}"
+    );
+    std::fs::write(&config, &original).unwrap();
+    let shard = Path::new(&ckpt).join("model-00002-of-00002.safetensors");
+    let weights = std::fs::read(&shard).unwrap();
+    let mut other = weights.clone();
+    let last = other.len() - 1;
+    other[last] ^= 0x40;
+    std::fs::write(&shard, &other).unwrap();
+    let msg = refused("weights");
+    assert!(
+        msg.contains("(`model-00002-of-00002.safetensors` changed)"),
+        "{msg}"
+    );
+    std::fs::write(&shard, &weights).unwrap();
+
+    // The same ids, one question's text edited.
+    let original = std::fs::read_to_string(&questions).unwrap();
+    std::fs::write(
+        &questions,
+        original.replace("Question number 3?", "Question number three?"),
+    )
+    .unwrap();
+    let msg = refused("text");
+    assert!(
+        msg.contains(
+            "the questions were edited since this run directory was made (question text changed)"
+        ),
+        "{msg}"
+    );
+    std::fs::write(&questions, &original).unwrap();
+
+    // Unchanged: the rerun resumes, answering only chunk 1.
+    let resumed = run(&[]);
+    assert_eq!(resumed.code, 0, "{}", resumed.stderr);
+    let counts = &json(&dir.path().join("r/run.json"))["counts"];
+    assert_eq!(
+        (counts["answered"].as_u64(), counts["questions"].as_u64()),
+        (Some(4), Some(4))
+    );
+    assert_eq!(
+        json(&dir.path().join("r/chunks/chunk-0-of-2/run.json"))["counts"]["answered_now"],
+        2,
+        "chunk 0 was not answered again"
+    );
+
+    // A run directory of the older format (no content identity) is refused with a way out.
+    let path = dir.path().join("r/eval.json");
+    let mut old = json(&path);
+    old.as_object_mut().unwrap().remove("version");
+    std::fs::write(&path, old.to_string()).unwrap();
+    let r = run(&[]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("written by an older mt") && r.stderr.contains("delete"),
+        "{}",
+        r.stderr
+    );
 }

@@ -34,8 +34,9 @@ does (the llama3 template, \"<image>\\n\" + question; greedy unless asked, see
 
 Several GPUs (--gpu 0,1,2,3) or --chunks N: one worker process per contiguous chunk,
 merged at the end. Rerunning the same command with --run-dir DIR resumes: only the
-questions without an answer are generated (after kill -9 too); a different checkpoint,
-data, split, decoding or chunk count is refused. For Slurm arrays or several machines,
+questions without an answer are generated (after kill -9 too); a different checkpoint
+(path, or files changed at the same path), data, edited questions, split, decoding or
+chunk count is refused. For Slurm arrays or several machines,
 each task runs --chunk $SLURM_ARRAY_TASK_ID/N --run-dir SHARED; one more run without
 --chunk in SHARED merges and scores. Questions whose image cannot be read are listed and
 skipped (exit 3 at the end).

@@ -17,11 +17,11 @@ use crate::core::eval::chunk_run::{
     ChunkJob, ChunkOutcome, answer_chunk, answered_in, failure_list, merge, unanswered,
 };
 use crate::core::eval::chunks::{Chunk, root_of};
-use crate::core::eval::plan::{self, Decoding, Plan, ids_digest};
+use crate::core::eval::plan::{self, Decoding, Plan, QuestionDigests};
 use crate::core::eval::vqa::{self, LoadOptions, Question};
 use crate::core::eval::{Bench, breakdown, llava_med, multimedeval, report, vqa_export, workers};
 use crate::core::model::captioner::Captioner;
-use crate::core::model::checkpoint::{Checkpoint, device, dtype, model_name};
+use crate::core::model::checkpoint::{Checkpoint, content_identity, device, dtype, model_name};
 use crate::core::model::generate::GenerationConfig;
 use crate::core::progress;
 use crate::core::run::write_atomic;
@@ -65,14 +65,21 @@ pub fn run(bench: Bench, a: &RunArgs, ctx: &mut Context) -> Result<()> {
         (None, _) => if a.gpu.is_empty() { "f32" } else { "bf16" }.to_string(),
     };
     let plan = Plan {
+        version: plan::VERSION,
         bench: bench.name().into(),
         split: a.split.clone(),
         data: canonical(&a.data),
         image_folder: a.image_folder.as_deref().map(canonical),
         checkpoint: canonical(&a.ckpt),
+        checkpoint_files: content_identity(&a.ckpt)?,
         vision_tower: a.vision_tower.as_deref().map(canonical),
+        vision_tower_files: a
+            .vision_tower
+            .as_deref()
+            .map(content_identity)
+            .transpose()?,
         questions: questions.len(),
-        question_ids: ids_digest(&questions),
+        question_digests: QuestionDigests::of(&questions),
         chunks,
         decoding: decoding(a),
         dtype: dtype_name,
