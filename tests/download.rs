@@ -3,6 +3,7 @@
 //! ranges), gated repos, offline mode, `--verify`, kill -9 and restart, and interop
 //! with huggingface_hub.
 
+mod common;
 mod hub_server;
 
 use std::fs;
@@ -892,19 +893,8 @@ fn disk_full_then_resume() {
     ok(&env.mt(&["--no-run-dir", "download", "org/tiny", "--verify"]));
 }
 
-/// Python interpreter with huggingface_hub, from MT_TEST_PYTHON or `python3`.
-fn python_with_hub() -> Option<String> {
-    let py = std::env::var("MT_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&py)
-        .args(["-c", "import huggingface_hub"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    ok.then_some(py)
-}
-
 /// Runs `py args` (xet, telemetry and progress bars off) and returns its stdout.
-fn python(py: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+fn python(py: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new(py)
         .args(args)
         .env("HF_HUB_DISABLE_XET", "1")
@@ -921,8 +911,8 @@ fn python(py: &str, args: &[&str], env: &[(&str, &str)]) -> String {
 
 #[test]
 fn huggingface_hub_finds_what_mt_downloaded() {
-    let Some(py) = python_with_hub() else {
-        eprintln!("skipped: no python with huggingface_hub (set MT_TEST_PYTHON)");
+    // Under CI=true a missing Python or huggingface_hub fails the test.
+    let Some(py) = common::test_python(&["huggingface_hub"]) else {
         return;
     };
     let (server, sha) = model_server(ServerConfig::default());

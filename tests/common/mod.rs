@@ -166,3 +166,35 @@ pub fn kill_9_when(
         Err(status)
     }
 }
+
+/// The Python of the interop tests: `$MT_TEST_PYTHON` (`.ci/run` provisions it with
+/// tests/interop/venv.sh), else `python3`, if it imports every one of `modules`. If it
+/// does not, the test is skipped with a message saying so, except under `CI=true`,
+/// where a missing interpreter or package fails the test: CI proves the interop claims.
+pub fn test_python(modules: &[&str]) -> Option<PathBuf> {
+    let py = std::env::var_os("MT_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "python3".into());
+    let why = match Command::new(&py)
+        .args(["-c", &format!("import {}", modules.join(", "))])
+        .output()
+    {
+        Ok(out) if out.status.success() => return Some(py),
+        Ok(out) => String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .unwrap_or("failed")
+            .to_string(),
+        Err(e) => e.to_string(),
+    };
+    let msg = format!(
+        "no Python with {} ({}: {why}); set MT_TEST_PYTHON to the interpreter \
+         tests/interop/venv.sh prints",
+        modules.join(", "),
+        py.display()
+    );
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(!ci, "{msg} (under CI=true that is a failure, not a skip)");
+    eprintln!("skipped: {msg}");
+    None
+}
