@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Run, check_snapshot, mt_env, mt_in, testdata};
+use common::{Run, check_snapshot, kill_9_when, mt_env, mt_in, testdata};
 use medtrinity::core::records::for_each_record;
 use medtrinity::core::shard::{marker, owner};
 
@@ -367,6 +367,11 @@ fn shard_command(dir: &Path, shard: &str, env: &[(&str, &str)]) -> Command {
     cmd
 }
 
+/// The complete (newline-ended) lines of `path` while another process appends to it.
+fn complete_lines(path: &Path) -> usize {
+    std::fs::read(path).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
+}
+
 fn shard_file(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("caps-{i:05}-of-00002.jsonl"))
 }
@@ -379,36 +384,60 @@ fn shards_caption_every_id_exactly_once_through_kill_9_and_merge() {
     // A marker left by an earlier run must go when a new run of the shard starts.
     std::fs::write(shard_file(dir.path(), 0), "").unwrap();
     std::fs::write(marker(&shard_file(dir.path(), 0)), "{}").unwrap();
-    // Shard 0 is killed at random points a few times before it may finish.
+    // Shard 0 is killed a few times, each time once it has written one or two more
+    // captions but never its last, so that the kill lands mid-run; the status shows it
+    // did. A run that finished first starts the shard over with earlier kills, at most
+    // twice.
+    let file = shard_file(dir.path(), 0);
+    let owned = owned_by_0.len();
     let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut kills = 0;
-    for _ in 0..6 {
-        let mut child = shard_command(dir.path(), "0/2", &[]).spawn().unwrap();
+    let (mut kills, mut finished_first, mut last) = (0, 0, owned - 1);
+    while kills < 4 {
+        let before = complete_lines(&file);
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(150 + seed % 900));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
+        let target = (before + 1 + (seed % 2) as usize).min(last);
+        if target <= before {
+            break;
+        }
+        let log = dir.path().join("killed.log");
+        let mut child = shard_command(dir.path(), "0/2", &[])
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let limit = Duration::from_secs(120);
+        let killed = kill_9_when(&mut child, limit, || complete_lines(&file) >= target);
+        if let Err(status) = killed {
+            let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(status.success(), "shard 0 failed ({status}): {stderr}");
+            finished_first += 1;
+            assert!(
+                finished_first <= 2,
+                "shard 0 finished before the kill {finished_first} times"
+            );
+        } else {
             kills += 1;
         }
-        child.wait().unwrap();
-        let done = lines(&shard_file(dir.path(), 0));
+        let done = lines(&file);
         let mut seen: Vec<&str> = done.iter().map(|v| v["id"].as_str().unwrap()).collect();
         seen.sort();
         let n = seen.len();
         seen.dedup();
         assert_eq!(seen.len(), n, "no id written twice");
         assert!(seen.iter().all(|id| owned_by_0.iter().any(|o| o == id)));
-        if marker(&shard_file(dir.path(), 0)).exists() {
-            assert_eq!(
-                n,
-                owned_by_0.len(),
-                "a .done marker means every owned id is there"
-            );
+        if marker(&file).exists() {
+            assert_eq!(n, owned, "a .done marker means every owned id is there");
         }
+        if killed.is_ok() {
+            continue;
+        }
+        // Finished before the kill: start the shard over, killing earlier.
+        std::fs::remove_file(&file).unwrap();
+        std::fs::remove_file(marker(&file)).unwrap();
+        last = (last / 2).max(1);
     }
-    assert!(kills >= 2, "only {kills} kills landed");
+    assert!(kills >= 3, "only {kills} kills landed");
     // Merging now fails: shard 1 has not run, shard 0 may be unfinished.
     let merge = |extra: &[&str]| -> Run {
         let mut args = vec![
