@@ -888,3 +888,50 @@ fn jsonl_cases_with_masks_boxes_and_bad_lines() {
         Ok(_) => true,
     }));
 }
+
+// ---- Memory budgets
+
+#[test]
+fn sizes_claimed_beyond_the_memory_budget_are_refused_before_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    // 65535^7 voxels at bitpix 0: the NIfTI reader's own size check sees 0 bytes to read,
+    // and multiplying the dims would overflow.
+    let overflow = dir.path().join("overflow.nii");
+    nifti(&overflow, &[65535; 7], 2, 0, &[], 1.0, 0.0);
+    // 4096 x 4096 x 1024 uint8 (16 GiB) claimed by a file of a few bytes.
+    let huge = dir.path().join("huge.nii");
+    nifti(&huge, &[4096, 4096, 1024], 2, 8, &[1, 2, 3], 1.0, 0.0);
+    for (path, dims) in [
+        (
+            &overflow,
+            "[65535, 65535, 65535, 65535, 65535, 65535, 65535]",
+        ),
+        (&huge, "[4096, 4096, 1024]"),
+    ] {
+        let e = err(&one(path));
+        let want = format!("{}: the voxels of dim {dims} would take", path.display());
+        assert!(e.starts_with(&want) && e.contains("budget"), "{e}");
+    }
+    // COCO polygons are drawn into a label map of the JSON's own width x height.
+    let coco = dir.path().join("big.json");
+    let doc = json!({
+        "images": [
+            {"id": 1, "width": 200000, "height": 200000},
+            {"id": 2, "width": 10, "height": 10}
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[1, 1, 5, 1, 5, 5]]},
+            {"id": 2, "image_id": 2, "category_id": 1, "segmentation": [[1, 1, 5, 1, 5, 5]]}
+        ],
+        "categories": [{"id": 1, "name": "lesion"}]
+    });
+    fs::write(&coco, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let items = read(&[&coco], None);
+    assert_eq!(items.len(), 2);
+    let e = err(&items[0]);
+    assert!(
+        e.contains("the polygons' label map (200000x200000) would take 149 GiB"),
+        "{e}"
+    );
+    assert_eq!(mask(&items[1]).labels.len(), 100);
+}

@@ -2,6 +2,7 @@
 //! full decodes, and display thumbnails with a contrast stretch for 16-bit scans.
 
 use std::io::Cursor;
+use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
@@ -58,6 +59,36 @@ fn probe_header(bytes: &[u8]) -> Result<ImageInfo> {
 pub fn decode(bytes: &[u8]) -> Result<DynamicImage> {
     guarded(|| reader(bytes)?.decode().context("cannot decode image"))
 }
+
+/// Reads and decodes an image file (format from its bytes, not its name); errors name
+/// the file.
+pub fn decode_file(path: &Path) -> Result<DynamicImage> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    decode(&bytes).with_context(|| path.display().to_string())
+}
+
+/// Reads an image file's header only (format, size, colour mode); errors name the file.
+pub fn probe_file(path: &Path) -> Result<ImageInfo> {
+    use std::io::Read as _;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    // Headers sit at the start; a TIFF's may point further in, so those are read whole.
+    let mut head = Vec::new();
+    file.take(HEADER_BYTES)
+        .read_to_end(&mut head)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let info = match probe(&head) {
+        Ok(info) => Ok(info),
+        Err(_) if head.len() as u64 == HEADER_BYTES => std::fs::read(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| probe(&bytes)),
+        Err(e) => Err(e),
+    };
+    info.with_context(|| path.display().to_string())
+}
+
+/// How much of a file [`probe_file`] reads first.
+const HEADER_BYTES: u64 = 64 * 1024;
 
 /// An RGB thumbnail that fits in `size` x `size`. Images with more than 8 bits per
 /// channel (CT, MR) are stretched to their own min..max first so they are visible.

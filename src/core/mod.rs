@@ -1,5 +1,6 @@
 //! Everything reusable: no clap types in here. `cmd` wires these pieces together.
 
+pub mod budget;
 pub mod caption_parts;
 pub mod convert;
 pub mod data;

@@ -86,6 +86,13 @@ pub fn answer<'a>(
     }
     let captions = captioner()?.caption(&items, on_tokens)?;
     for (q, caption) in asked.into_iter().zip(captions) {
+        let caption = match caption {
+            Ok(caption) => caption,
+            Err(e) => {
+                out.failed.push((q.id.clone(), format!("{e:#}")));
+                continue;
+            }
+        };
         let line = AnswerLine {
             question_id: q.id.clone(),
             prompt: format!("{}\n<image>", question_text(&q.question)),

@@ -9,21 +9,49 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
-use nifti::{InMemNiftiVolume, NiftiObject, NiftiType, NiftiVolume, ReaderOptions};
+use nifti::{
+    InMemNiftiObject, InMemNiftiVolume, NiftiHeader, NiftiObject, NiftiType, NiftiVolume,
+    ReaderOptions,
+};
 
 use super::output::{Outputs, Picture, Pixels};
 use super::window::{self, Mapping, Window};
 use super::{Options, Rescale, Sidecar, WindowChoice, WindowUsed, inputs::Kind};
+use crate::core::budget;
 
 /// Array axis names used in picture suffixes (`_z0042` is slice 42 across axis 2).
 const AXIS_NAMES: [char; 3] = ['x', 'y', 'z'];
 
-/// Converts one NIfTI file; returns its sidecar (outputs filled in by the caller).
-pub fn convert(path: &Path, opts: &Options, out: &mut Outputs) -> Result<Sidecar> {
-    let obj = ReaderOptions::new().read_file(path).map_err(|e| match e {
+/// Reads a NIfTI-1 file once its header's `dim` is known to fit
+/// [`budget::VOLUME_BYTES`] at `computed` bytes a voxel beyond the two copies of the
+/// stored voxels reading makes (the bytes, then typed values): a header of a few bytes
+/// can claim terabytes, and a gzip of zeros can deliver them.
+pub fn read_within_budget(path: &Path, computed: u64) -> Result<InMemNiftiObject> {
+    let unreadable = |e: nifti::NiftiError| match e {
         nifti::NiftiError::Io(io) => anyhow::anyhow!("not a readable NIfTI-1 file: {io}"),
         e => anyhow::anyhow!("not a readable NIfTI-1 file: {e}"),
-    })?;
+    };
+    let header = NiftiHeader::from_file(path).map_err(unreadable)?;
+    let dims: Vec<u64> = header
+        .dim()
+        .map_err(unreadable)?
+        .iter()
+        .map(|&d| u64::from(d))
+        .collect();
+    let stored = header.data_type().map_or(8, |t| t.size_of() as u64);
+    budget::bytes(
+        &format!("the voxels of dim {dims:?}"),
+        &dims,
+        2 * stored + computed,
+        budget::VOLUME_BYTES,
+    )?;
+    ReaderOptions::new().read_file(path).map_err(unreadable)
+}
+
+/// Converts one NIfTI file; returns its sidecar (outputs filled in by the caller).
+pub fn convert(path: &Path, opts: &Options, out: &mut Outputs) -> Result<Sidecar> {
+    // The voxels become f64 values.
+    let obj = read_within_budget(path, 8)?;
     let header = obj.header().clone();
     let volume = obj.into_volume();
     let shape: Vec<usize> = volume.dim().iter().map(|&d| usize::from(d)).collect();

@@ -115,20 +115,51 @@ impl Captioner {
         &self.model
     }
 
-    /// Captions a batch; `on_tokens(n)` reports generated tokens as they come.
+    /// Captions a batch; `on_tokens(n)` reports generated tokens as they come. One
+    /// result per item, in order: an image that cannot be prepared (over a memory
+    /// budget) fails alone and the others are captioned; model errors fail the call.
     pub fn caption(
         &self,
         items: &[CaptionInput],
+        on_tokens: &mut (dyn FnMut(usize) + Send),
+    ) -> Result<Vec<Result<Caption>>> {
+        let images: Vec<&DynamicImage> = items.iter().map(|i| &i.pixels).collect();
+        let mut ready = Vec::with_capacity(items.len());
+        let mut planes = Vec::with_capacity(items.len());
+        let mut results: Vec<Option<Result<Caption>>> = Vec::with_capacity(items.len());
+        for (item, prepared) in items.iter().zip(self.processor.planes(&images)) {
+            match prepared {
+                Ok(plane) => {
+                    ready.push(item);
+                    planes.push(plane);
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let mut captions = self
+            .caption_prepared(&ready, planes, on_tokens)?
+            .into_iter();
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Ok(captions.next().expect("one caption per ready item"))))
+            .collect())
+    }
+
+    /// Captions items whose images are already `planes` of normalised pixels.
+    fn caption_prepared(
+        &self,
+        items: &[&CaptionInput],
+        planes: Vec<Vec<f32>>,
         on_tokens: &mut (dyn FnMut(usize) + Send),
     ) -> Result<Vec<Caption>> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
         let device = self.model.llm.embed.device();
-        let images: Vec<&DynamicImage> = items.iter().map(|i| &i.pixels).collect();
         let pixels = self
             .processor
-            .batch(&images, device)?
+            .tensor(planes, device)?
             .to_dtype(self.model.dtype())?;
         let started = std::time::Instant::now();
         let features = cpu_fused::inference(device, || self.model.encode_images(&pixels))?;

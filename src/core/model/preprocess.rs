@@ -14,6 +14,7 @@ use image::{DynamicImage, RgbImage};
 use rayon::prelude::*;
 
 use super::config::AspectMode;
+use crate::core::budget;
 
 /// OpenAI CLIP's normalisation constants, digit for digit as published.
 #[allow(clippy::excessive_precision)]
@@ -62,25 +63,43 @@ impl ImageProcessor {
     }
 
     /// The `size` x `size` RGB image after padding, resizing and cropping (before rescaling).
+    /// Every buffer is checked against [`budget::PICTURE_BYTES`] before it is made: a
+    /// 100000 x 1 PNG of a few hundred bytes would otherwise ask for a 30 GB canvas.
     pub fn square_pixels(&self, image: &DynamicImage) -> Result<RgbImage> {
+        let (w, h) = (u64::from(image.width()), u64::from(image.height()));
+        budget::picture("the image in RGB", w, h, 3)?;
+        let (w, h) = match self.aspect {
+            AspectMode::Pad => {
+                let side = w.max(h);
+                budget::picture("the image padded to a square", side, side, 3)?;
+                (side, side)
+            }
+            AspectMode::Crop => (w, h),
+        };
+        let (nw, nh) = self.resized_size(w as usize, h as usize);
+        // Each resampling pass keeps one side and makes the other: no buffer is larger.
+        budget::picture("the resized image", w.max(nw as u64), h.max(nh as u64), 3)?;
         let rgb = image.to_rgb8();
         let rgb = match self.aspect {
             AspectMode::Pad => self.expand_to_square(rgb),
             AspectMode::Crop => rgb,
         };
-        let (w, h) = (rgb.width() as usize, rgb.height() as usize);
         let s = self.size;
-        // transformers' get_resize_output_image_size(default_to_square=False).
-        let (short, long) = (w.min(h), w.max(h));
-        let new_long = (s * long) as f64 / short as f64;
-        let new_long = new_long as usize;
-        let (nw, nh) = if w <= h { (s, new_long) } else { (new_long, s) };
         let resized = resize(&rgb, nw, nh)?;
         let (top, left) = ((nh - s) / 2, (nw - s) / 2);
         Ok(
             image::imageops::crop_imm(&resized, left as u32, top as u32, s as u32, s as u32)
                 .to_image(),
         )
+    }
+
+    /// The size the shortest side's resize to `size` gives (transformers'
+    /// `get_resize_output_image_size(default_to_square=False)`).
+    fn resized_size(&self, w: usize, h: usize) -> (usize, usize) {
+        let s = self.size;
+        let (short, long) = (w.min(h), w.max(h));
+        let new_long = ((s * long) as f64 / short as f64) as usize;
+        if w <= h { (s, new_long) } else { (new_long, s) }
     }
 
     /// `expand2square`: centre the image on a square of the mean colour.
@@ -114,18 +133,30 @@ impl ImageProcessor {
         out
     }
 
-    /// The `(N, 3, size, size)` f32 pixel tensor for a batch of images (prepared in
-    /// parallel).
-    pub fn batch(&self, images: &[&DynamicImage], device: &Device) -> Result<Tensor> {
-        let planes = images
+    /// Each image's normalised `(3, size, size)` values, or why it cannot be prepared
+    /// (over a memory budget), prepared in parallel.
+    pub fn planes(&self, images: &[&DynamicImage]) -> Vec<Result<Vec<f32>>> {
+        images
             .par_iter()
             .map(|image| Ok(self.normalize(&self.square_pixels(image)?)))
-            .collect::<Result<Vec<_>>>()?;
+            .collect()
+    }
+
+    /// The `(N, 3, size, size)` f32 pixel tensor of planes from [`Self::planes`].
+    pub fn tensor(&self, planes: Vec<Vec<f32>>, device: &Device) -> Result<Tensor> {
+        let n = planes.len();
         Ok(Tensor::from_vec(
             planes.concat(),
-            (images.len(), 3, self.size, self.size),
+            (n, 3, self.size, self.size),
             device,
         )?)
+    }
+
+    /// The `(N, 3, size, size)` f32 pixel tensor for a batch of images; fails if any
+    /// image fails.
+    pub fn batch(&self, images: &[&DynamicImage], device: &Device) -> Result<Tensor> {
+        let planes = self.planes(images).into_iter().collect::<Result<_>>()?;
+        self.tensor(planes, device)
     }
 }
 
@@ -268,6 +299,29 @@ mod tests {
         assert_eq!(sq.get_pixel(3, 3).0, [122, 116, 104]);
         let v = p.normalize(&sq);
         assert!((v[0] - (122.0 / 255.0 - CLIP_MEAN[0]) / CLIP_STD[0]).abs() < 1e-6);
+    }
+
+    #[test]
+    fn extreme_aspect_ratios_are_refused_before_the_canvas_is_made() {
+        // Decoded, 100000 x 1 is 300 kB; its square canvas would be 30 GB, and its
+        // crop-mode resize (shortest side to 336) 33.6M x 336 pixels.
+        let wide = DynamicImage::ImageRgb8(RgbImage::new(100_000, 1));
+        let started = std::time::Instant::now();
+        let pad = ImageProcessor::new(336, AspectMode::Pad);
+        let e = pad.square_pixels(&wide).unwrap_err().to_string();
+        assert!(
+            e.starts_with("the image padded to a square (100000x100000)"),
+            "{e}"
+        );
+        let crop = ImageProcessor::new(336, AspectMode::Crop);
+        let e = crop.square_pixels(&wide).unwrap_err().to_string();
+        assert!(e.starts_with("the resized image (33600000x336)"), "{e}");
+        assert!(started.elapsed().as_secs() < 2);
+        // One bad image fails alone in a batch's planes.
+        let fine = DynamicImage::ImageRgb8(RgbImage::new(40, 30));
+        let planes = pad.planes(&[&fine, &wide]);
+        assert_eq!(planes[0].as_ref().unwrap().len(), 3 * 336 * 336);
+        assert!(planes[1].is_err());
     }
 
     #[test]

@@ -73,11 +73,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use image::DynamicImage;
-use nifti::{NiftiObject, NiftiType, NiftiVolume, ReaderOptions};
+use nifti::{NiftiObject, NiftiType, NiftiVolume};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::{LabelMap, PixelBox};
+use crate::core::budget;
 use crate::core::data::id_text;
 
 /// What one item gives the measurer.
@@ -296,7 +297,8 @@ fn png_header(bytes: &[u8]) -> Option<(u8, u8)> {
 
 fn decode_mask(bytes: &[u8]) -> Result<LabelMap> {
     let png = png_header(bytes);
-    let img = image::load_from_memory(bytes).map_err(|e| anyhow!("not a readable image: {e}"))?;
+    let img =
+        crate::core::image::decode(bytes).map_err(|e| anyhow!("not a readable image: {e:#}"))?;
     let (width, height) = (img.width() as usize, img.height() as usize);
     if let Some((_, 3)) = png {
         return palette_labels(bytes, &img);
@@ -448,10 +450,10 @@ voxel!(u8, i8, u16, i16, u32, i32, u64, i64, f32, f64);
 
 fn read_nifti(path: &Path, id: &str, visit: &mut dyn FnMut(Item) -> Result<()>) -> Result<()> {
     let source = path.display().to_string();
-    let obj = match ReaderOptions::new().read_file(path) {
+    let obj = match crate::core::medical::nifti::read_within_budget(path, 0) {
         Ok(o) => o,
         Err(e) => {
-            let msg = anyhow!("{source}: not a readable NIfTI-1 file: {e}");
+            let msg = anyhow!("{source}: {e:#}");
             return visit(Item::new(id.to_string(), source, Err(msg)));
         }
     };
@@ -819,13 +821,10 @@ fn coco_regions(
             let Some(image) = image else {
                 bail!("no `width`/`height` and no `file_name` to read them from");
             };
-            let (w, h) = image::image_dimensions(image).map_err(|e| {
-                anyhow!(
-                    "no `width`/`height`, and {} cannot be read for its size: {e}",
-                    image.display()
-                )
+            let info = crate::core::image::probe_file(image).map_err(|e| {
+                anyhow!("no `width`/`height`, and the image cannot be read for its size: {e:#}")
             })?;
-            (w as usize, h as usize)
+            (info.width as usize, info.height as usize)
         }
     };
     let mut rle = Vec::new();
@@ -842,6 +841,9 @@ fn coco_regions(
             "RLE segmentation is not supported (polygons and boxes only): {}",
             rle.join(", ")
         );
+    }
+    if polygons {
+        budget::picture("the polygons' label map", width as u64, height as u64, 4)?;
     }
     let mut map = polygons.then(|| LabelMap {
         width,
@@ -1037,9 +1039,9 @@ fn jsonl_regions(
         bail!("field `id`: expected a string or number, found {v}");
     }
     let image_size = |image: &Path| -> Result<(usize, usize)> {
-        let (w, h) = image::image_dimensions(image)
-            .map_err(|e| anyhow!("image {}: cannot read its size: {e}", image.display()))?;
-        Ok((w as usize, h as usize))
+        let info = crate::core::image::probe_file(image)
+            .map_err(|e| anyhow!("cannot read the image's size: {e:#}"))?;
+        Ok((info.width as usize, info.height as usize))
     };
     let label =
         match obj.get("label") {

@@ -104,27 +104,20 @@ pub fn measure_box(
         (x0, x1) = (x0.min(w), x1.min(w));
         (y0, y1) = (y0.min(h), y1.min(h));
     }
-    let (bw, bh) = (u64::from(x1 - x0), u64::from(y1 - y0));
-    let area = bw * bh;
-    // Sums of doubled pixel centres over the box: sum(2x + 1) over [x0, x1) = x1² - x0².
-    let sx2 = (sq(x1) - sq(x0)) * bh;
-    let sy2 = (sq(y1) - sq(y0)) * bw;
-    let cx = f64::from(x0 + x1) / 2.0;
-    let cy = f64::from(y0 + y1) / 2.0;
-    let mut roi = make_roi(
+    // Below 2^32 a side, the area fits u64 and the centre is exact in f64; an empty
+    // box still has a centre.
+    let area = u64::from(x1 - x0) * u64::from(y1 - y0);
+    let centre = |a: u32, b: u32| (f64::from(a) + f64::from(b)) / 2.0;
+    make_roi(
         label.to_string(),
         [x0, y0, x1, y1],
         area,
-        (sx2, sy2),
+        [centre(x0, x1), centre(y0, y1)],
         1,
         width,
         height,
         orientation,
-    );
-    // An empty box still has a centre (the sums above are 0 then).
-    roi.centroid = [cx, cy];
-    roi.position = position_words(cx, cy, width, height, orientation);
-    roi
+    )
 }
 
 /// MedTrinity-style position words for a point (a centroid) in a `width x height`
@@ -262,7 +255,7 @@ impl Measurer {
                 c.label.to_string(),
                 [c.x0, c.y0, c.x1, c.y1],
                 c.area,
-                (c.sx2, c.sy2),
+                centroid(c.area, c.sx2, c.sy2),
                 n,
                 w,
                 h,
@@ -466,14 +459,27 @@ fn clamp_u32(v: usize) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
 
-/// Builds a [`Roi`] from a box, an area and the doubled centre sums; sizes of 0 give
-/// 0 (never NaN) for the normalised values.
+/// The mean pixel centre of `area` pixels from their doubled centre sums (`[0, 0]`
+/// for no pixels, never NaN).
+fn centroid(area: u64, sx2: u64, sy2: u64) -> [f64; 2] {
+    let mean = |sum: u64| {
+        if area > 0 {
+            sum as f64 / (2.0 * area as f64)
+        } else {
+            0.0
+        }
+    };
+    [mean(sx2), mean(sy2)]
+}
+
+/// Builds a [`Roi`] from a box, an area and the centroid; sizes of 0 give 0 (never NaN)
+/// for the normalised values.
 #[allow(clippy::too_many_arguments)]
 fn make_roi(
     label: String,
     bbox: [u32; 4],
     area: u64,
-    (sx2, sy2): (u64, u64),
+    [cx, cy]: [f64; 2],
     components: usize,
     width: usize,
     height: usize,
@@ -481,8 +487,6 @@ fn make_roi(
 ) -> Roi {
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     let (wf, hf) = (width as f64, height as f64);
-    let cx = ratio(sx2 as f64, 2.0 * area as f64);
-    let cy = ratio(sy2 as f64, 2.0 * area as f64);
     Roi {
         label,
         bbox,
@@ -856,6 +860,27 @@ mod tests {
         };
         let r = measure_box(empty, "x", 10, 8, Orientation::Anatomical);
         assert_eq!((r.area, r.centroid), (0, [3.0, 4.0]));
+    }
+
+    #[test]
+    fn measure_box_is_exact_for_boxes_near_two_to_the_32() {
+        let top = u32::MAX;
+        let b = PixelBox {
+            x0: top - 4,
+            y0: 0,
+            x1: top,
+            y1: top,
+        };
+        // Image size unknown: the box is kept as given.
+        let r = measure_box(b, "x", 0, 0, Orientation::Anatomical);
+        assert_eq!(r.area, 4 * u64::from(top));
+        assert_eq!(r.centroid, [f64::from(top) - 2.0, f64::from(top) / 2.0]);
+        // In an image that large, it sits on the right edge, half way down.
+        let side = top as usize;
+        let r = measure_box(b, "x", side, side, Orientation::Anatomical);
+        assert_eq!(r.position, "right center");
+        let r = measure_box(b, "x", side, side, Orientation::Radiological);
+        assert_eq!(r.position, "left center");
     }
 
     /// Flood-fill reference: components per label with areas, boxes and centre sums.

@@ -7,6 +7,7 @@ use anyhow::{Context as _, Result, bail};
 use image::{Rgb, RgbImage};
 
 use super::{LabelMap, Roi};
+use crate::core::budget;
 
 /// The box colour (pure green, as in the MedTrinity prompts).
 const GREEN: Rgb<u8> = Rgb([0, 255, 0]);
@@ -26,8 +27,8 @@ pub fn draw(
     let (w, h) = size;
     let mut canvas = match image {
         Some(path) => {
-            let img = image::open(path)
-                .with_context(|| format!("{}: cannot read the image", path.display()))?
+            let img = crate::core::image::decode_file(path)
+                .context("cannot read the image")?
                 .to_rgb8();
             if (img.width() as usize, img.height() as usize) != (w, h) {
                 bail!(
@@ -39,14 +40,17 @@ pub fn draw(
             }
             img
         }
-        None => RgbImage::from_fn(w as u32, h as u32, |x, y| {
-            let on = mask.is_some_and(|m| m.labels[y as usize * w + x as usize] != 0);
-            if on {
-                Rgb([160, 160, 160])
-            } else {
-                Rgb([0, 0, 0])
-            }
-        }),
+        None => {
+            budget::picture("the overlay", w as u64, h as u64, 3)?;
+            RgbImage::from_fn(w as u32, h as u32, |x, y| {
+                let on = mask.is_some_and(|m| m.labels[y as usize * w + x as usize] != 0);
+                if on {
+                    Rgb([160, 160, 160])
+                } else {
+                    Rgb([0, 0, 0])
+                }
+            })
+        }
     };
     if outline && let Some(mask) = mask {
         draw_outline(&mut canvas, mask);
@@ -112,6 +116,26 @@ fn draw_outline(img: &mut RgbImage, mask: &LabelMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_image_is_read_by_its_bytes_not_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let png = dir.path().join("scan.jpg");
+        RgbImage::from_pixel(8, 6, Rgb([9, 9, 9]))
+            .write_to(
+                &mut std::io::BufWriter::new(std::fs::File::create(&png).unwrap()),
+                image::ImageFormat::Png,
+            )
+            .unwrap();
+        let out = draw(Some(&png), None, (8, 6), &[], false).unwrap();
+        assert_eq!(out.get_pixel(0, 0), &Rgb([9, 9, 9]));
+    }
+
+    #[test]
+    fn an_overlay_without_an_image_is_sized_within_the_budget() {
+        let e = draw(None, None, (100_000, 100_000), &[], false).unwrap_err();
+        assert!(e.to_string().contains("the overlay (100000x100000)"), "{e}");
+    }
 
     fn roi(bbox: [u32; 4]) -> Roi {
         Roi {

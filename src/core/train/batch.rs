@@ -67,7 +67,10 @@ impl Collator<'_> {
         let pixels = match &record.image {
             Some(source) => {
                 let image = source.open().with_context(|| record.origin.clone())?;
-                let px = self.processor.batch(&[&image], self.device)?;
+                let px = self
+                    .processor
+                    .batch(&[&image], self.device)
+                    .with_context(|| record.origin.clone())?;
                 Some(px.squeeze(0)?)
             }
             None => None,

@@ -32,9 +32,7 @@ impl RecordImage {
     /// Decodes the image.
     pub fn open(&self) -> Result<image::DynamicImage> {
         match self {
-            RecordImage::File(path) => {
-                image::open(path).with_context(|| format!("image {}", path.display()))
-            }
+            RecordImage::File(path) => crate::core::image::decode_file(path),
             RecordImage::Bytes(bytes) => crate::core::image::decode(bytes),
         }
     }
@@ -257,6 +255,28 @@ fn permutation(n: usize, key: u64) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_are_decoded_by_their_bytes_not_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        // A PNG saved under a .jpg name, as dataset exports often have.
+        let png = dir.path().join("scan.jpg");
+        image::GrayImage::new(7, 3)
+            .write_to(
+                &mut std::io::BufWriter::new(std::fs::File::create(&png).unwrap()),
+                image::ImageFormat::Png,
+            )
+            .unwrap();
+        let img = RecordImage::File(png).open().unwrap();
+        assert_eq!((img.width(), img.height()), (7, 3));
+        let junk = dir.path().join("junk.png");
+        std::fs::write(&junk, b"not an image").unwrap();
+        let e = format!("{:#}", RecordImage::File(junk).open().unwrap_err());
+        assert!(
+            e.contains("junk.png") && e.contains("unrecognised image format"),
+            "{e}"
+        );
+    }
 
     fn record(id: usize, image: bool, words: usize) -> Record {
         Record {
