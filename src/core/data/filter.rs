@@ -5,18 +5,31 @@
 //! `source = 'slake'`, `caption ILIKE '%computed tomography%'`, `row < 100`,
 //! `length(caption) > 500 AND source IN ('pmc', 'roco')`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use anyhow::Result;
+use polars::chunked_array::cast::CastOptions;
 use polars::prelude::*;
 use serde_json::Value;
 
 use super::sample::{Batch, ImageRef};
-use crate::core::error::usage;
+use crate::core::error::{contain_panic, usage};
 
 /// A compiled `--filter` expression.
+///
+/// Each input column gets its type from the first batch that has values in it (the
+/// clause is checked on the first batch with [`Filter::check`] before any row is used)
+/// and keeps it: later batches
+/// are read with that type (a value that does not convert is null, as SQL's `TRY_CAST`),
+/// so a clause that held for the first batch cannot fail on a later one because a
+/// column there happened to be all null or written as text.
 #[derive(Clone)]
 pub struct Filter {
     text: String,
     expr: Expr,
+    /// The type each read column was given when first seen.
+    types: Arc<Mutex<HashMap<String, DataType>>>,
 }
 
 impl std::fmt::Debug for Filter {
@@ -25,14 +38,21 @@ impl std::fmt::Debug for Filter {
     }
 }
 
+/// The columns every batch has, whatever its input.
+const FIXED: [&str; 5] = ["id", "caption", "source", "image", "row"];
+
 impl Filter {
-    /// Compiles a SQL WHERE clause; a syntax error is a usage error.
+    /// Compiles a SQL WHERE clause; a syntax error is a usage error (and so is a panic
+    /// in the SQL compiler, which polars-sql has on some inputs).
     pub fn parse(text: &str) -> Result<Self> {
-        let expr =
-            polars::sql::sql_expr(text).map_err(|e| usage(format!("--filter `{text}`: {e}")))?;
+        let expr = contain_panic("the SQL compiler", || {
+            polars::sql::sql_expr(text).map_err(anyhow::Error::from)
+        })
+        .map_err(|e| usage(format!("--filter `{text}`: {e:#}")))?;
         Ok(Filter {
             text: text.to_string(),
             expr,
+            types: Arc::default(),
         })
     }
 
@@ -41,30 +61,40 @@ impl Filter {
         &self.text
     }
 
+    /// Evaluates the clause on the run's first batch before any row is used, fixing the
+    /// types of the input's columns: a clause that reads a column the input lacks, or
+    /// compares it with the wrong type, fails here as a usage error.
+    pub fn check(&self, first: &Batch) -> Result<()> {
+        self.mask(first).map(drop)
+    }
+
     /// Which records of `batch` match. A reference to a column the input does not have
     /// (or any other evaluation error) is a usage error naming the available columns.
     pub fn mask(&self, batch: &Batch) -> Result<Vec<bool>> {
         let n = batch.len();
-        let frame =
-            frame(batch).map_err(|e| usage(format!("--filter: cannot build columns: {e}")))?;
-        let names: Vec<String> = frame
-            .get_column_names()
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let out = frame
-            .lazy()
-            .select([self.expr.clone().alias("__keep")])
-            .collect()
-            .and_then(|df| df.column("__keep")?.cast(&DataType::Boolean))
-            .map_err(|e| {
-                usage(format!(
-                    "--filter `{}`: {e} (columns: {})",
-                    self.text,
-                    names.join(", ")
-                ))
-            })?;
-        let keep = out
+        let frame = self.frame(batch)?;
+        let keep = contain_panic("the --filter evaluation", || {
+            frame
+                .lazy()
+                .select([self.expr.clone().alias("__keep")])
+                .collect()
+                .and_then(|df| df.column("__keep")?.cast(&DataType::Boolean))
+                .map_err(anyhow::Error::from)
+        })
+        .map_err(|e| {
+            let mut names: Vec<String> = FIXED.iter().map(|s| s.to_string()).collect();
+            for name in batch.extra_names() {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+            usage(format!(
+                "--filter `{}`: {e:#} (columns: {})",
+                self.text,
+                names.join(", ")
+            ))
+        })?;
+        let keep = keep
             .bool()
             .map_err(|e| usage(format!("--filter `{}`: {e}", self.text)))?;
         Ok(match keep.len() {
@@ -72,46 +102,82 @@ impl Filter {
             _ => (0..n).map(|i| keep.get(i).unwrap_or(false)).collect(),
         })
     }
+
+    /// The batch as a polars frame: the fixed columns as documented, the input's own
+    /// with the type each was first given, and null columns for those earlier batches
+    /// had and this one lacks.
+    fn frame(&self, batch: &Batch) -> Result<DataFrame> {
+        let n = batch.len();
+        let extras = batch.extra_names();
+        let mut types = self.types.lock().unwrap_or_else(|p| p.into_inner());
+        let mut columns: Vec<Column> = FIXED.iter().map(|name| fixed_column(batch, name)).collect();
+        for name in extras.iter().filter(|n| !FIXED.contains(&n.as_str())) {
+            let values: Vec<Value> = (0..n).map(|i| batch.extra_value(i, name)).collect();
+            let column = json_column(name, &values);
+            let column = match types.get(name) {
+                Some(t) if t != &DataType::Null && t != column.dtype() => column
+                    .cast_with_options(t, CastOptions::NonStrict)
+                    .map_err(|e| usage(format!("--filter: column `{name}`: {e}")))?,
+                Some(t) if t != &DataType::Null || column.dtype() == &DataType::Null => column,
+                _ => {
+                    types.insert(name.clone(), column.dtype().clone());
+                    column
+                }
+            };
+            columns.push(column);
+        }
+        for (name, dtype) in types.iter().filter(|(name, _)| !extras.contains(name)) {
+            columns.push(Column::full_null(name.as_str().into(), n, dtype));
+        }
+        DataFrame::new(n, columns)
+            .map_err(|e| usage(format!("--filter: cannot build columns: {e}")))
+    }
 }
 
-/// The batch as a polars frame with the documented columns.
-fn frame(batch: &Batch) -> PolarsResult<DataFrame> {
+/// One of the columns every batch has.
+fn fixed_column(batch: &Batch, name: &str) -> Column {
     let n = batch.len();
-    let ids: Vec<String> = (0..n).map(|i| batch.id(i).into_owned()).collect();
-    let captions: Vec<Option<&str>> = (0..n).map(|i| batch.caption(i)).collect();
-    let sources: Vec<Option<&str>> = (0..n).map(|i| batch.source(i)).collect();
-    let images: Vec<Option<String>> = (0..n)
-        .map(|i| match batch.image(i) {
-            ImageRef::None => None,
-            ImageRef::Bytes { path, .. } => path.map(str::to_string),
-            ImageRef::File(p) => Some(p.to_string_lossy().into_owned()),
-            ImageRef::Archived(name) => Some(name.to_string()),
-        })
-        .collect();
-    let rows: Vec<u64> = (0..n as u64).map(|i| batch.first_row + i).collect();
-    let mut columns = vec![
-        Column::new("id".into(), ids),
-        Column::new("caption".into(), captions),
-        Column::new("source".into(), sources),
-        Column::new("image".into(), images),
-        Column::new("row".into(), rows),
-    ];
-    for name in batch.extra_names() {
-        if columns.iter().any(|c| c.name().as_str() == name) {
-            continue;
-        }
-        let values: Vec<Value> = (0..n).map(|i| batch.extra_value(i, &name)).collect();
-        columns.push(json_column(&name, &values));
+    match name {
+        "id" => Column::new(
+            name.into(),
+            (0..n).map(|i| batch.id(i).into_owned()).collect::<Vec<_>>(),
+        ),
+        "caption" => Column::new(
+            name.into(),
+            (0..n).map(|i| batch.caption(i)).collect::<Vec<_>>(),
+        ),
+        "source" => Column::new(
+            name.into(),
+            (0..n).map(|i| batch.source(i)).collect::<Vec<_>>(),
+        ),
+        "image" => Column::new(
+            name.into(),
+            (0..n)
+                .map(|i| match batch.image(i) {
+                    ImageRef::None => None,
+                    ImageRef::Bytes { path, .. } => path.map(str::to_string),
+                    ImageRef::File(p) => Some(p.to_string_lossy().into_owned()),
+                    ImageRef::Archived(name) => Some(name.to_string()),
+                })
+                .collect::<Vec<_>>(),
+        ),
+        _ => Column::new(
+            name.into(),
+            (0..n as u64)
+                .map(|i| batch.first_row + i)
+                .collect::<Vec<_>>(),
+        ),
     }
-    DataFrame::new(n, columns)
 }
 
 /// A typed column from JSON values: booleans, integers, floats or strings (anything
-/// else is compared as its JSON text).
+/// else is compared as its JSON text); null when every value is.
 fn json_column(name: &str, values: &[Value]) -> Column {
     let all = |f: fn(&Value) -> bool| values.iter().all(|v| v.is_null() || f(v));
     let name = PlSmallStr::from(name);
-    if all(Value::is_boolean) {
+    if all(Value::is_null) {
+        Column::full_null(name, values.len(), &DataType::Null)
+    } else if all(Value::is_boolean) {
         Column::new(name, values.iter().map(Value::as_bool).collect::<Vec<_>>())
     } else if all(Value::is_i64) {
         Column::new(name, values.iter().map(Value::as_i64).collect::<Vec<_>>())
@@ -172,6 +238,48 @@ mod tests {
         for (sql, want) in cases {
             assert_eq!(Filter::parse(sql).unwrap().mask(&b).unwrap(), want, "{sql}");
         }
+    }
+
+    /// A batch of records whose `year` fields are `years` (absent where None).
+    fn years(first_row: u64, years: &[Option<Value>]) -> Batch {
+        let samples = years
+            .iter()
+            .enumerate()
+            .map(|(i, y)| Sample {
+                id: format!("r{}", first_row + i as u64),
+                image: ImageSource::File(format!("imgs/{i}.png").into()),
+                caption: Some("x".into()),
+                source: None,
+                extra: y.iter().map(|y| ("year".to_string(), y.clone())).collect(),
+            })
+            .collect();
+        Batch::owned(0, first_row, samples)
+    }
+
+    #[test]
+    fn a_column_keeps_the_type_the_first_batch_gave_it() {
+        let f = Filter::parse("year > 2020").unwrap();
+        f.check(&years(0, &[Some(json!(2019)), Some(json!(2023))]))
+            .unwrap();
+        // All null here: once a Boolean column, which `> 2020` cannot compare.
+        let nulls = years(2, &[Some(Value::Null), Some(Value::Null)]);
+        assert_eq!(f.mask(&nulls).unwrap(), [false, false]);
+        // Written as text here: read as the numbers they are, or null.
+        let text = years(4, &[Some(json!("2024")), Some(json!("unknown"))]);
+        assert_eq!(f.mask(&text).unwrap(), [true, false]);
+        // Absent from every record of a later batch: null.
+        assert_eq!(f.mask(&years(6, &[None])).unwrap(), [false]);
+        // Absent from the first batch: refused before any row, naming the columns.
+        let err = Filter::parse("year > 2020")
+            .unwrap()
+            .check(&years(0, &[None, None]))
+            .unwrap_err();
+        assert_eq!(crate::core::error::exit_code(&err), 2);
+        assert!(
+            err.to_string()
+                .contains("(columns: id, caption, source, image, row)"),
+            "{err}"
+        );
     }
 
     #[test]

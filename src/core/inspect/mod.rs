@@ -55,6 +55,9 @@ pub fn inspect(
 ) -> Result<Tally> {
     let failed: Vec<usize> = open_failures.iter().map(|(i, _)| *i).collect();
     let units = dataset.units(&failed, opts.threads);
+    if let Some(filter) = &opts.filter {
+        check_filter(dataset, &units, &opts.read, filter)?;
+    }
     let bar = progress::bar(dataset.known_rows(&units), "rows", "inspecting");
     let next = AtomicUsize::new(0);
     let abort = AtomicBool::new(false);
@@ -99,6 +102,35 @@ pub fn inspect(
     }
     all.failures.sort();
     Ok(all)
+}
+
+/// Checks `filter` on the first records batch before any row is tallied (and fixes the
+/// types of the columns it reads), so a clause that cannot hold fails at once rather
+/// than part way through; read errors are left to the pass itself.
+fn check_filter(
+    dataset: &Dataset,
+    units: &[Unit],
+    read: &ReadOptions,
+    filter: &Filter,
+) -> Result<()> {
+    let records = units
+        .iter()
+        .filter(|u| dataset.inputs[u.input].role == Role::Records);
+    for unit in records {
+        let mut checked = None;
+        let _ = dataset.read(unit, read, &mut |batch| match batch {
+            Ok(b) if b.len() > 0 => {
+                checked = Some(filter.check(&b));
+                Flow::Stop
+            }
+            Ok(_) => Flow::Continue,
+            Err(_) => Flow::Stop,
+        });
+        if let Some(result) = checked {
+            return result;
+        }
+    }
+    Ok(())
 }
 
 /// Reads one unit into `tally`. Returns Err only for fatal errors.
