@@ -289,3 +289,86 @@ fn model_problems_are_one_line_errors() {
             .contains("no such checkpoint folder")
     );
 }
+
+#[test]
+fn a_picture_too_large_to_prepare_is_skipped_by_name_with_a_json_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("imgs");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::copy(testdata("images/cell.png"), folder.join("cell.png")).unwrap();
+    // A few hundred bytes of PNG whose square canvas would be 100000 x 100000 RGB (30 GB).
+    image::GrayImage::new(100_000, 1)
+        .save(folder.join("wide.png"))
+        .unwrap();
+    assert!(std::fs::metadata(folder.join("wide.png")).unwrap().len() < 2_000);
+    let started = std::time::Instant::now();
+    let r = mt_in(
+        dir.path(),
+        &[
+            "--json",
+            "caption",
+            "imgs",
+            "--model",
+            &model("tiny-llava"),
+            "--max-new-tokens",
+            "4",
+            "--batch-size",
+            "2",
+            "-o",
+            "out.jsonl",
+        ],
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(started.elapsed().as_secs() < 120);
+    let out = lines(&dir.path().join("out.jsonl"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0]["id"], "cell.png");
+    let summary = r.json();
+    assert_eq!(
+        (summary["captioned"].as_u64(), summary["failed"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(summary["failures"][0]["input"], "wide.png");
+    let error = summary["failures"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("padded to a square (100000x100000)") && error.contains("budget"),
+        "{error}"
+    );
+    // With the captions on stdout, the summary goes to stderr and stdout stays JSONL.
+    let r = mt_in(
+        dir.path(),
+        &[
+            "--json",
+            "--no-run-dir",
+            "caption",
+            "imgs/cell.png",
+            "--model",
+            &model("tiny-llava"),
+            "--max-new-tokens",
+            "2",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json_lines().len(), 1);
+    let last = r.stderr.lines().last().unwrap();
+    let summary: serde_json::Value = serde_json::from_str(last).expect(last);
+    assert_eq!(summary["captioned"], 1);
+}
+
+#[test]
+fn orientation_without_the_pipeline_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = mt_in(
+        dir.path(),
+        &[
+            "caption",
+            &images(),
+            "--model",
+            &model("tiny-llava"),
+            "--orientation",
+            "anatomical",
+        ],
+    );
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--pipeline"), "{}", r.stderr);
+}

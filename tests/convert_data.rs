@@ -271,6 +271,17 @@ fn records_without_caption_or_image_are_listed() {
         assert!(r.stderr.contains(needle), "{needle:?} not in {}", r.stderr);
     }
     assert_eq!(parquet_rows(&out).len(), 1);
+    // --json: the same run summarised on stdout, failures included.
+    let out2 = dir.path().join("pq2");
+    let r = mt(&["--json", "convert", "parquet", s(&input), "-o", s(&out2)]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let summary = r.json();
+    assert_eq!(
+        (summary["records"].as_u64(), summary["failed"].as_u64()),
+        (Some(1), Some(3))
+    );
+    let failures = summary["failures"].as_array().unwrap();
+    assert!(failures[0]["error"].as_str().unwrap().contains("no caption"));
 }
 
 #[test]

@@ -274,3 +274,42 @@ fn parquet_output_has_the_jsonl_rows_and_a_rerun_appends() {
     assert_eq!(type_of("area_pct"), arrow_schema::DataType::Float64);
     assert_eq!(type_of("label"), arrow_schema::DataType::Utf8);
 }
+
+#[test]
+fn an_overlay_over_the_budget_fails_its_item_and_json_summarises_the_run() {
+    let dir = workdir();
+    let cases = [
+        r#"{"id": "ok", "image": "phantom.png", "bbox": [10, 20, 110, 60]}"#,
+        r#"{"id": "vast", "bbox": [0, 0, 10, 10], "width": 100000, "height": 100000}"#,
+    ];
+    fs::write(dir.path().join("cases.jsonl"), cases.join("\n") + "\n").unwrap();
+    let args = [
+        "--json",
+        "roi",
+        "cases.jsonl",
+        "-o",
+        "rois.jsonl",
+        "--overlay",
+        "overlays",
+        "--run-dir",
+        "run",
+    ];
+    let run = mt_in(dir.path(), &args);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let ids: Vec<String> = lines(&dir.path().join("rois.jsonl"))
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["ok"]);
+    let summary = run.json();
+    assert_eq!(
+        (summary["items"].as_u64(), summary["written"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(summary["failures"][0]["input"], "cases.jsonl:2");
+    let error = summary["failures"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("the overlay (100000x100000) would take") && error.contains("budget"),
+        "{error}"
+    );
+}

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Serialize;
 
-use super::{Context, finish_failures};
+use super::{Context, failure_list, finish_failures};
 use crate::core::data::{Batch, Dataset, Flow, ImageRef, ReadOptions, inputs};
 use crate::core::error::usage;
 use crate::core::knowledge::KnowledgeIndex;
@@ -98,10 +98,11 @@ pub struct Args {
     /// Images per forward pass.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// GPU index (needs a CUDA build); the CPU otherwise.
+    /// GPU index (needs a CUDA build). Default: GPU 0 when a CUDA build sees one, else
+    /// the CPU.
     #[arg(long, conflicts_with = "cpu")]
     pub gpu: Option<usize>,
-    /// Run on the CPU (the default without --gpu).
+    /// Run on the CPU even when a GPU is visible.
     #[arg(long)]
     pub cpu: bool,
     /// Compute dtype: f32, bf16 or f16 (default bf16 on GPU, f32 on CPU).
@@ -123,10 +124,10 @@ pub struct Args {
     /// JSON of source name -> coarse caption template (`*` = all other sources).
     #[arg(long, value_name = "FILE", requires = "pipeline")]
     pub coarse_templates: Option<PathBuf>,
-    /// Left/right convention of position words for boxes from `bbox` fields (`auto`:
-    /// radiological for CT, MRI, X-ray, PET; as shown otherwise).
-    #[arg(long, value_parser = ["auto", "radiological", "anatomical"], default_value = "auto")]
-    pub orientation: String,
+    /// Left/right convention of position words for boxes from `bbox` fields in the
+    /// pipeline (default `auto`: radiological for CT, MRI, X-ray, PET; as shown otherwise).
+    #[arg(long, value_parser = ["auto", "radiological", "anatomical"], requires = "pipeline")]
+    pub orientation: Option<String>,
     /// Print (or write to -o) the prompts and what went into them; load no model.
     #[arg(long)]
     pub dry_run: bool,
@@ -207,10 +208,12 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
     let mut pending: Vec<(CaptionInput, Option<Audit>)> = Vec::new();
     let flush = |pending: &mut Vec<(CaptionInput, Option<Audit>)>,
                  out: &mut RecordOutput,
-                 tally: &mut Tally|
+                 tally: &mut Tally,
+                 failures: &mut Vec<(String, String)>|
      -> Result<()> {
+        let records = pending.len();
         let lines = match &captioner {
-            Some(c) => caption_lines(c, pending, &mut |n| tally.tokens += n)?,
+            Some(c) => caption_lines(c, pending, failures, &mut |n| tally.tokens += n)?,
             None => pending
                 .drain(..)
                 .map(|(item, audit)| dry_run_line(item, audit, args))
@@ -219,7 +222,7 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         pending.clear();
         out.write_all(&lines)?;
         tally.written += lines.len();
-        bar.inc(lines.len() as u64);
+        bar.inc(records as u64);
         let secs = started.elapsed().as_secs_f64().max(1e-9);
         bar.set_message(format!(
             "captioning, {:.1} tokens/s",
@@ -262,7 +265,7 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
                     }
                 }
                 if pending.len() == args.batch_size
-                    && let Err(e) = flush(&mut pending, &mut out, &mut tally)
+                    && let Err(e) = flush(&mut pending, &mut out, &mut tally, &mut failures)
                 {
                     failed = Some(e);
                     return Flow::Stop;
@@ -278,7 +281,7 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
             failures.push((dataset.inputs[unit.input].display(), format!("{e:#}")));
         }
     }
-    flush(&mut pending, &mut out, &mut tally)?;
+    flush(&mut pending, &mut out, &mut tally, &mut failures)?;
     bar.finish_and_clear();
     let in_output = out.len();
     out.finish()?;
@@ -318,8 +321,22 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         ),
         None => {}
     }
-    for (id, e) in &failures {
-        eprintln!("error: {id}: {e}");
+    let json = serde_json::json!({
+        "output": output,
+        "captioned": tally.written,
+        "skipped_existing": in_output.saturating_sub(tally.written),
+        "other_shards": tally.other_shards,
+        "new_tokens": tally.tokens,
+        "seconds": secs,
+        "failed": failures.len(),
+        "failures": failure_list(&failures),
+    });
+    if ctx.json {
+        super::summary(ctx, output == Path::new("-"), &json, String::new)?;
+    } else {
+        for (id, e) in &failures {
+            eprintln!("error: {id}: {e}");
+        }
     }
     let failed = failures.len();
     finish_failures(ctx, failures, failed, tally.written + failed)
@@ -347,7 +364,8 @@ fn check(args: &Args) -> Result<()> {
 /// The checkpoint, ready to caption; its config and decoding settings go to the run dir.
 fn load_captioner(args: &Args, ctx: &mut Context) -> Result<Captioner> {
     let model = args.model.as_deref().unwrap_or(Path::new("."));
-    let device = device(args.gpu)?;
+    let gpu = super::pick_gpu(args.gpu, args.cpu);
+    let device = device(gpu)?;
     let dtype = dtype(args.dtype.as_deref(), &device)?;
     let ckpt = Checkpoint::open(model, args.vision_tower.as_deref(), &device, dtype)?;
     let decoding = GenerationConfig {
@@ -358,9 +376,7 @@ fn load_captioner(args: &Args, ctx: &mut Context) -> Result<Captioner> {
         stop_tokens: Vec::new(),
     };
     if let Some(run) = &mut ctx.run {
-        let place = args
-            .gpu
-            .map_or_else(|| "cpu".to_string(), |i| format!("cuda:{i}"));
+        let place = gpu.map_or_else(|| "cpu".to_string(), |i| format!("cuda:{i}"));
         run.set_device(format!("{place} {dtype:?}").to_lowercase());
         run.write_json("model.json", &ckpt.config)?;
     }
@@ -403,7 +419,7 @@ fn open_pipeline(args: &Args, shard: Option<Shard>, ctx: &mut Context) -> Result
         }
         None => None,
     };
-    let orientation = match args.orientation.as_str() {
+    let orientation = match args.orientation.as_deref().unwrap_or("auto") {
         "radiological" => Some(Orientation::Radiological),
         "anatomical" => Some(Orientation::Anatomical),
         _ => None,
@@ -483,27 +499,35 @@ fn refuse_dry_run_output(output: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Captions a batch into output lines.
+/// Captions a batch into output lines; images that could not be prepared go to
+/// `failures` as (id, message).
 fn caption_lines(
     captioner: &Captioner,
     pending: &mut Vec<(CaptionInput, Option<Audit>)>,
+    failures: &mut Vec<(String, String)>,
     on_tokens: &mut (dyn FnMut(usize) + Send),
 ) -> Result<Vec<(String, Line)>> {
     let (items, audits): (Vec<_>, Vec<_>) = std::mem::take(pending).into_iter().unzip();
     let captions = captioner.caption(&items, on_tokens)?;
-    let line = |(caption, audit): (Caption, Option<Audit>)| {
-        let id = caption.id.clone();
-        let head = Head::Caption(caption);
-        (
-            id,
-            Line {
-                head,
-                prompt: None,
-                audit,
-            },
-        )
-    };
-    Ok(captions.into_iter().zip(audits).map(line).collect())
+    let mut lines = Vec::with_capacity(items.len());
+    for ((item, caption), audit) in items.iter().zip(captions).zip(audits) {
+        match caption {
+            Ok(caption) => {
+                let head = Head::Caption(caption);
+                let line = Line {
+                    head,
+                    prompt: None,
+                    audit,
+                };
+                lines.push((item.id.clone(), line));
+            }
+            Err(e) => {
+                tracing::warn!("{}: {e:#}", item.id);
+                failures.push((item.id.clone(), format!("{e:#}")));
+            }
+        }
+    }
+    Ok(lines)
 }
 
 /// The `--dry-run` line of one record: the prompt and what went into it.

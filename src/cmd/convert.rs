@@ -373,6 +373,18 @@ fn convert_vqa(a: &VqaArgs, ctx: &mut Context) -> Result<()> {
             .iter()
             .map(|(id, why)| (format!("question {id}"), format!("question {id}: {why}"))),
     );
+    if ctx.json {
+        let json = serde_json::json!({
+            "output": a.output,
+            "questions": loaded.questions.len(),
+            "closed": closed,
+            "open": loaded.questions.len() - closed,
+            "images_written": result.images_written,
+            "failed": failures.len(),
+            "failures": super::failure_list(&failures),
+        });
+        super::summary(ctx, a.output == Path::new("-"), &json, String::new)?;
+    }
     let failed = failures.len();
     finish_failures(
         ctx,
@@ -400,7 +412,12 @@ fn convert_llava(a: &LlavaArgs, ctx: &mut Context) -> Result<()> {
     let stats = llava::convert(&dataset, &read, &mut sink, &opts, &|n| bar.inc(n))?;
     sink.finish()?;
     bar.finish_and_clear();
-    report(ctx, stats, &dataset, open_failures, started, resumed)
+    let run = Finished {
+        started,
+        resumed,
+        output: &a.io.output,
+    };
+    report(ctx, stats, &dataset, open_failures, run)
 }
 
 /// Largest row group: arrow's binary arrays index their bytes with i32 offsets.
@@ -472,7 +489,12 @@ fn write_shards<W: RecordSink>(
     let shards = writer.finish()?;
     bar.finish_and_clear();
     tracing::info!("{shards} shards in {}", out.display());
-    report(ctx, stats, &dataset, open_failures, started, resumed)
+    let run = Finished {
+        started,
+        resumed,
+        output: out,
+    };
+    report(ctx, stats, &dataset, open_failures, run)
 }
 
 type OpenFailures = Vec<(usize, anyhow::Error)>;
@@ -492,13 +514,24 @@ fn open_inputs(
 
 /// Logs what a dataset conversion did, records it in the run dir, and turns failed
 /// records or inputs into exit 3.
+/// What a finished record conversion reports besides its stats.
+struct Finished<'a> {
+    started: std::time::Instant,
+    /// Records the output held before this run.
+    resumed: usize,
+    output: &'a Path,
+}
+
 fn report(
     ctx: &mut Context,
     mut stats: Stats,
     dataset: &Dataset,
     open_failures: OpenFailures,
-    started: std::time::Instant,
-    resumed: usize,
+    Finished {
+        started,
+        resumed,
+        output,
+    }: Finished<'_>,
 ) -> Result<()> {
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
@@ -526,6 +559,19 @@ fn report(
         run.set_count("images_written", stats.images_written);
         run.set_count("archive_members", stats.archive_members);
         run.set_count("failed", stats.failures.len());
+    }
+    if ctx.json {
+        let json = serde_json::json!({
+            "output": output,
+            "records": stats.records,
+            "skipped_existing": stats.skipped_existing,
+            "images_written": stats.images_written,
+            "archive_members": stats.archive_members,
+            "seconds": secs,
+            "failed": stats.failures.len(),
+            "failures": super::failure_list(&stats.failures),
+        });
+        super::summary(ctx, output == Path::new("-"), &json, String::new)?;
     }
     let failed = stats.failures.len();
     let total = stats.records + stats.skipped_existing + failed;

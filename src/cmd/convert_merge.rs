@@ -77,14 +77,20 @@ pub fn run(args: &MergeArgs, ctx: &mut Context) -> Result<()> {
     if failed > 0 {
         tracing::warn!("{failed} records failed in the shards' runs (see their failures.json)");
     }
-    if !ctx.quiet {
-        eprintln!(
+    let json = serde_json::json!({
+        "output": args.output,
+        "shards": shards.len(),
+        "records": total,
+        "added": added,
+        "failed_in_shards": failed,
+    });
+    super::summary(ctx, args.output == Path::new("-"), &json, || {
+        format!(
             "merge: {} shards, {total} records in {} ({added} added)",
             shards.len(),
             args.output.display()
-        );
-    }
-    Ok(())
+        )
+    })
 }
 
 /// Appends one shard's records that `out` lacks; returns the shard's records and how

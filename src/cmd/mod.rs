@@ -105,7 +105,7 @@ pub fn execute(cli: Cli, argv: Vec<String>, log: &LogSink) -> Result<()> {
     let g = &cli.global;
     match cli.command {
         Command::Completions(a) => completions::run(&a),
-        Command::Replay(a) => replay::run(&a, log),
+        Command::Replay(a) => replay::run(&a, g.json, log),
         Command::Inspect(a) => {
             with_run_dir("inspect", &a, g, argv, log, |ctx| inspect::run(&a, ctx))
         }
@@ -184,24 +184,86 @@ fn with_run_dir<A: Serialize>(
     result
 }
 
-/// `argv` with the values of secret flags (`--token`) replaced by `***`, for run.json.
+/// Flags whose values are secrets: run.json records [`REDACTED`] in their place, and
+/// `mt replay` drops them (the replay reads the secret from the environment again).
+pub const SECRET_FLAGS: [&str; 1] = ["--token"];
+
+/// What run.json holds in place of a secret flag's value.
+pub const REDACTED: &str = "***";
+
+/// `argv` with the values of [`SECRET_FLAGS`] replaced by [`REDACTED`], for run.json.
 fn redact_secrets(argv: Vec<String>) -> Vec<String> {
     let mut out = Vec::with_capacity(argv.len());
     let mut hide_next = false;
     for arg in argv {
         if hide_next {
-            out.push("***".to_string());
+            out.push(REDACTED.to_string());
             hide_next = false;
-        } else if arg == "--token" {
+        } else if SECRET_FLAGS.contains(&arg.as_str()) {
             hide_next = true;
             out.push(arg);
-        } else if arg.starts_with("--token=") {
-            out.push("--token=***".to_string());
+        } else if let Some((flag, _)) = arg.split_once('=')
+            && SECRET_FLAGS.contains(&flag)
+        {
+            out.push(format!("{flag}={REDACTED}"));
         } else {
             out.push(arg);
         }
     }
     out
+}
+
+/// The GPU a model command runs on: `--gpu N`; none with `--cpu`; with neither, GPU 0
+/// when this is a CUDA build and a GPU is visible, else none (the CPU).
+pub fn pick_gpu(gpu: Option<usize>, cpu: bool) -> Option<usize> {
+    match (gpu, cpu) {
+        (Some(i), _) => Some(i),
+        (None, true) => None,
+        (None, false) => gpu_visible().then_some(0),
+    }
+}
+
+/// Whether CUDA can open GPU 0 (always false without the `cuda` feature).
+fn gpu_visible() -> bool {
+    #[cfg(feature = "cuda")]
+    {
+        candle_core::Device::new_cuda(0).is_ok()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        false
+    }
+}
+
+/// Failures as `[{input, error}]`: the form of failures.json and of `--json` summaries.
+pub fn failure_list(failures: &[(String, String)]) -> Vec<serde_json::Value> {
+    failures
+        .iter()
+        .map(|(input, error)| serde_json::json!({"input": input, "error": error}))
+        .collect()
+}
+
+/// Prints a command's end-of-run summary: with `--json`, `json` as one line on stdout,
+/// or on stderr when the command's records themselves went to stdout (`-o -`), so stdout
+/// stays one record per line; otherwise `text()` on stderr unless `--quiet`.
+pub fn summary(
+    ctx: &Context,
+    records_on_stdout: bool,
+    json: &serde_json::Value,
+    text: impl FnOnce() -> String,
+) -> Result<()> {
+    match (ctx.json, records_on_stdout) {
+        (true, false) => print(&format!("{json}\n")),
+        (true, true) => {
+            eprintln!("{json}");
+            Ok(())
+        }
+        (false, _) if !ctx.quiet => {
+            eprintln!("{}", text());
+            Ok(())
+        }
+        (false, _) => Ok(()),
+    }
 }
 
 /// Writes `text` to stdout; a closed pipe (`mt ... | head`) is not an error.
@@ -232,10 +294,7 @@ pub fn finish_failures(
     for (_, e) in &failures {
         tracing::warn!("{e}");
     }
-    let list: Vec<serde_json::Value> = failures
-        .iter()
-        .map(|(input, error)| serde_json::json!({"input": input, "error": error}))
-        .collect();
+    let list = failure_list(&failures);
     let where_ = match (&ctx.run, run_file(ctx, "failures.json")) {
         (Some(run), Some(path)) => {
             run.write_json("failures.json", &list)?;

@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use clap::Parser;
 use serde::Serialize;
 
-use super::{Cli, execute};
+use super::{Cli, REDACTED, SECRET_FLAGS, execute};
 use crate::core::error::usage;
 use crate::core::logging::LogSink;
 use crate::core::run::RunRecord;
@@ -25,21 +25,35 @@ pub struct Args {
     pub dry_run: bool,
 }
 
-/// The recorded argv without `--run-dir` (a replay gets a run directory of its own).
+/// The recorded argv without `--run-dir` (a replay gets a run directory of its own) and
+/// without the secret flags run.json redacted (their `***` is no secret: the replay
+/// takes the token from `HF_TOKEN`, `HF_TOKEN_PATH` or `$HF_HOME/token`, as a run
+/// without `--token` does).
 pub fn replay_argv(record: &RunRecord) -> Vec<String> {
+    let dropped = |flag: &str| flag == "--run-dir" || SECRET_FLAGS.contains(&flag);
     let mut out = Vec::with_capacity(record.argv.len());
     let mut args = record.argv.iter();
     while let Some(a) = args.next() {
-        if a == "--run-dir" {
+        if dropped(a) {
             args.next();
-        } else if !a.starts_with("--run-dir=") {
+        } else if !a.split_once('=').is_some_and(|(flag, _)| dropped(flag)) {
             out.push(a.clone());
         }
     }
     out
 }
 
-pub fn run(args: &Args, log: &LogSink) -> Result<()> {
+/// Whether the record redacted a secret flag (the replay then goes without it).
+fn had_secret(record: &RunRecord) -> bool {
+    record.argv.iter().any(|a| {
+        SECRET_FLAGS.contains(&a.as_str())
+            || a.split_once('=')
+                .is_some_and(|(flag, v)| SECRET_FLAGS.contains(&flag) && v == REDACTED)
+    })
+}
+
+/// Replays the run; `json`: `--dry-run` prints `{"argv": [...]}`.
+pub fn run(args: &Args, json: bool, log: &LogSink) -> Result<()> {
     let path = if args.run.is_dir() {
         args.run.join("run.json")
     } else {
@@ -50,7 +64,10 @@ pub fn run(args: &Args, log: &LogSink) -> Result<()> {
         .map_err(|e| usage(format!("{}: not a run.json: {e}", path.display())))?;
     let argv = replay_argv(&record);
     if args.dry_run {
-        return super::print(&(argv.join(" ") + "\n"));
+        return match json {
+            true => super::print(&format!("{}\n", serde_json::json!({ "argv": argv }))),
+            false => super::print(&(argv.join(" ") + "\n")),
+        };
     }
     let cli = Cli::try_parse_from(&argv).map_err(|e| {
         usage(format!(
@@ -63,6 +80,14 @@ pub fn run(args: &Args, log: &LogSink) -> Result<()> {
             "{}: records a replay; replay the original run instead",
             path.display()
         )));
+    }
+    if had_secret(&record) {
+        tracing::warn!(
+            "{}: the recorded {} was not kept; the replay reads it from the environment \
+             (HF_TOKEN, HF_TOKEN_PATH or $HF_HOME/token)",
+            path.display(),
+            SECRET_FLAGS.join("/")
+        );
     }
     tracing::info!("replaying {}", path.display());
     execute(cli, argv, log)
@@ -84,6 +109,9 @@ mod tests {
                 "3",
                 "inspect",
                 "--run-dir=y",
+                "--token",
+                "***",
+                "--token=***",
                 "data",
             ]
             .map(String::from)

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use super::{Context, finish_failures};
+use super::{Context, failure_list, finish_failures};
 use crate::core::convert::images::id_key;
 use crate::core::error::usage;
 use crate::core::progress;
@@ -151,16 +151,25 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         run.set_count("empty", tally.empty);
         run.set_count("failed", failures.len());
     }
-    if !ctx.quiet {
-        eprintln!(
+    let json = serde_json::json!({
+        "output": args.output,
+        "items": tally.items,
+        "written": tally.written,
+        "resumed": tally.resumed,
+        "empty": tally.empty,
+        "failed": failures.len(),
+        "failures": failure_list(&failures),
+    });
+    super::summary(ctx, args.output == Path::new("-"), &json, || {
+        format!(
             "roi: {} items, {} written, {} already done, {} with no region, {} failed",
             tally.items,
             tally.written,
             tally.resumed,
             tally.empty,
             failures.len()
-        );
-    }
+        )
+    })?;
     let failed = failures.len();
     finish_failures(ctx, failures, failed, tally.items)
 }

@@ -116,10 +116,10 @@ pub struct TrainingArgs {
     /// Checkpoints to keep (0 = all).
     #[arg(long, default_value_t = 3)]
     pub save_total_limit: usize,
-    /// GPU index.
+    /// GPU index. Default: GPU 0 when a CUDA build sees one, else the CPU.
     #[arg(long)]
     pub gpu: Option<usize>,
-    /// Train on the CPU (tiny configs).
+    /// Train on the CPU even when a GPU is visible (tiny configs).
     #[arg(long, conflicts_with = "gpu")]
     pub cpu: bool,
     /// Parameter dtype: f32, bf16 (default: bf16 on a GPU, f32 on the CPU).
@@ -247,7 +247,7 @@ pub fn run_training(preset: Preset, args: &TrainingArgs, ctx: &mut Context) -> R
     finish_failures(ctx, summary.skipped, skipped, summary.records)
 }
 
-/// The GPU this process trains on: `--gpu` alone; under a multi-process launch the
+/// The GPU this process trains on: alone, as `--gpu` / `--cpu` pick it; under a multi-process launch the
 /// rank's `LOCAL_RANK`, or GPU 0 when the launcher shows each rank one GPU
 /// (`CUDA_VISIBLE_DEVICES` with one entry, as `srun --gpus-per-task 1` does).
 fn gpu_index(
@@ -256,7 +256,7 @@ fn gpu_index(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<usize>> {
     if world.size == 1 {
-        return Ok(args.gpu);
+        return Ok(super::pick_gpu(args.gpu, args.cpu));
     }
     if args.cpu || args.gpu.is_some() {
         return Err(usage(
