@@ -1201,3 +1201,52 @@ fn local_dir_follows_the_branch_and_dry_runs_write_nothing() {
     ok(&out);
     assert!(out.stderr.contains("verified 6"), "{}", out.stderr);
 }
+
+#[test]
+fn replaying_a_run_given_a_token_takes_the_token_from_the_environment() {
+    let repo = FakeRepo::model("org/gated")
+        .with_commit("main", model_files())
+        .with_token(TOKEN);
+    let server = HubServer::start(vec![repo], ServerConfig::default());
+    let env = Env::new(&server);
+    ok(&env.mt(&["download", "org/gated", "--token", TOKEN, "--run-dir", "r1"]));
+    let dry = env.mt(&["--no-run-dir", "replay", "r1", "--dry-run"]);
+    ok(&dry);
+    assert!(
+        !dry.stdout.contains("--token") && !dry.stdout.contains("***"),
+        "{}",
+        dry.stdout
+    );
+    // The redacted `***` is not replayed as the token: HF_TOKEN is used, into a fresh
+    // cache so that every file is fetched again under the token.
+    let fresh = env.dir.path().join("cache2");
+    let fresh_cache = fresh.to_str().unwrap();
+    let out = env.mt_env(
+        &["replay", "r1"],
+        &[("HF_TOKEN", TOKEN), ("HF_HUB_CACHE", fresh_cache)],
+    );
+    ok(&out);
+    assert!(out.stderr.contains("was not kept"), "{}", out.stderr);
+    assert_eq!(
+        find(&fresh, "config.json").len(),
+        1,
+        "the replay fetched nothing"
+    );
+    // HF_TOKEN_PATH works the same; with no token at all the Hub refuses, by name.
+    let token_file = env.dir.path().join("token.txt");
+    fs::write(&token_file, TOKEN).unwrap();
+    let third = env.dir.path().join("cache3");
+    ok(&env.mt_env(
+        &["--no-run-dir", "replay", "r1"],
+        &[
+            ("HF_TOKEN_PATH", token_file.to_str().unwrap()),
+            ("HF_HUB_CACHE", third.to_str().unwrap()),
+        ],
+    ));
+    let none = env.mt_env(
+        &["--no-run-dir", "replay", "r1"],
+        &[("HF_HUB_CACHE", env.dir.path().join("cache4").to_str().unwrap())],
+    );
+    assert_eq!(none.code, 3, "{}", none.stderr);
+    assert!(none.stderr.contains("HF_TOKEN"), "{}", none.stderr);
+}
