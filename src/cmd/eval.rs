@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::{Context, GlobalArgs, eval_bench, finish_failures, print};
 use crate::core::error::usage;
-use crate::core::eval::answers::{align, read_answers, read_truth};
+use crate::core::eval::answers::{Rejected, align, read_answers, read_truth};
 use crate::core::eval::chunks::Chunk;
 use crate::core::eval::{Bench, llava_med, multimedeval, report};
 use crate::core::run::write_atomic;
@@ -204,16 +204,31 @@ fn score(a: &ScoreArgs, ctx: &mut Context) -> Result<()> {
     let answers = read_answers(&a.pred, &mut rejected)?;
     let rows_read = truth.len() + answers.len() + rejected.len();
     let aligned = align(truth, answers);
-    if aligned.pairs.is_empty() && aligned.unmatched_truth == 0 && !rejected.is_empty() {
-        return Err(usage(format!(
-            "{}: none of its records could be read ({} rejected; first: {}); is it in the LLaVA eval layout? (mt convert vqa writes it)",
-            a.gt.display(),
-            rejected
-                .iter()
-                .filter(|r| r.file == a.gt.display().to_string())
-                .count(),
-            rejected[0]
-        )));
+    if aligned.pairs.is_empty() {
+        // A file of which no record could be read is not in the layout mt expects.
+        let files = [
+            (
+                &a.gt,
+                aligned.unmatched_truth,
+                "in the LLaVA eval layout? (mt convert vqa writes it)",
+            ),
+            (
+                &a.pred,
+                aligned.unmatched_answers,
+                "a LLaVA answer JSONL (question_id, text)?",
+            ),
+        ];
+        for (file, readable, layout) in files {
+            let name = file.display().to_string();
+            let bad: Vec<&Rejected> = rejected.iter().filter(|r| r.file == name).collect();
+            if readable == 0 && !bad.is_empty() {
+                return Err(usage(format!(
+                    "{name}: none of its records could be read ({} rejected; first: {}); is it {layout}",
+                    bad.len(),
+                    bad[0]
+                )));
+            }
+        }
     }
     if aligned.pairs.is_empty() {
         bail!(
