@@ -8,18 +8,21 @@
 //!   `non_lora_trainables.bin`, and mt reads such files that `torch.save` wrote;
 //! - transformers loads the language model of a `model/` export (safetensors with
 //!   `{"format": "pt"}`) and computes the loss mt computes with it;
-//! - `datasets` reads `mt convert parquet` shards with the Image feature.
+//! - `datasets` reads `mt convert parquet` shards with the Image feature, and loads a
+//!   dataset `mt download` put in the Hub cache (the loopback fake Hub), offline.
 //!
 //! (huggingface_hub reading mt's downloads is in tests/download.rs.)
 
 mod common;
+mod hub_server;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::Tensor;
-use common::{max_abs_diff, mt_in, root, test_python, testdata};
+use common::{max_abs_diff, mt_env, mt_in, root, test_python, testdata};
+use hub_server::{FakeRepo, HubServer, ServerConfig};
 use medtrinity::core::train::export::read_safetensors;
 use serde_json::{Value, json};
 
@@ -29,6 +32,17 @@ const MODULES: &[&str] = &["torch", "safetensors", "transformers", "peft", "data
 /// Runs `tests/interop/<script> args` with every Hub and cache access kept in `dir`
 /// (offline) and returns each stdout line as JSON.
 fn python(py: &Path, dir: &Path, script: &str, args: &[&str]) -> Vec<Value> {
+    python_env(py, dir, script, args, &[])
+}
+
+/// [`python`] with extra environment variables (set last).
+fn python_env(
+    py: &Path,
+    dir: &Path,
+    script: &str,
+    args: &[&str],
+    extra: &[(&str, &str)],
+) -> Vec<Value> {
     let home = dir.join("hf-home");
     let out = Command::new(py)
         .arg(root().join("tests/interop").join(script))
@@ -43,6 +57,7 @@ fn python(py: &Path, dir: &Path, script: &str, args: &[&str]) -> Vec<Value> {
         .env("TOKENIZERS_PARALLELISM", "false")
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .env("PYTHONHASHSEED", "0")
+        .envs(extra.iter().copied())
         .output()
         .expect("python starts");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -233,7 +248,7 @@ fn torch_load_weights_only_opens_the_bin_files_mt_writes() {
         .chain(pairs.iter().map(|p| s(p)))
         .collect();
     let checks = python(&py, tmp.path(), "torch_bin.py", &args);
-    eprintln!("torch.load: {checks:?}");
+    eprintln!("torch.load: {}", json!(checks));
     assert_eq!(checks.len(), 2);
     // Stage 1 ran in bf16 (as on a GPU), LoRA in f32 (the CPU's default).
     assert_eq!(
@@ -447,5 +462,73 @@ fn datasets_reads_mt_parquet_shards_with_the_image_feature() {
         r["same_rows"], true,
         "ids, captions or image bytes differ: {r}"
     );
+    assert_eq!(r["pixels_differ"], json!([]), "{r}");
+}
+
+#[test]
+fn datasets_loads_a_dataset_mt_downloaded_into_the_hub_cache() {
+    let Some(py) = test_python(MODULES) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let demo = testdata("medtrinity-demo/25M_demo");
+    let mut files = vec![("README.md".to_string(), b"card".to_vec(), false)];
+    for shard in [
+        "train-00000-of-00002.parquet",
+        "train-00001-of-00002.parquet",
+    ] {
+        let bytes = std::fs::read(demo.join(shard)).unwrap();
+        files.push((format!("25M_demo/{shard}"), bytes, true));
+    }
+    let repo = FakeRepo::dataset("UCSC-VLAA/MedTrinity-25M").with_commit("main", files);
+    let server = HubServer::start(vec![repo], ServerConfig::default());
+    // The cache python() points datasets at.
+    let cache = dir.join("hf-home/hub");
+    let args = [
+        "--no-run-dir",
+        "download",
+        "UCSC-VLAA/MedTrinity-25M",
+        "--repo-type",
+        "dataset",
+        "--config",
+        "25M_demo",
+    ];
+    let env = [
+        ("HF_ENDPOINT", server.endpoint()),
+        ("HF_HUB_CACHE", s(&cache).to_string()),
+        ("HF_HOME", s(&dir.join("hf-home")).to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let r = mt_env(dir, &args, &env);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // datasets cannot resolve a Hub repo offline (it needs its own cache of an online
+    // load), so it asks the fake Hub for the commit and the listing; the shards it must
+    // take from mt's snapshot folder: no LFS body is served again. (The card is fetched:
+    // --config 25M_demo did not select README.md.)
+    server.reset_log();
+    let spec = "hub:UCSC-VLAA/MedTrinity-25M:25M_demo";
+    let online = [
+        ("HF_ENDPOINT", env[0].1),
+        ("HF_HUB_OFFLINE", "0"),
+        ("HF_DATASETS_OFFLINE", "0"),
+        ("HF_HUB_DISABLE_XET", "1"),
+    ];
+    let r = &python_env(&py, dir, "datasets_parquet.py", &[spec, s(&demo)], &online)[0];
+    let gets: Vec<String> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.body_bytes > 0 && !r.path.starts_with("/api/"))
+        .map(|r| r.path)
+        .collect();
+    assert!(gets.is_empty(), "datasets downloaded again: {gets:?}");
+    eprintln!("datasets from the Hub cache: {r}");
+    assert_eq!(
+        r["features"],
+        json!({"image": "Image", "id": "Value", "caption": "Value"}),
+        "{r}"
+    );
+    assert_eq!(r["rows"], 33, "{r}");
+    assert_eq!(r["same_rows"], true, "{r}");
     assert_eq!(r["pixels_differ"], json!([]), "{r}");
 }

@@ -1,10 +1,14 @@
-"""`datasets` reads the parquet shards `mt convert parquet` wrote, with the Image
-feature, and finds the rows of the original. Run by tests/interop.rs:
+"""`datasets` reads parquet shards with the Image feature, finds the rows of the
+original, and reads them from the Hub cache that `mt download` filled. Run by
+tests/interop.rs:
 
-    python datasets_parquet.py MT_OUTPUT_DIR ORIGINAL_DIR
+    python datasets_parquet.py OURS ORIGINAL_DIR
 
-Both folders are loaded with `load_dataset("parquet", data_dir=...)` (offline). Prints
-one JSON object; tests/interop.rs holds the expectations.
+OURS is a folder of shards (`mt convert parquet` output), loaded with
+`load_dataset("parquet", data_dir=OURS)`, or `hub:REPO:DIR`, loaded with
+`load_dataset(REPO, data_dir=DIR)` with HF_HUB_OFFLINE=1 (so from the Hub cache alone);
+ORIGINAL_DIR is a folder of shards. Prints one JSON object; tests/interop.rs holds the
+expectations.
 """
 
 import hashlib
@@ -15,8 +19,11 @@ import numpy as np
 from datasets import Image, load_dataset
 
 
-def load(data_dir: str):
-    return load_dataset("parquet", data_dir=data_dir, split="train")
+def load(spec: str):
+    if spec.startswith("hub:"):
+        _, repo, data_dir = spec.split(":")
+        return load_dataset(repo, data_dir=data_dir, split="train")
+    return load_dataset("parquet", data_dir=spec, split="train")
 
 
 def main() -> None:
