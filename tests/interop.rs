@@ -23,7 +23,8 @@ use std::process::Command;
 use candle_core::Tensor;
 use common::{max_abs_diff, mt_env, mt_in, root, test_python, testdata};
 use hub_server::{FakeRepo, HubServer, ServerConfig};
-use medtrinity::core::train::export::read_safetensors;
+use medtrinity::core::model::weights::{NameMap, Naming};
+use medtrinity::core::train::export::{read_safetensors, write_side_files, write_weights};
 use serde_json::{Value, json};
 
 /// What every script here imports.
@@ -386,35 +387,54 @@ fn transformers_loads_the_language_model_of_a_model_export() {
         "training changed nothing: {base_loss} -> {mt_loss}"
     );
 
-    let r = &python(
-        &py,
-        dir,
-        "transformers_export.py",
-        &[s(&export), s(&case_file)],
-    )[0];
-    eprintln!("transformers: {r}; mt's loss {mt_loss} (base {base_loss})");
-    let metadata = r["metadata"].as_object().unwrap();
-    assert!(!metadata.is_empty(), "{r}");
-    for (file, m) in metadata {
-        assert_eq!(m, &json!({"format": "pt"}), "{file}: {r}");
-    }
-    assert_eq!(r["missing_keys"], json!([]), "{r}");
-    assert_eq!(r["mismatched_keys"], json!([]), "{r}");
-    for k in r["unexpected_keys"].as_array().unwrap() {
+    // The export (one model.safetensors at this size), and the same weights sharded by
+    // mt's writer as a real model's export is (5 GB shards there, 100 kB here) with the
+    // index transformers follows.
+    let sharded = dir.join("sharded");
+    std::fs::create_dir(&sharded).unwrap();
+    let mut weights: Vec<(String, Tensor)> = tensors(&export.join("model.safetensors"))
+        .into_iter()
+        .map(|(name, t)| match NameMap::Original.canonical(&name) {
+            Naming::Canonical(c) => (c, t),
+            other => panic!("{name}: {other:?}"),
+        })
+        .collect();
+    weights.sort_by(|a, b| a.0.cmp(&b.0));
+    write_weights(&sharded, &weights, 100_000).unwrap();
+    write_side_files(&export, &sharded, &Default::default()).unwrap();
+    assert!(sharded.join("model.safetensors.index.json").is_file());
+
+    for (folder, files) in [(&export, 1), (&sharded, 7)] {
+        let r = &python(
+            &py,
+            dir,
+            "transformers_export.py",
+            &[s(folder), s(&case_file)],
+        )[0];
+        eprintln!("transformers: {r}; mt's loss {mt_loss} (base {base_loss})");
+        let metadata = r["metadata"].as_object().unwrap();
+        assert_eq!(metadata.len(), files, "{r}");
+        for (file, m) in metadata {
+            assert_eq!(m, &json!({"format": "pt"}), "{file}: {r}");
+        }
+        assert_eq!(r["missing_keys"], json!([]), "{r}");
+        assert_eq!(r["mismatched_keys"], json!([]), "{r}");
+        for k in r["unexpected_keys"].as_array().unwrap() {
+            assert!(
+                k.as_str().unwrap().contains("mm_projector"),
+                "not a language-model tensor: {k}"
+            );
+        }
+        assert_eq!(r["parameters"], 21, "{r}");
+        assert_eq!(r["compared"], 21, "{r}");
+        assert_eq!(f64_of(&r["max_param_vs_file"]), 0.0, "{r}");
+        assert_eq!(r["tokenizer_matches"], true, "{r}");
+        let loss = f64_of(&r["loss"]);
         assert!(
-            k.as_str().unwrap().contains("mm_projector"),
-            "not a language-model tensor: {k}"
+            (loss - mt_loss).abs() < 1e-5 * mt_loss.max(1.0),
+            "transformers' loss {loss} vs mt's {mt_loss}"
         );
     }
-    assert_eq!(r["parameters"], 21, "{r}");
-    assert_eq!(r["compared"], 21, "{r}");
-    assert_eq!(f64_of(&r["max_param_vs_file"]), 0.0, "{r}");
-    assert_eq!(r["tokenizer_matches"], true, "{r}");
-    let loss = f64_of(&r["loss"]);
-    assert!(
-        (loss - mt_loss).abs() < 1e-5 * mt_loss.max(1.0),
-        "transformers' loss {loss} vs mt's {mt_loss}"
-    );
 }
 
 #[test]
