@@ -276,6 +276,15 @@ fn torch_load_weights_only_opens_the_bin_files_mt_writes() {
         assert_eq!(c["same_dtypes"], true, "{c}");
         assert_eq!(c["same_shapes"], true, "{c}");
         assert_eq!(f64_of(&c["max_diff"]), 0.0, "{c}");
+        // LLaVA's key clean-up leaves the projector's own names, and its strict
+        // load_state_dict into the mlp2x_gelu projector takes every tensor.
+        let names = ["0.bias", "0.weight", "2.bias", "2.weight"];
+        let names: Vec<String> = names
+            .iter()
+            .map(|n| format!("model.mm_projector.{n}"))
+            .collect();
+        assert_eq!(c["llava_names"], json!(names), "{c}");
+        assert_eq!(c["llava_projector_loaded"], true, "{c}");
     }
 }
 

@@ -3,7 +3,8 @@
     python torch_bin.py check BIN SAFETENSORS [BIN SAFETENSORS ...]
         torch.load(BIN, weights_only=True) (the safe loader, what LLaVA's
         load_pretrained_model and --pretrain_mm_mlp_adapter get from torch >= 2.6) must
-        give a dict of exactly the tensors in SAFETENSORS; prints one JSON object per pair.
+        give a dict of exactly the tensors in SAFETENSORS, which LLaVA's loading code
+        puts into its projector; prints one JSON object per pair.
 
     python torch_bin.py write CHECKPOINT_SAFETENSORS PREFIX DTYPE SEED OUT_BIN OUT_SAFETENSORS
         a new random projector: for every `mm_projector` tensor of the checkpoint file, one
@@ -21,10 +22,33 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
+def llava_projector(state: dict) -> tuple[list[str], bool]:
+    """What LLaVA does with such a file: `load_pretrained_model`'s key clean-up of
+    non_lora_trainables.bin (a no-op on mm_projector.bin), then
+    `initialize_vision_modules`' `get_w(weights, "mm_projector")` into the mlp2x_gelu
+    projector with a strict `load_state_dict`. Returns the cleaned names and whether
+    the strict load took every tensor."""
+    state = {(k[11:] if k.startswith("base_model.") else k): v for k, v in state.items()}
+    if any(k.startswith("model.model.") for k in state):
+        state = {(k[6:] if k.startswith("model.") else k): v for k, v in state.items()}
+    get_w = {k.split("mm_projector.")[1]: v for k, v in state.items() if "mm_projector" in k}
+    first, second = get_w["0.weight"], get_w["2.weight"]
+    projector = torch.nn.Sequential(
+        torch.nn.Linear(first.shape[1], first.shape[0]),
+        torch.nn.GELU(),
+        torch.nn.Linear(second.shape[1], second.shape[0]),
+    ).to(first.dtype)
+    result = projector.load_state_dict(get_w, strict=True)
+    loaded = not result.missing_keys and not result.unexpected_keys
+    loaded = loaded and all(torch.equal(projector.state_dict()[k], v) for k, v in get_w.items())
+    return sorted(state), loaded
+
+
 def check(pairs: list[str]) -> None:
     for bin_path, st_path in zip(pairs[::2], pairs[1::2]):
         loaded = torch.load(bin_path, weights_only=True, map_location="cpu")
         want = load_file(st_path)
+        llava_names, llava_loaded = llava_projector(dict(loaded))
         tensors = {k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
         same = sorted(set(tensors) & set(want))
         print(
@@ -39,6 +63,8 @@ def check(pairs: list[str]) -> None:
                     "dtypes": sorted({str(v.dtype) for v in tensors.values()}),
                     "same_dtypes": all(tensors[k].dtype == want[k].dtype for k in same),
                     "same_shapes": all(tensors[k].shape == want[k].shape for k in same),
+                    "llava_names": llava_names,
+                    "llava_projector_loaded": llava_loaded,
                     "max_diff": max(
                         ((tensors[k].double() - want[k].double()).abs().max().item() for k in same),
                         default=None,
