@@ -245,21 +245,21 @@ complete -c mt -n "__fish_mt_using_subcommand caption" -l top-p -d 'Nucleus samp
 complete -c mt -n "__fish_mt_using_subcommand caption" -l top-k -d 'Sample among the k most likely tokens (0 = off)' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l stop -d 'Text that ends a caption (repeatable); the caption is cut before it' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l batch-size -d 'Images per forward pass' -r
-complete -c mt -n "__fish_mt_using_subcommand caption" -l gpu -d 'GPU index (needs a CUDA build); the CPU otherwise' -r
+complete -c mt -n "__fish_mt_using_subcommand caption" -l gpu -d 'GPU index (needs a CUDA build). Default: GPU 0 when a CUDA build sees one, else the CPU' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l dtype -d 'Compute dtype: f32, bf16 or f16 (default bf16 on GPU, f32 on CPU)' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l pipeline -d 'Caption through a pipeline: `medtrinity` (coarse caption + ROI + knowledge)' -r -f -a "medtrinity\t''"
 complete -c mt -n "__fish_mt_using_subcommand caption" -l rois -d '`mt roi` output (JSONL or parquet) whose regions are joined to the records by id' -r -F
 complete -c mt -n "__fish_mt_using_subcommand caption" -l knowledge -d 'Knowledge passages: a JSONL corpus ({id, title, text, source}; indexed once, beside it) or an index built by `mt convert knowledge-index`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand caption" -l knowledge-k -d 'Passages retrieved per record' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l coarse-templates -d 'JSON of source name -> coarse caption template (`*` = all other sources)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand caption" -l orientation -d 'Left/right convention of position words for boxes from `bbox` fields (`auto`: radiological for CT, MRI, X-ray, PET; as shown otherwise)' -r -f -a "auto\t''
+complete -c mt -n "__fish_mt_using_subcommand caption" -l orientation -d 'Left/right convention of position words for boxes from `bbox` fields in the pipeline (default `auto`: radiological for CT, MRI, X-ray, PET; as shown otherwise)' -r -f -a "auto\t''
 radiological\t''
 anatomical\t''"
 complete -c mt -n "__fish_mt_using_subcommand caption" -l shard -d 'Caption only shard I of N (ids by hash), `slurm/N` or `slurm` in a Slurm array; output to <stem>-0000I-of-0000N.<ext>' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand caption" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l ignore-eos -d 'Keep generating past end-of-sequence tokens (benchmarks: a fixed token count)'
-complete -c mt -n "__fish_mt_using_subcommand caption" -l cpu -d 'Run on the CPU (the default without --gpu)'
+complete -c mt -n "__fish_mt_using_subcommand caption" -l cpu -d 'Run on the CPU even when a GPU is visible'
 complete -c mt -n "__fish_mt_using_subcommand caption" -l dry-run -d 'Print (or write to -o) the prompts and what went into them; load no model'
 complete -c mt -n "__fish_mt_using_subcommand caption" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand caption" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
@@ -299,12 +299,12 @@ complete -c mt -n "__fish_mt_using_subcommand train" -l lora-alpha -d 'LoRA alph
 complete -c mt -n "__fish_mt_using_subcommand train" -l lora-dropout -d 'LoRA dropout on the adapters\' inputs (default 0.05, as the reference)' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l save-steps -d 'Save a checkpoint every N steps (0 = only at the end)' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l save-total-limit -d 'Checkpoints to keep (0 = all)' -r
-complete -c mt -n "__fish_mt_using_subcommand train" -l gpu -d 'GPU index' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l gpu -d 'GPU index. Default: GPU 0 when a CUDA build sees one, else the CPU' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l dtype -d 'Parameter dtype: f32, bf16 (default: bf16 on a GPU, f32 on the CPU)' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l stop-after-steps -d 'Save and stop after N steps in this process (time-limited jobs; continue with --resume)' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand train" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
-complete -c mt -n "__fish_mt_using_subcommand train" -l cpu -d 'Train on the CPU (tiny configs)'
+complete -c mt -n "__fish_mt_using_subcommand train" -l cpu -d 'Train on the CPU even when a GPU is visible (tiny configs)'
 complete -c mt -n "__fish_mt_using_subcommand train" -l resume -d 'Continue from the last checkpoint in --run-dir (same flags)'
 complete -c mt -n "__fish_mt_using_subcommand train" -l plot -d 'Also write loss / learning-rate curves to curves.png in the run directory'
 complete -c mt -n "__fish_mt_using_subcommand train" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
@@ -343,12 +343,12 @@ complete -c mt -n "__fish_mt_using_subcommand finetune" -l lora-alpha -d 'LoRA a
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l lora-dropout -d 'LoRA dropout on the adapters\' inputs (default 0.05, as the reference)' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l save-steps -d 'Save a checkpoint every N steps (0 = only at the end)' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l save-total-limit -d 'Checkpoints to keep (0 = all)' -r
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l gpu -d 'GPU index' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l gpu -d 'GPU index. Default: GPU 0 when a CUDA build sees one, else the CPU' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l dtype -d 'Parameter dtype: f32, bf16 (default: bf16 on a GPU, f32 on the CPU)' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l stop-after-steps -d 'Save and stop after N steps in this process (time-limited jobs; continue with --resume)' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l cpu -d 'Train on the CPU (tiny configs)'
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l cpu -d 'Train on the CPU even when a GPU is visible (tiny configs)'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l resume -d 'Continue from the last checkpoint in --run-dir (same flags)'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l plot -d 'Also write loss / learning-rate curves to curves.png in the run directory'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'

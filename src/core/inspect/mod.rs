@@ -119,7 +119,7 @@ fn check_filter(
     for unit in records {
         let mut checked = None;
         let _ = dataset.read(unit, read, &mut |batch| match batch {
-            Ok(b) if b.len() > 0 => {
+            Ok(b) if !b.is_empty() => {
                 checked = Some(filter.check(&b));
                 Flow::Stop
             }
