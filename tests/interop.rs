@@ -173,11 +173,12 @@ fn peft_loads_every_tensor_of_an_mt_lora_adapter_and_merges_like_mt() {
     let tmp = tempfile::tempdir().unwrap();
     let adapter = lora_adapter(tmp.path(), "3");
     let merged = merge(tmp.path(), &adapter, "merged");
+    let resaved = tmp.path().join("resaved");
     let r = &python(
         &py,
         tmp.path(),
         "peft_adapter.py",
-        &[s(&model()), s(&adapter), s(&merged)],
+        &[s(&model()), s(&adapter), s(&merged), s(&resaved)],
     )[0];
     eprintln!("peft: {r}");
     // 2 layers x 7 target modules x (A, B), all loaded, none left over, none missing.
@@ -197,6 +198,22 @@ fn peft_loads_every_tensor_of_an_mt_lora_adapter_and_merges_like_mt() {
         f64_of(&r["adapter_effect"]) > 1e-2,
         "the adapter changed nothing: {r}"
     );
+
+    // The adapter as peft itself saves it with torch.save (adapter_model.bin, peft's
+    // full adapter_config.json, no non_lora_trainables): mt merges it into the same
+    // language-model weights.
+    assert!(resaved.join("adapter_model.bin").is_file());
+    assert!(!resaved.join("adapter_model.safetensors").exists());
+    let ours = tensors(&merged.join("model.safetensors"));
+    let theirs =
+        tensors(&merge(tmp.path(), &resaved, "merged-from-peft").join("model.safetensors"));
+    assert_eq!(ours.len(), theirs.len());
+    for (name, t) in &ours {
+        if !name.contains("mm_projector") {
+            let diff = max_abs_diff(t, &theirs[name]);
+            assert_eq!(diff, 0.0, "{name} differs by {diff}");
+        }
+    }
 }
 
 fn tensors(path: &Path) -> HashMap<String, Tensor> {

@@ -1,13 +1,15 @@
 """peft loads a LoRA adapter written by `mt finetune --lora-r ...`, and merges it into
 what `mt convert merge-lora` made of it. Run by tests/interop.rs:
 
-    python peft_adapter.py BASE ADAPTER MERGED
+    python peft_adapter.py BASE ADAPTER MERGED [RESAVED]
 
 BASE is the original-layout LLaVA checkpoint the adapter was trained on; its language
 model (`model.*`, `lm_head.*`: the module paths LlavaLlamaForCausalLM has too) is loaded
 into transformers' LlamaForCausalLM and the adapter on top with
-`PeftModel.from_pretrained`. Prints one JSON object of measurements; tests/interop.rs
-holds the thresholds.
+`PeftModel.from_pretrained`. With RESAVED, peft saves the loaded adapter there as
+`adapter_model.bin` (`save_pretrained(safe_serialization=False)`, torch.save, as older
+peft versions did by default), for mt to read back. Prints one JSON object of
+measurements; tests/interop.rs holds the thresholds.
 """
 
 import json
@@ -70,6 +72,8 @@ def main() -> None:
     common = sorted(set(stored) & set(loaded))
     loaded_vs_file = max((max_diff(loaded[k], stored[k]) for k in common), default=float("inf"))
 
+    if len(sys.argv) > 4:
+        model.save_pretrained(sys.argv[4], safe_serialization=False)
     with torch.no_grad():
         adapted_logits = model(ids).logits
         mt_merged = weights(merged)
