@@ -313,20 +313,26 @@ fn mt_reads_projector_and_adapter_bin_files_that_torch_save_wrote() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let shard = model().join("model-00002-of-00002.safetensors");
-    let write = |prefix: &str, dtype: &str, seed: &str, name: &str| {
+    let write = |prefix: &str, dtype: &str, layout: &str, seed: &str, name: &str| {
         let (bin, st) = (dir.join(format!("{name}.bin")), dir.join(name));
-        python(
-            &py,
-            dir,
-            "torch_bin.py",
-            &["write", s(&shard), prefix, dtype, seed, s(&bin), s(&st)],
-        );
+        let args = [
+            "write",
+            s(&shard),
+            prefix,
+            dtype,
+            layout,
+            seed,
+            s(&bin),
+            s(&st),
+        ];
+        python(&py, dir, "torch_bin.py", &args);
         (bin, tensors(&st))
     };
 
-    // mm_projector.bin as LLaVA's stage 1 saves it (bf16, `model.mm_projector.*`):
+    // mm_projector.bin as LLaVA's stage 1 saves it (bf16, `model.mm_projector.*`), its
+    // tensors here views of one storage at offsets, the matrices transposed:
     // `mt finetune --projector` starts from it; with lr 0 it comes out unchanged.
-    let (bin, want) = write("", "bfloat16", "1", "mm_projector");
+    let (bin, want) = write("", "bfloat16", "views", "1", "mm_projector");
     assert_eq!(want.len(), 4);
     let data = image_data(dir, 2);
     let projector = ["--projector", s(&bin), "--max-steps", "1", "--lr", "0"];
@@ -345,7 +351,7 @@ fn mt_reads_projector_and_adapter_bin_files_that_torch_save_wrote() {
     // `mt convert merge-lora` takes the projector from it.
     let adapter = lora_adapter(dir, "1");
     std::fs::remove_file(adapter.join("non_lora_trainables.safetensors")).unwrap();
-    let (bin, want) = write("base_model.model.", "float16", "2", "non_lora");
+    let (bin, want) = write("base_model.model.", "float16", "separate", "2", "non_lora");
     std::fs::rename(&bin, adapter.join("non_lora_trainables.bin")).unwrap();
     let merged = tensors(&merge(dir, &adapter, "merged").join("model.safetensors"));
     for (name, t) in &want {

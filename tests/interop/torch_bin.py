@@ -6,13 +6,15 @@
         give a dict of exactly the tensors in SAFETENSORS, which LLaVA's loading code
         puts into its projector; prints one JSON object per pair.
 
-    python torch_bin.py write CHECKPOINT_SAFETENSORS PREFIX DTYPE SEED OUT_BIN OUT_SAFETENSORS
+    python torch_bin.py write CHECKPOINT_SAFETENSORS PREFIX DTYPE LAYOUT SEED OUT_BIN OUT_SAFETENSORS
         a new random projector: for every `mm_projector` tensor of the checkpoint file, one
         of its shape named PREFIX + its name, in DTYPE (float32, bfloat16, float16),
         saved with torch.save as LLaVA saves mm_projector.bin (PREFIX "") and
-        non_lora_trainables.bin (PREFIX "base_model.model."): a dict of CPU tensors. The
-        same values as float32 go to OUT_SAFETENSORS, for the test to compare with what
-        mt read.
+        non_lora_trainables.bin (PREFIX "base_model.model."): a dict of CPU tensors,
+        each with its own storage (LAYOUT "separate"), or all views of one storage at
+        offsets, the matrices transposed (LAYOUT "views": what torch.save writes for
+        slices of a flat buffer). The same values as float32 go to OUT_SAFETENSORS, for
+        the test to compare with what mt read.
 """
 
 import json
@@ -74,14 +76,24 @@ def check(pairs: list[str]) -> None:
         )
 
 
-def write(source: str, prefix: str, dtype: str, seed: str, out_bin: str, out_st: str) -> None:
+def write(
+    source: str, prefix: str, dtype: str, layout: str, seed: str, out_bin: str, out_st: str
+) -> None:
+    shapes = {k: t.shape for k, t in sorted(load_file(source).items()) if "mm_projector" in k}
+    assert shapes, f"no mm_projector tensor in {source}"
     gen = torch.Generator().manual_seed(int(seed))
-    tensors = {
-        prefix + name: (torch.randn(t.shape, generator=gen) * 0.5).to(getattr(torch, dtype))
-        for name, t in sorted(load_file(source).items())
-        if "mm_projector" in name
-    }
-    assert tensors, f"no mm_projector tensor in {source}"
+    total = sum(s.numel() for s in shapes.values()) + 7
+    flat = (torch.randn(total, generator=gen) * 0.5).to(getattr(torch, dtype))
+    tensors, offset = {}, 7
+    for name, shape in shapes.items():
+        view = flat[offset : offset + shape.numel()]
+        offset += shape.numel()
+        if layout == "views" and len(shape) == 2:
+            view = view.view(shape[1], shape[0]).t()
+            assert not view.is_contiguous()
+        else:
+            view = view.view(shape)
+        tensors[prefix + name] = view if layout == "views" else view.clone()
     torch.save(tensors, out_bin)
     save_file({k: v.float().contiguous() for k, v in tensors.items()}, out_st, metadata={"format": "pt"})
 
@@ -90,4 +102,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "check":
         check(sys.argv[2:])
     else:
-        write(*sys.argv[2:8])
+        write(*sys.argv[2:9])
