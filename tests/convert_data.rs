@@ -281,7 +281,12 @@ fn records_without_caption_or_image_are_listed() {
         (Some(1), Some(3))
     );
     let failures = summary["failures"].as_array().unwrap();
-    assert!(failures[0]["error"].as_str().unwrap().contains("no caption"));
+    assert!(
+        failures[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no caption")
+    );
 }
 
 #[test]

@@ -1245,7 +1245,10 @@ fn replaying_a_run_given_a_token_takes_the_token_from_the_environment() {
     ));
     let none = env.mt_env(
         &["--no-run-dir", "replay", "r1"],
-        &[("HF_HUB_CACHE", env.dir.path().join("cache4").to_str().unwrap())],
+        &[(
+            "HF_HUB_CACHE",
+            env.dir.path().join("cache4").to_str().unwrap(),
+        )],
     );
     assert_eq!(none.code, 3, "{}", none.stderr);
     assert!(none.stderr.contains("HF_TOKEN"), "{}", none.stderr);

@@ -103,7 +103,7 @@ pub struct ScoreArgs {
 }
 
 /// `mt eval <bench>`.
-#[derive(Debug, clap::Args, Serialize)]
+#[derive(Debug, Clone, clap::Args, Serialize)]
 #[command(after_help = RUN_HELP)]
 pub struct RunArgs {
     /// Checkpoint folder (original LLaVA or llava-hf layout).
@@ -126,9 +126,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub all_languages: bool,
     /// GPU indices; with several, one worker process each over contiguous chunks.
+    /// Default: GPU 0 when a CUDA build sees one, else the CPU.
     #[arg(long, value_delimiter = ',')]
     pub gpu: Vec<usize>,
-    /// Run on the CPU (the default without --gpu).
+    /// Run on the CPU even when a GPU is visible.
     #[arg(long, conflicts_with = "gpu")]
     pub cpu: bool,
     /// Compute dtype: f32, bf16 or f16 (default bf16 on GPU, f32 on CPU).

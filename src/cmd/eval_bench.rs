@@ -44,11 +44,23 @@ pub fn run(bench: Bench, a: &RunArgs, ctx: &mut Context) -> Result<()> {
         Some(_) => root_of(&here).to_path_buf(),
         None => here,
     };
+    // A rerun without --chunks/--gpu/--dtype (the merge after a Slurm array) continues
+    // the plan already there; a new run without --gpu or --cpu takes GPU 0 when a CUDA
+    // build sees one.
+    let previous = plan::previous(&root);
+    let on_gpu_0;
+    let a = match super::pick_gpu(None, a.cpu) {
+        Some(gpu) if a.gpu.is_empty() && previous.is_none() => {
+            on_gpu_0 = RunArgs {
+                gpu: vec![gpu],
+                ..a.clone()
+            };
+            &on_gpu_0
+        }
+        _ => a,
+    };
     let (questions, bad_rows) = load_questions(bench, a)?;
     let bad_rows_count = bad_rows.len();
-    // A rerun without --chunks/--gpu/--dtype (the merge after a Slurm array) continues
-    // the plan already there.
-    let previous = plan::previous(&root);
     let chunks = match chunk {
         Some(c) => c.count,
         None => a
