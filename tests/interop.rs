@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::Tensor;
-use common::{max_abs_diff, mt_env, mt_in, root, test_python, testdata};
+use common::{llava_png_records, max_abs_diff, mt_env, mt_in, root, test_python, testdata};
 use hub_server::{FakeRepo, HubServer, ServerConfig};
 use medtrinity::core::model::weights::{NameMap, Naming};
 use medtrinity::core::train::export::{read_safetensors, write_side_files, write_weights};
@@ -81,20 +81,6 @@ fn model() -> PathBuf {
     testdata("models/tiny-llava")
 }
 
-/// `n` single-turn records with PNG images from the LLaVA fixture.
-fn image_data(dir: &Path, n: usize) -> PathBuf {
-    let text = std::fs::read_to_string(testdata("llava/medtrinity_instruct.jsonl")).unwrap();
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains(".png\""))
-        .take(n)
-        .collect();
-    assert_eq!(lines.len(), n);
-    let path = dir.join("data.jsonl");
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    path
-}
-
 /// `mt finetune --cpu` from `model` on `data` (images from the LLaVA fixture) into
 /// `dir/run`, no warmup, batch `batch`, no accumulation; must succeed.
 fn finetune(dir: &Path, run: &str, model: &Path, data: &Path, batch: usize, extra: &[&str]) {
@@ -127,7 +113,7 @@ fn finetune(dir: &Path, run: &str, model: &Path, data: &Path, batch: usize, extr
 
 /// A LoRA adapter (r 4, alpha 8) trained for `steps` steps at lr 1e-2: `dir/lora/adapter`.
 fn lora_adapter(dir: &Path, steps: &str) -> PathBuf {
-    let data = image_data(dir, 2);
+    let data = llava_png_records(dir, 2);
     let args = ["--lora-r", "4", "--lora-alpha", "8", "--max-steps", steps];
     finetune(
         dir,
@@ -226,7 +212,7 @@ fn torch_load_weights_only_opens_the_bin_files_mt_writes() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let data = image_data(tmp.path(), 2);
+    let data = llava_png_records(tmp.path(), 2);
     let r = mt_in(
         tmp.path(),
         &[
@@ -334,7 +320,7 @@ fn mt_reads_projector_and_adapter_bin_files_that_torch_save_wrote() {
     // `mt finetune --projector` starts from it; with lr 0 it comes out unchanged.
     let (bin, want) = write("", "bfloat16", "views", "1", "mm_projector");
     assert_eq!(want.len(), 4);
-    let data = image_data(dir, 2);
+    let data = llava_png_records(dir, 2);
     let projector = ["--projector", s(&bin), "--max-steps", "1", "--lr", "0"];
     finetune(dir, "from-bin", &model(), &data, 2, &projector);
     let out = tensors(&dir.join("from-bin/model/model.safetensors"));

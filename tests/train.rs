@@ -24,16 +24,7 @@ fn images() -> String {
 
 /// `n` single-turn records with PNG images from the LLaVA fixture.
 fn data(dir: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(testdata("llava/medtrinity_instruct.jsonl")).unwrap();
-    let lines: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains(".png\""))
-        .take(n)
-        .collect();
-    assert_eq!(lines.len(), n);
-    let path = dir.join("data.jsonl");
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    path.display().to_string()
+    common::llava_png_records(dir, n).display().to_string()
 }
 
 fn metrics(run: &Path) -> Vec<Value> {

@@ -198,3 +198,18 @@ pub fn test_python(modules: &[&str]) -> Option<PathBuf> {
     eprintln!("skipped: {msg}");
     None
 }
+
+/// A JSONL of the first `n` single-turn records with PNG images of the LLaVA fixture
+/// (`testdata/llava/medtrinity_instruct.jsonl`), written as `dir/data.jsonl`.
+pub fn llava_png_records(dir: &Path, n: usize) -> PathBuf {
+    let text = std::fs::read_to_string(testdata("llava/medtrinity_instruct.jsonl")).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(".png\""))
+        .take(n)
+        .collect();
+    assert_eq!(lines.len(), n);
+    let path = dir.join("data.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
