@@ -2,9 +2,9 @@
 //! training data loader read them.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use medtrinity::core::data::inputs::ImageStore;
-use medtrinity::core::data::llava::{read_json_array, read_jsonl};
 use medtrinity::core::data::Flow;
+use medtrinity::core::data::inputs::ImageStore;
+use medtrinity::core::data::llava_records::{read_json_array, read_jsonl};
 use medtrinity::core::train::data::load_records;
 
 #[path = "common.rs"]

@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use super::{Context, failure_list, finish_failures};
-use crate::core::convert::images::id_key;
+use crate::core::convert::image_files::id_key;
 use crate::core::error::usage;
 use crate::core::progress;
 use crate::core::records::RecordOutput;

@@ -39,7 +39,7 @@ use parquet::file::properties::WriterProperties;
 use serde::Serialize;
 
 use super::data::parquet::{batches, open_checked};
-use super::resume::JsonlOutput;
+use super::jsonl_output::JsonlOutput;
 
 /// Rows per Arrow batch read from or written to the staging file.
 const BATCH_ROWS: usize = 8192;

@@ -11,13 +11,13 @@ use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 use serde_json::{Map, Value, json};
 
-use super::images::{output_name, safe_relative, write_once};
+use super::image_files::{output_name, safe_relative, write_once};
 use super::{Stats, each_batch};
 use crate::core::data::inputs::{Input, Role};
 use crate::core::data::sample::{Batch, ImageRef};
 use crate::core::data::{Dataset, ReadOptions};
 use crate::core::error::usage;
-use crate::core::resume::JsonlOutput;
+use crate::core::jsonl_output::JsonlOutput;
 
 /// How to convert.
 #[derive(Debug, Clone)]

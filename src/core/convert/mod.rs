@@ -2,7 +2,7 @@
 //! conversation files, HF-style parquet shards and WebDataset tars, all streaming,
 //! resumable and writing each image once.
 
-pub mod images;
+pub mod image_files;
 pub mod llava;
 pub mod parquet_out;
 pub mod wds;
@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use crate::core::data::inputs::{Input, Role};
 use crate::core::data::sample::{Batch, ImageRef};
 use crate::core::data::{Dataset, Flow, ReadOptions};
-use images::output_name;
+use image_files::output_name;
 
 /// What a conversion did.
 #[derive(Debug, Default)]

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
-use super::images::{extension_of, id_key};
+use super::image_files::{extension_of, id_key};
 use super::{Record, RecordSink, complete_shards, next_shard_number, publish_shard};
 
 /// Sizes and names of the output.

@@ -10,7 +10,7 @@ use anyhow::{Context as _, Result, anyhow, bail};
 use serde_json::{Map, Value};
 
 use super::inputs::IMAGE_EXTENSIONS;
-use super::llava::{Rows, sample_from_json};
+use super::llava_records::{Rows, sample_from_json};
 use super::sample::{ImageSource, Sample};
 use super::{Flow, Visit};
 use crate::core::data::inputs::ImageStore;

@@ -8,7 +8,7 @@ use anyhow::Result;
 use serde_json::Map;
 
 use super::inputs::{Format, format_of, walk};
-use super::llava::Rows;
+use super::llava_records::Rows;
 use super::sample::{ImageSource, Sample};
 use super::{Flow, Visit};
 

@@ -10,7 +10,7 @@ pub mod filter;
 pub mod folder;
 pub mod inputs;
 pub mod json_array;
-pub mod llava;
+pub mod llava_records;
 pub mod parquet;
 pub mod sample;
 
@@ -168,10 +168,10 @@ impl Dataset {
                 anyhow::bail!("{}: parquet input was not opened", input.display())
             }
             (Format::Jsonl, ..) => {
-                llava::read_jsonl(unit.input, &input.path, &input.store, rows, visit)
+                llava_records::read_jsonl(unit.input, &input.path, &input.store, rows, visit)
             }
             (Format::LlavaJson, ..) => {
-                llava::read_json_array(unit.input, &input.path, &input.store, rows, visit)
+                llava_records::read_json_array(unit.input, &input.path, &input.store, rows, visit)
             }
             (Format::ImageFolder, ..) => folder::read_folder(unit.input, &input.path, rows, visit),
             (Format::Archive, ..) => archive::read_archive(unit.input, &input.path, rows, visit),

@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::core::data::json_array::JsonArrayElements;
-use crate::core::data::llava::kind;
+use crate::core::data::llava_records::kind;
 
 /// A question id: JSON integers and strings are different ids (`1` is not `"1"`), as
 /// in the reference's Python sets. Integers sort before strings (Python cannot compare

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use super::Bench;
 use super::answers::{Id, Rejected};
 use crate::core::data::inputs::{Format, ImageStore, Input, Role};
-use crate::core::data::llava::kind;
+use crate::core::data::llava_records::kind;
 use crate::core::data::sample::ImageRef;
 use crate::core::data::{Dataset, Flow, ReadOptions};
 use crate::core::error::usage;
@@ -375,7 +375,7 @@ fn pathvqa_pickle(pkl: &Path, images: &Path) -> Result<Loaded> {
     let bytes = std::fs::read(pkl).with_context(|| format!("{}: cannot open", pkl.display()))?;
     let unreadable = || format!("{}: not a readable pickle of plain data", pkl.display());
     // serde_pickle, and the walk below, recurse once per level.
-    crate::core::pickle_nesting::check(&bytes, crate::core::pickle_nesting::MAX_DEPTH)
+    crate::core::pickle::nesting::check(&bytes, crate::core::pickle::nesting::MAX_DEPTH)
         .with_context(unreadable)?;
     let value =
         serde_pickle::value_from_slice(&bytes, DeOptions::new()).with_context(unreadable)?;

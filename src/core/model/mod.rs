@@ -17,7 +17,6 @@ pub mod llama;
 pub mod llava;
 pub mod lora;
 pub mod norm;
-pub mod pickle_guard;
 pub mod preprocess;
 pub mod projector;
 pub mod prompt;

@@ -170,7 +170,7 @@ impl Weights {
         let reader = format!("{}: the checkpoint reader", path.display());
         let (file, listing) = contain_panic(&reader, || {
             Ok(if is_pth {
-                super::pickle_guard::check(path)?;
+                crate::core::pickle::allow_list::check(path)?;
                 let pth = PthTensors::new(path, None).map_err(|e| {
                     anyhow!("cannot read PyTorch checkpoint {}: {e}", path.display())
                 })?;

@@ -6,7 +6,7 @@
 //! into a prompt is kept in an [`Audit`] written beside the caption.
 
 pub mod coarse;
-pub mod prompt;
+pub mod instruction;
 pub mod rois;
 
 use anyhow::Result;
@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use crate::core::knowledge::KnowledgeIndex;
 use crate::core::roi::{Orientation, Roi, overlay};
 use coarse::{Templates, coarse_caption};
-use prompt::{Passage, PromptInput, is_radiological, knowledge_query, medtrinity_prompt};
+use instruction::{Passage, PromptInput, is_radiological, knowledge_query, medtrinity_prompt};
 use rois::{RoiTable, roi_of_bbox_field};
 
 /// What the pipeline draws on besides the samples themselves.

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::conversation::Turn;
 use crate::core::data::json_array::JsonArrayElements;
-use crate::core::data::llava::kind;
+use crate::core::data::llava_records::kind;
 use crate::core::eval::Bench;
 use crate::core::eval::vqa::{self, LoadOptions, QuestionImage};
 use crate::core::hash::keyed;

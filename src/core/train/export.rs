@@ -54,7 +54,7 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
     }
     let reader = format!("{}: the PyTorch file reader", path.display());
     crate::core::error::contain_panic(&reader, || {
-        crate::core::model::pickle_guard::check(path)?;
+        crate::core::pickle::allow_list::check(path)?;
         Ok(candle_core::pickle::read_all(path)
             .with_context(|| format!("cannot read PyTorch file {}", path.display()))?
             .into_iter()

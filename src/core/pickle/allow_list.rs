@@ -50,7 +50,7 @@ pub fn check(path: &Path) -> Result<()> {
             .with_context(|| format!("{}: cannot read {name}", path.display()))?;
         let unreadable = || format!("{}: {name} is not a readable pickle", path.display());
         // candle's reader, and the walk below, recurse once per level.
-        crate::core::pickle_nesting::check(&pickle, crate::core::pickle_nesting::MAX_DEPTH)
+        crate::core::pickle::nesting::check(&pickle, crate::core::pickle::nesting::MAX_DEPTH)
             .with_context(unreadable)?;
         let mut stack = Stack::empty();
         stack
@@ -144,7 +144,7 @@ mod tests {
     fn a_pickle_nested_too_deep_is_refused_before_candle_reads_it() {
         // candle's reader and `find_foreign` recurse once per level: 100,000 nested lists
         // overflowed the stack.
-        let pickle = crate::core::pickle_nesting::nested_lists(100_000);
+        let pickle = crate::core::pickle::nesting::nested_lists(100_000);
         let dir = tempfile::tempdir().unwrap();
         let err = format!("{:#}", check(&archive(dir.path(), &pickle)).unwrap_err());
         assert!(
