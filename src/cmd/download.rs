@@ -16,7 +16,7 @@ use crate::core::hub::repo::{RepoKind, RepoRef};
 use crate::core::hub::select::Selection;
 use crate::core::hub::settings::HubSettings;
 use crate::core::hub::unpack::{Unpacked, unpack};
-use crate::core::inspect::render::human_bytes;
+use crate::core::display::human_bytes;
 
 const EXAMPLES: &str = "\
 Examples:

@@ -7,6 +7,8 @@
 
 use anyhow::{Result, bail};
 
+use crate::core::display::binary_bytes;
+
 /// The most one 2-D buffer (a padded canvas, a resized picture, a label map, an overlay)
 /// may take: twice the image decoder's own 512 MiB limit, so every picture the decoder
 /// accepts can still be converted to RGB and padded to a square of its long side
@@ -29,8 +31,8 @@ pub fn bytes(what: &str, dims: &[u64], item_bytes: u64, budget: u64) -> Result<u
         Some(n) => Ok(n),
         None => bail!(
             "{what} would take {}, over mt's {} budget for one buffer (item skipped)",
-            human(dims.iter().fold(item_bytes as f64, |n, &d| n * d as f64)),
-            human(budget as f64)
+            binary_bytes(dims.iter().fold(item_bytes as f64, |n, &d| n * d as f64)),
+            binary_bytes(budget as f64)
         ),
     }
 }
@@ -45,22 +47,6 @@ pub fn picture(what: &str, width: u64, height: u64, item_bytes: u64) -> Result<(
         PICTURE_BYTES,
     )
     .map(drop)
-}
-
-/// `1.5 GiB`, `512 MiB`, `38 KiB`, `12 B`.
-fn human(n: f64) -> String {
-    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    let mut v = n;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 || v >= 100.0 {
-        format!("{v:.0} {}", UNITS[unit])
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }
 
 #[cfg(test)]

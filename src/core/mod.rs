@@ -4,6 +4,7 @@ pub mod budget;
 pub mod caption_parts;
 pub mod convert;
 pub mod data;
+pub mod display;
 pub mod error;
 pub mod eval;
 pub mod extsort;

@@ -491,7 +491,7 @@ fn adopt_local_copy(layout: &Layout, commit: &str, file: &RemoteFile) -> Result<
 
 fn short_name(path: &str) -> String {
     let name = path.rsplit('/').next().unwrap_or(path);
-    crate::core::inspect::render::ellipsize(name, 30)
+    crate::core::display::ellipsize(name, 30)
 }
 
 /// Re-hashes every selected file that is on disk (`--verify`); files that do not match

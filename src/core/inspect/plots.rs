@@ -9,9 +9,9 @@ use image::{Rgb, RgbImage};
 use plotters::prelude::*;
 
 use super::dist::{CounterSummary, DistSummary};
-use super::render::ellipsize;
 use super::report::{Report, ScaledSummary};
 use crate::core::data::{ImageSource, Sample};
+use crate::core::display::ellipsize;
 use crate::core::image as img;
 use crate::core::plotting::{self, Area, FONT, plot_err};
 

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::render::{ellipsize, human_bytes};
 use crate::core::data::{ImageSource, Sample};
+use crate::core::display::{ellipsize, human_bytes};
 use crate::core::hash::hex;
 use crate::core::image;
 

@@ -6,34 +6,7 @@ use serde_json::Value;
 
 use super::dist::{Bin, CounterSummary, DistSummary};
 use super::report::{Problem, Report, Share};
-
-/// `s` cut to at most `max` characters, ending in `…` when cut.
-pub fn ellipsize(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        format!(
-            "{}…",
-            s.chars().take(max.saturating_sub(1)).collect::<String>()
-        )
-    }
-}
-
-/// `1.5 KB`, `23.0 MB`, ...
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+use crate::core::display::human_bytes;
 
 fn pct(s: &Share) -> String {
     format!("{:5.1}%", s.fraction * 100.0)
