@@ -1,58 +1,20 @@
 //! Scaled dot-product attention with grouped key/value heads and an additive mask,
-//! shared by CLIP (no mask) and Llama (causal + padding). f32 on the CPU runs the fused
-//! kernel of `cpu_attention` (with its own backward pass); elsewhere plain matmuls and
-//! a softmax in f32. Either way the same code serves inference and training.
+//! shared by CLIP (no mask) and Llama (causal + padding), from candle ops: plain
+//! matmuls and a softmax in f32, differentiable on any device. [`super::ops::attend`]
+//! takes the fused CPU kernel instead where it applies (f32 on the CPU, with its own
+//! backward pass). Either way the same code serves inference and training.
 
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 
-use super::llama::rope;
-use super::norm::softmax_last;
-use super::{cpu_attention, cpu_rowwise};
+use super::ops::softmax_last;
 
 /// Query rows per block of causal attention: each block only reads the keys it can
 /// see, which skips most of the masked upper triangle (its matmuls and its exps).
 const QUERY_BLOCK: usize = 128;
 
-/// Projected rows `y` `(B, L, heads · D)` as heads `(B, heads, L, D)`, each rotated by
-/// `rotary` (`cos`, `sin` of shape `(B, L, D/2)`) when given.
-pub fn split_heads(y: &Tensor, heads: usize, rotary: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
-    if let Some(split) = cpu_rowwise::split_heads(y, heads, rotary)? {
-        return Ok(split);
-    }
-    let (b, l, width) = y.dims3()?;
-    let split = y
-        .reshape((b, l, heads, width / heads))?
-        .transpose(1, 2)?
-        .contiguous()?;
-    match rotary {
-        Some((cos, sin)) => rope(&split, cos, sin),
-        None => Ok(split),
-    }
-}
-
-/// `softmax(q k^T * scale + mask) v` for `q` `(B, H, L, D)` and `k`, `v`
-/// `(B, Hkv, T, D)` where `H` is a multiple of `Hkv` (query head `h` reads key/value
-/// head `h / (H / Hkv)`, as `repeat_kv` does). `mask` is additive, `(B, 1, L, T)`.
-/// With `causal`, query `i` sits at key slot `T - L + i` and `mask` already hides
-/// later keys; queries then run in blocks that stop at their last visible key.
-/// Returns `(B, H, L, D)`. Key/value heads are never copied to match `H`, and `k`, `v`
-/// may be views into a larger cache (strided along `T`).
-pub fn attend(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    mask: Option<&Tensor>,
-    scale: f64,
-    causal: bool,
-) -> Result<Tensor> {
-    if cpu_attention::applies(&[q, k, v]) && mask.is_none_or(|m| cpu_attention::applies(&[m])) {
-        return cpu_attention::attend(q, k, v, mask, scale, causal);
-    }
-    attend_unfused(q, k, v, mask, scale, causal)
-}
-
-/// [`attend`] from candle ops (differentiable, any device), causal queries in blocks.
+/// [`ops::attend`](super::ops::attend) from candle ops (differentiable, any device),
+/// causal queries in blocks.
 pub(crate) fn attend_unfused(
     q: &Tensor,
     k: &Tensor,
@@ -154,6 +116,7 @@ fn half_min_bf16() -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::model::ops::attend;
     use candle_core::Device;
 
     #[test]

@@ -11,8 +11,8 @@ use image::DynamicImage;
 use serde::Serialize;
 
 use super::checkpoint::Checkpoint;
-use super::cpu_fused;
 use super::generate::{GenerationConfig, generate};
+use super::kernels;
 use super::llama::KvCache;
 use super::llava::{Llava, Piece, shared_prefix, skip_prefix};
 use super::preprocess::ImageProcessor;
@@ -162,7 +162,7 @@ impl Captioner {
             .tensor(planes, device)?
             .to_dtype(self.model.dtype())?;
         let started = std::time::Instant::now();
-        let features = cpu_fused::inference(device, || self.model.encode_images(&pixels))?;
+        let features = kernels::inference(device, || self.model.encode_images(&pixels))?;
         tracing::debug!(
             images = items.len(),
             seconds = started.elapsed().as_secs_f64(),
@@ -197,7 +197,7 @@ impl Captioner {
             .lock()
             .map_err(|_| anyhow::anyhow!("prefix cache poisoned"))?;
         if !shared_ids.is_empty() && memo.as_ref().is_none_or(|(ids, _)| ids != shared_ids) {
-            let cache = cpu_fused::inference(device, || self.model.llm.prefix_cache(shared_ids))?;
+            let cache = kernels::inference(device, || self.model.llm.prefix_cache(shared_ids))?;
             *memo = Some((shared_ids.to_vec(), cache));
         }
         let prefix = memo.as_ref().map(|(_, cache)| cache).filter(|_| shared > 0);

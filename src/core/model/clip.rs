@@ -5,11 +5,10 @@
 use anyhow::Result;
 use candle_core::{D, Tensor};
 
-use super::attention::{attend, split_heads};
 use super::config::{ClipActivation, ClipConfig};
-use super::cpu_fused;
 use super::linear::Linear;
 use super::norm::LayerNorm;
+use super::ops::{self, attend, split_heads};
 use super::weights::Params;
 
 /// CLIP vision transformer, truncated after the layers LLaVA needs.
@@ -115,10 +114,7 @@ impl ClipLayer {
         let x = (x + self.out.forward(&a)?)?;
         let y = self.fc1.forward(&self.norm2.forward(&x)?)?;
         let y = match cfg.hidden_act {
-            ClipActivation::QuickGelu if cpu_fused::inference_applies(&[&y]) => {
-                cpu_fused::quick_gelu(&y)?
-            }
-            ClipActivation::QuickGelu => (&y * candle_nn::ops::sigmoid(&(&y * 1.702)?)?)?,
+            ClipActivation::QuickGelu => ops::quick_gelu(&y)?,
             ClipActivation::Gelu => y.gelu_erf()?,
         };
         Ok((x + self.fc2.forward(&y)?)?)

@@ -9,7 +9,7 @@ use candle_core::{D, Tensor};
 use serde::Serialize;
 
 use super::attention::causal_padding_mask;
-use super::cpu_fused;
+use super::kernels;
 use super::llama::{KvCache, Step};
 use super::llava::{Llava, PaddedBatch};
 
@@ -57,7 +57,7 @@ pub fn generate(
     stop_text: &(dyn Fn(usize, &[u32]) -> bool + Sync),
     on_step: &mut (dyn FnMut(usize) + Send),
 ) -> Result<Vec<Generation>> {
-    cpu_fused::inference(batch.embeds.device(), || {
+    kernels::inference(batch.embeds.device(), || {
         let rows = batch.lengths.len();
         let prompt = batch.embeds.dim(1)?;
         let device = batch.embeds.device().clone();

@@ -5,8 +5,8 @@ use anyhow::Result;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
-use super::cpu_fused;
 use super::lora::LoraAdapter;
+use super::ops;
 use super::weights::Params;
 
 /// A dense layer with weight `(out, in)`, optional bias and optional LoRA adapter.
@@ -69,7 +69,8 @@ impl Linear {
     }
 
     /// Applies each layer to the same `x` `(..., in)` (q/k/v, gate/up); inside
-    /// [`cpu_fused::inference`] their products on a few rows share one parallel pass.
+    /// [`kernels::inference`](super::kernels::inference) their products on a few rows
+    /// share one parallel pass.
     pub fn forward_each<const N: usize>(layers: [&Linear; N], x: &Tensor) -> Result<[Tensor; N]> {
         let dims = x.dims().to_vec();
         let (lead, in_dim) = dims.split_at(dims.len() - 1);
@@ -79,13 +80,7 @@ impl Linear {
             .iter()
             .map(|l| (&l.weight, l.bias.as_ref()))
             .collect();
-        let ys = match cpu_fused::linears(&flat, &operands)? {
-            Some(ys) => ys,
-            None => layers
-                .iter()
-                .map(|l| l.product(&flat))
-                .collect::<Result<_>>()?,
-        };
+        let ys = ops::linears(&flat, &operands, |i| layers[i].product(&flat))?;
         ys.into_iter()
             .zip(layers)
             .map(|(mut y, layer)| {
@@ -181,6 +176,7 @@ impl CustomOp1 for FrozenWeight {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::model::kernels;
     use candle_core::{Device, Tensor};
 
     #[test]
@@ -240,7 +236,7 @@ mod tests {
         );
     }
 
-    /// The inference kernels (skinny for a few rows, gemm for more; one layer and two
+    /// The inference kernels (small-m matmuls for a few rows, gemm for more; one layer and two
     /// sharing a pass, over a width that splits across threads) against candle's matmul,
     /// with and without a bias.
     #[test]
@@ -265,9 +261,8 @@ mod tests {
         };
         for rows in [1, 3, 16, 17, 200] {
             let x = Tensor::randn(0f32, 1., (2, rows, 150), &dev).unwrap();
-            let [one] = cpu_fused::inference(&dev, || Linear::forward_each([&b], &x)).unwrap();
-            let [ya, yb] =
-                cpu_fused::inference(&dev, || Linear::forward_each([&a, &b], &x)).unwrap();
+            let [one] = kernels::inference(&dev, || Linear::forward_each([&b], &x)).unwrap();
+            let [ya, yb] = kernels::inference(&dev, || Linear::forward_each([&a, &b], &x)).unwrap();
             for (got, lin) in [(one, &b), (ya, &a), (yb, &b)] {
                 let want = want(lin, &x);
                 assert_eq!(got.dims(), want.dims());

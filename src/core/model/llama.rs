@@ -6,11 +6,11 @@
 use anyhow::{Result, ensure};
 use candle_core::{DType, Device, Tensor};
 
-use super::attention::{attend, causal_padding_mask, split_heads};
+use super::attention::causal_padding_mask;
 use super::config::LlamaConfig;
-use super::cpu_fused;
 use super::linear::Linear;
-use super::norm::{RmsNorm, tracks_grad};
+use super::norm::RmsNorm;
+use super::ops::{self, attend, split_heads};
 use super::weights::Params;
 
 /// The language model.
@@ -358,59 +358,9 @@ impl DecoderLayer {
         let x = (out_rows(x)? + self.o.forward(&a)?)?;
         let y = self.post_norm.forward(&x)?;
         let [gate, up] = Linear::forward_each([&self.gate, &self.up], &y)?;
-        let act = if cpu_fused::applies(&[&gate, &up]) {
-            cpu_fused::silu_mul(&gate, &up)?
-        } else {
-            (gate.silu()? * up)?
-        };
+        let act = ops::silu_mul(&gate, &up)?;
         let out = (x + self.down.forward(&act)?)?;
         debug_assert_eq!(out.dim(2)?, h);
         Ok(out)
-    }
-}
-
-/// Rotary embedding, "rotate half" convention, for `x` `(B, H, L, D)` and `cos`/`sin`
-/// `(B, L, D/2)`. Fused unless a gradient must flow.
-pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    if !tracks_grad(&[x, cos, sin]) {
-        return Ok(candle_nn::rotary_emb::rope(
-            x,
-            &cos.contiguous()?,
-            &sin.contiguous()?,
-        )?);
-    }
-    let half = x.dim(3)? / 2;
-    let cos = Tensor::cat(&[cos, cos], 2)?.unsqueeze(1)?;
-    let sin = Tensor::cat(&[sin, sin], 2)?.unsqueeze(1)?;
-    let x1 = x.narrow(3, 0, half)?;
-    let x2 = x.narrow(3, half, half)?;
-    let rotated = Tensor::cat(&[&x2.neg()?, &x1], 3)?;
-    Ok((x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::Var;
-
-    #[test]
-    fn fused_and_differentiable_rope_agree() {
-        let dev = Device::Cpu;
-        let x = Tensor::randn(0f32, 1., (2, 3, 5, 8), &dev).unwrap();
-        let angles = Tensor::randn(0f32, 3., (2, 5, 4), &dev).unwrap();
-        let (cos, sin) = (angles.cos().unwrap(), angles.sin().unwrap());
-        let fused = rope(&x, &cos, &sin).unwrap();
-        let var = Var::from_tensor(&x).unwrap();
-        let slow = rope(var.as_tensor(), &cos, &sin).unwrap();
-        let diff = crate::core::model::max_abs_diff(&fused, &slow);
-        assert!(diff < 1e-5, "{diff}");
-        assert!(
-            slow.sum_all()
-                .unwrap()
-                .backward()
-                .unwrap()
-                .get(var.as_tensor())
-                .is_some()
-        );
     }
 }

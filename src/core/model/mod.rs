@@ -8,20 +8,18 @@ pub mod captioner;
 pub mod checkpoint;
 pub mod clip;
 pub mod config;
-pub mod cpu_attention;
-pub mod cpu_fused;
-pub mod cpu_rowwise;
 pub mod generate;
+pub mod kernels;
 pub mod linear;
 pub mod llama;
 pub mod llava;
 pub mod lora;
 pub mod norm;
+pub mod ops;
 pub mod preprocess;
 pub mod projector;
 pub mod prompt;
 pub mod s2;
-pub mod skinny;
 pub mod weights;
 
 /// Largest absolute difference between two tensors of one shape (tests).

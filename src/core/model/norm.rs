@@ -3,15 +3,10 @@
 //! composite, differentiable form does (candle's fused norms record no backward).
 
 use anyhow::Result;
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
-use super::cpu_rowwise;
+use super::ops;
 use super::weights::Params;
-
-/// Whether any of these tensors takes part in a gradient computation.
-pub fn tracks_grad(tensors: &[&Tensor]) -> bool {
-    tensors.iter().any(|t| t.track_op())
-}
 
 /// `LayerNorm(x) = (x - mean) / sqrt(var + eps) * weight + bias`, statistics in f32.
 #[derive(Debug, Clone)]
@@ -33,20 +28,7 @@ impl LayerNorm {
 
     /// Normalises over the last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if tracks_grad(&[x, &self.weight, &self.bias]) {
-            return Ok(candle_nn::ops::layer_norm_slow(
-                x,
-                &self.weight,
-                &self.bias,
-                self.eps as f32,
-            )?);
-        }
-        Ok(candle_nn::ops::layer_norm(
-            &x.contiguous()?,
-            &self.weight,
-            &self.bias,
-            self.eps as f32,
-        )?)
+        ops::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
 
@@ -68,40 +50,14 @@ impl RmsNorm {
 
     /// Normalises over the last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if let Some(y) = cpu_rowwise::rms_norm(x, &self.weight, self.eps)? {
-            return Ok(y);
-        }
-        if tracks_grad(&[x, &self.weight]) {
-            return Ok(candle_nn::ops::rms_norm_slow(
-                x,
-                &self.weight,
-                self.eps as f32,
-            )?);
-        }
-        Ok(candle_nn::ops::rms_norm(
-            &x.contiguous()?,
-            &self.weight,
-            self.eps as f32,
-        )?)
+        ops::rms_norm(x, &self.weight, self.eps)
     }
-}
-
-/// Numerically stable softmax over the last dimension, computed in f32 and returned
-/// in the input dtype; fused unless a gradient must flow.
-pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    let dtype = x.dtype();
-    let x32 = x.to_dtype(DType::F32)?;
-    let y = if tracks_grad(&[x]) {
-        candle_nn::ops::softmax(&x32, candle_core::D::Minus1)?
-    } else {
-        candle_nn::ops::softmax_last_dim(&x32.contiguous()?)?
-    };
-    Ok(y.to_dtype(dtype)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::model::ops::softmax_last;
     use candle_core::{Device, Var};
 
     #[test]

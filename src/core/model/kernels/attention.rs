@@ -14,7 +14,7 @@ use anyhow::{Result, ensure};
 use candle_core::{CpuStorage, CustomOp3, DType, Device, Layout, Tensor};
 use rayon::prelude::*;
 
-use super::cpu_fused::{self, Strided, View, matmul, softmax_row, view, view_cpu};
+use super::fused::{self, Strided, View, matmul, softmax_row, view, view_cpu};
 
 /// Query rows per attention task: big enough for the score matmul to run at speed,
 /// small enough that a task's scores (`rep x QUERY_BLOCK x keys`) stay in L2 (on the
@@ -156,9 +156,9 @@ struct Shape {
     d: usize,
     scale: f32,
     past: Option<usize>,
-    /// One query per row: a decoding step, whose products take the skinny kernels.
+    /// One query per row: a decoding step, whose products take the small-m matmul kernels.
     decoding: bool,
-    /// The softmax's `exp` is the C library's (outside [`cpu_fused::inference`], so
+    /// The softmax's `exp` is the C library's (outside [`fused::inference`], so
     /// training's too), not the vectorised one: gradients come closer to PyTorch's.
     libm_exp: bool,
 }
@@ -205,7 +205,7 @@ impl Shape {
             scale: scale as f32,
             past: if causal { Some(t - l) } else { None },
             decoding: l == 1,
-            libm_exp: !cpu_fused::in_inference(),
+            libm_exp: !fused::in_inference(),
         })
     }
 
@@ -499,7 +499,7 @@ mod tests {
             let composite = attend_unfused(&q, &k, &v, mask.as_ref(), 0.25, causal).unwrap();
             let run = || attend(&q, &k, &v, mask.as_ref(), 0.25, causal).unwrap();
             // Outside inference (C library exp) and inside (the vectorised one).
-            for fused in [run(), cpu_fused::inference(&Device::Cpu, run)] {
+            for fused in [run(), fused::inference(&Device::Cpu, run)] {
                 assert_eq!(fused.dims(), composite.dims());
                 let diff = max_abs_diff(&fused, &composite);
                 assert!(diff < 1e-5, "l {l} past {past}: {diff}");

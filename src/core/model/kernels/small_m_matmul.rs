@@ -72,7 +72,7 @@ fn check_operands(
     b: &Rows,
     b_shape: (usize, usize),
 ) {
-    assert!(supported(), "skinny kernels need AVX-512");
+    assert!(supported(), "small-m matmul kernels need AVX-512");
     Rows {
         data: y.data,
         stride: y.stride,
@@ -358,11 +358,11 @@ mod avx512 {
     use super::Operands;
 
     pub unsafe fn rows_step(_: usize, _: usize, _: Operands, _: bool, _: f32) {
-        unreachable!("skinny kernels need AVX-512")
+        unreachable!("small-m matmul kernels need AVX-512")
     }
 
     pub unsafe fn cols_tile(_: usize, _: usize, _: Operands, _: f32) {
-        unreachable!("skinny kernels need AVX-512")
+        unreachable!("small-m matmul kernels need AVX-512")
     }
 }
 

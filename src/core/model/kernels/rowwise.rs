@@ -1,4 +1,4 @@
-//! Row-wise f32 CPU kernels for inference ([`cpu_fused::inference`] only): Llama's
+//! Row-wise f32 CPU kernels for inference ([`fused::inference`] only): Llama's
 //! RMSNorm, and the split of projected rows into attention heads with the rotary
 //! embedding applied in the same pass. candle's RMSNorm sums each row serially and
 //! its rotary op needs the heads already transposed (one more copy of q and k).
@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use super::cpu_fused::{self, view};
+use super::fused::{self, view};
 
 /// Rows per parallel task.
 const ROWS_PER_TASK: usize = 16;
@@ -16,7 +16,7 @@ const ROWS_PER_TASK: usize = 16;
 /// `x / sqrt(mean(x²) + eps) * weight` over the last dimension, or `None` where this
 /// kernel does not apply.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Option<Tensor>> {
-    if !cpu_fused::inference_applies(&[x, weight]) {
+    if !fused::inference_applies(&[x, weight]) {
         return Ok(None);
     }
     let width = weight.elem_count();
@@ -74,7 +74,7 @@ pub fn split_heads(
 ) -> Result<Option<Tensor>> {
     let mut all = vec![y];
     all.extend(rotary.iter().flat_map(|(c, s)| [*c, *s]));
-    if !cpu_fused::inference_applies(&all) {
+    if !fused::inference_applies(&all) {
         return Ok(None);
     }
     let (b, l, width) = y.dims3()?;
@@ -138,8 +138,8 @@ fn rotate_into(dst: &mut [f32], x: &[f32], cos: &[f32], sin: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::llama::rope;
     use crate::core::model::max_abs_diff;
+    use crate::core::model::ops::rope;
 
     #[test]
     fn kernels_match_candle() {
@@ -151,7 +151,7 @@ mod tests {
             rms_norm(&x, &w, 1e-5).unwrap().is_none(),
             "outside inference"
         );
-        let got = cpu_fused::inference(&dev, || rms_norm(&x, &w, 1e-5))
+        let got = fused::inference(&dev, || rms_norm(&x, &w, 1e-5))
             .unwrap()
             .unwrap();
         assert!(max_abs_diff(&got, &want) < 1e-5);
@@ -164,7 +164,7 @@ mod tests {
                 Some((c, s)) => rope(&heads.contiguous().unwrap(), c, s).unwrap(),
                 None => heads.clone(),
             };
-            let got = cpu_fused::inference(&dev, || split_heads(&x, 5, rotary))
+            let got = fused::inference(&dev, || split_heads(&x, 5, rotary))
                 .unwrap()
                 .unwrap();
             assert_eq!(got.dims(), want.dims());

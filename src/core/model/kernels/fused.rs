@@ -1,6 +1,6 @@
 //! Fused f32 CPU kernels for inference: `silu(gate) * up` in one pass, and, inside
-//! [`inference`] only, Linear products (skinny kernels or gemm called directly) and
-//! CLIP's `quick_gelu`; plus the primitives `cpu_attention` builds on. The elementwise
+//! [`inference`] only, Linear products (small-m matmul kernels or gemm called directly) and
+//! CLIP's `quick_gelu`; plus the primitives the fused attention ([`super::attention`]) builds on. The elementwise
 //! ones use a vectorisable `exp` (candle's CPU ops call the scalar libm one per
 //! element). Callers take these paths only for contiguous-in-the-last-dimension f32 CPU
 //! tensors that no gradient flows through; the composite candle ops remain the
@@ -13,8 +13,8 @@ use candle_core::{CpuStorage, DType, Device, Layout, Storage, Tensor};
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use super::norm::tracks_grad;
-use super::skinny;
+use super::small_m_matmul;
+use crate::core::model::ops::tracks_grad;
 
 /// Whether the fused kernels can run on these tensors.
 pub fn applies(tensors: &[&Tensor]) -> bool {
@@ -70,8 +70,8 @@ pub fn inference_applies(tensors: &[&Tensor]) -> bool {
 
 /// `x W^T + b` for each layer inside [`inference`], for `x` `(m, in)`, Linear weights
 /// `(out, in)` kept transposed in memory (`(in, out)` rows contiguous, as `Linear::load`
-/// stores CPU weights) and optional biases `(out)`. Up to [`skinny::MAX_ROWS`] rows run
-/// on the skinny kernels, all layers in one parallel pass; more call gemm directly, as
+/// stores CPU weights) and optional biases `(out)`. Up to [`small_m_matmul::MAX_ROWS`] rows run
+/// on the small-m matmul kernels, all layers in one parallel pass; more call gemm directly, as
 /// `(W x^T)^T`, so that gemm takes the weight as it lies and writes into a buffer the
 /// bias (or nothing) initialises, where candle's matmul packs the activations for every
 /// column block and zeroes a fresh output first (prefill's Linear layers run ~10%
@@ -112,7 +112,7 @@ pub fn linears(x: &Tensor, layers: &[(&Tensor, Option<&Tensor>)]) -> Result<Opti
         };
         operands.push((view(ws, wl)?.data, bias, n));
     }
-    let ys = if m > skinny::MAX_ROWS || !skinny::supported() {
+    let ys = if m > small_m_matmul::MAX_ROWS || !small_m_matmul::supported() {
         operands
             .iter()
             .map(|&(w, bias, n)| gemm_transposed((m, n, k), xv.data, w, bias))
@@ -122,20 +122,20 @@ pub fn linears(x: &Tensor, layers: &[(&Tensor, Option<&Tensor>)]) -> Result<Opti
             .iter()
             .map(|&(_, _, n)| vec![0f32; m * n])
             .collect();
-        let mut products: Vec<skinny::Product> = ys
+        let mut products: Vec<small_m_matmul::Product> = ys
             .iter_mut()
             .zip(&operands)
-            .map(|(y, &(w, _, n))| skinny::Product {
-                y: skinny::Out { data: y, stride: n },
-                b: skinny::Rows { data: w, stride: n },
+            .map(|(y, &(w, _, n))| small_m_matmul::Product {
+                y: small_m_matmul::Out { data: y, stride: n },
+                b: small_m_matmul::Rows { data: w, stride: n },
                 n,
             })
             .collect();
-        let x = skinny::Rows {
+        let x = small_m_matmul::Rows {
             data: xv.data,
             stride: k,
         };
-        skinny::times_rows_each((m, k), x, &mut products, 1.0, true);
+        small_m_matmul::times_rows_each((m, k), x, &mut products, 1.0, true);
         for (y, &(_, bias, n)) in ys.iter_mut().zip(&operands) {
             if let Some(bias) = bias {
                 y.chunks_mut(n)
@@ -296,7 +296,7 @@ impl<S: AsRef<[f32]>> Strided<S> {
 
 /// `dst = scale * lhs rhs` for `lhs` `(m, k)` and `rhs` `(k, n)` (`dst += ...` with
 /// `accumulate`), on this thread (callers parallelise over blocks). A decoding step's
-/// products (a query's grouped heads as rows) take the skinny kernels; prefill and
+/// products (a query's grouped heads as rows) take the small-m matmul kernels; prefill and
 /// training stay on gemm, so training's two forward passes (with and without a
 /// gradient) compute the same bits.
 pub(super) fn matmul(
@@ -310,26 +310,26 @@ pub(super) fn matmul(
     dst.check((m, n));
     lhs.check((m, k));
     rhs.check((k, n));
-    if decoding && !accumulate && lhs.col == 1 && dst.col == 1 && skinny::supported() {
+    if decoding && !accumulate && lhs.col == 1 && dst.col == 1 && small_m_matmul::supported() {
         let (y, x) = (
-            skinny::Out {
+            small_m_matmul::Out {
                 data: dst.data,
                 stride: dst.row,
             },
-            skinny::Rows {
+            small_m_matmul::Rows {
                 data: lhs.data,
                 stride: lhs.row,
             },
         );
-        let b = |stride| skinny::Rows {
+        let b = |stride| small_m_matmul::Rows {
             data: rhs.data,
             stride,
         };
         if rhs.col == 1 {
-            return skinny::times_rows((m, n, k), y, x, b(rhs.row), scale, false);
+            return small_m_matmul::times_rows((m, n, k), y, x, b(rhs.row), scale, false);
         }
         if rhs.row == 1 {
-            return skinny::times_cols((m, n, k), y, x, b(rhs.col), scale);
+            return small_m_matmul::times_cols((m, n, k), y, x, b(rhs.col), scale);
         }
     }
     // SAFETY: the checks above keep every element the product reads or writes inside

@@ -1,0 +1,18 @@
+//! Hand-written f32 CPU kernels, called only through [`super::ops`]:
+//! - [`attention`]: fused attention with its own backward pass (inference and training);
+//! - [`fused`]: `silu(gate) * up`, `quick_gelu`, and Linear products on a few rows
+//!   ([`small_m_matmul`]) or through gemm called directly;
+//! - [`rowwise`]: RMSNorm, and the split into attention heads with the rotary embedding.
+//!
+//! **The inference switch.** Every kernel but the attention computes candle's math in
+//! another summation order, so it runs only inside [`inference`], a scope that sets a
+//! thread-local flag: training never enters it, and its passes with and without a
+//! gradient (activation checkpointing) keep identical bits. Captioning and evaluation
+//! wrap their forward passes in it.
+
+pub mod attention;
+pub mod fused;
+pub mod rowwise;
+pub mod small_m_matmul;
+
+pub use fused::inference;
