@@ -1,7 +1,7 @@
 //! DICOM and NIfTI files converted to pictures, as `mt convert image` does.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use medtrinity::core::medical::inputs::{Job, Kind};
+use medtrinity::core::medical::jobs::{Job, Kind};
 use medtrinity::core::medical::output::Format;
 use medtrinity::core::medical::window::Depth;
 use medtrinity::core::medical::{Options, WindowChoice, convert};

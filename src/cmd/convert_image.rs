@@ -9,7 +9,7 @@ use super::{Context, finish_failures, print};
 use crate::core::error::usage;
 use crate::core::medical::output::Format;
 use crate::core::medical::window::{Depth, Window};
-use crate::core::medical::{self, Done, Options, WindowChoice, inputs};
+use crate::core::medical::{self, Done, Options, WindowChoice, jobs};
 use crate::core::progress;
 
 const HELP: &str = "\
@@ -169,7 +169,7 @@ impl ImageArgs {
 /// Runs `mt convert image`.
 pub fn run(args: &ImageArgs, ctx: &mut Context) -> Result<()> {
     let opts = args.options()?;
-    let plan = inputs::plan(&args.inputs, &args.output)?;
+    let plan = jobs::plan(&args.inputs, &args.output)?;
     if plan.jobs.is_empty() && plan.rejected.is_empty() {
         return Err(usage(format!(
             "no DICOM or NIfTI files in {} ({} other files)",

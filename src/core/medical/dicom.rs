@@ -20,7 +20,7 @@ use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry
 
 use super::output::{Outputs, Picture, Pixels};
 use super::window::{self, Mapping, VoiFunction, Window};
-use super::{Options, Rescale, Sidecar, TransferSyntax, WindowChoice, WindowUsed, inputs::Kind};
+use super::{Options, Rescale, Sidecar, TransferSyntax, WindowChoice, WindowUsed, jobs::Kind};
 
 /// Converts one DICOM file; returns its sidecar (outputs filled in by the caller).
 pub fn convert(path: &Path, opts: &Options, out: &mut Outputs) -> Result<Sidecar> {

@@ -8,7 +8,7 @@
 
 pub mod dicom;
 pub mod dicom_lengths;
-pub mod inputs;
+pub mod jobs;
 pub mod nifti;
 pub mod output;
 pub mod window;
@@ -16,7 +16,7 @@ pub mod window;
 use anyhow::Result;
 use serde::Serialize;
 
-use self::inputs::{Job, Kind};
+use self::jobs::{Job, Kind};
 use self::output::{Format, Outputs};
 use self::window::{Depth, Window};
 use crate::core::error::contain_panic;

@@ -16,7 +16,7 @@ use nifti::{
 
 use super::output::{Outputs, Picture, Pixels};
 use super::window::{self, Mapping, Window};
-use super::{Options, Rescale, Sidecar, WindowChoice, WindowUsed, inputs::Kind};
+use super::{Options, Rescale, Sidecar, WindowChoice, WindowUsed, jobs::Kind};
 use crate::core::budget;
 
 /// Array axis names used in picture suffixes (`_z0042` is slice 42 across axis 2).
