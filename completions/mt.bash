@@ -231,18 +231,18 @@ _mt() {
             return 0
             ;;
         mt__subcmd__caption)
-            opts="-o -v -q -h -V --model --vision-tower --output --prompt --max-new-tokens --temperature --top-p --top-k --stop --ignore-eos --batch-size --gpu --cpu --dtype --pipeline --rois --knowledge --knowledge-k --coarse-templates --orientation --dry-run --shard --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-o -v -q -h -V --vision-tower --dtype --output --prompt --temperature --top-p --top-k --stop --ignore-eos --batch-size --gpu --cpu --pipeline --rois --knowledge --knowledge-k --coarse-templates --orientation --dry-run --shard --ckpt --model --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --model)
+                --vision-tower)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --vision-tower)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                --dtype)
+                    COMPREPLY=($(compgen -W "f32 bf16 f16" -- "${cur}"))
                     return 0
                     ;;
                 --output)
@@ -254,10 +254,6 @@ _mt() {
                     return 0
                     ;;
                 --prompt)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --max-new-tokens)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -282,10 +278,6 @@ _mt() {
                     return 0
                     ;;
                 --gpu)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --dtype)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -314,6 +306,18 @@ _mt() {
                     return 0
                     ;;
                 --shard)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --model)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ckpt)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-new-tokens)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -677,16 +681,12 @@ _mt() {
             return 0
             ;;
         mt__subcmd__convert__subcmd__merge__subcmd__lora)
-            opts="-o -v -q -h -V --model --adapter --output --vision-tower --dtype --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-o -v -q -h -V --adapter --output --ckpt --model --vision-tower --dtype --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --model)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --adapter)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -699,12 +699,20 @@ _mt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --model)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ckpt)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --vision-tower)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --dtype)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "f32 bf16 f16" -- "${cur}"))
                     return 0
                     ;;
                 --run-dir)
@@ -1033,14 +1041,26 @@ _mt() {
             return 0
             ;;
         mt__subcmd__eval__subcmd__pathvqa)
-            opts="-v -q -h -V --ckpt --data --split --vision-tower --image-folder --all-languages --gpu --cpu --dtype --batch-size --max-new-tokens --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --data --split --image-folder --all-languages --gpu --cpu --batch-size --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --model)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --ckpt)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vision-tower)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dtype)
+                    COMPREPLY=($(compgen -W "f32 bf16 f16" -- "${cur}"))
                     return 0
                     ;;
                 --data)
@@ -1048,10 +1068,6 @@ _mt() {
                     return 0
                     ;;
                 --split)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --vision-tower)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1063,15 +1079,7 @@ _mt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --dtype)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --batch-size)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --max-new-tokens)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1096,6 +1104,10 @@ _mt() {
                     return 0
                     ;;
                 --chunk)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-new-tokens)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1153,14 +1165,26 @@ _mt() {
             return 0
             ;;
         mt__subcmd__eval__subcmd__slake)
-            opts="-v -q -h -V --ckpt --data --split --vision-tower --image-folder --all-languages --gpu --cpu --dtype --batch-size --max-new-tokens --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --data --split --image-folder --all-languages --gpu --cpu --batch-size --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --model)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --ckpt)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vision-tower)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dtype)
+                    COMPREPLY=($(compgen -W "f32 bf16 f16" -- "${cur}"))
                     return 0
                     ;;
                 --data)
@@ -1168,10 +1192,6 @@ _mt() {
                     return 0
                     ;;
                 --split)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --vision-tower)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1183,15 +1203,7 @@ _mt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --dtype)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --batch-size)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --max-new-tokens)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1216,6 +1228,10 @@ _mt() {
                     return 0
                     ;;
                 --chunk)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-new-tokens)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1235,14 +1251,26 @@ _mt() {
             return 0
             ;;
         mt__subcmd__eval__subcmd__vqa__subcmd__rad)
-            opts="-v -q -h -V --ckpt --data --split --vision-tower --image-folder --all-languages --gpu --cpu --dtype --batch-size --max-new-tokens --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --data --split --image-folder --all-languages --gpu --cpu --batch-size --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --model)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --ckpt)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vision-tower)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dtype)
+                    COMPREPLY=($(compgen -W "f32 bf16 f16" -- "${cur}"))
                     return 0
                     ;;
                 --data)
@@ -1250,10 +1278,6 @@ _mt() {
                     return 0
                     ;;
                 --split)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --vision-tower)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1265,15 +1289,7 @@ _mt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --dtype)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --batch-size)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --max-new-tokens)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1301,6 +1317,10 @@ _mt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --max-new-tokens)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --run-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1317,16 +1337,12 @@ _mt() {
             return 0
             ;;
         mt__subcmd__finetune)
-            opts="-v -q -h -V --model --vision-tower --projector --data --bench --split --image-folder --max-steps --epochs --lr --projector-lr --batch-size --grad-accum --warmup-ratio --weight-decay --max-grad-norm --model-max-length --gradient-checkpointing --image-aspect-ratio --group-by-modality-length --lora-r --lora-alpha --lora-dropout --save-steps --save-total-limit --gpu --cpu --dtype --resume --stop-after-steps --plot --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --vision-tower --projector --data --bench --split --image-folder --max-steps --epochs --lr --projector-lr --batch-size --grad-accum --warmup-ratio --weight-decay --max-grad-norm --model-max-length --gradient-checkpointing --image-aspect-ratio --group-by-modality-length --lora-r --lora-alpha --lora-dropout --save-steps --save-total-limit --gpu --resume --stop-after-steps --plot --ckpt --model --dtype --cpu --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --model)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --vision-tower)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -1427,12 +1443,20 @@ _mt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --dtype)
+                --stop-after-steps)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --stop-after-steps)
+                --model)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ckpt)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dtype)
+                    COMPREPLY=($(compgen -W "f32 bf16 f16" -- "${cur}"))
                     return 0
                     ;;
                 --run-dir)
@@ -1925,7 +1949,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__train)
-            opts="-v -q -h -V --stage --model --vision-tower --projector --data --bench --split --image-folder --max-steps --epochs --lr --projector-lr --batch-size --grad-accum --warmup-ratio --weight-decay --max-grad-norm --model-max-length --gradient-checkpointing --image-aspect-ratio --group-by-modality-length --lora-r --lora-alpha --lora-dropout --save-steps --save-total-limit --gpu --cpu --dtype --resume --stop-after-steps --plot --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --stage --vision-tower --projector --data --bench --split --image-folder --max-steps --epochs --lr --projector-lr --batch-size --grad-accum --warmup-ratio --weight-decay --max-grad-norm --model-max-length --gradient-checkpointing --image-aspect-ratio --group-by-modality-length --lora-r --lora-alpha --lora-dropout --save-steps --save-total-limit --gpu --resume --stop-after-steps --plot --ckpt --model --dtype --cpu --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1933,10 +1957,6 @@ _mt() {
             case "${prev}" in
                 --stage)
                     COMPREPLY=($(compgen -W "1 2" -- "${cur}"))
-                    return 0
-                    ;;
-                --model)
-                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --vision-tower)
@@ -2039,12 +2059,20 @@ _mt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --dtype)
+                --stop-after-steps)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --stop-after-steps)
+                --model)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ckpt)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dtype)
+                    COMPREPLY=($(compgen -W "f32 bf16 f16" -- "${cur}"))
                     return 0
                     ;;
                 --run-dir)

@@ -43,8 +43,8 @@ complete -c mt -n "__fish_mt_needs_command" -f -a "eval" -d 'Score answers, or r
 complete -c mt -n "__fish_mt_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c mt -n "__fish_mt_needs_command" -f -a "replay" -d 'Run a command again with the arguments recorded in a run directory'
 complete -c mt -n "__fish_mt_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mt -n "__fish_mt_using_subcommand download" -l repo-type -d 'Repository type' -r -f -a "model\t''
-dataset\t''"
+complete -c mt -n "__fish_mt_using_subcommand download" -l repo-type -d 'Repository type' -r -f -a "model\t'A model repository'
+dataset\t'A dataset repository'"
 complete -c mt -n "__fish_mt_using_subcommand download" -l revision -d 'Branch, tag, commit, refs/pr/N or refs/convert/parquet (default: main)' -r
 complete -c mt -n "__fish_mt_using_subcommand download" -l include -d 'Only files matching these globs (fnmatch; `*` matches `/`; `dir/` = all under dir)' -r
 complete -c mt -n "__fish_mt_using_subcommand download" -l exclude -d 'Skip files matching these globs' -r
@@ -64,7 +64,7 @@ complete -c mt -n "__fish_mt_using_subcommand download" -s v -l verbose -d 'More
 complete -c mt -n "__fish_mt_using_subcommand download" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand download" -l json -d 'Machine-readable JSON on stdout instead of tables'
 complete -c mt -n "__fish_mt_using_subcommand download" -l no-run-dir -d 'Do not write a run directory'
-complete -c mt -n "__fish_mt_using_subcommand download" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand download" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand download" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand inspect" -l images -d 'Where image file names resolve: a folder, or .tar.zst shards (file, folder, glob)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand inspect" -l head -d 'Print the first N records (after --filter) instead of statistics' -r
@@ -102,9 +102,9 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subco
 complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -f -a "merge-lora" -d 'Merge a LoRA adapter into its base checkpoint'
 complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -f -a "knowledge-index" -d 'Build the BM25 index of a knowledge corpus'
 complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -l bench -d 'Benchmark' -r -f -a "vqa-rad\t''
-slake\t''
-pathvqa\t''"
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -l bench -d 'Benchmark' -r -f -a "vqa-rad\t'VQA-RAD'
+slake\t'SLAKE'
+pathvqa\t'PathVQA'"
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -l input -d 'Dataset folder (or file) in a released or hub layout' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -l split -d 'Split: train, validation or test' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -s o -l output -d 'Output JSON (`-` = stdout)' -r -F
@@ -116,7 +116,7 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -l json -d 'Machine-readable JSON on stdout instead of tables'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -l no-run-dir -d 'Do not write a run directory'
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -s o -l output -d 'Output: a .jsonl (resumable, `-` = stdout) or .json file for `llava`, a folder for `parquet` and `wds`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l images -d 'Where image names in manifests / LLaVA records resolve (folder or .tar.zst shards)' -r -F
@@ -184,18 +184,20 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge" -s h -l help -d 'Print help'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l model -d 'The base checkpoint the adapter was trained on (original LLaVA layout)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l adapter -d 'The adapter folder (adapter_config.json + adapter_model.safetensors)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -s o -l output -d 'Output checkpoint folder' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l model -l ckpt -d 'The base checkpoint the adapter was trained on (original LLaVA layout)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l vision-tower -d 'CLIP tower folder when the base checkpoint does not carry or find one' -r -F
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l dtype -d 'Weights dtype of the output: f32, bf16, f16 (default: the base config\'s)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l dtype -d 'Weights dtype of the output (default: the base config\'s)' -r -f -a "f32\t'32-bit float'
+bf16\t'bfloat16'
+f16\t'IEEE half precision'"
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l json -d 'Machine-readable JSON on stdout instead of tables'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l no-run-dir -d 'Do not write a run directory'
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from knowledge-index" -s o -l output -d 'Index folder [default: <first corpus>.bm25]' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from knowledge-index" -l memory -d 'Indexing memory, all threads together (bytes, or with KB/MB/GB; at least 15MB)' -r
@@ -219,8 +221,8 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mt -n "__fish_mt_using_subcommand roi" -s o -l output -d 'Output JSONL, or parquet for *.parquet (`-` = stdout)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand roi" -l overlay -d 'Write images with the ROI drawn as a green box into DIR' -r -F
-complete -c mt -n "__fish_mt_using_subcommand roi" -l orientation -d 'Left/right convention for position words' -r -f -a "radiological\t''
-anatomical\t''"
+complete -c mt -n "__fish_mt_using_subcommand roi" -l orientation -d 'Left/right convention for position words' -r -f -a "radiological\t'The patient\'s sides: the image\'s left is the patient\'s right (CT, MR, X-ray)'
+anatomical\t'The sides as the image shows them'"
 complete -c mt -n "__fish_mt_using_subcommand roi" -l min-size -d 'Smallest connected component kept, in pixels' -r
 complete -c mt -n "__fish_mt_using_subcommand roi" -l connectivity -d 'Pixel connectivity of components: 4 or 8' -r
 complete -c mt -n "__fish_mt_using_subcommand roi" -l merge-distance -d 'Merge components of one label whose boxes are at most this many pixels apart' -r
@@ -233,29 +235,31 @@ complete -c mt -n "__fish_mt_using_subcommand roi" -s v -l verbose -d 'More log 
 complete -c mt -n "__fish_mt_using_subcommand roi" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand roi" -l json -d 'Machine-readable JSON on stdout instead of tables'
 complete -c mt -n "__fish_mt_using_subcommand roi" -l no-run-dir -d 'Do not write a run directory'
-complete -c mt -n "__fish_mt_using_subcommand roi" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand roi" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand roi" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand caption" -l model -d 'Checkpoint folder (original LLaVA or llava-hf layout)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand caption" -l vision-tower -d 'CLIP tower folder when the checkpoint does not include one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand caption" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
+bf16\t'bfloat16'
+f16\t'IEEE half precision'"
 complete -c mt -n "__fish_mt_using_subcommand caption" -s o -l output -d 'Output JSONL or parquet (`-` = stdout); ids already in the file are skipped' -r -F
 complete -c mt -n "__fish_mt_using_subcommand caption" -l prompt -d 'The instruction given with every image' -r
-complete -c mt -n "__fish_mt_using_subcommand caption" -l max-new-tokens -d 'Most tokens generated per caption' -r
-complete -c mt -n "__fish_mt_using_subcommand caption" -l temperature -d 'Sampling temperature (0 = greedy)' -r
-complete -c mt -n "__fish_mt_using_subcommand caption" -l top-p -d 'Nucleus sampling mass (1 = off)' -r
-complete -c mt -n "__fish_mt_using_subcommand caption" -l top-k -d 'Sample among the k most likely tokens (0 = off)' -r
+complete -c mt -n "__fish_mt_using_subcommand caption" -l temperature -d 'Sampling temperature (default 0: greedy, reproducible)' -r
+complete -c mt -n "__fish_mt_using_subcommand caption" -l top-p -d 'Nucleus sampling mass (default 1: off)' -r
+complete -c mt -n "__fish_mt_using_subcommand caption" -l top-k -d 'Sample among the k most likely tokens (default 0: off)' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l stop -d 'Text that ends a caption (repeatable); the caption is cut before it' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l batch-size -d 'Images per forward pass' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l gpu -d 'GPU index (needs a CUDA build). Default: GPU 0 when a CUDA build sees one, else the CPU' -r
-complete -c mt -n "__fish_mt_using_subcommand caption" -l dtype -d 'Compute dtype: f32, bf16 or f16 (default bf16 on GPU, f32 on CPU)' -r
-complete -c mt -n "__fish_mt_using_subcommand caption" -l pipeline -d 'Caption through a pipeline: `medtrinity` (coarse caption + ROI + knowledge)' -r -f -a "medtrinity\t''"
+complete -c mt -n "__fish_mt_using_subcommand caption" -l pipeline -d 'Caption through a pipeline: `medtrinity` (coarse caption + ROI + knowledge)' -r -f -a "medtrinity\t'Coarse caption + ROI + retrieved knowledge -> a multigranular description'"
 complete -c mt -n "__fish_mt_using_subcommand caption" -l rois -d '`mt roi` output (JSONL or parquet) whose regions are joined to the records by id' -r -F
 complete -c mt -n "__fish_mt_using_subcommand caption" -l knowledge -d 'Knowledge passages: a JSONL corpus ({id, title, text, source}; indexed once, beside it) or an index built by `mt convert knowledge-index`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand caption" -l knowledge-k -d 'Passages retrieved per record' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l coarse-templates -d 'JSON of source name -> coarse caption template (`*` = all other sources)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand caption" -l orientation -d 'Left/right convention of position words for boxes from `bbox` fields in the pipeline (default `auto`: radiological for CT, MRI, X-ray, PET; as shown otherwise)' -r -f -a "auto\t''
-radiological\t''
-anatomical\t''"
+complete -c mt -n "__fish_mt_using_subcommand caption" -l orientation -d 'Left/right convention of position words for boxes from `bbox` fields in the pipeline (default `auto`: radiological for CT, MRI, X-ray, PET; as shown otherwise)' -r -f -a "auto\t'Radiological for CT, MRI, X-ray and PET; as shown otherwise'
+radiological\t'The patient\'s sides: the image\'s left is the patient\'s right'
+anatomical\t'The sides as the image shows them'"
 complete -c mt -n "__fish_mt_using_subcommand caption" -l shard -d 'Caption only shard I of N (ids by hash), `slurm/N` or `slurm` in a Slurm array; output to <stem>-0000I-of-0000N.<ext>' -r
+complete -c mt -n "__fish_mt_using_subcommand caption" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand caption" -l max-new-tokens -d 'Most tokens generated per caption' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand caption" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l ignore-eos -d 'Keep generating past end-of-sequence tokens (benchmarks: a fixed token count)'
@@ -265,17 +269,16 @@ complete -c mt -n "__fish_mt_using_subcommand caption" -s v -l verbose -d 'More 
 complete -c mt -n "__fish_mt_using_subcommand caption" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand caption" -l json -d 'Machine-readable JSON on stdout instead of tables'
 complete -c mt -n "__fish_mt_using_subcommand caption" -l no-run-dir -d 'Do not write a run directory'
-complete -c mt -n "__fish_mt_using_subcommand caption" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand caption" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand caption" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand train" -l stage -d '1: projector only (lr 2e-3); 2: LLM + projector (lr 2e-5), CLIP frozen' -r -f -a "1\t''
-2\t''"
-complete -c mt -n "__fish_mt_using_subcommand train" -l model -d 'Checkpoint to start from (original LLaVA layout)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand train" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand train" -l stage -d '1: projector only (lr 2e-3); 2: LLM + projector (lr 2e-5), CLIP frozen' -r -f -a "1\t'Projector alignment: the projector only (lr 2e-3)'
+2\t'Instruction tuning: the language model and the projector (lr 2e-5)'"
+complete -c mt -n "__fish_mt_using_subcommand train" -l vision-tower -d 'CLIP tower folder when the checkpoint does not include one' -r -F
 complete -c mt -n "__fish_mt_using_subcommand train" -l projector -d 'Start the projector from these weights (a stage-1 run\'s `mm_projector.safetensors`; LLaVA\'s --pretrain_mm_mlp_adapter)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand train" -l data -d 'LLaVA conversation JSON or JSONL ({id, image, conversations}); with --bench, the benchmark\'s folder or file in any layout `mt convert vqa` reads' -r -F
-complete -c mt -n "__fish_mt_using_subcommand train" -l bench -d 'Read --data as VQA-RAD, SLAKE or PathVQA (one `<image>\\nQ` / `A` exchange per question)' -r -f -a "vqa-rad\t''
-slake\t''
-pathvqa\t''"
+complete -c mt -n "__fish_mt_using_subcommand train" -l bench -d 'Read --data as VQA-RAD, SLAKE or PathVQA (one `<image>\\nQ` / `A` exchange per question)' -r -f -a "vqa-rad\t'VQA-RAD'
+slake\t'SLAKE'
+pathvqa\t'PathVQA'"
 complete -c mt -n "__fish_mt_using_subcommand train" -l split -d 'The benchmark split to train on' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l image-folder -d 'Where image paths in --data resolve (default: the data file\'s folder)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand train" -l max-steps -d 'Stop after N optimizer steps (the schedule spans N steps)' -r
@@ -290,8 +293,8 @@ complete -c mt -n "__fish_mt_using_subcommand train" -l max-grad-norm -d 'Clip t
 complete -c mt -n "__fish_mt_using_subcommand train" -l model-max-length -d 'Longest sequence in tokens, image rows included' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l gradient-checkpointing -d 'Recompute each decoder layer in the backward pass instead of keeping its activations (default: on for a GPU, as the reference scripts; off on the CPU)' -r -f -a "true\t''
 false\t''"
-complete -c mt -n "__fish_mt_using_subcommand train" -l image-aspect-ratio -d '`pad` images to square with the mean colour, or `square` (resize + centre crop)' -r -f -a "pad\t''
-square\t''"
+complete -c mt -n "__fish_mt_using_subcommand train" -l image-aspect-ratio -d '`pad` images to square with the mean colour, or `square` (resize + centre crop)' -r -f -a "pad\t'Pad to square with the mean colour, then resize'
+square\t'Resize and centre-crop to square'"
 complete -c mt -n "__fish_mt_using_subcommand train" -l group-by-modality-length -d 'Group samples by modality and length (LLaVA\'s group_by_modality_length)' -r -f -a "true\t''
 false\t''"
 complete -c mt -n "__fish_mt_using_subcommand train" -l lora-r -d 'LoRA rank: train LoRA adapters on every language-model Linear layer' -r
@@ -299,27 +302,29 @@ complete -c mt -n "__fish_mt_using_subcommand train" -l lora-alpha -d 'LoRA alph
 complete -c mt -n "__fish_mt_using_subcommand train" -l lora-dropout -d 'LoRA dropout on the adapters\' inputs (default 0.05, as the reference)' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l save-steps -d 'Save a checkpoint every N steps (0 = only at the end)' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l save-total-limit -d 'Checkpoints to keep (0 = all)' -r
-complete -c mt -n "__fish_mt_using_subcommand train" -l gpu -d 'GPU index. Default: GPU 0 when a CUDA build sees one, else the CPU' -r
-complete -c mt -n "__fish_mt_using_subcommand train" -l dtype -d 'Parameter dtype: f32, bf16 (default: bf16 on a GPU, f32 on the CPU)' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l gpu -d 'GPU index (needs a CUDA build). Default: GPU 0 when a CUDA build sees one, else the CPU' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l stop-after-steps -d 'Save and stop after N steps in this process (time-limited jobs; continue with --resume)' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l model -l ckpt -d 'Checkpoint to start from (original LLaVA layout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand train" -l dtype -d 'Parameter dtype (default: bf16 on a GPU, f32 on the CPU; f16 is refused: it needs loss scaling)' -r -f -a "f32\t'32-bit float'
+bf16\t'bfloat16'
+f16\t'IEEE half precision'"
 complete -c mt -n "__fish_mt_using_subcommand train" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand train" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
-complete -c mt -n "__fish_mt_using_subcommand train" -l cpu -d 'Train on the CPU even when a GPU is visible (tiny configs)'
 complete -c mt -n "__fish_mt_using_subcommand train" -l resume -d 'Continue from the last checkpoint in --run-dir (same flags)'
 complete -c mt -n "__fish_mt_using_subcommand train" -l plot -d 'Also write loss / learning-rate curves to curves.png in the run directory'
+complete -c mt -n "__fish_mt_using_subcommand train" -l cpu -d 'Train on the CPU even when a GPU is visible (tiny configs)'
 complete -c mt -n "__fish_mt_using_subcommand train" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand train" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand train" -l json -d 'Machine-readable JSON on stdout instead of tables'
 complete -c mt -n "__fish_mt_using_subcommand train" -l no-run-dir -d 'Do not write a run directory'
-complete -c mt -n "__fish_mt_using_subcommand train" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand train" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand train" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l model -d 'Checkpoint to start from (original LLaVA layout)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l vision-tower -d 'CLIP tower folder when the checkpoint does not include one' -r -F
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l projector -d 'Start the projector from these weights (a stage-1 run\'s `mm_projector.safetensors`; LLaVA\'s --pretrain_mm_mlp_adapter)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l data -d 'LLaVA conversation JSON or JSONL ({id, image, conversations}); with --bench, the benchmark\'s folder or file in any layout `mt convert vqa` reads' -r -F
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l bench -d 'Read --data as VQA-RAD, SLAKE or PathVQA (one `<image>\\nQ` / `A` exchange per question)' -r -f -a "vqa-rad\t''
-slake\t''
-pathvqa\t''"
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l bench -d 'Read --data as VQA-RAD, SLAKE or PathVQA (one `<image>\\nQ` / `A` exchange per question)' -r -f -a "vqa-rad\t'VQA-RAD'
+slake\t'SLAKE'
+pathvqa\t'PathVQA'"
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l split -d 'The benchmark split to train on' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l image-folder -d 'Where image paths in --data resolve (default: the data file\'s folder)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l max-steps -d 'Stop after N optimizer steps (the schedule spans N steps)' -r
@@ -334,8 +339,8 @@ complete -c mt -n "__fish_mt_using_subcommand finetune" -l max-grad-norm -d 'Cli
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l model-max-length -d 'Longest sequence in tokens, image rows included' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l gradient-checkpointing -d 'Recompute each decoder layer in the backward pass instead of keeping its activations (default: on for a GPU, as the reference scripts; off on the CPU)' -r -f -a "true\t''
 false\t''"
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l image-aspect-ratio -d '`pad` images to square with the mean colour, or `square` (resize + centre crop)' -r -f -a "pad\t''
-square\t''"
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l image-aspect-ratio -d '`pad` images to square with the mean colour, or `square` (resize + centre crop)' -r -f -a "pad\t'Pad to square with the mean colour, then resize'
+square\t'Resize and centre-crop to square'"
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l group-by-modality-length -d 'Group samples by modality and length (LLaVA\'s group_by_modality_length)' -r -f -a "true\t''
 false\t''"
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l lora-r -d 'LoRA rank: train LoRA adapters on every language-model Linear layer' -r
@@ -343,19 +348,22 @@ complete -c mt -n "__fish_mt_using_subcommand finetune" -l lora-alpha -d 'LoRA a
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l lora-dropout -d 'LoRA dropout on the adapters\' inputs (default 0.05, as the reference)' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l save-steps -d 'Save a checkpoint every N steps (0 = only at the end)' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l save-total-limit -d 'Checkpoints to keep (0 = all)' -r
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l gpu -d 'GPU index. Default: GPU 0 when a CUDA build sees one, else the CPU' -r
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l dtype -d 'Parameter dtype: f32, bf16 (default: bf16 on a GPU, f32 on the CPU)' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l gpu -d 'GPU index (needs a CUDA build). Default: GPU 0 when a CUDA build sees one, else the CPU' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l stop-after-steps -d 'Save and stop after N steps in this process (time-limited jobs; continue with --resume)' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l model -l ckpt -d 'Checkpoint to start from (original LLaVA layout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l dtype -d 'Parameter dtype (default: bf16 on a GPU, f32 on the CPU; f16 is refused: it needs loss scaling)' -r -f -a "f32\t'32-bit float'
+bf16\t'bfloat16'
+f16\t'IEEE half precision'"
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l cpu -d 'Train on the CPU even when a GPU is visible (tiny configs)'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l resume -d 'Continue from the last checkpoint in --run-dir (same flags)'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l plot -d 'Also write loss / learning-rate curves to curves.png in the run directory'
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l cpu -d 'Train on the CPU even when a GPU is visible (tiny configs)'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l json -d 'Machine-readable JSON on stdout instead of tables'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l no-run-dir -d 'Do not write a run directory'
-complete -c mt -n "__fish_mt_using_subcommand finetune" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand finetune" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand eval; and not __fish_seen_subcommand_from score slake vqa-rad pathvqa help" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and not __fish_seen_subcommand_from score slake vqa-rad pathvqa help" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
@@ -372,34 +380,36 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and not __fish_seen_subcomma
 complete -c mt -n "__fish_mt_using_subcommand eval; and not __fish_seen_subcommand_from score slake vqa-rad pathvqa help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l gt -d 'Ground truth: JSON array (or JSONL) of {id, conversations: [human, gpt], answer_type}' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l pred -d 'Answers: LLaVA answer JSONL (question_id, text, ...)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l scorer -d 'Which reference scoring to reproduce' -r -f -a "llava-med\t''
-multimedeval\t''"
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l bench -d 'Show the paper\'s LLaVA-Med++ numbers for this benchmark beside ours' -r -f -a "vqa-rad\t''
-slake\t''
-pathvqa\t''"
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l scorer -d 'Which reference scoring to reproduce' -r -f -a "llava-med\t'run_eval_nocandi.py of the MedTrinity-25M repository'
+multimedeval\t'VQA.evaluate of multimedeval 1.0.0'"
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l bench -d 'Show the paper\'s LLaVA-Med++ numbers for this benchmark beside ours' -r -f -a "vqa-rad\t'VQA-RAD'
+slake\t'SLAKE'
+pathvqa\t'PathVQA'"
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l json -d 'Machine-readable JSON on stdout instead of tables'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l no-run-dir -d 'Do not write a run directory'
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l vision-tower -d 'CLIP tower folder when the checkpoint does not include one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
+bf16\t'bfloat16'
+f16\t'IEEE half precision'"
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l data -d 'Benchmark data: a folder in the released layout or the hub parquet copy, or a JSON file in the LLaVA eval layout' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l split -d 'Split to evaluate' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l vision-tower -d 'CLIP tower folder when the checkpoint does not include one' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l image-folder -d 'Folder the images of a LLaVA eval JSON are relative to (default: the file\'s)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l gpu -d 'GPU indices; with several, one worker process each over contiguous chunks. Default: GPU 0 when a CUDA build sees one, else the CPU' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l dtype -d 'Compute dtype: f32, bf16 or f16 (default bf16 on GPU, f32 on CPU)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l batch-size -d 'Questions per forward pass' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l max-new-tokens -d 'Most tokens generated per answer (the reference\'s 1024)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l temperature -d 'Sampling temperature (default 0: greedy, reproducible)' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l top-p -d 'Nucleus sampling mass (1 = off)' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l top-k -d 'Sample among the k most likely tokens (0 = off)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l top-p -d 'Nucleus sampling mass (default 1: off)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l top-k -d 'Sample among the k most likely tokens (default 0: off)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l limit -d 'Evaluate only the first N questions' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l chunks -d 'Split the questions into N contiguous chunks, one worker process each (default: one per --gpu; GPUs are dealt out in turn)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l chunk -d 'Answer only chunk K of N into --run-dir (Slurm arrays, several machines); a later run without --chunk in the same --run-dir merges and scores' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l max-new-tokens -d 'Most tokens generated per answer (the reference\'s 1024)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l all-languages -d 'SLAKE: the Chinese questions too (the paper used the English ones)'
@@ -409,23 +419,25 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l json -d 'Machine-readable JSON on stdout instead of tables'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l no-run-dir -d 'Do not write a run directory'
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l vision-tower -d 'CLIP tower folder when the checkpoint does not include one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
+bf16\t'bfloat16'
+f16\t'IEEE half precision'"
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l data -d 'Benchmark data: a folder in the released layout or the hub parquet copy, or a JSON file in the LLaVA eval layout' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l split -d 'Split to evaluate' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l vision-tower -d 'CLIP tower folder when the checkpoint does not include one' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l image-folder -d 'Folder the images of a LLaVA eval JSON are relative to (default: the file\'s)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l gpu -d 'GPU indices; with several, one worker process each over contiguous chunks. Default: GPU 0 when a CUDA build sees one, else the CPU' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l dtype -d 'Compute dtype: f32, bf16 or f16 (default bf16 on GPU, f32 on CPU)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l batch-size -d 'Questions per forward pass' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l max-new-tokens -d 'Most tokens generated per answer (the reference\'s 1024)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l temperature -d 'Sampling temperature (default 0: greedy, reproducible)' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l top-p -d 'Nucleus sampling mass (1 = off)' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l top-k -d 'Sample among the k most likely tokens (0 = off)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l top-p -d 'Nucleus sampling mass (default 1: off)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l top-k -d 'Sample among the k most likely tokens (default 0: off)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l limit -d 'Evaluate only the first N questions' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l chunks -d 'Split the questions into N contiguous chunks, one worker process each (default: one per --gpu; GPUs are dealt out in turn)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l chunk -d 'Answer only chunk K of N into --run-dir (Slurm arrays, several machines); a later run without --chunk in the same --run-dir merges and scores' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l max-new-tokens -d 'Most tokens generated per answer (the reference\'s 1024)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l all-languages -d 'SLAKE: the Chinese questions too (the paper used the English ones)'
@@ -435,23 +447,25 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l json -d 'Machine-readable JSON on stdout instead of tables'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l no-run-dir -d 'Do not write a run directory'
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l vision-tower -d 'CLIP tower folder when the checkpoint does not include one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
+bf16\t'bfloat16'
+f16\t'IEEE half precision'"
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l data -d 'Benchmark data: a folder in the released layout or the hub parquet copy, or a JSON file in the LLaVA eval layout' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l split -d 'Split to evaluate' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l vision-tower -d 'CLIP tower folder when the checkpoint does not include one' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l image-folder -d 'Folder the images of a LLaVA eval JSON are relative to (default: the file\'s)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l gpu -d 'GPU indices; with several, one worker process each over contiguous chunks. Default: GPU 0 when a CUDA build sees one, else the CPU' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l dtype -d 'Compute dtype: f32, bf16 or f16 (default bf16 on GPU, f32 on CPU)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l batch-size -d 'Questions per forward pass' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l max-new-tokens -d 'Most tokens generated per answer (the reference\'s 1024)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l temperature -d 'Sampling temperature (default 0: greedy, reproducible)' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l top-p -d 'Nucleus sampling mass (1 = off)' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l top-k -d 'Sample among the k most likely tokens (0 = off)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l top-p -d 'Nucleus sampling mass (default 1: off)' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l top-k -d 'Sample among the k most likely tokens (default 0: off)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l limit -d 'Evaluate only the first N questions' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l chunks -d 'Split the questions into N contiguous chunks, one worker process each (default: one per --gpu; GPUs are dealt out in turn)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l chunk -d 'Answer only chunk K of N into --run-dir (Slurm arrays, several machines); a later run without --chunk in the same --run-dir merges and scores' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l max-new-tokens -d 'Most tokens generated per answer (the reference\'s 1024)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l all-languages -d 'SLAKE: the Chinese questions too (the paper used the English ones)'
@@ -461,7 +475,7 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l json -d 'Machine-readable JSON on stdout instead of tables'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l no-run-dir -d 'Do not write a run directory'
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from help" -f -a "score" -d 'Score a LLaVA answer JSONL against ground truth in the LLaVA eval layout'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from help" -f -a "slake" -d 'Generate answers on SLAKE with a checkpoint and score them'

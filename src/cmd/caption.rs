@@ -9,19 +9,19 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Serialize;
 
+use super::args::{AutoOrientationArg, DecodingArgs, DeviceArgs, ModelArgs, PipelineArg};
 use super::{Context, failure_list, finish_failures};
 use crate::core::data::{Batch, Dataset, Flow, ImageRef, ReadOptions, inputs};
 use crate::core::error::usage;
 use crate::core::knowledge::KnowledgeIndex;
 use crate::core::model::captioner::{Caption, CaptionInput, Captioner};
-use crate::core::model::checkpoint::{Checkpoint, device, dtype};
+use crate::core::model::checkpoint::{Checkpoint, device};
 use crate::core::model::generate::GenerationConfig;
 use crate::core::pipeline::coarse::Templates;
 use crate::core::pipeline::rois::RoiTable;
 use crate::core::pipeline::{Audit, Pipeline, draw_rois};
 use crate::core::progress;
 use crate::core::records::{RecordOutput, for_each_record, staging_path};
-use crate::core::roi::Orientation;
 use crate::core::shard::{self, Shard};
 
 const EXAMPLES: &str = "\
@@ -60,35 +60,27 @@ the location and size of any region of interest, its texture, and its relation t
 
 /// Generate captions with a LLaVA-style model (the MedTrinity captioner or LLaVA-Med++).
 #[derive(Debug, clap::Args, Serialize)]
-#[command(after_help = EXAMPLES)]
+#[command(
+    after_help = EXAMPLES,
+    mut_arg("model", |a| a.required(false)),
+    mut_arg("max_new_tokens", |a| a.help("Most tokens generated per caption")),
+)]
 pub struct Args {
     /// Images, image folders, JSONL/JSON records ({id, image, ...}) or parquet shards.
     #[arg(required = true)]
     pub inputs: Vec<String>,
-    /// Checkpoint folder (original LLaVA or llava-hf layout).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// CLIP tower folder when the checkpoint does not include one.
-    #[arg(long, value_name = "DIR")]
-    pub vision_tower: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub model: ModelArgs,
     /// Output JSONL or parquet (`-` = stdout); ids already in the file are skipped.
     #[arg(short, long, default_value = "-")]
     pub output: PathBuf,
     /// The instruction given with every image.
     #[arg(long, default_value = DEFAULT_PROMPT)]
     pub prompt: String,
-    /// Most tokens generated per caption.
-    #[arg(long, default_value_t = 512)]
-    pub max_new_tokens: usize,
-    /// Sampling temperature (0 = greedy).
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f64,
-    /// Nucleus sampling mass (1 = off).
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f64,
-    /// Sample among the k most likely tokens (0 = off).
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub decoding: DecodingArgs,
     /// Text that ends a caption (repeatable); the caption is cut before it.
     #[arg(long = "stop", value_name = "TEXT")]
     pub stop: Vec<String>,
@@ -98,19 +90,12 @@ pub struct Args {
     /// Images per forward pass.
     #[arg(long, default_value_t = 8)]
     pub batch_size: usize,
-    /// GPU index (needs a CUDA build). Default: GPU 0 when a CUDA build sees one, else
-    /// the CPU.
-    #[arg(long, conflicts_with = "cpu")]
-    pub gpu: Option<usize>,
-    /// Run on the CPU even when a GPU is visible.
-    #[arg(long)]
-    pub cpu: bool,
-    /// Compute dtype: f32, bf16 or f16 (default bf16 on GPU, f32 on CPU).
-    #[arg(long)]
-    pub dtype: Option<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub device: DeviceArgs,
     /// Caption through a pipeline: `medtrinity` (coarse caption + ROI + knowledge).
-    #[arg(long, value_parser = ["medtrinity"])]
-    pub pipeline: Option<String>,
+    #[arg(long, value_enum)]
+    pub pipeline: Option<PipelineArg>,
     /// `mt roi` output (JSONL or parquet) whose regions are joined to the records by id.
     #[arg(long, value_name = "FILE", requires = "pipeline")]
     pub rois: Option<PathBuf>,
@@ -126,8 +111,8 @@ pub struct Args {
     pub coarse_templates: Option<PathBuf>,
     /// Left/right convention of position words for boxes from `bbox` fields in the
     /// pipeline (default `auto`: radiological for CT, MRI, X-ray, PET; as shown otherwise).
-    #[arg(long, value_parser = ["auto", "radiological", "anatomical"], requires = "pipeline")]
-    pub orientation: Option<String>,
+    #[arg(long, value_enum, requires = "pipeline")]
+    pub orientation: Option<AutoOrientationArg>,
     /// Print (or write to -o) the prompts and what went into them; load no model.
     #[arg(long)]
     pub dry_run: bool,
@@ -344,16 +329,11 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
 
 /// Rejects option values that make no sense.
 fn check(args: &Args) -> Result<()> {
-    if !(0.0..=1.0).contains(&args.top_p)
-        || args.top_p == 0.0
-        || args.temperature < 0.0
-        || args.batch_size == 0
-    {
-        return Err(usage(
-            "--top-p must be in (0, 1], --temperature >= 0 and --batch-size >= 1",
-        ));
+    args.decoding.check()?;
+    if args.batch_size == 0 {
+        return Err(usage("--batch-size must be at least 1"));
     }
-    if args.model.is_none() && !args.dry_run {
+    if args.model.model.is_none() && !args.dry_run {
         return Err(usage(
             "--model DIR is needed (or --dry-run to print the prompts only)",
         ));
@@ -363,16 +343,16 @@ fn check(args: &Args) -> Result<()> {
 
 /// The checkpoint, ready to caption; its config and decoding settings go to the run dir.
 fn load_captioner(args: &Args, ctx: &mut Context) -> Result<Captioner> {
-    let model = args.model.as_deref().unwrap_or(Path::new("."));
-    let gpu = super::pick_gpu(args.gpu, args.cpu);
+    let model = &args.model;
+    let gpu = args.device.gpu();
     let device = device(gpu)?;
-    let dtype = dtype(args.dtype.as_deref(), &device)?;
-    let ckpt = Checkpoint::open(model, args.vision_tower.as_deref(), &device, dtype)?;
+    let dtype = model.dtype(&device)?;
+    let ckpt = Checkpoint::open(model.path(), model.vision_tower.as_deref(), &device, dtype)?;
     let decoding = GenerationConfig {
-        max_new_tokens: args.max_new_tokens,
-        temperature: args.temperature,
-        top_p: args.top_p,
-        top_k: args.top_k,
+        max_new_tokens: args.decoding.max_new_tokens,
+        temperature: args.decoding.temperature(),
+        top_p: args.decoding.top_p(),
+        top_k: args.decoding.top_k(),
         stop_tokens: Vec::new(),
     };
     if let Some(run) = &mut ctx.run {
@@ -419,11 +399,7 @@ fn open_pipeline(args: &Args, shard: Option<Shard>, ctx: &mut Context) -> Result
         }
         None => None,
     };
-    let orientation = match args.orientation.as_deref().unwrap_or("auto") {
-        "radiological" => Some(Orientation::Radiological),
-        "anatomical" => Some(Orientation::Anatomical),
-        _ => None,
-    };
+    let orientation = args.orientation.and_then(AutoOrientationArg::orientation);
     Ok(Pipeline {
         templates,
         rois,

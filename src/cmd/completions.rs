@@ -5,6 +5,7 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 use serde::Serialize;
 
+use super::args::ShellArg;
 use super::{Cli, print};
 
 /// Print a shell completion script.
@@ -15,8 +16,8 @@ mt completions zsh > ~/.zfunc/_mt\n  mt completions fish > ~/.config/fish/comple
 )]
 pub struct Args {
     /// The shell to generate for.
-    #[arg(value_parser = ["bash", "zsh", "fish"])]
-    pub shell: String,
+    #[arg(value_enum)]
+    pub shell: ShellArg,
 }
 
 /// The completion script for `shell` (bash, zsh or fish).
@@ -41,5 +42,5 @@ pub fn file_name(shell: &str) -> String {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    print(&String::from_utf8_lossy(&script(&args.shell)))
+    print(&String::from_utf8_lossy(&script(args.shell.name())))
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
+use super::args::{BenchArg, ModelArgs};
 use super::{Context, finish_failures, print};
 use crate::core::convert::llava::{self, LlavaOptions, LlavaSink};
 use crate::core::convert::parquet_out::{ShardOptions, ShardWriter};
@@ -80,8 +81,8 @@ Example:
 #[command(after_help = VQA_HELP)]
 pub struct VqaArgs {
     /// Benchmark.
-    #[arg(long, value_parser = ["vqa-rad", "slake", "pathvqa"])]
-    pub bench: String,
+    #[arg(long, value_enum)]
+    pub bench: BenchArg,
     /// Dataset folder (or file) in a released or hub layout.
     #[arg(long)]
     pub input: PathBuf,
@@ -240,22 +241,21 @@ pub struct KnowledgeIndexArgs {
 
 /// `mt convert merge-lora`.
 #[derive(Debug, clap::Args, Serialize)]
+#[command(
+    mut_arg("model", |a| a.help("The base checkpoint the adapter was trained on (original LLaVA layout)")),
+    mut_arg("vision_tower", |a| a.help("CLIP tower folder when the base checkpoint does not carry or find one")),
+    mut_arg("dtype", |a| a.help("Weights dtype of the output (default: the base config's)")),
+)]
 pub struct MergeLoraArgs {
-    /// The base checkpoint the adapter was trained on (original LLaVA layout).
-    #[arg(long)]
-    pub model: PathBuf,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub model: ModelArgs,
     /// The adapter folder (adapter_config.json + adapter_model.safetensors).
     #[arg(long)]
     pub adapter: PathBuf,
     /// Output checkpoint folder.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// CLIP tower folder when the base checkpoint does not carry or find one.
-    #[arg(long, value_name = "DIR")]
-    pub vision_tower: Option<PathBuf>,
-    /// Weights dtype of the output: f32, bf16, f16 (default: the base config's).
-    #[arg(long)]
-    pub dtype: Option<String>,
 }
 
 /// Runs `mt convert`.
@@ -273,19 +273,12 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
 }
 
 fn merge_lora(a: &MergeLoraArgs, ctx: &mut Context) -> Result<()> {
-    let dtype = match a.dtype.as_deref() {
-        None => None,
-        Some(name) => Some(crate::core::model::checkpoint::dtype(
-            Some(name),
-            &candle_core::Device::Cpu,
-        )?),
-    };
     let summary = crate::core::train::merge::merge_lora(
-        &a.model,
-        a.vision_tower.as_deref(),
+        a.model.path(),
+        a.model.vision_tower.as_deref(),
         &a.adapter,
         &a.output,
-        dtype,
+        a.model.dtype.map(candle_core::DType::from),
     )?;
     if let Some(run) = &mut ctx.run {
         run.set_count("merged_layers", summary.merged_layers);
@@ -308,7 +301,7 @@ fn merge_lora(a: &MergeLoraArgs, ctx: &mut Context) -> Result<()> {
 }
 
 fn convert_vqa(a: &VqaArgs, ctx: &mut Context) -> Result<()> {
-    let bench: Bench = a.bench.parse()?;
+    let bench = Bench::from(a.bench);
     let opts = LoadOptions {
         all_languages: a.all_languages,
         image_folder: None,

@@ -7,12 +7,13 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Serialize;
 
+use super::args::RepoTypeArg;
 use super::{Context, finish_failures, print};
 use crate::core::error::usage;
 use crate::core::hub::download::{self, Plan, Report, Request};
 use crate::core::hub::http::{Client, RetryPolicy};
 use crate::core::hub::layout::{Layout, Presence};
-use crate::core::hub::repo::{RepoKind, RepoRef};
+use crate::core::hub::repo::RepoRef;
 use crate::core::hub::select::Selection;
 use crate::core::hub::settings::HubSettings;
 use crate::core::hub::unpack::{Unpacked, unpack};
@@ -44,8 +45,8 @@ pub struct Args {
     /// Files to fetch (default: the whole repository, after --include / --exclude).
     pub files: Vec<String>,
     /// Repository type.
-    #[arg(long, value_parser = ["model", "dataset"], default_value = "model")]
-    pub repo_type: String,
+    #[arg(long, value_enum, default_value = "model")]
+    pub repo_type: RepoTypeArg,
     /// Branch, tag, commit, refs/pr/N or refs/convert/parquet (default: main).
     #[arg(long)]
     pub revision: Option<String>,
@@ -216,7 +217,7 @@ fn request(args: &Args, settings: &HubSettings) -> Result<Request> {
             args.stall_timeout
         )));
     }
-    let repo = RepoRef::parse(&args.repo, RepoKind::parse(&args.repo_type)?)?;
+    let repo = RepoRef::parse(&args.repo, args.repo_type.into())?;
     let revision = match (&args.revision, &repo.revision) {
         (Some(a), Some(b)) if a != b => {
             return Err(usage(format!(

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use serde::Serialize;
 
+use super::args::{BenchArg, DecodingArgs, GpusArgs, ModelArgs, ScorerArg};
 use super::{Context, GlobalArgs, eval_bench, finish_failures, print};
 use crate::core::error::usage;
 use crate::core::eval::answers::{Rejected, align, read_answers, read_truth};
@@ -17,8 +18,8 @@ const EXAMPLES: &str = "\
 Examples:
   mt eval score --gt slake_test.json --pred answers.jsonl --bench slake
   mt eval score --gt test.json --pred answers.jsonl --scorer multimedeval --json
-  mt eval slake --ckpt ckpts/llava-med-pp-slake --data data/slake --gpu 0,1
-  mt eval vqa-rad --ckpt ckpts/llava-med-pp-vqarad --data data/vqa-rad --reference-decoding";
+  mt eval slake --model ckpts/llava-med-pp-slake --data data/slake --gpu 0,1
+  mt eval vqa-rad --model ckpts/llava-med-pp-vqarad --data data/vqa-rad --reference-decoding";
 
 const RUN_HELP: &str = "\
 Answers every question of the split with the checkpoint as the reference's eval script
@@ -42,9 +43,9 @@ each task runs --chunk $SLURM_ARRAY_TASK_ID/N --run-dir SHARED; one more run wit
 skipped (exit 3 at the end).
 
 Examples:
-  mt eval slake --ckpt ckpts/llava-med-pp-slake --data data/slake --gpu 0 --run-dir runs/slake
-  mt eval pathvqa --ckpt ckpts/pp-pathvqa --data data/path-vqa --gpu 0,1,2,3,4,5,6,7
-  mt eval vqa-rad --ckpt testdata/models/tiny-llava --data testdata/vqa/vqa-rad --cpu --max-new-tokens 8";
+  mt eval slake --model ckpts/llava-med-pp-slake --data data/slake --gpu 0 --run-dir runs/slake
+  mt eval pathvqa --model ckpts/pp-pathvqa --data data/path-vqa --gpu 0,1,2,3,4,5,6,7
+  mt eval vqa-rad --model testdata/models/tiny-llava --data testdata/vqa/vqa-rad --cpu --max-new-tokens 8";
 
 const SCORE_HELP: &str = "\
 Scorers:
@@ -95,20 +96,25 @@ pub struct ScoreArgs {
     #[arg(long)]
     pub pred: PathBuf,
     /// Which reference scoring to reproduce.
-    #[arg(long, value_parser = ["llava-med", "multimedeval"], default_value = "llava-med")]
-    pub scorer: String,
+    #[arg(long, value_enum, default_value = "llava-med")]
+    pub scorer: ScorerArg,
     /// Show the paper's LLaVA-Med++ numbers for this benchmark beside ours.
-    #[arg(long, value_parser = ["vqa-rad", "slake", "pathvqa"])]
-    pub bench: Option<String>,
+    #[arg(long, value_enum)]
+    pub bench: Option<BenchArg>,
 }
 
 /// `mt eval <bench>`.
 #[derive(Debug, Clone, clap::Args, Serialize)]
-#[command(after_help = RUN_HELP)]
+#[command(
+    after_help = RUN_HELP,
+    mut_arg("max_new_tokens", |a| a
+        .default_value("1024")
+        .help("Most tokens generated per answer (the reference's 1024)")),
+)]
 pub struct RunArgs {
-    /// Checkpoint folder (original LLaVA or llava-hf layout).
-    #[arg(long)]
-    pub ckpt: PathBuf,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub model: ModelArgs,
     /// Benchmark data: a folder in the released layout or the hub parquet copy, or a
     /// JSON file in the LLaVA eval layout.
     #[arg(long)]
@@ -116,40 +122,21 @@ pub struct RunArgs {
     /// Split to evaluate.
     #[arg(long, default_value = "test")]
     pub split: String,
-    /// CLIP tower folder when the checkpoint does not include one.
-    #[arg(long, value_name = "DIR")]
-    pub vision_tower: Option<PathBuf>,
     /// Folder the images of a LLaVA eval JSON are relative to (default: the file's).
     #[arg(long, value_name = "DIR")]
     pub image_folder: Option<PathBuf>,
     /// SLAKE: the Chinese questions too (the paper used the English ones).
     #[arg(long)]
     pub all_languages: bool,
-    /// GPU indices; with several, one worker process each over contiguous chunks.
-    /// Default: GPU 0 when a CUDA build sees one, else the CPU.
-    #[arg(long, value_delimiter = ',')]
-    pub gpu: Vec<usize>,
-    /// Run on the CPU even when a GPU is visible.
-    #[arg(long, conflicts_with = "gpu")]
-    pub cpu: bool,
-    /// Compute dtype: f32, bf16 or f16 (default bf16 on GPU, f32 on CPU).
-    #[arg(long)]
-    pub dtype: Option<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub device: GpusArgs,
     /// Questions per forward pass.
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
-    /// Most tokens generated per answer (the reference's 1024).
-    #[arg(long, default_value_t = 1024)]
-    pub max_new_tokens: usize,
-    /// Sampling temperature (default 0: greedy, reproducible).
-    #[arg(long)]
-    pub temperature: Option<f64>,
-    /// Nucleus sampling mass (1 = off).
-    #[arg(long)]
-    pub top_p: Option<f64>,
-    /// Sample among the k most likely tokens (0 = off).
-    #[arg(long)]
-    pub top_k: Option<usize>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub decoding: DecodingArgs,
     /// Decode as the reference's eval script does: sampling at temperature 0.1, top-k
     /// from the checkpoint's generation_config.json (else 50), no top-p.
     #[arg(long, conflicts_with_all = ["temperature", "top_p", "top_k"])]
@@ -199,7 +186,7 @@ pub fn chunk_global_args(global: &GlobalArgs, args: &Args) -> Result<GlobalArgs>
 }
 
 fn score(a: &ScoreArgs, ctx: &mut Context) -> Result<()> {
-    let bench: Option<Bench> = a.bench.as_deref().map(str::parse).transpose()?;
+    let bench: Option<Bench> = a.bench.map(Bench::from);
     let mut rejected = Vec::new();
     let truth = read_truth(&a.gt, &mut rejected)?;
     let answers = read_answers(&a.pred, &mut rejected)?;
@@ -240,8 +227,8 @@ fn score(a: &ScoreArgs, ctx: &mut Context) -> Result<()> {
             aligned.unmatched_answers
         );
     }
-    let (text, scores, rows) = match a.scorer.as_str() {
-        "multimedeval" => {
+    let (text, scores, rows) = match a.scorer {
+        ScorerArg::Multimedeval => {
             let (s, rows) = multimedeval::score(&aligned);
             (
                 report::multimedeval_table(&s),
@@ -249,7 +236,7 @@ fn score(a: &ScoreArgs, ctx: &mut Context) -> Result<()> {
                 to_lines(&rows)?,
             )
         }
-        _ => {
+        ScorerArg::LlavaMed => {
             let (s, rows) = llava_med::score(&aligned);
             if s.n_other_type > 0 {
                 tracing::warn!(

@@ -7,8 +7,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, bail};
+use candle_core::DType;
 use serde_json::{Value, json};
 
+use super::args::{DTypeArg, GpusArgs, ModelArgs, to_argv};
 use super::eval::RunArgs;
 use super::{Context, finish_failures, print};
 use crate::core::error::usage;
@@ -21,7 +23,7 @@ use crate::core::eval::plan::{self, Decoding, Plan, QuestionDigests};
 use crate::core::eval::vqa::{self, LoadOptions, Question};
 use crate::core::eval::{Bench, breakdown, llava_med, multimedeval, report, vqa_export, workers};
 use crate::core::model::captioner::Captioner;
-use crate::core::model::checkpoint::{Checkpoint, content_identity, device, dtype, model_name};
+use crate::core::model::checkpoint::{Checkpoint, content_identity, device, model_name};
 use crate::core::model::generate::GenerationConfig;
 use crate::core::progress;
 use crate::core::run::write_atomic;
@@ -49,10 +51,13 @@ pub fn run(bench: Bench, a: &RunArgs, ctx: &mut Context) -> Result<()> {
     // build sees one.
     let previous = plan::previous(&root);
     let on_gpu_0;
-    let a = match super::pick_gpu(None, a.cpu) {
-        Some(gpu) if a.gpu.is_empty() && previous.is_none() => {
+    let a = match super::pick_gpu(None, a.device.cpu) {
+        Some(gpu) if a.device.gpu.is_empty() && previous.is_none() => {
             on_gpu_0 = RunArgs {
-                gpu: vec![gpu],
+                device: GpusArgs {
+                    gpu: vec![gpu],
+                    cpu: false,
+                },
                 ..a.clone()
             };
             &on_gpu_0
@@ -65,16 +70,19 @@ pub fn run(bench: Bench, a: &RunArgs, ctx: &mut Context) -> Result<()> {
         Some(c) => c.count,
         None => a
             .chunks
-            .or_else(|| (!a.gpu.is_empty()).then_some(a.gpu.len()))
+            .or_else(|| (!a.device.gpu.is_empty()).then_some(a.device.gpu.len()))
             .or_else(|| previous.as_ref().map(|p| p.chunks))
             .unwrap_or(1),
     };
-    let dtype_name = match (&a.dtype, &previous) {
-        (Some(name), _) => {
-            format!("{:?}", dtype(Some(name), &candle_core::Device::Cpu)?).to_lowercase()
+    let dtype_name = match (a.model.dtype, &previous) {
+        (Some(d), _) => format!("{:?}", DType::from(d)).to_lowercase(),
+        (None, Some(p)) if a.device.gpu.is_empty() => p.dtype.clone(),
+        (None, _) => if a.device.gpu.is_empty() {
+            "f32"
+        } else {
+            "bf16"
         }
-        (None, Some(p)) if a.gpu.is_empty() => p.dtype.clone(),
-        (None, _) => if a.gpu.is_empty() { "f32" } else { "bf16" }.to_string(),
+        .to_string(),
     };
     let plan = Plan {
         version: plan::VERSION,
@@ -82,10 +90,11 @@ pub fn run(bench: Bench, a: &RunArgs, ctx: &mut Context) -> Result<()> {
         split: a.split.clone(),
         data: canonical(&a.data),
         image_folder: a.image_folder.as_deref().map(canonical),
-        checkpoint: canonical(&a.ckpt),
-        checkpoint_files: content_identity(&a.ckpt)?,
-        vision_tower: a.vision_tower.as_deref().map(canonical),
+        checkpoint: canonical(a.model.path()),
+        checkpoint_files: content_identity(a.model.path())?,
+        vision_tower: a.model.vision_tower.as_deref().map(canonical),
         vision_tower_files: a
+            .model
             .vision_tower
             .as_deref()
             .map(content_identity)
@@ -144,21 +153,19 @@ fn check(a: &RunArgs) -> Result<()> {
             "--batch-size, --chunks and --limit must be at least 1",
         ));
     }
-    if a.temperature.is_some_and(|t| t < 0.0) || a.top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0)) {
-        return Err(usage("--temperature must be >= 0 and --top-p in (0, 1]"));
-    }
-    if a.chunk.is_some() && a.gpu.len() > 1 {
+    a.decoding.check()?;
+    if a.chunk.is_some() && a.device.gpu.len() > 1 {
         return Err(usage("a --chunk runs on one GPU: give one --gpu index"));
     }
-    if !a.gpu.is_empty() && !cfg!(feature = "cuda") {
+    if !a.device.gpu.is_empty() && !cfg!(feature = "cuda") {
         return Err(usage(
             "this mt was built without GPU support; rebuild with `--features cuda` or use --cpu",
         ));
     }
-    if !a.ckpt.is_dir() {
+    if !a.model.path().is_dir() {
         return Err(usage(format!(
-            "--ckpt {}: no such checkpoint folder",
-            a.ckpt.display()
+            "--model {}: no such checkpoint folder",
+            a.model.path().display()
         )));
     }
     Ok(())
@@ -219,14 +226,15 @@ fn load_questions(bench: Bench, a: &RunArgs) -> Result<(Vec<Question>, Failures)
 }
 
 fn decoding(a: &RunArgs) -> Decoding {
+    let d = &a.decoding;
     if a.reference_decoding {
-        return Decoding::reference(&a.ckpt, a.max_new_tokens);
+        return Decoding::reference(a.model.path(), d.max_new_tokens);
     }
     Decoding {
-        max_new_tokens: a.max_new_tokens,
-        temperature: a.temperature.unwrap_or(0.0),
-        top_p: a.top_p.unwrap_or(1.0),
-        top_k: a.top_k.unwrap_or(0),
+        max_new_tokens: d.max_new_tokens,
+        temperature: d.temperature(),
+        top_p: d.top_p(),
+        top_k: d.top_k(),
     }
 }
 
@@ -301,10 +309,15 @@ fn report_chunk(ctx: &mut Context, chunk: Chunk, done: &ChunkOutcome) {
 /// go to the run dir.
 fn load_model(a: &RunArgs, plan: &Plan, ctx: &mut Context) -> Result<Captioner> {
     let decoding = &plan.decoding;
-    let gpu = a.gpu.first().copied();
+    let gpu = a.device.gpu.first().copied();
     let device = device(gpu)?;
-    let dtype = dtype(Some(&plan.dtype), &device)?;
-    let ckpt = Checkpoint::open(&a.ckpt, a.vision_tower.as_deref(), &device, dtype)?;
+    let dtype = DType::from(plan_dtype(plan)?);
+    let ckpt = Checkpoint::open(
+        a.model.path(),
+        a.model.vision_tower.as_deref(),
+        &device,
+        dtype,
+    )?;
     let generation = GenerationConfig {
         max_new_tokens: decoding.max_new_tokens,
         temperature: decoding.temperature,
@@ -318,7 +331,7 @@ fn load_model(a: &RunArgs, plan: &Plan, ctx: &mut Context) -> Result<Captioner> 
         run.write_json("model.json", &ckpt.config)?;
     }
     let mut captioner = Captioner::new(ckpt, "", generation, Vec::new(), true, ctx.seed)?;
-    captioner.use_llava_tokenization(&a.ckpt, "")?;
+    captioner.use_llava_tokenization(a.model.path(), "")?;
     if let Some(run) = &ctx.run {
         run.write_json("generation.json", captioner.generation())?;
     }
@@ -342,9 +355,10 @@ fn run_workers(
         if unanswered(root, c, questions)? == 0 {
             continue;
         }
-        let gpu = (!a.gpu.is_empty()).then(|| a.gpu[c.index % a.gpu.len()]);
-        let mut cmd = worker_command(&exe, bench, a, c, gpu, root, seed);
-        cmd.args(["--dtype", &plan.dtype]);
+        let gpus = &a.device.gpu;
+        let gpu = (!gpus.is_empty()).then(|| gpus[c.index % gpus.len()]);
+        let worker = worker_args(a, c, gpu, plan_dtype(plan)?);
+        let mut cmd = worker_command(&exe, bench, &worker, root, seed)?;
         let dir = c.dir(root);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -391,60 +405,45 @@ fn run_workers(
     Ok(())
 }
 
-/// `mt -q --seed S --run-dir ROOT eval <bench> ... --chunk K/N` with this run's settings.
+/// The settings of chunk `chunk`'s worker: this run's, on `gpu` (or the CPU) in the
+/// plan's dtype, answering that chunk only.
+fn worker_args(a: &RunArgs, chunk: Chunk, gpu: Option<usize>, dtype: DTypeArg) -> RunArgs {
+    RunArgs {
+        model: ModelArgs {
+            dtype: Some(dtype),
+            ..a.model.clone()
+        },
+        device: GpusArgs {
+            gpu: gpu.into_iter().collect(),
+            cpu: gpu.is_none(),
+        },
+        chunks: None,
+        chunk: Some(chunk.to_string()),
+        ..a.clone()
+    }
+}
+
+/// The dtype the plan fixed for every chunk.
+fn plan_dtype(plan: &Plan) -> Result<DTypeArg> {
+    <DTypeArg as clap::ValueEnum>::from_str(&plan.dtype, false)
+        .map_err(|_| anyhow::anyhow!("eval.json: unknown dtype `{}`", plan.dtype))
+}
+
+/// `mt -q --seed S --run-dir ROOT eval <bench> ARGS`: `worker`'s flags, as parsed.
 fn worker_command(
     exe: &Path,
     bench: Bench,
-    a: &RunArgs,
-    chunk: Chunk,
-    gpu: Option<usize>,
+    worker: &RunArgs,
     root: &Path,
     seed: u64,
-) -> Command {
+) -> Result<Command> {
     let mut cmd = Command::new(exe);
     cmd.arg("-q")
         .args(["--seed", &seed.to_string()])
         .arg("--run-dir")
         .arg(root)
-        .args(["eval", bench.name(), "--ckpt"])
-        .arg(&a.ckpt)
-        .arg("--data")
-        .arg(&a.data)
-        .args(["--split", &a.split])
-        .args(["--batch-size", &a.batch_size.to_string()])
-        .args(["--max-new-tokens", &a.max_new_tokens.to_string()])
-        .args(["--chunk", &chunk.to_string()]);
-    let paths = [
-        ("--vision-tower", &a.vision_tower),
-        ("--image-folder", &a.image_folder),
-    ];
-    for (flag, value) in paths {
-        if let Some(v) = value {
-            cmd.arg(flag).arg(v);
-        }
-    }
-    let values = [
-        ("--temperature", a.temperature.map(|v| v.to_string())),
-        ("--top-p", a.top_p.map(|v| v.to_string())),
-        ("--top-k", a.top_k.map(|v| v.to_string())),
-        ("--limit", a.limit.map(|v| v.to_string())),
-        ("--gpu", gpu.map(|g| g.to_string())),
-    ];
-    for (flag, value) in values {
-        if let Some(v) = value {
-            cmd.args([flag, &v]);
-        }
-    }
-    let switches = [
-        ("--all-languages", a.all_languages),
-        ("--reference-decoding", a.reference_decoding),
-        ("--cpu", gpu.is_none()),
-    ];
-    for (flag, on) in switches {
-        if on {
-            cmd.arg(flag);
-        }
-    }
+        .args(["eval", bench.name()])
+        .args(to_argv(worker)?);
     cmd.stdin(Stdio::null()).stdout(Stdio::null());
     #[cfg(target_os = "linux")]
     {
@@ -458,7 +457,7 @@ fn worker_command(
             });
         }
     }
-    cmd
+    Ok(cmd)
 }
 
 /// Scores the merged answers with both scorers and writes scores.json, rows.jsonl and
@@ -480,7 +479,7 @@ fn score_and_report(
     let scored = breakdown::scored(&aligned.pairs, &rows);
     let breakdowns = breakdown::breakdowns(&scored);
     let worst = breakdown::worst_open(&scored, 20);
-    let model = model_name(&a.ckpt);
+    let model = model_name(a.model.path());
     let header = report::ReportHeader {
         bench,
         split: &a.split,
@@ -539,5 +538,77 @@ fn truth_of(q: &Question) -> Truth {
         answer_type: kind.as_str().map(str::to_string),
         image: Some(q.image.label().to_string()),
         meta: q.meta.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Probe {
+        #[command(flatten)]
+        args: RunArgs,
+    }
+
+    fn parse<'a>(argv: impl IntoIterator<Item = &'a str>) -> RunArgs {
+        Probe::try_parse_from(std::iter::once("mt").chain(argv))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn a_worker_gets_the_run_settings_for_its_chunk_and_gpu() {
+        let a = parse([
+            "--ckpt",
+            "m",
+            "--data",
+            "d",
+            "--vision-tower",
+            "v",
+            "--image-folder",
+            "i",
+            "--all-languages",
+            "--gpu",
+            "0,1",
+            "--temperature",
+            "0.1",
+            "--top-k",
+            "3",
+            "--limit",
+            "5",
+            "--chunks",
+            "4",
+        ]);
+        let worker = worker_args(&a, Chunk { index: 1, count: 4 }, Some(1), DTypeArg::Bf16);
+        let argv = to_argv(&worker).unwrap();
+        assert_eq!(
+            argv.join(" "),
+            "--model m --vision-tower v --dtype bf16 --data d --split test --image-folder i \
+             --all-languages --gpu 1 --batch-size 16 --temperature 0.1 --top-k 3 --limit 5 \
+             --chunk 1/4 --max-new-tokens 1024"
+        );
+        let back = parse(argv.iter().map(String::as_str));
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&worker).unwrap()
+        );
+        let on_cpu = worker_args(&a, Chunk { index: 0, count: 4 }, None, DTypeArg::F32);
+        let argv = to_argv(&on_cpu).unwrap();
+        assert!(argv.contains(&"--cpu".to_string()) && !argv.contains(&"--gpu".to_string()));
+        let reference = parse(["--model", "m", "--data", "d", "--reference-decoding"]);
+        let argv = to_argv(&worker_args(
+            &reference,
+            Chunk { index: 0, count: 2 },
+            None,
+            DTypeArg::F32,
+        ))
+        .unwrap();
+        assert!(
+            argv.contains(&"--reference-decoding".to_string()),
+            "{argv:?}"
+        );
     }
 }

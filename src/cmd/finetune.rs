@@ -5,7 +5,8 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::Context;
-use super::train::{Preset, TrainingArgs, run_training};
+use super::train::{TrainingArgs, run_training};
+use crate::core::train::presets::Preset;
 
 const EXAMPLES: &str = "\
 Examples:

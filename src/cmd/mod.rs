@@ -1,6 +1,7 @@
 //! The command line: global flags, the subcommand list, and the run-directory lifecycle
 //! around each command. Each subcommand lives in its own file and holds no algorithm.
 
+pub mod args;
 pub mod caption;
 pub mod completions;
 pub mod convert;
@@ -34,7 +35,7 @@ Examples:
   mt inspect testdata/medtrinity-demo            statistics of the bundled demo shards
   mt inspect 'data/25M_demo/*.parquet' --plots figs
   mt download UCSC-VLAA/MedTrinity-25M --repo-type dataset --config 25M_demo
-  mt eval slake --ckpt ckpts/llava-med-pp-slake --data data/slake
+  mt eval slake --model ckpts/llava-med-pp-slake --data data/slake
   mt completions bash > ~/.local/share/bash-completion/completions/mt
   mt replay runs/inspect-20261127T190000Z-3fa2c1  run a recorded command again
 
@@ -52,8 +53,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags every subcommand takes.
+/// Flags every subcommand takes, listed under their own heading in every `--help`.
 #[derive(Debug, Clone, clap::Args, Serialize)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// More log output on stderr (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]

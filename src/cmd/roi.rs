@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
+use super::args::OrientationArg;
 use super::{Context, failure_list, finish_failures};
 use crate::core::convert::image_files::id_key;
 use crate::core::error::usage;
@@ -12,7 +13,7 @@ use crate::core::progress;
 use crate::core::records::RecordOutput;
 use crate::core::roi::inputs::{Item, Regions, read_inputs};
 use crate::core::roi::measure::{MeasureOptions, measure, measure_box};
-use crate::core::roi::{LabelMap, Orientation, Roi, overlay};
+use crate::core::roi::{LabelMap, Roi, overlay};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -55,8 +56,8 @@ pub struct Args {
     #[arg(long, requires = "overlay")]
     pub outline: bool,
     /// Left/right convention for position words.
-    #[arg(long, value_parser = ["radiological", "anatomical"], default_value = "radiological")]
-    pub orientation: String,
+    #[arg(long, value_enum, default_value = "radiological")]
+    pub orientation: OrientationArg,
     /// Smallest connected component kept, in pixels.
     #[arg(long, default_value_t = 1)]
     pub min_size: u64,
@@ -91,10 +92,7 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         return Err(usage("--connectivity must be 4 or 8"));
     }
     let opts = MeasureOptions {
-        orientation: match args.orientation.as_str() {
-            "anatomical" => Orientation::Anatomical,
-            _ => Orientation::Radiological,
-        },
+        orientation: args.orientation.into(),
         connectivity: args.connectivity,
         min_size: args.min_size,
         merge_distance: args.merge_distance,

@@ -1,20 +1,21 @@
-//! `mt train`: the LLaVA-Med++ pre-training stages, and the flags and presets that
-//! `mt finetune` shares. The presets reproduce the reference scripts
-//! (`scripts/med/llava3_med_stage1.sh`, `llava3_med_stage2.sh`, `llava3_med_fintune.sh`,
-//! `llava3_med_stage2_lora.sh`); every value can be overridden.
+//! `mt train`: the LLaVA-Med++ pre-training stages, and the flags that `mt finetune`
+//! shares. The presets (`core::train::presets`) reproduce the reference scripts; every
+//! value can be overridden by a flag.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use serde::Serialize;
 
+use super::args::{AspectArg, BenchArg, DeviceArgs, ModelArgs, StageArg};
 use super::{Context, GlobalArgs, finish_failures, print};
 use crate::core::error::usage;
-use crate::core::model::checkpoint::{device, dtype};
+use crate::core::model::checkpoint::device;
 use crate::core::train::adamw::AdamWConfig;
 use crate::core::train::parallel::{Alone, Reducer, World, rendezvous_file};
-use crate::core::train::params::{LearningRates, LoraSpec, Tune};
+use crate::core::train::params::LearningRates;
 use crate::core::train::plot::plot_metrics;
+use crate::core::train::presets::{self, Preset};
 use crate::core::train::trainer::{Control, Paths, Plan, Summary, train};
 
 const EXAMPLES: &str = "\
@@ -37,13 +38,17 @@ runs continue with the same flags plus --resume --run-dir DIR.";
 
 /// Flags shared by `mt train` and `mt finetune`.
 #[derive(Debug, clap::Args, Serialize)]
+#[command(
+    mut_arg("model", |a| a.help("Checkpoint to start from (original LLaVA layout)")),
+    mut_arg("dtype", |a| a.help(
+        "Parameter dtype (default: bf16 on a GPU, f32 on the CPU; f16 is refused: it needs loss scaling)"
+    )),
+    mut_arg("cpu", |a| a.help("Train on the CPU even when a GPU is visible (tiny configs)")),
+)]
 pub struct TrainingArgs {
-    /// Checkpoint to start from (original LLaVA layout).
-    #[arg(long)]
-    pub model: PathBuf,
-    /// CLIP tower folder when the checkpoint does not carry or find one.
-    #[arg(long, value_name = "DIR")]
-    pub vision_tower: Option<PathBuf>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub model: ModelArgs,
     /// Start the projector from these weights (a stage-1 run's `mm_projector.safetensors`;
     /// LLaVA's --pretrain_mm_mlp_adapter).
     #[arg(long, value_name = "FILE")]
@@ -53,8 +58,8 @@ pub struct TrainingArgs {
     #[arg(long)]
     pub data: PathBuf,
     /// Read --data as VQA-RAD, SLAKE or PathVQA (one `<image>\nQ` / `A` exchange per question).
-    #[arg(long, value_parser = ["vqa-rad", "slake", "pathvqa"])]
-    pub bench: Option<String>,
+    #[arg(long, value_enum)]
+    pub bench: Option<BenchArg>,
     /// The benchmark split to train on.
     #[arg(long, default_value = "train", requires = "bench")]
     pub split: String,
@@ -96,8 +101,8 @@ pub struct TrainingArgs {
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub gradient_checkpointing: Option<bool>,
     /// `pad` images to square with the mean colour, or `square` (resize + centre crop).
-    #[arg(long, value_parser = ["pad", "square"])]
-    pub image_aspect_ratio: Option<String>,
+    #[arg(long, value_enum)]
+    pub image_aspect_ratio: Option<AspectArg>,
     /// Group samples by modality and length (LLaVA's group_by_modality_length).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub group_by_modality_length: Option<bool>,
@@ -116,15 +121,9 @@ pub struct TrainingArgs {
     /// Checkpoints to keep (0 = all).
     #[arg(long, default_value_t = 3)]
     pub save_total_limit: usize,
-    /// GPU index. Default: GPU 0 when a CUDA build sees one, else the CPU.
-    #[arg(long)]
-    pub gpu: Option<usize>,
-    /// Train on the CPU even when a GPU is visible (tiny configs).
-    #[arg(long, conflicts_with = "gpu")]
-    pub cpu: bool,
-    /// Parameter dtype: f32, bf16 (default: bf16 on a GPU, f32 on the CPU).
-    #[arg(long)]
-    pub dtype: Option<String>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub device: DeviceArgs,
     /// Continue from the last checkpoint in --run-dir (same flags).
     #[arg(long)]
     pub resume: bool,
@@ -141,28 +140,15 @@ pub struct TrainingArgs {
 #[command(after_help = EXAMPLES)]
 pub struct Args {
     /// 1: projector only (lr 2e-3); 2: LLM + projector (lr 2e-5), CLIP frozen.
-    #[arg(long, value_parser = ["1", "2"])]
-    pub stage: String,
+    #[arg(long, value_enum)]
+    pub stage: StageArg,
     #[command(flatten)]
     pub training: TrainingArgs,
 }
 
-/// Which preset a command starts from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Preset {
-    Stage1,
-    Stage2,
-    Finetune,
-}
-
 /// Runs `mt train`.
 pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
-    let preset = if args.stage == "1" {
-        Preset::Stage1
-    } else {
-        Preset::Stage2
-    };
-    run_training(preset, &args.training, ctx)
+    run_training(args.stage.into(), &args.training, ctx)
 }
 
 /// The global flags for this process of a data-parallel job: ranks other than 0 keep
@@ -194,7 +180,7 @@ pub fn run_training(preset: Preset, args: &TrainingArgs, ctx: &mut Context) -> R
     }
     let gpu = gpu_index(world, args, &env)?;
     let device = device(gpu)?;
-    let dtype = dtype(args.dtype.as_deref(), &device)?;
+    let dtype = args.model.dtype(&device)?;
     if dtype == candle_core::DType::F16 {
         return Err(usage(
             "--dtype f16: training in f16 needs loss scaling, which mt does not do; use bf16",
@@ -215,15 +201,12 @@ pub fn run_training(preset: Preset, args: &TrainingArgs, ctx: &mut Context) -> R
     run.set_count("world_size", world.size);
     run.write_json("plan.json", &plan)?;
     let paths = Paths {
-        model: args.model.clone(),
-        vision_tower: args.vision_tower.clone(),
+        model: args.model.path().to_path_buf(),
+        vision_tower: args.model.vision_tower.clone(),
         projector: args.projector.clone(),
         data: args.data.clone(),
         image_folder: args.image_folder.clone(),
-        bench: match &args.bench {
-            Some(name) => Some((name.parse()?, args.split.clone())),
-            None => None,
-        },
+        bench: args.bench.map(|b| (b.into(), args.split.clone())),
         run_dir,
     };
     let control = Control {
@@ -256,9 +239,9 @@ fn gpu_index(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<usize>> {
     if world.size == 1 {
-        return Ok(super::pick_gpu(args.gpu, args.cpu));
+        return Ok(args.device.gpu());
     }
-    if args.cpu || args.gpu.is_some() {
+    if args.device.cpu || args.device.gpu.is_some() {
         return Err(usage(
             "under a multi-process launch every rank uses GPU LOCAL_RANK: drop --gpu / --cpu",
         ));
@@ -329,48 +312,37 @@ fn report(summary: &Summary, ctx: &mut Context) -> Result<()> {
 
 /// The preset, overridden by the flags.
 pub fn plan(preset: Preset, args: &TrainingArgs, seed: u64, on_gpu: bool) -> Result<Plan> {
-    let tune = match (args.lora_r, preset) {
-        (Some(r), _) => Tune::Lora(LoraSpec {
-            r,
-            alpha: args.lora_alpha.unwrap_or(2.0 * r as f64),
-            dropout: args.lora_dropout.unwrap_or(0.05),
-        }),
-        (None, Preset::Stage1) => Tune::Projector,
-        (None, _) => Tune::Full,
-    };
-    let lora = matches!(tune, Tune::Lora(_));
-    let (lr, batch, accum, max_len, aspect, grouped, epochs) = match (preset, lora) {
-        (_, true) => (2e-4, 4, 4, 4096, "pad", false, 3.0),
-        (Preset::Stage1, false) => (2e-3, 2, 4, 2048, "square", false, 1.0),
-        (Preset::Stage2, false) => (2e-5, 4, 8, 4096, "pad", true, 1.0),
-        (Preset::Finetune, false) => (2e-5, 4, 8, 4096, "pad", false, 1.0),
-    };
-    let batch_size = args.batch_size.unwrap_or(batch);
-    let grad_accum = args.grad_accum.unwrap_or(accum);
-    let projector_lr = args.projector_lr.or(lora.then_some(2e-5));
+    let lora = args
+        .lora_r
+        .map(|r| presets::lora(r, args.lora_alpha, args.lora_dropout));
+    let preset_values = preset.defaults(lora.is_some());
     Ok(Plan {
-        tune,
+        tune: preset.tune(lora),
         lrs: LearningRates {
-            main: args.lr.unwrap_or(lr),
-            projector: projector_lr,
+            main: args.lr.unwrap_or(preset_values.lr),
+            projector: args.projector_lr.or(preset_values.projector_lr),
         },
         adamw: AdamWConfig {
             weight_decay: args.weight_decay,
             ..AdamWConfig::default()
         },
-        epochs: args.epochs.unwrap_or(epochs),
+        epochs: args.epochs.unwrap_or(preset_values.epochs),
         max_steps: args.max_steps,
-        batch_size,
-        grad_accum,
+        batch_size: args.batch_size.unwrap_or(preset_values.batch_size),
+        grad_accum: args.grad_accum.unwrap_or(preset_values.grad_accum),
         warmup_ratio: args.warmup_ratio,
         max_grad_norm: args.max_grad_norm,
-        model_max_length: args.model_max_length.unwrap_or(max_len),
+        model_max_length: args
+            .model_max_length
+            .unwrap_or(preset_values.model_max_length),
         gradient_checkpointing: args.gradient_checkpointing.unwrap_or(on_gpu),
-        group_by_modality: args.group_by_modality_length.unwrap_or(grouped),
+        group_by_modality: args
+            .group_by_modality_length
+            .unwrap_or(preset_values.group_by_modality),
         image_aspect_ratio: args
             .image_aspect_ratio
-            .clone()
-            .unwrap_or_else(|| aspect.to_string()),
+            .map_or(preset_values.image_aspect_ratio, AspectArg::name)
+            .to_string(),
         seed,
         save_steps: args.save_steps,
         save_total_limit: args.save_total_limit,

@@ -10,6 +10,7 @@ pub mod merge;
 pub mod parallel;
 pub mod params;
 pub mod plot;
+pub mod presets;
 pub mod schedule;
 pub mod torch_save;
 pub mod trainer;

@@ -1,0 +1,397 @@
+//! The settings layer between clap and the library: the argument groups several commands
+//! flatten in (model, device, decoding), every closed choice as a `ValueEnum`, and their
+//! conversions into core types, so that strings are parsed once, here, and the library
+//! never sees a flag's text.
+//!
+//! A command adjusts a shared flag's help, default or requiredness with
+//! `#[command(mut_arg(...))]` on its own `Args`; the flag's name and meaning stay one.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use candle_core::{DType, Device};
+use serde::Serialize;
+
+use crate::core::error::usage;
+use crate::core::eval::Bench;
+use crate::core::hub::repo::RepoKind;
+use crate::core::roi::Orientation;
+use crate::core::train::presets::Preset;
+
+/// The checkpoint a model command loads: `--model` (alias `--ckpt`), `--vision-tower`,
+/// `--dtype`.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct ModelArgs {
+    /// Checkpoint folder (original LLaVA or llava-hf layout).
+    #[arg(long, visible_alias = "ckpt", value_name = "DIR", required = true)]
+    pub model: Option<PathBuf>,
+    /// CLIP tower folder when the checkpoint does not include one.
+    #[arg(long, value_name = "DIR")]
+    pub vision_tower: Option<PathBuf>,
+    /// Compute dtype (default: bf16 on a GPU, f32 on the CPU).
+    #[arg(long, value_enum)]
+    pub dtype: Option<DTypeArg>,
+}
+
+impl ModelArgs {
+    /// The checkpoint folder. Every command but `mt caption --dry-run` (which loads no
+    /// model) has clap require `--model`.
+    pub fn path(&self) -> &Path {
+        self.model.as_deref().unwrap_or(Path::new("."))
+    }
+
+    /// The dtype on `device`: `--dtype`, else bf16 on a GPU and f32 on the CPU.
+    pub fn dtype(&self, device: &Device) -> Result<DType> {
+        match self.dtype {
+            Some(d) => Ok(d.into()),
+            None => crate::core::model::checkpoint::dtype(None, device),
+        }
+    }
+}
+
+/// Where a one-device command runs: `--gpu N` or `--cpu`.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct DeviceArgs {
+    /// GPU index (needs a CUDA build). Default: GPU 0 when a CUDA build sees one, else
+    /// the CPU.
+    #[arg(long, value_name = "N")]
+    pub gpu: Option<usize>,
+    /// Run on the CPU even when a GPU is visible.
+    #[arg(long, conflicts_with = "gpu")]
+    pub cpu: bool,
+}
+
+impl DeviceArgs {
+    /// The GPU to use, none for the CPU (see [`super::pick_gpu`]).
+    pub fn gpu(&self) -> Option<usize> {
+        super::pick_gpu(self.gpu, self.cpu)
+    }
+}
+
+/// Where a command that can spread over several GPUs runs: `--gpu 0,1,..` or `--cpu`.
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct GpusArgs {
+    /// GPU indices; with several, one worker process each over contiguous chunks.
+    /// Default: GPU 0 when a CUDA build sees one, else the CPU.
+    #[arg(long, value_name = "N,..", value_delimiter = ',')]
+    pub gpu: Vec<usize>,
+    /// Run on the CPU even when a GPU is visible.
+    #[arg(long, conflicts_with = "gpu")]
+    pub cpu: bool,
+}
+
+/// How a model command generates: `--max-new-tokens`, `--temperature`, `--top-p`,
+/// `--top-k` (greedy unless asked).
+#[derive(Debug, Clone, clap::Args, Serialize)]
+pub struct DecodingArgs {
+    /// Most tokens generated per caption or answer.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature (default 0: greedy, reproducible).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling mass (default 1: off).
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Sample among the k most likely tokens (default 0: off).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+}
+
+impl DecodingArgs {
+    /// Rejects values that make no sense.
+    pub fn check(&self) -> Result<()> {
+        if self.temperature.is_some_and(|t| t < 0.0)
+            || self.top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0))
+        {
+            return Err(usage("--temperature must be >= 0 and --top-p in (0, 1]"));
+        }
+        Ok(())
+    }
+
+    /// The temperature (0: greedy).
+    pub fn temperature(&self) -> f64 {
+        self.temperature.unwrap_or(0.0)
+    }
+
+    /// The nucleus mass (1: off).
+    pub fn top_p(&self) -> f64 {
+        self.top_p.unwrap_or(1.0)
+    }
+
+    /// The top-k cut (0: off).
+    pub fn top_k(&self) -> usize {
+        self.top_k.unwrap_or(0)
+    }
+}
+
+/// `--dtype`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+pub enum DTypeArg {
+    /// 32-bit float.
+    #[value(name = "f32", alias = "float32")]
+    #[serde(rename = "f32")]
+    F32,
+    /// bfloat16.
+    #[value(name = "bf16", alias = "bfloat16")]
+    #[serde(rename = "bf16")]
+    Bf16,
+    /// IEEE half precision.
+    #[value(name = "f16", alias = "float16")]
+    #[serde(rename = "f16")]
+    F16,
+}
+
+impl From<DTypeArg> for DType {
+    fn from(d: DTypeArg) -> DType {
+        match d {
+            DTypeArg::F32 => DType::F32,
+            DTypeArg::Bf16 => DType::BF16,
+            DTypeArg::F16 => DType::F16,
+        }
+    }
+}
+
+/// `--bench`: the VQA benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BenchArg {
+    /// VQA-RAD.
+    VqaRad,
+    /// SLAKE.
+    Slake,
+    /// PathVQA.
+    Pathvqa,
+}
+
+impl From<BenchArg> for Bench {
+    fn from(b: BenchArg) -> Bench {
+        match b {
+            BenchArg::VqaRad => Bench::VqaRad,
+            BenchArg::Slake => Bench::Slake,
+            BenchArg::Pathvqa => Bench::Pathvqa,
+        }
+    }
+}
+
+/// `mt train --stage`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+pub enum StageArg {
+    /// Projector alignment: the projector only (lr 2e-3).
+    #[value(name = "1")]
+    #[serde(rename = "1")]
+    One,
+    /// Instruction tuning: the language model and the projector (lr 2e-5).
+    #[value(name = "2")]
+    #[serde(rename = "2")]
+    Two,
+}
+
+impl From<StageArg> for Preset {
+    fn from(s: StageArg) -> Preset {
+        match s {
+            StageArg::One => Preset::Stage1,
+            StageArg::Two => Preset::Stage2,
+        }
+    }
+}
+
+/// `mt caption --pipeline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PipelineArg {
+    /// Coarse caption + ROI + retrieved knowledge -> a multigranular description.
+    Medtrinity,
+}
+
+/// `mt roi --orientation`: the left/right convention of position words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OrientationArg {
+    /// The patient's sides: the image's left is the patient's right (CT, MR, X-ray).
+    Radiological,
+    /// The sides as the image shows them.
+    Anatomical,
+}
+
+impl From<OrientationArg> for Orientation {
+    fn from(o: OrientationArg) -> Orientation {
+        match o {
+            OrientationArg::Radiological => Orientation::Radiological,
+            OrientationArg::Anatomical => Orientation::Anatomical,
+        }
+    }
+}
+
+/// `mt caption --orientation`: a convention, or `auto` (by modality).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AutoOrientationArg {
+    /// Radiological for CT, MRI, X-ray and PET; as shown otherwise.
+    Auto,
+    /// The patient's sides: the image's left is the patient's right.
+    Radiological,
+    /// The sides as the image shows them.
+    Anatomical,
+}
+
+impl AutoOrientationArg {
+    /// The forced convention; none for `auto`.
+    pub fn orientation(self) -> Option<Orientation> {
+        match self {
+            Self::Auto => None,
+            Self::Radiological => Some(Orientation::Radiological),
+            Self::Anatomical => Some(Orientation::Anatomical),
+        }
+    }
+}
+
+/// `--image-aspect-ratio`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AspectArg {
+    /// Pad to square with the mean colour, then resize.
+    Pad,
+    /// Resize and centre-crop to square.
+    Square,
+}
+
+impl AspectArg {
+    /// The name LLaVA's config and the training plan use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pad => "pad",
+            Self::Square => "square",
+        }
+    }
+}
+
+/// `mt eval score --scorer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScorerArg {
+    /// run_eval_nocandi.py of the MedTrinity-25M repository.
+    LlavaMed,
+    /// VQA.evaluate of multimedeval 1.0.0.
+    Multimedeval,
+}
+
+/// `mt download --repo-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RepoTypeArg {
+    /// A model repository.
+    Model,
+    /// A dataset repository.
+    Dataset,
+}
+
+impl From<RepoTypeArg> for RepoKind {
+    fn from(r: RepoTypeArg) -> RepoKind {
+        match r {
+            RepoTypeArg::Model => RepoKind::Model,
+            RepoTypeArg::Dataset => RepoKind::Dataset,
+        }
+    }
+}
+
+/// `mt completions SHELL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShellArg {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl ShellArg {
+    /// The shell's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bash => "bash",
+            Self::Zsh => "zsh",
+            Self::Fish => "fish",
+        }
+    }
+}
+
+/// The command line that parses back to `args`: each of `A`'s flags with the value run.json
+/// records for it (`--flag` for a set switch, `--flag V` once per value, nothing for an
+/// unset option). Used to start workers with the settings of the run that starts them.
+pub fn to_argv<A: clap::Args + Serialize>(args: &A) -> Result<Vec<String>> {
+    use serde_json::Value;
+    let command = A::augment_args(clap::Command::new("args"));
+    let values = serde_json::to_value(args)?;
+    let mut argv = Vec::new();
+    for arg in command.get_arguments() {
+        let id = arg.get_id().as_str();
+        let Some(long) = arg.get_long() else {
+            bail!("to_argv: `{id}` is positional");
+        };
+        let flag = format!("--{long}");
+        let Some(value) = values.get(id) else {
+            bail!("to_argv: `{id}` is not serialized");
+        };
+        let switch = matches!(arg.get_action(), clap::ArgAction::SetTrue);
+        let items = match value {
+            Value::Array(items) => items.clone(),
+            Value::Null => Vec::new(),
+            Value::Bool(on) if switch => {
+                if *on {
+                    argv.push(flag);
+                }
+                continue;
+            }
+            other => vec![other.clone()],
+        };
+        for item in items {
+            let text = match item {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                other => bail!("to_argv: `{id}` holds {other}"),
+            };
+            argv.push(flag.clone());
+            argv.push(text);
+        }
+    }
+    Ok(argv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    /// Each choice is recorded (serde) under the name clap parses.
+    fn names_agree<E: ValueEnum + Serialize>() {
+        for v in E::value_variants() {
+            let name = v.to_possible_value().unwrap().get_name().to_string();
+            assert_eq!(serde_json::to_value(v).unwrap(), name);
+        }
+    }
+
+    #[test]
+    fn recorded_names_are_the_flag_values() {
+        names_agree::<DTypeArg>();
+        names_agree::<BenchArg>();
+        names_agree::<StageArg>();
+        names_agree::<PipelineArg>();
+        names_agree::<OrientationArg>();
+        names_agree::<AutoOrientationArg>();
+        names_agree::<AspectArg>();
+        names_agree::<ScorerArg>();
+        names_agree::<RepoTypeArg>();
+        names_agree::<ShellArg>();
+        for shell in ShellArg::value_variants() {
+            assert_eq!(serde_json::to_value(shell).unwrap(), shell.name());
+        }
+    }
+
+    #[test]
+    fn dtype_keeps_the_long_spellings() {
+        assert_eq!(DTypeArg::from_str("bfloat16", false), Ok(DTypeArg::Bf16));
+        assert_eq!(DTypeArg::from_str("float32", false), Ok(DTypeArg::F32));
+        assert_eq!(DTypeArg::from_str("float16", false), Ok(DTypeArg::F16));
+    }
+}
