@@ -1922,7 +1922,7 @@ _mt() {
                     return 0
                     ;;
                 --connectivity)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "4 8" -- "${cur}"))
                     return 0
                     ;;
                 --merge-distance)

@@ -224,7 +224,8 @@ complete -c mt -n "__fish_mt_using_subcommand roi" -l overlay -d 'Write images w
 complete -c mt -n "__fish_mt_using_subcommand roi" -l orientation -d 'Left/right convention for position words' -r -f -a "radiological\t'The patient\'s sides: the image\'s left is the patient\'s right (CT, MR, X-ray)'
 anatomical\t'The sides as the image shows them'"
 complete -c mt -n "__fish_mt_using_subcommand roi" -l min-size -d 'Smallest connected component kept, in pixels' -r
-complete -c mt -n "__fish_mt_using_subcommand roi" -l connectivity -d 'Pixel connectivity of components: 4 or 8' -r
+complete -c mt -n "__fish_mt_using_subcommand roi" -l connectivity -d 'Pixel connectivity of components: 4 or 8' -r -f -a "4\t'Edge neighbours only'
+8\t'Edge and corner neighbours'"
 complete -c mt -n "__fish_mt_using_subcommand roi" -l merge-distance -d 'Merge components of one label whose boxes are at most this many pixels apart' -r
 complete -c mt -n "__fish_mt_using_subcommand roi" -l images -d 'Folder the images named in COCO JSON live in (default: the JSON\'s folder)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand roi" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::core::error::usage;
 use crate::core::eval::Bench;
+use crate::core::eval::chunks::Chunk;
 use crate::core::hub::repo::RepoKind;
 use crate::core::roi::Orientation;
 use crate::core::train::presets::Preset;
@@ -295,6 +296,42 @@ impl From<RepoTypeArg> for RepoKind {
     }
 }
 
+/// `--chunk K/N` (0 <= K < N).
+pub fn parse_chunk(text: &str) -> std::result::Result<Chunk, String> {
+    Chunk::parse(text).map_err(|e| format!("{e:#}"))
+}
+
+/// A chunk as run.json records it and a worker's argv gives it: `K/N`.
+pub fn chunk_text<S: serde::Serializer>(
+    chunk: &Option<Chunk>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    chunk.map(|c| c.to_string()).serialize(s)
+}
+
+/// `mt roi --connectivity`: which neighbours join a component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+pub enum ConnectivityArg {
+    /// Edge neighbours only.
+    #[value(name = "4")]
+    #[serde(rename = "4")]
+    Four,
+    /// Edge and corner neighbours.
+    #[value(name = "8")]
+    #[serde(rename = "8")]
+    Eight,
+}
+
+impl ConnectivityArg {
+    /// The neighbour count.
+    pub fn neighbours(self) -> u8 {
+        match self {
+            Self::Four => 4,
+            Self::Eight => 8,
+        }
+    }
+}
+
 /// `mt completions SHELL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -383,6 +420,7 @@ mod tests {
         names_agree::<ScorerArg>();
         names_agree::<RepoTypeArg>();
         names_agree::<ShellArg>();
+        names_agree::<ConnectivityArg>();
         for shell in ShellArg::value_variants() {
             assert_eq!(serde_json::to_value(shell).unwrap(), shell.name());
         }

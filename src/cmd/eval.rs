@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use serde::Serialize;
 
-use super::args::{BenchArg, DecodingArgs, GpusArgs, ModelArgs, ScorerArg};
+use super::args::{
+    BenchArg, DecodingArgs, GpusArgs, ModelArgs, ScorerArg, chunk_text, parse_chunk,
+};
 use super::{Context, GlobalArgs, eval_bench, finish_failures, print};
 use crate::core::error::usage;
 use crate::core::eval::answers::{Rejected, align, read_answers, read_truth};
@@ -150,8 +152,9 @@ pub struct RunArgs {
     pub chunks: Option<usize>,
     /// Answer only chunk K of N into --run-dir (Slurm arrays, several machines); a
     /// later run without --chunk in the same --run-dir merges and scores.
-    #[arg(long, value_name = "K/N", conflicts_with = "chunks")]
-    pub chunk: Option<String>,
+    #[arg(long, value_name = "K/N", conflicts_with = "chunks", value_parser = parse_chunk)]
+    #[serde(serialize_with = "chunk_text")]
+    pub chunk: Option<Chunk>,
 }
 
 /// Runs `mt eval`.
@@ -171,10 +174,9 @@ pub fn chunk_global_args(global: &GlobalArgs, args: &Args) -> Result<GlobalArgs>
     else {
         return Ok(global.clone());
     };
-    let Some(text) = &a.chunk else {
+    let Some(chunk) = a.chunk else {
         return Ok(global.clone());
     };
-    let chunk = Chunk::parse(text).map_err(|e| usage(format!("--chunk: {e:#}")))?;
     let Some(root) = &global.run_dir else {
         return Err(usage(
             "--chunk needs --run-dir: the folder every chunk of this evaluation shares",

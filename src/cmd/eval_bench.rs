@@ -34,7 +34,7 @@ type Failures = Vec<(String, String)>;
 /// Runs `mt eval <bench>`.
 pub fn run(bench: Bench, a: &RunArgs, ctx: &mut Context) -> Result<()> {
     check(a)?;
-    let chunk = a.chunk.as_deref().map(Chunk::parse).transpose()?;
+    let chunk = a.chunk;
     let Some(run) = &ctx.run else {
         return Err(usage(format!(
             "mt eval {} keeps its answers in the run directory: drop --no-run-dir",
@@ -418,7 +418,7 @@ fn worker_args(a: &RunArgs, chunk: Chunk, gpu: Option<usize>, dtype: DTypeArg) -
             cpu: gpu.is_none(),
         },
         chunks: None,
-        chunk: Some(chunk.to_string()),
+        chunk: Some(chunk),
         ..a.clone()
     }
 }

@@ -5,10 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use super::args::OrientationArg;
+use super::args::{ConnectivityArg, OrientationArg};
 use super::{Context, failure_list, finish_failures};
 use crate::core::convert::image_files::id_key;
-use crate::core::error::usage;
 use crate::core::progress;
 use crate::core::records::RecordOutput;
 use crate::core::roi::inputs::{Item, Regions, read_inputs};
@@ -62,8 +61,8 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub min_size: u64,
     /// Pixel connectivity of components: 4 or 8.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(4..=8))]
-    pub connectivity: u8,
+    #[arg(long, value_enum, default_value = "8")]
+    pub connectivity: ConnectivityArg,
     /// Merge components of one label whose boxes are at most this many pixels apart.
     #[arg(long, default_value_t = 0)]
     pub merge_distance: u32,
@@ -88,12 +87,9 @@ struct Row<'a> {
 
 /// Runs `mt roi`.
 pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
-    if args.connectivity != 4 && args.connectivity != 8 {
-        return Err(usage("--connectivity must be 4 or 8"));
-    }
     let opts = MeasureOptions {
         orientation: args.orientation.into(),
-        connectivity: args.connectivity,
+        connectivity: args.connectivity.neighbours(),
         min_size: args.min_size,
         merge_distance: args.merge_distance,
         split_components: args.split_components,
