@@ -17,7 +17,7 @@ use super::weights::Params;
 pub struct Llama {
     pub cfg: LlamaConfig,
     pub embed: Tensor,
-    pub layers: Vec<DecoderLayer>,
+    pub layers: Vec<Block>,
     pub norm: RmsNorm,
     pub lm_head: Linear,
     /// The LM head shares the embedding matrix (`tie_word_embeddings`, no stored head).
@@ -25,17 +25,27 @@ pub struct Llama {
     inv_freq: Tensor,
 }
 
-/// One transformer block.
-pub struct DecoderLayer {
-    pub input_norm: RmsNorm,
+/// Llama's self-attention: the query, key, value and output projections.
+pub struct Attention {
     pub q: Linear,
     pub k: Linear,
     pub v: Linear,
     pub o: Linear,
-    pub post_norm: RmsNorm,
+}
+
+/// Llama's gated MLP: `down(silu(gate(x)) * up(x))`.
+pub struct Mlp {
     pub gate: Linear,
     pub up: Linear,
     pub down: Linear,
+}
+
+/// One transformer block: pre-norm attention and pre-norm MLP, each with a residual.
+pub struct Block {
+    pub input_norm: RmsNorm,
+    pub attn: Attention,
+    pub post_norm: RmsNorm,
+    pub mlp: Mlp,
 }
 
 /// Per-layer keys and values of the tokens seen so far, preallocated to `capacity`
@@ -124,7 +134,7 @@ impl Llama {
             Linear::load(&p.pp("lm_head"), h, v, false)?
         };
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| DecoderLayer::load(&p.pp("layers").pp(i), cfg))
+            .map(|i| Block::load(&p.pp("layers").pp(i), cfg))
             .collect::<Result<Vec<_>>>()?;
         let half = cfg.head_dim / 2;
         let inv_freq: Vec<f32> = (0..half)
@@ -148,18 +158,13 @@ impl Llama {
         let mut out = vec![("llm.embed_tokens.weight".to_string(), &mut self.embed)];
         for (i, layer) in self.layers.iter_mut().enumerate() {
             let p = format!("llm.layers.{i}");
-            let (input_norm, linears, post_norm) = layer.parts_mut();
-            out.push((
-                format!("{p}.input_layernorm.weight"),
-                &mut input_norm.weight,
-            ));
+            // In the order the layer runs them: input norm, projections, post norm.
+            let ([(input, input_norm), (post, post_norm)], linears) = layer.parts_mut();
+            out.push((format!("{p}.{input}.weight"), &mut input_norm.weight));
             for (name, lin) in linears {
                 lin.tensors_mut(&format!("{p}.{name}"), &mut out);
             }
-            out.push((
-                format!("{p}.post_attention_layernorm.weight"),
-                &mut post_norm.weight,
-            ));
+            out.push((format!("{p}.{post}.weight"), &mut post_norm.weight));
         }
         out.push(("llm.norm.weight".to_string(), &mut self.norm.weight));
         if !self.tied_head {
@@ -261,71 +266,62 @@ impl Llama {
     }
 }
 
-impl DecoderLayer {
-    /// The input norm, the seven projections by their module paths inside the
-    /// layer, and the post-attention norm.
-    #[allow(clippy::type_complexity)]
-    fn parts_mut(&mut self) -> (&mut RmsNorm, [(&'static str, &mut Linear); 7], &mut RmsNorm) {
-        (
-            &mut self.input_norm,
-            [
-                ("self_attn.q_proj", &mut self.q),
-                ("self_attn.k_proj", &mut self.k),
-                ("self_attn.v_proj", &mut self.v),
-                ("self_attn.o_proj", &mut self.o),
-                ("mlp.gate_proj", &mut self.gate),
-                ("mlp.up_proj", &mut self.up),
-                ("mlp.down_proj", &mut self.down),
-            ],
-            &mut self.post_norm,
-        )
-    }
+/// Module paths inside a block, as the checkpoints name them.
+const INPUT_NORM: &str = "input_layernorm";
+const POST_NORM: &str = "post_attention_layernorm";
+const SELF_ATTN: &str = "self_attn";
+const MLP: &str = "mlp";
+const Q: &str = "q_proj";
+const K: &str = "k_proj";
+const V: &str = "v_proj";
+const O: &str = "o_proj";
+const GATE: &str = "gate_proj";
+const UP: &str = "up_proj";
+const DOWN: &str = "down_proj";
 
+impl Attention {
     fn load(p: &Params, cfg: &LlamaConfig) -> Result<Self> {
-        let (h, m, d) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
+        let (h, d, bias) = (cfg.hidden_size, cfg.head_dim, cfg.attention_bias);
         let (qd, kvd) = (cfg.num_attention_heads * d, cfg.num_key_value_heads * d);
-        let a = p.pp("self_attn");
-        let mlp = p.pp("mlp");
+        let linear = |name: &str, i, o| Linear::load(&p.pp(name), i, o, bias);
         Ok(Self {
-            input_norm: RmsNorm::load(&p.pp("input_layernorm"), h, cfg.rms_norm_eps)?,
-            q: Linear::load(&a.pp("q_proj"), h, qd, cfg.attention_bias)?,
-            k: Linear::load(&a.pp("k_proj"), h, kvd, cfg.attention_bias)?,
-            v: Linear::load(&a.pp("v_proj"), h, kvd, cfg.attention_bias)?,
-            o: Linear::load(&a.pp("o_proj"), qd, h, cfg.attention_bias)?,
-            post_norm: RmsNorm::load(&p.pp("post_attention_layernorm"), h, cfg.rms_norm_eps)?,
-            gate: Linear::load(&mlp.pp("gate_proj"), h, m, cfg.mlp_bias)?,
-            up: Linear::load(&mlp.pp("up_proj"), h, m, cfg.mlp_bias)?,
-            down: Linear::load(&mlp.pp("down_proj"), m, h, cfg.mlp_bias)?,
+            q: linear(Q, h, qd)?,
+            k: linear(K, h, kvd)?,
+            v: linear(V, h, kvd)?,
+            o: linear(O, qd, h)?,
         })
     }
 
-    /// The layer on `x` `(B, L, hidden)`, the rotary tables of its positions, appending
-    /// to `cache`; with `last_only`, only the last position's output `(B, 1, hidden)`.
+    /// The projections by their module paths inside the attention.
+    fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 4] {
+        [
+            (Q, &mut self.q),
+            (K, &mut self.k),
+            (V, &mut self.v),
+            (O, &mut self.o),
+        ]
+    }
+
+    /// Attention over normalised `y` `(B, L, hidden)` and the rotary tables of its
+    /// positions, appending to `cache`; with `last_only`, only the last position's
+    /// output `(B, 1, hidden)`.
     fn forward(
         &self,
-        x: &Tensor,
+        y: &Tensor,
         (cos, sin): &(Tensor, Tensor),
         mask: Option<&Tensor>,
         cfg: &LlamaConfig,
         cache: Option<(&mut (Tensor, Tensor), usize)>,
         last_only: bool,
     ) -> Result<Tensor> {
-        let (b, l, h) = x.dims3()?;
+        let (b, l, _) = y.dims3()?;
         let d = cfg.head_dim;
-        let y = self.input_norm.forward(x)?;
-        // The positions whose outputs are computed (queries, attention, MLP).
-        let out_rows = |t: &Tensor| -> Result<Tensor> {
-            Ok(if last_only {
-                t.narrow(1, l - 1, 1)?
-            } else {
-                t.clone()
-            })
-        };
+        let out_rows = |t: &Tensor| last_rows(t, l, last_only);
         let (q, k, v) = if last_only {
-            let [k, v] = Linear::forward_each([&self.k, &self.v], &y)?;
-            (self.q.forward(&out_rows(&y)?)?, k, v)
+            let [k, v] = Linear::forward_each([&self.k, &self.v], y)?;
+            (self.q.forward(&out_rows(y)?)?, k, v)
         } else {
-            let [q, k, v] = Linear::forward_each([&self.q, &self.k, &self.v], &y)?;
+            let [q, k, v] = Linear::forward_each([&self.q, &self.k, &self.v], y)?;
             (q, k, v)
         };
         let (q_cos, q_sin) = (out_rows(cos)?, out_rows(sin)?);
@@ -355,12 +351,97 @@ impl DecoderLayer {
             q.dim(2)?,
             cfg.num_attention_heads * d,
         ))?;
-        let x = (out_rows(x)? + self.o.forward(&a)?)?;
-        let y = self.post_norm.forward(&x)?;
-        let [gate, up] = Linear::forward_each([&self.gate, &self.up], &y)?;
-        let act = ops::silu_mul(&gate, &up)?;
-        let out = (x + self.down.forward(&act)?)?;
+        self.o.forward(&a)
+    }
+}
+
+impl Mlp {
+    fn load(p: &Params, cfg: &LlamaConfig) -> Result<Self> {
+        let (h, m, bias) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias);
+        let linear = |name: &str, i, o| Linear::load(&p.pp(name), i, o, bias);
+        Ok(Self {
+            gate: linear(GATE, h, m)?,
+            up: linear(UP, h, m)?,
+            down: linear(DOWN, m, h)?,
+        })
+    }
+
+    /// The projections by their module paths inside the MLP.
+    fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 3] {
+        [
+            (GATE, &mut self.gate),
+            (UP, &mut self.up),
+            (DOWN, &mut self.down),
+        ]
+    }
+
+    fn forward(&self, y: &Tensor) -> Result<Tensor> {
+        let [gate, up] = Linear::forward_each([&self.gate, &self.up], y)?;
+        self.down.forward(&ops::silu_mul(&gate, &up)?)
+    }
+}
+
+impl Block {
+    fn load(p: &Params, cfg: &LlamaConfig) -> Result<Self> {
+        let (h, eps) = (cfg.hidden_size, cfg.rms_norm_eps);
+        Ok(Self {
+            input_norm: RmsNorm::load(&p.pp(INPUT_NORM), h, eps)?,
+            attn: Attention::load(&p.pp(SELF_ATTN), cfg)?,
+            post_norm: RmsNorm::load(&p.pp(POST_NORM), h, eps)?,
+            mlp: Mlp::load(&p.pp(MLP), cfg)?,
+        })
+    }
+
+    /// The norms and the seven projections, by their module paths inside the block.
+    #[allow(clippy::type_complexity)]
+    fn parts_mut(
+        &mut self,
+    ) -> (
+        [(&'static str, &mut RmsNorm); 2],
+        Vec<(String, &mut Linear)>,
+    ) {
+        let attn = self.attn.linears_mut().into_iter();
+        let mlp = self.mlp.linears_mut().into_iter();
+        let linears = attn
+            .map(|(name, l)| (format!("{SELF_ATTN}.{name}"), l))
+            .chain(mlp.map(|(name, l)| (format!("{MLP}.{name}"), l)))
+            .collect();
+        (
+            [
+                (INPUT_NORM, &mut self.input_norm),
+                (POST_NORM, &mut self.post_norm),
+            ],
+            linears,
+        )
+    }
+
+    /// The block on `x` `(B, L, hidden)`, the rotary tables of its positions, appending
+    /// to `cache`; with `last_only`, only the last position's output `(B, 1, hidden)`.
+    fn forward(
+        &self,
+        x: &Tensor,
+        rotary: &(Tensor, Tensor),
+        mask: Option<&Tensor>,
+        cfg: &LlamaConfig,
+        cache: Option<(&mut (Tensor, Tensor), usize)>,
+        last_only: bool,
+    ) -> Result<Tensor> {
+        let (_, l, h) = x.dims3()?;
+        let y = self.input_norm.forward(x)?;
+        let a = self.attn.forward(&y, rotary, mask, cfg, cache, last_only)?;
+        let x = (last_rows(x, l, last_only)? + a)?;
+        let out = (&x + self.mlp.forward(&self.post_norm.forward(&x)?)?)?;
         debug_assert_eq!(out.dim(2)?, h);
         Ok(out)
     }
+}
+
+/// The rows of `t` `(B, L, ...)` whose outputs are computed: the last one with
+/// `last_only`, else all.
+fn last_rows(t: &Tensor, l: usize, last_only: bool) -> Result<Tensor> {
+    Ok(if last_only {
+        t.narrow(1, l - 1, 1)?
+    } else {
+        t.clone()
+    })
 }
