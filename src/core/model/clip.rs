@@ -18,18 +18,29 @@ pub struct ClipVision {
     class: Tensor,
     positions: Tensor,
     pre_norm: LayerNorm,
-    layers: Vec<ClipLayer>,
+    layers: Vec<Block>,
 }
 
-struct ClipLayer {
-    norm1: LayerNorm,
+/// CLIP's self-attention: all heads full width, every projection with a bias.
+struct Attention {
     q: Linear,
     k: Linear,
     v: Linear,
     out: Linear,
-    norm2: LayerNorm,
+}
+
+/// CLIP's MLP: `fc2(act(fc1(x)))`.
+struct Mlp {
     fc1: Linear,
     fc2: Linear,
+}
+
+/// One encoder layer: pre-norm attention and pre-norm MLP, each with a residual.
+struct Block {
+    norm1: LayerNorm,
+    attn: Attention,
+    norm2: LayerNorm,
+    mlp: Mlp,
 }
 
 impl ClipVision {
@@ -39,7 +50,7 @@ impl ClipVision {
         let e = p.pp("embeddings");
         let enc = p.pp("encoder.layers");
         let layers = (0..layers)
-            .map(|i| ClipLayer::load(&enc.pp(i), cfg))
+            .map(|i| Block::load(&enc.pp(i), cfg))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             patch: e
@@ -82,42 +93,68 @@ impl ClipVision {
     }
 }
 
-impl ClipLayer {
-    fn load(p: &Params, cfg: &ClipConfig) -> Result<Self> {
-        let (h, m, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps);
-        let a = p.pp("self_attn");
+impl Attention {
+    fn load(p: &Params, h: usize) -> Result<Self> {
+        let linear = |name: &str| Linear::load(&p.pp(name), h, h, true);
         Ok(Self {
-            norm1: LayerNorm::load(&p.pp("layer_norm1"), h, eps)?,
-            q: Linear::load(&a.pp("q_proj"), h, h, true)?,
-            k: Linear::load(&a.pp("k_proj"), h, h, true)?,
-            v: Linear::load(&a.pp("v_proj"), h, h, true)?,
-            out: Linear::load(&a.pp("out_proj"), h, h, true)?,
-            norm2: LayerNorm::load(&p.pp("layer_norm2"), h, eps)?,
-            fc1: Linear::load(&p.pp("mlp.fc1"), h, m, true)?,
-            fc2: Linear::load(&p.pp("mlp.fc2"), m, h, true)?,
+            q: linear("q_proj")?,
+            k: linear("k_proj")?,
+            v: linear("v_proj")?,
+            out: linear("out_proj")?,
         })
     }
 
-    fn forward(&self, x: &Tensor, cfg: &ClipConfig) -> Result<Tensor> {
-        let (n, t, h) = x.dims3()?;
-        let heads = cfg.num_attention_heads;
-        let d = h / heads;
-        let y = self.norm1.forward(x)?;
-        let [q, k, v] = Linear::forward_each([&self.q, &self.k, &self.v], &y)?;
+    fn forward(&self, y: &Tensor, heads: usize) -> Result<Tensor> {
+        let (n, t, h) = y.dims3()?;
+        let [q, k, v] = Linear::forward_each([&self.q, &self.k, &self.v], y)?;
         let (q, k, v) = (
             split_heads(&q, heads, None)?,
             split_heads(&k, heads, None)?,
             split_heads(&v, heads, None)?,
         );
+        let d = h / heads;
         let a = attend(&q, &k, &v, None, (d as f64).powf(-0.5), false)?;
-        let a = a.transpose(1, 2)?.contiguous()?.reshape((n, t, h))?;
-        let x = (x + self.out.forward(&a)?)?;
-        let y = self.fc1.forward(&self.norm2.forward(&x)?)?;
-        let y = match cfg.hidden_act {
+        self.out
+            .forward(&a.transpose(1, 2)?.contiguous()?.reshape((n, t, h))?)
+    }
+}
+
+impl Mlp {
+    fn load(p: &Params, h: usize, m: usize) -> Result<Self> {
+        Ok(Self {
+            fc1: Linear::load(&p.pp("fc1"), h, m, true)?,
+            fc2: Linear::load(&p.pp("fc2"), m, h, true)?,
+        })
+    }
+
+    fn forward(&self, y: &Tensor, act: ClipActivation) -> Result<Tensor> {
+        let y = self.fc1.forward(y)?;
+        let y = match act {
             ClipActivation::QuickGelu => ops::quick_gelu(&y)?,
             ClipActivation::Gelu => y.gelu_erf()?,
         };
-        Ok((x + self.fc2.forward(&y)?)?)
+        self.fc2.forward(&y)
+    }
+}
+
+impl Block {
+    fn load(p: &Params, cfg: &ClipConfig) -> Result<Self> {
+        let (h, m, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps);
+        Ok(Self {
+            norm1: LayerNorm::load(&p.pp("layer_norm1"), h, eps)?,
+            attn: Attention::load(&p.pp("self_attn"), h)?,
+            norm2: LayerNorm::load(&p.pp("layer_norm2"), h, eps)?,
+            mlp: Mlp::load(&p.pp("mlp"), h, m)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, cfg: &ClipConfig) -> Result<Tensor> {
+        let a = self
+            .attn
+            .forward(&self.norm1.forward(x)?, cfg.num_attention_heads)?;
+        let x = (x + a)?;
+        let y = self.mlp.forward(&self.norm2.forward(&x)?, cfg.hidden_act)?;
+        Ok((x + y)?)
     }
 }
 
