@@ -238,7 +238,7 @@ complete -c mt -n "__fish_mt_using_subcommand roi" -l json -d 'Machine-readable 
 complete -c mt -n "__fish_mt_using_subcommand roi" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand roi" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand roi" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand caption" -l vision-tower -d 'CLIP tower folder when the checkpoint does not include one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand caption" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
 complete -c mt -n "__fish_mt_using_subcommand caption" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
 f16\t'IEEE half precision'"
@@ -274,7 +274,7 @@ complete -c mt -n "__fish_mt_using_subcommand caption" -s h -l help -d 'Print he
 complete -c mt -n "__fish_mt_using_subcommand caption" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand train" -l stage -d '1: projector only (lr 2e-3); 2: LLM + projector (lr 2e-5), CLIP frozen' -r -f -a "1\t'Projector alignment: the projector only (lr 2e-3)'
 2\t'Instruction tuning: the language model and the projector (lr 2e-5)'"
-complete -c mt -n "__fish_mt_using_subcommand train" -l vision-tower -d 'CLIP tower folder when the checkpoint does not include one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand train" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
 complete -c mt -n "__fish_mt_using_subcommand train" -l projector -d 'Start the projector from these weights (a stage-1 run\'s `mm_projector.safetensors`; LLaVA\'s --pretrain_mm_mlp_adapter)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand train" -l data -d 'LLaVA conversation JSON or JSONL ({id, image, conversations}); with --bench, the benchmark\'s folder or file in any layout `mt convert vqa` reads' -r -F
 complete -c mt -n "__fish_mt_using_subcommand train" -l bench -d 'Read --data as VQA-RAD, SLAKE or PathVQA (one `<image>\\nQ` / `A` exchange per question)' -r -f -a "vqa-rad\t'VQA-RAD'
@@ -320,7 +320,7 @@ complete -c mt -n "__fish_mt_using_subcommand train" -l json -d 'Machine-readabl
 complete -c mt -n "__fish_mt_using_subcommand train" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand train" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand train" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l vision-tower -d 'CLIP tower folder when the checkpoint does not include one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l projector -d 'Start the projector from these weights (a stage-1 run\'s `mm_projector.safetensors`; LLaVA\'s --pretrain_mm_mlp_adapter)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l data -d 'LLaVA conversation JSON or JSONL ({id, image, conversations}); with --bench, the benchmark\'s folder or file in any layout `mt convert vqa` reads' -r -F
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l bench -d 'Read --data as VQA-RAD, SLAKE or PathVQA (one `<image>\\nQ` / `A` exchange per question)' -r -f -a "vqa-rad\t'VQA-RAD'
@@ -395,7 +395,7 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l vision-tower -d 'CLIP tower folder when the checkpoint does not include one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
 f16\t'IEEE half precision'"
@@ -423,7 +423,7 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l vision-tower -d 'CLIP tower folder when the checkpoint does not include one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
 f16\t'IEEE half precision'"
@@ -451,7 +451,7 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l vision-tower -d 'CLIP tower folder when the checkpoint does not include one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
 f16\t'IEEE half precision'"

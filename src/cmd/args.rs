@@ -26,7 +26,7 @@ pub struct ModelArgs {
     /// Checkpoint folder (original LLaVA or llava-hf layout).
     #[arg(long, visible_alias = "ckpt", value_name = "DIR", required = true)]
     pub model: Option<PathBuf>,
-    /// CLIP tower folder when the checkpoint does not include one.
+    /// CLIP tower folder when the checkpoint does not carry or find one.
     #[arg(long, value_name = "DIR")]
     pub vision_tower: Option<PathBuf>,
     /// Compute dtype (default: bf16 on a GPU, f32 on the CPU).
@@ -79,6 +79,17 @@ pub struct GpusArgs {
     /// Run on the CPU even when a GPU is visible.
     #[arg(long, conflicts_with = "gpu")]
     pub cpu: bool,
+}
+
+impl GpusArgs {
+    /// The GPU a run given neither `--gpu` nor `--cpu` takes: GPU 0 when a CUDA build
+    /// sees one (see [`super::pick_gpu`]).
+    pub fn default_gpu(&self) -> Option<usize> {
+        match self.gpu.is_empty() {
+            true => super::pick_gpu(None, self.cpu),
+            false => None,
+        }
+    }
 }
 
 /// How a model command generates: `--max-new-tokens`, `--temperature`, `--top-p`,

@@ -51,8 +51,8 @@ pub fn run(bench: Bench, a: &RunArgs, ctx: &mut Context) -> Result<()> {
     // build sees one.
     let previous = plan::previous(&root);
     let on_gpu_0;
-    let a = match super::pick_gpu(None, a.device.cpu) {
-        Some(gpu) if a.device.gpu.is_empty() && previous.is_none() => {
+    let a = match a.device.default_gpu() {
+        Some(gpu) if previous.is_none() => {
             on_gpu_0 = RunArgs {
                 device: GpusArgs {
                     gpu: vec![gpu],
