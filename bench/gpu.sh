@@ -11,7 +11,8 @@
 #
 # The device machine has CUDA 13, PyTorch and transformers but no Rust, so build here:
 #   source ../shared/cuda/toolchain.sh && bench/gpu.sh pack
-# (a `--profile gpu --features cuda` mt and tests/model.rs, xz-compressed into .gpu/, which
+# (a `--profile gpu --features cuda` mt and the test binary of tests/it, whose
+# model::gpu_bf16_logits_follow_cpu_f32 runs there, xz-compressed into .gpu/, which
 # must be in .git/info/exclude), then run it there with the device tool (carry [".gpu"]):
 #   bench/gpu.sh run
 # It prints a JSON line per measurement and a table last. TINY=1 MT=path/to/mt bench/gpu.sh run
@@ -26,9 +27,9 @@ PACK=$ROOT/.gpu
 pack() {
   local target=${CARGO_TARGET_DIR:-$ROOT/target}
   (cd "$ROOT" && cargo build --profile gpu --features cuda \
-    && cargo test --profile gpu --features cuda --test model --no-run)
+    && cargo test --profile gpu --features cuda --test it --no-run)
   local tests
-  tests=$(ls -t "$target"/gpu/deps/model-* | grep -v '\.d$' | head -1)
+  tests=$(ls -t "$target"/gpu/deps/it-* | grep -v '\.d$' | head -1)
   mkdir -p "$PACK"
   xz -T2 -c "$target/gpu/mt" > "$PACK/mt.xz"
   xz -T2 -c "$tests" > "$PACK/model-tests.xz"
@@ -59,7 +60,7 @@ correctness() {
   local built
   built=$(cat "$PACK/built-in")
   if [ ! -e "$built" ]; then mkdir -p "$(dirname "$built")" && ln -s "$ROOT" "$built"; fi
-  (cd "$ROOT" && "$W/model-tests" gpu_bf16_logits_follow_cpu_f32 --exact --nocapture 2>&1) | tee "$W/correctness.log" \
+  (cd "$ROOT" && "$W/model-tests" model::gpu_bf16_logits_follow_cpu_f32 --exact --nocapture 2>&1) | tee "$W/correctness.log" \
     | grep -E "relative error|test result" || true
   local verdict
   verdict=$(grep -c "test result: ok. 1 passed" "$W/correctness.log" || true)

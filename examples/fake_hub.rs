@@ -16,7 +16,7 @@
 //! `--log` prints each request to stderr as it is answered; `--stats FILE` keeps the
 //! number of body bytes actually sent (requests cut short count what went out) in FILE.
 
-#[path = "../tests/hub_server/mod.rs"]
+#[path = "../tests/it/hub_server/mod.rs"]
 mod hub_server;
 
 use std::io::Write;

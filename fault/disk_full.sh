@@ -48,8 +48,8 @@ check finetune 600k "$MT -q --run-dir run finetune --model $TINY --data $TD/llav
 # checks the rerun's files byte for byte, the --verify pass and the temp files).
 dl=$OUT/small/download
 mkdir -p "$dl"; mount -t tmpfs -o size=1m tmpfs "$dl"
-rc=0 log=$(cd "$ROOT" && MT_DISK_FULL_DIR=$dl cargo test --quiet --test download \
-  disk_full_then_resume -- --ignored --nocapture 2>&1) || rc=$?
+rc=0 log=$(cd "$ROOT" && MT_DISK_FULL_DIR=$dl cargo test --quiet --test it \
+  download::disk_full_then_resume -- --ignored --nocapture 2>&1) || rc=$?
 umount "$dl"
 line=$(printf '%s\n' "$log" | sed -n 's/^MT_DISK_FULL_ERROR: //p' | head -1)
 same=differs; [ "$rc" = 0 ] && same=identical

@@ -11,7 +11,7 @@
 # Commands: caption, eval (slake, 24 questions), convert llava, roi, finetune (--resume),
 # inspect. Each of N cycles starts from scratch, kills once at a random point of a whole
 # run (uniform over the time an uninterrupted run takes), reruns to the end and compares;
-# `mt download` runs tests/download.rs::kill_9_at_random_points_then_finish against the
+# `mt download` runs tests/it/download.rs::kill_9_at_random_points_then_finish against the
 # loopback hub DOWNLOAD_REPS times (default 1; 12 kills each, at least 8 must land
 # mid-download, then the files are compared byte for byte and --verify'd). Prints one summary line per
 # command: kills that landed (the process was still running), records lost and duplicated
@@ -109,5 +109,5 @@ for i in "${!NAMES[@]}"; do
   cd "$OUT"
 done
 for r in $(seq "$DOWNLOAD_REPS"); do
-  (cd "$ROOT" && cargo test --quiet --test download kill_9 >/dev/null 2>&1) && echo "{\"command\": \"download\", \"rep\": $r, \"ok\": true}" || echo "{\"command\": \"download\", \"rep\": $r, \"ok\": false}"
+  (cd "$ROOT" && cargo test --quiet --test it download::kill_9 >/dev/null 2>&1) && echo "{\"command\": \"download\", \"rep\": $r, \"ok\": true}" || echo "{\"command\": \"download\", \"rep\": $r, \"ok\": false}"
 done

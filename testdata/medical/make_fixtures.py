@@ -1,4 +1,4 @@
-"""Fixtures and reference pictures for `mt convert image` (tests/convert_image.rs).
+"""Fixtures and reference pictures for `mt convert image` (tests/it/convert_image.rs).
 
 Run by hand, not by CI, from the repository root:
 

@@ -1,13 +1,13 @@
 """`datasets` reads parquet shards with the Image feature, finds the rows of the
 original, and reads them from the Hub cache that `mt download` filled. Run by
-tests/interop.rs:
+tests/it/interop.rs:
 
     python datasets_parquet.py OURS ORIGINAL_DIR
 
 OURS is a folder of shards (`mt convert parquet` output), loaded with
 `load_dataset("parquet", data_dir=OURS)`, or `hub:REPO:DIR`, loaded with
 `load_dataset(REPO, data_dir=DIR)` with HF_HUB_OFFLINE=1 (so from the Hub cache alone);
-ORIGINAL_DIR is a folder of shards. Prints one JSON object; tests/interop.rs holds the
+ORIGINAL_DIR is a folder of shards. Prints one JSON object; tests/it/interop.rs holds the
 expectations.
 """
 

@@ -1,5 +1,5 @@
 """peft loads a LoRA adapter written by `mt finetune --lora-r ...`, and merges it into
-what `mt convert merge-lora` made of it. Run by tests/interop.rs:
+what `mt convert merge-lora` made of it. Run by tests/it/interop.rs:
 
     python peft_adapter.py BASE ADAPTER MERGED [RESAVED]
 
@@ -9,7 +9,7 @@ into transformers' LlamaForCausalLM and the adapter on top with
 `PeftModel.from_pretrained`. With RESAVED, peft saves the loaded adapter there as
 `adapter_model.bin` (`save_pretrained(safe_serialization=False)`, torch.save, as older
 peft versions did by default), for mt to read back. Prints one JSON object of
-measurements; tests/interop.rs holds the thresholds.
+measurements; tests/it/interop.rs holds the thresholds.
 """
 
 import json

@@ -1,4 +1,4 @@
-"""PyTorch `.bin` files between mt and torch. Run by tests/interop.rs:
+"""PyTorch `.bin` files between mt and torch. Run by tests/it/interop.rs:
 
     python torch_bin.py check BIN SAFETENSORS [BIN SAFETENSORS ...]
         torch.load(BIN, weights_only=True) (the safe loader, what LLaVA's

@@ -1,5 +1,5 @@
 """transformers loads the language model of a `model/` folder that `mt train` / `mt
-finetune` exported. Run by tests/interop.rs:
+finetune` exported. Run by tests/it/interop.rs:
 
     python transformers_export.py MODEL_DIR CASE_JSON
 
@@ -8,7 +8,7 @@ class extends LlamaConfig and whose language model has LlamaForCausalLM's module
 It is loaded the way LLaVA's builder loads it, `from_pretrained` with the checkpoint's
 own config, tokenizer with AutoTokenizer. CASE_JSON is one text-only case of
 testdata/train/preprocess.json (`prompt`, `input_ids`, `labels`). Prints one JSON
-object of measurements; tests/interop.rs holds the thresholds.
+object of measurements; tests/it/interop.rs holds the thresholds.
 """
 
 import json

@@ -1,12 +1,10 @@
 //! `mt caption` end to end on the tiny random checkpoints: output format, resume,
 //! bad images, batch invariance, seeded sampling and clear errors for bad models.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{mt_in, testdata};
+use crate::common::{self, mt_in, testdata};
 
 fn model(name: &str) -> String {
     testdata(&format!("models/{name}")).display().to_string()

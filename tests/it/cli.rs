@@ -1,11 +1,10 @@
 //! The command line itself: help, usage errors, exit codes, completions, run directories.
 
-mod common;
+use medtrinity::cmd::completions;
+
+use crate::common::{self, mt, mt_in, root};
 
 const HELPERS: [&str; 2] = ["completions", "replay"];
-
-use common::{mt, mt_in, root};
-use medtrinity::cmd::completions;
 
 const SUBCOMMANDS: [&str; 8] = [
     "download", "inspect", "caption", "roi", "train", "finetune", "eval", "convert",
@@ -85,13 +84,13 @@ fn version_is_printed() {
 }
 
 /// The committed completion scripts match the CLI. Regenerate with
-/// `MT_BLESS=1 cargo test --test cli completions`.
+/// `MT_BLESS=1 cargo test --test it cli::completions`.
 #[test]
 fn completions_are_current() {
     for shell in ["bash", "zsh", "fish"] {
         let fresh = completions::script(shell);
         let rel = format!("completions/{}", completions::file_name(shell));
-        common::check_snapshot(&rel, &fresh, "cargo test --test cli completions");
+        common::check_snapshot(&rel, &fresh, "cargo test --test it cli::completions");
         let r = mt(&["completions", shell]);
         assert_eq!(r.code, 0);
         assert_eq!(r.stdout.as_bytes(), fresh.as_slice());

@@ -3,17 +3,16 @@
 //! round trip parquet -> llava -> parquet keeps ids, captions and image bytes; both
 //! outputs resume after a crash without duplicates.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::Path;
 
 use arrow_array::StructArray;
 use arrow_array::cast::AsArray;
-use common::{mt, testdata};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
+
+use crate::common::{mt, testdata};
 
 /// id -> (caption, image bytes) of every parquet file under `dir`.
 fn parquet_rows(dir: &Path) -> BTreeMap<String, (String, Vec<u8>)> {

@@ -1,12 +1,11 @@
 //! `mt convert image`: DICOM / NIfTI -> PNG/JPEG against pydicom / nibabel references
 //! (testdata/medical/make_fixtures.py), metadata sidecars, bad inputs, resume.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{expected, mt, mt_in, testdata};
 use serde_json::Value;
+
+use crate::common::{self, expected, mt, mt_in, testdata};
 
 fn dicom(name: &str) -> String {
     testdata(&format!("medical/dicom/{name}"))

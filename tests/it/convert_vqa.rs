@@ -2,12 +2,11 @@
 //! testdata/vqa/make_fixtures.py with the real field names), and the round trip into
 //! `mt eval score`.
 
-mod common;
-
 use std::path::Path;
 
-use common::{eval_score_json, mt, testdata};
 use serde_json::{Value, json};
+
+use crate::common::{self, eval_score_json, mt, testdata};
 
 fn vqa(rel: &str) -> String {
     testdata(&format!("vqa/{rel}")).display().to_string()

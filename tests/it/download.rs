@@ -3,15 +3,13 @@
 //! ranges), gated repos, offline mode, `--verify`, kill -9 and restart, and interop
 //! with huggingface_hub.
 
-mod common;
-mod hub_server;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hub_server::{FakeRepo, Fault, HubServer, ServerConfig};
+use crate::common;
+use crate::hub_server::{FakeRepo, Fault, HubServer, ServerConfig};
 
 const TOKEN: &str = "hf_secretTOKENvalue123";
 

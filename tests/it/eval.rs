@@ -2,12 +2,11 @@
 //! (testdata/eval/make_fixtures.py: MedTrinity-25M's run_eval_nocandi.py with NLTK, and
 //! multimedeval 1.0.0's VQA.evaluate with torchmetrics).
 
-mod common;
-
 use std::path::Path;
 
-use common::{eval_score_json, mt, mt_in, testdata};
 use serde_json::Value;
+
+use crate::common::{self, eval_score_json, mt, mt_in, testdata};
 
 fn eval_file(name: &str) -> String {
     testdata(&format!("eval/{name}")).display().to_string()

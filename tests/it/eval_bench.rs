@@ -3,13 +3,12 @@
 //! chunk workers, `--chunk K/N`, resume after a cut or kill -9, and refused reruns.
 //! (Random weights: the scores are whatever they are; the plumbing must be right.)
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::{kill_9_when, mt_in, testdata};
 use serde_json::Value;
+
+use crate::common::{self, kill_9_when, mt_in, testdata};
 
 fn model() -> String {
     testdata("models/tiny-llava").display().to_string()

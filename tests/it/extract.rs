@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use medtrinity::core::hub::extract::*;
 
-mod common;
+use crate::common;
 
 const FULL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/medtrinity-full");
 

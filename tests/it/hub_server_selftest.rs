@@ -1,14 +1,13 @@
 //! Tests of the fake Hub itself, with raw HTTP over std TcpStream, so the download
 //! tests can rely on it.
 
-mod hub_server;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use hub_server::{FakeFile, FakeRepo, Fault, HubServer, Kind, ServerConfig};
 use sha2::{Digest, Sha256};
+
+use crate::hub_server::{self, FakeFile, FakeRepo, Fault, HubServer, Kind, ServerConfig};
 
 /// One keep-alive HTTP/1.1 connection.
 struct Conn {

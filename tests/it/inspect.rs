@@ -1,17 +1,16 @@
 //! `mt inspect` end to end on the bundled samples and on broken inputs.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, BinaryArray, Int64Array, RecordBatch, StringArray, StructArray};
 use arrow_schema::{DataType, Field, Fields, Schema};
-use common::{expected, mt, mt_stdin, testdata};
 use parquet::arrow::ArrowWriter;
 use parquet::file::properties::WriterProperties;
 use serde_json::Value;
+
+use crate::common::{self, expected, mt, mt_stdin, testdata};
 
 fn inspect_json(args: &[&str]) -> Value {
     let mut all = vec!["--json", "inspect"];
@@ -240,7 +239,7 @@ fn full_layout_with_an_image_folder() {
 }
 
 /// The shape of the --json report (every key path) is part of the interface: a change
-/// must be deliberate. Regenerate with `MT_BLESS=1 cargo test --test inspect json_shape`.
+/// must be deliberate. Regenerate with `MT_BLESS=1 cargo test --test it inspect::json_shape`.
 #[test]
 fn json_shape_is_stable() {
     fn paths(v: &Value, prefix: String, out: &mut std::collections::BTreeSet<String>) {
@@ -269,7 +268,7 @@ fn json_shape_is_stable() {
     common::check_snapshot(
         "tests/snapshots/inspect_json_keys.txt",
         text.as_bytes(),
-        "cargo test --test inspect json_shape",
+        "cargo test --test it inspect::json_shape",
     );
 }
 

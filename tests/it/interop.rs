@@ -11,21 +11,19 @@
 //! - `datasets` reads `mt convert parquet` shards with the Image feature, and loads a
 //!   dataset `mt download` put in the Hub cache (the loopback fake Hub), offline.
 //!
-//! (huggingface_hub reading mt's downloads is in tests/download.rs.)
-
-mod common;
-mod hub_server;
+//! (huggingface_hub reading mt's downloads is in tests/it/download.rs.)
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::Tensor;
-use common::{llava_png_records, max_abs_diff, mt_env, mt_in, root, test_python, testdata};
-use hub_server::{FakeRepo, HubServer, ServerConfig};
 use medtrinity::core::model::weights::{NameMap, Naming};
 use medtrinity::core::train::export::{read_safetensors, write_side_files, write_weights};
 use serde_json::{Value, json};
+
+use crate::common::{llava_png_records, max_abs_diff, mt_env, mt_in, root, test_python, testdata};
+use crate::hub_server::{FakeRepo, HubServer, ServerConfig};
 
 /// What every script here imports.
 const MODULES: &[&str] = &["torch", "safetensors", "transformers", "peft", "datasets"];

@@ -1,15 +1,14 @@
 //! `mt convert knowledge-index` end to end: the summary and run directory, --json,
 //! up-to-date reruns, bad corpora, and a build killed with -9.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Run, kill_9_when, mt_in};
 use medtrinity::core::knowledge::KnowledgeIndex;
+
+use crate::common::{Run, kill_9_when, mt_in};
 
 fn line(id: &str, title: &str, text: &str) -> String {
     serde_json::json!({"id": id, "title": title, "text": text, "source": "test"}).to_string() + "\n"

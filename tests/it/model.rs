@@ -3,13 +3,10 @@
 //! (transformers' LlavaForConditionalGeneration; the original LLaVA composition
 //! with and without the real s2wrapper). f32 on the CPU.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use common::max_abs_diff;
 use medtrinity::core::model::checkpoint::Checkpoint;
 use medtrinity::core::model::config::Layout;
 use medtrinity::core::model::generate::{GenerationConfig, generate};
@@ -17,6 +14,10 @@ use medtrinity::core::model::llava::{Llava, Piece, shared_prefix, skip_prefix};
 use medtrinity::core::model::preprocess::ImageProcessor;
 use medtrinity::core::model::prompt::{TextCodec, llama3_prompt};
 use sha2::{Digest, Sha256};
+
+#[cfg(feature = "cuda")]
+use crate::common;
+use crate::common::max_abs_diff;
 
 const QUESTIONS: [&str; 3] = [
     "Describe the image in detail.",

@@ -4,16 +4,15 @@
 //! carrying their audit columns, and sharding: every id captioned exactly once across
 //! shard outputs after kill -9, merged by `mt convert merge`.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Run, check_snapshot, kill_9_when, mt_env, mt_in, testdata};
 use medtrinity::core::records::for_each_record;
 use medtrinity::core::shard::{marker, owner};
+
+use crate::common::{Run, check_snapshot, kill_9_when, mt_env, mt_in, testdata};
 
 fn lines(path: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
@@ -118,7 +117,7 @@ fn dry_run_prompts_match_the_golden_file() {
     check_snapshot(
         "testdata/pipeline/dry-run.golden.jsonl",
         golden.as_bytes(),
-        "cargo test --test pipeline dry_run",
+        "cargo test --test it pipeline::dry_run",
     );
 }
 

@@ -1,13 +1,12 @@
 //! `mt roi` end to end on real images (testdata/images) with masks the tests draw:
 //! exact boxes, areas, components and position words, overlays, resume, bad rows.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 
-use common::{mt_in, testdata};
 use image::{GrayImage, Luma, Rgb};
+
+use crate::common::{mt_in, testdata};
 
 /// A 400x400 mask (phantom.png's size) with two rectangles of label 255:
 /// [40, 60) x [300, 340) and [100, 110) x [320, 330).

@@ -4,15 +4,14 @@
 //! uninterrupted one, stage 1 changes only the projector, LoRA writes a PEFT adapter
 //! that merges exactly, and bad inputs are named.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
-use common::{max_abs_diff, mt_in, testdata};
 use medtrinity::core::train::export::{read_safetensors, read_tensors};
 use serde_json::Value;
+
+use crate::common::{self, max_abs_diff, mt_in, testdata};
 
 fn model() -> String {
     testdata("models/tiny-llava").display().to_string()

@@ -5,15 +5,12 @@
 //! projector-only stage and LoRA, in f32 on the CPU. Also: every trainable parameter
 //! receives a gradient, the same with activation checkpointing as without.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use candle_core::{DType, Device, Tensor};
-use common::{max_abs_diff, testdata};
 use medtrinity::core::model::checkpoint::Checkpoint;
 use medtrinity::core::model::llava::Llava;
 use medtrinity::core::model::prompt::TextCodec;
@@ -27,6 +24,8 @@ use medtrinity::core::train::parallel::World;
 use medtrinity::core::train::params::{LearningRates, LoraSpec, Tune, make_trainable};
 use medtrinity::core::train::trainer::{StepShape, accumulate, update};
 use serde_json::Value;
+
+use crate::common::{max_abs_diff, testdata};
 
 const TOL: f32 = 1e-5;
 

@@ -1,5 +1,4 @@
 //! Helpers shared by the integration tests: run the real `mt` binary.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
