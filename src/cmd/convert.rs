@@ -324,7 +324,7 @@ fn convert_vqa(a: &VqaArgs, ctx: &mut Context) -> Result<()> {
     if a.output == Path::new("-") {
         print(&json)?;
     } else {
-        crate::core::run::write_atomic(&a.output, json.as_bytes())
+        crate::core::files::write_atomic(&a.output, json.as_bytes())
             .with_context(|| format!("{}: cannot write", a.output.display()))?;
     }
     let closed = loaded

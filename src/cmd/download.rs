@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::args::RepoTypeArg;
 use super::{Context, finish_failures, print};
+use crate::core::display::human_bytes;
 use crate::core::error::usage;
 use crate::core::hub::download::{self, Plan, Report, Request};
 use crate::core::hub::http::{Client, RetryPolicy};
@@ -17,7 +18,6 @@ use crate::core::hub::repo::RepoRef;
 use crate::core::hub::select::Selection;
 use crate::core::hub::settings::HubSettings;
 use crate::core::hub::unpack::{Unpacked, unpack};
-use crate::core::display::human_bytes;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -164,7 +164,7 @@ fn write_list(run: &crate::core::run::RunDir, name: &str, lines: &[String]) -> R
     if !text.is_empty() {
         text.push('\n');
     }
-    crate::core::run::write_atomic(&run.path().join(name), text.as_bytes())
+    crate::core::files::write_atomic(&run.path().join(name), text.as_bytes())
 }
 
 fn extract_summary(u: &Unpacked) -> String {

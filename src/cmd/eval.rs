@@ -14,7 +14,7 @@ use crate::core::error::usage;
 use crate::core::eval::answers::{Rejected, align, read_answers, read_truth};
 use crate::core::eval::chunks::Chunk;
 use crate::core::eval::{Bench, llava_med, multimedeval, report};
-use crate::core::run::write_atomic;
+use crate::core::files::write_atomic;
 
 const EXAMPLES: &str = "\
 Examples:

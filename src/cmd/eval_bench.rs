@@ -22,11 +22,11 @@ use crate::core::eval::chunks::{Chunk, root_of};
 use crate::core::eval::plan::{self, Decoding, Plan, QuestionDigests};
 use crate::core::eval::vqa::{self, LoadOptions, Question};
 use crate::core::eval::{Bench, breakdown, llava_med, multimedeval, report, vqa_export, workers};
+use crate::core::files::write_atomic;
 use crate::core::model::captioner::Captioner;
 use crate::core::model::checkpoint::{Checkpoint, content_identity, device, model_name};
 use crate::core::model::generate::GenerationConfig;
 use crate::core::progress;
-use crate::core::run::write_atomic;
 
 /// (where, what) of every input that failed.
 type Failures = Vec<(String, String)>;

@@ -8,6 +8,7 @@ pub mod display;
 pub mod error;
 pub mod eval;
 pub mod extsort;
+pub mod files;
 pub mod hash;
 pub mod hub;
 pub mod image;

@@ -1,13 +1,14 @@
 //! Run directories: `runs/<cmd>-<UTC time>-<short id>/` with `run.json`, `log.jsonl`,
 //! `metrics.jsonl` and the command's outputs. Every file is written atomically.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use crate::core::files::{JsonLines, write_atomic};
 
 /// Base folder for run directories when `--run-dir` is not given.
 pub const DEFAULT_RUNS_DIR: &str = "runs";
@@ -150,52 +151,6 @@ impl RunDir {
     }
 }
 
-/// An append-only JSON Lines file (flushed per line, so a crash loses at most one line).
-pub struct JsonLines {
-    out: BufWriter<File>,
-}
-
-impl JsonLines {
-    /// Opens `path` for appending, creating it if needed.
-    pub fn append(path: &Path) -> Result<Self> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open {} for appending", path.display()))?;
-        Ok(JsonLines {
-            out: BufWriter::new(file),
-        })
-    }
-
-    /// Appends one record.
-    pub fn write(&mut self, value: &impl Serialize) -> Result<()> {
-        serde_json::to_writer(&mut self.out, value)?;
-        self.out.write_all(b"\n")?;
-        self.out.flush()?;
-        Ok(())
-    }
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename,
-/// so readers see the old content or the new one, never a mix.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_data())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot move the new {} into place", path.display()))?;
-    Ok(())
-}
-
 /// Six hex digits that differ between runs started in the same second.
 fn short_id() -> String {
     let nanos = std::time::SystemTime::now()
@@ -247,14 +202,5 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("run.json")]);
-    }
-
-    #[test]
-    fn atomic_write_replaces_content() {
-        let tmp = tempfile::tempdir().unwrap();
-        let p = tmp.path().join("a.json");
-        write_atomic(&p, b"one").unwrap();
-        write_atomic(&p, b"two").unwrap();
-        assert_eq!(fs::read(&p).unwrap(), b"two");
     }
 }

@@ -17,9 +17,9 @@ use super::answering::{Answered, answer};
 use super::answers::{Answer, Id};
 use super::chunks::Chunk;
 use super::vqa::Question;
+use crate::core::files::write_atomic;
 use crate::core::jsonl_output::JsonlOutput;
 use crate::core::model::captioner::Captioner;
-use crate::core::run::write_atomic;
 
 /// What answering a chunk did.
 #[derive(Debug, Default)]

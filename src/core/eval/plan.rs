@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 
 use super::vqa::{Question, QuestionImage};
 use crate::core::error::usage;
+use crate::core::files::write_atomic;
 use crate::core::hash::hex;
-use crate::core::run::write_atomic;
 
 /// The file name in the run directory.
 pub const FILE: &str = "eval.json";

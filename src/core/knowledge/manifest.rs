@@ -119,7 +119,7 @@ impl Manifest {
     pub fn write(&self, dir: &Path) -> Result<()> {
         let mut bytes = serde_json::to_vec_pretty(self)?;
         bytes.push(b'\n');
-        crate::core::run::write_atomic(&dir.join(MANIFEST), &bytes)
+        crate::core::files::write_atomic(&dir.join(MANIFEST), &bytes)
     }
 
     /// Why this index does not match the corpus files `now` (None when it does).

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::window::Grey;
 use super::{Options, Sidecar};
-use crate::core::run::write_atomic;
+use crate::core::files::write_atomic;
 
 /// Picture file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -154,7 +154,7 @@ mod nccl {
             let id = if world.is_main() {
                 let id = Id::new().map_err(|e| anyhow!("cannot create the NCCL id: {e:?}"))?;
                 let bytes: Vec<u8> = id.internal().iter().map(|&c| c as u8).collect();
-                crate::core::run::write_atomic(id_file, &bytes)?;
+                crate::core::files::write_atomic(id_file, &bytes)?;
                 id
             } else {
                 let started = Instant::now();

@@ -16,8 +16,8 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde_json::{Map, Value};
 
+use crate::core::files::write_atomic;
 use crate::core::plotting::{self, Area, FONT, plot_err};
-use crate::core::run::write_atomic;
 
 const WIDTH: u32 = 1200;
 const PANEL_HEIGHT: u32 = 300;

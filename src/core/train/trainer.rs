@@ -34,12 +34,12 @@ use super::params::{LearningRates, Tune, make_trainable, overwrite_tensors};
 use super::schedule::CosineSchedule;
 use super::torch_save::write_torch_bin;
 use crate::core::eval::Bench;
+use crate::core::files::{JsonLines, write_atomic};
 use crate::core::hash::{fnv1a, keyed};
 use crate::core::model::checkpoint::Checkpoint;
 use crate::core::model::config::{AspectMode, Layout};
 use crate::core::model::llava::Llava;
 use crate::core::progress;
-use crate::core::run::{JsonLines, write_atomic};
 
 /// Every setting that shapes the run (recorded in run.json and each checkpoint).
 #[derive(Debug, Clone, Serialize, Deserialize)]
