@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::args::{BenchArg, ModelArgs};
 use super::{Context, finish_failures, print};
-use crate::core::convert::llava::{self, LlavaOptions, LlavaSink};
+use crate::core::convert::llava_out::{self as llava, LlavaOptions, LlavaSink};
 use crate::core::convert::parquet_out::{ShardOptions, ShardWriter};
 use crate::core::convert::wds::{WdsOptions, WdsWriter};
 use crate::core::convert::{RecordSink, Stats, write_records};

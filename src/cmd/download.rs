@@ -12,12 +12,12 @@ use super::{Context, finish_failures, print};
 use crate::core::display::human_bytes;
 use crate::core::error::usage;
 use crate::core::hub::download::{self, Plan, Report, Request};
+use crate::core::hub::extract_all::{Unpacked, unpack};
 use crate::core::hub::http::{Client, RetryPolicy};
 use crate::core::hub::layout::{Layout, Presence};
 use crate::core::hub::repo::RepoRef;
 use crate::core::hub::select::Selection;
 use crate::core::hub::settings::HubSettings;
-use crate::core::hub::unpack::{Unpacked, unpack};
 
 const EXAMPLES: &str = "\
 Examples:

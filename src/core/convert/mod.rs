@@ -3,7 +3,7 @@
 //! resumable and writing each image once.
 
 pub mod image_files;
-pub mod llava;
+pub mod llava_out;
 pub mod parquet_out;
 pub mod wds;
 

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::answers::Id;
 use super::vqa::{Question, QuestionImage};
 use crate::core::convert::image_files::{extension_of, safe_relative, write_once};
-use crate::core::convert::llava::conversation_record;
+use crate::core::convert::llava_out::conversation_record;
 use crate::core::error::usage;
 use crate::core::hash::hex;
 

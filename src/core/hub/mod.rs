@@ -9,13 +9,13 @@ pub mod api;
 pub mod checksum;
 pub mod download;
 pub mod extract;
+pub mod extract_all;
 pub mod http;
 pub mod layout;
 pub mod repo;
 pub mod select;
 pub mod settings;
 pub mod transfer;
-pub mod unpack;
 
 /// Runs `f` on every item on up to `workers` threads (at most one per item), handing
 /// items out in order, so the first ones start first (downloads go largest first);
