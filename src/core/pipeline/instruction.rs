@@ -6,7 +6,7 @@
 //! "region of interest", never "green box".
 //!
 //! Pure functions of their inputs; testdata/pipeline/dry-run.golden.jsonl (checked by
-//! tests/pipeline.rs) pins the text.
+//! tests/it/pipeline.rs) pins the text.
 
 use std::fmt::Write as _;
 
