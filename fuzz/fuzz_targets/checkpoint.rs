@@ -5,7 +5,7 @@
 use candle_core::{DType, Device};
 use candle_core::safetensors::MmapedSafetensors;
 use libfuzzer_sys::fuzz_target;
-use medtrinity::core::model::weights::{NameMap, Weights, weight_files};
+use medtrinity::core::model::load::weights::{NameMap, Weights, weight_files};
 use medtrinity::core::train::export::read_tensors;
 
 #[path = "common.rs"]

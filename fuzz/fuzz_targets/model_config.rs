@@ -2,7 +2,7 @@
 //! CLIP tower config as a checkpoint load does.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use medtrinity::core::model::config::{ClipConfig, LlavaConfig};
+use medtrinity::core::model::load::config::{ClipConfig, LlavaConfig};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(json) = serde_json::from_slice::<serde_json::Value>(data) else {

@@ -45,7 +45,7 @@ impl ModelArgs {
     pub fn dtype(&self, device: &Device) -> Result<DType> {
         match self.dtype {
             Some(d) => Ok(d.into()),
-            None => crate::core::model::checkpoint::dtype(None, device),
+            None => crate::core::model::load::checkpoint::dtype(None, device),
         }
     }
 }

@@ -23,9 +23,9 @@ use crate::core::eval::plan::{self, Decoding, Plan, QuestionDigests};
 use crate::core::eval::vqa::{self, LoadOptions, Question};
 use crate::core::eval::{Bench, breakdown, llava_med, multimedeval, report, vqa_export, workers};
 use crate::core::files::write_atomic;
-use crate::core::model::captioner::Captioner;
-use crate::core::model::checkpoint::{Checkpoint, content_identity, device, model_name};
-use crate::core::model::generate::GenerationConfig;
+use crate::core::model::engine::captioner::Captioner;
+use crate::core::model::engine::generate::GenerationConfig;
+use crate::core::model::load::checkpoint::{Checkpoint, content_identity, device, model_name};
 use crate::core::progress;
 
 /// (where, what) of every input that failed.

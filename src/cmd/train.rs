@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::args::{AspectArg, BenchArg, DeviceArgs, ModelArgs, StageArg};
 use super::{Context, GlobalArgs, finish_failures, print};
 use crate::core::error::usage;
-use crate::core::model::checkpoint::device;
+use crate::core::model::load::checkpoint::device;
 use crate::core::train::adamw::AdamWConfig;
 use crate::core::train::parallel::{Alone, Reducer, World, rendezvous_file};
 use crate::core::train::params::LearningRates;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use candle_core::Tensor;
-use medtrinity::core::model::weights::{NameMap, Naming};
+use medtrinity::core::model::load::weights::{NameMap, Naming};
 use medtrinity::core::train::export::{read_safetensors, write_side_files, write_weights};
 use serde_json::{Value, json};
 

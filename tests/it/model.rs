@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
-use medtrinity::core::model::checkpoint::Checkpoint;
-use medtrinity::core::model::config::Layout;
-use medtrinity::core::model::generate::{GenerationConfig, generate};
-use medtrinity::core::model::llava::{Llava, Piece, shared_prefix, skip_prefix};
-use medtrinity::core::model::preprocess::ImageProcessor;
-use medtrinity::core::model::prompt::{TextCodec, llama3_prompt};
+use medtrinity::core::model::arch::llava::{Llava, Piece, shared_prefix, skip_prefix};
+use medtrinity::core::model::engine::generate::{GenerationConfig, generate};
+use medtrinity::core::model::engine::preprocess::ImageProcessor;
+use medtrinity::core::model::engine::prompt::{TextCodec, llama3_prompt};
+use medtrinity::core::model::load::checkpoint::Checkpoint;
+use medtrinity::core::model::load::config::Layout;
 use sha2::{Digest, Sha256};
 
 #[cfg(feature = "cuda")]
@@ -316,7 +316,7 @@ fn original_layout_with_s2_matches_s2wrapper() {
 /// 99.9% of values within 1/255.
 #[test]
 fn preprocessing_matches_clip_image_processor() {
-    use medtrinity::core::model::config::AspectMode;
+    use medtrinity::core::model::load::config::AspectMode;
     let mut checked = 0;
     for entry in std::fs::read_dir(models_dir().join("preprocess")).unwrap() {
         let path = entry.unwrap().path();

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use candle_core::{DType, Device, Tensor};
-use medtrinity::core::model::checkpoint::Checkpoint;
-use medtrinity::core::model::llava::Llava;
-use medtrinity::core::model::prompt::TextCodec;
-use medtrinity::core::model::weights::original_name;
+use medtrinity::core::model::arch::llava::Llava;
+use medtrinity::core::model::engine::prompt::TextCodec;
+use medtrinity::core::model::load::checkpoint::Checkpoint;
+use medtrinity::core::model::load::weights::original_name;
 use medtrinity::core::train::adamw::{AdamW, AdamWConfig};
 use medtrinity::core::train::batch::{Collator, Example};
 use medtrinity::core::train::conversation::{Llama3Encoder, SpecialTokens, Turn};

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use super::answers::Id;
 use super::vqa::Question;
 use crate::core::hash::{fnv1a, keyed, mix64};
-use crate::core::model::captioner::{CaptionInput, Captioner};
+use crate::core::model::engine::captioner::{CaptionInput, Captioner};
 
 /// One line of the LLaVA answer JSONL.
 #[derive(Debug, Clone, Serialize)]

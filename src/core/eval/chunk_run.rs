@@ -19,7 +19,7 @@ use super::chunks::Chunk;
 use super::vqa::Question;
 use crate::core::files::write_atomic;
 use crate::core::jsonl_output::JsonlOutput;
-use crate::core::model::captioner::Captioner;
+use crate::core::model::engine::captioner::Captioner;
 
 /// What answering a chunk did.
 #[derive(Debug, Default)]

@@ -76,7 +76,7 @@ pub struct Plan {
     pub image_folder: Option<String>,
     pub checkpoint: String,
     /// The checkpoint folder's files and their content digests
-    /// ([`content_identity`](crate::core::model::checkpoint::content_identity)).
+    /// ([`content_identity`](crate::core::model::load::checkpoint::content_identity)).
     pub checkpoint_files: BTreeMap<String, String>,
     pub vision_tower: Option<String>,
     pub vision_tower_files: Option<BTreeMap<String, String>>,

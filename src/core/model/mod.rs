@@ -1,26 +1,17 @@
-//! LLaVA-Med++ in candle: config, weights, the CLIP tower with the S2 wrapper, the
-//! projector, Llama-3, prompts, preprocessing and batched generation. Every module
-//! is written for training too (LoRA-capable Linear layers, differentiable ops
-//! whenever a gradient can flow).
+//! LLaVA-Med++ in candle, in four rooms:
+//! - [`arch`]: the math (CLIP + S2, projector, Llama, LLaVA, attention, norms, Linear
+//!   with LoRA), written for inference and training alike;
+//! - [`load`]: configs, weights and checkpoint folders;
+//! - [`engine`]: preprocessing, prompts, batched generation, the captioner;
+//! - [`ops`] and [`kernels`]: one function per op with more than one implementation,
+//!   and the hand-written CPU kernels behind them (the inference switch is
+//!   [`kernels::inference`]).
 
-pub mod attention;
-pub mod captioner;
-pub mod checkpoint;
-pub mod clip;
-pub mod config;
-pub mod generate;
+pub mod arch;
+pub mod engine;
 pub mod kernels;
-pub mod linear;
-pub mod llama;
-pub mod llava;
-pub mod lora;
-pub mod norm;
+pub mod load;
 pub mod ops;
-pub mod preprocess;
-pub mod projector;
-pub mod prompt;
-pub mod s2;
-pub mod weights;
 
 /// Largest absolute difference between two tensors of one shape (tests).
 #[cfg(test)]

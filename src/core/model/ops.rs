@@ -8,7 +8,7 @@
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 
-use super::attention;
+use super::arch::attention;
 use super::kernels::{self, fused, rowwise};
 
 /// Whether any of these tensors takes part in a gradient computation.

@@ -112,7 +112,7 @@ fn find_foreign(object: &Object, bad: &mut Option<(String, String)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::weights::{NameMap, Weights};
+    use crate::core::model::load::weights::{NameMap, Weights};
     use std::io::Write;
 
     fn archive(dir: &Path, pickle: &[u8]) -> std::path::PathBuf {

@@ -14,7 +14,7 @@ use candle_core::{DType, Tensor, Var};
 
 use super::adamw::Param;
 use super::batch::{Prepared, batch_loss, head_loss, scalar};
-use crate::core::model::llava::Llava;
+use crate::core::model::arch::llava::Llava;
 
 /// Adds `scale * d(loss)/d(param)` of `prepared` to `sums` (one slot per parameter)
 /// and returns the loss. A non-finite loss is returned before any backward pass.

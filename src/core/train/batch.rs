@@ -9,9 +9,9 @@ use candle_core::{D, DType, Tensor};
 
 use super::conversation::{Encoded, IGNORE_INDEX, IMAGE_TOKEN_INDEX, Llama3Encoder};
 use super::data::Record;
-use crate::core::model::attention::causal_padding_mask;
-use crate::core::model::llava::Llava;
-use crate::core::model::preprocess::ImageProcessor;
+use crate::core::model::arch::attention::causal_padding_mask;
+use crate::core::model::arch::llava::Llava;
+use crate::core::model::engine::preprocess::ImageProcessor;
 
 /// One sample ready for the model.
 pub struct Example {

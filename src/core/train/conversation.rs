@@ -11,8 +11,10 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use serde::Deserialize;
 
-use crate::core::model::llava::Piece;
-use crate::core::model::prompt::{IMAGE_PLACEHOLDER, LLAMA3_SYSTEM, PromptTokens, TextCodec};
+use crate::core::model::arch::llava::Piece;
+use crate::core::model::engine::prompt::{
+    IMAGE_PLACEHOLDER, LLAMA3_SYSTEM, PromptTokens, TextCodec,
+};
 
 /// Label of a position that takes no part in the loss.
 pub const IGNORE_INDEX: i64 = -100;

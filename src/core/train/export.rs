@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::params::LoraSpec;
 use super::torch_save::write_torch_bin;
-use crate::core::model::weights::{original_name, weight_files};
+use crate::core::model::load::weights::{original_name, weight_files};
 
 /// Largest shard `save_pretrained` writes by default (5 GB).
 pub const MAX_SHARD_BYTES: usize = 5_000_000_000;

@@ -16,8 +16,8 @@ use super::export::{
     write_weights,
 };
 use super::params::overwrite_tensors;
-use crate::core::model::checkpoint::Checkpoint;
-use crate::core::model::weights::{NameMap, Naming};
+use crate::core::model::load::checkpoint::Checkpoint;
+use crate::core::model::load::weights::{NameMap, Naming};
 
 /// What a merge did.
 #[derive(Debug, Serialize)]

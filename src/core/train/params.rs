@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::adamw::Param;
 use crate::core::hash::keyed;
-use crate::core::model::llava::Llava;
-use crate::core::model::lora::{LoraAdapter, LoraDropout};
+use crate::core::model::arch::llava::Llava;
+use crate::core::model::arch::lora::{LoraAdapter, LoraDropout};
 
 /// LoRA settings (PEFT's `LoraConfig`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -36,9 +36,9 @@ use super::torch_save::write_torch_bin;
 use crate::core::eval::Bench;
 use crate::core::files::{JsonLines, write_atomic};
 use crate::core::hash::{fnv1a, keyed};
-use crate::core::model::checkpoint::Checkpoint;
-use crate::core::model::config::{AspectMode, Layout};
-use crate::core::model::llava::Llava;
+use crate::core::model::arch::llava::Llava;
+use crate::core::model::load::checkpoint::Checkpoint;
+use crate::core::model::load::config::{AspectMode, Layout};
 use crate::core::progress;
 
 /// Every setting that shapes the run (recorded in run.json and each checkpoint).
@@ -670,7 +670,12 @@ fn write_export(
                 let projector: Vec<(String, Tensor)> = tensors
                     .iter()
                     .filter(|(n, _)| n.starts_with("projector."))
-                    .map(|(n, t)| (crate::core::model::weights::original_name(n), t.clone()))
+                    .map(|(n, t)| {
+                        (
+                            crate::core::model::load::weights::original_name(n),
+                            t.clone(),
+                        )
+                    })
                     .collect();
                 write_safetensors(&dir.join("mm_projector.safetensors"), &projector)?;
                 write_torch_bin(&dir.join("mm_projector.bin"), &projector)?;

@@ -450,7 +450,7 @@ impl Shape {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::attention::{attend_unfused, causal_padding_mask};
+    use crate::core::model::arch::attention::{attend_unfused, causal_padding_mask};
     use crate::core::model::max_abs_diff;
     use candle_core::Var;
 

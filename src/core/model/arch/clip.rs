@@ -5,11 +5,11 @@
 use anyhow::Result;
 use candle_core::{D, Tensor};
 
-use super::config::{ClipActivation, ClipConfig};
-use super::linear::Linear;
-use super::norm::LayerNorm;
-use super::ops::{self, attend, split_heads};
-use super::weights::Params;
+use crate::core::model::arch::linear::Linear;
+use crate::core::model::arch::norm::LayerNorm;
+use crate::core::model::load::config::{ClipActivation, ClipConfig};
+use crate::core::model::load::weights::Params;
+use crate::core::model::ops::{self, attend, split_heads};
 
 /// CLIP vision transformer, truncated after the layers LLaVA needs.
 pub struct ClipVision {

@@ -5,9 +5,9 @@ use anyhow::Result;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
-use super::lora::LoraAdapter;
-use super::ops;
-use super::weights::Params;
+use crate::core::model::arch::lora::LoraAdapter;
+use crate::core::model::load::weights::Params;
+use crate::core::model::ops;
 
 /// A dense layer with weight `(out, in)`, optional bias and optional LoRA adapter.
 #[derive(Debug, Clone)]
@@ -69,7 +69,7 @@ impl Linear {
     }
 
     /// Applies each layer to the same `x` `(..., in)` (q/k/v, gate/up); inside
-    /// [`kernels::inference`](super::kernels::inference) their products on a few rows
+    /// [`kernels::inference`](crate::core::model::kernels::inference) their products on a few rows
     /// share one parallel pass.
     pub fn forward_each<const N: usize>(layers: [&Linear; N], x: &Tensor) -> Result<[Tensor; N]> {
         let dims = x.dims().to_vec();

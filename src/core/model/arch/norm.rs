@@ -5,8 +5,8 @@
 use anyhow::Result;
 use candle_core::Tensor;
 
-use super::ops;
-use super::weights::Params;
+use crate::core::model::load::weights::Params;
+use crate::core::model::ops;
 
 /// `LayerNorm(x) = (x - mean) / sqrt(var + eps) * weight + bias`, statistics in f32.
 #[derive(Debug, Clone)]

@@ -13,8 +13,8 @@ use candle_core::{Device, Tensor};
 use image::{DynamicImage, RgbImage};
 use rayon::prelude::*;
 
-use super::config::AspectMode;
 use crate::core::budget;
+use crate::core::model::load::config::AspectMode;
 
 /// OpenAI CLIP's normalisation constants, digit for digit as published.
 #[allow(clippy::excessive_precision)]

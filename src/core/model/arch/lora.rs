@@ -1,5 +1,5 @@
 //! LoRA adapters (PEFT semantics): `y = W x + (alpha / r) * B (A dropout(x))`, with A of
-//! shape `(r, in)` and B of shape `(out, r)`. Any [`super::linear::Linear`] can carry one.
+//! shape `(r, in)` and B of shape `(out, r)`. Any [`crate::core::model::arch::linear::Linear`] can carry one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -8,10 +8,10 @@ use anyhow::{Result, ensure};
 use candle_core::{D, Tensor};
 use serde::Serialize;
 
-use super::attention::causal_padding_mask;
-use super::kernels;
-use super::llama::{KvCache, Step};
-use super::llava::{Llava, PaddedBatch};
+use crate::core::model::arch::attention::causal_padding_mask;
+use crate::core::model::arch::llama::{KvCache, Step};
+use crate::core::model::arch::llava::{Llava, PaddedBatch};
+use crate::core::model::kernels;
 
 /// Decoding settings.
 #[derive(Debug, Clone, Serialize)]

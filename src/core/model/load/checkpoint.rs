@@ -12,11 +12,11 @@ use anyhow::{Context as _, Result, bail};
 use candle_core::{DType, Device};
 use sha2::{Digest, Sha256};
 
-use super::config::{ClipConfig, Layout, LlavaConfig};
-use super::llava::Llava;
-use super::preprocess::ImageProcessor;
-use super::prompt::TextCodec;
-use super::weights::{NameMap, Weights};
+use crate::core::model::arch::llava::Llava;
+use crate::core::model::engine::preprocess::ImageProcessor;
+use crate::core::model::engine::prompt::TextCodec;
+use crate::core::model::load::config::{ClipConfig, Layout, LlavaConfig};
+use crate::core::model::load::weights::{NameMap, Weights};
 
 /// Canonical name that tells whether a checkpoint carries its own CLIP weights.
 const TOWER_PROBE: &str = "vision.embeddings.class_embedding";

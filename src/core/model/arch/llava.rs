@@ -5,13 +5,13 @@
 use anyhow::{Result, ensure};
 use candle_core::{DType, Tensor};
 
-use super::attention::causal_padding_mask;
-use super::clip::{ClipVision, select_tokens};
-use super::config::{LlavaConfig, SelectFeature};
-use super::llama::{Llama, Step};
-use super::projector::Projector;
-use super::s2::S2;
-use super::weights::Weights;
+use crate::core::model::arch::attention::causal_padding_mask;
+use crate::core::model::arch::clip::{ClipVision, select_tokens};
+use crate::core::model::arch::llama::{Llama, Step};
+use crate::core::model::arch::projector::Projector;
+use crate::core::model::arch::s2::S2;
+use crate::core::model::load::config::{LlavaConfig, SelectFeature};
+use crate::core::model::load::weights::Weights;
 
 /// Tiles the vision tower encodes per forward pass (bounds attention memory).
 const VISION_CHUNK: usize = 32;
@@ -45,7 +45,7 @@ pub struct PaddedBatch {
     /// Real length of every row (a shared prefix included).
     pub lengths: Vec<usize>,
     /// Slots before `embeds` that the cache of a prefix every row shares fills
-    /// ([`KvCache::start_with`](super::llama::KvCache::start_with)); 0 without one.
+    /// ([`KvCache::start_with`](crate::core::model::arch::llama::KvCache::start_with)); 0 without one.
     pub past: usize,
 }
 

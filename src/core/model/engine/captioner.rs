@@ -10,14 +10,14 @@ use anyhow::Result;
 use image::DynamicImage;
 use serde::Serialize;
 
-use super::checkpoint::Checkpoint;
-use super::generate::{GenerationConfig, generate};
-use super::kernels;
-use super::llama::KvCache;
-use super::llava::{Llava, Piece, shared_prefix, skip_prefix};
-use super::preprocess::ImageProcessor;
-use super::prompt::{PromptTokens, TextCodec, llama3_prompt, prompt_len};
 use crate::core::hash::{fnv1a, keyed, mix64};
+use crate::core::model::arch::llama::KvCache;
+use crate::core::model::arch::llava::{Llava, Piece, shared_prefix, skip_prefix};
+use crate::core::model::engine::generate::{GenerationConfig, generate};
+use crate::core::model::engine::preprocess::ImageProcessor;
+use crate::core::model::engine::prompt::{PromptTokens, TextCodec, llama3_prompt, prompt_len};
+use crate::core::model::kernels;
+use crate::core::model::load::checkpoint::Checkpoint;
 
 /// One image to caption.
 pub struct CaptionInput {

@@ -6,12 +6,12 @@
 use anyhow::{Result, ensure};
 use candle_core::{DType, Device, Tensor};
 
-use super::attention::causal_padding_mask;
-use super::config::LlamaConfig;
-use super::linear::Linear;
-use super::norm::RmsNorm;
-use super::ops::{self, attend, split_heads};
-use super::weights::Params;
+use crate::core::model::arch::attention::causal_padding_mask;
+use crate::core::model::arch::linear::Linear;
+use crate::core::model::arch::norm::RmsNorm;
+use crate::core::model::load::config::LlamaConfig;
+use crate::core::model::load::weights::Params;
+use crate::core::model::ops::{self, attend, split_heads};
 
 /// The language model.
 pub struct Llama {

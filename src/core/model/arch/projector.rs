@@ -4,9 +4,9 @@
 use anyhow::Result;
 use candle_core::Tensor;
 
-use super::config::ProjectorKind;
-use super::linear::Linear;
-use super::weights::Params;
+use crate::core::model::arch::linear::Linear;
+use crate::core::model::load::config::ProjectorKind;
+use crate::core::model::load::weights::Params;
 
 /// Maps vision features to the language model's width.
 pub struct Projector {

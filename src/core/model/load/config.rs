@@ -172,7 +172,7 @@ pub struct LlavaConfig {
     pub layout: Layout,
     pub text: LlamaConfig,
     /// The vision tower config; `None` for original checkpoints until the tower
-    /// folder is resolved (see [`crate::core::model::checkpoint`]).
+    /// folder is resolved (see [`crate::core::model::load::checkpoint`]).
     pub vision: Option<ClipConfig>,
     /// `mm_vision_tower`: a hub id or a path (original layout).
     pub vision_tower: Option<String>,

@@ -10,7 +10,7 @@ use std::path::Path;
 use anyhow::{Result, anyhow};
 use tokenizers::Tokenizer;
 
-use super::llava::Piece;
+use crate::core::model::arch::llava::Piece;
 
 /// The placeholder an image takes in prompt text.
 pub const IMAGE_PLACEHOLDER: &str = "<image>";

@@ -1,19 +1,19 @@
 //! Scaled dot-product attention with grouped key/value heads and an additive mask,
 //! shared by CLIP (no mask) and Llama (causal + padding), from candle ops: plain
-//! matmuls and a softmax in f32, differentiable on any device. [`super::ops::attend`]
+//! matmuls and a softmax in f32, differentiable on any device. [`crate::core::model::ops::attend`]
 //! takes the fused CPU kernel instead where it applies (f32 on the CPU, with its own
 //! backward pass). Either way the same code serves inference and training.
 
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 
-use super::ops::softmax_last;
+use crate::core::model::ops::softmax_last;
 
 /// Query rows per block of causal attention: each block only reads the keys it can
 /// see, which skips most of the masked upper triangle (its matmuls and its exps).
 const QUERY_BLOCK: usize = 128;
 
-/// [`ops::attend`](super::ops::attend) from candle ops (differentiable, any device),
+/// [`ops::attend`](crate::core::model::ops::attend) from candle ops (differentiable, any device),
 /// causal queries in blocks.
 pub(crate) fn attend_unfused(
     q: &Tensor,
