@@ -2,8 +2,8 @@
 //! SLAKE and VQA-RAD JSON files, and the LLaVA eval JSON.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use medtrinity::core::eval::Bench;
-use medtrinity::core::eval::vqa::{LoadOptions, load};
+use medtrinity::core::vqa::Bench;
+use medtrinity::core::vqa::questions::{LoadOptions, load};
 
 #[path = "common.rs"]
 mod common;

@@ -13,11 +13,11 @@ use candle_core::{DType, Device};
 use serde::Serialize;
 
 use crate::core::error::usage;
-use crate::core::eval::Bench;
 use crate::core::eval::chunks::Chunk;
 use crate::core::hub::repo::RepoKind;
 use crate::core::roi::Orientation;
 use crate::core::train::presets::Preset;
+use crate::core::vqa::Bench;
 
 /// The checkpoint a model command loads: `--model` (alias `--ckpt`), `--vision-tower`,
 /// `--dtype`.

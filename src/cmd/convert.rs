@@ -13,11 +13,11 @@ use crate::core::convert::wds::{WdsOptions, WdsWriter};
 use crate::core::convert::{RecordSink, Stats, write_records};
 use crate::core::data::{Dataset, ReadOptions, inputs};
 use crate::core::error::usage;
-use crate::core::eval::Bench;
-use crate::core::eval::vqa::{self, LoadOptions};
-use crate::core::eval::vqa_export::{self, ExportOptions};
 use crate::core::knowledge::{self, BuildOptions};
 use crate::core::progress;
+use crate::core::vqa::Bench;
+use crate::core::vqa::export::{self as vqa_export, ExportOptions};
+use crate::core::vqa::questions::{self as vqa, LoadOptions};
 
 const EXAMPLES: &str = "\
 Examples:

@@ -14,19 +14,22 @@ use super::args::{DTypeArg, GpusArgs, ModelArgs, to_argv};
 use super::eval::RunArgs;
 use super::{Context, finish_failures, print};
 use crate::core::error::usage;
-use crate::core::eval::answers::{Answer, Id, Truth, align};
+use crate::core::eval::answers::{Answer, Truth, align};
 use crate::core::eval::chunk_run::{
     ChunkJob, ChunkOutcome, answer_chunk, answered_in, failure_list, merge, unanswered,
 };
 use crate::core::eval::chunks::{Chunk, root_of};
 use crate::core::eval::plan::{self, Decoding, Plan, QuestionDigests};
-use crate::core::eval::vqa::{self, LoadOptions, Question};
-use crate::core::eval::{Bench, breakdown, llava_med, multimedeval, report, vqa_export, workers};
+use crate::core::eval::{breakdown, llava_med, multimedeval, report, workers};
 use crate::core::files::write_atomic;
 use crate::core::model::engine::captioner::Captioner;
 use crate::core::model::engine::generate::GenerationConfig;
 use crate::core::model::load::checkpoint::{Checkpoint, content_identity, device, model_name};
 use crate::core::progress;
+use crate::core::vqa::Bench;
+use crate::core::vqa::Id;
+use crate::core::vqa::export as vqa_export;
+use crate::core::vqa::questions::{self as vqa, LoadOptions, Question};
 
 /// (where, what) of every input that failed.
 type Failures = Vec<(String, String)>;

@@ -27,3 +27,4 @@ pub mod roi;
 pub mod run;
 pub mod shard;
 pub mod train;
+pub mod vqa;

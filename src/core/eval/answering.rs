@@ -6,10 +6,10 @@
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::answers::Id;
-use super::vqa::Question;
 use crate::core::hash::{fnv1a, keyed, mix64};
 use crate::core::model::engine::captioner::{CaptionInput, Captioner};
+use crate::core::vqa::Id;
+use crate::core::vqa::questions::Question;
 
 /// One line of the LLaVA answer JSONL.
 #[derive(Debug, Clone, Serialize)]

@@ -14,40 +14,7 @@ use serde_json::Value;
 
 use crate::core::data::json_array::JsonArrayElements;
 use crate::core::data::llava_records::kind;
-
-/// A question id: JSON integers and strings are different ids (`1` is not `"1"`), as
-/// in the reference's Python sets. Integers sort before strings (Python cannot compare
-/// them; files mixing both are rare).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(untagged)]
-pub enum Id {
-    Int(i64),
-    Str(String),
-}
-
-impl Id {
-    /// The id in `value`, the field called `field` (named in errors).
-    pub fn from_json(value: &Value, field: &str) -> Result<Id> {
-        match value {
-            Value::String(s) => Ok(Id::Str(s.clone())),
-            Value::Number(n) => n
-                .as_i64()
-                .map(Id::Int)
-                .ok_or_else(|| anyhow!("`{field}` {n} is not an integer or a string")),
-            Value::Null => bail!("no `{field}`"),
-            other => bail!("`{field}` must be a string or an integer, not {other}"),
-        }
-    }
-}
-
-impl std::fmt::Display for Id {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Id::Int(i) => write!(f, "{i}"),
-            Id::Str(s) => f.write_str(s),
-        }
-    }
-}
+use crate::core::vqa::{Id, Rejected};
 
 /// One ground-truth question.
 #[derive(Debug, Clone, Serialize)]
@@ -71,21 +38,6 @@ pub struct Truth {
 pub struct Answer {
     pub question_id: Id,
     pub text: String,
-}
-
-/// A row that could not be used, with where it was and why.
-#[derive(Debug, Clone, Serialize)]
-pub struct Rejected {
-    pub file: String,
-    /// `line 12` (JSONL) or `record 12` (JSON array, zero-based).
-    pub at: String,
-    pub error: String,
-}
-
-impl std::fmt::Display for Rejected {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}: {}", self.file, self.at, self.error)
-    }
 }
 
 /// Reads ground truth (a JSON array or JSONL of LLaVA eval records).

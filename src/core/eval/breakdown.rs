@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::answers::{Answer, Id, Truth};
+use super::answers::{Answer, Truth};
 use super::llava_med::RowScore;
+use crate::core::vqa::Id;
 
 /// The fields broken down when a benchmark has them, with their titles.
 pub const FIELDS: [(&str, &str); 5] = [

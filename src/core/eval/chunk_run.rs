@@ -14,12 +14,13 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use super::answering::{Answered, answer};
-use super::answers::{Answer, Id};
+use super::answers::Answer;
 use super::chunks::Chunk;
-use super::vqa::Question;
 use crate::core::files::write_atomic;
 use crate::core::jsonl_output::JsonlOutput;
 use crate::core::model::engine::captioner::Captioner;
+use crate::core::vqa::Id;
+use crate::core::vqa::questions::Question;
 
 /// What answering a chunk did.
 #[derive(Debug, Default)]

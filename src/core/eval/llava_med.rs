@@ -18,9 +18,10 @@ use serde::Serialize;
 
 use rayon::prelude::*;
 
-use super::answers::{Aligned, Id, Truth};
+use super::answers::{Aligned, Truth};
 use super::bleu::{Smoothing, sentence_bleu};
 use super::normalize::{normalize_word, py_split};
+use crate::core::vqa::Id;
 
 /// The reference's averages, in percent, with the row counts.
 #[derive(Debug, Clone, Serialize)]

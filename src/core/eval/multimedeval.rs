@@ -12,9 +12,10 @@ use serde::Serialize;
 
 use rayon::prelude::*;
 
-use super::answers::{Aligned, Id};
+use super::answers::Aligned;
 use super::bleu::torchmetrics_bleu1;
 use super::normalize::{clean_str, py_split};
+use crate::core::vqa::Id;
 
 /// multimedeval's metrics, in percent, with the row counts.
 #[derive(Debug, Clone, Serialize)]

@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::vqa::{Question, QuestionImage};
 use crate::core::error::usage;
 use crate::core::files::write_atomic;
 use crate::core::hash::hex;
+use crate::core::vqa::questions::{Question, QuestionImage};
 
 /// The file name in the run directory.
 pub const FILE: &str = "eval.json";
@@ -236,8 +236,8 @@ fn changed_parts(before: &Value, now: &Value, name: impl Fn(&str) -> String) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::eval::answers::Id;
-    use crate::core::eval::vqa::AnswerType;
+    use crate::core::vqa::Id;
+    use crate::core::vqa::questions::AnswerType;
 
     fn plan() -> Plan {
         Plan {

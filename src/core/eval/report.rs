@@ -2,7 +2,8 @@
 
 use std::fmt::Write as _;
 
-use super::{Bench, breakdown, llava_med, multimedeval};
+use super::{breakdown, llava_med, multimedeval};
+use crate::core::vqa::Bench;
 
 /// One table line: the metric, our value, the paper's value.
 type Line = (&'static str, Option<f64>, Option<f64>);

@@ -15,9 +15,9 @@ use serde_json::Value;
 use super::conversation::Turn;
 use crate::core::data::json_array::JsonArrayElements;
 use crate::core::data::llava_records::kind;
-use crate::core::eval::Bench;
-use crate::core::eval::vqa::{self, LoadOptions, QuestionImage};
 use crate::core::hash::keyed;
+use crate::core::vqa::Bench;
+use crate::core::vqa::questions::{self as vqa, LoadOptions, QuestionImage};
 
 /// A sample's image.
 #[derive(Debug, Clone)]

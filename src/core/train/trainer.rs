@@ -33,13 +33,13 @@ use super::parallel::{Reducer, World};
 use super::params::{LearningRates, Tune, make_trainable, overwrite_tensors};
 use super::schedule::CosineSchedule;
 use super::torch_save::write_torch_bin;
-use crate::core::eval::Bench;
 use crate::core::files::{JsonLines, write_atomic};
 use crate::core::hash::{fnv1a, keyed};
 use crate::core::model::arch::llava::Llava;
 use crate::core::model::load::checkpoint::Checkpoint;
 use crate::core::model::load::config::{AspectMode, Layout};
 use crate::core::progress;
+use crate::core::vqa::Bench;
 
 /// Every setting that shapes the run (recorded in run.json and each checkpoint).
 #[derive(Debug, Clone, Serialize, Deserialize)]

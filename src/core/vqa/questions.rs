@@ -25,12 +25,12 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::Bench;
-use super::answers::{Id, Rejected};
 use crate::core::data::inputs::{Format, ImageStore, Input, Role};
 use crate::core::data::llava_records::kind;
 use crate::core::data::sample::ImageRef;
 use crate::core::data::{Dataset, Flow, ReadOptions};
 use crate::core::error::usage;
+use crate::core::vqa::{Id, Rejected};
 
 /// Open-ended or yes/no.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -576,7 +576,7 @@ fn llava_eval(path: &Path, opts: &LoadOptions) -> Result<Loaded> {
         .clone()
         .unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).to_path_buf());
     let mut rejected = Vec::new();
-    let truths = super::answers::read_truth(path, &mut rejected)?;
+    let truths = crate::core::eval::answers::read_truth(path, &mut rejected)?;
     let mut questions = Vec::with_capacity(truths.len());
     for t in truths {
         let question = t

@@ -8,12 +8,12 @@ use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::answers::Id;
-use super::vqa::{Question, QuestionImage};
+use super::questions::{Question, QuestionImage};
 use crate::core::convert::image_files::{extension_of, safe_relative, write_once};
 use crate::core::convert::llava_out::conversation_record;
 use crate::core::error::usage;
 use crate::core::hash::hex;
+use crate::core::vqa::Id;
 
 /// Where images go.
 #[derive(Debug, Clone, Default)]
