@@ -109,18 +109,26 @@ impl Filter {
     fn frame(&self, batch: &Batch) -> Result<DataFrame> {
         let n = batch.len();
         let extras = batch.extra_names();
-        let mut types = self.types.lock().unwrap_or_else(|p| p.into_inner());
         let mut columns: Vec<Column> = FIXED.iter().map(|name| fixed_column(batch, name)).collect();
-        for name in extras.iter().filter(|n| !FIXED.contains(&n.as_str())) {
-            let values: Vec<Value> = (0..n).map(|i| batch.extra_value(i, name)).collect();
-            let column = json_column(name, &values);
-            let column = match types.get(name) {
-                Some(t) if t != &DataType::Null && t != column.dtype() => column
+        let own: Vec<Column> = extras
+            .iter()
+            .filter(|name| !FIXED.contains(&name.as_str()))
+            .map(|name| {
+                let values: Vec<Value> = (0..n).map(|i| batch.extra_value(i, name)).collect();
+                json_column(name, &values)
+            })
+            .collect();
+        // Held only to read and record types, not while the columns are built.
+        let mut types = self.types.lock().unwrap_or_else(|p| p.into_inner());
+        for column in own {
+            let name = column.name().to_string();
+            let column = match types.get(&name).filter(|t| **t != DataType::Null) {
+                Some(t) if t != column.dtype() => column
                     .cast_with_options(t, CastOptions::NonStrict)
                     .map_err(|e| usage(format!("--filter: column `{name}`: {e}")))?,
-                Some(t) if t != &DataType::Null || column.dtype() == &DataType::Null => column,
-                _ => {
-                    types.insert(name.clone(), column.dtype().clone());
+                Some(_) => column,
+                None => {
+                    types.insert(name, column.dtype().clone());
                     column
                 }
             };
