@@ -193,6 +193,12 @@ pub const SECRET_FLAGS: [&str; 1] = ["--token"];
 /// What run.json holds in place of a secret flag's value.
 pub const REDACTED: &str = "***";
 
+/// The secret flag `arg` is (`--token`) or sets (`--token=...`), if any.
+pub fn secret_flag(arg: &str) -> Option<&str> {
+    let flag = arg.split_once('=').map_or(arg, |(flag, _)| flag);
+    SECRET_FLAGS.contains(&flag).then_some(flag)
+}
+
 /// `argv` with the values of [`SECRET_FLAGS`] replaced by [`REDACTED`], for run.json.
 fn redact_secrets(argv: Vec<String>) -> Vec<String> {
     let mut out = Vec::with_capacity(argv.len());
@@ -204,9 +210,7 @@ fn redact_secrets(argv: Vec<String>) -> Vec<String> {
         } else if SECRET_FLAGS.contains(&arg.as_str()) {
             hide_next = true;
             out.push(arg);
-        } else if let Some((flag, _)) = arg.split_once('=')
-            && SECRET_FLAGS.contains(&flag)
-        {
+        } else if let Some(flag) = secret_flag(&arg) {
             out.push(format!("{flag}={REDACTED}"));
         } else {
             out.push(arg);

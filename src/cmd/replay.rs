@@ -6,7 +6,7 @@ use anyhow::{Context as _, Result};
 use clap::Parser;
 use serde::Serialize;
 
-use super::{Cli, REDACTED, SECRET_FLAGS, execute};
+use super::{Cli, SECRET_FLAGS, execute, secret_flag};
 use crate::core::error::usage;
 use crate::core::logging::LogSink;
 use crate::core::run::RunRecord;
@@ -43,15 +43,6 @@ pub fn replay_argv(record: &RunRecord) -> Vec<String> {
     out
 }
 
-/// Whether the record redacted a secret flag (the replay then goes without it).
-fn had_secret(record: &RunRecord) -> bool {
-    record.argv.iter().any(|a| {
-        SECRET_FLAGS.contains(&a.as_str())
-            || a.split_once('=')
-                .is_some_and(|(flag, v)| SECRET_FLAGS.contains(&flag) && v == REDACTED)
-    })
-}
-
 /// Replays the run; `json`: `--dry-run` prints `{"argv": [...]}`.
 pub fn run(args: &Args, json: bool, log: &LogSink) -> Result<()> {
     let path = if args.run.is_dir() {
@@ -81,7 +72,7 @@ pub fn run(args: &Args, json: bool, log: &LogSink) -> Result<()> {
             path.display()
         )));
     }
-    if had_secret(&record) {
+    if record.argv.iter().any(|a| secret_flag(a).is_some()) {
         tracing::warn!(
             "{}: the recorded {} was not kept; the replay reads it from the environment \
              (HF_TOKEN, HF_TOKEN_PATH or $HF_HOME/token)",
