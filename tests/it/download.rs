@@ -657,13 +657,19 @@ fn ignored_ranges_restart_and_bad_bytes_are_caught() {
     assert!(out.stderr.contains("downloaded 1 "), "{}", out.stderr);
 }
 
-#[test]
-fn gated_repos_need_a_token_that_never_leaks() {
+/// A Hub serving `org/gated`, which needs [`TOKEN`], and an environment pointed at it.
+fn gated_repo() -> (HubServer, Env) {
     let repo = FakeRepo::model("org/gated")
         .with_commit("main", model_files())
         .with_token(TOKEN);
     let server = HubServer::start(vec![repo], ServerConfig::default());
     let env = Env::new(&server);
+    (server, env)
+}
+
+#[test]
+fn gated_repos_need_a_token_that_never_leaks() {
+    let (server, env) = gated_repo();
     let out = env.mt(&[
         "--no-run-dir",
         "download",
@@ -1202,11 +1208,7 @@ fn local_dir_follows_the_branch_and_dry_runs_write_nothing() {
 
 #[test]
 fn replaying_a_run_given_a_token_takes_the_token_from_the_environment() {
-    let repo = FakeRepo::model("org/gated")
-        .with_commit("main", model_files())
-        .with_token(TOKEN);
-    let server = HubServer::start(vec![repo], ServerConfig::default());
-    let env = Env::new(&server);
+    let (_server, env) = gated_repo();
     ok(&env.mt(&["download", "org/gated", "--token", TOKEN, "--run-dir", "r1"]));
     let dry = env.mt(&["--no-run-dir", "replay", "r1", "--dry-run"]);
     ok(&dry);
