@@ -11,16 +11,16 @@ use serde::Serialize;
 
 use super::args::{AutoOrientationArg, DecodingArgs, DeviceArgs, ModelArgs, PipelineArg};
 use super::{Context, failure_list, finish_failures};
-use crate::core::data::{Batch, Dataset, Flow, ImageRef, ReadOptions, inputs};
+use crate::core::data::{Dataset, ReadOptions, inputs};
 use crate::core::error::usage;
 use crate::core::knowledge::KnowledgeIndex;
-use crate::core::model::engine::captioner::{Caption, CaptionInput, Captioner};
+use crate::core::model::engine::caption_run::CaptionRun;
+use crate::core::model::engine::captioner::Captioner;
 use crate::core::model::engine::generate::GenerationConfig;
 use crate::core::model::load::checkpoint::{Checkpoint, device};
+use crate::core::pipeline::Pipeline;
 use crate::core::pipeline::coarse::Templates;
 use crate::core::pipeline::rois::RoiTable;
-use crate::core::pipeline::{Audit, Pipeline, draw_rois};
-use crate::core::progress;
 use crate::core::records::{RecordOutput, for_each_record, staging_path};
 use crate::core::shard::{self, Shard};
 
@@ -150,13 +150,6 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         batch_rows: args.batch_size.max(64),
     };
     let (dataset, open_failures) = Dataset::open(inputs, &read);
-    // Inputs that could not be read at all keep the shard unfinished (no marker); bad
-    // records are listed and counted in the marker.
-    let mut input_failures = open_failures.len();
-    let mut failures: Vec<(String, String)> = open_failures
-        .iter()
-        .map(|(i, e)| (dataset.inputs[*i].display(), format!("{e:#}")))
-        .collect();
     if shard.is_some() {
         shard::clear_marker(&output)?;
     }
@@ -184,96 +177,30 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         output.display(),
         out.len()
     );
-
-    let total = dataset.known_rows(&dataset.units(&[], 1));
-    let unit_name = if args.dry_run { "prompts" } else { "images" };
-    let bar = progress::bar(total, unit_name, "captioning");
-    let mut tally = Tally::default();
-    let started = std::time::Instant::now();
-    let mut pending: Vec<(CaptionInput, Option<Audit>)> = Vec::new();
-    let flush = |pending: &mut Vec<(CaptionInput, Option<Audit>)>,
-                 out: &mut RecordOutput,
-                 tally: &mut Tally,
-                 failures: &mut Vec<(String, String)>|
-     -> Result<()> {
-        let records = pending.len();
-        let lines = match &captioner {
-            Some(c) => caption_lines(c, pending, failures, &mut |n| tally.tokens += n)?,
-            None => pending
-                .drain(..)
-                .map(|(item, audit)| dry_run_line(item, audit, args))
-                .collect(),
-        };
-        pending.clear();
-        out.write_all(&lines)?;
-        tally.written += lines.len();
-        bar.inc(records as u64);
-        let secs = started.elapsed().as_secs_f64().max(1e-9);
-        bar.set_message(format!(
-            "captioning, {:.1} tokens/s",
-            tally.tokens as f64 / secs
-        ));
-        Ok(())
+    let job = CaptionRun {
+        dataset: &dataset,
+        read: &read,
+        shard,
+        pipeline: pipeline.as_ref(),
+        captioner: captioner.as_ref(),
+        prompt: &args.prompt,
+        batch_size: args.batch_size,
     };
-    for unit in dataset.units(&[], 1) {
-        let mut failed: Option<anyhow::Error> = None;
-        let result = dataset.read(&unit, &read, &mut |batch| {
-            let batch = match batch {
-                Ok(b) => b,
-                Err(e) => {
-                    input_failures += 1;
-                    failures.push((dataset.inputs[unit.input].display(), format!("{e:#}")));
-                    return Flow::Continue;
-                }
-            };
-            for i in 0..batch.len() {
-                let id = batch.id(i).into_owned();
-                if shard.is_some_and(|s| !s.owns(&id)) {
-                    tally.other_shards += 1;
-                    bar.inc(1);
-                    continue;
-                }
-                if out.contains(&id) || pending.iter().any(|(p, _)| p.id == id) {
-                    bar.inc(1);
-                    continue;
-                }
-                match prepare(&batch, i, id.clone(), pipeline.as_ref()) {
-                    Ok(Ok(item)) => pending.push(item),
-                    Ok(Err(e)) => {
-                        tracing::warn!("{id}: {e:#}");
-                        bar.inc(1);
-                        failures.push((id, format!("{e:#}")));
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        return Flow::Stop;
-                    }
-                }
-                if pending.len() == args.batch_size
-                    && let Err(e) = flush(&mut pending, &mut out, &mut tally, &mut failures)
-                {
-                    failed = Some(e);
-                    return Flow::Stop;
-                }
-            }
-            Flow::Continue
-        });
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        if let Err(e) = result {
-            input_failures += 1;
-            failures.push((dataset.inputs[unit.input].display(), format!("{e:#}")));
-        }
-    }
-    flush(&mut pending, &mut out, &mut tally, &mut failures)?;
-    bar.finish_and_clear();
+    let done = job.run(&mut out)?;
+    // Inputs that could not be read at all keep the shard unfinished (no marker); bad
+    // records are listed and counted in the marker.
+    let input_failures = open_failures.len() + done.input_failures;
+    let mut failures: Vec<(String, String)> = open_failures
+        .iter()
+        .map(|(i, e)| (dataset.inputs[*i].display(), format!("{e:#}")))
+        .collect();
+    failures.extend(done.failures);
     let in_output = out.len();
     out.finish()?;
-    let secs = started.elapsed().as_secs_f64();
+    let secs = done.seconds;
     tracing::info!(
-        written = tally.written,
-        tokens = tally.tokens,
+        written = done.written,
+        tokens = done.tokens,
         seconds = secs,
         "{} {} ({:.2}/s, {:.1} tokens/s)",
         if args.dry_run {
@@ -281,15 +208,15 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         } else {
             "captioned"
         },
-        tally.written,
-        tally.written as f64 / secs.max(1e-9),
-        tally.tokens as f64 / secs.max(1e-9)
+        done.written,
+        done.written as f64 / secs.max(1e-9),
+        done.tokens as f64 / secs.max(1e-9)
     );
     if let Some(run) = &mut ctx.run {
-        run.set_count("captioned", tally.written);
-        run.set_count("skipped_existing", in_output.saturating_sub(tally.written));
-        run.set_count("other_shards", tally.other_shards);
-        run.set_count("new_tokens", tally.tokens);
+        run.set_count("captioned", done.written);
+        run.set_count("skipped_existing", in_output.saturating_sub(done.written));
+        run.set_count("other_shards", done.other_shards);
+        run.set_count("new_tokens", done.tokens);
         run.set_count("bad_images", failures.len());
     }
     match shard {
@@ -308,10 +235,10 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
     }
     let json = serde_json::json!({
         "output": output,
-        "captioned": tally.written,
-        "skipped_existing": in_output.saturating_sub(tally.written),
-        "other_shards": tally.other_shards,
-        "new_tokens": tally.tokens,
+        "captioned": done.written,
+        "skipped_existing": in_output.saturating_sub(done.written),
+        "other_shards": done.other_shards,
+        "new_tokens": done.tokens,
         "seconds": secs,
         "failed": failures.len(),
         "failures": failure_list(&failures),
@@ -324,7 +251,7 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         }
     }
     let failed = failures.len();
-    finish_failures(ctx, failures, failed, tally.written + failed)
+    finish_failures(ctx, failures, failed, done.written + failed)
 }
 
 /// Rejects option values that make no sense.
@@ -409,47 +336,6 @@ fn open_pipeline(args: &Args, shard: Option<Shard>, ctx: &mut Context) -> Result
     })
 }
 
-/// One record made ready: its image decoded and, in the pipeline, its prompt assembled
-/// and its ROIs drawn on the image. The inner error is the record's (skip it), the
-/// outer one the run's (retrieval failed: stop).
-fn prepare(
-    batch: &Batch,
-    i: usize,
-    id: String,
-    pipeline: Option<&Pipeline>,
-) -> Result<Result<(CaptionInput, Option<Audit>)>> {
-    let (image, pixels) = match load_image(batch.image(i)) {
-        Ok(loaded) => loaded,
-        Err(e) => return Ok(Err(e)),
-    };
-    let Some(pipeline) = pipeline else {
-        let item = CaptionInput {
-            id,
-            image,
-            pixels,
-            question: None,
-        };
-        return Ok(Ok((item, None)));
-    };
-    let mut record = batch.extra(i);
-    if let Some(caption) = batch.caption(i) {
-        record.insert("caption".into(), caption.into());
-    }
-    let size = (pixels.width() as usize, pixels.height() as usize);
-    let case = match pipeline.case(&id, &record, batch.source(i).unwrap_or(""), size) {
-        Ok(case) => case,
-        Err(e) => return Ok(Err(e)),
-    };
-    let audit = pipeline.audit(case)?;
-    let item = CaptionInput {
-        id,
-        image,
-        pixels: draw_rois(&pixels, &audit.rois),
-        question: Some(audit.prompt.clone()),
-    };
-    Ok(Ok((item, Some(audit))))
-}
-
 /// Stops a captioning run from resuming into a `--dry-run` output (its ids would all be
 /// skipped): the first record of an existing output must carry a caption.
 fn refuse_dry_run_output(output: &Path) -> Result<()> {
@@ -473,89 +359,4 @@ fn refuse_dry_run_output(output: &Path) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Captions a batch into output lines; images that could not be prepared go to
-/// `failures` as (id, message).
-fn caption_lines(
-    captioner: &Captioner,
-    pending: &mut Vec<(CaptionInput, Option<Audit>)>,
-    failures: &mut Vec<(String, String)>,
-    on_tokens: &mut (dyn FnMut(usize) + Send),
-) -> Result<Vec<(String, Line)>> {
-    let (items, audits): (Vec<_>, Vec<_>) = std::mem::take(pending).into_iter().unzip();
-    let captions = captioner.caption(&items, on_tokens)?;
-    let mut lines = Vec::with_capacity(items.len());
-    for ((item, caption), audit) in items.iter().zip(captions).zip(audits) {
-        match caption {
-            Ok(caption) => {
-                let head = Head::Caption(caption);
-                let line = Line {
-                    head,
-                    prompt: None,
-                    audit,
-                };
-                lines.push((item.id.clone(), line));
-            }
-            Err(e) => {
-                tracing::warn!("{}: {e:#}", item.id);
-                failures.push((item.id.clone(), format!("{e:#}")));
-            }
-        }
-    }
-    Ok(lines)
-}
-
-/// The `--dry-run` line of one record: the prompt and what went into it.
-fn dry_run_line(item: CaptionInput, audit: Option<Audit>, args: &Args) -> (String, Line) {
-    let line = Line {
-        head: Head::Input {
-            id: item.id.clone(),
-            image: item.image,
-        },
-        prompt: audit.is_none().then(|| args.prompt.clone()),
-        audit,
-    };
-    (item.id, line)
-}
-
-/// One output line: the caption (with --dry-run, the record) and, in the pipeline,
-/// everything that went into its prompt.
-#[derive(Serialize)]
-struct Line {
-    #[serde(flatten)]
-    head: Head,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    prompt: Option<String>,
-    #[serde(flatten)]
-    audit: Option<Audit>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Head {
-    Caption(Caption),
-    Input { id: String, image: String },
-}
-
-#[derive(Default)]
-struct Tally {
-    written: usize,
-    tokens: usize,
-    other_shards: usize,
-}
-
-/// Decodes a record's image; returns its label for the output and the pixels.
-fn load_image(image: ImageRef<'_>) -> Result<(String, image::DynamicImage)> {
-    let label = match &image {
-        ImageRef::Archived(name) => anyhow::bail!(
-            "image {name} is inside a .tar.zst shard; caption the shards themselves (mt caption shard.tar.zst ...)"
-        ),
-        ImageRef::Bytes { path, .. } => path.unwrap_or("").to_string(),
-        ImageRef::File(path) => path.to_string_lossy().into_owned(),
-        ImageRef::None => String::new(),
-    };
-    let bytes = image.bytes()?;
-    let pixels = crate::core::image::decode(&bytes)?;
-    Ok((label, pixels))
 }

@@ -1,7 +1,8 @@
 //! The inference engine that captioning, evaluation and the coming chat and serve
 //! share: image preprocessing, prompts and their tokens, batched generation with a KV
-//! cache, and the captioner that puts them together.
+//! cache, the captioner that puts them together, and the caption run loop over a dataset.
 
+pub mod caption_run;
 pub mod captioner;
 pub mod generate;
 pub mod preprocess;
