@@ -1,7 +1,8 @@
 //! Ground truth (LLaVA eval JSON / JSONL) and answer JSONL readers, then the scorers.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use medtrinity::core::eval::answers::{align, read_answers, read_truth};
+use medtrinity::core::eval::answers::{align, read_answers};
+use medtrinity::core::vqa::truth::read_truth;
 use medtrinity::core::eval::{llava_med, multimedeval};
 
 #[path = "common.rs"]

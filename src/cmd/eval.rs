@@ -11,12 +11,13 @@ use super::args::{
 };
 use super::{Context, GlobalArgs, eval_bench, finish_failures, print};
 use crate::core::error::usage;
-use crate::core::eval::answers::{align, read_answers, read_truth};
+use crate::core::eval::answers::{align, read_answers};
 use crate::core::eval::chunks::Chunk;
 use crate::core::eval::{llava_med, multimedeval, report};
 use crate::core::files::write_atomic;
 use crate::core::vqa::Bench;
 use crate::core::vqa::Rejected;
+use crate::core::vqa::truth::read_truth;
 
 const EXAMPLES: &str = "\
 Examples:

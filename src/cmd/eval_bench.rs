@@ -14,7 +14,7 @@ use super::args::{DTypeArg, GpusArgs, ModelArgs, to_argv};
 use super::eval::RunArgs;
 use super::{Context, finish_failures, print};
 use crate::core::error::usage;
-use crate::core::eval::answers::{Answer, Truth, align};
+use crate::core::eval::answers::{Answer, align};
 use crate::core::eval::chunk_run::{
     ChunkJob, ChunkOutcome, answer_chunk, answered_in, failure_list, merge, unanswered,
 };
@@ -30,6 +30,7 @@ use crate::core::vqa::Bench;
 use crate::core::vqa::Id;
 use crate::core::vqa::export as vqa_export;
 use crate::core::vqa::questions::{self as vqa, LoadOptions, Question};
+use crate::core::vqa::truth::Truth;
 
 /// (where, what) of every input that failed.
 type Failures = Vec<(String, String)>;

@@ -7,9 +7,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::answers::{Answer, Truth};
+use super::answers::Answer;
 use super::llava_med::RowScore;
 use crate::core::vqa::Id;
+use crate::core::vqa::truth::Truth;
 
 /// The fields broken down when a benchmark has them, with their titles.
 pub const FIELDS: [(&str, &str); 5] = [

@@ -18,10 +18,11 @@ use serde::Serialize;
 
 use rayon::prelude::*;
 
-use super::answers::{Aligned, Truth};
+use super::answers::Aligned;
 use super::bleu::{Smoothing, sentence_bleu};
 use super::normalize::{normalize_word, py_split};
 use crate::core::vqa::Id;
+use crate::core::vqa::truth::Truth;
 
 /// The reference's averages, in percent, with the row counts.
 #[derive(Debug, Clone, Serialize)]

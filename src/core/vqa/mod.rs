@@ -1,10 +1,12 @@
 //! The medical VQA benchmarks as data, for every command that reads them (`mt eval`,
 //! `mt finetune --bench`, `mt convert vqa`): which benchmark ([`Bench`]), question ids
 //! ([`Id`]), rows that could not be used ([`Rejected`]), the loaders of every released
-//! layout ([`questions`]) and the export to the LLaVA eval layout ([`export`]).
+//! layout ([`questions`]), the export to the LLaVA eval layout ([`export`]) and the
+//! lenient reader of that layout's ground truth ([`truth`]).
 
 pub mod export;
 pub mod questions;
+pub mod truth;
 
 use anyhow::{Result, anyhow, bail};
 use serde::Serialize;

@@ -576,7 +576,7 @@ fn llava_eval(path: &Path, opts: &LoadOptions) -> Result<Loaded> {
         .clone()
         .unwrap_or_else(|| path.parent().unwrap_or(Path::new(".")).to_path_buf());
     let mut rejected = Vec::new();
-    let truths = crate::core::eval::answers::read_truth(path, &mut rejected)?;
+    let truths = super::truth::read_truth(path, &mut rejected)?;
     let mut questions = Vec::with_capacity(truths.len());
     for t in truths {
         let question = t
