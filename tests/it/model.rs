@@ -48,8 +48,8 @@ struct Fixture {
 fn fixture(name: &str) -> Fixture {
     let dir = models_dir().join(name);
     let ckpt = Checkpoint::open(&dir, None, &Device::Cpu, DType::F32).expect("open checkpoint");
-    let codec = ckpt.codec().unwrap();
-    let processor = ckpt.processor().unwrap();
+    let codec = TextCodec::for_checkpoint(&ckpt).unwrap();
+    let processor = ImageProcessor::for_checkpoint(&ckpt).unwrap();
     let meta =
         serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
     let layout = ckpt.config.layout;
@@ -369,8 +369,8 @@ fn gpu_bf16_logits_follow_cpu_f32() {
         let logits = |device: &Device, dtype: DType| {
             let dir = models_dir().join(name);
             let ckpt = Checkpoint::open(&dir, None, device, dtype).unwrap();
-            let processor = ckpt.processor().unwrap();
-            let codec = ckpt.codec().unwrap();
+            let processor = ImageProcessor::for_checkpoint(&ckpt).unwrap();
+            let codec = TextCodec::for_checkpoint(&ckpt).unwrap();
             let model = ckpt.load().unwrap();
             let image = image::open(images_dir().join("cell.png")).unwrap();
             let pixels = processor

@@ -12,6 +12,7 @@ use std::sync::atomic::AtomicU64;
 
 use candle_core::{DType, Device, Tensor};
 use medtrinity::core::model::arch::llava::Llava;
+use medtrinity::core::model::engine::preprocess::ImageProcessor;
 use medtrinity::core::model::engine::prompt::TextCodec;
 use medtrinity::core::model::load::checkpoint::Checkpoint;
 use medtrinity::core::model::load::weights::original_name;
@@ -138,9 +139,9 @@ fn load_with_key(
         DType::F32,
     )
     .unwrap();
-    let codec = ckpt.codec().unwrap();
+    let codec = TextCodec::for_checkpoint(&ckpt).unwrap();
     let specials = SpecialTokens::load(&fx.model_dir, &codec).unwrap();
-    let processor = ckpt.processor().unwrap();
+    let processor = ImageProcessor::for_checkpoint(&ckpt).unwrap();
     let mut model = ckpt.load().unwrap();
     let trainable = make_trainable(&mut model, tune, lrs, DType::F32, 0).unwrap();
     let records = load_records(

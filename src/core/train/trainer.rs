@@ -36,6 +36,8 @@ use super::torch_save::write_torch_bin;
 use crate::core::files::{JsonLines, write_atomic};
 use crate::core::hash::{fnv1a, keyed};
 use crate::core::model::arch::llava::Llava;
+use crate::core::model::engine::preprocess::ImageProcessor;
+use crate::core::model::engine::prompt::TextCodec;
 use crate::core::model::load::checkpoint::Checkpoint;
 use crate::core::model::load::config::{AspectMode, Layout};
 use crate::core::progress;
@@ -186,9 +188,9 @@ pub fn train(
         "pad" => AspectMode::Pad,
         _ => AspectMode::Crop,
     };
-    let codec = ckpt.codec()?;
+    let codec = TextCodec::for_checkpoint(&ckpt)?;
     let specials = SpecialTokens::load(&paths.model, &codec)?;
-    let processor = ckpt.processor()?;
+    let processor = ImageProcessor::for_checkpoint(&ckpt)?;
     let mut model = ckpt.load()?;
     if let Some(file) = &paths.projector {
         load_projector(&mut model, file)?;

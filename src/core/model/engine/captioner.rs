@@ -68,10 +68,10 @@ impl Captioner {
         stop_at_eos: bool,
         seed: u64,
     ) -> Result<Self> {
-        let codec = ckpt.codec()?;
-        let processor = ckpt.processor()?;
+        let codec = TextCodec::for_checkpoint(&ckpt)?;
+        let processor = ImageProcessor::for_checkpoint(&ckpt)?;
         if stop_at_eos {
-            decoding.stop_tokens.extend(ckpt.stop_tokens(&codec));
+            decoding.stop_tokens.extend(codec.stop_tokens(&ckpt));
         }
         let model_name = ckpt.name();
         let model = ckpt.load()?;

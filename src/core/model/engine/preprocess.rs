@@ -14,6 +14,7 @@ use image::{DynamicImage, RgbImage};
 use rayon::prelude::*;
 
 use crate::core::budget;
+use crate::core::model::load::checkpoint::Checkpoint;
 use crate::core::model::load::config::AspectMode;
 
 /// OpenAI CLIP's normalisation constants, digit for digit as published.
@@ -43,9 +44,24 @@ impl ImageProcessor {
         }
     }
 
+    /// Image preprocessing for a checkpoint: its input size and aspect mode, and
+    /// `image_mean` / `image_std` from the vision tower's `preprocessor_config.json`
+    /// (else the checkpoint's; else CLIP's).
+    pub fn for_checkpoint(ckpt: &Checkpoint) -> Result<Self> {
+        let dir = ckpt
+            .tower_dir
+            .as_deref()
+            .filter(|d| d.join("preprocessor_config.json").exists());
+        Self::from_dir(
+            dir.unwrap_or(&ckpt.dir),
+            ckpt.config.input_size(),
+            ckpt.config.aspect,
+        )
+    }
+
     /// Takes `image_mean` / `image_std` from a `preprocessor_config.json` in `dir`
     /// when there is one (the size always follows the model: S2 needs its largest scale).
-    pub fn for_checkpoint(dir: &Path, size: usize, aspect: AspectMode) -> Result<Self> {
+    fn from_dir(dir: &Path, size: usize, aspect: AspectMode) -> Result<Self> {
         let mut p = Self::new(size, aspect);
         let path = dir.join("preprocessor_config.json");
         if let Ok(text) = std::fs::read_to_string(&path) {

@@ -11,6 +11,7 @@ use anyhow::{Result, anyhow};
 use tokenizers::Tokenizer;
 
 use crate::core::model::arch::llava::Piece;
+use crate::core::model::load::checkpoint::Checkpoint;
 
 /// The placeholder an image takes in prompt text.
 pub const IMAGE_PLACEHOLDER: &str = "<image>";
@@ -55,6 +56,37 @@ pub enum PromptTokens {
 }
 
 impl TextCodec {
+    /// The tokenizer of a checkpoint.
+    pub fn for_checkpoint(ckpt: &Checkpoint) -> Result<Self> {
+        Self::load(&ckpt.dir)
+    }
+
+    /// Token ids that end generation with a checkpoint: its config's and
+    /// `generation_config.json`'s `eos_token_id`, plus `<|eot_id|>` and `<|end_of_text|>`
+    /// when this tokenizer has them.
+    pub fn stop_tokens(&self, ckpt: &Checkpoint) -> Vec<u32> {
+        let mut ids = ckpt.config.text.eos_token_ids.clone();
+        if let Ok(text) = std::fs::read_to_string(ckpt.dir.join("generation_config.json"))
+            && let Ok(json) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            match json.get("eos_token_id") {
+                Some(serde_json::Value::Array(a)) => {
+                    ids.extend(a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32))
+                }
+                Some(v) => ids.extend(v.as_u64().map(|v| v as u32)),
+                None => {}
+            }
+        }
+        ids.extend(
+            ["<|eot_id|>", "<|end_of_text|>"]
+                .iter()
+                .filter_map(|t| self.token_id(t)),
+        );
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     /// Loads `tokenizer.json` (and the decode settings of `tokenizer_config.json`) from a
     /// checkpoint folder.
     pub fn load(dir: &Path) -> Result<Self> {

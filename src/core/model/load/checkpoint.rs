@@ -1,7 +1,8 @@
-//! A checkpoint folder resolved into everything generation needs: the checked
-//! config, the vision tower (inside the checkpoint, `--vision-tower DIR`, the
-//! `mm_vision_tower` path, or the Hugging Face cache), weights, tokenizer, image
-//! preprocessing and stop tokens.
+//! A checkpoint folder resolved: the checked config, the vision tower (inside the
+//! checkpoint, `--vision-tower DIR`, the `mm_vision_tower` path, or the Hugging Face
+//! cache) and the weights. Its tokenizer, image preprocessing and stop tokens are the
+//! engine's ([`TextCodec::for_checkpoint`](crate::core::model::engine::prompt::TextCodec),
+//! `ImageProcessor::for_checkpoint`): loading never reaches into the engine.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -13,8 +14,6 @@ use candle_core::{DType, Device};
 use sha2::{Digest, Sha256};
 
 use crate::core::model::arch::llava::Llava;
-use crate::core::model::engine::preprocess::ImageProcessor;
-use crate::core::model::engine::prompt::TextCodec;
 use crate::core::model::load::config::{ClipConfig, Layout, LlavaConfig};
 use crate::core::model::load::weights::{NameMap, Weights};
 
@@ -99,49 +98,6 @@ impl Checkpoint {
             .finish()
             .with_context(|| format!("{}", self.dir.display()))?;
         Ok(model)
-    }
-
-    /// The checkpoint's tokenizer.
-    pub fn codec(&self) -> Result<TextCodec> {
-        TextCodec::load(&self.dir)
-    }
-
-    /// Image preprocessing for this model.
-    pub fn processor(&self) -> Result<ImageProcessor> {
-        let dir = self
-            .tower_dir
-            .as_deref()
-            .filter(|d| d.join("preprocessor_config.json").exists());
-        ImageProcessor::for_checkpoint(
-            dir.unwrap_or(&self.dir),
-            self.config.input_size(),
-            self.config.aspect,
-        )
-    }
-
-    /// Token ids that end generation: the config's and `generation_config.json`'s
-    /// `eos_token_id`, plus `<|eot_id|>` and `<|end_of_text|>` when the tokenizer has them.
-    pub fn stop_tokens(&self, codec: &TextCodec) -> Vec<u32> {
-        let mut ids = self.config.text.eos_token_ids.clone();
-        if let Ok(text) = std::fs::read_to_string(self.dir.join("generation_config.json"))
-            && let Ok(json) = serde_json::from_str::<serde_json::Value>(&text)
-        {
-            match json.get("eos_token_id") {
-                Some(serde_json::Value::Array(a)) => {
-                    ids.extend(a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32))
-                }
-                Some(v) => ids.extend(v.as_u64().map(|v| v as u32)),
-                None => {}
-            }
-        }
-        ids.extend(
-            ["<|eot_id|>", "<|end_of_text|>"]
-                .iter()
-                .filter_map(|t| codec.token_id(t)),
-        );
-        ids.sort_unstable();
-        ids.dedup();
-        ids
     }
 
     /// A short model name for outputs (see [`model_name`]).
