@@ -66,7 +66,7 @@ complete -c mt -n "__fish_mt_using_subcommand download" -l json -d 'Machine-read
 complete -c mt -n "__fish_mt_using_subcommand download" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand download" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand download" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand inspect" -l images -d 'Where image file names resolve: a folder, or .tar.zst shards (file, folder, glob)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand inspect" -l image-folder -l images -d 'Where image file names resolve: a folder, or .tar.zst shards (file, folder, glob)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand inspect" -l head -d 'Print the first N records (after --filter) instead of statistics' -r
 complete -c mt -n "__fish_mt_using_subcommand inspect" -l sample -d 'Print N records drawn at random (reproducible with --seed) instead of statistics' -r
 complete -c mt -n "__fish_mt_using_subcommand inspect" -l filter -d 'Only records matching this SQL WHERE clause' -r
@@ -105,7 +105,7 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subco
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -l bench -d 'Benchmark' -r -f -a "vqa-rad\t'VQA-RAD'
 slake\t'SLAKE'
 pathvqa\t'PathVQA'"
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -l input -d 'Dataset folder (or file) in a released or hub layout' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -l data -l input -d 'Dataset folder (or file) in a released or hub layout' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -l split -d 'Split: train, validation or test' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -s o -l output -d 'Output JSON (`-` = stdout)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -l images-out -d 'Write the images here (needed for parquet copies; copies files otherwise)' -r -F
@@ -119,7 +119,7 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -s o -l output -d 'Output: a .jsonl (resumable, `-` = stdout) or .json file for `llava`, a folder for `parquet` and `wds`' -r -F
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l images -d 'Where image names in manifests / LLaVA records resolve (folder or .tar.zst shards)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l image-folder -l images -d 'Where image names in manifests / LLaVA records resolve (folder or .tar.zst shards)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l images-out -d 'Write the images here' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l instruction -d 'The human turn after `<image>\\n`' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
@@ -131,7 +131,7 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -s h -l help -d 'Print help'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -s o -l output -d 'Output: a .jsonl (resumable, `-` = stdout) or .json file for `llava`, a folder for `parquet` and `wds`' -r -F
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l images -d 'Where image names in manifests / LLaVA records resolve (folder or .tar.zst shards)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l image-folder -l images -d 'Where image names in manifests / LLaVA records resolve (folder or .tar.zst shards)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l split -d 'Split name (file prefix)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l row-group-size -d 'Target row group size (bytes, or with KB/MB/GB)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l shard-size -d 'Target shard size (bytes, or with KB/MB/GB)' -r
@@ -144,7 +144,7 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -s h -l help -d 'Print help'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -s o -l output -d 'Output: a .jsonl (resumable, `-` = stdout) or .json file for `llava`, a folder for `parquet` and `wds`' -r -F
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l images -d 'Where image names in manifests / LLaVA records resolve (folder or .tar.zst shards)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l image-folder -l images -d 'Where image names in manifests / LLaVA records resolve (folder or .tar.zst shards)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l prefix -d 'Shard file name prefix' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l shard-records -d 'Records per shard at most' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l shard-size -d 'Shard size at most (bytes, or with KB/MB/GB)' -r
@@ -227,7 +227,7 @@ complete -c mt -n "__fish_mt_using_subcommand roi" -l min-size -d 'Smallest conn
 complete -c mt -n "__fish_mt_using_subcommand roi" -l connectivity -d 'Pixel connectivity of components: 4 or 8' -r -f -a "4\t'Edge neighbours only'
 8\t'Edge and corner neighbours'"
 complete -c mt -n "__fish_mt_using_subcommand roi" -l merge-distance -d 'Merge components of one label whose boxes are at most this many pixels apart' -r
-complete -c mt -n "__fish_mt_using_subcommand roi" -l images -d 'Folder the images named in COCO JSON live in (default: the JSON\'s folder)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand roi" -l image-folder -l images -d 'Folder the images named in COCO JSON live in (default: the JSON\'s folder)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand roi" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
 complete -c mt -n "__fish_mt_using_subcommand roi" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand roi" -l outline -d 'Also draw the mask\'s outline (yellow) on the overlays'
@@ -281,7 +281,7 @@ complete -c mt -n "__fish_mt_using_subcommand train" -l bench -d 'Read --data as
 slake\t'SLAKE'
 pathvqa\t'PathVQA'"
 complete -c mt -n "__fish_mt_using_subcommand train" -l split -d 'The benchmark split to train on' -r
-complete -c mt -n "__fish_mt_using_subcommand train" -l image-folder -d 'Where image paths in --data resolve (default: the data file\'s folder)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand train" -l image-folder -l images -d 'Where image paths in --data resolve (default: the data file\'s folder)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand train" -l max-steps -d 'Stop after N optimizer steps (the schedule spans N steps)' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l epochs -d 'Passes over the data' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l lr -d 'Peak learning rate' -r
@@ -327,7 +327,7 @@ complete -c mt -n "__fish_mt_using_subcommand finetune" -l bench -d 'Read --data
 slake\t'SLAKE'
 pathvqa\t'PathVQA'"
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l split -d 'The benchmark split to train on' -r
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l image-folder -d 'Where image paths in --data resolve (default: the data file\'s folder)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l image-folder -l images -d 'Where image paths in --data resolve (default: the data file\'s folder)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l max-steps -d 'Stop after N optimizer steps (the schedule spans N steps)' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l epochs -d 'Passes over the data' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l lr -d 'Peak learning rate' -r
@@ -401,7 +401,7 @@ bf16\t'bfloat16'
 f16\t'IEEE half precision'"
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l data -d 'Benchmark data: a folder in the released layout or the hub parquet copy, or a JSON file in the LLaVA eval layout' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l split -d 'Split to evaluate' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l image-folder -d 'Folder the images of a LLaVA eval JSON are relative to (default: the file\'s)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l image-folder -l images -d 'Folder the images of a LLaVA eval JSON are relative to (default: the file\'s)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l gpu -d 'GPU indices; with several, one worker process each over contiguous chunks. Default: GPU 0 when a CUDA build sees one, else the CPU' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l batch-size -d 'Questions per forward pass' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l temperature -d 'Sampling temperature (default 0: greedy, reproducible)' -r
@@ -429,7 +429,7 @@ bf16\t'bfloat16'
 f16\t'IEEE half precision'"
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l data -d 'Benchmark data: a folder in the released layout or the hub parquet copy, or a JSON file in the LLaVA eval layout' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l split -d 'Split to evaluate' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l image-folder -d 'Folder the images of a LLaVA eval JSON are relative to (default: the file\'s)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l image-folder -l images -d 'Folder the images of a LLaVA eval JSON are relative to (default: the file\'s)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l gpu -d 'GPU indices; with several, one worker process each over contiguous chunks. Default: GPU 0 when a CUDA build sees one, else the CPU' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l batch-size -d 'Questions per forward pass' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l temperature -d 'Sampling temperature (default 0: greedy, reproducible)' -r
@@ -457,7 +457,7 @@ bf16\t'bfloat16'
 f16\t'IEEE half precision'"
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l data -d 'Benchmark data: a folder in the released layout or the hub parquet copy, or a JSON file in the LLaVA eval layout' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l split -d 'Split to evaluate' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l image-folder -d 'Folder the images of a LLaVA eval JSON are relative to (default: the file\'s)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l image-folder -l images -d 'Folder the images of a LLaVA eval JSON are relative to (default: the file\'s)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l gpu -d 'GPU indices; with several, one worker process each over contiguous chunks. Default: GPU 0 when a CUDA build sees one, else the CPU' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l batch-size -d 'Questions per forward pass' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l temperature -d 'Sampling temperature (default 0: greedy, reproducible)' -r

@@ -21,8 +21,8 @@ use crate::core::vqa::questions::{self as vqa, LoadOptions};
 
 const EXAMPLES: &str = "\
 Examples:
-  mt convert vqa --bench slake --input data/Slake1.0 --split test -o slake_test.json
-  mt convert vqa --bench pathvqa --input data/path-vqa --images-out pvqa_images -o pvqa_test.json
+  mt convert vqa --bench slake --data data/Slake1.0 --split test -o slake_test.json
+  mt convert vqa --bench pathvqa --data data/path-vqa --images-out pvqa_images -o pvqa_test.json
   mt convert llava data/25M_demo -o medtrinity_demo.jsonl --images-out images/
   mt convert image scans/ -o pngs/
   mt convert merge-lora --model base/ --adapter runs/finetune-x/adapter -o merged/
@@ -57,13 +57,13 @@ pub enum ConvertCommand {
 }
 
 const VQA_HELP: &str = "\
-Layouts read (found from what --input holds):
+Layouts read (found from what --data holds):
   vqa-rad   `VQA_RAD Dataset Public.json` + `VQA_RAD Image Folder/` (test = phrase_type
             test_freeform/test_para, train = the rest), or the hub parquet copy
             (flaviagiammarino/vqa-rad: data/{train,test}-*.parquet)
   slake     train.json / validate.json (or validation.json) / test.json + imgs/
             (English questions unless --all-languages)
-  pathvqa   qas/{train,val,test}/<split>_qa.pkl + images/<split>/ (pvqa/ inside --input
+  pathvqa   qas/{train,val,test}/<split>_qa.pkl + images/<split>/ (pvqa/ inside --data
             works too), or the hub parquet copy (flaviagiammarino/path-vqa)
 Output: a JSON array in the LLaVA eval layout, {id, image, conversations: [human
 \"<image>\\nQ\", gpt \"A\"], answer_type} plus the dataset's own fields (SLAKE modality,
@@ -74,7 +74,7 @@ in file order. Images embedded in parquet need --images-out (written once each, 
 by content hash); with files, --images-out copies them beside the JSON.
 
 Example:
-  mt convert vqa --bench vqa-rad --input data/vqa_rad --split test -o vqa_rad_test.json";
+  mt convert vqa --bench vqa-rad --data data/vqa_rad --split test -o vqa_rad_test.json";
 
 /// `mt convert vqa`.
 #[derive(Debug, clap::Args, Serialize)]
@@ -84,8 +84,8 @@ pub struct VqaArgs {
     #[arg(long, value_enum)]
     pub bench: BenchArg,
     /// Dataset folder (or file) in a released or hub layout.
-    #[arg(long)]
-    pub input: PathBuf,
+    #[arg(long, visible_alias = "input")]
+    pub data: PathBuf,
     /// Split: train, validation or test.
     #[arg(long, default_value = "test")]
     pub split: String,
@@ -125,7 +125,11 @@ pub struct DataIo {
     #[arg(short, long)]
     pub output: PathBuf,
     /// Where image names in manifests / LLaVA records resolve (folder or .tar.zst shards).
-    #[arg(long, value_name = "DIR")]
+    #[arg(
+        long = "image-folder",
+        visible_alias = "images",
+        value_name = "DIR|ARCHIVES"
+    )]
     pub images: Option<PathBuf>,
 }
 
@@ -152,7 +156,7 @@ rerun. LLaVA records give their gpt turns as the caption (the way back from `mt 
 llava`). Records without caption or image bytes are listed and skipped (exit 3).
 
 Example:
-  mt convert parquet demo.jsonl --images demo_images -o demo_parquet/";
+  mt convert parquet demo.jsonl --image-folder demo_images -o demo_parquet/";
 
 /// `mt convert parquet`.
 #[derive(Debug, clap::Args, Serialize)]
@@ -306,11 +310,11 @@ fn convert_vqa(a: &VqaArgs, ctx: &mut Context) -> Result<()> {
         all_languages: a.all_languages,
         image_folder: None,
     };
-    let loaded = vqa::load(bench, &a.input, &a.split, &opts)?;
+    let loaded = vqa::load(bench, &a.data, &a.split, &opts)?;
     if loaded.questions.is_empty() {
         return Err(usage(format!(
             "{}: no {} {} questions found ({})",
-            a.input.display(),
+            a.data.display(),
             bench.name(),
             a.split,
             loaded.layout

@@ -128,7 +128,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "test")]
     pub split: String,
     /// Folder the images of a LLaVA eval JSON are relative to (default: the file's).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, visible_alias = "images", value_name = "DIR")]
     pub image_folder: Option<PathBuf>,
     /// SLAKE: the Chinese questions too (the paper used the English ones).
     #[arg(long)]

@@ -38,8 +38,8 @@ const EXAMPLES: &str = "\
 Examples:
   mt inspect testdata/medtrinity-demo
   mt inspect 'data/25M_demo/train-*.parquet' --plots figs/ --json > stats.json
-  mt inspect data/25M_full --images data/25M_accessible --columns caption,source,file_name
-  mt inspect data/llava_med_instruct.jsonl --images data/images --head 5
+  mt inspect data/25M_full --image-folder data/25M_accessible --columns caption,source,file_name
+  mt inspect data/llava_med_instruct.jsonl --image-folder data/images --head 5
   mt inspect testdata/medtrinity-demo --sample 3 --seed 7 --filter \"caption ILIKE '%ct%'\"";
 
 /// Statistics, samples and plots of dataset shards.
@@ -51,7 +51,11 @@ pub struct Args {
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<String>,
     /// Where image file names resolve: a folder, or .tar.zst shards (file, folder, glob).
-    #[arg(long, value_name = "DIR|ARCHIVES")]
+    #[arg(
+        long = "image-folder",
+        visible_alias = "images",
+        value_name = "DIR|ARCHIVES"
+    )]
     pub images: Option<PathBuf>,
     /// Print the first N records (after --filter) instead of statistics.
     #[arg(long, value_name = "N", conflicts_with = "sample")]

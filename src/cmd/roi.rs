@@ -20,11 +20,11 @@ Examples:
   mt roi masks/ -o rois.parquet
   mt roi cases.jsonl --overlay overlays/ --orientation radiological
   mt roi seg.nii.gz --min-size 20 -o rois.jsonl
-  mt roi instances.json --images coco/images -o rois.jsonl
+  mt roi instances.json --image-folder coco/images -o rois.jsonl
 
 Inputs: mask images (PNG/TIFF: binary, label maps, instance masks as Cellpose writes),
 NIfTI masks (one item per slice with foreground, id <stem>#<z>), COCO JSON (boxes and
-polygons; --images resolves file_name), or a JSONL of {id, image, mask | bbox}.
+polygons; --image-folder resolves file_name), or a JSONL of {id, image, mask | bbox}.
 Output: one JSON line per item: {id, image, source, width, height, rois: [{label, bbox,
 bbox_norm, area, area_pct, centroid, components, position}]}; bbox is [x0, y0, x1, y1)
 in pixels. An output ending in .parquet gets the same rows as a zstd parquet file, rois
@@ -70,7 +70,7 @@ pub struct Args {
     #[arg(long)]
     pub split_components: bool,
     /// Folder the images named in COCO JSON live in (default: the JSON's folder).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long = "image-folder", visible_alias = "images", value_name = "DIR")]
     pub images: Option<PathBuf>,
 }
 

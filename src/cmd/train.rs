@@ -64,7 +64,7 @@ pub struct TrainingArgs {
     #[arg(long, default_value = "train", requires = "bench")]
     pub split: String,
     /// Where image paths in --data resolve (default: the data file's folder).
-    #[arg(long)]
+    #[arg(long, visible_alias = "images", value_name = "DIR")]
     pub image_folder: Option<PathBuf>,
     /// Stop after N optimizer steps (the schedule spans N steps).
     #[arg(long, conflicts_with = "epochs")]

@@ -49,6 +49,38 @@ fn every_subcommand_has_help_with_examples() {
     }
 }
 
+/// One spelling per idea: `--model`, `--image-folder` and `--data` are the flags' names in
+/// every command; `--ckpt`, `--images` and `--input` are only ever their aliases.
+#[test]
+fn one_spelling_per_idea() {
+    use clap::CommandFactory;
+    const ALIASES: [(&str, &str); 3] = [
+        ("ckpt", "model"),
+        ("images", "image-folder"),
+        ("input", "data"),
+    ];
+    fn check(command: &clap::Command, path: &str, seen: &mut usize) {
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            for (alias, name) in ALIASES {
+                assert_ne!(long, alias, "{path}: --{alias} is the alias of --{name}");
+                let aliases = arg.get_all_aliases().unwrap_or_default();
+                if aliases.contains(&alias) {
+                    assert_eq!(long, name, "{path}: --{alias} is an alias of --{long}");
+                    *seen += 1;
+                }
+            }
+        }
+        for sub in command.get_subcommands() {
+            check(sub, &format!("{path} {}", sub.get_name()), seen);
+        }
+    }
+    let mut seen = 0;
+    check(&medtrinity::cmd::Cli::command(), "mt", &mut seen);
+    // Every command that loads a checkpoint or reads records with images has one.
+    assert!(seen >= 8, "only {seen} aliased flags found");
+}
+
 #[test]
 fn usage_errors_exit_2() {
     for args in [

@@ -239,7 +239,7 @@ fn resolve_path(
     Ok(())
 }
 
-/// Adds the explicit `--images` archives as image shards (once).
+/// Adds the explicit `--image-folder` archives as image shards (once).
 fn push_image_shards(explicit: &Option<(Arc<ImageStore>, Vec<PathBuf>)>, out: &mut Vec<Input>) {
     if let Some((_, archives)) = explicit {
         for a in archives {
@@ -269,7 +269,7 @@ fn default_folder(root: &Path) -> ImageStore {
     })
 }
 
-/// `--images`: a folder of images, or archives (a file, a folder of them, or a glob).
+/// `--image-folder`: a folder of images, or archives (a file, a folder of them, or a glob).
 fn image_store(arg: &Path) -> Result<(Arc<ImageStore>, Vec<PathBuf>)> {
     let text = arg.to_string_lossy();
     let archives: Vec<PathBuf> = if arg.is_file() {
@@ -287,7 +287,9 @@ fn image_store(arg: &Path) -> Result<(Arc<ImageStore>, Vec<PathBuf>)> {
         m.sort();
         m
     } else {
-        return Err(usage(format!("--images {text}: no such file or folder")));
+        return Err(usage(format!(
+            "--image-folder {text}: no such file or folder"
+        )));
     };
     if archives.is_empty() {
         return Ok((Arc::new(ImageStore::Folder(arg.to_path_buf())), Vec::new()));
@@ -297,7 +299,7 @@ fn image_store(arg: &Path) -> Result<(Arc<ImageStore>, Vec<PathBuf>)> {
         .find(|p| format_of(p) != Some(Format::Archive))
     {
         return Err(usage(format!(
-            "--images {}: not a .tar or .tar.zst archive",
+            "--image-folder {}: not a .tar or .tar.zst archive",
             bad.display()
         )));
     }

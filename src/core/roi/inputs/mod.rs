@@ -28,7 +28,7 @@
 //!   numbers in `0..=u32::MAX` (else the file is one error item); they are kept as labels,
 //!   except that the binary rule applies to `uint8` (255) and `uint16` (65535) volumes.
 //! - **COCO JSON** (`.json`: `images`, `annotations`, `categories`): one item per entry of
-//!   `images`, id = its `id`, image = its `file_name` resolved against `--images` (else
+//!   `images`, id = its `id`, image = its `file_name` resolved against `--image-folder` (else
 //!   the JSON's folder), size = its `width`/`height` (else read from the image's header).
 //!   - Polygon `segmentation`s (`[[x1, y1, x2, y2, ...], ...]`) are rasterised into a
 //!     [`LabelMap`] with label = `category_id` (names in [`Item::label_names`]); see
@@ -45,7 +45,7 @@
 //! - **JSONL** (`.jsonl`, `.ndjson`) of `{id, image, mask | bbox, label | labels}`, one
 //!   item per non-blank line (source `file:line`):
 //!   - `id`: a string or number; else the image's stem, else the mask's stem, else `line N`.
-//!   - `image`: a path (or a list, first used) resolved against `--images`, else the
+//!   - `image`: a path (or a list, first used) resolved against `--image-folder`, else the
 //!     JSONL's folder. When given, its header is read: its size checks the mask's
 //!     ("mask 512x512 but image 256x256" is an error item) and sizes the boxes.
 //!   - `mask`: a mask image path relative to the JSONL's folder, read as above. `label`
