@@ -272,7 +272,7 @@ complete -c mt -n "__fish_mt_using_subcommand caption" -l json -d 'Machine-reada
 complete -c mt -n "__fish_mt_using_subcommand caption" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand caption" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand caption" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand train" -l stage -d '1: projector only (lr 2e-3); 2: LLM + projector (lr 2e-5), CLIP frozen' -r -f -a "1\t'Projector alignment: the projector only (lr 2e-3)'
+complete -c mt -n "__fish_mt_using_subcommand train" -l stage -d '1: projector alignment (the projector only); 2: instruction tuning (the language model and the projector); CLIP stays frozen' -r -f -a "1\t'Projector alignment: the projector only (lr 2e-3)'
 2\t'Instruction tuning: the language model and the projector (lr 2e-5)'"
 complete -c mt -n "__fish_mt_using_subcommand train" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
 complete -c mt -n "__fish_mt_using_subcommand train" -l projector -d 'Start the projector from these weights (a stage-1 run\'s `mm_projector.safetensors`; LLaVA\'s --pretrain_mm_mlp_adapter)' -r -F
@@ -285,7 +285,7 @@ complete -c mt -n "__fish_mt_using_subcommand train" -l image-folder -l images -
 complete -c mt -n "__fish_mt_using_subcommand train" -l max-steps -d 'Stop after N optimizer steps (the schedule spans N steps)' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l epochs -d 'Passes over the data' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l lr -d 'Peak learning rate' -r
-complete -c mt -n "__fish_mt_using_subcommand train" -l projector-lr -d 'Peak learning rate of the projector (default: --lr, or 2e-5 with LoRA)' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l projector-lr -d 'Peak learning rate of the projector (default: --lr, or the LoRA preset\'s)' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l batch-size -d 'Samples per device per micro-batch' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l grad-accum -d 'Micro-batches per optimizer step' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l warmup-ratio -d 'Warmup steps as a fraction of all steps' -r
@@ -300,7 +300,7 @@ complete -c mt -n "__fish_mt_using_subcommand train" -l group-by-modality-length
 false\t''"
 complete -c mt -n "__fish_mt_using_subcommand train" -l lora-r -d 'LoRA rank: train LoRA adapters on every language-model Linear layer' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l lora-alpha -d 'LoRA alpha (scale alpha / r; default 2 x r)' -r
-complete -c mt -n "__fish_mt_using_subcommand train" -l lora-dropout -d 'LoRA dropout on the adapters\' inputs (default 0.05, as the reference)' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l lora-dropout -d 'LoRA dropout on the adapters\' inputs (default: the reference\'s, see the presets)' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l save-steps -d 'Save a checkpoint every N steps (0 = only at the end)' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l save-total-limit -d 'Checkpoints to keep (0 = all)' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l gpu -d 'GPU index (needs a CUDA build). Default: GPU 0 when a CUDA build sees one, else the CPU' -r
@@ -331,7 +331,7 @@ complete -c mt -n "__fish_mt_using_subcommand finetune" -l image-folder -l image
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l max-steps -d 'Stop after N optimizer steps (the schedule spans N steps)' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l epochs -d 'Passes over the data' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l lr -d 'Peak learning rate' -r
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l projector-lr -d 'Peak learning rate of the projector (default: --lr, or 2e-5 with LoRA)' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l projector-lr -d 'Peak learning rate of the projector (default: --lr, or the LoRA preset\'s)' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l batch-size -d 'Samples per device per micro-batch' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l grad-accum -d 'Micro-batches per optimizer step' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l warmup-ratio -d 'Warmup steps as a fraction of all steps' -r
@@ -346,7 +346,7 @@ complete -c mt -n "__fish_mt_using_subcommand finetune" -l group-by-modality-len
 false\t''"
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l lora-r -d 'LoRA rank: train LoRA adapters on every language-model Linear layer' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l lora-alpha -d 'LoRA alpha (scale alpha / r; default 2 x r)' -r
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l lora-dropout -d 'LoRA dropout on the adapters\' inputs (default 0.05, as the reference)' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l lora-dropout -d 'LoRA dropout on the adapters\' inputs (default: the reference\'s, see the presets)' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l save-steps -d 'Save a checkpoint every N steps (0 = only at the end)' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l save-total-limit -d 'Checkpoints to keep (0 = all)' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l gpu -d 'GPU index (needs a CUDA build). Default: GPU 0 when a CUDA build sees one, else the CPU' -r

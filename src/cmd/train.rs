@@ -22,19 +22,34 @@ const EXAMPLES: &str = "\
 Examples:
   mt train --stage 1 --model ckpts/LLaVA-Meta-Llama-3-8B-Instruct-FT-S2 --data stage1.json --image-folder images/ --gpu 0
   mt train --stage 2 --model runs/stage1/model --data stage2.json --image-folder images/ --gpu 0 --run-dir runs/stage2
-  mt train --stage 2 --model testdata/models/tiny-llava --data testdata/llava/medtrinity_instruct.jsonl --cpu --max-steps 10
+  mt train --stage 2 --model testdata/models/tiny-llava --data testdata/llava/medtrinity_instruct.jsonl --cpu --max-steps 10";
 
-Presets (flags override them): stage 1 trains the projector (lr 2e-3, batch 2 x accum 4,
-max length 2048, square images); stage 2 trains the language model and the projector
-(lr 2e-5, batch 4 x accum 8, max length 4096, padded images, modality-grouped order);
---lora-r R trains LoRA adapters on every decoder Linear plus the projector (lr 2e-4,
-projector lr 2e-5, 3 epochs, batch 4 x accum 4). All: 1 epoch, cosine schedule with
-3% warmup, weight decay 0, gradient clipping at 1.0, a checkpoint every 500 steps (last 3
-kept). The global batch is batch x accum x processes.
+/// `mt train --help`'s epilogue: the examples, then the presets as `core::train::presets`
+/// holds them.
+fn train_help() -> String {
+    format!(
+        "{EXAMPLES}
+
+Presets (flags override them):
+  --stage 1: the projector
+    {}
+  --stage 2: the language model and the projector
+    {}
+  --lora-r R: LoRA adapters (alpha 2 x r, dropout {}) on every decoder Linear, and the projector
+    {}
+All: a cosine schedule after --warmup-ratio, AdamW with --weight-decay, clipping at
+--max-grad-norm, a checkpoint every --save-steps (the last --save-total-limit kept). The
+global batch is batch x accum x processes.
 
 The run directory gets metrics.jsonl (step, loss, lr, grad_norm, tokens/s, samples/s,
 memory), checkpoint-N/ folders, and model/ (or adapter/ for LoRA) at the end. Interrupted
-runs continue with the same flags plus --resume --run-dir DIR.";
+runs continue with the same flags plus --resume --run-dir DIR.",
+        Preset::Stage1.defaults(false).describe(),
+        Preset::Stage2.defaults(false).describe(),
+        presets::LORA_DROPOUT,
+        Preset::Stage2.defaults(true).describe(),
+    )
+}
 
 /// Flags shared by `mt train` and `mt finetune`.
 #[derive(Debug, clap::Args, Serialize)]
@@ -75,7 +90,7 @@ pub struct TrainingArgs {
     /// Peak learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Peak learning rate of the projector (default: --lr, or 2e-5 with LoRA).
+    /// Peak learning rate of the projector (default: --lr, or the LoRA preset's).
     #[arg(long)]
     pub projector_lr: Option<f64>,
     /// Samples per device per micro-batch.
@@ -112,7 +127,7 @@ pub struct TrainingArgs {
     /// LoRA alpha (scale alpha / r; default 2 x r).
     #[arg(long, requires = "lora_r")]
     pub lora_alpha: Option<f64>,
-    /// LoRA dropout on the adapters' inputs (default 0.05, as the reference).
+    /// LoRA dropout on the adapters' inputs (default: the reference's, see the presets).
     #[arg(long, requires = "lora_r")]
     pub lora_dropout: Option<f64>,
     /// Save a checkpoint every N steps (0 = only at the end).
@@ -137,9 +152,10 @@ pub struct TrainingArgs {
 
 /// Pre-training stages: projector alignment (1) and instruction tuning (2).
 #[derive(Debug, clap::Args, Serialize)]
-#[command(after_help = EXAMPLES)]
+#[command(after_help = train_help())]
 pub struct Args {
-    /// 1: projector only (lr 2e-3); 2: LLM + projector (lr 2e-5), CLIP frozen.
+    /// 1: projector alignment (the projector only); 2: instruction tuning (the language
+    /// model and the projector); CLIP stays frozen.
     #[arg(long, value_enum)]
     pub stage: StageArg,
     #[command(flatten)]

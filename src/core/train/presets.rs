@@ -68,6 +68,30 @@ impl Preset {
     }
 }
 
+impl Defaults {
+    /// The values for help text: `lr 2e-5, batch 4 x accum 8, max length 4096, padded
+    /// images, 1 epoch` (the projector's rate and modality grouping when set).
+    pub fn describe(&self) -> String {
+        let mut parts = vec![format!("lr {:e}", self.lr)];
+        parts.extend(self.projector_lr.map(|lr| format!("projector lr {lr:e}")));
+        parts.push(format!(
+            "batch {} x accum {}",
+            self.batch_size, self.grad_accum
+        ));
+        parts.push(format!("max length {}", self.model_max_length));
+        parts.push(match self.image_aspect_ratio {
+            "pad" => "padded images".to_string(),
+            other => format!("{other} images"),
+        });
+        if self.group_by_modality {
+            parts.push("modality-grouped order".into());
+        }
+        let plural = if self.epochs == 1.0 { "" } else { "s" };
+        parts.push(format!("{} epoch{plural}", self.epochs));
+        parts.join(", ")
+    }
+}
+
 /// LoRA of rank `r`: alpha 2 x r and dropout [`LORA_DROPOUT`] unless given.
 pub fn lora(r: usize, alpha: Option<f64>, dropout: Option<f64>) -> LoraSpec {
     LoraSpec {
@@ -89,6 +113,14 @@ mod tests {
         );
         assert_eq!(Preset::Stage1.defaults(false).lr, 2e-3);
         assert!(Preset::Stage2.defaults(false).group_by_modality);
+        assert_eq!(
+            Preset::Stage2.defaults(false).describe(),
+            "lr 2e-5, batch 4 x accum 8, max length 4096, padded images, modality-grouped order, 1 epoch"
+        );
+        assert_eq!(
+            Preset::Finetune.defaults(true).describe(),
+            "lr 2e-4, projector lr 2e-5, batch 4 x accum 4, max length 4096, padded images, 3 epochs"
+        );
         let spec = lora(8, None, None);
         assert_eq!((spec.alpha, spec.dropout), (16.0, 0.05));
         assert!(matches!(Preset::Stage1.tune(None), Tune::Projector));
