@@ -1,20 +1,20 @@
 //! The command line: global flags, the subcommand list, and the run-directory lifecycle
 //! around each command. Each subcommand lives in its own file and holds no algorithm.
 
-pub mod args;
-pub mod caption;
+pub(crate) mod args;
+pub(crate) mod caption;
 pub mod completions;
-pub mod convert;
-pub mod convert_image;
-pub mod convert_merge;
-pub mod download;
-pub mod eval;
-pub mod eval_bench;
-pub mod finetune;
-pub mod inspect;
-pub mod replay;
-pub mod roi;
-pub mod train;
+pub(crate) mod convert;
+pub(crate) mod convert_image;
+pub(crate) mod convert_merge;
+pub(crate) mod download;
+pub(crate) mod eval;
+pub(crate) mod eval_bench;
+pub(crate) mod finetune;
+pub(crate) mod inspect;
+pub(crate) mod replay;
+pub(crate) mod roi;
+pub(crate) mod train;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -2,10 +2,10 @@
 //! conversation files, HF-style parquet shards and WebDataset tars, all streaming,
 //! resumable and writing each image once.
 
-pub mod image_files;
-pub mod llava_out;
-pub mod parquet_out;
-pub mod wds;
+pub(crate) mod image_files;
+pub(crate) mod llava_out;
+pub(crate) mod parquet_out;
+pub(crate) mod wds;
 
 use std::path::{Path, PathBuf};
 

@@ -56,11 +56,6 @@ impl Filter {
         })
     }
 
-    /// The clause as given.
-    pub fn text(&self) -> &str {
-        &self.text
-    }
-
     /// Evaluates the clause on the run's first batch before any row is used, fixing the
     /// types of the input's columns: a clause that reads a column the input lacks, or
     /// compares it with the wrong type, fails here as a usage error.

@@ -4,15 +4,15 @@
 //! Work is split into [`Unit`]s (a parquet row group, or a whole file) so callers can
 //! spread it over threads; each unit streams [`Batch`]es to a visitor.
 
-pub mod archive;
-pub mod columns;
-pub mod filter;
-pub mod folder;
+pub(crate) mod archive;
+pub(crate) mod columns;
+pub(crate) mod filter;
+pub(crate) mod folder;
 pub mod inputs;
-pub mod json_array;
+pub(crate) mod json_array;
 pub mod llava_records;
-pub mod parquet;
-pub mod sample;
+pub(crate) mod parquet;
+pub(crate) mod sample;
 
 use std::ops::Range;
 

@@ -6,16 +6,16 @@
 //! stall detection and no `--local-dir` metadata, so those live here.
 
 pub mod api;
-pub mod checksum;
-pub mod download;
+pub(crate) mod checksum;
+pub(crate) mod download;
 pub mod extract;
-pub mod extract_all;
+pub(crate) mod extract_all;
 pub mod http;
-pub mod layout;
+pub(crate) mod layout;
 pub mod repo;
-pub mod select;
-pub mod settings;
-pub mod transfer;
+pub(crate) mod select;
+pub(crate) mod settings;
+pub(crate) mod transfer;
 
 /// Runs `f` on every item on up to `workers` threads (at most one per item), handing
 /// items out in order, so the first ones start first (downloads go largest first);

@@ -10,7 +10,6 @@ use super::api::RemoteFile;
 /// A compiled `fnmatch` pattern.
 #[derive(Debug, Clone)]
 pub struct Pattern {
-    text: String,
     regex: Regex,
 }
 
@@ -25,7 +24,7 @@ impl Pattern {
         };
         let regex = Regex::new(&format!("(?s)^{}$", translate(&text)));
         match regex {
-            Ok(regex) => Ok(Self { text, regex }),
+            Ok(regex) => Ok(Self { regex }),
             Err(e) => bail!("bad glob `{pattern}`: {e}"),
         }
     }
@@ -36,11 +35,6 @@ impl Pattern {
         } else {
             self.regex.is_match(path)
         }
-    }
-
-    /// The pattern as applied (with `*` added after a trailing `/`).
-    pub fn as_str(&self) -> &str {
-        &self.text
     }
 }
 

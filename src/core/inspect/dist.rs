@@ -92,11 +92,6 @@ impl Dist {
         self.sum += other.sum;
     }
 
-    /// Number of values.
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
     fn values(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         let dense = self
             .dense
@@ -238,6 +233,7 @@ impl Counter {
     }
 
     /// Total occurrences.
+    #[cfg(test)]
     pub fn total(&self) -> u64 {
         self.counts.values().sum::<u64>() + self.untracked
     }

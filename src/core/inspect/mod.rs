@@ -1,12 +1,12 @@
 //! `mt inspect`: one streaming pass over any dataset input, spread over threads by
 //! parquet row group (or whole file), producing a mergeable tally and then a report.
 
-pub mod dist;
-pub mod plots;
-pub mod records;
-pub mod render;
-pub mod report;
-pub mod tally;
+pub(crate) mod dist;
+pub(crate) mod plots;
+pub(crate) mod records;
+pub(crate) mod render;
+pub(crate) mod report;
+pub(crate) mod tally;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,7 +16,6 @@ use anyhow::Result;
 use crate::core::data::filter::Filter;
 use crate::core::data::{Dataset, Flow, ReadOptions, Role, Sample, Unit};
 use crate::core::progress;
-pub use report::Report;
 pub use tally::{Tally, TallyOptions};
 
 /// Errors met while reading, as (input index, message).

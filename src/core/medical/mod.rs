@@ -6,10 +6,10 @@
 //! write each picture atomically and last the sidecar ([`output`]), whose presence with
 //! the same settings marks the file complete for a rerun.
 
-pub mod dicom;
-pub mod dicom_lengths;
+pub(crate) mod dicom;
+pub(crate) mod dicom_lengths;
 pub mod jobs;
-pub mod nifti;
+pub(crate) mod nifti;
 pub mod output;
 pub mod window;
 

@@ -9,9 +9,9 @@
 
 pub mod arch;
 pub mod engine;
-pub mod kernels;
+pub(crate) mod kernels;
 pub mod load;
-pub mod ops;
+pub(crate) mod ops;
 
 /// Largest absolute difference between two tensors of one shape (tests).
 #[cfg(test)]

@@ -3,5 +3,5 @@
 //! them ([`nesting`]), and for checkpoints, the names `torch.save` writes for weights
 //! and nothing else ([`allow_list`]).
 
-pub mod allow_list;
-pub mod nesting;
+pub(crate) mod allow_list;
+pub(crate) mod nesting;

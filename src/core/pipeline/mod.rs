@@ -5,9 +5,9 @@
 //! image as green boxes, as the MedTrinity captioner saw them. Everything that went
 //! into a prompt is kept in an [`Audit`] written beside the caption.
 
-pub mod coarse;
-pub mod instruction;
-pub mod rois;
+pub(crate) mod coarse;
+pub(crate) mod instruction;
+pub(crate) mod rois;
 
 use anyhow::Result;
 use image::{DynamicImage, RgbImage};

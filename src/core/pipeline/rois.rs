@@ -57,11 +57,6 @@ impl RoiTable {
     pub fn len(&self) -> usize {
         self.by_id.len()
     }
-
-    /// Whether the table is empty.
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
 }
 
 /// The ROI of a record's `bbox` field (`[x0, y0, x1, y1]` in pixels, as the

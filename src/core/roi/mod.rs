@@ -5,7 +5,7 @@
 
 pub mod inputs;
 pub mod measure;
-pub mod overlay;
+pub(crate) mod overlay;
 
 use serde::{Deserialize, Serialize};
 

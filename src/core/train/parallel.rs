@@ -302,7 +302,7 @@ impl Reducer for LocalGroup {
 }
 
 #[cfg(test)]
-pub mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
 

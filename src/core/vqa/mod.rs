@@ -4,7 +4,7 @@
 //! layout ([`questions`]), the export to the LLaVA eval layout ([`export`]) and the
 //! lenient reader of that layout's ground truth ([`truth`]).
 
-pub mod export;
+pub(crate) mod export;
 pub mod questions;
 pub mod truth;
 

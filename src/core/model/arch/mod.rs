@@ -3,12 +3,12 @@
 //! with LoRA). Every module is written for training too (differentiable whenever a
 //! gradient can flow). One file per family: a new family is a new file here.
 
-pub mod attention;
-pub mod clip;
-pub mod linear;
-pub mod llama;
+pub(crate) mod attention;
+pub(crate) mod clip;
+pub(crate) mod linear;
+pub(crate) mod llama;
 pub mod llava;
-pub mod lora;
-pub mod norm;
-pub mod projector;
-pub mod s2;
+pub(crate) mod lora;
+pub(crate) mod norm;
+pub(crate) mod projector;
+pub(crate) mod s2;

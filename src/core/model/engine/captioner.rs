@@ -110,11 +110,6 @@ impl Captioner {
         &self.decoding
     }
 
-    /// The model.
-    pub fn model(&self) -> &Llava {
-        &self.model
-    }
-
     /// Captions a batch; `on_tokens(n)` reports generated tokens as they come. One
     /// result per item, in order: an image that cannot be prepared (over a memory
     /// budget) fails alone and the others are captioned; model errors fail the call.

@@ -2,8 +2,8 @@
 //! share: image preprocessing, prompts and their tokens, batched generation with a KV
 //! cache, the captioner that puts them together, and the caption run loop over a dataset.
 
-pub mod caption_run;
-pub mod captioner;
+pub(crate) mod caption_run;
+pub(crate) mod captioner;
 pub mod generate;
 pub mod preprocess;
 pub mod prompt;

@@ -10,9 +10,9 @@
 //! gradient (activation checkpointing) keep identical bits. Captioning and evaluation
 //! wrap their forward passes in it.
 
-pub mod attention;
-pub mod fused;
-pub mod rowwise;
-pub mod small_m_matmul;
+pub(crate) mod attention;
+pub(crate) mod fused;
+pub(crate) mod rowwise;
+pub(crate) mod small_m_matmul;
 
 pub use fused::inference;
