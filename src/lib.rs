@@ -1,2 +1,3 @@
+#![warn(unreachable_pub)]
 pub mod cmd;
 pub mod core;

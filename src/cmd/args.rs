@@ -308,12 +308,12 @@ impl From<RepoTypeArg> for RepoKind {
 }
 
 /// `--chunk K/N` (0 <= K < N).
-pub fn parse_chunk(text: &str) -> std::result::Result<Chunk, String> {
+pub(crate) fn parse_chunk(text: &str) -> std::result::Result<Chunk, String> {
     Chunk::parse(text).map_err(|e| format!("{e:#}"))
 }
 
 /// A chunk as run.json records it and a worker's argv gives it: `K/N`.
-pub fn chunk_text<S: serde::Serializer>(
+pub(crate) fn chunk_text<S: serde::Serializer>(
     chunk: &Option<Chunk>,
     s: S,
 ) -> std::result::Result<S::Ok, S::Error> {
@@ -366,7 +366,7 @@ impl ShellArg {
 /// The command line that parses back to `args`: each of `A`'s flags with the value run.json
 /// records for it (`--flag` for a set switch, `--flag V` once per value, nothing for an
 /// unset option). Used to start workers with the settings of the run that starts them.
-pub fn to_argv<A: clap::Args + Serialize>(args: &A) -> Result<Vec<String>> {
+pub(crate) fn to_argv<A: clap::Args + Serialize>(args: &A) -> Result<Vec<String>> {
     use serde_json::Value;
     let command = A::augment_args(clap::Command::new("args"));
     let values = serde_json::to_value(args)?;

@@ -55,7 +55,7 @@ Rerunning with the same -o skips ids already captioned. Bad images are reported 
 skipped (exit 3 at the end). -o *.parquet writes parquet (staged as JSONL while running).";
 
 /// The default instruction: a detailed, structured description.
-pub const DEFAULT_PROMPT: &str = "Describe the image in detail: the imaging modality, the organ and tissue shown, \
+pub(crate) const DEFAULT_PROMPT: &str = "Describe the image in detail: the imaging modality, the organ and tissue shown, \
 the location and size of any region of interest, its texture, and its relation to the surrounding structures.";
 
 /// Generate captions with a LLaVA-style model (the MedTrinity captioner or LLaVA-Med++).
@@ -123,7 +123,7 @@ pub struct Args {
 }
 
 /// Runs `mt caption`.
-pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
+pub(crate) fn run(args: &Args, ctx: &mut Context) -> Result<()> {
     check(args)?;
     let shard = match &args.shard {
         Some(text) => Some(

@@ -263,7 +263,7 @@ pub struct MergeLoraArgs {
 }
 
 /// Runs `mt convert`.
-pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
+pub(crate) fn run(args: &Args, ctx: &mut Context) -> Result<()> {
     match &args.command {
         ConvertCommand::Vqa(a) => convert_vqa(a, ctx),
         ConvertCommand::Llava(a) => convert_llava(a, ctx),

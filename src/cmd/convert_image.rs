@@ -167,7 +167,7 @@ impl ImageArgs {
 }
 
 /// Runs `mt convert image`.
-pub fn run(args: &ImageArgs, ctx: &mut Context) -> Result<()> {
+pub(crate) fn run(args: &ImageArgs, ctx: &mut Context) -> Result<()> {
     let opts = args.options()?;
     let plan = jobs::plan(&args.inputs, &args.output)?;
     if plan.jobs.is_empty() && plan.rejected.is_empty() {

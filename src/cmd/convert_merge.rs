@@ -44,7 +44,7 @@ pub struct MergeArgs {
 }
 
 /// Runs `mt convert merge`.
-pub fn run(args: &MergeArgs, ctx: &mut Context) -> Result<()> {
+pub(crate) fn run(args: &MergeArgs, ctx: &mut Context) -> Result<()> {
     let shards = check_complete(&args.inputs, args.allow_incomplete)?;
     let mut out = RecordOutput::open(&args.output, "id")?;
     let bar = progress::bar(None, "records", "merging");

@@ -93,7 +93,7 @@ pub struct Args {
 }
 
 /// Runs `mt download`.
-pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
+pub(crate) fn run(args: &Args, ctx: &mut Context) -> Result<()> {
     let settings = HubSettings::from_env(args.token.clone())?;
     let req = request(args, &settings)?;
     let client = (!settings.offline).then(|| client(args, &settings));

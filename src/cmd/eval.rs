@@ -161,7 +161,7 @@ pub struct RunArgs {
 }
 
 /// Runs `mt eval`.
-pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
+pub(crate) fn run(args: &Args, ctx: &mut Context) -> Result<()> {
     match &args.command {
         EvalCommand::Score(a) => score(a, ctx),
         EvalCommand::Slake(a) => eval_bench::run(Bench::Slake, a, ctx),
@@ -172,7 +172,7 @@ pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
 
 /// A chunk worker (`--chunk K/N`) keeps its own run record in the shared run directory's
 /// `chunks/chunk-K-of-N/`; every other invocation is unchanged.
-pub fn chunk_global_args(global: &GlobalArgs, args: &Args) -> Result<GlobalArgs> {
+pub(crate) fn chunk_global_args(global: &GlobalArgs, args: &Args) -> Result<GlobalArgs> {
     let (EvalCommand::Slake(a) | EvalCommand::VqaRad(a) | EvalCommand::Pathvqa(a)) = &args.command
     else {
         return Ok(global.clone());

@@ -36,7 +36,7 @@ use crate::core::vqa::truth::Truth;
 type Failures = Vec<(String, String)>;
 
 /// Runs `mt eval <bench>`.
-pub fn run(bench: Bench, a: &RunArgs, ctx: &mut Context) -> Result<()> {
+pub(crate) fn run(bench: Bench, a: &RunArgs, ctx: &mut Context) -> Result<()> {
     check(a)?;
     let chunk = a.chunk;
     let Some(run) = &ctx.run else {

@@ -41,6 +41,6 @@ pub struct Args {
 }
 
 /// Runs `mt finetune`.
-pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
+pub(crate) fn run(args: &Args, ctx: &mut Context) -> Result<()> {
     run_training(Preset::Finetune, &args.training, ctx)
 }

@@ -93,7 +93,7 @@ pub struct Args {
 /// Column names that hold images.
 const IMAGE_COLUMNS: &[&str] = &["image", "file_name", "image_path"];
 
-pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
+pub(crate) fn run(args: &Args, ctx: &mut Context) -> Result<()> {
     let filter = args.filter.as_deref().map(Filter::parse).transpose()?;
     let images = !args.no_images
         && args

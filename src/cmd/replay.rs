@@ -29,7 +29,7 @@ pub struct Args {
 /// without the secret flags run.json redacted (their `***` is no secret: the replay
 /// takes the token from `HF_TOKEN`, `HF_TOKEN_PATH` or `$HF_HOME/token`, as a run
 /// without `--token` does).
-pub fn replay_argv(record: &RunRecord) -> Vec<String> {
+pub(crate) fn replay_argv(record: &RunRecord) -> Vec<String> {
     let dropped = |flag: &str| flag == "--run-dir" || SECRET_FLAGS.contains(&flag);
     let mut out = Vec::with_capacity(record.argv.len());
     let mut args = record.argv.iter();
@@ -44,7 +44,7 @@ pub fn replay_argv(record: &RunRecord) -> Vec<String> {
 }
 
 /// Replays the run; `json`: `--dry-run` prints `{"argv": [...]}`.
-pub fn run(args: &Args, json: bool, log: &LogSink) -> Result<()> {
+pub(crate) fn run(args: &Args, json: bool, log: &LogSink) -> Result<()> {
     let path = if args.run.is_dir() {
         args.run.join("run.json")
     } else {

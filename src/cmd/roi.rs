@@ -86,7 +86,7 @@ struct Row<'a> {
 }
 
 /// Runs `mt roi`.
-pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
+pub(crate) fn run(args: &Args, ctx: &mut Context) -> Result<()> {
     let opts = MeasureOptions {
         orientation: args.orientation.into(),
         connectivity: args.connectivity.neighbours(),

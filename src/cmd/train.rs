@@ -163,13 +163,13 @@ pub struct Args {
 }
 
 /// Runs `mt train`.
-pub fn run(args: &Args, ctx: &mut Context) -> Result<()> {
+pub(crate) fn run(args: &Args, ctx: &mut Context) -> Result<()> {
     run_training(args.stage.into(), &args.training, ctx)
 }
 
 /// The global flags for this process of a data-parallel job: ranks other than 0 keep
 /// their run record and log in `<run-dir>/rank-N/` (rank 0 owns the run directory).
-pub fn rank_global_args(global: &GlobalArgs) -> Result<GlobalArgs> {
+pub(crate) fn rank_global_args(global: &GlobalArgs) -> Result<GlobalArgs> {
     let world = World::from_env(&|k| std::env::var(k).ok()).map_err(|e| usage(format!("{e:#}")))?;
     let mut g = global.clone();
     if world.size > 1 {
@@ -186,7 +186,7 @@ pub fn rank_global_args(global: &GlobalArgs) -> Result<GlobalArgs> {
 }
 
 /// Resolves the plan from the preset and flags, trains, reports.
-pub fn run_training(preset: Preset, args: &TrainingArgs, ctx: &mut Context) -> Result<()> {
+pub(crate) fn run_training(preset: Preset, args: &TrainingArgs, ctx: &mut Context) -> Result<()> {
     let env = |k: &str| std::env::var(k).ok();
     let world = World::from_env(&env)?;
     if args.resume && !ctx.explicit_run_dir {
@@ -327,7 +327,7 @@ fn report(summary: &Summary, ctx: &mut Context) -> Result<()> {
 }
 
 /// The preset, overridden by the flags.
-pub fn plan(preset: Preset, args: &TrainingArgs, seed: u64, on_gpu: bool) -> Result<Plan> {
+pub(crate) fn plan(preset: Preset, args: &TrainingArgs, seed: u64, on_gpu: bool) -> Result<Plan> {
     let lora = args
         .lora_r
         .map(|r| presets::lora(r, args.lora_alpha, args.lora_dropout));

@@ -13,16 +13,16 @@ use crate::core::display::binary_bytes;
 /// may take: twice the image decoder's own 512 MiB limit, so every picture the decoder
 /// accepts can still be converted to RGB and padded to a square of its long side
 /// (a 13000 x 4000 scan pads to 13000 x 13000 RGB, 507 MB).
-pub const PICTURE_BYTES: u64 = 1 << 30;
+pub(crate) const PICTURE_BYTES: u64 = 1 << 30;
 
 /// The most the voxels of one volume may take in memory once read (as stored and as the
 /// values mt computes from them): an int16 CT of 512 x 512 x 1200 slices, read and
 /// turned into f64 values, takes 3.8 GB.
-pub const VOLUME_BYTES: u64 = 8 << 30;
+pub(crate) const VOLUME_BYTES: u64 = 8 << 30;
 
 /// The bytes of a buffer of `dims` items of `item_bytes` each, or an error saying that
 /// `what` (e.g. "the 100000x100000 padded canvas") would overflow or exceed `budget`.
-pub fn bytes(what: &str, dims: &[u64], item_bytes: u64, budget: u64) -> Result<u64> {
+pub(crate) fn bytes(what: &str, dims: &[u64], item_bytes: u64, budget: u64) -> Result<u64> {
     let total = dims
         .iter()
         .try_fold(item_bytes, |n, &d| n.checked_mul(d))
@@ -39,7 +39,7 @@ pub fn bytes(what: &str, dims: &[u64], item_bytes: u64, budget: u64) -> Result<u
 
 /// Checks a 2-D buffer of `width` x `height` items of `item_bytes` against
 /// [`PICTURE_BYTES`].
-pub fn picture(what: &str, width: u64, height: u64, item_bytes: u64) -> Result<()> {
+pub(crate) fn picture(what: &str, width: u64, height: u64, item_bytes: u64) -> Result<()> {
     bytes(
         &format!("{what} ({width}x{height})"),
         &[width, height],

@@ -22,7 +22,7 @@ use std::sync::LazyLock;
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 /// The six parts, in the order MedTrinity writes them.
-pub const PARTS: [&str; 6] = [
+pub(crate) const PARTS: [&str; 6] = [
     "modality",
     "organ",
     "roi_location",
@@ -40,7 +40,7 @@ const RELATIONS: usize = 5;
 
 /// Modality terms and their canonical names.
 #[rustfmt::skip]
-pub const MODALITIES: &[(&str, &[&str])] = &[
+pub(crate) const MODALITIES: &[(&str, &[&str])] = &[
     ("CT", &["ct", "computed tomography", "cta", "cect", "ncct", "hrct", "tomograph*"]),
     ("MRI", &["mri", "mr", "magnetic resonance", "t1-weighted", "t2-weighted", "flair", "dwi", "diffusion-weighted"]),
     ("X-ray", &["x-ray*", "xray*", "radiograph*", "cxr", "mammogra*", "fluoroscop*"]),
@@ -57,7 +57,7 @@ pub const MODALITIES: &[(&str, &[&str])] = &[
 
 /// Organ and tissue terms and their canonical names.
 #[rustfmt::skip]
-pub const ORGANS: &[(&str, &[&str])] = &[
+pub(crate) const ORGANS: &[(&str, &[&str])] = &[
     ("brain", &["brain*", "cerebr*", "cerebell*", "intracranial", "cranial", "skull"]),
     ("head and neck", &["head", "neck", "sinus*", "nasal", "oral", "jaw", "mandib*", "throat", "larynx", "pharynx"]),
     ("lung", &["lung*", "pulmonary", "bronch*", "pleura*"]),
@@ -114,7 +114,7 @@ const RELATION_TERMS: &[&str] = &[
 
 /// What one caption contains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CaptionParts {
+pub(crate) struct CaptionParts {
     /// Bit `i` set when part `PARTS[i]` is mentioned.
     pub mask: u8,
     /// Index into [`MODALITIES`] of the first modality named.
@@ -125,7 +125,7 @@ pub struct CaptionParts {
 
 impl CaptionParts {
     /// Whether part `i` (see [`PARTS`]) is mentioned.
-    pub fn has(&self, i: usize) -> bool {
+    pub(crate) fn has(&self, i: usize) -> bool {
         self.mask & (1 << i) != 0
     }
 }
@@ -173,7 +173,7 @@ fn is_word(b: u8) -> bool {
 }
 
 /// Finds the parts a caption mentions.
-pub fn analyze(caption: &str) -> CaptionParts {
+pub(crate) fn analyze(caption: &str) -> CaptionParts {
     let rules = &*RULES;
     let bytes = caption.as_bytes();
     let mut out = CaptionParts {
@@ -216,12 +216,12 @@ fn area_mask(bytes: &[u8]) -> u8 {
 }
 
 /// Number of characters (Unicode scalar values).
-pub fn char_count(s: &str) -> usize {
+pub(crate) fn char_count(s: &str) -> usize {
     s.chars().count()
 }
 
 /// Number of words: runs of non-whitespace separated by ASCII whitespace.
-pub fn word_count(s: &str) -> usize {
+pub(crate) fn word_count(s: &str) -> usize {
     let mut words = 0;
     let mut in_word = false;
     for &b in s.as_bytes() {

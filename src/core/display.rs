@@ -1,7 +1,7 @@
 //! Text for people: names shortened to fit a column, and byte counts with units.
 
 /// `s` cut to at most `max` characters, ending in `…` when cut.
-pub fn ellipsize(s: &str, max: usize) -> String {
+pub(crate) fn ellipsize(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
     } else {
@@ -24,7 +24,7 @@ fn scaled(n: f64, base: f64, units: usize) -> (f64, usize) {
 }
 
 /// `812 B`, `1.5 KB`, `23.0 MB`, ... (decimal units).
-pub fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
     match scaled(n as f64, 1000.0, UNITS.len()) {
         (_, 0) => format!("{n} B"),
@@ -34,7 +34,7 @@ pub fn human_bytes(n: u64) -> String {
 
 /// `12 B`, `38.0 KiB`, `1.5 GiB`, `149 GiB` (binary units; no decimal from 100 up), for
 /// sizes that may be far beyond any real file (a header's claim).
-pub fn binary_bytes(n: f64) -> String {
+pub(crate) fn binary_bytes(n: f64) -> String {
     const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     match scaled(n, 1024.0, UNITS.len()) {
         (v, u) if u == 0 || v >= 100.0 => format!("{v:.0} {}", UNITS[u]),

@@ -11,7 +11,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Seek, SeekFrom, Write};
 use anyhow::{Context as _, Result};
 
 /// Labels kept per group (the smallest, in order).
-pub const MAX_LABELS: usize = 8;
+pub(crate) const MAX_LABELS: usize = 8;
 /// Runs merged at once; more are first merged in rounds.
 const FAN_IN: usize = 64;
 
@@ -24,7 +24,7 @@ struct Entry {
 }
 
 /// A multiset of `(key, tag, label)` entries, grouped by key at the end.
-pub struct KeyTally {
+pub(crate) struct KeyTally {
     arena: Vec<u8>,
     entries: Vec<Entry>,
     budget: usize,
@@ -33,7 +33,7 @@ pub struct KeyTally {
 
 /// All entries of one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Group {
+pub(crate) struct Group {
     pub key: Vec<u8>,
     /// Entries per tag (tags 0 and 1).
     pub counts: [u64; 2],
@@ -45,7 +45,7 @@ type Record = (Vec<u8>, u8, String);
 
 impl KeyTally {
     /// A tally that spills once its buffer holds about `budget` bytes.
-    pub fn new(budget: usize) -> Self {
+    pub(crate) fn new(budget: usize) -> Self {
         KeyTally {
             arena: Vec::new(),
             entries: Vec::new(),
@@ -55,7 +55,7 @@ impl KeyTally {
     }
 
     /// Adds one entry; `tag` is 0 or 1.
-    pub fn push(&mut self, key: &[u8], tag: u8, label: &str) -> Result<()> {
+    pub(crate) fn push(&mut self, key: &[u8], tag: u8, label: &str) -> Result<()> {
         debug_assert!(tag < 2);
         self.entries.push(Entry {
             offset: self.arena.len(),
@@ -72,12 +72,12 @@ impl KeyTally {
     }
 
     /// True when nothing was pushed.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty() && self.runs.is_empty()
     }
 
     /// Moves every entry of `other` into `self`.
-    pub fn absorb(&mut self, mut other: KeyTally) -> Result<()> {
+    pub(crate) fn absorb(&mut self, mut other: KeyTally) -> Result<()> {
         self.runs.append(&mut other.runs);
         for e in &other.entries {
             let (key, label) = other.parts(e);
@@ -119,7 +119,7 @@ impl KeyTally {
     }
 
     /// Visits every distinct key once, in byte order, with its counts and labels.
-    pub fn groups(mut self, mut visit: impl FnMut(Group)) -> Result<()> {
+    pub(crate) fn groups(mut self, mut visit: impl FnMut(Group)) -> Result<()> {
         let records: Box<dyn Iterator<Item = io::Result<Record>>> = if self.runs.is_empty() {
             self.sort();
             let all: Vec<Record> = self

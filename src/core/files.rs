@@ -37,7 +37,7 @@ impl JsonLines {
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename,
 /// so readers see the old content or the new one, never a mix.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

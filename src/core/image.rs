@@ -11,7 +11,7 @@ use crate::core::error::contain_panic;
 
 /// What an image header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ImageInfo {
+pub(crate) struct ImageInfo {
     pub format: &'static str,
     pub width: u32,
     pub height: u32,
@@ -35,7 +35,7 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 /// Reads the header only: format, dimensions and colour mode.
-pub fn probe(bytes: &[u8]) -> Result<ImageInfo> {
+pub(crate) fn probe(bytes: &[u8]) -> Result<ImageInfo> {
     guarded(|| probe_header(bytes))
 }
 
@@ -56,19 +56,19 @@ fn probe_header(bytes: &[u8]) -> Result<ImageInfo> {
 }
 
 /// Decodes every pixel (catches truncated or corrupt data a header probe misses).
-pub fn decode(bytes: &[u8]) -> Result<DynamicImage> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<DynamicImage> {
     guarded(|| reader(bytes)?.decode().context("cannot decode image"))
 }
 
 /// Reads and decodes an image file (format from its bytes, not its name); errors name
 /// the file.
-pub fn decode_file(path: &Path) -> Result<DynamicImage> {
+pub(crate) fn decode_file(path: &Path) -> Result<DynamicImage> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
     decode(&bytes).with_context(|| path.display().to_string())
 }
 
 /// Reads an image file's header only (format, size, colour mode); errors name the file.
-pub fn probe_file(path: &Path) -> Result<ImageInfo> {
+pub(crate) fn probe_file(path: &Path) -> Result<ImageInfo> {
     use std::io::Read as _;
     let file =
         std::fs::File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
@@ -92,7 +92,7 @@ const HEADER_BYTES: u64 = 64 * 1024;
 
 /// An RGB thumbnail that fits in `size` x `size`. Images with more than 8 bits per
 /// channel (CT, MR) are stretched to their own min..max first so they are visible.
-pub fn thumbnail(image: &DynamicImage, size: u32) -> RgbImage {
+pub(crate) fn thumbnail(image: &DynamicImage, size: u32) -> RgbImage {
     let small = image.thumbnail(size, size);
     match small {
         DynamicImage::ImageLuma16(_)

@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result, bail};
 use serde::Serialize;
 
 /// An append-only JSONL file keyed by one string field, or stdout.
-pub struct JsonlOutput {
+pub(crate) struct JsonlOutput {
     path: Option<PathBuf>,
     sink: Box<dyn Write>,
     done: HashSet<String>,
@@ -20,7 +20,7 @@ pub struct JsonlOutput {
 impl JsonlOutput {
     /// Opens `path` for appending (`-` = stdout, which never resumes), collecting the
     /// `key` of every complete line already there.
-    pub fn open(path: &Path, key: &str) -> Result<Self> {
+    pub(crate) fn open(path: &Path, key: &str) -> Result<Self> {
         if path == Path::new("-") {
             return Ok(Self {
                 path: None,
@@ -57,22 +57,22 @@ impl JsonlOutput {
     }
 
     /// Whether a record with this key was written before.
-    pub fn contains(&self, id: &str) -> bool {
+    pub(crate) fn contains(&self, id: &str) -> bool {
         self.done.contains(id)
     }
 
     /// Records already present when the file was opened (plus those written since).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.done.len()
     }
 
     /// Whether nothing has been written yet.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.done.is_empty()
     }
 
     /// Appends records and flushes them.
-    pub fn write_all<T: Serialize>(&mut self, records: &[(String, T)]) -> Result<()> {
+    pub(crate) fn write_all<T: Serialize>(&mut self, records: &[(String, T)]) -> Result<()> {
         let mut buf = Vec::new();
         for (id, record) in records {
             serde_json::to_writer(&mut buf, record)?;

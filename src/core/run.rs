@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::core::files::{JsonLines, write_atomic};
 
 /// Base folder for run directories when `--run-dir` is not given.
-pub const DEFAULT_RUNS_DIR: &str = "runs";
+pub(crate) const DEFAULT_RUNS_DIR: &str = "runs";
 
 /// What `run.json` holds: enough to understand and replay a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use crate::core::hash::hex;
 
 /// A relative path that stays inside the output folder: no root, no `..`, no empty
 /// or `.` parts, backslashes treated as separators. `None` when nothing is left.
-pub fn safe_relative(name: &str) -> Option<PathBuf> {
+pub(crate) fn safe_relative(name: &str) -> Option<PathBuf> {
     let mut out = PathBuf::new();
     for part in Path::new(&name.replace('\\', "/")).components() {
         match part {
@@ -28,7 +28,7 @@ pub fn safe_relative(name: &str) -> Option<PathBuf> {
 /// A name made from a record id, safe as a file stem and as a WebDataset key: characters
 /// other than `[A-Za-z0-9_-]` become `_`, and when that changed anything a short hash
 /// of the id is appended, so distinct ids keep distinct names on every run.
-pub fn id_key(id: &str) -> String {
+pub(crate) fn id_key(id: &str) -> String {
     let safe: String = id
         .chars()
         .map(|c| {
@@ -47,7 +47,7 @@ pub fn id_key(id: &str) -> String {
 }
 
 /// The file extension for encoded image bytes, from their magic number.
-pub fn extension_of(bytes: &[u8]) -> &'static str {
+pub(crate) fn extension_of(bytes: &[u8]) -> &'static str {
     image::guess_format(bytes)
         .ok()
         .and_then(|f| f.extensions_str().first().copied())
@@ -58,7 +58,7 @@ pub fn extension_of(bytes: &[u8]) -> &'static str {
 /// folder image names resolve against (`root`), as the record named it; for an archive
 /// member, its member name (what a `25M_full` manifest refers to); for bytes held in the
 /// record, `<id>.<ext>` (their own `path` field is not trusted to be unique).
-pub fn output_name(id: &str, image: &ImageRef<'_>, root: Option<&Path>) -> Option<PathBuf> {
+pub(crate) fn output_name(id: &str, image: &ImageRef<'_>, root: Option<&Path>) -> Option<PathBuf> {
     match image {
         ImageRef::File(p) => {
             let rel = root.and_then(|r| p.strip_prefix(r).ok()).unwrap_or(p);
@@ -80,7 +80,7 @@ pub fn output_name(id: &str, image: &ImageRef<'_>, root: Option<&Path>) -> Optio
 /// temporary name plus rename per image doubled the directory work, the bottleneck
 /// with 100k files in one folder). No fsync either: a rerun repairs what a power cut
 /// loses.
-pub fn write_once(path: &Path, bytes: &[u8]) -> Result<bool> {
+pub(crate) fn write_once(path: &Path, bytes: &[u8]) -> Result<bool> {
     if path.metadata().is_ok_and(|m| m.len() == bytes.len() as u64) {
         return Ok(false);
     }

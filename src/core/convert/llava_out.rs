@@ -21,7 +21,7 @@ use crate::core::jsonl_output::JsonlOutput;
 
 /// How to convert.
 #[derive(Debug, Clone)]
-pub struct LlavaOptions {
+pub(crate) struct LlavaOptions {
     /// The human turn after `<image>\n`.
     pub instruction: String,
     /// Where image files go; required when records embed their images.
@@ -29,7 +29,7 @@ pub struct LlavaOptions {
 }
 
 /// Where records go: resumable JSONL, or a JSON array renamed into place when done.
-pub enum LlavaSink {
+pub(crate) enum LlavaSink {
     Jsonl(JsonlOutput),
     Array {
         path: PathBuf,
@@ -43,7 +43,7 @@ pub enum LlavaSink {
 
 impl LlavaSink {
     /// JSONL for `.jsonl` paths and `-`, a JSON array otherwise.
-    pub fn open(path: &Path) -> Result<Self> {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
         if path == Path::new("-") || path.extension().is_some_and(|e| e == "jsonl") {
             return Ok(LlavaSink::Jsonl(JsonlOutput::open(path, "id")?));
         }
@@ -71,7 +71,7 @@ impl LlavaSink {
     }
 
     /// Records already in a resumed JSONL output.
-    pub fn resumed(&self) -> usize {
+    pub(crate) fn resumed(&self) -> usize {
         match self {
             LlavaSink::Jsonl(out) => out.len(),
             LlavaSink::Array { .. } => 0,
@@ -93,7 +93,7 @@ impl LlavaSink {
     }
 
     /// Completes the output (renames the JSON array into place).
-    pub fn finish(self) -> Result<()> {
+    pub(crate) fn finish(self) -> Result<()> {
         if let LlavaSink::Array {
             path,
             partial,
@@ -112,7 +112,7 @@ impl LlavaSink {
 }
 
 /// Converts every record of `dataset` into `sink`.
-pub fn convert(
+pub(crate) fn convert(
     dataset: &Dataset,
     read: &ReadOptions,
     sink: &mut LlavaSink,
@@ -231,7 +231,7 @@ fn records(
 
 /// One LLaVA conversation record: `{id, image, conversations: [human "<image>\n" +
 /// `prompt`, gpt `answer`], ...fields}`; a field never replaces one set before it.
-pub fn conversation_record(
+pub(crate) fn conversation_record(
     id: Value,
     image: &str,
     prompt: &str,
@@ -255,7 +255,7 @@ pub fn conversation_record(
 }
 
 /// Fails unless `path` can hold the output (a file path, not a folder).
-pub fn check_output(path: &Path) -> Result<()> {
+pub(crate) fn check_output(path: &Path) -> Result<()> {
     if path.is_dir() {
         bail!(
             "{}: is a folder; -o takes a .json or .jsonl file",

@@ -19,7 +19,7 @@ use image_files::output_name;
 
 /// What a conversion did.
 #[derive(Debug, Default)]
-pub struct Stats {
+pub(crate) struct Stats {
     pub records: usize,
     pub skipped_existing: usize,
     pub images_written: usize,
@@ -31,7 +31,7 @@ pub struct Stats {
 /// Feeds every batch of `dataset` to `f`, in input order, and returns the stats `f`
 /// kept. A batch that fails to read is recorded in the failures and skipped; an error
 /// from `f` stops everything.
-pub fn each_batch(
+pub(crate) fn each_batch(
     dataset: &Dataset,
     read: &ReadOptions,
     on_rows: &dyn Fn(u64),
@@ -66,7 +66,7 @@ pub fn each_batch(
 }
 
 /// A record with its image bytes in hand, for the shard writers.
-pub struct Record<'a> {
+pub(crate) struct Record<'a> {
     pub id: &'a str,
     pub image: &'a [u8],
     /// The image's own (safe, relative) file name, if it has one.
@@ -77,7 +77,7 @@ pub struct Record<'a> {
 }
 
 /// A writer of [`Record`]s into shards that can tell which ids an earlier run wrote.
-pub trait RecordSink {
+pub(crate) trait RecordSink {
     /// Whether `id` was written by an earlier run.
     fn contains(&self, id: &str) -> bool;
     /// How many ids earlier runs wrote.
@@ -93,7 +93,7 @@ pub trait RecordSink {
 /// Feeds every record of `dataset` that has a caption and image bytes (in the record
 /// or in a file) to `sink`, skipping ids it already has. Other records are listed in
 /// the stats; image members of `.tar.zst` shards are counted, not written.
-pub fn write_records(
+pub(crate) fn write_records(
     dataset: &Dataset,
     read: &ReadOptions,
     sink: &mut dyn RecordSink,
@@ -148,7 +148,7 @@ pub fn write_records(
 /// Complete shards `<prefix>-NNNNN[-of-MMMMM].<ext>` in `dir` with their numbers, in
 /// order; leftovers of an interrupted shard (`<prefix>-NNNNN.<ext>.partial`) are
 /// removed. Other files, other prefixes (`train-v2-...`) included, are left alone.
-pub fn complete_shards(dir: &Path, prefix: &str, ext: &str) -> Result<Vec<(usize, PathBuf)>> {
+pub(crate) fn complete_shards(dir: &Path, prefix: &str, ext: &str) -> Result<Vec<(usize, PathBuf)>> {
     let mut shards = Vec::new();
     for e in std::fs::read_dir(dir)?.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -182,12 +182,12 @@ fn shard_number(name: &str, prefix: &str, ext: &str) -> Option<usize> {
 }
 
 /// The number for a new shard: one past the highest there.
-pub fn next_shard_number(shards: &[(usize, PathBuf)]) -> usize {
+pub(crate) fn next_shard_number(shards: &[(usize, PathBuf)]) -> usize {
     shards.last().map_or(0, |(n, _)| n + 1)
 }
 
 /// Renames a finished shard into place, refusing to replace an existing file.
-pub fn publish_shard(tmp: &Path, path: &Path) -> Result<()> {
+pub(crate) fn publish_shard(tmp: &Path, path: &Path) -> Result<()> {
     if path.exists() {
         anyhow::bail!(
             "{}: already exists; refusing to overwrite a complete shard",

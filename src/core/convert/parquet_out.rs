@@ -26,7 +26,7 @@ use crate::core::data::parquet::{batches, open_checked};
 
 /// Sizes and names of the output.
 #[derive(Debug, Clone)]
-pub struct ShardOptions {
+pub(crate) struct ShardOptions {
     pub dir: PathBuf,
     /// File name prefix: the split (`train`).
     pub split: String,
@@ -35,7 +35,7 @@ pub struct ShardOptions {
 }
 
 /// Writes rows into shards.
-pub struct ShardWriter {
+pub(crate) struct ShardWriter {
     opts: ShardOptions,
     schema: SchemaRef,
     done: HashSet<String>,
@@ -120,7 +120,7 @@ impl RecordSink for ShardWriter {
 
 impl ShardWriter {
     /// Prepares `opts.dir`, reading the ids of shards a previous run completed.
-    pub fn open(opts: ShardOptions) -> Result<Self> {
+    pub(crate) fn open(opts: ShardOptions) -> Result<Self> {
         std::fs::create_dir_all(&opts.dir)
             .with_context(|| format!("{}: cannot create", opts.dir.display()))?;
         let mut done = HashSet::new();
@@ -217,7 +217,7 @@ impl ShardWriter {
 
     /// Writes what is pending, closes the last shard and names every shard
     /// `<split>-NNNNN-of-MMMMM.parquet`. Returns the shard paths.
-    pub fn finish_shards(mut self) -> Result<Vec<PathBuf>> {
+    pub(crate) fn finish_shards(mut self) -> Result<Vec<PathBuf>> {
         self.flush_row_group()?;
         self.close_shard()?;
         let shards = complete_shards(&self.opts.dir, &self.opts.split, "parquet")?;

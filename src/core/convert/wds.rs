@@ -19,7 +19,7 @@ use super::{Record, RecordSink, complete_shards, next_shard_number, publish_shar
 
 /// Sizes and names of the output.
 #[derive(Debug, Clone)]
-pub struct WdsOptions {
+pub(crate) struct WdsOptions {
     pub dir: PathBuf,
     /// File name prefix (`train` -> `train-000000.tar`).
     pub prefix: String,
@@ -30,7 +30,7 @@ pub struct WdsOptions {
 }
 
 /// Writes records into tar shards.
-pub struct WdsWriter {
+pub(crate) struct WdsWriter {
     opts: WdsOptions,
     done: HashSet<String>,
     next_shard: usize,
@@ -76,7 +76,7 @@ impl WdsOptions {
 
 impl WdsWriter {
     /// Prepares `opts.dir`, reading the ids in shards an earlier run completed.
-    pub fn open(opts: WdsOptions) -> Result<Self> {
+    pub(crate) fn open(opts: WdsOptions) -> Result<Self> {
         std::fs::create_dir_all(&opts.dir)
             .with_context(|| format!("{}: cannot create", opts.dir.display()))?;
         let shards = complete_shards(&opts.dir, &opts.prefix, opts.ext())?;

@@ -28,7 +28,7 @@ struct Group {
 
 /// Streams the records of the archive at `path`. A truncated or corrupt archive ends
 /// with an error naming the member it stopped at; records before it are delivered.
-pub fn read_archive(input: usize, path: &Path, batch_rows: usize, visit: Visit<'_>) -> Result<()> {
+pub(crate) fn read_archive(input: usize, path: &Path, batch_rows: usize, visit: Visit<'_>) -> Result<()> {
     let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let name = path.to_string_lossy();
     let reader: Box<dyn Read> = if name.ends_with(".zst") || name.ends_with(".tzst") {

@@ -157,7 +157,7 @@ impl ImageStructColumn {
 
 /// Converts one Arrow value to JSON for printing and filtering. Binary values become
 /// `{"bytes": length}`; types without a natural JSON form become their type name.
-pub fn json_value(array: &dyn Array, i: usize) -> Value {
+pub(crate) fn json_value(array: &dyn Array, i: usize) -> Value {
     if array.is_null(i) {
         return Value::Null;
     }

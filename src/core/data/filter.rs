@@ -25,7 +25,7 @@ use crate::core::error::{contain_panic, usage};
 /// so a clause that held for the first batch cannot fail on a later one because a
 /// column there happened to be all null or written as text.
 #[derive(Clone)]
-pub struct Filter {
+pub(crate) struct Filter {
     text: String,
     expr: Expr,
     /// The type each read column was given when first seen.
@@ -44,7 +44,7 @@ const FIXED: [&str; 5] = ["id", "caption", "source", "image", "row"];
 impl Filter {
     /// Compiles a SQL WHERE clause; a syntax error is a usage error (and so is a panic
     /// in the SQL compiler, which polars-sql has on some inputs).
-    pub fn parse(text: &str) -> Result<Self> {
+    pub(crate) fn parse(text: &str) -> Result<Self> {
         let expr = contain_panic("the SQL compiler", || {
             polars::sql::sql_expr(text).map_err(anyhow::Error::from)
         })
@@ -59,13 +59,13 @@ impl Filter {
     /// Evaluates the clause on the run's first batch before any row is used, fixing the
     /// types of the input's columns: a clause that reads a column the input lacks, or
     /// compares it with the wrong type, fails here as a usage error.
-    pub fn check(&self, first: &Batch) -> Result<()> {
+    pub(crate) fn check(&self, first: &Batch) -> Result<()> {
         self.mask(first).map(drop)
     }
 
     /// Which records of `batch` match. A reference to a column the input does not have
     /// (or any other evaluation error) is a usage error naming the available columns.
-    pub fn mask(&self, batch: &Batch) -> Result<Vec<bool>> {
+    pub(crate) fn mask(&self, batch: &Batch) -> Result<Vec<bool>> {
         let n = batch.len();
         let frame = self.frame(batch)?;
         let keep = contain_panic("the --filter evaluation", || {

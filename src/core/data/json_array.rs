@@ -4,7 +4,7 @@
 use std::io::{self, BufRead};
 
 /// Yields the raw bytes of each element of a top-level JSON array.
-pub struct JsonArrayElements<R> {
+pub(crate) struct JsonArrayElements<R> {
     reader: R,
     started: bool,
     done: bool,
@@ -13,7 +13,7 @@ pub struct JsonArrayElements<R> {
 }
 
 impl<R: BufRead> JsonArrayElements<R> {
-    pub fn new(reader: R) -> Self {
+    pub(crate) fn new(reader: R) -> Self {
         JsonArrayElements {
             reader,
             started: false,

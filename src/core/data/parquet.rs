@@ -110,14 +110,14 @@ fn check_row_group(
 }
 
 /// [`check_row_group`] for every row group, with the limit from `MT_MAX_ROW_GROUP_BYTES`.
-pub fn check_row_groups(path: &Path, file_bytes: u64, meta: &ParquetMetaData) -> Result<()> {
+pub(crate) fn check_row_groups(path: &Path, file_bytes: u64, meta: &ParquetMetaData) -> Result<()> {
     let limit = max_row_group_bytes();
     (0..meta.num_row_groups()).try_for_each(|rg| check_row_group(path, file_bytes, meta, rg, limit))
 }
 
 /// A reader of the parquet file `path` for callers that read it whole (mt's own outputs,
 /// shard ids), after [`check_row_groups`]; errors name the file.
-pub fn open_checked(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+pub(crate) fn open_checked(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let bytes = file.metadata()?.len();
     let builder = ParquetRecordBatchReaderBuilder::try_new(file)
@@ -129,7 +129,7 @@ pub fn open_checked(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>
 /// Builds the reader `builder` describes and returns its batches; a panic of the parquet
 /// crate on corrupt data (it has a few asserts and unchecked sums) becomes an error, of
 /// the build or of the last item.
-pub fn batches(
+pub(crate) fn batches(
     builder: ParquetRecordBatchReaderBuilder<File>,
 ) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
     let mut reader = contain_panic("the parquet reader", || Ok(builder.build()?))?;
@@ -339,7 +339,7 @@ fn hf_features(footer: &ParquetMetaData) -> Option<Value> {
 }
 
 /// Finds the role columns of a schema by name.
-pub fn find_roles(schema: &SchemaRef) -> Roles {
+pub(crate) fn find_roles(schema: &SchemaRef) -> Roles {
     let find = |names: &[&str]| names.iter().find_map(|n| schema.index_of(n).ok());
     Roles {
         id: find(ID_NAMES),

@@ -13,7 +13,7 @@ use crate::core::vqa::questions::Question;
 
 /// One line of the LLaVA answer JSONL.
 #[derive(Debug, Clone, Serialize)]
-pub struct AnswerLine {
+pub(crate) struct AnswerLine {
     pub question_id: Id,
     pub prompt: String,
     pub text: String,
@@ -26,19 +26,19 @@ pub struct AnswerLine {
 /// A batch's answers (keyed for a resumable output) and the questions that could not
 /// be answered, with why.
 #[derive(Debug, Default)]
-pub struct Answered {
+pub(crate) struct Answered {
     pub lines: Vec<(String, AnswerLine)>,
     pub failed: Vec<(Id, String)>,
 }
 
 /// The question as the model gets it: `<image>` removed, blanks trimmed.
-pub fn question_text(question: &str) -> String {
+pub(crate) fn question_text(question: &str) -> String {
     question.replace("<image>", "").trim().to_string()
 }
 
 /// A 22-character id in shortuuid's alphabet, like the reference's `answer_id`, but a
 /// function of the seed, model and question: reruns write the same bytes.
-pub fn answer_id(seed: u64, model: &str, id: &Id) -> String {
+pub(crate) fn answer_id(seed: u64, model: &str, id: &Id) -> String {
     const ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
     let high = keyed(seed, fnv1a(model), fnv1a(&id.to_string()));
     let mut n = (u128::from(high) << 64) | u128::from(mix64(high));
@@ -54,7 +54,7 @@ pub fn answer_id(seed: u64, model: &str, id: &Id) -> String {
 /// Answers `questions` in one batch. Unreadable images fail their question only;
 /// model errors fail the call. The model is asked for (`captioner()`, which may load
 /// it) only when some image could be read.
-pub fn answer<'a>(
+pub(crate) fn answer<'a>(
     captioner: &mut dyn FnMut() -> anyhow::Result<&'a Captioner>,
     questions: &[&Question],
     seed: u64,

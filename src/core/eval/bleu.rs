@@ -6,7 +6,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 /// NLTK smoothing: `method0` (none) or `method1` (epsilon 0.1 added to zero counts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Smoothing {
+pub(crate) enum Smoothing {
     None,
     Epsilon,
 }
@@ -15,7 +15,7 @@ pub enum Smoothing {
 /// smoothing_function)` for one reference. Orders up to `weights.len()`; no
 /// auto-reweighing. Zero unigram matches give 0; with no smoothing a zero higher-order
 /// count contributes `log(sys.float_info.min)`, as NLTK does.
-pub fn sentence_bleu(
+pub(crate) fn sentence_bleu(
     reference: &[&str],
     hypothesis: &[&str],
     weights: &[f64],
@@ -130,7 +130,7 @@ fn fsum(xs: &[f64]) -> f64 {
 /// torchmetrics `BLEUScore(n_gram=1)` on one prediction and one target, computed in
 /// float32 as torchmetrics does (its state tensors are float32), returned widened.
 /// Words are `str.split()` pieces; an empty string is no words.
-pub fn torchmetrics_bleu1(prediction: &[&str], target: &[&str]) -> f64 {
+pub(crate) fn torchmetrics_bleu1(prediction: &[&str], target: &[&str]) -> f64 {
     let pred = ngram_counts(prediction, 1);
     let tgt = ngram_counts(target, 1);
     let matched: usize = pred

@@ -13,7 +13,7 @@ use crate::core::vqa::Id;
 use crate::core::vqa::truth::Truth;
 
 /// The fields broken down when a benchmark has them, with their titles.
-pub const FIELDS: [(&str, &str); 5] = [
+pub(crate) const FIELDS: [(&str, &str); 5] = [
     ("modality", "Modality"),
     ("location", "Organ / location"),
     ("image_organ", "Organ"),
@@ -23,7 +23,7 @@ pub const FIELDS: [(&str, &str); 5] = [
 
 /// One value of a field.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Group {
+pub(crate) struct Group {
     pub value: String,
     pub open: usize,
     /// Mean recall of the open questions, in percent.
@@ -35,7 +35,7 @@ pub struct Group {
 
 /// The groups of one field, largest first.
 #[derive(Debug, Clone, Serialize)]
-pub struct Breakdown {
+pub(crate) struct Breakdown {
     pub field: String,
     pub title: String,
     pub groups: Vec<Group>,
@@ -43,7 +43,7 @@ pub struct Breakdown {
 
 /// An open question the model got (most) wrong.
 #[derive(Debug, Clone, Serialize)]
-pub struct Miss {
+pub(crate) struct Miss {
     pub id: Id,
     pub question: String,
     pub reference: String,
@@ -53,11 +53,11 @@ pub struct Miss {
 }
 
 /// One scored question: its truth, answer and `llava-med` row.
-pub type Scored<'a> = (&'a Truth, &'a Answer, &'a RowScore);
+pub(crate) type Scored<'a> = (&'a Truth, &'a Answer, &'a RowScore);
 
 /// Pairs each row score with its truth and answer (rows are scored from `pairs`, in
 /// order, skipping answer types the scorer ignores).
-pub fn scored<'a>(pairs: &'a [(Truth, Answer)], rows: &'a [RowScore]) -> Vec<Scored<'a>> {
+pub(crate) fn scored<'a>(pairs: &'a [(Truth, Answer)], rows: &'a [RowScore]) -> Vec<Scored<'a>> {
     let mut rows = rows.iter().peekable();
     pairs
         .iter()
@@ -69,7 +69,7 @@ pub fn scored<'a>(pairs: &'a [(Truth, Answer)], rows: &'a [RowScore]) -> Vec<Sco
 }
 
 /// The breakdown by answer type, then by every field in [`FIELDS`] that some question has.
-pub fn breakdowns(scored: &[Scored]) -> Vec<Breakdown> {
+pub(crate) fn breakdowns(scored: &[Scored]) -> Vec<Breakdown> {
     let mut out = vec![Breakdown {
         field: "answer_type".into(),
         title: "Answer type".into(),
@@ -89,7 +89,7 @@ pub fn breakdowns(scored: &[Scored]) -> Vec<Breakdown> {
 }
 
 /// The `n` open answers with the lowest recall (then F1, then id).
-pub fn worst_open(scored: &[Scored], n: usize) -> Vec<Miss> {
+pub(crate) fn worst_open(scored: &[Scored], n: usize) -> Vec<Miss> {
     let mut open: Vec<&Scored> = scored
         .iter()
         .filter(|(_, _, r)| r.exact_match.is_some())

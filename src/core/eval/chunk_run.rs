@@ -24,7 +24,7 @@ use crate::core::vqa::questions::Question;
 
 /// What answering a chunk did.
 #[derive(Debug, Default)]
-pub struct ChunkOutcome {
+pub(crate) struct ChunkOutcome {
     /// Answered by this call.
     pub answered: usize,
     /// Already in the answer file.
@@ -36,7 +36,7 @@ pub struct ChunkOutcome {
 }
 
 /// How to answer.
-pub struct ChunkJob<'a, 'm> {
+pub(crate) struct ChunkJob<'a, 'm> {
     /// The model, loaded on first use: a chunk with nothing left to answer loads none.
     pub captioner: &'a mut dyn FnMut() -> Result<&'m Captioner>,
     pub batch_size: usize,
@@ -48,7 +48,7 @@ pub struct ChunkJob<'a, 'm> {
 /// Answers the questions of `chunk` (of all `questions`) not yet in its answer file
 /// under the run directory `root`; `failures.json` in the chunk folder lists the
 /// questions that could not be answered this time.
-pub fn answer_chunk(
+pub(crate) fn answer_chunk(
     root: &Path,
     chunk: Chunk,
     questions: &[Question],
@@ -92,7 +92,7 @@ pub fn answer_chunk(
 
 /// Failed questions as (id, message) pairs: the form of `failures.json` in a chunk
 /// folder, which [`merge`] reads back.
-pub fn failure_list(failed: &[(Id, String)]) -> Vec<(String, String)> {
+pub(crate) fn failure_list(failed: &[(Id, String)]) -> Vec<(String, String)> {
     failed
         .iter()
         .map(|(id, e)| (id.to_string(), format!("question {id}: {e}")))
@@ -101,7 +101,7 @@ pub fn failure_list(failed: &[(Id, String)]) -> Vec<(String, String)> {
 
 /// The chunks merged.
 #[derive(Debug, Default)]
-pub struct Merged {
+pub(crate) struct Merged {
     /// One answer per answered question, in question order.
     pub answers: Vec<Answer>,
     /// Questions without an answer, with why (the message a chunk recorded, if any).
@@ -110,7 +110,7 @@ pub struct Merged {
 
 /// Reads every chunk's answers, writes `root/answers.jsonl` (the LLaVA answer lines,
 /// in question order) and returns the answers.
-pub fn merge(root: &Path, chunks: usize, questions: &[Question]) -> Result<Merged> {
+pub(crate) fn merge(root: &Path, chunks: usize, questions: &[Question]) -> Result<Merged> {
     let mut lines: HashMap<String, (Value, String)> = HashMap::new();
     let mut reasons: HashMap<String, String> = HashMap::new();
     for chunk in Chunk::all(chunks) {
@@ -143,7 +143,7 @@ pub fn merge(root: &Path, chunks: usize, questions: &[Question]) -> Result<Merge
 }
 
 /// How many questions of `chunk` its answer file under `root` still lacks.
-pub fn unanswered(root: &Path, chunk: Chunk, questions: &[Question]) -> Result<usize> {
+pub(crate) fn unanswered(root: &Path, chunk: Chunk, questions: &[Question]) -> Result<usize> {
     let mut lines = HashMap::new();
     read_lines(&chunk.answers(root), &mut lines)?;
     Ok(questions[chunk.range(questions.len())]
@@ -153,7 +153,7 @@ pub fn unanswered(root: &Path, chunk: Chunk, questions: &[Question]) -> Result<u
 }
 
 /// Complete lines in a chunk's answer file: its progress (0 when there is none yet).
-pub fn answered_in(path: &Path) -> usize {
+pub(crate) fn answered_in(path: &Path) -> usize {
     std::fs::read(path).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count())
 }
 

@@ -55,7 +55,7 @@ impl std::fmt::Display for Chunk {
 }
 
 /// The run directory a chunk folder (from [`Chunk::dir`]) belongs to.
-pub fn root_of(chunk_dir: &Path) -> &Path {
+pub(crate) fn root_of(chunk_dir: &Path) -> &Path {
     chunk_dir
         .parent()
         .and_then(Path::parent)

@@ -16,11 +16,11 @@ use crate::core::hash::hex;
 use crate::core::vqa::questions::{Question, QuestionImage};
 
 /// The file name in the run directory.
-pub const FILE: &str = "eval.json";
+pub(crate) const FILE: &str = "eval.json";
 
 /// Decoding settings that change answers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Decoding {
+pub(crate) struct Decoding {
     pub max_new_tokens: usize,
     pub temperature: f64,
     pub top_p: f64,
@@ -31,7 +31,7 @@ impl Decoding {
     /// The reference's eval decoding (model_vqa.py via run_med_datasets_eval_batch.py):
     /// sampling at temperature 0.1 with `top_p=None` (no nucleus), and transformers'
     /// top-k: the checkpoint's `generation_config.json` `top_k`, else 50.
-    pub fn reference(checkpoint: &Path, max_new_tokens: usize) -> Decoding {
+    pub(crate) fn reference(checkpoint: &Path, max_new_tokens: usize) -> Decoding {
         let top_k = std::fs::read_to_string(checkpoint.join("generation_config.json"))
             .ok()
             .and_then(|t| serde_json::from_str::<Value>(&t).ok())
@@ -46,7 +46,7 @@ impl Decoding {
     }
 
     /// In words, for reports.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut text = if self.temperature == 0.0 {
             "greedy".to_string()
         } else {
@@ -64,11 +64,11 @@ impl Decoding {
 
 /// The format of `eval.json`: 2 added the content identity of the checkpoint and of the
 /// questions (1, without a `version` field, kept the checkpoint's path and the ids).
-pub const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 2;
 
 /// One benchmark run's plan.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub version: u32,
     pub bench: String,
     pub split: String,
@@ -91,7 +91,7 @@ pub struct Plan {
 /// SHA-256 digests (first 16 hex digits) of every question's parts, in order: a rerun
 /// with edited questions is told which part changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QuestionDigests {
+pub(crate) struct QuestionDigests {
     pub ids: String,
     pub text: String,
     pub answers: String,
@@ -111,7 +111,7 @@ const QUESTION_PARTS: [(&str, &str); 5] = [
 
 impl QuestionDigests {
     /// Digests `questions` in order.
-    pub fn of(questions: &[Question]) -> Self {
+    pub(crate) fn of(questions: &[Question]) -> Self {
         let digest = |part: &dyn Fn(&Question) -> String| {
             let mut h = Sha256::new();
             for q in questions {
@@ -142,7 +142,7 @@ fn json(value: &impl Serialize) -> String {
 }
 
 /// The plan a run directory already has, if it has a readable one of this format.
-pub fn previous(root: &Path) -> Option<Plan> {
+pub(crate) fn previous(root: &Path) -> Option<Plan> {
     let text = std::fs::read_to_string(root.join(FILE)).ok()?;
     serde_json::from_str(&text).ok()
 }
@@ -150,7 +150,7 @@ pub fn previous(root: &Path) -> Option<Plan> {
 impl Plan {
     /// Writes the plan into the run directory `root`, or checks it against the plan
     /// already there (a usage error names the first setting that differs).
-    pub fn check_or_write(&self, root: &Path) -> Result<()> {
+    pub(crate) fn check_or_write(&self, root: &Path) -> Result<()> {
         let path = root.join(FILE);
         let ours = serde_json::to_value(self)?;
         let Ok(text) = std::fs::read_to_string(&path) else {

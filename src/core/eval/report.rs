@@ -10,7 +10,7 @@ type Line = (&'static str, Option<f64>, Option<f64>);
 
 /// The `llava-med` scores as a table; with `bench`, the paper's open (recall) and
 /// closed (yes/no accuracy) numbers sit beside ours.
-pub fn llava_med_table(s: &llava_med::Scores, bench: Option<Bench>) -> String {
+pub(crate) fn llava_med_table(s: &llava_med::Scores, bench: Option<Bench>) -> String {
     let (open, closed) = bench.map(Bench::paper).unzip();
     let lines = llava_med_metrics(s).map(|(name, ours)| {
         let paper = match name {
@@ -42,7 +42,7 @@ pub fn llava_med_table(s: &llava_med::Scores, bench: Option<Bench>) -> String {
 
 /// The `multimedeval` scores as a table (the paper used the llava-med scorer, so no
 /// paper column).
-pub fn multimedeval_table(s: &multimedeval::Scores) -> String {
+pub(crate) fn multimedeval_table(s: &multimedeval::Scores) -> String {
     let lines = multimedeval_metrics(s).map(|(name, ours)| (name, ours, None));
     let mut out = table(&lines, None);
     let _ = writeln!(
@@ -104,7 +104,7 @@ fn table(lines: &[Line], bench: Option<Bench>) -> String {
 }
 
 /// What `report.md` describes besides the scores.
-pub struct ReportHeader<'a> {
+pub(crate) struct ReportHeader<'a> {
     pub bench: Bench,
     pub split: &'a str,
     pub model: &'a str,
@@ -117,7 +117,7 @@ pub struct ReportHeader<'a> {
 
 /// `report.md`: the paper's two numbers beside ours, every metric of both scorers, the
 /// breakdowns and the worst open answers.
-pub fn markdown(
+pub(crate) fn markdown(
     h: &ReportHeader,
     s: &llava_med::Scores,
     m: &multimedeval::Scores,

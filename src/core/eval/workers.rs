@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use super::chunks::Chunk;
 
 /// Starts every command, then waits for all; returns each chunk's exit status.
-pub fn run_all(
+pub(crate) fn run_all(
     commands: Vec<(Chunk, Command)>,
     on_poll: &mut dyn FnMut(),
 ) -> Result<Vec<(Chunk, ExitStatus)>> {

@@ -13,7 +13,7 @@ use crate::core::hash::hex;
 
 /// An incremental hash matching one kind of Hub etag.
 #[derive(Clone)]
-pub enum ContentHash {
+pub(crate) enum ContentHash {
     Sha256(Sha256),
     GitBlob(Sha1),
 }
@@ -21,7 +21,7 @@ pub enum ContentHash {
 impl ContentHash {
     /// The hash that names `etag` (64 hex: sha256; 40 hex: git blob id of a `size`-byte
     /// file); `None` for an etag of another shape.
-    pub fn for_etag(etag: &str, size: u64) -> Option<Self> {
+    pub(crate) fn for_etag(etag: &str, size: u64) -> Option<Self> {
         if !etag.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
@@ -36,7 +36,7 @@ impl ContentHash {
         }
     }
 
-    pub fn update(&mut self, bytes: &[u8]) {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
         match self {
             Self::Sha256(h) => h.update(bytes),
             Self::GitBlob(h) => h.update(bytes),
@@ -44,7 +44,7 @@ impl ContentHash {
     }
 
     /// Lower-case hex of the digest.
-    pub fn finish(self) -> String {
+    pub(crate) fn finish(self) -> String {
         match self {
             Self::Sha256(h) => hex(&h.finalize()),
             Self::GitBlob(h) => hex(&h.finalize()),
@@ -52,7 +52,7 @@ impl ContentHash {
     }
 
     /// Feeds the first `len` bytes of `file` (from its start) into the hash.
-    pub fn update_from(&mut self, file: &mut File, len: u64, path: &Path) -> Result<()> {
+    pub(crate) fn update_from(&mut self, file: &mut File, len: u64, path: &Path) -> Result<()> {
         let mut buf = vec![0u8; 1 << 20];
         let mut left = len;
         let mut reader = file.take(len);
@@ -71,7 +71,7 @@ impl ContentHash {
 }
 
 /// Whether the file at `path` hashes to `etag`; `None` when `etag` is not a hash.
-pub fn file_matches(path: &Path, etag: &str) -> Result<Option<bool>> {
+pub(crate) fn file_matches(path: &Path, etag: &str) -> Result<Option<bool>> {
     let mut file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let size = file.metadata()?.len();
     let Some(mut hash) = ContentHash::for_etag(etag, size) else {

@@ -22,7 +22,7 @@ use super::transfer::fetch;
 use crate::core::progress;
 
 /// What to fetch.
-pub struct Request {
+pub(crate) struct Request {
     pub repo: RepoRef,
     pub revision: String,
     /// Exact paths (empty: everything the selection wants).
@@ -37,13 +37,13 @@ pub struct Request {
 
 /// A file and what is on disk for it.
 #[derive(Debug, Clone)]
-pub struct Planned {
+pub(crate) struct Planned {
     pub file: RemoteFile,
     pub presence: Presence,
 }
 
 /// The resolved commit and the selected files.
-pub struct Plan {
+pub(crate) struct Plan {
     pub commit: String,
     pub files: Vec<Planned>,
     /// Requested paths the repository does not have at `commit`.
@@ -52,7 +52,7 @@ pub struct Plan {
 
 /// Lists the repository at the commit `revision` points at (through the Hub, or from
 /// disk when `client` is `None`: offline) and selects the files.
-pub fn plan(client: Option<&Client>, req: &Request) -> Result<Plan> {
+pub(crate) fn plan(client: Option<&Client>, req: &Request) -> Result<Plan> {
     let (commit, listing, absent) = match client {
         Some(client) => {
             let api = Api {
@@ -190,7 +190,7 @@ fn under_path(files: Vec<RemoteFile>, path: Option<&str>) -> Vec<RemoteFile> {
 /// How one file ended.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum FileOutcome {
+pub(crate) enum FileOutcome {
     /// Fetched (`resumed_from` bytes were kept from an earlier run).
     Downloaded {
         received: u64,
@@ -207,7 +207,7 @@ pub enum FileOutcome {
 
 /// One file's line in the report.
 #[derive(Debug, Clone, Serialize)]
-pub struct FileReport {
+pub(crate) struct FileReport {
     pub path: String,
     pub size: u64,
     #[serde(flatten)]
@@ -216,7 +216,7 @@ pub struct FileReport {
 
 /// Everything a download did.
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub repo: String,
     pub revision: String,
     pub commit: String,
@@ -275,7 +275,7 @@ impl Report {
     }
 
     /// `(path, error)` of every failed file.
-    pub fn failures(&self) -> Vec<(String, String)> {
+    pub(crate) fn failures(&self) -> Vec<(String, String)> {
         self.details
             .iter()
             .filter_map(|d| match &d.outcome {
@@ -309,7 +309,7 @@ fn absent_reports(plan: &Plan) -> Vec<FileReport> {
 
 /// Fetches every file of `plan` that is not complete yet (offline: reports them as
 /// failed) on up to `req.max_workers` threads.
-pub fn execute(client: Option<&Client>, req: &Request, plan: &Plan) -> Report {
+pub(crate) fn execute(client: Option<&Client>, req: &Request, plan: &Plan) -> Report {
     let started = Instant::now();
     let mut todo: Vec<&Planned> = plan.files.iter().collect();
     todo.sort_by(|a, b| {
@@ -496,7 +496,7 @@ fn short_name(path: &str) -> String {
 
 /// Re-hashes every selected file that is on disk (`--verify`); files that do not match
 /// are forgotten so the next download fetches them again.
-pub fn verify(req: &Request, plan: &Plan) -> Report {
+pub(crate) fn verify(req: &Request, plan: &Plan) -> Report {
     let started = Instant::now();
     let mut details = in_parallel(&plan.files, req.max_workers.min(64), |item| {
         report_of(&item.file, verify_one(req, plan, &item.file))

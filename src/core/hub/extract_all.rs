@@ -14,14 +14,14 @@ use crate::core::data::parquet::ParquetShard;
 use crate::core::progress;
 
 /// The manifest column naming each image.
-pub const FILE_NAME_COLUMN: &str = "file_name";
+pub(crate) const FILE_NAME_COLUMN: &str = "file_name";
 
 /// How many names of each list the report carries (the run directory gets them all).
 const SAMPLE: usize = 20;
 
 /// What the extraction did.
 #[derive(Debug, Default, Serialize)]
-pub struct Unpacked {
+pub(crate) struct Unpacked {
     pub dest: PathBuf,
     pub shards: usize,
     pub extracted: usize,
@@ -39,7 +39,7 @@ pub struct Unpacked {
 
 /// The manifest check in numbers, with the first names of each list.
 #[derive(Debug, Serialize)]
-pub struct ManifestSummary {
+pub(crate) struct ManifestSummary {
     pub manifests: usize,
     pub expected: u64,
     pub present: u64,
@@ -50,7 +50,7 @@ pub struct ManifestSummary {
 }
 
 /// Whether `path` names a tar image shard.
-pub fn is_shard(path: &str) -> bool {
+pub(crate) fn is_shard(path: &str) -> bool {
     [".tar.zst", ".tzst", ".tar"]
         .iter()
         .any(|e| path.ends_with(e))
@@ -59,7 +59,7 @@ pub fn is_shard(path: &str) -> bool {
 /// Extracts the shards among `files` into `dest` on up to `workers` threads, then
 /// checks the manifests among them; the full manifest check comes back beside the
 /// summary.
-pub fn unpack(
+pub(crate) fn unpack(
     files: &[PathBuf],
     dest: &Path,
     workers: usize,

@@ -19,7 +19,7 @@ use super::repo::{RepoRef, is_commit};
 
 /// The on-disk destination of one download.
 #[derive(Debug, Clone)]
-pub enum Layout {
+pub(crate) enum Layout {
     Cache {
         /// `<cache>/<kind>s--org--name`.
         repo_dir: PathBuf,
@@ -33,7 +33,7 @@ pub enum Layout {
 
 /// How much of a file is already here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Presence {
+pub(crate) enum Presence {
     /// Complete and in place.
     Complete,
     /// The blob is in the cache (another revision had it): only the link is missing.
@@ -45,7 +45,7 @@ pub enum Presence {
 
 impl Layout {
     /// The shared cache under `cache_dir`.
-    pub fn cache(cache_dir: &Path, repo: &RepoRef) -> Self {
+    pub(crate) fn cache(cache_dir: &Path, repo: &RepoRef) -> Self {
         let folder = repo.folder_name();
         Self::Cache {
             repo_dir: cache_dir.join(&folder),
@@ -62,7 +62,7 @@ impl Layout {
     }
 
     /// Where the user finds the files of `commit`: the snapshot folder or the local dir.
-    pub fn root(&self, commit: &str) -> PathBuf {
+    pub(crate) fn root(&self, commit: &str) -> PathBuf {
         match self {
             Self::Cache { repo_dir, .. } => repo_dir.join("snapshots").join(commit),
             Self::LocalDir { root } => root.clone(),
@@ -70,7 +70,7 @@ impl Layout {
     }
 
     /// The final path of `file`.
-    pub fn file_path(&self, commit: &str, file: &RemoteFile) -> PathBuf {
+    pub(crate) fn file_path(&self, commit: &str, file: &RemoteFile) -> PathBuf {
         self.root(commit).join(&file.path)
     }
 
@@ -82,7 +82,7 @@ impl Layout {
     }
 
     /// The partial download of `file` (kept across runs and resumed).
-    pub fn partial_path(&self, file: &RemoteFile) -> PathBuf {
+    pub(crate) fn partial_path(&self, file: &RemoteFile) -> PathBuf {
         match self {
             Self::Cache { repo_dir, .. } => repo_dir
                 .join("blobs")
@@ -94,7 +94,7 @@ impl Layout {
     }
 
     /// The lock file guarding `file` against a second process.
-    pub fn lock_path(&self, file: &RemoteFile) -> PathBuf {
+    pub(crate) fn lock_path(&self, file: &RemoteFile) -> PathBuf {
         match self {
             Self::Cache { locks_dir, .. } => locks_dir.join(format!("{}.lock", file.etag())),
             Self::LocalDir { root } => Self::download_dir(root).join(format!("{}.lock", file.path)),
@@ -106,7 +106,7 @@ impl Layout {
     }
 
     /// What is already on disk for `file` at `commit`.
-    pub fn presence(&self, commit: &str, file: &RemoteFile) -> Presence {
+    pub(crate) fn presence(&self, commit: &str, file: &RemoteFile) -> Presence {
         let final_path = self.file_path(commit, file);
         let complete = match self {
             Self::Cache { .. } => fs::metadata(&final_path).is_ok_and(|m| m.len() == file.size),
@@ -131,7 +131,7 @@ impl Layout {
     }
 
     /// Moves a finished, verified partial into place and records it.
-    pub fn finish(&self, commit: &str, file: &RemoteFile, partial: &Path) -> Result<()> {
+    pub(crate) fn finish(&self, commit: &str, file: &RemoteFile, partial: &Path) -> Result<()> {
         match self {
             Self::Cache { .. } => {
                 let blob = self.blob_path(file.etag()).expect("cache layout");
@@ -151,7 +151,7 @@ impl Layout {
 
     /// Points the snapshot path of `file` at its blob (cache), or writes its metadata
     /// for a file already in place (local dir).
-    pub fn link(&self, commit: &str, file: &RemoteFile) -> Result<()> {
+    pub(crate) fn link(&self, commit: &str, file: &RemoteFile) -> Result<()> {
         match self {
             Self::Cache { .. } => {
                 let link = self.file_path(commit, file);
@@ -177,7 +177,7 @@ impl Layout {
 
     /// Brings the records of a complete file up to `commit`: a local dir's metadata
     /// names the commit the file was last confirmed at, as huggingface_hub keeps it.
-    pub fn refresh(&self, commit: &str, file: &RemoteFile) -> Result<()> {
+    pub(crate) fn refresh(&self, commit: &str, file: &RemoteFile) -> Result<()> {
         if let Self::LocalDir { root } = self
             && read_metadata(&Self::metadata_path(root, &file.path))
                 .is_some_and(|m| m.commit != commit)
@@ -207,7 +207,7 @@ impl Layout {
     }
 
     /// Records that `revision` points at `commit` (nothing for a commit id itself).
-    pub fn write_ref(&self, revision: &str, commit: &str) -> Result<()> {
+    pub(crate) fn write_ref(&self, revision: &str, commit: &str) -> Result<()> {
         if let Self::Cache { repo_dir, .. } = self
             && !is_commit(revision)
         {
@@ -221,7 +221,7 @@ impl Layout {
     /// Records that `path` does not exist at `commit` (cache only), as huggingface_hub
     /// does so that later lookups need no request; a marker that cannot be written (a
     /// folder in the way) is only a warning.
-    pub fn mark_missing(&self, commit: &str, path: &str) {
+    pub(crate) fn mark_missing(&self, commit: &str, path: &str) {
         if let Self::Cache { repo_dir, .. } = self {
             let marker = repo_dir.join(".no_exist").join(commit).join(path);
             let made = create_parent(&marker).and_then(|_| {
@@ -236,7 +236,7 @@ impl Layout {
     }
 
     /// The commit `revision` points at according to what is on disk (offline use).
-    pub fn local_commit(&self, revision: &str) -> Option<String> {
+    pub(crate) fn local_commit(&self, revision: &str) -> Option<String> {
         if is_commit(revision) {
             return Some(revision.to_string());
         }
@@ -257,7 +257,7 @@ impl Layout {
 
     /// The files on disk for `commit`, as the listing would give them (offline use and
     /// `--verify`): path, size and etag; the git oid is the etag for git files.
-    pub fn local_listing(&self, commit: &str) -> Result<Vec<RemoteFile>> {
+    pub(crate) fn local_listing(&self, commit: &str) -> Result<Vec<RemoteFile>> {
         let mut files = Vec::new();
         match self {
             Self::Cache { .. } => {
@@ -304,7 +304,7 @@ impl Layout {
 
     /// Forgets a file that failed verification, so the next download fetches it again:
     /// the cache drops the blob, a local dir drops the metadata (the file stays).
-    pub fn forget(&self, file: &RemoteFile) -> Result<()> {
+    pub(crate) fn forget(&self, file: &RemoteFile) -> Result<()> {
         let path = match self {
             Self::Cache { .. } => self.blob_path(file.etag()).expect("cache layout"),
             Self::LocalDir { root } => Self::metadata_path(root, &file.path),
@@ -370,7 +370,7 @@ fn write_shared(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Creates the parent folder of `path`.
-pub fn create_parent(path: &Path) -> Result<()> {
+pub(crate) fn create_parent(path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;

@@ -9,13 +9,13 @@ use super::api::RemoteFile;
 
 /// A compiled `fnmatch` pattern.
 #[derive(Debug, Clone)]
-pub struct Pattern {
+pub(crate) struct Pattern {
     regex: Regex,
 }
 
 impl Pattern {
     /// Compiles `pattern` the way `fnmatch.translate` does.
-    pub fn new(pattern: &str) -> Result<Self> {
+    pub(crate) fn new(pattern: &str) -> Result<Self> {
         let pattern = pattern.replace('\\', "/");
         let text = if pattern.ends_with('/') {
             format!("{pattern}*")
@@ -29,7 +29,7 @@ impl Pattern {
         }
     }
 
-    pub fn matches(&self, path: &str) -> bool {
+    pub(crate) fn matches(&self, path: &str) -> bool {
         if path.contains('\\') {
             self.regex.is_match(&path.replace('\\', "/"))
         } else {
@@ -114,7 +114,7 @@ fn class(body: &[char]) -> String {
 
 /// `--include` / `--exclude`, within a config's file set (`--config`).
 #[derive(Debug, Clone, Default)]
-pub struct Selection {
+pub(crate) struct Selection {
     /// A config's folders: when set, only files under them.
     scope: Vec<Pattern>,
     include: Vec<Pattern>,
@@ -122,7 +122,7 @@ pub struct Selection {
 }
 
 impl Selection {
-    pub fn new(scope: &[String], include: &[String], exclude: &[String]) -> Result<Self> {
+    pub(crate) fn new(scope: &[String], include: &[String], exclude: &[String]) -> Result<Self> {
         let compile = |list: &[String]| {
             list.iter()
                 .map(|p| Pattern::new(p))
@@ -137,7 +137,7 @@ impl Selection {
 
     /// Whether `path` is wanted: inside the scope (if any), matched by some include (or
     /// there are none) and by no exclude.
-    pub fn wants(&self, path: &str) -> bool {
+    pub(crate) fn wants(&self, path: &str) -> bool {
         let any = |list: &[Pattern]| list.iter().any(|p| p.matches(path));
         (self.scope.is_empty() || any(&self.scope))
             && (self.include.is_empty() || any(&self.include))
@@ -145,7 +145,7 @@ impl Selection {
     }
 
     /// The wanted files of `files`, in their order.
-    pub fn apply(&self, files: Vec<RemoteFile>) -> Vec<RemoteFile> {
+    pub(crate) fn apply(&self, files: Vec<RemoteFile>) -> Vec<RemoteFile> {
         files.into_iter().filter(|f| self.wants(&f.path)).collect()
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 
 /// The public Hub.
-pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
+pub(crate) const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
 /// An access token. Its `Debug`/`Display` never show the value, so it cannot leak
 /// into logs, run.json or error messages by accident.
@@ -35,7 +35,7 @@ impl fmt::Debug for Token {
 
 /// Everything the client reads from the environment.
 #[derive(Debug, Clone)]
-pub struct HubSettings {
+pub(crate) struct HubSettings {
     /// Base URL without a trailing slash.
     pub endpoint: String,
     /// The hub cache (`$HF_HUB_CACHE`, default `$HF_HOME/hub`).
@@ -47,12 +47,12 @@ pub struct HubSettings {
 
 impl HubSettings {
     /// Reads the process environment; `token` is the `--token` flag.
-    pub fn from_env(token: Option<String>) -> Result<Self> {
+    pub(crate) fn from_env(token: Option<String>) -> Result<Self> {
         Self::from_vars(token, |k| std::env::var(k).ok().filter(|v| !v.is_empty()))
     }
 
     /// Like [`Self::from_env`] with `var` standing in for the environment.
-    pub fn from_vars(token: Option<String>, var: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    pub(crate) fn from_vars(token: Option<String>, var: impl Fn(&str) -> Option<String>) -> Result<Self> {
         let home_dir = || var("HOME").map(PathBuf::from);
         let hf_home = match var("HF_HOME") {
             Some(h) => expand_tilde(&h, home_dir()),

@@ -16,7 +16,7 @@ use super::http::{Client, Follow, HttpError, header};
 
 /// What one [`fetch`] did.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Fetched {
+pub(crate) struct Fetched {
     /// Body bytes received in this run.
     pub received: u64,
     /// Bytes a previous run had left, that were kept.
@@ -99,7 +99,7 @@ enum Interrupted {
 /// Downloads `remote` from `url` into `partial_path` until it holds exactly the listed
 /// bytes; `on_position` sees the file position after every chunk (it can go back to 0
 /// when the file restarts). The caller moves the partial into place afterwards.
-pub fn fetch(
+pub(crate) fn fetch(
     client: &Client,
     url: &str,
     remote: &RemoteFile,

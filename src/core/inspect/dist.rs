@@ -9,7 +9,7 @@ const DENSE: usize = 1 << 16;
 
 /// A distribution of non-negative integers.
 #[derive(Debug, Clone, Default)]
-pub struct Dist {
+pub(crate) struct Dist {
     dense: Vec<u64>,
     sparse: BTreeMap<u64, u64>,
     count: u64,
@@ -20,7 +20,7 @@ pub struct Dist {
 
 /// Summary statistics of a [`Dist`].
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct DistSummary {
+pub(crate) struct DistSummary {
     pub count: u64,
     pub min: u64,
     pub mean: f64,
@@ -32,7 +32,7 @@ pub struct DistSummary {
 
 /// One histogram bin: values in `lo..hi` (the last bin includes `hi`).
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Bin {
+pub(crate) struct Bin {
     pub lo: u64,
     pub hi: u64,
     pub count: u64,
@@ -50,7 +50,7 @@ fn bucket(v: u64) -> u64 {
 impl Dist {
     /// Adds one value.
     #[inline]
-    pub fn add(&mut self, v: u64) {
+    pub(crate) fn add(&mut self, v: u64) {
         if (v as usize) < DENSE {
             if self.dense.len() <= v as usize {
                 self.dense
@@ -69,7 +69,7 @@ impl Dist {
     }
 
     /// Adds everything in `other`.
-    pub fn merge(&mut self, other: &Dist) {
+    pub(crate) fn merge(&mut self, other: &Dist) {
         if other.count == 0 {
             return;
         }
@@ -103,7 +103,7 @@ impl Dist {
     }
 
     /// The smallest value with at least `q` of the values at or below it (nearest rank).
-    pub fn quantile(&self, q: f64) -> u64 {
+    pub(crate) fn quantile(&self, q: f64) -> u64 {
         if self.count == 0 {
             return 0;
         }
@@ -119,7 +119,7 @@ impl Dist {
     }
 
     /// About `bins` equal-width bins with round edges covering min..=max.
-    pub fn histogram(&self, bins: usize) -> Vec<Bin> {
+    pub(crate) fn histogram(&self, bins: usize) -> Vec<Bin> {
         if self.count == 0 {
             return Vec::new();
         }
@@ -141,7 +141,7 @@ impl Dist {
     }
 
     /// The summary with a histogram of about `bins` bins.
-    pub fn summary(&self, bins: usize) -> DistSummary {
+    pub(crate) fn summary(&self, bins: usize) -> DistSummary {
         DistSummary {
             count: self.count,
             min: self.min,
@@ -174,7 +174,7 @@ fn nice_width(raw: f64) -> u64 {
 
 /// Value counts that stop tracking new values past a cap (counted as `untracked`).
 #[derive(Debug, Clone)]
-pub struct Counter {
+pub(crate) struct Counter {
     counts: HashMap<String, u64>,
     cap: usize,
     untracked: u64,
@@ -182,14 +182,14 @@ pub struct Counter {
 
 /// One value and how often it occurred.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ValueCount {
+pub(crate) struct ValueCount {
     pub value: String,
     pub count: u64,
 }
 
 /// The most common values of a [`Counter`].
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct CounterSummary {
+pub(crate) struct CounterSummary {
     pub distinct: usize,
     pub top: Vec<ValueCount>,
     /// Occurrences of values first seen after the cap was reached.
@@ -198,7 +198,7 @@ pub struct CounterSummary {
 
 impl Counter {
     /// Tracks at most `cap` distinct values.
-    pub fn new(cap: usize) -> Self {
+    pub(crate) fn new(cap: usize) -> Self {
         Counter {
             counts: HashMap::new(),
             cap,
@@ -208,7 +208,7 @@ impl Counter {
 
     /// Counts one occurrence of `value`.
     #[inline]
-    pub fn add(&mut self, value: &str) {
+    pub(crate) fn add(&mut self, value: &str) {
         self.add_n(value, 1);
     }
 
@@ -223,7 +223,7 @@ impl Counter {
     }
 
     /// Adds everything in `other`.
-    pub fn merge(&mut self, other: &Counter) {
+    pub(crate) fn merge(&mut self, other: &Counter) {
         let mut items: Vec<_> = other.counts.iter().collect();
         items.sort();
         for (v, c) in items {
@@ -234,12 +234,12 @@ impl Counter {
 
     /// Total occurrences.
     #[cfg(test)]
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.counts.values().sum::<u64>() + self.untracked
     }
 
     /// The `k` most common values (ties by value).
-    pub fn summary(&self, k: usize) -> CounterSummary {
+    pub(crate) fn summary(&self, k: usize) -> CounterSummary {
         let mut all: Vec<_> = self
             .counts
             .iter()

@@ -16,14 +16,14 @@ use anyhow::Result;
 use crate::core::data::filter::Filter;
 use crate::core::data::{Dataset, Flow, ReadOptions, Role, Sample, Unit};
 use crate::core::progress;
-pub use tally::{Tally, TallyOptions};
+pub(crate) use tally::{Tally, TallyOptions};
 
 /// Errors met while reading, as (input index, message).
-pub type InputErrors = Vec<(usize, String)>;
+pub(crate) type InputErrors = Vec<(usize, String)>;
 
 /// Everything `inspect` needs to know.
 #[derive(Debug, Clone)]
-pub struct InspectOptions {
+pub(crate) struct InspectOptions {
     pub read: ReadOptions,
     pub tally: TallyOptions,
     pub filter: Option<Filter>,
@@ -32,7 +32,7 @@ pub struct InspectOptions {
 
 /// Parquet inputs with no image column, as failures: image statistics were asked for,
 /// so a captions-only table is most likely the wrong file.
-pub fn shards_without_images(dataset: &Dataset) -> Vec<(usize, anyhow::Error)> {
+pub(crate) fn shards_without_images(dataset: &Dataset) -> Vec<(usize, anyhow::Error)> {
     let msg = "no image column (expected `image` or `file_name`); use --no-images or --columns for the rest";
     (dataset.shards.iter().enumerate())
         .filter_map(|(i, s)| {
@@ -47,7 +47,7 @@ pub fn shards_without_images(dataset: &Dataset) -> Vec<(usize, anyhow::Error)> {
 /// Inspects every unit of `dataset`; `open_failures` are inputs that could not be opened.
 /// Returns the merged tally (build the report from it) — errors are only fatal ones
 /// (a bad `--filter`, a full disk); bad inputs are recorded in the tally.
-pub fn inspect(
+pub(crate) fn inspect(
     dataset: &Dataset,
     open_failures: Vec<(usize, anyhow::Error)>,
     opts: &InspectOptions,
@@ -175,7 +175,7 @@ fn inspect_unit(
 
 /// The first `n` records (matching `filter`) in input order, reading no further than
 /// needed; also returns the errors met on the way, by input.
-pub fn head(
+pub(crate) fn head(
     dataset: &Dataset,
     open_failures: Vec<(usize, anyhow::Error)>,
     read: &ReadOptions,

@@ -262,7 +262,7 @@ fn figures(report: &Report) -> Vec<(&'static str, Figure)> {
 
 /// Writes every plot the report supports into `dir`, and a contact sheet of `sample`;
 /// returns the files written.
-pub fn write_all(
+pub(crate) fn write_all(
     dir: &Path,
     report: &Report,
     sample: &[Sample],
@@ -294,7 +294,7 @@ const LABEL: u32 = 64;
 const HEADER: u32 = 90;
 
 /// A grid of thumbnails, each labelled with its id and size.
-pub fn contact_sheet(path: &Path, sample: &[Sample], seed: u64) -> Result<()> {
+pub(crate) fn contact_sheet(path: &Path, sample: &[Sample], seed: u64) -> Result<()> {
     let cols = (sample.len() as u32).clamp(1, 6);
     let rows = (sample.len() as u32).div_ceil(cols);
     let (w, h) = (

@@ -11,7 +11,7 @@ use crate::core::hash::hex;
 use crate::core::image;
 
 /// The image of a record described as JSON (bytes are summarised, not dumped).
-pub fn image_json(source: &ImageSource) -> Value {
+pub(crate) fn image_json(source: &ImageSource) -> Value {
     match source {
         ImageSource::None => Value::Null,
         ImageSource::Bytes { bytes, path } => {
@@ -33,7 +33,7 @@ pub fn image_json(source: &ImageSource) -> Value {
 }
 
 /// One record as a JSON object.
-pub fn record_json(s: &Sample) -> Value {
+pub(crate) fn record_json(s: &Sample) -> Value {
     json!({
         "id": s.id,
         "source": s.source,
@@ -44,7 +44,7 @@ pub fn record_json(s: &Sample) -> Value {
 }
 
 /// One record as a readable block, captions wrapped at `width` columns.
-pub fn render_record(n: usize, total: usize, s: &Sample, width: usize) -> String {
+pub(crate) fn render_record(n: usize, total: usize, s: &Sample, width: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "── {n}/{total}  {}", s.id);
     if let Some(src) = &s.source {

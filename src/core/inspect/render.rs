@@ -85,7 +85,7 @@ fn problem_lines(out: &mut String, name: &str, p: &Problem) {
 }
 
 /// The report as a readable table.
-pub fn table(r: &Report) -> String {
+pub(crate) fn table(r: &Report) -> String {
     let mut out = String::new();
     let t = &r.totals;
     let _ = writeln!(

@@ -19,7 +19,7 @@ const BINS: usize = 20;
 const TOP: usize = 25;
 
 #[derive(Debug, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub inputs: Vec<InputReport>,
     pub totals: Totals,
     pub filter: Option<String>,
@@ -36,7 +36,7 @@ pub struct Report {
 }
 
 #[derive(Debug, Serialize)]
-pub struct InputReport {
+pub(crate) struct InputReport {
     pub path: String,
     pub format: &'static str,
     pub role: &'static str,
@@ -48,7 +48,7 @@ pub struct InputReport {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Totals {
+pub(crate) struct Totals {
     pub inputs: usize,
     pub failed_inputs: usize,
     pub rows: u64,
@@ -58,14 +58,14 @@ pub struct Totals {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Field {
+pub(crate) struct Field {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: String,
 }
 
 #[derive(Debug, Serialize)]
-pub struct SchemaReport {
+pub(crate) struct SchemaReport {
     pub fields: Vec<Field>,
     /// The `datasets` features from the `huggingface` metadata key.
     pub hf_features: Option<Value>,
@@ -74,7 +74,7 @@ pub struct SchemaReport {
 }
 
 #[derive(Debug, Serialize)]
-pub struct IdReport {
+pub(crate) struct IdReport {
     pub count: u64,
     pub distinct: u64,
     /// Ids that occur more than once.
@@ -83,26 +83,26 @@ pub struct IdReport {
 }
 
 #[derive(Debug, Serialize)]
-pub struct ValueTimes {
+pub(crate) struct ValueTimes {
     pub value: String,
     pub times: u64,
 }
 
 #[derive(Debug, Serialize)]
-pub struct Share {
+pub(crate) struct Share {
     pub count: u64,
     pub fraction: f64,
 }
 
 #[derive(Debug, Serialize)]
-pub struct PartShare {
+pub(crate) struct PartShare {
     pub part: &'static str,
     pub count: u64,
     pub fraction: f64,
 }
 
 #[derive(Debug, Serialize)]
-pub struct CaptionReport {
+pub(crate) struct CaptionReport {
     pub count: u64,
     pub empty: u64,
     pub chars: DistSummary,
@@ -113,26 +113,26 @@ pub struct CaptionReport {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Categories {
+pub(crate) struct Categories {
     pub source: CounterSummary,
     pub modality: CounterSummary,
     pub organ: CounterSummary,
 }
 
 #[derive(Debug, Serialize)]
-pub struct Problem {
+pub(crate) struct Problem {
     pub count: u64,
     pub examples: Vec<Example>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct Example {
+pub(crate) struct Example {
     pub id: String,
     pub detail: String,
 }
 
 #[derive(Debug, Serialize)]
-pub struct ScaledSummary {
+pub(crate) struct ScaledSummary {
     pub min: f64,
     pub mean: f64,
     pub median: f64,
@@ -142,14 +142,14 @@ pub struct ScaledSummary {
 }
 
 #[derive(Debug, Serialize)]
-pub struct ScaledBin {
+pub(crate) struct ScaledBin {
     pub lo: f64,
     pub hi: f64,
     pub count: u64,
 }
 
 #[derive(Debug, Serialize)]
-pub struct Duplicates {
+pub(crate) struct Duplicates {
     /// Distinct images that occur more than once.
     pub groups: u64,
     /// Copies beyond the first.
@@ -159,7 +159,7 @@ pub struct Duplicates {
 }
 
 #[derive(Debug, Serialize)]
-pub struct ImageReport {
+pub(crate) struct ImageReport {
     pub count: u64,
     pub missing: Problem,
     pub undecodable: Problem,
@@ -174,7 +174,7 @@ pub struct ImageReport {
 }
 
 #[derive(Debug, Serialize)]
-pub struct ArchiveReport {
+pub(crate) struct ArchiveReport {
     pub members: u64,
     pub referenced_rows: u64,
     /// Manifest rows whose image is in no archive.
@@ -186,7 +186,7 @@ pub struct ArchiveReport {
 }
 
 #[derive(Debug, Serialize)]
-pub struct FailureReport {
+pub(crate) struct FailureReport {
     pub input: String,
     pub error: String,
 }
@@ -244,7 +244,7 @@ fn limited(examples: &mut Vec<Example>, id: String, detail: String) {
 
 /// Builds the report. `failed` lists (input, error) for inputs that failed as a whole
 /// or in part.
-pub fn build(
+pub(crate) fn build(
     dataset: &Dataset,
     tally: Tally,
     filter: Option<&str>,

@@ -16,16 +16,16 @@ use crate::core::hash::keyed;
 use crate::core::image;
 
 /// Examples kept for each kind of problem.
-pub const EXAMPLES: usize = 20;
+pub(crate) const EXAMPLES: usize = 20;
 /// Error messages kept (a million bad lines must not fill memory).
-pub const MAX_FAILURES: usize = 1000;
+pub(crate) const MAX_FAILURES: usize = 1000;
 /// Distinct values tracked per categorical column.
 const CATEGORY_CAP: usize = 100_000;
 
 /// The `k` items with the smallest keys, in key order. Mergeable: the result does not
 /// depend on how the work was split between threads.
 #[derive(Debug, Clone)]
-pub struct SmallestK<T> {
+pub(crate) struct SmallestK<T> {
     pub k: usize,
     /// Sorted by key.
     pub items: Vec<(u64, T)>,
@@ -33,7 +33,7 @@ pub struct SmallestK<T> {
 
 impl<T> SmallestK<T> {
     /// An empty set of at most `k` items.
-    pub fn new(k: usize) -> Self {
+    pub(crate) fn new(k: usize) -> Self {
         SmallestK {
             k,
             items: Vec::new(),
@@ -57,7 +57,7 @@ impl<T> SmallestK<T> {
     }
 
     /// The items in key order, leaving the set empty.
-    pub fn take(&mut self) -> Vec<T> {
+    pub(crate) fn take(&mut self) -> Vec<T> {
         std::mem::take(&mut self.items)
             .into_iter()
             .map(|(_, t)| t)
@@ -67,7 +67,7 @@ impl<T> SmallestK<T> {
 
 /// A count plus the first few occurrences (by input order), for reports.
 #[derive(Debug, Clone)]
-pub struct Examples {
+pub(crate) struct Examples {
     pub count: u64,
     /// (id, detail) of the earliest occurrences.
     pub first: SmallestK<(String, String)>,
@@ -96,11 +96,11 @@ impl Examples {
 
 /// The `k` records with the smallest keys: a deterministic random sample when keys are
 /// seeded hashes, the first records when keys are positions.
-pub type Reservoir = SmallestK<Sample>;
+pub(crate) type Reservoir = SmallestK<Sample>;
 
 /// Caption statistics.
 #[derive(Debug, Clone, Default)]
-pub struct CaptionTally {
+pub(crate) struct CaptionTally {
     pub present: u64,
     pub empty: u64,
     pub chars: Dist,
@@ -110,7 +110,7 @@ pub struct CaptionTally {
 }
 
 /// Image statistics.
-pub struct ImageTally {
+pub(crate) struct ImageTally {
     pub seen: u64,
     pub missing: Examples,
     pub undecodable: Examples,
@@ -126,7 +126,7 @@ pub struct ImageTally {
 }
 
 /// Everything one worker accumulates.
-pub struct Tally {
+pub(crate) struct Tally {
     pub rows: u64,
     pub matched: u64,
     /// Records (or, for image shards, members) read per input.
@@ -155,7 +155,7 @@ pub struct Tally {
 
 /// What to compute.
 #[derive(Debug, Clone)]
-pub struct TallyOptions {
+pub(crate) struct TallyOptions {
     pub images: bool,
     pub decode: bool,
     pub seed: u64,
@@ -167,12 +167,12 @@ pub struct TallyOptions {
 }
 
 /// Orders records by input, then row.
-pub fn order_key(input: usize, row: u64) -> u64 {
+pub(crate) fn order_key(input: usize, row: u64) -> u64 {
     ((input as u64) << 40) | (row & ((1 << 40) - 1))
 }
 
 impl Tally {
-    pub fn new(opts: &TallyOptions) -> Self {
+    pub(crate) fn new(opts: &TallyOptions) -> Self {
         let budget = opts.spill_budget;
         Tally {
             rows: 0,
@@ -208,7 +208,7 @@ impl Tally {
     }
 
     /// Accumulates the records of `batch` where `keep` is true (all when None).
-    pub fn add_batch(
+    pub(crate) fn add_batch(
         &mut self,
         batch: &Batch,
         role: Role,
@@ -361,7 +361,7 @@ impl Tally {
     }
 
     /// Records an error of `input`.
-    pub fn fail(&mut self, input: usize, message: String) {
+    pub(crate) fn fail(&mut self, input: usize, message: String) {
         self.failed_inputs.insert(input);
         if self.failures.len() < MAX_FAILURES {
             self.failures.push((input, message));
@@ -371,7 +371,7 @@ impl Tally {
     }
 
     /// Adds everything in `other`.
-    pub fn merge(&mut self, other: Tally) -> Result<()> {
+    pub(crate) fn merge(&mut self, other: Tally) -> Result<()> {
         self.rows += other.rows;
         self.matched += other.matched;
         for (k, v) in other.rows_per_input {

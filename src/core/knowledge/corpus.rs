@@ -14,7 +14,7 @@ use serde_json::Value;
 
 /// One passage of a knowledge corpus.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Passage {
+pub(super) struct Passage {
     /// Unique in the corpus (an integer id is kept as its decimal text).
     pub id: String,
     /// Empty when the line has none.
@@ -38,7 +38,7 @@ struct Line {
 }
 
 /// Parses one non-blank line; the error says what is wrong without the place.
-pub fn parse_passage(line: &[u8]) -> std::result::Result<Passage, String> {
+pub(super) fn parse_passage(line: &[u8]) -> std::result::Result<Passage, String> {
     if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err("expected a JSON object `{\"id\": ..., \"text\": ...}`".into());
     }
@@ -97,7 +97,7 @@ fn kind(v: &Value) -> &'static str {
 
 /// Streams the passages of one JSONL file as `(line number, passage)`, skipping blank
 /// lines; stops after the first error, which reads `FILE:LINE: what is wrong`.
-pub struct PassageReader {
+pub(super) struct PassageReader {
     path: PathBuf,
     reader: BufReader<File>,
     line: u64,
@@ -107,7 +107,7 @@ pub struct PassageReader {
 
 impl PassageReader {
     /// Opens `path` for reading.
-    pub fn open(path: &Path) -> Result<Self> {
+    pub(super) fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         Ok(PassageReader {
             path: path.to_path_buf(),
@@ -163,13 +163,13 @@ impl Iterator for PassageReader {
 /// hashes, and on a hash already seen a re-read of the files so far, which confirms the
 /// duplicate (a hash collision is not one) and finds where the id first was.
 #[derive(Default)]
-pub struct DuplicateIds {
+pub(super) struct DuplicateIds {
     seen: FxHashSet<u64>,
 }
 
 impl DuplicateIds {
     /// Records `id`, met at `files[file]` line `line`; errors when it was met before.
-    pub fn check(&mut self, files: &[PathBuf], file: usize, line: u64, id: &str) -> Result<()> {
+    pub(super) fn check(&mut self, files: &[PathBuf], file: usize, line: u64, id: &str) -> Result<()> {
         let mut h = DefaultHasher::new();
         h.write(id.as_bytes());
         if self.seen.insert(h.finish()) {

@@ -18,7 +18,7 @@ pub const FORMAT: u32 = 1;
 
 /// A corpus file as it was when the index was built.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CorpusFile {
+pub(super) struct CorpusFile {
     /// Absolute, symbolic links resolved.
     pub path: PathBuf,
     pub bytes: u64,
@@ -28,7 +28,7 @@ pub struct CorpusFile {
 
 impl CorpusFile {
     /// The file at `path` as it is now; a usage error when it is missing or a folder.
-    pub fn stat(path: &Path) -> Result<Self> {
+    pub(super) fn stat(path: &Path) -> Result<Self> {
         let missing = || usage(format!("{}: no such file", path.display()));
         let abs = std::fs::canonicalize(path).map_err(|_| missing())?;
         let meta = std::fs::metadata(&abs).map_err(|_| missing())?;
@@ -54,7 +54,7 @@ impl CorpusFile {
 
 /// The contents of `mt-knowledge.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
+pub(super) struct Manifest {
     pub format: u32,
     /// The corpus files, in indexing order, as they were when the build started.
     pub corpus: Vec<CorpusFile>,
@@ -71,7 +71,7 @@ pub struct Manifest {
 
 impl Manifest {
     /// A manifest for an index of `passages` passages built now from `corpus`.
-    pub fn new(corpus: Vec<CorpusFile>, passages: u64) -> Self {
+    pub(super) fn new(corpus: Vec<CorpusFile>, passages: u64) -> Self {
         Manifest {
             format: FORMAT,
             corpus,
@@ -86,7 +86,7 @@ impl Manifest {
     /// Reads the manifest of the index folder `dir`: an error when `dir` is missing,
     /// holds no manifest (not an `mt` index, or a build that did not finish) or one of
     /// another format.
-    pub fn read(dir: &Path) -> Result<Self> {
+    pub(super) fn read(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
             return Err(usage(format!(
                 "{}: no such knowledge index folder",
@@ -116,14 +116,14 @@ impl Manifest {
     }
 
     /// Writes `mt-knowledge.json` into `dir` (atomically).
-    pub fn write(&self, dir: &Path) -> Result<()> {
+    pub(super) fn write(&self, dir: &Path) -> Result<()> {
         let mut bytes = serde_json::to_vec_pretty(self)?;
         bytes.push(b'\n');
         crate::core::files::write_atomic(&dir.join(MANIFEST), &bytes)
     }
 
     /// Why this index does not match the corpus files `now` (None when it does).
-    pub fn stale_reason(&self, now: &[CorpusFile]) -> Option<String> {
+    pub(super) fn stale_reason(&self, now: &[CorpusFile]) -> Option<String> {
         if self.analyzer != ANALYZER {
             return Some(format!(
                 "built with analyzer {}, this mt uses {ANALYZER}",

@@ -21,7 +21,7 @@ const ORD: &str = "ord";
 
 /// The fields of a knowledge index.
 #[derive(Debug, Clone, Copy)]
-pub struct Fields {
+pub(super) struct Fields {
     pub ord: Field,
     pub id: Field,
     pub title: Field,
@@ -31,7 +31,7 @@ pub struct Fields {
 
 impl Fields {
     /// The fields of `schema`; an error if one is missing (not an index made by `mt`).
-    pub fn of(schema: &Schema) -> Result<Self> {
+    pub(super) fn of(schema: &Schema) -> Result<Self> {
         let get = |name: &str| {
             schema
                 .get_field(name)
@@ -49,7 +49,7 @@ impl Fields {
 
 /// The schema: `ord` (fast), `id` (raw, stored), `title` and `text` (analyzed with term
 /// frequencies, no positions, stored), `source` (stored).
-pub fn schema() -> Schema {
+pub(super) fn schema() -> Schema {
     let mut b = Schema::builder();
     let analyzed = TextOptions::default()
         .set_indexing_options(
@@ -68,7 +68,7 @@ pub fn schema() -> Schema {
 
 /// Documents sorted by `ord`: whatever the indexing threads do, document ids follow the
 /// corpus, so equal scores rank in corpus order and every build gives the same answers.
-pub fn settings() -> IndexSettings {
+pub(super) fn settings() -> IndexSettings {
     IndexSettings {
         sort_by_field: Some(IndexSortByField {
             field: ORD.to_string(),
@@ -79,7 +79,7 @@ pub fn settings() -> IndexSettings {
 }
 
 /// The analyzer [`ANALYZER`] names.
-pub fn analyzer() -> TextAnalyzer {
+pub(super) fn analyzer() -> TextAnalyzer {
     TextAnalyzer::builder(SimpleTokenizer::default())
         .filter(RemoveLongFilter::limit(40))
         .filter(LowerCaser)
@@ -90,12 +90,12 @@ pub fn analyzer() -> TextAnalyzer {
 }
 
 /// Registers the analyzer with `index` (needed after every open).
-pub fn register(index: &Index) {
+pub(super) fn register(index: &Index) {
     index.tokenizers().register(ANALYZER, analyzer());
 }
 
 /// The terms `text` gives with [`analyzer`]: in order, each once.
-pub fn terms(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
+pub(super) fn terms(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
     let mut seen = rustc_hash::FxHashSet::default();
     let mut out = Vec::new();
     let mut stream = analyzer.token_stream(text);

@@ -23,7 +23,7 @@ use super::window::{self, Mapping, VoiFunction, Window};
 use super::{Options, Rescale, Sidecar, TransferSyntax, WindowChoice, WindowUsed, jobs::Kind};
 
 /// Converts one DICOM file; returns its sidecar (outputs filled in by the caller).
-pub fn convert(path: &Path, opts: &Options, out: &mut Outputs) -> Result<Sidecar> {
+pub(crate) fn convert(path: &Path, opts: &Options, out: &mut Outputs) -> Result<Sidecar> {
     let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read: {e}"))?;
     super::dicom_lengths::check(&bytes).map_err(|e| anyhow!("not a readable DICOM file: {e:#}"))?;
     drop(bytes);

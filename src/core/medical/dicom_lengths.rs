@@ -30,7 +30,7 @@ const NOT_WALKED: [&str; 4] = [
 /// The data set is walked as implicit VR little endian for that transfer syntax, as
 /// explicit VR little endian for every other one dicom-rs knows (encapsulated pixel
 /// data included), except [`NOT_WALKED`].
-pub fn check(bytes: &[u8]) -> Result<()> {
+pub(crate) fn check(bytes: &[u8]) -> Result<()> {
     if bytes.len() < 144 || &bytes[128..132] != b"DICM" {
         return Ok(()); // not Part 10: dicom-rs says why
     }

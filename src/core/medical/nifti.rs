@@ -26,7 +26,7 @@ const AXIS_NAMES: [char; 3] = ['x', 'y', 'z'];
 /// [`budget::VOLUME_BYTES`] at `computed` bytes a voxel beyond the two copies of the
 /// stored voxels reading makes (the bytes, then typed values): a header of a few bytes
 /// can claim terabytes, and a gzip of zeros can deliver them.
-pub fn read_within_budget(path: &Path, computed: u64) -> Result<InMemNiftiObject> {
+pub(crate) fn read_within_budget(path: &Path, computed: u64) -> Result<InMemNiftiObject> {
     let unreadable = |e: nifti::NiftiError| match e {
         nifti::NiftiError::Io(io) => anyhow::anyhow!("not a readable NIfTI-1 file: {io}"),
         e => anyhow::anyhow!("not a readable NIfTI-1 file: {e}"),
@@ -49,7 +49,7 @@ pub fn read_within_budget(path: &Path, computed: u64) -> Result<InMemNiftiObject
 }
 
 /// Converts one NIfTI file; returns its sidecar (outputs filled in by the caller).
-pub fn convert(path: &Path, opts: &Options, out: &mut Outputs) -> Result<Sidecar> {
+pub(crate) fn convert(path: &Path, opts: &Options, out: &mut Outputs) -> Result<Sidecar> {
     // The voxels become f64 values.
     let obj = read_within_budget(path, 8)?;
     let header = obj.header().clone();

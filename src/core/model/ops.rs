@@ -12,13 +12,13 @@ use super::arch::attention;
 use super::kernels::{self, fused, rowwise};
 
 /// Whether any of these tensors takes part in a gradient computation.
-pub fn tracks_grad(tensors: &[&Tensor]) -> bool {
+pub(crate) fn tracks_grad(tensors: &[&Tensor]) -> bool {
     tensors.iter().any(|t| t.track_op())
 }
 
 /// Numerically stable softmax over the last dimension, computed in f32 and returned
 /// in the input dtype; fused unless a gradient must flow.
-pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
+pub(crate) fn softmax_last(x: &Tensor) -> Result<Tensor> {
     let dtype = x.dtype();
     let x32 = x.to_dtype(DType::F32)?;
     let y = if tracks_grad(&[x]) {
@@ -30,7 +30,7 @@ pub fn softmax_last(x: &Tensor) -> Result<Tensor> {
 }
 
 /// `LayerNorm(x) = (x - mean) / sqrt(var + eps) * weight + bias` over the last dimension.
-pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+pub(crate) fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
     if tracks_grad(&[x, weight, bias]) {
         return Ok(candle_nn::ops::layer_norm_slow(
             x, weight, bias, eps as f32,
@@ -45,7 +45,7 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Resul
 }
 
 /// `x / sqrt(mean(x^2) + eps) * weight` over the last dimension.
-pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     if let Some(y) = rowwise::rms_norm(x, weight, eps)? {
         return Ok(y);
     }
@@ -60,7 +60,7 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 }
 
 /// `silu(gate) * up` (Llama's MLP).
-pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+pub(crate) fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     if fused::applies(&[gate, up]) {
         return fused::silu_mul(gate, up);
     }
@@ -68,7 +68,7 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 }
 
 /// CLIP's `quick_gelu`: `x * sigmoid(1.702 x)`.
-pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
+pub(crate) fn quick_gelu(x: &Tensor) -> Result<Tensor> {
     if fused::inference_applies(&[x]) {
         return fused::quick_gelu(x);
     }
@@ -77,7 +77,7 @@ pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
 
 /// Rotary embedding, "rotate half" convention, for `x` `(B, H, L, D)` and `cos`/`sin`
 /// `(B, L, D/2)`. Fused unless a gradient must flow.
-pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+pub(crate) fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     if !tracks_grad(&[x, cos, sin]) {
         return Ok(candle_nn::rotary_emb::rope(
             x,
@@ -96,7 +96,7 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 
 /// Projected rows `y` `(B, L, heads · D)` as heads `(B, heads, L, D)`, each rotated by
 /// `rotary` (`cos`, `sin` of shape `(B, L, D/2)`) when given.
-pub fn split_heads(y: &Tensor, heads: usize, rotary: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
+pub(crate) fn split_heads(y: &Tensor, heads: usize, rotary: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
     if let Some(split) = rowwise::split_heads(y, heads, rotary)? {
         return Ok(split);
     }
@@ -117,7 +117,7 @@ pub fn split_heads(y: &Tensor, heads: usize, rotary: Option<(&Tensor, &Tensor)>)
 /// With `causal`, query `i` sits at key slot `T - L + i` and `mask` already hides
 /// later keys. Returns `(B, H, L, D)`. Key/value heads are never copied to match `H`,
 /// and `k`, `v` may be views into a larger cache (strided along `T`).
-pub fn attend(
+pub(crate) fn attend(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -135,7 +135,7 @@ pub fn attend(
 /// `x W^T + b` of each `(W, b)` of `layers` for the same `x` `(rows, in)`: inside
 /// [`kernels::inference`] in one parallel pass on the CPU kernels, otherwise through
 /// `product` (candle's ops) per layer.
-pub fn linears(
+pub(crate) fn linears(
     x: &Tensor,
     layers: &[(&Tensor, Option<&Tensor>)],
     product: impl Fn(usize) -> Result<Tensor>,

@@ -33,7 +33,7 @@ fn is_storage(module: &str, class: &str) -> bool {
 
 /// Fails when a pickle in the `.bin` archive at `path` names a callable outside what
 /// `torch.save` writes for weights.
-pub fn check(path: &Path) -> Result<()> {
+pub(crate) fn check(path: &Path) -> Result<()> {
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut zip = zip::ZipArchive::new(BufReader::new(file))

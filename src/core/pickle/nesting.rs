@@ -12,7 +12,7 @@ use anyhow::{Result, anyhow, bail};
 
 /// Deeper than any real file mt reads (a torch state dict nests ~5 levels, PathVQA's
 /// question list 2), shallow enough for every reader's recursion.
-pub const MAX_DEPTH: usize = 100;
+pub(crate) const MAX_DEPTH: usize = 100;
 
 /// A value on the pickle machine's stack: a mark, something that holds nothing (numbers,
 /// text, classes), or a container (any object that may hold others), by identity.
@@ -25,7 +25,7 @@ enum Item {
 
 /// Fails when the pickle in `bytes` nests containers deeper than `limit`, holds itself,
 /// or is not a readable opcode stream.
-pub fn check(bytes: &[u8], limit: usize) -> Result<()> {
+pub(crate) fn check(bytes: &[u8], limit: usize) -> Result<()> {
     let edges = containment(bytes)?;
     let depth = longest_chain(&edges)?;
     if depth > limit {

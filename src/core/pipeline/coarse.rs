@@ -20,7 +20,7 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::{Map, Value};
 
 /// The template for sources without one of their own.
-pub const GENERIC: &str = "{modality} image[ of the {organ}][, showing {labels}].[ {report}]";
+pub(crate) const GENERIC: &str = "{modality} image[ of the {organ}][, showing {labels}].[ {report}]";
 
 /// What a known source dataset contributes when its records do not say.
 struct SourceDefaults {
@@ -66,14 +66,14 @@ const REPORT_FIELDS: &[&str] = &["report", "findings", "impression"];
 
 /// Per-source templates: built-in [`GENERIC`] for all, replaced per source by a file.
 #[derive(Debug, Default, Clone)]
-pub struct Templates {
+pub(crate) struct Templates {
     /// Lower-case source name -> template; `*` replaces the generic one.
     by_source: BTreeMap<String, String>,
 }
 
 impl Templates {
     /// Reads `{"source name": "template", ...}` (`"*"` = every other source).
-    pub fn load(path: &Path) -> Result<Self> {
+    pub(crate) fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let map: BTreeMap<String, String> = serde_json::from_str(&text).with_context(|| {
@@ -109,7 +109,7 @@ impl Templates {
 }
 
 /// The coarse caption of one record (`source` may be empty).
-pub fn coarse_caption(record: &Map<String, Value>, source: &str, templates: &Templates) -> String {
+pub(crate) fn coarse_caption(record: &Map<String, Value>, source: &str, templates: &Templates) -> String {
     if let Some(text) = record.get("coarse_caption").and_then(text_of) {
         return text;
     }

@@ -14,11 +14,11 @@ use crate::core::caption_parts::{MODALITIES, ORGANS, analyze};
 use crate::core::roi::Roi;
 
 /// Words kept of each knowledge passage in the prompt.
-pub const PASSAGE_WORDS: usize = 80;
+pub(crate) const PASSAGE_WORDS: usize = 80;
 
 /// A retrieved passage as the prompt shows it.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Passage {
+pub(crate) struct Passage {
     pub id: String,
     pub title: String,
     pub text: String,
@@ -26,14 +26,14 @@ pub struct Passage {
 
 /// Everything the instruction is built from.
 #[derive(Debug, Clone, Copy)]
-pub struct PromptInput<'a> {
+pub(crate) struct PromptInput<'a> {
     pub coarse: &'a str,
     pub rois: &'a [Roi],
     pub passages: &'a [Passage],
 }
 
 /// The captioner's instruction (the user turn, starting with `<image>`).
-pub fn medtrinity_prompt(input: &PromptInput<'_>) -> String {
+pub(crate) fn medtrinity_prompt(input: &PromptInput<'_>) -> String {
     let PromptInput {
         coarse,
         rois,
@@ -136,7 +136,7 @@ pub fn medtrinity_prompt(input: &PromptInput<'_>) -> String {
 /// The retrieval query for a sample: the canonical modality and organ named in the
 /// coarse caption (so "computed tomography" also asks for "CT"), the caption's own
 /// words and the regions' text labels.
-pub fn knowledge_query(coarse: &str, rois: &[Roi]) -> String {
+pub(crate) fn knowledge_query(coarse: &str, rois: &[Roi]) -> String {
     let parts = analyze(coarse);
     let mut terms: Vec<&str> = Vec::new();
     if let Some(m) = parts.modality {
@@ -169,7 +169,7 @@ const GENERIC_WORDS: &[&str] = &[
 
 /// Whether a modality is shown in the radiological convention (patient's right on the
 /// image's left): CT, MRI, X-ray, PET and nuclear medicine.
-pub fn is_radiological(coarse: &str) -> bool {
+pub(crate) fn is_radiological(coarse: &str) -> bool {
     analyze(coarse).modality.is_some_and(|m| {
         matches!(
             MODALITIES[usize::from(m)].0,

@@ -21,7 +21,7 @@ use instruction::{Passage, PromptInput, is_radiological, knowledge_query, medtri
 use rois::{RoiTable, roi_of_bbox_field};
 
 /// What the pipeline draws on besides the samples themselves.
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     pub templates: Templates,
     /// `mt roi` output joined by id; without it, the records' `bbox` fields.
     pub rois: Option<RoiTable>,
@@ -34,7 +34,7 @@ pub struct Pipeline {
 
 /// One sample's inputs to the captioner, for the output record.
 #[derive(Debug, Clone, Serialize)]
-pub struct Audit {
+pub(crate) struct Audit {
     pub coarse_caption: String,
     pub rois: Vec<Roi>,
     /// Where the ROIs came from: `rois` (the --rois file), `bbox` (the record) or `none`.
@@ -49,7 +49,7 @@ pub struct Audit {
 
 /// A sample's coarse caption and regions: what its own record says.
 #[derive(Debug, Clone)]
-pub struct Case {
+pub(crate) struct Case {
     pub coarse: String,
     pub rois: Vec<Roi>,
     pub roi_source: &'static str,
@@ -59,7 +59,7 @@ impl Pipeline {
     /// Steps 1 and 2 for one sample: `record` holds its metadata fields, `source` its
     /// source dataset and `size` the image's width and height. Errors are the record's
     /// (a malformed `bbox`).
-    pub fn case(
+    pub(crate) fn case(
         &self,
         id: &str,
         record: &Map<String, Value>,
@@ -87,7 +87,7 @@ impl Pipeline {
     }
 
     /// Steps 3 and 4: retrieval and the prompt. Errors are the index's, not the record's.
-    pub fn audit(&self, case: Case) -> Result<Audit> {
+    pub(crate) fn audit(&self, case: Case) -> Result<Audit> {
         let (knowledge_query, passages) = match &self.knowledge {
             Some(index) => {
                 let query = knowledge_query(&case.coarse, &case.rois);
@@ -121,7 +121,7 @@ impl Pipeline {
 }
 
 /// The image with each ROI drawn as a green box (what the captioner is shown).
-pub fn draw_rois(image: &DynamicImage, rois: &[Roi]) -> DynamicImage {
+pub(crate) fn draw_rois(image: &DynamicImage, rois: &[Roi]) -> DynamicImage {
     if rois.is_empty() {
         return image.clone();
     }

@@ -15,7 +15,7 @@ use crate::core::roi::{Orientation, PixelBox, Roi};
 
 /// The ROIs of `mt roi` output, by id.
 #[derive(Debug, Default)]
-pub struct RoiTable {
+pub(crate) struct RoiTable {
     by_id: HashMap<String, Vec<Roi>>,
 }
 
@@ -31,7 +31,7 @@ impl RoiTable {
     /// Reads `mt roi` output (JSONL or parquet), keeping the ids `keep` accepts (a
     /// shard's own ids; the table is held in memory, about 200 bytes per ROI). A record
     /// that is not an `mt roi` record, or an id given twice, fails with its position.
-    pub fn load(path: &Path, keep: &dyn Fn(&str) -> bool) -> Result<Self> {
+    pub(crate) fn load(path: &Path, keep: &dyn Fn(&str) -> bool) -> Result<Self> {
         let mut by_id = HashMap::new();
         for_each_record(path, &mut |at, value| {
             let record: Line = serde_json::from_value(value).with_context(|| {
@@ -49,12 +49,12 @@ impl RoiTable {
     }
 
     /// The ROIs listed for `id` (`None`: the id is not in the table).
-    pub fn get(&self, id: &str) -> Option<&[Roi]> {
+    pub(crate) fn get(&self, id: &str) -> Option<&[Roi]> {
         self.by_id.get(id).map(Vec::as_slice)
     }
 
     /// Ids in the table.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.by_id.len()
     }
 }
@@ -62,7 +62,7 @@ impl RoiTable {
 /// The ROI of a record's `bbox` field (`[x0, y0, x1, y1]` in pixels, as the
 /// MedTrinity-25M `25M_full` manifests carry it) measured on a `width x height` image.
 /// `Ok(None)` when there is no `bbox`; an error when it is not four numbers.
-pub fn roi_of_bbox_field(
+pub(crate) fn roi_of_bbox_field(
     record: &Map<String, Value>,
     width: usize,
     height: usize,

@@ -17,7 +17,7 @@ const YELLOW: Rgb<u8> = Rgb([255, 255, 0]);
 /// The overlay of `rois` on `image` (or, when there is none, on the mask itself shown in
 /// grey), with the outline of `mask`'s regions when `outline` is set. The image and the
 /// mask must have one size.
-pub fn draw(
+pub(crate) fn draw(
     image: Option<&Path>,
     mask: Option<&LabelMap>,
     size: (usize, usize),
@@ -60,7 +60,7 @@ pub fn draw(
 }
 
 /// Draws each ROI's box in green, 2 pixels wide or 1/256 of the shorter side.
-pub fn draw_boxes(canvas: &mut RgbImage, rois: &[Roi]) {
+pub(crate) fn draw_boxes(canvas: &mut RgbImage, rois: &[Roi]) {
     let thickness = (canvas.width().min(canvas.height()) / 256).max(2);
     for roi in rois {
         draw_box(canvas, roi.bbox, thickness);

@@ -18,7 +18,7 @@ use crate::core::model::arch::llava::Llava;
 
 /// Adds `scale * d(loss)/d(param)` of `prepared` to `sums` (one slot per parameter)
 /// and returns the loss. A non-finite loss is returned before any backward pass.
-pub fn accumulate_grads(
+pub(crate) fn accumulate_grads(
     model: &Llava,
     prepared: &Prepared,
     scale: f64,

@@ -21,7 +21,7 @@ use crate::core::model::load::weights::{NameMap, Naming};
 
 /// What a merge did.
 #[derive(Debug, Serialize)]
-pub struct MergeSummary {
+pub(crate) struct MergeSummary {
     pub merged_layers: usize,
     pub replaced_tensors: usize,
     pub scale: f64,
@@ -29,7 +29,7 @@ pub struct MergeSummary {
 }
 
 /// Merges `adapter` into `base` and writes the result to `out` in `dtype`.
-pub fn merge_lora(
+pub(crate) fn merge_lora(
     base: &Path,
     vision_tower: Option<&Path>,
     adapter: &Path,

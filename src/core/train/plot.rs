@@ -46,7 +46,7 @@ const GRAD_COLOR: RGBColor = RGBColor(44, 150, 44);
 /// axis — loss (raw values thin and light under a debiased exponential moving average
 /// line, like TensorBoard smoothing 0.6), learning rate, and grad norm (smoothed like the
 /// loss) when present — each titled with its last values, over light grid lines.
-pub fn plot_metrics(metrics: &Path, out: &Path) -> Result<()> {
+pub(crate) fn plot_metrics(metrics: &Path, out: &Path) -> Result<()> {
     let steps = read_steps(metrics)?;
     let (Some(first), Some(last)) = (steps.first(), steps.last()) else {
         bail!("no training steps in {}", metrics.display());

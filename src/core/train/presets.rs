@@ -7,7 +7,7 @@ use super::params::{LoraSpec, Tune};
 
 /// Which preset a command starts from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Preset {
+pub(crate) enum Preset {
     /// `mt train --stage 1`: projector alignment.
     Stage1,
     /// `mt train --stage 2`: instruction tuning.
@@ -18,7 +18,7 @@ pub enum Preset {
 
 /// A preset's values for the settings a flag may override.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Defaults {
+pub(crate) struct Defaults {
     /// Peak learning rate.
     pub lr: f64,
     /// Peak learning rate of the projector (none: `lr`).
@@ -33,12 +33,12 @@ pub struct Defaults {
 }
 
 /// LoRA dropout when none is given (the reference's).
-pub const LORA_DROPOUT: f64 = 0.05;
+pub(crate) const LORA_DROPOUT: f64 = 0.05;
 
 impl Preset {
     /// What the preset trains: LoRA adapters when `lora` is given, else the projector
     /// (stage 1) or the language model and the projector.
-    pub fn tune(self, lora: Option<LoraSpec>) -> Tune {
+    pub(crate) fn tune(self, lora: Option<LoraSpec>) -> Tune {
         match (lora, self) {
             (Some(spec), _) => Tune::Lora(spec),
             (None, Preset::Stage1) => Tune::Projector,
@@ -47,7 +47,7 @@ impl Preset {
     }
 
     /// The preset's values; with `lora`, the LoRA script's (whatever the stage).
-    pub fn defaults(self, lora: bool) -> Defaults {
+    pub(crate) fn defaults(self, lora: bool) -> Defaults {
         let (lr, batch_size, grad_accum, model_max_length, image_aspect_ratio, grouped, epochs) =
             match (self, lora) {
                 (_, true) => (2e-4, 4, 4, 4096, "pad", false, 3.0),
@@ -71,7 +71,7 @@ impl Preset {
 impl Defaults {
     /// The values for help text: `lr 2e-5, batch 4 x accum 8, max length 4096, padded
     /// images, 1 epoch` (the projector's rate and modality grouping when set).
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut parts = vec![format!("lr {:e}", self.lr)];
         parts.extend(self.projector_lr.map(|lr| format!("projector lr {lr:e}")));
         parts.push(format!(
@@ -93,7 +93,7 @@ impl Defaults {
 }
 
 /// LoRA of rank `r`: alpha 2 x r and dropout [`LORA_DROPOUT`] unless given.
-pub fn lora(r: usize, alpha: Option<f64>, dropout: Option<f64>) -> LoraSpec {
+pub(crate) fn lora(r: usize, alpha: Option<f64>, dropout: Option<f64>) -> LoraSpec {
     LoraSpec {
         r,
         alpha: alpha.unwrap_or(2.0 * r as f64),

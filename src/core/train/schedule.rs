@@ -10,7 +10,7 @@ use std::f64::consts::PI;
 
 /// Linear warmup, then a cosine decay to 0 over the remaining steps.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CosineSchedule {
+pub(crate) struct CosineSchedule {
     pub warmup_steps: u64,
     pub total_steps: u64,
 }
@@ -18,7 +18,7 @@ pub struct CosineSchedule {
 impl CosineSchedule {
     /// The schedule for `total_steps` optimiser steps with `ceil(total * warmup_ratio)`
     /// warmup steps.
-    pub fn new(total_steps: u64, warmup_ratio: f64) -> Self {
+    pub(crate) fn new(total_steps: u64, warmup_ratio: f64) -> Self {
         let warmup_steps = (total_steps as f64 * warmup_ratio).ceil() as u64;
         Self {
             warmup_steps,
@@ -27,7 +27,7 @@ impl CosineSchedule {
     }
 
     /// The multiplier of the peak learning rates at optimiser step `step` (from 0).
-    pub fn factor(&self, step: u64) -> f64 {
+    pub(crate) fn factor(&self, step: u64) -> f64 {
         if step < self.warmup_steps {
             return step as f64 / self.warmup_steps.max(1) as f64;
         }

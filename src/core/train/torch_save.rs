@@ -14,7 +14,7 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
 
 /// Writes `tensors` (in order) as `torch.save(OrderedDict(...))` would, atomically.
-pub fn write_torch_bin(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+pub(crate) fn write_torch_bin(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     let archive = path
         .file_stem()
         .map_or_else(|| "archive".into(), |s| s.to_string_lossy().into_owned());

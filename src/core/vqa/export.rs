@@ -17,14 +17,14 @@ use crate::core::vqa::Id;
 
 /// Where images go.
 #[derive(Debug, Clone, Default)]
-pub struct ExportOptions<'a> {
+pub(crate) struct ExportOptions<'a> {
     /// Write (or copy) every image into this folder; required for embedded images.
     pub images_out: Option<&'a Path>,
 }
 
 /// The records and what happened to the images.
 #[derive(Debug, Default)]
-pub struct Exported {
+pub(crate) struct Exported {
     pub records: Vec<Value>,
     /// Image files created by this run (existing identical ones are not rewritten).
     pub images_written: usize,
@@ -36,7 +36,7 @@ pub struct Exported {
 
 /// Converts `questions` to LLaVA eval records: `{id, image, conversations: [human
 /// "<image>\nQ", gpt "A"], answer_type, ...meta}`.
-pub fn export(questions: &[Question], opts: &ExportOptions) -> Result<Exported> {
+pub(crate) fn export(questions: &[Question], opts: &ExportOptions) -> Result<Exported> {
     let mut out = Exported {
         image_root: opts.images_out.map(Path::to_path_buf),
         ..Exported::default()
@@ -88,7 +88,7 @@ pub fn export(questions: &[Question], opts: &ExportOptions) -> Result<Exported> 
 
 /// The questions as ground truth in the LLaVA eval layout, images named as the dataset
 /// names them (nothing written): what the Python scorers read.
-pub fn ground_truth(questions: &[Question]) -> Vec<Value> {
+pub(crate) fn ground_truth(questions: &[Question]) -> Vec<Value> {
     questions
         .iter()
         .map(|q| record(q, q.image.label().to_string()))
@@ -129,7 +129,7 @@ fn copy_once(src: &Path, dst: &Path) -> Result<bool> {
 }
 
 /// The records as a JSON array, one record per line.
-pub fn to_json_lines(records: &[Value]) -> Result<String> {
+pub(crate) fn to_json_lines(records: &[Value]) -> Result<String> {
     let mut out = String::from("[\n");
     for (i, r) in records.iter().enumerate() {
         if i > 0 {

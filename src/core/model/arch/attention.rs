@@ -78,7 +78,7 @@ fn attend_composite(
 /// `valid[b][j]` says whether slot `j` of row `b` holds a real token.
 /// Masked entries get the dtype's lowest finite value (never `-inf`, so fully masked
 /// padding rows stay finite). Returns `None` when nothing needs masking.
-pub fn causal_padding_mask(
+pub(crate) fn causal_padding_mask(
     valid: &[Vec<bool>],
     past: usize,
     len: usize,

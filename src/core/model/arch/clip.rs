@@ -159,7 +159,7 @@ impl Block {
 }
 
 /// Drops the CLS token (`patch` features) or keeps it.
-pub fn select_tokens(hidden: &Tensor, keep_cls: bool) -> Result<Tensor> {
+pub(crate) fn select_tokens(hidden: &Tensor, keep_cls: bool) -> Result<Tensor> {
     if keep_cls {
         Ok(hidden.clone())
     } else {

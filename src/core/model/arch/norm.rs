@@ -10,7 +10,7 @@ use crate::core::model::ops;
 
 /// `LayerNorm(x) = (x - mean) / sqrt(var + eps) * weight + bias`, statistics in f32.
 #[derive(Debug, Clone)]
-pub struct LayerNorm {
+pub(crate) struct LayerNorm {
     pub weight: Tensor,
     pub bias: Tensor,
     pub eps: f64,
@@ -18,7 +18,7 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     /// Loads `weight` and `bias` of width `dim`.
-    pub fn load(p: &Params, dim: usize, eps: f64) -> Result<Self> {
+    pub(crate) fn load(p: &Params, dim: usize, eps: f64) -> Result<Self> {
         Ok(Self {
             weight: p.get("weight", &[dim])?,
             bias: p.get("bias", &[dim])?,
@@ -27,7 +27,7 @@ impl LayerNorm {
     }
 
     /// Normalises over the last dimension.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }

@@ -76,7 +76,7 @@ impl S2 {
 
 /// `F.interpolate(x, size, mode='bicubic', align_corners=False)` for square `(B, C, S, S)`
 /// input: cubic convolution with a = -0.75, borders clamped, no anti-aliasing, in f32.
-pub fn resize_bicubic(x: &Tensor, size: usize) -> Result<Tensor> {
+pub(crate) fn resize_bicubic(x: &Tensor, size: usize) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
     let dtype = x.dtype();
     let mh = bicubic_matrix(h, size, x.device())?;

@@ -17,7 +17,7 @@ use crate::core::records::RecordOutput;
 use crate::core::shard::Shard;
 
 /// What one caption run reads and how it captions.
-pub struct CaptionRun<'a> {
+pub(crate) struct CaptionRun<'a> {
     pub dataset: &'a Dataset,
     pub read: &'a ReadOptions,
     /// Only the records whose id this shard owns.
@@ -34,7 +34,7 @@ pub struct CaptionRun<'a> {
 
 /// What a caption run did.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Lines appended to the output.
     pub written: usize,
     /// New tokens generated.
@@ -54,7 +54,7 @@ type Pending = Vec<(CaptionInput, Option<Audit>)>;
 
 impl CaptionRun<'_> {
     /// Captions every record `out` does not hold yet, appending as each batch finishes.
-    pub fn run(&self, out: &mut RecordOutput) -> Result<Outcome> {
+    pub(crate) fn run(&self, out: &mut RecordOutput) -> Result<Outcome> {
         let dataset = self.dataset;
         let total = dataset.known_rows(&dataset.units(&[], 1));
         let unit_name = if self.captioner.is_some() {

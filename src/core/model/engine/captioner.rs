@@ -20,7 +20,7 @@ use crate::core::model::kernels;
 use crate::core::model::load::checkpoint::Checkpoint;
 
 /// One image to caption.
-pub struct CaptionInput {
+pub(crate) struct CaptionInput {
     pub id: String,
     /// Where the image came from (path or archive member), for the output.
     pub image: String,
@@ -31,7 +31,7 @@ pub struct CaptionInput {
 
 /// One output line of `mt caption`.
 #[derive(Debug, Clone, Serialize)]
-pub struct Caption {
+pub(crate) struct Caption {
     pub id: String,
     pub image: String,
     pub caption: String,
@@ -41,7 +41,7 @@ pub struct Caption {
 }
 
 /// A model ready to caption.
-pub struct Captioner {
+pub(crate) struct Captioner {
     model: Llava,
     codec: TextCodec,
     processor: ImageProcessor,
@@ -60,7 +60,7 @@ pub struct Captioner {
 impl Captioner {
     /// Loads the checkpoint and tokenises the prompt once. With `stop_at_eos`, the
     /// checkpoint's end-of-sequence tokens join `decoding.stop_tokens`.
-    pub fn new(
+    pub(crate) fn new(
         ckpt: Checkpoint,
         question: &str,
         mut decoding: GenerationConfig,
@@ -94,7 +94,7 @@ impl Captioner {
 
     /// Tokenises prompts as LLaVA's `tokenizer_image_token` does (the reference's eval
     /// script), with the BOS token the checkpoint folder `dir` names.
-    pub fn use_llava_tokenization(&mut self, dir: &std::path::Path, question: &str) -> Result<()> {
+    pub(crate) fn use_llava_tokenization(&mut self, dir: &std::path::Path, question: &str) -> Result<()> {
         self.tokens = PromptTokens::Llava {
             bos: self.codec.named_token(dir, "bos_token"),
         };
@@ -106,14 +106,14 @@ impl Captioner {
     }
 
     /// The decoding settings in force (stop tokens included).
-    pub fn generation(&self) -> &GenerationConfig {
+    pub(crate) fn generation(&self) -> &GenerationConfig {
         &self.decoding
     }
 
     /// Captions a batch; `on_tokens(n)` reports generated tokens as they come. One
     /// result per item, in order: an image that cannot be prepared (over a memory
     /// budget) fails alone and the others are captioned; model errors fail the call.
-    pub fn caption(
+    pub(crate) fn caption(
         &self,
         items: &[CaptionInput],
         on_tokens: &mut (dyn FnMut(usize) + Send),

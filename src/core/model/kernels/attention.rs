@@ -23,7 +23,7 @@ const QUERY_BLOCK: usize = 64;
 
 /// Whether [`attend`] runs on these tensors: f32 on the CPU (with or without a
 /// gradient).
-pub fn applies(tensors: &[&Tensor]) -> bool {
+pub(crate) fn applies(tensors: &[&Tensor]) -> bool {
     tensors
         .iter()
         .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
@@ -34,7 +34,7 @@ pub fn applies(tensors: &[&Tensor]) -> bool {
 /// additive `(B, 1, L, T)` (it gets no gradient). With `causal`, query `i` sees keys
 /// `..= T - L + i` and the later ones are skipped entirely. Returns `(B, H, L, D)`;
 /// gradients flow to `q`, `k` and `v`.
-pub fn attend(
+pub(crate) fn attend(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,

@@ -17,7 +17,7 @@ use super::small_m_matmul;
 use crate::core::model::ops::tracks_grad;
 
 /// Whether the fused kernels can run on these tensors.
-pub fn applies(tensors: &[&Tensor]) -> bool {
+pub(crate) fn applies(tensors: &[&Tensor]) -> bool {
     !tracks_grad(tensors)
         && tensors
             .iter()
@@ -39,7 +39,7 @@ thread_local! {
 /// hundred products onto the pool, and a fork from inside the pool runs its first half
 /// on the calling thread while a spinning worker steals the second, where a fork from
 /// outside queues both halves and sleeps until they are done (decoding ~10% faster).
-pub fn inference<T: Send>(device: &Device, f: impl FnOnce() -> T + Send) -> T {
+pub(crate) fn inference<T: Send>(device: &Device, f: impl FnOnce() -> T + Send) -> T {
     struct Restore(bool);
     impl Drop for Restore {
         fn drop(&mut self) {
@@ -58,13 +58,13 @@ pub fn inference<T: Send>(device: &Device, f: impl FnOnce() -> T + Send) -> T {
 }
 
 /// Whether this thread runs inside [`inference`].
-pub fn in_inference() -> bool {
+pub(crate) fn in_inference() -> bool {
     INFERENCE.get()
 }
 
 /// Whether the inference-only kernels run on these tensors: inside [`inference`], and
 /// [`applies`].
-pub fn inference_applies(tensors: &[&Tensor]) -> bool {
+pub(crate) fn inference_applies(tensors: &[&Tensor]) -> bool {
     in_inference() && applies(tensors)
 }
 
@@ -77,7 +77,7 @@ pub fn inference_applies(tensors: &[&Tensor]) -> bool {
 /// column block and zeroes a fresh output first (prefill's Linear layers run ~10%
 /// faster). `None` where this does not apply: outside inference, another layout or
 /// dtype, or a gradient to track.
-pub fn linears(x: &Tensor, layers: &[(&Tensor, Option<&Tensor>)]) -> Result<Option<Vec<Tensor>>> {
+pub(crate) fn linears(x: &Tensor, layers: &[(&Tensor, Option<&Tensor>)]) -> Result<Option<Vec<Tensor>>> {
     if !in_inference() {
         return Ok(None);
     }
@@ -214,7 +214,7 @@ fn gemm_transposed(
 }
 
 /// CLIP's `quick_gelu`, `x * sigmoid(1.702 x)`, in one parallel pass.
-pub fn quick_gelu(x: &Tensor) -> Result<Tensor> {
+pub(crate) fn quick_gelu(x: &Tensor) -> Result<Tensor> {
     let x = x.contiguous()?;
     let n = x.elem_count();
     let (xs, xl) = x.storage_and_layout();
@@ -451,7 +451,7 @@ fn exp(x: f32) -> f32 {
 }
 
 /// `silu(gate) * up` elementwise, for same-shaped contiguous tensors.
-pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+pub(crate) fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     ensure!(gate.dims() == up.dims(), "silu_mul shapes differ");
     let (gate, up) = (gate.contiguous()?, up.contiguous()?);
     let n = gate.elem_count();

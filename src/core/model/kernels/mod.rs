@@ -15,4 +15,4 @@ pub(crate) mod fused;
 pub(crate) mod rowwise;
 pub(crate) mod small_m_matmul;
 
-pub use fused::inference;
+pub(crate) use fused::inference;

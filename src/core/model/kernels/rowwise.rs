@@ -15,7 +15,7 @@ const ROWS_PER_TASK: usize = 16;
 
 /// `x / sqrt(mean(x²) + eps) * weight` over the last dimension, or `None` where this
 /// kernel does not apply.
-pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Option<Tensor>> {
+pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Option<Tensor>> {
     if !fused::inference_applies(&[x, weight]) {
         return Ok(None);
     }
@@ -67,7 +67,7 @@ fn scale_into(out: &mut [f32], x: &[f32], w: &[f32], inv: f32) {
 /// `rotary` (`cos`, `sin` of shape `(B, L, D/2)`, the "rotate half" convention) when
 /// given, or `None` where this kernel does not apply. The same arithmetic as candle's
 /// rotary op, element for element.
-pub fn split_heads(
+pub(crate) fn split_heads(
     y: &Tensor,
     heads: usize,
     rotary: Option<(&Tensor, &Tensor)>,

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 /// Left-hand rows up to which these kernels beat gemm (measured on AVX-512: at 16 rows
 /// they still read the weights once, gemm's packing overhead is not yet amortised).
-pub const MAX_ROWS: usize = 16;
+pub(crate) const MAX_ROWS: usize = 16;
 
 /// Rows of `b` per step of [`times_rows`]' kernel: eight halve the loads and stores of
 /// `y` that four take, and the sums still stay in registers.
@@ -17,7 +17,7 @@ const STEP: usize = 8;
 
 /// A row-major matrix inside a slice: row `r` starts at `r * stride`.
 #[derive(Clone, Copy)]
-pub struct Rows<'a> {
+pub(crate) struct Rows<'a> {
     pub data: &'a [f32],
     pub stride: usize,
 }
@@ -33,7 +33,7 @@ impl Rows<'_> {
 }
 
 /// Whether this CPU runs the kernels.
-pub fn supported() -> bool {
+pub(crate) fn supported() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx512f")
@@ -45,7 +45,7 @@ pub fn supported() -> bool {
 }
 
 /// The output `y` `(m, n)`, rows `stride` apart.
-pub struct Out<'a> {
+pub(crate) struct Out<'a> {
     pub data: &'a mut [f32],
     pub stride: usize,
 }
@@ -83,7 +83,7 @@ fn check_operands(
 }
 
 /// `y = scale · x b` for `x` `(m, k)` and `b` `(k, n)`; see [`times_rows_each`].
-pub fn times_rows(
+pub(crate) fn times_rows(
     (m, n, k): (usize, usize, usize),
     y: Out,
     x: Rows,
@@ -95,7 +95,7 @@ pub fn times_rows(
 }
 
 /// One product of [`times_rows_each`]: `y` `(m, n)` from `b` `(k, n)`.
-pub struct Product<'a> {
+pub(crate) struct Product<'a> {
     pub y: Out<'a>,
     pub b: Rows<'a>,
     pub n: usize,
@@ -107,7 +107,7 @@ pub struct Product<'a> {
 /// products share one fork (the projections that read the same input, q/k/v or
 /// gate/up, cost one wake-up). Panics unless [`supported`] and every matrix fits its
 /// slice.
-pub fn times_rows_each(
+pub(crate) fn times_rows_each(
     (m, k): (usize, usize),
     x: Rows,
     products: &mut [Product],
@@ -204,7 +204,7 @@ pub fn times_rows_each(
 
 /// `y = scale · x bᵀ` for `x` `(m, k)` and `b` `(n, k)`, on this thread. Panics unless
 /// [`supported`] and every matrix fits its slice.
-pub fn times_cols((m, n, k): (usize, usize, usize), y: Out, x: Rows, b: Rows, scale: f32) {
+pub(crate) fn times_cols((m, n, k): (usize, usize, usize), y: Out, x: Rows, b: Rows, scale: f32) {
     check_operands(&y, (m, n, k), &x, &b, (n, k));
     for j0 in (0..n).step_by(4) {
         for r0 in (0..m).step_by(4) {
@@ -244,7 +244,7 @@ mod avx512 {
     /// rows of `b`, each read front to back (`y` starts from zero when `first`); the sum
     /// is multiplied by `scale` as it is stored. `rows <= 4`, any `w`.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn rows_step(rows: usize, kr: usize, o: Operands, first: bool, scale: f32) {
+    pub(super) unsafe fn rows_step(rows: usize, kr: usize, o: Operands, first: bool, scale: f32) {
         unsafe {
             match rows {
                 1 => rows_step_n::<1>(kr, o, first, scale),
@@ -300,7 +300,7 @@ mod avx512 {
 
     /// `y[..rows, ..cols] = scale · x[..rows, ..k] b[..cols, ..k]ᵀ`, `rows, cols <= 4`.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn cols_tile(rows: usize, k: usize, o: Operands, scale: f32) {
+    pub(super) unsafe fn cols_tile(rows: usize, k: usize, o: Operands, scale: f32) {
         unsafe {
             match rows {
                 1 => cols_tile_n::<1>(k, o, scale),
