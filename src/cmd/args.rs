@@ -37,12 +37,12 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// The checkpoint folder. Every command but `mt caption --dry-run` (which loads no
     /// model) has clap require `--model`.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.model.as_deref().unwrap_or(Path::new("."))
     }
 
     /// The dtype on `device`: `--dtype`, else bf16 on a GPU and f32 on the CPU.
-    pub fn dtype(&self, device: &Device) -> Result<DType> {
+    pub(crate) fn dtype(&self, device: &Device) -> Result<DType> {
         match self.dtype {
             Some(d) => Ok(d.into()),
             None => crate::core::model::load::checkpoint::dtype(None, device),
@@ -64,7 +64,7 @@ pub struct DeviceArgs {
 
 impl DeviceArgs {
     /// The GPU to use, none for the CPU (see [`super::pick_gpu`]).
-    pub fn gpu(&self) -> Option<usize> {
+    pub(crate) fn gpu(&self) -> Option<usize> {
         super::pick_gpu(self.gpu, self.cpu)
     }
 }
@@ -84,7 +84,7 @@ pub struct GpusArgs {
 impl GpusArgs {
     /// The GPU a run given neither `--gpu` nor `--cpu` takes: GPU 0 when a CUDA build
     /// sees one (see [`super::pick_gpu`]).
-    pub fn default_gpu(&self) -> Option<usize> {
+    pub(crate) fn default_gpu(&self) -> Option<usize> {
         match self.gpu.is_empty() {
             true => super::pick_gpu(None, self.cpu),
             false => None,
@@ -112,7 +112,7 @@ pub struct DecodingArgs {
 
 impl DecodingArgs {
     /// Rejects values that make no sense.
-    pub fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         if self.temperature.is_some_and(|t| t < 0.0)
             || self.top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0))
         {
@@ -122,17 +122,17 @@ impl DecodingArgs {
     }
 
     /// The temperature (0: greedy).
-    pub fn temperature(&self) -> f64 {
+    pub(crate) fn temperature(&self) -> f64 {
         self.temperature.unwrap_or(0.0)
     }
 
     /// The nucleus mass (1: off).
-    pub fn top_p(&self) -> f64 {
+    pub(crate) fn top_p(&self) -> f64 {
         self.top_p.unwrap_or(1.0)
     }
 
     /// The top-k cut (0: off).
-    pub fn top_k(&self) -> usize {
+    pub(crate) fn top_k(&self) -> usize {
         self.top_k.unwrap_or(0)
     }
 }
@@ -249,7 +249,7 @@ pub enum AutoOrientationArg {
 
 impl AutoOrientationArg {
     /// The forced convention; none for `auto`.
-    pub fn orientation(self) -> Option<Orientation> {
+    pub(crate) fn orientation(self) -> Option<Orientation> {
         match self {
             Self::Auto => None,
             Self::Radiological => Some(Orientation::Radiological),
@@ -270,7 +270,7 @@ pub enum AspectArg {
 
 impl AspectArg {
     /// The name LLaVA's config and the training plan use.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Pad => "pad",
             Self::Square => "square",
@@ -335,7 +335,7 @@ pub enum ConnectivityArg {
 
 impl ConnectivityArg {
     /// The neighbour count.
-    pub fn neighbours(self) -> u8 {
+    pub(crate) fn neighbours(self) -> u8 {
         match self {
             Self::Four => 4,
             Self::Eight => 8,
@@ -354,7 +354,7 @@ pub enum ShellArg {
 
 impl ShellArg {
     /// The shell's name.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Bash => "bash",
             Self::Zsh => "zsh",

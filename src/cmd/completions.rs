@@ -41,6 +41,6 @@ pub fn file_name(shell: &str) -> String {
     }
 }
 
-pub fn run(args: &Args) -> Result<()> {
+pub(crate) fn run(args: &Args) -> Result<()> {
     print(&String::from_utf8_lossy(&script(args.shell.name())))
 }

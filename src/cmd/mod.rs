@@ -92,7 +92,7 @@ pub enum Command {
 }
 
 /// What a running command can use besides its own arguments.
-pub struct Context {
+pub(crate) struct Context {
     pub json: bool,
     /// `-q`: no summaries on stderr, warnings and errors only.
     pub quiet: bool,
@@ -188,13 +188,13 @@ fn with_run_dir<A: Serialize>(
 
 /// Flags whose values are secrets: run.json records [`REDACTED`] in their place, and
 /// `mt replay` drops them (the replay reads the secret from the environment again).
-pub const SECRET_FLAGS: [&str; 1] = ["--token"];
+pub(crate) const SECRET_FLAGS: [&str; 1] = ["--token"];
 
 /// What run.json holds in place of a secret flag's value.
-pub const REDACTED: &str = "***";
+pub(crate) const REDACTED: &str = "***";
 
 /// The secret flag `arg` is (`--token`) or sets (`--token=...`), if any.
-pub fn secret_flag(arg: &str) -> Option<&str> {
+pub(crate) fn secret_flag(arg: &str) -> Option<&str> {
     let flag = arg.split_once('=').map_or(arg, |(flag, _)| flag);
     SECRET_FLAGS.contains(&flag).then_some(flag)
 }
@@ -221,7 +221,7 @@ fn redact_secrets(argv: Vec<String>) -> Vec<String> {
 
 /// The GPU a model command runs on: `--gpu N`; none with `--cpu`; with neither, GPU 0
 /// when this is a CUDA build and a GPU is visible, else none (the CPU).
-pub fn pick_gpu(gpu: Option<usize>, cpu: bool) -> Option<usize> {
+pub(crate) fn pick_gpu(gpu: Option<usize>, cpu: bool) -> Option<usize> {
     match (gpu, cpu) {
         (Some(i), _) => Some(i),
         (None, true) => None,
@@ -242,7 +242,7 @@ fn gpu_visible() -> bool {
 }
 
 /// Failures as `[{input, error}]`: the form of failures.json and of `--json` summaries.
-pub fn failure_list(failures: &[(String, String)]) -> Vec<serde_json::Value> {
+pub(crate) fn failure_list(failures: &[(String, String)]) -> Vec<serde_json::Value> {
     failures
         .iter()
         .map(|(input, error)| serde_json::json!({"input": input, "error": error}))
@@ -252,7 +252,7 @@ pub fn failure_list(failures: &[(String, String)]) -> Vec<serde_json::Value> {
 /// Prints a command's end-of-run summary: with `--json`, `json` as one line on stdout,
 /// or on stderr when the command's records themselves went to stdout (`-o -`), so stdout
 /// stays one record per line; otherwise `text()` on stderr unless `--quiet`.
-pub fn summary(
+pub(crate) fn summary(
     ctx: &Context,
     records_on_stdout: bool,
     json: &serde_json::Value,
@@ -273,7 +273,7 @@ pub fn summary(
 }
 
 /// Writes `text` to stdout; a closed pipe (`mt ... | head`) is not an error.
-pub fn print(text: &str) -> Result<()> {
+pub(crate) fn print(text: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -282,13 +282,13 @@ pub fn print(text: &str) -> Result<()> {
 }
 
 /// Where a run's file will be, for messages (`runs/x/failures.json`).
-pub fn run_file(ctx: &Context, name: &str) -> Option<PathBuf> {
+pub(crate) fn run_file(ctx: &Context, name: &str) -> Option<PathBuf> {
     ctx.run.as_ref().map(|r| r.path().join(name))
 }
 
 /// Logs each failure (input, error), lists them in the run directory and turns
 /// `failed` failed inputs into exit code 3.
-pub fn finish_failures(
+pub(crate) fn finish_failures(
     ctx: &mut Context,
     failures: Vec<(String, String)>,
     failed: usize,

@@ -1,20 +1,19 @@
-//! Errors that carry a meaning for the exit status, and the exit codes themselves.
+//! Errors that carry a meaning for the exit status, and the exit codes themselves
+//! (0, success, is the process default).
 //!
 //! Every other error is an [`anyhow::Error`] with context naming the file, row or
 //! field at fault; it exits with [`EXIT_ERROR`].
 
-/// Success.
-pub const EXIT_OK: i32 = 0;
 /// A runtime error: the command could not do its job.
-pub const EXIT_ERROR: i32 = 1;
+pub(crate) const EXIT_ERROR: i32 = 1;
 /// A usage error: bad flags or arguments, or a subcommand that does not exist yet.
-pub const EXIT_USAGE: i32 = 2;
+pub(crate) const EXIT_USAGE: i32 = 2;
 /// The command finished, but some inputs failed (they are listed in the run directory).
-pub const EXIT_PARTIAL: i32 = 3;
+pub(crate) const EXIT_PARTIAL: i32 = 3;
 
 /// Failures with a dedicated exit code.
 #[derive(Debug, thiserror::Error)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The user asked for something that cannot work (exit 2).
     #[error("{0}")]
     Usage(String),
@@ -45,7 +44,10 @@ thread_local! {
 /// Runs `f`, turning a panic inside it (third-party decoders meeting hostile bytes) into
 /// the error `"{what} crashed: <panic message>"`, so one bad file, row group or image
 /// cannot end a run over millions.
-pub fn contain_panic<T>(what: &str, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+pub(crate) fn contain_panic<T>(
+    what: &str,
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let outer = CONTAINING.replace(true);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     CONTAINING.set(outer);
@@ -74,7 +76,7 @@ pub fn quiet_contained_panics() {
 }
 
 /// Shorthand for a usage error.
-pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+pub(crate) fn usage(msg: impl Into<String>) -> anyhow::Error {
     Failure::Usage(msg.into()).into()
 }
 

@@ -9,13 +9,13 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 /// An append-only JSON Lines file (flushed per line, so a crash loses at most one line).
-pub struct JsonLines {
+pub(crate) struct JsonLines {
     out: BufWriter<File>,
 }
 
 impl JsonLines {
     /// Opens `path` for appending, creating it if needed.
-    pub fn append(path: &Path) -> Result<Self> {
+    pub(crate) fn append(path: &Path) -> Result<Self> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -27,7 +27,7 @@ impl JsonLines {
     }
 
     /// Appends one record.
-    pub fn write(&mut self, value: &impl Serialize) -> Result<()> {
+    pub(crate) fn write(&mut self, value: &impl Serialize) -> Result<()> {
         serde_json::to_writer(&mut self.out, value)?;
         self.out.write_all(b"\n")?;
         self.out.flush()?;

@@ -9,20 +9,20 @@ pub fn mix64(mut x: u64) -> u64 {
 }
 
 /// A 64-bit key for `(seed, a, b)`: the same triple always gives the same key.
-pub fn keyed(seed: u64, a: u64, b: u64) -> u64 {
+pub(crate) fn keyed(seed: u64, a: u64, b: u64) -> u64 {
     mix64(mix64(mix64(seed) ^ a) ^ b)
 }
 
 /// FNV-1a of a string: a stable key for per-sample seeds and shard assignment (the
 /// same in every version of mt, on every platform).
-pub fn fnv1a(s: &str) -> u64 {
+pub(crate) fn fnv1a(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
 
 /// Lower-case hexadecimal of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -19,7 +19,7 @@ pub struct LogSink {
 
 impl LogSink {
     /// Sends JSON events to `path` (appending) from now on.
-    pub fn attach(&self, path: &Path) -> Result<()> {
+    pub(crate) fn attach(&self, path: &Path) -> Result<()> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
@@ -30,7 +30,7 @@ impl LogSink {
     }
 
     /// Flushes and closes the log file.
-    pub fn detach(&self) {
+    pub(crate) fn detach(&self) {
         if let Some(mut f) = self.lock().take() {
             let _ = f.flush();
         }
@@ -67,7 +67,7 @@ impl<'a> MakeWriter<'a> for LogSink {
 }
 
 /// The stderr filter for `-v`/`-q` counts: `RUST_LOG` wins when set.
-pub fn stderr_filter(verbose: u8, quiet: u8) -> EnvFilter {
+pub(crate) fn stderr_filter(verbose: u8, quiet: u8) -> EnvFilter {
     if let Ok(filter) = EnvFilter::try_from_env("RUST_LOG") {
         return filter;
     }

@@ -19,7 +19,7 @@ fn visible() -> bool {
 }
 
 /// A bar counting `unit`s towards `total` (a spinner with a rate when the total is unknown).
-pub fn bar(total: Option<u64>, unit: &str, message: impl Into<String>) -> ProgressBar {
+pub(crate) fn bar(total: Option<u64>, unit: &str, message: impl Into<String>) -> ProgressBar {
     if !visible() {
         return ProgressBar::hidden();
     }
@@ -45,7 +45,7 @@ pub fn bar(total: Option<u64>, unit: &str, message: impl Into<String>) -> Progre
 }
 
 /// A stack of bars (an overall one and one per active transfer), hidden like [`bar`].
-pub fn multi() -> indicatif::MultiProgress {
+pub(crate) fn multi() -> indicatif::MultiProgress {
     if visible() {
         indicatif::MultiProgress::new()
     } else {
@@ -54,7 +54,7 @@ pub fn multi() -> indicatif::MultiProgress {
 }
 
 /// A byte-counting bar for `multi` with size, rate and ETA.
-pub fn byte_bar(
+pub(crate) fn byte_bar(
     multi: &indicatif::MultiProgress,
     total: u64,
     message: impl Into<String>,

@@ -48,7 +48,7 @@ const ROW_GROUP_BYTES: usize = 64 << 20;
 
 /// A resumable output keyed by one field: JSONL, or parquet when the path ends in
 /// `.parquet` (see the module docs).
-pub struct RecordOutput {
+pub(crate) struct RecordOutput {
     staged: JsonlOutput,
     parquet: Option<ParquetTarget>,
 }
@@ -63,7 +63,7 @@ struct ParquetTarget {
 impl RecordOutput {
     /// Opens `path` (`-` = stdout), collecting the `key` of every record already written
     /// there, in its staging file, or in a parquet file finished by an earlier run.
-    pub fn open(path: &Path, key: &str) -> Result<Self> {
+    pub(crate) fn open(path: &Path, key: &str) -> Result<Self> {
         let Some(staging) = staging_path(path) else {
             return Ok(Self {
                 staged: JsonlOutput::open(path, key)?,
@@ -97,29 +97,29 @@ impl RecordOutput {
     }
 
     /// Whether a record with this key was written before.
-    pub fn contains(&self, id: &str) -> bool {
+    pub(crate) fn contains(&self, id: &str) -> bool {
         self.staged.contains(id)
     }
 
     /// Records already present when the output was opened (plus those written since).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.staged.len()
     }
 
     /// Whether nothing has been written yet.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.staged.is_empty()
     }
 
     /// Appends records and flushes them (to the staging file for parquet).
-    pub fn write_all<T: Serialize>(&mut self, records: &[(String, T)]) -> Result<()> {
+    pub(crate) fn write_all<T: Serialize>(&mut self, records: &[(String, T)]) -> Result<()> {
         self.staged.write_all(records)
     }
 
     /// Writes the parquet file from everything staged and returns its path; `None` for
     /// JSONL, which is complete already. Until this succeeds, the rows stay staged and
     /// the next run picks them up.
-    pub fn finish(self) -> Result<Option<PathBuf>> {
+    pub(crate) fn finish(self) -> Result<Option<PathBuf>> {
         let Self { staged, parquet } = self;
         drop(staged);
         let Some(target) = parquet else {
@@ -135,7 +135,7 @@ impl RecordOutput {
 
 /// Where the records of a parquet output are staged while it is written
 /// (`<path>.partial.jsonl`); `None` for other paths, which are written as they go.
-pub fn staging_path(path: &Path) -> Option<PathBuf> {
+pub(crate) fn staging_path(path: &Path) -> Option<PathBuf> {
     path.extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
         .then(|| with_suffix(path, ".partial.jsonl"))

@@ -8,14 +8,14 @@ use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::core::files::{JsonLines, write_atomic};
+use crate::core::files::write_atomic;
 
 /// Base folder for run directories when `--run-dir` is not given.
 pub(crate) const DEFAULT_RUNS_DIR: &str = "runs";
 
 /// What `run.json` holds: enough to understand and replay a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunRecord {
+pub(crate) struct RunRecord {
     pub command: String,
     pub argv: Vec<String>,
     /// The fully resolved configuration (every flag, defaults included).
@@ -38,13 +38,13 @@ pub struct RunRecord {
 
 /// A live run directory.
 #[derive(Debug)]
-pub struct RunDir {
+pub(crate) struct RunDir {
     dir: PathBuf,
     record: RunRecord,
 }
 
 /// How a run ended, for `run.json`.
-pub struct Outcome<'a> {
+pub(crate) struct Outcome<'a> {
     pub exit_code: i32,
     pub error: Option<&'a anyhow::Error>,
 }
@@ -52,7 +52,7 @@ pub struct Outcome<'a> {
 impl RunDir {
     /// Creates `dir` (or a fresh `<base>/<command>-<time>-<id>` when `dir` is None)
     /// and writes a first `run.json` with status `running`.
-    pub fn create(
+    pub(crate) fn create(
         dir: Option<&Path>,
         base: &Path,
         command: &str,
@@ -94,32 +94,22 @@ impl RunDir {
     }
 
     /// The directory itself.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.dir
     }
 
-    /// The record as it stands.
-    pub fn record(&self) -> &RunRecord {
-        &self.record
-    }
-
     /// Records the device the command computes on (e.g. `cuda:0 bf16`).
-    pub fn set_device(&mut self, device: impl Into<String>) {
+    pub(crate) fn set_device(&mut self, device: impl Into<String>) {
         self.record.device = device.into();
     }
 
-    /// Sets a counter in `run.json` (saved at the next [`RunDir::checkpoint`] or at the end).
-    pub fn set_count(&mut self, key: &str, value: impl Into<Value>) {
+    /// Sets a counter in `run.json` (saved with the run record at the end).
+    pub(crate) fn set_count(&mut self, key: &str, value: impl Into<Value>) {
         self.record.counts.insert(key.to_string(), value.into());
     }
 
-    /// Rewrites `run.json` now, so that a killed run still shows its progress.
-    pub fn checkpoint(&self) -> Result<()> {
-        self.save()
-    }
-
     /// Writes `name` inside the run directory as pretty JSON, atomically.
-    pub fn write_json(&self, name: &str, value: &impl Serialize) -> Result<PathBuf> {
+    pub(crate) fn write_json(&self, name: &str, value: &impl Serialize) -> Result<PathBuf> {
         let path = self.dir.join(name);
         let mut bytes = serde_json::to_vec_pretty(value)?;
         bytes.push(b'\n');
@@ -127,13 +117,8 @@ impl RunDir {
         Ok(path)
     }
 
-    /// Opens `metrics.jsonl` for appending one JSON object per line.
-    pub fn metrics(&self) -> Result<JsonLines> {
-        JsonLines::append(&self.dir.join("metrics.jsonl"))
-    }
-
     /// Records the end time, exit status and error, and saves `run.json`.
-    pub fn finish(mut self, outcome: Outcome<'_>) -> Result<()> {
+    pub(crate) fn finish(mut self, outcome: Outcome<'_>) -> Result<()> {
         self.record.ended = Some(jiff::Timestamp::now().to_string());
         self.record.exit_code = Some(outcome.exit_code);
         self.record.status = match outcome.exit_code {

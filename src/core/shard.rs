@@ -18,7 +18,7 @@ use crate::core::hash::{fnv1a, mix64};
 
 /// One part of a partition: `index` in `0..count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Shard {
+pub(crate) struct Shard {
     pub index: usize,
     pub count: usize,
 }
@@ -30,7 +30,7 @@ impl fmt::Display for Shard {
 }
 
 /// `I/N` with 0 <= I < N, as (I, N).
-pub fn index_of_count(text: &str) -> Option<(usize, usize)> {
+pub(crate) fn index_of_count(text: &str) -> Option<(usize, usize)> {
     let (i, n) = text.split_once('/')?;
     let (index, count) = (i.trim().parse().ok()?, n.trim().parse().ok()?);
     (index < count).then_some((index, count))
@@ -38,7 +38,7 @@ pub fn index_of_count(text: &str) -> Option<(usize, usize)> {
 
 impl Shard {
     /// Parses `I/N` (`I` from 0 to `N - 1`).
-    pub fn parse(text: &str) -> Result<Self> {
+    pub(crate) fn parse(text: &str) -> Result<Self> {
         match index_of_count(text) {
             Some((index, count)) => Ok(Self { index, count }),
             None => bail!("`{text}` is not a shard: expected I/N with 0 <= I < N, like 0/8"),
@@ -49,7 +49,7 @@ impl Shard {
     /// so an array `--array=0-(N-1)` and any resubmitted task agree); or `slurm` (the
     /// task's place in its array, from `SLURM_ARRAY_TASK_ID`, `_MIN`, `_STEP` and
     /// `_COUNT`; resubmitting one task with `--array=K` changes these, use `slurm/N`).
-    pub fn resolve(text: &str, var: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+    pub(crate) fn resolve(text: &str, var: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
         let task_id = || -> Result<usize> {
             let id = var("SLURM_ARRAY_TASK_ID")
                 .context("`slurm` needs SLURM_ARRAY_TASK_ID (run inside a Slurm array job)")?;
@@ -108,12 +108,12 @@ impl Shard {
     }
 
     /// Whether this shard owns `id`.
-    pub fn owns(&self, id: &str) -> bool {
+    pub(crate) fn owns(&self, id: &str) -> bool {
         owner(id, self.count) == self.index
     }
 
     /// This shard's output file for `-o path`: `stem-IIIII-of-NNNNN.ext`.
-    pub fn output(&self, path: &Path) -> PathBuf {
+    pub(crate) fn output(&self, path: &Path) -> PathBuf {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         let name = name.unwrap_or_default();
         let (stem, ext) = match name.split_once('.') {
@@ -133,7 +133,7 @@ pub fn owner(id: &str, count: usize) -> usize {
 }
 
 /// Flushes an output file to disk (before its marker says it is complete).
-pub fn sync_output(output: &Path) -> Result<()> {
+pub(crate) fn sync_output(output: &Path) -> Result<()> {
     std::fs::File::open(output)
         .and_then(|f| f.sync_all())
         .with_context(|| format!("cannot sync {}", output.display()))
@@ -155,7 +155,7 @@ pub fn marker(output: &Path) -> PathBuf {
 }
 
 /// Removes a marker left by an earlier run (its work is being redone or extended).
-pub fn clear_marker(output: &Path) -> Result<()> {
+pub(crate) fn clear_marker(output: &Path) -> Result<()> {
     match std::fs::remove_file(marker(output)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(e).with_context(|| format!("cannot remove {}", marker(output).display()))
@@ -166,7 +166,7 @@ pub fn clear_marker(output: &Path) -> Result<()> {
 
 /// Writes the completion marker (synced, then renamed into place) with `summary`; the
 /// output itself must be durable first (see [`sync_output`]).
-pub fn write_marker(output: &Path, summary: &impl Serialize) -> Result<()> {
+pub(crate) fn write_marker(output: &Path, summary: &impl Serialize) -> Result<()> {
     let path = marker(output);
     let tmp = path.with_extension("done.tmp");
     let text = serde_json::to_string_pretty(summary)? + "\n";
@@ -181,7 +181,7 @@ pub fn write_marker(output: &Path, summary: &impl Serialize) -> Result<()> {
 
 /// The shard a shard output's file name names (`stem-00003-of-00008.ext`), with the
 /// name it was made from (`stem.ext`).
-pub fn shard_of_name(path: &Path) -> Option<(Shard, String)> {
+pub(crate) fn shard_of_name(path: &Path) -> Option<(Shard, String)> {
     let name = path.file_name()?.to_str()?;
     let (stem, ext) = name.split_once('.').map_or((name, ""), |(s, e)| (s, e));
     let (rest, count) = stem.rsplit_once("-of-")?;
@@ -198,7 +198,7 @@ pub fn shard_of_name(path: &Path) -> Option<(Shard, String)> {
 /// Refuses to start shard `shard` of `output` when the folder already holds shard
 /// outputs of the same name cut into a different number of shards (a changed N would
 /// caption ids twice, or miss them).
-pub fn check_siblings(output: &Path, shard: Shard) -> Result<()> {
+pub(crate) fn check_siblings(output: &Path, shard: Shard) -> Result<()> {
     let Some((_, base)) = shard_of_name(output) else {
         return Ok(());
     };
@@ -229,7 +229,7 @@ pub fn check_siblings(output: &Path, shard: Shard) -> Result<()> {
 
 /// One shard output given to a merge, and what its marker says (`None`: no marker).
 #[derive(Debug)]
-pub struct ShardFile {
+pub(crate) struct ShardFile {
     pub shard: Shard,
     pub marker: Option<serde_json::Value>,
 }
@@ -237,7 +237,7 @@ pub struct ShardFile {
 /// What a set of shard outputs holds, checked before merging: one base name, every
 /// shard `0..N` once, all of one `N`, each with its marker unless `allow_incomplete`.
 /// `.done` files among the inputs (a glob catches them) are left out.
-pub fn check_complete(
+pub(crate) fn check_complete(
     files: &[PathBuf],
     allow_incomplete: bool,
 ) -> Result<Vec<(PathBuf, ShardFile)>> {

@@ -148,7 +148,11 @@ pub(crate) fn write_records(
 /// Complete shards `<prefix>-NNNNN[-of-MMMMM].<ext>` in `dir` with their numbers, in
 /// order; leftovers of an interrupted shard (`<prefix>-NNNNN.<ext>.partial`) are
 /// removed. Other files, other prefixes (`train-v2-...`) included, are left alone.
-pub(crate) fn complete_shards(dir: &Path, prefix: &str, ext: &str) -> Result<Vec<(usize, PathBuf)>> {
+pub(crate) fn complete_shards(
+    dir: &Path,
+    prefix: &str,
+    ext: &str,
+) -> Result<Vec<(usize, PathBuf)>> {
     let mut shards = Vec::new();
     for e in std::fs::read_dir(dir)?.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();

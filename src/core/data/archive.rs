@@ -16,7 +16,7 @@ use super::{Flow, Visit};
 use crate::core::data::inputs::ImageStore;
 
 /// Members larger than this are reported, not read (guards against bombs).
-pub const MAX_MEMBER_BYTES: u64 = 1 << 30;
+pub(crate) const MAX_MEMBER_BYTES: u64 = 1 << 30;
 
 /// A record being assembled from consecutive members with one key.
 struct Group {
@@ -28,7 +28,12 @@ struct Group {
 
 /// Streams the records of the archive at `path`. A truncated or corrupt archive ends
 /// with an error naming the member it stopped at; records before it are delivered.
-pub(crate) fn read_archive(input: usize, path: &Path, batch_rows: usize, visit: Visit<'_>) -> Result<()> {
+pub(crate) fn read_archive(
+    input: usize,
+    path: &Path,
+    batch_rows: usize,
+    visit: Visit<'_>,
+) -> Result<()> {
     let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
     let name = path.to_string_lossy();
     let reader: Box<dyn Read> = if name.ends_with(".zst") || name.ends_with(".tzst") {

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 /// A string column (`string`, `large_string` or `string_view`).
 #[derive(Debug, Clone)]
-pub enum StrColumn {
+pub(crate) enum StrColumn {
     Utf8(StringArray),
     Large(LargeStringArray),
     View(StringViewArray),
@@ -24,7 +24,7 @@ pub enum StrColumn {
 
 impl StrColumn {
     /// Views `array` as strings; `name` is only used in the error.
-    pub fn new(name: &str, array: &ArrayRef) -> Result<Self> {
+    pub(crate) fn new(name: &str, array: &ArrayRef) -> Result<Self> {
         Ok(match array.data_type() {
             DataType::Utf8 => StrColumn::Utf8(array.as_string::<i32>().clone()),
             DataType::LargeUtf8 => StrColumn::Large(array.as_string::<i64>().clone()),
@@ -35,7 +35,7 @@ impl StrColumn {
 
     /// The value at row `i`, None when null.
     #[inline]
-    pub fn get(&self, i: usize) -> Option<&str> {
+    pub(crate) fn get(&self, i: usize) -> Option<&str> {
         match self {
             StrColumn::Utf8(a) => a.is_valid(i).then(|| a.value(i)),
             StrColumn::Large(a) => a.is_valid(i).then(|| a.value(i)),
@@ -46,7 +46,7 @@ impl StrColumn {
 
 /// A binary column (`binary`, `large_binary` or `binary_view`).
 #[derive(Debug, Clone)]
-pub enum BinColumn {
+pub(crate) enum BinColumn {
     Binary(BinaryArray),
     Large(LargeBinaryArray),
     View(BinaryViewArray),
@@ -54,7 +54,7 @@ pub enum BinColumn {
 
 impl BinColumn {
     /// Views `array` as bytes; `name` is only used in the error.
-    pub fn new(name: &str, array: &ArrayRef) -> Result<Self> {
+    pub(crate) fn new(name: &str, array: &ArrayRef) -> Result<Self> {
         Ok(match array.data_type() {
             DataType::Binary => BinColumn::Binary(array.as_binary::<i32>().clone()),
             DataType::LargeBinary => BinColumn::Large(array.as_binary::<i64>().clone()),
@@ -65,7 +65,7 @@ impl BinColumn {
 
     /// The value at row `i`, None when null.
     #[inline]
-    pub fn get(&self, i: usize) -> Option<&[u8]> {
+    pub(crate) fn get(&self, i: usize) -> Option<&[u8]> {
         match self {
             BinColumn::Binary(a) => a.is_valid(i).then(|| a.value(i)),
             BinColumn::Large(a) => a.is_valid(i).then(|| a.value(i)),
@@ -76,14 +76,14 @@ impl BinColumn {
 
 /// An identifier column: strings, or integers shown in decimal.
 #[derive(Debug, Clone)]
-pub enum IdColumn {
+pub(crate) enum IdColumn {
     Str(StrColumn),
     Int(ArrayRef),
 }
 
 impl IdColumn {
     /// Views `array` as identifiers; `name` is only used in the error.
-    pub fn new(name: &str, array: &ArrayRef) -> Result<Self> {
+    pub(crate) fn new(name: &str, array: &ArrayRef) -> Result<Self> {
         if array.data_type().is_integer() {
             return Ok(IdColumn::Int(array.clone()));
         }
@@ -96,7 +96,7 @@ impl IdColumn {
     }
 
     /// The identifier at row `i`, None when null.
-    pub fn get(&self, i: usize) -> Option<Cow<'_, str>> {
+    pub(crate) fn get(&self, i: usize) -> Option<Cow<'_, str>> {
         match self {
             IdColumn::Str(s) => s.get(i).map(Cow::Borrowed),
             IdColumn::Int(a) => a.is_valid(i).then(|| match json_value(a.as_ref(), i) {
@@ -109,7 +109,7 @@ impl IdColumn {
 
 /// The HF `Image` feature: a struct {bytes: binary, path: string}.
 #[derive(Debug, Clone)]
-pub struct ImageStructColumn {
+pub(crate) struct ImageStructColumn {
     nulls: Option<NullBuffer>,
     bytes: Option<BinColumn>,
     path: Option<StrColumn>,
@@ -117,7 +117,7 @@ pub struct ImageStructColumn {
 
 impl ImageStructColumn {
     /// Views `array` as an image struct; `name` is only used in errors.
-    pub fn new(name: &str, array: &ArrayRef) -> Result<Self> {
+    pub(crate) fn new(name: &str, array: &ArrayRef) -> Result<Self> {
         let Some(st) = array.as_struct_opt() else {
             bail!(
                 "column `{name}` has type {}, expected struct{{bytes, path}}",
@@ -144,7 +144,7 @@ impl ImageStructColumn {
 
     /// The embedded bytes and stored path at row `i`.
     #[inline]
-    pub fn get(&self, i: usize) -> (Option<&[u8]>, Option<&str>) {
+    pub(crate) fn get(&self, i: usize) -> (Option<&[u8]>, Option<&str>) {
         if self.nulls.as_ref().is_some_and(|n| n.is_null(i)) {
             return (None, None);
         }

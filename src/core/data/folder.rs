@@ -13,7 +13,12 @@ use super::sample::{ImageSource, Sample};
 use super::{Flow, Visit};
 
 /// Streams the images under `root` (or the single image `root`) in path order.
-pub(crate) fn read_folder(input: usize, root: &Path, batch_rows: usize, visit: Visit<'_>) -> Result<()> {
+pub(crate) fn read_folder(
+    input: usize,
+    root: &Path,
+    batch_rows: usize,
+    visit: Visit<'_>,
+) -> Result<()> {
     let (base, files) = if root.is_file() {
         (
             root.parent().unwrap_or(Path::new("")).to_path_buf(),

@@ -11,7 +11,8 @@ use super::sample::ImageRef;
 use crate::core::error::usage;
 
 /// File extensions read as images.
-pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "tif", "tiff", "bmp", "webp", "gif"];
+pub(crate) const IMAGE_EXTENSIONS: &[&str] =
+    &["png", "jpg", "jpeg", "tif", "tiff", "bmp", "webp", "gif"];
 
 /// What kind of reader an input needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +30,7 @@ pub enum Format {
 
 impl Format {
     /// A short lowercase name for reports.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Format::Parquet => "parquet",
             Format::LlavaJson => "json",
@@ -63,7 +64,7 @@ pub enum ImageStore {
 
 impl ImageStore {
     /// The folder image names resolve against, when they resolve to files.
-    pub fn root(&self) -> Option<&Path> {
+    pub(crate) fn root(&self) -> Option<&Path> {
         match self {
             ImageStore::Folder(root) => Some(root),
             _ => None,
@@ -71,7 +72,7 @@ impl ImageStore {
     }
 
     /// Where the image called `name` is.
-    pub fn resolve<'a>(&self, name: &'a str) -> ImageRef<'a> {
+    pub(crate) fn resolve<'a>(&self, name: &'a str) -> ImageRef<'a> {
         match self {
             ImageStore::None => ImageRef::File(Cow::Borrowed(Path::new(name))),
             ImageStore::Folder(root) => ImageRef::File(Cow::Owned(root.join(name))),
@@ -91,7 +92,7 @@ pub struct Input {
 
 impl Input {
     /// The path as shown in messages (`-` stays `-`).
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         self.path.display().to_string()
     }
 }
@@ -307,7 +308,7 @@ fn image_store(arg: &Path) -> Result<(Arc<ImageStore>, Vec<PathBuf>)> {
 }
 
 /// The format a file's name says it has.
-pub fn format_of(path: &Path) -> Option<Format> {
+pub(crate) fn format_of(path: &Path) -> Option<Format> {
     let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
     let ext = name.rsplit('.').next().unwrap_or("");
     Some(match ext {
@@ -322,7 +323,7 @@ pub fn format_of(path: &Path) -> Option<Format> {
 }
 
 /// Every file under `root`, recursively, sorted, skipping hidden files and folders.
-pub fn walk(root: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn walk(root: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {

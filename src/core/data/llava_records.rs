@@ -19,7 +19,7 @@ use super::{Flow, Visit};
 /// - image: the `image` field (a path, or the first of a list), resolved against `store`;
 /// - caption: the `caption` field, else the assistant (`gpt`) turns joined by newlines;
 /// - source: the `source` field; everything else lands in `extra`.
-pub fn sample_from_json(value: Value, row: u64, store: &ImageStore) -> Result<Sample> {
+pub(crate) fn sample_from_json(value: Value, row: u64, store: &ImageStore) -> Result<Sample> {
     let Value::Object(mut obj) = value else {
         bail!("expected a JSON object, found {}", kind(&value));
     };
@@ -85,7 +85,7 @@ fn assistant_text(obj: &Map<String, Value>) -> Result<Option<String>> {
 }
 
 /// What kind of JSON value `v` is, for error messages ("a string", "a list", ...).
-pub fn kind(v: &Value) -> &'static str {
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

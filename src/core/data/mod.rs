@@ -18,12 +18,17 @@ use std::ops::Range;
 
 use anyhow::Result;
 
-pub use inputs::{Format, ImageStore, Input, Role};
-pub use parquet::ParquetShard;
-pub use sample::{Batch, ImageRef, ImageSource, Sample};
+pub(crate) use inputs::Format;
+pub(crate) use inputs::Input;
+pub(crate) use inputs::Role;
+pub(crate) use parquet::ParquetShard;
+pub use sample::Batch;
+pub(crate) use sample::ImageRef;
+pub(crate) use sample::ImageSource;
+pub(crate) use sample::Sample;
 
 /// A record id as text: a string as is, a number written out; `None` for anything else.
-pub fn id_text(v: &serde_json::Value) -> Option<String> {
+pub(crate) fn id_text(v: &serde_json::Value) -> Option<String> {
     match v {
         serde_json::Value::String(s) => Some(s.clone()),
         serde_json::Value::Number(n) => Some(n.to_string()),
@@ -39,7 +44,7 @@ pub enum Flow {
 }
 
 /// Receives each batch (or the error that replaced it) in input order.
-pub type Visit<'a> = &'a mut dyn FnMut(Result<Batch>) -> Flow;
+pub(crate) type Visit<'a> = &'a mut dyn FnMut(Result<Batch>) -> Flow;
 
 /// A piece of work: a run of row groups of a parquet file, or one whole other input.
 #[derive(Debug, Clone)]
@@ -146,7 +151,7 @@ impl Dataset {
     }
 
     /// Total rows of the parquet inputs (for progress), None if there are other inputs.
-    pub fn known_rows(&self, units: &[Unit]) -> Option<u64> {
+    pub(crate) fn known_rows(&self, units: &[Unit]) -> Option<u64> {
         units.iter().map(|u| u.rows).sum()
     }
 

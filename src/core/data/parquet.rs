@@ -164,7 +164,7 @@ fn load_footer(path: &Path, file: &File) -> Result<ArrowReaderMetadata> {
 impl ParquetShard {
     /// Reads the footer of `path`. Fails with the file name when it is not parquet,
     /// is truncated or has an unreadable footer.
-    pub fn open(path: &Path) -> Result<Self> {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
         let bytes = file.metadata()?.len();
         let meta = load_footer(path, &file)?;
@@ -184,22 +184,22 @@ impl ParquetShard {
     }
 
     /// The Arrow schema.
-    pub fn schema(&self) -> &SchemaRef {
+    pub(crate) fn schema(&self) -> &SchemaRef {
         &self.schema
     }
 
     /// Rows in the file.
-    pub fn num_rows(&self) -> u64 {
+    pub(crate) fn num_rows(&self) -> u64 {
         self.rows_in(0..self.row_groups.len())
     }
 
     /// Number of row groups.
-    pub fn num_row_groups(&self) -> usize {
+    pub(crate) fn num_row_groups(&self) -> usize {
         self.row_groups.len()
     }
 
     /// Rows in the row groups `rgs`.
-    pub fn rows_in(&self, rgs: Range<usize>) -> u64 {
+    pub(crate) fn rows_in(&self, rgs: Range<usize>) -> u64 {
         // Saturating: a corrupt footer may claim any count (its row groups are refused
         // when read).
         self.row_groups[rgs]
@@ -208,12 +208,12 @@ impl ParquetShard {
     }
 
     /// The Hugging Face `datasets` features stored under the `huggingface` key, if any.
-    pub fn hf_features(&self) -> Option<&Value> {
+    pub(crate) fn hf_features(&self) -> Option<&Value> {
         self.hf_features.as_ref()
     }
 
     /// `25M_demo`, `25M_full` or `table`: the layout this shard looks like.
-    pub fn layout(&self) -> &'static str {
+    pub(crate) fn layout(&self) -> &'static str {
         match self.roles.image.map(|i| self.schema().field(i)) {
             Some(f) if matches!(f.data_type(), DataType::Struct(_)) => "25M_demo",
             Some(f) if f.name() == "file_name" => "25M_full",
@@ -223,7 +223,7 @@ impl ParquetShard {
 
     /// Top-level column indices to read for `columns` (names, or the role names `id`,
     /// `caption`, `source`, `image`); all columns when None.
-    pub fn projection(&self, columns: Option<&[String]>) -> Result<Vec<usize>> {
+    pub(crate) fn projection(&self, columns: Option<&[String]>) -> Result<Vec<usize>> {
         let schema = self.schema();
         let Some(columns) = columns else {
             return Ok((0..schema.fields().len()).collect());
@@ -259,7 +259,7 @@ impl ParquetShard {
     /// Streams the row groups `rgs` to `visit` as batches of at most `batch_rows` rows,
     /// reading only the top-level columns in `projection`. A row group that fails to
     /// decode is reported to `visit` and reading resumes with the next one.
-    pub fn read_row_groups(
+    pub(crate) fn read_row_groups(
         &self,
         input: usize,
         rgs: Range<usize>,

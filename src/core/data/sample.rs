@@ -13,7 +13,7 @@ use super::inputs::ImageStore;
 
 /// A dataset record: image (or where to find it), caption, source and any other fields.
 #[derive(Debug, Clone, Serialize)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub id: String,
     pub image: ImageSource,
     pub caption: Option<String>,
@@ -25,7 +25,7 @@ pub struct Sample {
 /// Where an owned sample's image is.
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ImageSource {
+pub(crate) enum ImageSource {
     #[default]
     None,
     /// Encoded bytes held in the record, with the original file name when known.
@@ -42,7 +42,7 @@ pub enum ImageSource {
 
 impl ImageSource {
     /// A borrowed view.
-    pub fn as_ref(&self) -> ImageRef<'_> {
+    pub(crate) fn as_ref(&self) -> ImageRef<'_> {
         match self {
             ImageSource::None => ImageRef::None,
             ImageSource::Bytes { bytes, path } => ImageRef::Bytes {
@@ -86,7 +86,7 @@ impl<'a> ImageRef<'a> {
     }
 
     /// An owned copy.
-    pub fn to_source(&self) -> ImageSource {
+    pub(crate) fn to_source(&self) -> ImageSource {
         match self {
             ImageRef::None => ImageSource::None,
             ImageRef::Bytes { bytes, path } => ImageSource::Bytes {
@@ -120,7 +120,7 @@ enum BatchData {
 
 /// Column roles of one Arrow record batch.
 #[derive(Debug)]
-pub struct ArrowRows {
+pub(crate) struct ArrowRows {
     pub len: usize,
     pub id: Option<IdColumn>,
     pub caption: Option<StrColumn>,
@@ -135,7 +135,7 @@ pub struct ArrowRows {
 
 /// How a parquet shard holds its images.
 #[derive(Debug)]
-pub enum ArrowImage {
+pub(crate) enum ArrowImage {
     None,
     /// HF `Image` feature: struct {bytes, path}.
     Struct(Box<ImageStructColumn>),
@@ -147,7 +147,12 @@ pub enum ArrowImage {
 
 impl Batch {
     /// A batch of Arrow rows.
-    pub fn arrow(input: usize, row_group: Option<usize>, first_row: u64, rows: ArrowRows) -> Self {
+    pub(crate) fn arrow(
+        input: usize,
+        row_group: Option<usize>,
+        first_row: u64,
+        rows: ArrowRows,
+    ) -> Self {
         Batch {
             input,
             row_group,
@@ -157,7 +162,7 @@ impl Batch {
     }
 
     /// A batch of owned samples.
-    pub fn owned(input: usize, first_row: u64, samples: Vec<Sample>) -> Self {
+    pub(crate) fn owned(input: usize, first_row: u64, samples: Vec<Sample>) -> Self {
         Batch {
             input,
             row_group: None,
@@ -198,7 +203,7 @@ impl Batch {
     }
 
     /// True when the id came from an id column (or field), so uniqueness is meaningful.
-    pub fn has_ids(&self) -> bool {
+    pub(crate) fn has_ids(&self) -> bool {
         match &self.data {
             BatchData::Owned(_) => true,
             BatchData::Arrow(a) => a.id.is_some(),
@@ -246,7 +251,7 @@ impl Batch {
     }
 
     /// Whether this batch's records are expected to carry an image at all.
-    pub fn has_image_field(&self) -> bool {
+    pub(crate) fn has_image_field(&self) -> bool {
         match &self.data {
             BatchData::Owned(_) => true,
             BatchData::Arrow(a) => !matches!(a.image, ArrowImage::None),
@@ -267,7 +272,7 @@ impl Batch {
 
     /// Names of the extra columns (the same for every record of an Arrow batch; the
     /// union of keys for owned records).
-    pub fn extra_names(&self) -> Vec<String> {
+    pub(crate) fn extra_names(&self) -> Vec<String> {
         match &self.data {
             BatchData::Arrow(a) => a.extras.iter().map(|(n, _)| n.clone()).collect(),
             BatchData::Owned(s) => {
@@ -283,7 +288,7 @@ impl Batch {
     }
 
     /// One extra field of one record.
-    pub fn extra_value(&self, i: usize, name: &str) -> Value {
+    pub(crate) fn extra_value(&self, i: usize, name: &str) -> Value {
         match &self.data {
             BatchData::Arrow(a) => a
                 .extras
@@ -334,7 +339,7 @@ impl Batch {
     }
 
     /// An owned copy of record `i`.
-    pub fn sample(&self, i: usize) -> Sample {
+    pub(crate) fn sample(&self, i: usize) -> Sample {
         match &self.data {
             BatchData::Owned(s) => s[i].clone(),
             BatchData::Arrow(_) => Sample {

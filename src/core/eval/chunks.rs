@@ -16,7 +16,7 @@ pub struct Chunk {
 
 impl Chunk {
     /// Parses `K/N` (0 <= K < N).
-    pub fn parse(text: &str) -> Result<Chunk> {
+    pub(crate) fn parse(text: &str) -> Result<Chunk> {
         match crate::core::shard::index_of_count(text) {
             Some((index, count)) => Ok(Chunk { index, count }),
             None => bail!("`{text}` is not K/N with 0 <= K < N (e.g. 0/4)"),
@@ -24,26 +24,26 @@ impl Chunk {
     }
 
     /// Every chunk of a split into `count`.
-    pub fn all(count: usize) -> impl Iterator<Item = Chunk> {
+    pub(crate) fn all(count: usize) -> impl Iterator<Item = Chunk> {
         (0..count).map(move |index| Chunk { index, count })
     }
 
     /// The questions of this chunk among `total`, as the reference cuts them: chunks
     /// of ceil(total / count), the last ones shorter or empty.
-    pub fn range(self, total: usize) -> Range<usize> {
+    pub(crate) fn range(self, total: usize) -> Range<usize> {
         let size = total.div_ceil(self.count.max(1));
         let start = (self.index * size).min(total);
         start..(start + size).min(total)
     }
 
     /// This chunk's folder in the run directory `root`.
-    pub fn dir(self, root: &Path) -> PathBuf {
+    pub(crate) fn dir(self, root: &Path) -> PathBuf {
         root.join("chunks")
             .join(format!("chunk-{}-of-{}", self.index, self.count))
     }
 
     /// This chunk's answer file in the run directory `root`.
-    pub fn answers(self, root: &Path) -> PathBuf {
+    pub(crate) fn answers(self, root: &Path) -> PathBuf {
         self.dir(root).join("answers.jsonl")
     }
 }

@@ -62,13 +62,13 @@ fn touches_space(token: &str, p: char) -> bool {
 }
 
 /// multimedeval's `clean_str`: lower-case, then [`normalize_word`].
-pub fn clean_str(token: &str) -> String {
+pub(crate) fn clean_str(token: &str) -> String {
     normalize_word(&token.to_lowercase())
 }
 
 /// Python's `str.split()` without arguments: runs of whitespace as Python defines it
 /// (Unicode whitespace plus the separators U+001C..U+001F), no empty pieces.
-pub fn py_split(s: &str) -> impl Iterator<Item = &str> {
+pub(crate) fn py_split(s: &str) -> impl Iterator<Item = &str> {
     s.split(is_py_space).filter(|w| !w.is_empty())
 }
 
@@ -112,7 +112,7 @@ fn strip_periods(text: &str) -> String {
 
 /// `contractions` of the reference glossary: a spelling without apostrophes -> the
 /// contraction (keys with capitals never match, since words are lower-cased first).
-pub const CONTRACTIONS: &[(&str, &str)] = &[
+pub(crate) const CONTRACTIONS: &[(&str, &str)] = &[
     ("aint", "ain't"),
     ("arent", "aren't"),
     ("cant", "can't"),
@@ -236,7 +236,7 @@ pub const CONTRACTIONS: &[(&str, &str)] = &[
 ];
 
 /// `manual_map`: number words -> digits.
-pub const NUMBER_WORDS: &[(&str, &str)] = &[
+pub(crate) const NUMBER_WORDS: &[(&str, &str)] = &[
     ("none", "0"),
     ("zero", "0"),
     ("one", "1"),
@@ -252,10 +252,10 @@ pub const NUMBER_WORDS: &[(&str, &str)] = &[
 ];
 
 /// `articles`: dropped words.
-pub const ARTICLES: &[&str] = &["a", "an", "the"];
+pub(crate) const ARTICLES: &[&str] = &["a", "an", "the"];
 
 /// `punct`, in the order the reference applies them.
-pub const PUNCT: &[char] = &[
+pub(crate) const PUNCT: &[char] = &[
     ';', '/', '[', ']', '"', '{', '}', '(', ')', '=', '+', '\\', '_', '-', '>', '<', '@', '`', ',',
     '?', '!',
 ];

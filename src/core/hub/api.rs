@@ -91,7 +91,7 @@ pub fn parse_tree_page(page: &Value) -> Result<Vec<RemoteFile>> {
 }
 
 /// The Hub API for one repository.
-pub struct Api<'a> {
+pub(crate) struct Api<'a> {
     pub client: &'a Client,
     pub repo: &'a RepoRef,
 }
@@ -107,7 +107,7 @@ impl Api<'_> {
     }
 
     /// The commit a branch, tag or ref points at (a commit id is checked to exist).
-    pub fn commit_of(&self, revision: &str) -> Result<String> {
+    pub(crate) fn commit_of(&self, revision: &str) -> Result<String> {
         let url = format!(
             "{}/revision/{}",
             self.api_base(),
@@ -134,7 +134,7 @@ impl Api<'_> {
 
     /// Every file under `path` (the whole repository when `None`) at `commit`;
     /// `recursive: false` lists one folder level.
-    pub fn list(
+    pub(crate) fn list(
         &self,
         commit: &str,
         path: Option<&str>,
@@ -171,7 +171,7 @@ impl Api<'_> {
     }
 
     /// The download URL of `path` at `commit`.
-    pub fn resolve_url(&self, commit: &str, path: &str) -> String {
+    pub(crate) fn resolve_url(&self, commit: &str, path: &str) -> String {
         format!(
             "{}/{}{}/resolve/{commit}/{}",
             self.client.endpoint(),
@@ -201,7 +201,7 @@ impl Api<'_> {
     }
 
     /// Whether `err` (from [`Self::list`]) says the folder does not exist.
-    pub fn is_missing(err: &anyhow::Error) -> bool {
+    pub(crate) fn is_missing(err: &anyhow::Error) -> bool {
         err.chain()
             .filter_map(|e| e.downcast_ref::<HttpError>())
             .any(|e| {

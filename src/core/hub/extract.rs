@@ -59,7 +59,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::core::data::ParquetShard;
-pub use crate::core::data::archive::MAX_MEMBER_BYTES;
+pub(crate) use crate::core::data::archive::MAX_MEMBER_BYTES;
 use crate::core::data::columns::StrColumn;
 use crate::core::data::parquet::{batches, check_row_groups};
 use crate::core::extsort::KeyTally;
@@ -94,7 +94,7 @@ pub struct ShardReport {
 /// What `dest/.mt-extract/<shard file name>.done` holds (JSON). A marker matches an
 /// archive when `version`, `archive_bytes` and `archive_mtime_ns` all agree with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Marker {
+pub(crate) struct Marker {
     pub version: u32,
     /// The archive's file name.
     pub archive: String,
@@ -207,10 +207,10 @@ impl Default for Limits {
 }
 
 /// Most members (files and folders) one shard may hold (MedTrinity-25M's hold ~10^5).
-pub const MAX_SHARD_MEMBERS: u64 = 10_000_000;
+pub(crate) const MAX_SHARD_MEMBERS: u64 = 10_000_000;
 
 /// Most bytes one shard may unpack to (MedTrinity-25M's are a few GB).
-pub const MAX_SHARD_BYTES: u64 = 1 << 40;
+pub(crate) const MAX_SHARD_BYTES: u64 = 1 << 40;
 
 fn extract_with(archive: &Path, dest: &Path, limits: Limits) -> Result<ShardReport> {
     let shown = archive.display();

@@ -10,7 +10,7 @@ use super::settings::Token;
 
 /// How hard to try.
 #[derive(Debug, Clone)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Failed attempts allowed after the first (attempts that moved bytes are free).
     pub max_retries: u32,
     /// First backoff; doubles per failure up to `max_backoff`.
@@ -33,7 +33,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The wait before retry number `failures` (1-based) after `err`.
-    pub fn wait(&self, failures: u32, err: &HttpError) -> Duration {
+    pub(crate) fn wait(&self, failures: u32, err: &HttpError) -> Duration {
         if let Some(server) = err.retry_after() {
             return server.min(self.max_server_wait);
         }
@@ -46,7 +46,7 @@ impl RetryPolicy {
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
-pub enum HttpError {
+pub(crate) enum HttpError {
     /// The server answered with an error status.
     #[error("{}", status_message(*.status, .code.as_deref(), .message))]
     Status {
@@ -87,7 +87,7 @@ fn status_message(status: u16, code: Option<&str>, message: &str) -> String {
 
 impl HttpError {
     /// Worth another attempt: 408, 429, 5xx and transport failures.
-    pub fn retryable(&self) -> bool {
+    pub(crate) fn retryable(&self) -> bool {
         match self {
             Self::Status { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
             Self::Transport(_) => true,
@@ -102,7 +102,7 @@ impl HttpError {
     }
 
     /// The `X-Error-Code` of an error status.
-    pub fn code(&self) -> Option<&str> {
+    pub(crate) fn code(&self) -> Option<&str> {
         match self {
             Self::Status { code, .. } => code.as_deref(),
             Self::Transport(_) => None,
@@ -112,7 +112,7 @@ impl HttpError {
 
 /// Which redirects a request follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Follow {
+pub(crate) enum Follow {
     /// Every redirect (downloads: the LFS 302 goes to a CDN).
     All,
     /// Only those on the same host (metadata requests stop at the CDN redirect, whose
@@ -122,7 +122,7 @@ pub enum Follow {
 
 /// A pooled HTTP client for one Hub endpoint.
 #[derive(Clone)]
-pub struct Client {
+pub(crate) struct Client {
     agent: ureq::Agent,
     endpoint: String,
     token: Option<Token>,
@@ -134,7 +134,12 @@ const MAX_REDIRECTS: usize = 10;
 impl Client {
     /// A client for `endpoint` that gives up on a connection when no byte arrives for
     /// `stall` (the transfer then resumes where it stopped).
-    pub fn new(endpoint: &str, token: Option<Token>, stall: Duration, policy: RetryPolicy) -> Self {
+    pub(crate) fn new(
+        endpoint: &str,
+        token: Option<Token>,
+        stall: Duration,
+        policy: RetryPolicy,
+    ) -> Self {
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .max_redirects(0)
@@ -155,7 +160,7 @@ impl Client {
     }
 
     /// The endpoint this client talks to (no trailing slash).
-    pub fn endpoint(&self) -> &str {
+    pub(crate) fn endpoint(&self) -> &str {
         &self.endpoint
     }
 
@@ -163,7 +168,7 @@ impl Client {
     /// says and returns the final response, or the error status as [`HttpError`].
     /// The redirect responses' headers are merged under the final ones (the final
     /// response wins), so `X-Linked-Etag` from a CDN redirect stays visible.
-    pub fn send(
+    pub(crate) fn send(
         &self,
         method: &str,
         url: &str,
@@ -221,7 +226,10 @@ impl Client {
 
     /// GET `url` and parse the body as JSON, with retries; also returns the next page
     /// from a `Link: <...>; rel="next"` header.
-    pub fn get_json(&self, url: &str) -> anyhow::Result<(serde_json::Value, Option<String>)> {
+    pub(crate) fn get_json(
+        &self,
+        url: &str,
+    ) -> anyhow::Result<(serde_json::Value, Option<String>)> {
         self.retrying(&redact(url), || {
             let mut resp = self.send("GET", url, &[], Follow::All)?;
             let next = header(resp.headers(), "link").and_then(|l| next_link(&l));
@@ -245,7 +253,7 @@ impl Client {
 
     /// Runs `attempt` until it succeeds, fails for good, or retries run out, sleeping
     /// per the policy in between. Retries are logged with `what`.
-    pub fn retrying<T>(
+    pub(crate) fn retrying<T>(
         &self,
         what: &str,
         mut attempt: impl FnMut() -> Result<T, HttpError>,
@@ -308,7 +316,7 @@ fn status_error(mut resp: Response<ureq::Body>) -> HttpError {
 }
 
 /// A header's value as text.
-pub fn header(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -352,7 +360,7 @@ pub fn next_link(link: &str) -> Option<String> {
 }
 
 /// `host:port` of an absolute URL.
-pub fn authority(url: &str) -> &str {
+pub(crate) fn authority(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     rest.split(['/', '?', '#']).next().unwrap_or(rest)
 }
@@ -380,7 +388,7 @@ pub fn join_url(base: &str, location: &str) -> String {
 }
 
 /// A URL without its query string (signed CDN URLs carry credentials there).
-pub fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     url.split('?').next().unwrap_or(url).to_string()
 }
 

@@ -20,7 +20,7 @@ pub(crate) mod transfer;
 /// Runs `f` on every item on up to `workers` threads (at most one per item), handing
 /// items out in order, so the first ones start first (downloads go largest first);
 /// the results come back in item order.
-pub fn in_parallel<T: Sync, R: Send>(
+pub(crate) fn in_parallel<T: Sync, R: Send>(
     items: &[T],
     workers: usize,
     f: impl Fn(&T) -> R + Sync,

@@ -7,14 +7,14 @@ use crate::core::error::usage;
 
 /// The kind of Hub repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RepoKind {
+pub(crate) enum RepoKind {
     Model,
     Dataset,
 }
 
 impl RepoKind {
     /// Parses `model` / `dataset` (also the plural forms used in URLs).
-    pub fn parse(s: &str) -> Result<Self> {
+    pub(crate) fn parse(s: &str) -> Result<Self> {
         match s {
             "model" | "models" => Ok(Self::Model),
             "dataset" | "datasets" => Ok(Self::Dataset),
@@ -25,7 +25,7 @@ impl RepoKind {
     }
 
     /// The plural used in API paths and cache folder names (`models`, `datasets`).
-    pub fn plural(self) -> &'static str {
+    pub(crate) fn plural(self) -> &'static str {
         match self {
             Self::Model => "models",
             Self::Dataset => "datasets",
@@ -33,7 +33,7 @@ impl RepoKind {
     }
 
     /// The URL prefix of resolve links (`` for models, `datasets/` for datasets).
-    pub fn url_prefix(self) -> &'static str {
+    pub(crate) fn url_prefix(self) -> &'static str {
         match self {
             Self::Model => "",
             Self::Dataset => "datasets/",
@@ -50,7 +50,7 @@ impl RepoKind {
 
 /// A repository as the user named it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RepoRef {
+pub(crate) struct RepoRef {
     pub kind: RepoKind,
     /// `org/name` (or a legacy `name`).
     pub id: String,
@@ -65,7 +65,7 @@ impl RepoRef {
     /// `hf://[datasets/]org/name[@rev][/path]`; `kind` applies when the text names none.
     /// In the `hf://` form a revision holding `/` is written URL-encoded
     /// (`@refs%2Fpr%2F1`), as huggingface_hub's HfFileSystem does.
-    pub fn parse(text: &str, kind: RepoKind) -> Result<Self> {
+    pub(crate) fn parse(text: &str, kind: RepoKind) -> Result<Self> {
         let (rest, is_url) = match text.strip_prefix("hf://") {
             Some(rest) => (rest, true),
             None => (text, false),
@@ -108,12 +108,12 @@ impl RepoRef {
     }
 
     /// The cache folder name (`datasets--org--name`).
-    pub fn folder_name(&self) -> String {
+    pub(crate) fn folder_name(&self) -> String {
         hf_hub::Repo::new(self.id.clone(), self.kind.hf_hub()).folder_name()
     }
 
     /// How messages name the repository (`datasets/org/name`).
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         format!("{}{}", self.kind.url_prefix(), self.id)
     }
 }
@@ -141,7 +141,7 @@ fn check_id(id: &str, text: &str) -> Result<()> {
 }
 
 /// Decodes `%XX` escapes (revisions in `hf://` URLs); invalid escapes stay as written.
-pub fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -163,7 +163,7 @@ pub fn percent_decode(s: &str) -> String {
 
 /// Encodes a path or revision for a URL: unreserved characters stay, `/` stays when
 /// `keep_slash`, everything else becomes `%XX`.
-pub fn percent_encode(s: &str, keep_slash: bool) -> String {
+pub(crate) fn percent_encode(s: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric()

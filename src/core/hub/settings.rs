@@ -14,7 +14,7 @@ pub(crate) const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 /// An access token. Its `Debug`/`Display` never show the value, so it cannot leak
 /// into logs, run.json or error messages by accident.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Token {
+pub(crate) struct Token {
     value: String,
     /// Where it came from (`--token`, `HF_TOKEN`, a file path), for messages.
     pub source: String,
@@ -22,7 +22,7 @@ pub struct Token {
 
 impl Token {
     /// The secret itself, for the `Authorization` header only.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.value
     }
 }
@@ -52,7 +52,10 @@ impl HubSettings {
     }
 
     /// Like [`Self::from_env`] with `var` standing in for the environment.
-    pub(crate) fn from_vars(token: Option<String>, var: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    pub(crate) fn from_vars(
+        token: Option<String>,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
         let home_dir = || var("HOME").map(PathBuf::from);
         let hf_home = match var("HF_HOME") {
             Some(h) => expand_tilde(&h, home_dir()),

@@ -31,7 +31,7 @@ const MAX_THREADS: usize = 8;
 
 /// How to build.
 #[derive(Debug, Clone)]
-pub struct BuildOptions {
+pub(crate) struct BuildOptions {
     /// Memory for the indexing threads together (tantivy flushes a segment when its
     /// thread's share is full); at least 15 MB.
     pub memory_bytes: usize,
@@ -50,7 +50,7 @@ impl Default for BuildOptions {
 
 /// What [`build`] did.
 #[derive(Debug, Clone, Serialize)]
-pub struct BuildReport {
+pub(crate) struct BuildReport {
     /// The index folder.
     pub index: PathBuf,
     /// False when the index was up to date and left alone.
@@ -68,7 +68,7 @@ pub struct BuildReport {
 /// Builds the index of `corpus` (JSONL files, indexed in order) into the folder `out`,
 /// unless `out` is an index of the same files, unchanged since (size and modification
 /// time), and `opts.force` is off. `out` must not exist or be an index made here.
-pub fn build(corpus: &[PathBuf], out: &Path, opts: &BuildOptions) -> Result<BuildReport> {
+pub(crate) fn build(corpus: &[PathBuf], out: &Path, opts: &BuildOptions) -> Result<BuildReport> {
     let started = Instant::now();
     if corpus.is_empty() {
         return Err(usage("no corpus files given"));

@@ -169,7 +169,13 @@ pub(super) struct DuplicateIds {
 
 impl DuplicateIds {
     /// Records `id`, met at `files[file]` line `line`; errors when it was met before.
-    pub(super) fn check(&mut self, files: &[PathBuf], file: usize, line: u64, id: &str) -> Result<()> {
+    pub(super) fn check(
+        &mut self,
+        files: &[PathBuf],
+        file: usize,
+        line: u64,
+        id: &str,
+    ) -> Result<()> {
         let mut h = DefaultHasher::new();
         h.write(id.as_bytes());
         if self.seen.insert(h.finish()) {

@@ -18,7 +18,7 @@ use super::schema::{self, Fields};
 use crate::core::error::usage;
 
 /// How much more a query word counts in a title than in the text.
-pub const TITLE_BOOST: f32 = 2.0;
+pub(crate) const TITLE_BOOST: f32 = 2.0;
 
 /// One retrieved passage.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -41,7 +41,7 @@ pub struct KnowledgeIndex {
 }
 
 /// The index folder of a corpus file when none is named: `<corpus>.bm25`.
-pub fn default_index_dir(corpus: &Path) -> PathBuf {
+pub(crate) fn default_index_dir(corpus: &Path) -> PathBuf {
     let mut name = corpus.as_os_str().to_owned();
     name.push(".bm25");
     PathBuf::from(name)
@@ -51,7 +51,7 @@ impl KnowledgeIndex {
     /// Opens an index folder made by `build`, or, given a corpus JSONL file, the index
     /// beside it (`<corpus>.bm25/`), building it first when missing or stale (corpus size
     /// or modification time changed).
-    pub fn open_or_build(path: &Path) -> Result<Self> {
+    pub(crate) fn open_or_build(path: &Path) -> Result<Self> {
         let meta = std::fs::metadata(path)
             .map_err(|_| usage(format!("{}: no such file or folder", path.display())))?;
         if meta.is_dir() {
@@ -165,7 +165,7 @@ impl KnowledgeIndex {
 
     /// What to record in a run.json: index path, corpus files (path, bytes, modification
     /// time), passages, analyzer, tantivy and mt versions of the build, built-at.
-    pub fn describe(&self) -> serde_json::Value {
+    pub(crate) fn describe(&self) -> serde_json::Value {
         let m = &self.manifest;
         serde_json::json!({
             "index": std::fs::canonicalize(&self.dir).unwrap_or_else(|_| self.dir.clone()),
@@ -337,7 +337,7 @@ mod tests {
         let d = index.describe();
         assert_eq!(d["passages"], 21);
         assert_eq!(d["analyzer"], schema::ANALYZER);
-        assert_eq!(d["format"], super::super::FORMAT);
+        assert_eq!(d["format"], super::super::manifest::FORMAT);
         assert!(d["tantivy"].as_str().unwrap().contains("tantivy"));
         let corpus = std::fs::canonicalize(dir.path().join("c.jsonl")).unwrap();
         assert_eq!(d["corpus"][0]["path"], corpus.display().to_string());

@@ -11,10 +11,10 @@ use super::schema::ANALYZER;
 use crate::core::error::usage;
 
 /// The file's name inside the index folder.
-pub const MANIFEST: &str = "mt-knowledge.json";
+pub(crate) const MANIFEST: &str = "mt-knowledge.json";
 
 /// The layout version of the index folder; a change makes older indexes stale.
-pub const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 
 /// A corpus file as it was when the index was built.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ mod index;
 mod manifest;
 mod schema;
 
-pub use build::{BuildOptions, BuildReport, build};
-pub use index::{Hit, KnowledgeIndex, TITLE_BOOST, default_index_dir};
-pub use manifest::{FORMAT, MANIFEST};
-pub use schema::ANALYZER;
+pub(crate) use build::BuildOptions;
+pub(crate) use build::build;
+pub use index::KnowledgeIndex;
+pub(crate) use index::default_index_dir;

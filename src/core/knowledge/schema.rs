@@ -14,7 +14,7 @@ use tantivy::{Index, IndexSettings, IndexSortByField, Order};
 /// The analyzer's name in the index (and in `mt-knowledge.json`): words of letters and
 /// digits, at most 40 bytes, lower-cased, accents folded, Lucene's English stop words
 /// removed, Snowball English stems. A change of these steps gets a new name.
-pub const ANALYZER: &str = "mt_en_v1";
+pub(crate) const ANALYZER: &str = "mt_en_v1";
 
 /// The position of the passage in the corpus files (a fast field the index is sorted by).
 const ORD: &str = "ord";

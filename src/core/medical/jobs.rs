@@ -30,7 +30,7 @@ pub struct Job {
 
 /// The files to convert, and the inputs refused before converting.
 #[derive(Debug, Default)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub jobs: Vec<Job>,
     /// (input, one-line reason).
     pub rejected: Vec<(String, String)>,
@@ -47,7 +47,7 @@ const EXTENSIONS: [(&str, Kind); 4] = [
 ];
 
 /// The kind of `path`: by extension, else DICOM when it has the `DICM` marker at byte 128.
-pub fn kind_of(path: &Path) -> Option<Kind> {
+pub(crate) fn kind_of(path: &Path) -> Option<Kind> {
     let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
     if let Some((_, kind)) = EXTENSIONS.iter().find(|(ext, _)| name.ends_with(ext)) {
         return Some(*kind);
@@ -59,7 +59,7 @@ pub fn kind_of(path: &Path) -> Option<Kind> {
 }
 
 /// The file name without a known medical extension (`a.nii.gz` -> `a`; `1.2.840.5` stays).
-pub fn stem_of(path: &Path) -> String {
+pub(crate) fn stem_of(path: &Path) -> String {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -77,7 +77,7 @@ pub fn stem_of(path: &Path) -> String {
 /// Files found in a folder keep their sub-folder under `out`; files named directly go
 /// to `out` itself. A missing input is a usage error; a named file that is neither DICOM
 /// nor NIfTI, or one whose output names another input already took, is rejected.
-pub fn plan(inputs: &[PathBuf], out: &Path) -> Result<Plan> {
+pub(crate) fn plan(inputs: &[PathBuf], out: &Path) -> Result<Plan> {
     let mut plan = Plan::default();
     let mut taken: HashMap<(PathBuf, String), PathBuf> = HashMap::new();
     for input in inputs {

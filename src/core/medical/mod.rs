@@ -51,7 +51,7 @@ pub struct Options {
 /// The window a file was converted with, as recorded in its sidecar.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "source", rename_all = "kebab-case")]
-pub enum WindowUsed {
+pub(crate) enum WindowUsed {
     /// The file's own (first) window.
     File(Window),
     /// `--window C,W`.
@@ -70,14 +70,14 @@ pub enum WindowUsed {
 
 /// A rescale (DICOM RescaleSlope/Intercept, NIfTI scl_slope/scl_inter): `v * slope + intercept`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Rescale {
+pub(crate) struct Rescale {
     pub slope: f64,
     pub intercept: f64,
 }
 
 /// A transfer syntax, by UID and name.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TransferSyntax {
+pub(crate) struct TransferSyntax {
     pub uid: String,
     pub name: String,
 }
@@ -85,7 +85,7 @@ pub struct TransferSyntax {
 /// The JSON written beside a file's pictures (`<stem>.json`). Absent attributes are null;
 /// no patient identifiers are copied.
 #[derive(Debug, Clone, Serialize)]
-pub struct Sidecar {
+pub(crate) struct Sidecar {
     /// The input file.
     pub source: String,
     /// `dicom` or `nifti`.

@@ -24,7 +24,7 @@ pub enum Format {
 
 impl Format {
     /// File extension, without the dot.
-    pub fn extension(self) -> &'static str {
+    pub(crate) fn extension(self) -> &'static str {
         match self {
             Self::Png => "png",
             Self::Jpeg => "jpg",
@@ -34,7 +34,7 @@ impl Format {
 
 /// Samples of a picture, row-major.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Pixels {
+pub(crate) enum Pixels {
     Grey(Grey),
     /// Interleaved 8-bit RGB.
     Rgb8(Vec<u8>),
@@ -42,7 +42,7 @@ pub enum Pixels {
 
 /// One 2D picture ready to encode.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Picture {
+pub(crate) struct Picture {
     pub width: u32,
     pub height: u32,
     pub pixels: Pixels,
@@ -63,7 +63,7 @@ impl Picture {
     }
 
     /// Encodes the picture as PNG, or as JPEG at `quality` (8-bit only).
-    pub fn encode(self, format: Format, quality: u8) -> Result<Vec<u8>> {
+    pub(crate) fn encode(self, format: Format, quality: u8) -> Result<Vec<u8>> {
         let (w, h) = (self.width, self.height);
         let img = self
             .into_image()
@@ -83,7 +83,7 @@ impl Picture {
 }
 
 /// Where one input's files go, and what is there already.
-pub struct Outputs {
+pub(crate) struct Outputs {
     dir: PathBuf,
     stem: String,
     format: Format,
@@ -98,7 +98,7 @@ pub struct Outputs {
 
 impl Outputs {
     /// Looks at `<dir>/<stem>.json` for an earlier conversion of `source`; writes nothing yet.
-    pub fn open(dir: &Path, stem: &str, source: &Path, opts: &Options) -> Self {
+    pub(crate) fn open(dir: &Path, stem: &str, source: &Path, opts: &Options) -> Self {
         let settings = serde_json::to_value(opts).unwrap_or(Value::Null);
         let earlier: Option<Value> = std::fs::read(dir.join(format!("{stem}.json")))
             .ok()
@@ -133,7 +133,7 @@ impl Outputs {
 
     /// Whether an earlier run of the same file with the same settings wrote the sidecar
     /// and every picture it lists.
-    pub fn is_complete(&self) -> bool {
+    pub(crate) fn is_complete(&self) -> bool {
         self.previous_same_job
             && !self.settings.is_null()
             && !self.previous.is_empty()
@@ -141,7 +141,7 @@ impl Outputs {
     }
 
     /// Writes `<stem><suffix>.<ext>` atomically.
-    pub fn write(&mut self, suffix: &str, picture: Picture) -> Result<()> {
+    pub(crate) fn write(&mut self, suffix: &str, picture: Picture) -> Result<()> {
         let name = format!("{}{suffix}.{}", self.stem, self.format.extension());
         let path = self.dir.join(&name);
         let bytes = picture
@@ -156,7 +156,7 @@ impl Outputs {
 
     /// Writes the sidecar listing the pictures written, removes pictures an earlier
     /// conversion listed that this one did not write, and returns how many were written.
-    pub fn finish(self, mut sidecar: Sidecar) -> Result<usize> {
+    pub(crate) fn finish(self, mut sidecar: Sidecar) -> Result<usize> {
         if self.written.is_empty() {
             bail!("no pictures in the file");
         }

@@ -25,7 +25,7 @@ pub struct Window {
 
 impl Window {
     /// A LINEAR window.
-    pub fn linear(center: f64, width: f64) -> Self {
+    pub(crate) fn linear(center: f64, width: f64) -> Self {
         Self {
             center,
             width,
@@ -35,12 +35,12 @@ impl Window {
 
     /// The LINEAR window that maps `min` to black and `max` to white exactly
     /// (centre `(min + max + 1) / 2`, width `max - min + 1`, as DCMTK's min-max window).
-    pub fn min_max(min: f64, max: f64) -> Self {
+    pub(crate) fn min_max(min: f64, max: f64) -> Self {
         Self::linear((min + max + 1.0) / 2.0, max - min + 1.0)
     }
 
     /// Whether the standard allows this window (LINEAR needs width >= 1, the others > 0).
-    pub fn is_valid(&self) -> bool {
+    pub(crate) fn is_valid(&self) -> bool {
         let finite = self.center.is_finite() && self.width.is_finite();
         finite
             && match self.function {
@@ -50,7 +50,7 @@ impl Window {
     }
 
     /// Maps a modality value to [0, 1] (the standard's formulas with ymin 0, ymax 1).
-    pub fn map(&self, x: f64) -> f64 {
+    pub(crate) fn map(&self, x: f64) -> f64 {
         let (c, w) = (self.center, self.width);
         match self.function {
             VoiFunction::Linear => {
@@ -78,7 +78,7 @@ impl Window {
 
 /// How values become grey levels.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Mapping {
+pub(crate) enum Mapping {
     /// A DICOM VOI window.
     Window(Window),
     /// Linear from `lo` (black) to `hi` (white), clipped outside.
@@ -87,7 +87,7 @@ pub enum Mapping {
 
 impl Mapping {
     /// Maps a value to [0, 1]; NaN maps to 0.
-    pub fn map(&self, x: f64) -> f64 {
+    pub(crate) fn map(&self, x: f64) -> f64 {
         if x.is_nan() {
             return 0.0;
         }
@@ -110,14 +110,14 @@ pub enum Depth {
 
 /// Grey levels at one depth, row-major.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Grey {
+pub(crate) enum Grey {
     Eight(Vec<u8>),
     Sixteen(Vec<u16>),
 }
 
 /// Maps `values` through `mapping` (inverted for MONOCHROME1 when `invert`) and rounds
 /// to the nearest level of `depth`.
-pub fn quantize(values: &[f64], mapping: &Mapping, invert: bool, depth: Depth) -> Grey {
+pub(crate) fn quantize(values: &[f64], mapping: &Mapping, invert: bool, depth: Depth) -> Grey {
     let level = |x: f64| {
         let y = mapping.map(x);
         if invert { 1.0 - y } else { y }
@@ -139,7 +139,7 @@ pub fn quantize(values: &[f64], mapping: &Mapping, invert: bool, depth: Depth) -
 }
 
 /// The smallest and largest finite values, or None when there are none.
-pub fn finite_min_max(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
+pub(crate) fn finite_min_max(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64)> {
     values
         .into_iter()
         .filter(|v| v.is_finite())
@@ -152,7 +152,7 @@ pub fn finite_min_max(values: impl IntoIterator<Item = f64>) -> Option<(f64, f64
 /// Percentiles (0..=100) of the finite values, with numpy's default definition
 /// (`method="linear"`: position `q/100 * (n-1)` in the sorted values, interpolated).
 /// Reorders `values`; None when there are no finite values.
-pub fn percentiles(values: &mut Vec<f64>, qs: &[f64]) -> Option<Vec<f64>> {
+pub(crate) fn percentiles(values: &mut Vec<f64>, qs: &[f64]) -> Option<Vec<f64>> {
     values.retain(|v| v.is_finite());
     let n = values.len();
     if n == 0 {

@@ -96,7 +96,11 @@ pub(crate) fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 
 /// Projected rows `y` `(B, L, heads · D)` as heads `(B, heads, L, D)`, each rotated by
 /// `rotary` (`cos`, `sin` of shape `(B, L, D/2)`) when given.
-pub(crate) fn split_heads(y: &Tensor, heads: usize, rotary: Option<(&Tensor, &Tensor)>) -> Result<Tensor> {
+pub(crate) fn split_heads(
+    y: &Tensor,
+    heads: usize,
+    rotary: Option<(&Tensor, &Tensor)>,
+) -> Result<Tensor> {
     if let Some(split) = rowwise::split_heads(y, heads, rotary)? {
         return Ok(split);
     }

@@ -20,7 +20,8 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::{Map, Value};
 
 /// The template for sources without one of their own.
-pub(crate) const GENERIC: &str = "{modality} image[ of the {organ}][, showing {labels}].[ {report}]";
+pub(crate) const GENERIC: &str =
+    "{modality} image[ of the {organ}][, showing {labels}].[ {report}]";
 
 /// What a known source dataset contributes when its records do not say.
 struct SourceDefaults {
@@ -109,7 +110,11 @@ impl Templates {
 }
 
 /// The coarse caption of one record (`source` may be empty).
-pub(crate) fn coarse_caption(record: &Map<String, Value>, source: &str, templates: &Templates) -> String {
+pub(crate) fn coarse_caption(
+    record: &Map<String, Value>,
+    source: &str,
+    templates: &Templates,
+) -> String {
     if let Some(text) = record.get("coarse_caption").and_then(text_of) {
         return text;
     }

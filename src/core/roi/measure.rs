@@ -91,7 +91,7 @@ pub fn measure(map: &LabelMap, opts: &MeasureOptions) -> Vec<Roi> {
 /// `width x height`: the box is clipped to the image, `area` is the clipped box's
 /// area, the centroid its centre, `components` is 1. With `width` or `height` 0 (image
 /// size unknown) the box is kept as given and `bbox_norm` and `area_pct` are 0.
-pub fn measure_box(
+pub(crate) fn measure_box(
     b: PixelBox,
     label: &str,
     width: usize,
@@ -137,7 +137,7 @@ pub fn measure_box(
 /// swap (the patient's right is on the image's left, so a point on the image's left is
 /// "right"); [`Orientation::Anatomical`] follows the image. With `width` or `height` 0
 /// that axis counts as centre.
-pub fn position_words(
+pub(crate) fn position_words(
     cx: f64,
     cy: f64,
     width: usize,
@@ -211,7 +211,7 @@ impl Component {
 /// [`measure`] with its scratch buffers kept between calls (no allocation per map once
 /// they have grown, except the returned ROIs).
 #[derive(Debug, Default)]
-pub struct Measurer {
+pub(crate) struct Measurer {
     runs: Vec<Run>,
     /// Union-find parent per run; after labelling, the run's component index.
     parent: Vec<u32>,
@@ -223,12 +223,12 @@ pub struct Measurer {
 }
 
 impl Measurer {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// See [`measure`].
-    pub fn measure(&mut self, map: &LabelMap, opts: &MeasureOptions) -> Vec<Roi> {
+    pub(crate) fn measure(&mut self, map: &LabelMap, opts: &MeasureOptions) -> Vec<Roi> {
         let (w, h) = (map.width, map.height);
         assert_eq!(
             map.labels.len(),

@@ -49,7 +49,7 @@ pub struct Param {
 
 impl Param {
     /// A parameter with zeroed moments.
-    pub fn new(name: String, var: Var, lr: f64, decay: bool) -> Result<Self> {
+    pub(crate) fn new(name: String, var: Var, lr: f64, decay: bool) -> Result<Self> {
         let t = var.as_tensor();
         let exp_avg = t.zeros_like()?.to_dtype(DType::F32)?;
         let master = if t.dtype() == DType::F32 {
@@ -203,7 +203,7 @@ impl AdamW {
 
     /// Applies one update with the gradients `grads[i]` (f32, for `params[i]`) and the
     /// learning rates scaled by `lr_factor`.
-    pub fn step(&mut self, grads: &[Tensor], lr_factor: f64) -> Result<()> {
+    pub(crate) fn step(&mut self, grads: &[Tensor], lr_factor: f64) -> Result<()> {
         self.steps += 1;
         for (p, g) in self.params.iter_mut().zip(grads) {
             let s = Scalars::new(&self.cfg, self.steps, p.lr * lr_factor, p.decay);
@@ -216,7 +216,7 @@ impl AdamW {
 
     /// The state to save: `{name}.exp_avg`, `{name}.exp_avg_sq` and `{name}.master` (the
     /// parameter's exact f32 value: its master copy, or itself when it is f32).
-    pub fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+    pub(crate) fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::with_capacity(self.params.len() * 3);
         for p in &self.params {
             out.push((format!("{}.exp_avg", p.name), p.exp_avg.clone()));
@@ -232,7 +232,11 @@ impl AdamW {
 
     /// Restores what [`AdamW::state_tensors`] saved, parameters included (every one
     /// must be there with its shape).
-    pub fn load_state(&mut self, mut saved: HashMap<String, Tensor>, steps: u64) -> Result<()> {
+    pub(crate) fn load_state(
+        &mut self,
+        mut saved: HashMap<String, Tensor>,
+        steps: u64,
+    ) -> Result<()> {
         for p in &mut self.params {
             let mut take = |what: &str, like: &Tensor| -> Result<Tensor> {
                 let key = format!("{}.{what}", p.name);
@@ -263,7 +267,7 @@ impl AdamW {
 
 /// Scales `grads` so their global L2 norm is at most `max_norm` (no-op for
 /// `max_norm <= 0`) and returns the norm before clipping, like `clip_grad_norm_`.
-pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
+pub(crate) fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
     let mut sum = 0f64;
     for g in grads.iter() {
         sum += g

@@ -92,7 +92,7 @@ impl Collator<'_> {
 }
 
 /// A micro-batch laid out for the language model.
-pub struct Prepared {
+pub(crate) struct Prepared {
     /// `(B, T, hidden)` input embeddings, right-padded with zeros; differentiable
     /// where the embedding or the projector is trained.
     pub embeds: Tensor,
@@ -110,7 +110,11 @@ pub struct Prepared {
 
 /// Splices, truncates and right-pads `examples` (as `prepare_inputs_labels_for_multimodal`
 /// does); `None` when no position in the batch is supervised.
-pub fn prepare(model: &Llava, examples: &[Example], max_len: usize) -> Result<Option<Prepared>> {
+pub(crate) fn prepare(
+    model: &Llava,
+    examples: &[Example],
+    max_len: usize,
+) -> Result<Option<Prepared>> {
     ensure!(!examples.is_empty(), "empty micro-batch");
     let with_pixels: Vec<&Tensor> = examples.iter().filter_map(|e| e.pixels.as_ref()).collect();
     let features = if with_pixels.is_empty() {
@@ -184,7 +188,7 @@ pub fn prepare(model: &Llava, examples: &[Example], max_len: usize) -> Result<Op
 
 /// The mean next-token cross entropy from the last decoder layer's output `x`
 /// `(B, T, hidden)`: final norm, LM head and log-softmax at the supervised positions only.
-pub fn head_loss(model: &Llava, prepared: &Prepared, x: &Tensor) -> Result<Tensor> {
+pub(crate) fn head_loss(model: &Llava, prepared: &Prepared, x: &Tensor) -> Result<Tensor> {
     let (b, t, hidden) = x.dims3()?;
     let picked = x
         .reshape((b * t, hidden))?
@@ -195,7 +199,7 @@ pub fn head_loss(model: &Llava, prepared: &Prepared, x: &Tensor) -> Result<Tenso
 }
 
 /// The differentiable loss of a prepared batch, every activation kept for backward.
-pub fn batch_loss(model: &Llava, prepared: &Prepared) -> Result<Tensor> {
+pub(crate) fn batch_loss(model: &Llava, prepared: &Prepared) -> Result<Tensor> {
     let rotary = model
         .llm
         .rotary(&prepared.positions, prepared.embeds.dtype())?;
@@ -247,6 +251,6 @@ fn splice(
 }
 
 /// A scalar tensor's value.
-pub fn scalar(t: &Tensor) -> Result<f64> {
+pub(crate) fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }

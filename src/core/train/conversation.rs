@@ -17,9 +17,9 @@ use crate::core::model::engine::prompt::{
 };
 
 /// Label of a position that takes no part in the loss.
-pub const IGNORE_INDEX: i64 = -100;
+pub(crate) const IGNORE_INDEX: i64 = -100;
 /// The id an `<image>` placeholder gets in `input_ids` (replaced by the image rows).
-pub const IMAGE_TOKEN_INDEX: i64 = -200;
+pub(crate) const IMAGE_TOKEN_INDEX: i64 = -200;
 
 const SEP: &str = "<|eot_id|>";
 const USER: &str = "<|start_header_id|>user<|end_header_id|>\n\n";
@@ -145,7 +145,7 @@ impl Llama3Encoder<'_> {
 
 /// The `llama3` prompt of a conversation: `preprocess_multimodal`'s `<image>` move (when
 /// `has_image`), a leading non-human turn dropped, then `conv.get_prompt()`.
-pub fn llama3_conversation(turns: &[Turn], has_image: bool) -> Result<String> {
+pub(crate) fn llama3_conversation(turns: &[Turn], has_image: bool) -> Result<String> {
     let mut turns: Vec<(usize, String)> = turns
         .iter()
         .enumerate()

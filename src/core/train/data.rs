@@ -30,7 +30,7 @@ pub enum RecordImage {
 
 impl RecordImage {
     /// Decodes the image.
-    pub fn open(&self) -> Result<image::DynamicImage> {
+    pub(crate) fn open(&self) -> Result<image::DynamicImage> {
         match self {
             RecordImage::File(path) => crate::core::image::decode_file(path),
             RecordImage::Bytes(bytes) => crate::core::image::decode(bytes),
@@ -51,7 +51,7 @@ pub struct Record {
 
 impl Record {
     /// The reference's `modality_lengths`: words in all turns, negative without an image.
-    pub fn modality_length(&self) -> i64 {
+    pub(crate) fn modality_length(&self) -> i64 {
         let words: usize = self
             .turns
             .iter()
@@ -145,7 +145,7 @@ fn parse(bytes: &[u8], index: usize, root: &Path) -> Result<Record> {
 /// The `split` of a VQA benchmark as training records: one `<image>\nQ` / `A` exchange
 /// per question, as LLaVA's data files for these sets have them. Questions whose image
 /// is missing are an error naming them.
-pub fn load_bench(bench: Bench, input: &Path, split: &str) -> Result<Vec<Record>> {
+pub(crate) fn load_bench(bench: Bench, input: &Path, split: &str) -> Result<Vec<Record>> {
     let loaded = vqa::load(bench, input, split, &LoadOptions::default())?;
     if let Some(bad) = loaded.rejected.first() {
         tracing::warn!(
@@ -203,7 +203,7 @@ pub fn load_bench(bench: Bench, input: &Path, split: &str) -> Result<Vec<Record>
 /// longest first; the mega-batches shuffled together, except each modality's last one,
 /// which go to the end together, in index order. (The reference also balances lengths
 /// across ranks inside a mega-batch; this order does not.)
-pub fn epoch_order(
+pub(crate) fn epoch_order(
     records: &[Record],
     seed: u64,
     epoch: u64,

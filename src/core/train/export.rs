@@ -21,7 +21,7 @@ use super::torch_save::write_torch_bin;
 use crate::core::model::load::weights::{original_name, weight_files};
 
 /// Largest shard `save_pretrained` writes by default (5 GB).
-pub const MAX_SHARD_BYTES: usize = 5_000_000_000;
+pub(crate) const MAX_SHARD_BYTES: usize = 5_000_000_000;
 
 /// Files copied from the source checkpoint next to new weights.
 const SIDE_FILES: &[&str] = &[
@@ -33,7 +33,7 @@ const SIDE_FILES: &[&str] = &[
 ];
 
 /// Writes `tensors` to one safetensors file with `{"format": "pt"}` metadata.
-pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+pub(crate) fn write_safetensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     let data: Vec<(&str, Tensor)> = tensors
         .iter()
@@ -63,7 +63,7 @@ pub fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
 }
 
 /// The first of `names` (safetensors before `.bin`) that exists in `dir`.
-pub fn first_existing(dir: &Path, names: &[&str]) -> Option<PathBuf> {
+pub(crate) fn first_existing(dir: &Path, names: &[&str]) -> Option<PathBuf> {
     names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
 }
 
@@ -78,14 +78,14 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, Tensor>> {
 }
 
 /// A folder being written: `<dir>.partial` until [`Staged::commit`] renames it.
-pub struct Staged {
+pub(crate) struct Staged {
     pub tmp: PathBuf,
     dest: PathBuf,
 }
 
 impl Staged {
     /// Starts `dest` afresh (a stale `.partial` from a killed run is removed).
-    pub fn begin(dest: &Path) -> Result<Self> {
+    pub(crate) fn begin(dest: &Path) -> Result<Self> {
         let mut name = dest.file_name().unwrap_or_default().to_os_string();
         name.push(".partial");
         let tmp = dest.with_file_name(name);
@@ -101,7 +101,7 @@ impl Staged {
 
     /// Syncs the finished folder to disk and puts it in place of `dest` (a crash
     /// leaves either the old state or the complete new folder, never a cut one).
-    pub fn commit(self) -> Result<PathBuf> {
+    pub(crate) fn commit(self) -> Result<PathBuf> {
         let sync = |path: &Path| -> Result<()> {
             fs::File::open(path)
                 .and_then(|f| f.sync_all())
@@ -170,7 +170,7 @@ pub fn write_weights(dir: &Path, tensors: &[(String, Tensor)], max_shard: usize)
 
 /// The vision-tower tensors a source checkpoint stores itself
 /// (`model.vision_tower.*`), under canonical names, unchanged (the tower is frozen).
-pub fn stored_vision_tensors(source: &Path) -> Result<Vec<(String, Tensor)>> {
+pub(crate) fn stored_vision_tensors(source: &Path) -> Result<Vec<(String, Tensor)>> {
     let mut out = Vec::new();
     for file in weight_files(source)? {
         if file.extension().is_none_or(|e| e != "safetensors") {
@@ -232,7 +232,7 @@ pub fn write_side_files(
 }
 
 /// PEFT's module names for the LoRA targets.
-pub const LORA_TARGETS: [&str; 7] = [
+pub(crate) const LORA_TARGETS: [&str; 7] = [
     "q_proj",
     "k_proj",
     "v_proj",
@@ -244,14 +244,14 @@ pub const LORA_TARGETS: [&str; 7] = [
 
 /// PEFT's stored name of a canonical LoRA tensor:
 /// `llm.layers.0.self_attn.q_proj.lora_A.weight` -> `base_model.model.model.layers.0...`.
-pub fn peft_name(canonical: &str) -> String {
+pub(crate) fn peft_name(canonical: &str) -> String {
     format!("base_model.model.{}", original_name(canonical))
 }
 
 /// Writes a PEFT adapter: `adapter_config.json`, `adapter_model.safetensors` (the
 /// `lora_*` tensors) and `non_lora_trainables.{safetensors,bin}` (the other trained tensors,
 /// LLaVA's name for them, PEFT-style keys).
-pub fn write_adapter(
+pub(crate) fn write_adapter(
     dir: &Path,
     base_model: &Path,
     spec: LoraSpec,

@@ -32,7 +32,7 @@ impl World {
     };
 
     /// Reads the launcher's variables (`get` is `std::env::var`, or a map in tests).
-    pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<World> {
+    pub(crate) fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<World> {
         let read = |name: &str| -> Result<Option<usize>> {
             match get(name) {
                 None => Ok(None),
@@ -62,13 +62,13 @@ impl World {
     }
 
     /// Whether this process writes files (metrics, checkpoints, exports).
-    pub fn is_main(&self) -> bool {
+    pub(crate) fn is_main(&self) -> bool {
         self.rank == 0
     }
 }
 
 /// Sums tensors over the processes of a job.
-pub trait Reducer {
+pub(crate) trait Reducer {
     /// The job.
     fn world(&self) -> World;
     /// The element-wise sum of `t` over all ranks (every rank gets the result).
@@ -76,7 +76,7 @@ pub trait Reducer {
 }
 
 /// A job of one process: sums are the tensor itself.
-pub struct Alone;
+pub(crate) struct Alone;
 
 impl Reducer for Alone {
     fn world(&self) -> World {
@@ -104,7 +104,7 @@ const LAUNCH_VARIABLES: [&str; 7] = [
 /// directory, named after this launch (a hash of the launcher's variables), so the file
 /// of an earlier launch in the same run directory is not read. Rank 0 deletes it once
 /// every rank has joined.
-pub fn rendezvous_file(
+pub(crate) fn rendezvous_file(
     run_dir: &Path,
     get: &dyn Fn(&str) -> Option<String>,
 ) -> Result<std::path::PathBuf> {
@@ -139,7 +139,7 @@ mod nccl {
     use super::{Reducer, World};
 
     /// Sums over GPUs with NCCL.
-    pub struct NcclReducer {
+    pub(crate) struct NcclReducer {
         comm: Arc<Comm>,
         world: World,
     }
@@ -147,7 +147,7 @@ mod nccl {
     impl NcclReducer {
         /// Joins the job: rank 0 creates the NCCL id and writes it to `id_file`
         /// (atomically), the others wait for it (up to 10 minutes).
-        pub fn connect(world: World, device: &Device, id_file: &Path) -> Result<Self> {
+        pub(crate) fn connect(world: World, device: &Device, id_file: &Path) -> Result<Self> {
             let Device::Cuda(dev) = device else {
                 bail!("NCCL needs a GPU device");
             };

@@ -26,7 +26,7 @@ pub struct LoraSpec {
 
 impl LoraSpec {
     /// `alpha / r`, PEFT's scaling.
-    pub fn scale(&self) -> f64 {
+    pub(crate) fn scale(&self) -> f64 {
         self.alpha / self.r as f64
     }
 }
@@ -105,7 +105,7 @@ pub fn make_trainable(
 /// Replaces model tensors (canonical names, see [`Llava::tensors_mut`]) with `tensors`,
 /// keeping each slot's dtype and device; every given tensor must be a model tensor of
 /// the same shape (`source` names the file in errors). Returns how many were replaced.
-pub fn overwrite_tensors(
+pub(crate) fn overwrite_tensors(
     model: &mut Llava,
     mut tensors: std::collections::HashMap<String, Tensor>,
     source: &std::path::Path,

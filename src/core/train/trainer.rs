@@ -45,7 +45,7 @@ use crate::core::vqa::Bench;
 
 /// Every setting that shapes the run (recorded in run.json and each checkpoint).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub tune: Tune,
     pub lrs: LearningRates,
     pub adamw: AdamWConfig,
@@ -73,7 +73,7 @@ pub struct Plan {
 }
 
 /// Where things are.
-pub struct Paths {
+pub(crate) struct Paths {
     pub model: PathBuf,
     pub vision_tower: Option<PathBuf>,
     /// Projector weights to start from (a stage-1 `mm_projector.safetensors` or `.bin`), LLaVA's
@@ -88,7 +88,7 @@ pub struct Paths {
 }
 
 /// How the process should run.
-pub struct Control {
+pub(crate) struct Control {
     pub device: Device,
     pub dtype: DType,
     /// Continue from the run directory's last checkpoint.
@@ -99,7 +99,7 @@ pub struct Control {
 
 /// What a finished (or stopped) run reports.
 #[derive(Debug, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub steps_done: u64,
     pub total_steps: u64,
     pub resumed_from: Option<u64>,
@@ -159,7 +159,7 @@ struct StepMetrics {
 /// Runs training to the end (or to `stop_after`) and exports the result. With several
 /// processes (`reducer`), every rank trains on its own micro-batches, gradients are
 /// averaged over the ranks, and only rank 0 writes files.
-pub fn train(
+pub(crate) fn train(
     paths: &Paths,
     plan: &Plan,
     control: &Control,
@@ -376,7 +376,7 @@ pub struct StepShape<'a> {
 impl StepShape<'_> {
     /// The global index of micro-batch `i` of `step` on this rank: every rank and step
     /// reads its own slice of one stream of micro-batches.
-    pub fn global_micro(&self, step: u64, i: u64) -> u64 {
+    pub(crate) fn global_micro(&self, step: u64, i: u64) -> u64 {
         (step * self.accum as u64 + i) * self.world.size as u64 + self.world.rank as u64
     }
 }
@@ -453,7 +453,7 @@ pub fn accumulate(
 }
 
 /// One step's gradients and figures over all ranks.
-pub struct Reduced {
+pub(crate) struct Reduced {
     /// Gradients averaged over the ranks.
     pub grads: Vec<Tensor>,
     /// Mean loss of the micro-batches that had supervised tokens (`None`: none had).
@@ -464,7 +464,7 @@ pub struct Reduced {
 
 /// Sums a step's figures over the ranks and averages the gradients (DDP's mean); a
 /// non-finite loss anywhere stops every rank, naming the batch where it happened.
-pub fn reduce(reducer: &dyn Reducer, acc: Accumulated, step: u64) -> Result<Reduced> {
+pub(crate) fn reduce(reducer: &dyn Reducer, acc: Accumulated, step: u64) -> Result<Reduced> {
     let world = reducer.world();
     let mut figures = [
         acc.losses.iter().sum::<f64>(),

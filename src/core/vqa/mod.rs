@@ -24,7 +24,7 @@ pub enum Id {
 
 impl Id {
     /// The id in `value`, the field called `field` (named in errors).
-    pub fn from_json(value: &Value, field: &str) -> Result<Id> {
+    pub(crate) fn from_json(value: &Value, field: &str) -> Result<Id> {
         match value {
             Value::String(s) => Ok(Id::Str(s.clone())),
             Value::Number(n) => n
@@ -72,11 +72,11 @@ pub enum Bench {
 
 impl Bench {
     /// Every benchmark, in the paper's order.
-    pub const ALL: [Bench; 3] = [Bench::VqaRad, Bench::Slake, Bench::Pathvqa];
+    pub(crate) const ALL: [Bench; 3] = [Bench::VqaRad, Bench::Slake, Bench::Pathvqa];
 
     /// The paper's LLaVA-Med++ results (MedTrinity-25M, Table 2): open (recall) and
     /// closed (yes/no accuracy), in percent.
-    pub fn paper(self) -> (f64, f64) {
+    pub(crate) fn paper(self) -> (f64, f64) {
         match self {
             Bench::VqaRad => (65.1, 84.9),
             Bench::Slake => (86.4, 89.2),
@@ -85,7 +85,7 @@ impl Bench {
     }
 
     /// The name in titles.
-    pub fn title(self) -> &'static str {
+    pub(crate) fn title(self) -> &'static str {
         match self {
             Bench::VqaRad => "VQA-RAD",
             Bench::Slake => "SLAKE",
@@ -94,7 +94,7 @@ impl Bench {
     }
 
     /// The name users type.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Bench::VqaRad => "vqa-rad",
             Bench::Slake => "slake",

@@ -75,7 +75,7 @@ pub enum QuestionImage {
 impl QuestionImage {
     /// How outputs refer to the image: the dataset's file name, else the embedded
     /// image's original name (empty when it had none).
-    pub fn label(&self) -> &str {
+    pub(crate) fn label(&self) -> &str {
         match self {
             QuestionImage::File { name, .. } => name,
             QuestionImage::Embedded { name, .. } => name.as_deref().unwrap_or(""),
@@ -83,7 +83,7 @@ impl QuestionImage {
     }
 
     /// The encoded image.
-    pub fn bytes(&self) -> Result<std::borrow::Cow<'_, [u8]>> {
+    pub(crate) fn bytes(&self) -> Result<std::borrow::Cow<'_, [u8]>> {
         match self {
             QuestionImage::File { root, name } => {
                 let path = root.join(name);

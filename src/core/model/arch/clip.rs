@@ -45,7 +45,7 @@ struct Block {
 
 impl ClipVision {
     /// Loads the embeddings and the first `layers` encoder layers.
-    pub fn load(p: &Params, cfg: &ClipConfig, layers: usize) -> Result<Self> {
+    pub(crate) fn load(p: &Params, cfg: &ClipConfig, layers: usize) -> Result<Self> {
         let (h, ps, grid) = (cfg.hidden_size, cfg.patch_size, cfg.grid());
         let e = p.pp("embeddings");
         let enc = p.pp("encoder.layers");
@@ -66,7 +66,7 @@ impl ClipVision {
 
     /// Hidden state after the loaded layers for `pixels` `(N, 3, S, S)`:
     /// `(N, 1 + grid^2, hidden)`, CLS first.
-    pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         let mut x = self.embed(pixels)?;
         for layer in &self.layers {
             x = layer.forward(&x, &self.cfg)?;

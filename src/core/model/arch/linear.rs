@@ -21,7 +21,7 @@ impl Linear {
     /// Loads `weight` (and `bias` when `bias` is true) from `p`. On the CPU the weight
     /// is stored transposed (`(in, out)` in memory, still an `(out, in)` tensor), the
     /// layout candle's CPU matmul reads fastest as `x W^T`, for one row as for many.
-    pub fn load(p: &Params, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+    pub(crate) fn load(p: &Params, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
         let weight = p.get("weight", &[out_dim, in_dim])?;
         let weight = if weight.device().is_cpu() {
             weight.t()?.contiguous()?.t()?
@@ -40,18 +40,22 @@ impl Linear {
     }
 
     /// Input width.
-    pub fn in_dim(&self) -> usize {
+    pub(crate) fn in_dim(&self) -> usize {
         self.weight.dims()[1]
     }
 
     /// Output width.
-    pub fn out_dim(&self) -> usize {
+    pub(crate) fn out_dim(&self) -> usize {
         self.weight.dims()[0]
     }
 
     /// Its tensors under `prefix`: `weight`, `bias`, and a LoRA adapter's
     /// `lora_A.weight` / `lora_B.weight` (PEFT's names).
-    pub fn tensors_mut<'a>(&'a mut self, prefix: &str, out: &mut Vec<(String, &'a mut Tensor)>) {
+    pub(crate) fn tensors_mut<'a>(
+        &'a mut self,
+        prefix: &str,
+        out: &mut Vec<(String, &'a mut Tensor)>,
+    ) {
         out.push((format!("{prefix}.weight"), &mut self.weight));
         if let Some(b) = &mut self.bias {
             out.push((format!("{prefix}.bias"), b));
@@ -63,7 +67,7 @@ impl Linear {
     }
 
     /// Applies the layer to `x` of shape `(..., in)`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let [y] = Self::forward_each([self], x)?;
         Ok(y)
     }
@@ -71,7 +75,10 @@ impl Linear {
     /// Applies each layer to the same `x` `(..., in)` (q/k/v, gate/up); inside
     /// [`kernels::inference`](crate::core::model::kernels::inference) their products on a few rows
     /// share one parallel pass.
-    pub fn forward_each<const N: usize>(layers: [&Linear; N], x: &Tensor) -> Result<[Tensor; N]> {
+    pub(crate) fn forward_each<const N: usize>(
+        layers: [&Linear; N],
+        x: &Tensor,
+    ) -> Result<[Tensor; N]> {
         let dims = x.dims().to_vec();
         let (lead, in_dim) = dims.split_at(dims.len() - 1);
         let rows: usize = lead.iter().product();

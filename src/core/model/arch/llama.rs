@@ -57,7 +57,7 @@ pub struct KvCache {
 
 impl KvCache {
     /// An empty cache for `batch` rows and at most `capacity` tokens.
-    pub fn new(
+    pub(crate) fn new(
         cfg: &LlamaConfig,
         batch: usize,
         capacity: usize,
@@ -77,18 +77,18 @@ impl KvCache {
     }
 
     /// Tokens cached so far.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// Whether nothing is cached yet.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Starts every row of this empty cache with the tokens of `prefix`, a one-row cache
     /// of a prompt prefix all rows share ([`Llama::prefix_cache`]).
-    pub fn start_with(&mut self, prefix: &KvCache) -> Result<()> {
+    pub(crate) fn start_with(&mut self, prefix: &KvCache) -> Result<()> {
         ensure!(self.is_empty(), "a shared prefix goes into an empty cache");
         let n = prefix.len;
         for (mine, theirs) in self.layers.iter_mut().zip(&prefix.layers) {
@@ -107,7 +107,7 @@ impl KvCache {
 }
 
 /// What one forward pass sees: where its tokens sit and which keys they may attend to.
-pub struct Step<'a> {
+pub(crate) struct Step<'a> {
     /// Rotary position of every token, `(B, L)` as u32.
     pub positions: &'a Tensor,
     /// Additive attention mask `(B, 1, L, past + L)`, or `None` when nothing is masked.
@@ -120,7 +120,7 @@ pub struct Step<'a> {
 
 impl Llama {
     /// Loads `llm.*`.
-    pub fn load(p: &Params, cfg: &LlamaConfig) -> Result<Self> {
+    pub(crate) fn load(p: &Params, cfg: &LlamaConfig) -> Result<Self> {
         let (h, v) = (cfg.hidden_size, cfg.vocab_size);
         let embed = p.get("embed_tokens.weight", &[v, h])?;
         let tied_head = cfg.tie_word_embeddings && !p.has("lm_head.weight");
@@ -154,7 +154,7 @@ impl Llama {
     /// Every tensor under its canonical name (`llm.embed_tokens.weight`,
     /// `llm.layers.0.self_attn.q_proj.weight`, ...); a tied head is not listed twice
     /// (call [`Llama::retie`] after replacing the embedding).
-    pub fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+    pub(crate) fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         let mut out = vec![("llm.embed_tokens.weight".to_string(), &mut self.embed)];
         for (i, layer) in self.layers.iter_mut().enumerate() {
             let p = format!("llm.layers.{i}");
@@ -175,7 +175,7 @@ impl Llama {
 
     /// The decoder layers' Linear layers (LoRA targets) under their canonical names
     /// (`llm.layers.0.self_attn.q_proj`, ...).
-    pub fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
+    pub(crate) fn linears_mut(&mut self) -> Vec<(String, &mut Linear)> {
         let mut out = Vec::with_capacity(self.layers.len() * 7);
         for (i, layer) in self.layers.iter_mut().enumerate() {
             for (name, lin) in layer.parts_mut().1 {
@@ -186,14 +186,14 @@ impl Llama {
     }
 
     /// Points a tied LM head at the (possibly replaced) embedding matrix again.
-    pub fn retie(&mut self) {
+    pub(crate) fn retie(&mut self) {
         if self.tied_head {
             self.lm_head.weight = self.embed.clone();
         }
     }
 
     /// Token embeddings for `ids` `(B, L)`.
-    pub fn embed_ids(&self, ids: &Tensor) -> Result<Tensor> {
+    pub(crate) fn embed_ids(&self, ids: &Tensor) -> Result<Tensor> {
         let (b, l) = ids.dims2()?;
         let flat = self.embed.index_select(&ids.flatten_all()?, 0)?;
         Ok(flat.reshape((b, l, self.cfg.hidden_size))?)
@@ -202,7 +202,7 @@ impl Llama {
     /// Runs the decoder on `x` `(B, L, hidden)`; appends to `cache` when given.
     /// Returns the final normalised hidden states `(B, L, hidden)`, or `(B, 1, hidden)`
     /// of the last position with [`Step::last_only`].
-    pub fn forward(
+    pub(crate) fn forward(
         &self,
         x: &Tensor,
         step: &Step,
@@ -242,7 +242,7 @@ impl Llama {
 
     /// Decoder layer `i` alone (no cache), for training loops that run the layers one
     /// by one (activation checkpointing); `rotary` comes from [`Llama::rotary`].
-    pub fn layer_forward(
+    pub(crate) fn layer_forward(
         &self,
         i: usize,
         x: &Tensor,
@@ -259,7 +259,7 @@ impl Llama {
 
     /// `cos`, `sin` of shape `(B, L, head_dim / 2)` for `positions` `(B, L)`, computed in
     /// f32 as transformers does.
-    pub fn rotary(&self, positions: &Tensor, dtype: DType) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn rotary(&self, positions: &Tensor, dtype: DType) -> Result<(Tensor, Tensor)> {
         let pos = positions.to_dtype(DType::F32)?.unsqueeze(2)?;
         let freqs = pos.broadcast_mul(&self.inv_freq)?;
         Ok((freqs.cos()?.to_dtype(dtype)?, freqs.sin()?.to_dtype(dtype)?))

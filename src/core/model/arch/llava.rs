@@ -83,7 +83,7 @@ pub fn skip_prefix(pieces: &[Piece], n: usize) -> Vec<Piece> {
 
 impl Llava {
     /// Builds the model from a resolved config and its weights.
-    pub fn load(cfg: LlavaConfig, weights: &Weights) -> Result<Self> {
+    pub(crate) fn load(cfg: LlavaConfig, weights: &Weights) -> Result<Self> {
         let vcfg = cfg.vision().clone();
         let vision = ClipVision::load(&weights.scope("vision"), &vcfg, cfg.vision_layers_used())?;
         let projector = Projector::load(
@@ -232,14 +232,14 @@ impl Llava {
 
     /// Every projector and language-model tensor under its canonical name (the
     /// vision tower is never trained, so it is not listed).
-    pub fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+    pub(crate) fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         let mut out = self.projector.tensors_mut();
         out.extend(self.llm.tensors_mut());
         out
     }
 
     /// The dtype the model computes in.
-    pub fn dtype(&self) -> DType {
+    pub(crate) fn dtype(&self) -> DType {
         self.llm.embed.dtype()
     }
 }

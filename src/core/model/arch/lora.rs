@@ -38,7 +38,13 @@ pub struct LoraDropout {
 
 impl LoraAdapter {
     /// Builds an adapter, checking that A and B fit a Linear of `in_dim -> out_dim`.
-    pub fn new(a: Tensor, b: Tensor, scale: f64, in_dim: usize, out_dim: usize) -> Result<Self> {
+    pub(crate) fn new(
+        a: Tensor,
+        b: Tensor,
+        scale: f64,
+        in_dim: usize,
+        out_dim: usize,
+    ) -> Result<Self> {
         let (r, a_in) = a.dims2()?;
         let (b_out, b_r) = b.dims2()?;
         ensure!(
@@ -59,7 +65,7 @@ impl LoraAdapter {
     /// `(n, r)` product rather than PEFT's `(n, out)` one: the same value (bit for bit
     /// with a power-of-two `alpha / r`, such as the presets' 2), and one full-width
     /// tensor less that candle's graph keeps per adapter until the backward pass.
-    pub fn delta(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn delta(&self, x: &Tensor) -> Result<Tensor> {
         let x = match &self.dropout {
             Some(d) => d.apply(x)?,
             None => x.clone(),

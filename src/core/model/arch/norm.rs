@@ -41,7 +41,7 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     /// Loads `weight` of width `dim`.
-    pub fn load(p: &Params, dim: usize, eps: f64) -> Result<Self> {
+    pub(crate) fn load(p: &Params, dim: usize, eps: f64) -> Result<Self> {
         Ok(Self {
             weight: p.get("weight", &[dim])?,
             eps,
@@ -49,7 +49,7 @@ impl RmsNorm {
     }
 
     /// Normalises over the last dimension.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::rms_norm(x, &self.weight, self.eps)
     }
 }

@@ -17,7 +17,7 @@ pub struct Projector {
 
 impl Projector {
     /// Loads `projector.{0,2,4,...}` (the `nn.Sequential` indices LLaVA saves).
-    pub fn load(
+    pub(crate) fn load(
         p: &Params,
         kind: ProjectorKind,
         in_dim: usize,
@@ -48,7 +48,7 @@ impl Projector {
 
     /// Every tensor under its canonical name (`projector.0.weight`, ...; a bare
     /// `linear` projector is `projector.weight`).
-    pub fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
+    pub(crate) fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
         let mut out = Vec::new();
         if self.bare {
             self.layers[0].tensors_mut("projector", &mut out);
@@ -61,7 +61,7 @@ impl Projector {
     }
 
     /// Projects `(..., in)` to `(..., out)`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut x = self.layers[0].forward(x)?;
         for layer in &self.layers[1..] {
             x = layer.forward(&x.gelu_erf()?)?;

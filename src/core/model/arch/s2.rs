@@ -16,7 +16,7 @@ pub struct S2 {
 impl S2 {
     /// Runs `encode` (pixels `(n, 3, s, s)` -> features `(n, g*g, C)`) over every scale
     /// of `pixels` `(B, 3, S, S)`; returns `(B, g*g, C * scales)`.
-    pub fn forward(
+    pub(crate) fn forward(
         &self,
         pixels: &Tensor,
         encode: impl Fn(&Tensor) -> Result<Tensor>,

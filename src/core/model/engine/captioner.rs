@@ -94,7 +94,11 @@ impl Captioner {
 
     /// Tokenises prompts as LLaVA's `tokenizer_image_token` does (the reference's eval
     /// script), with the BOS token the checkpoint folder `dir` names.
-    pub(crate) fn use_llava_tokenization(&mut self, dir: &std::path::Path, question: &str) -> Result<()> {
+    pub(crate) fn use_llava_tokenization(
+        &mut self,
+        dir: &std::path::Path,
+        question: &str,
+    ) -> Result<()> {
         self.tokens = PromptTokens::Llava {
             bos: self.codec.named_token(dir, "bos_token"),
         };

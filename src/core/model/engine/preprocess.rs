@@ -19,9 +19,9 @@ use crate::core::model::load::config::AspectMode;
 
 /// OpenAI CLIP's normalisation constants, digit for digit as published.
 #[allow(clippy::excessive_precision)]
-pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+pub(crate) const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 #[allow(clippy::excessive_precision)]
-pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+pub(crate) const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// Turns decoded images into the pixel tensor the vision tower expects.
 #[derive(Debug, Clone)]
@@ -151,7 +151,7 @@ impl ImageProcessor {
 
     /// Each image's normalised `(3, size, size)` values, or why it cannot be prepared
     /// (over a memory budget), prepared in parallel.
-    pub fn planes(&self, images: &[&DynamicImage]) -> Vec<Result<Vec<f32>>> {
+    pub(crate) fn planes(&self, images: &[&DynamicImage]) -> Vec<Result<Vec<f32>>> {
         images
             .par_iter()
             .map(|image| Ok(self.normalize(&self.square_pixels(image)?)))
@@ -159,7 +159,7 @@ impl ImageProcessor {
     }
 
     /// The `(N, 3, size, size)` f32 pixel tensor of planes from [`Self::planes`].
-    pub fn tensor(&self, planes: Vec<Vec<f32>>, device: &Device) -> Result<Tensor> {
+    pub(crate) fn tensor(&self, planes: Vec<Vec<f32>>, device: &Device) -> Result<Tensor> {
         let n = planes.len();
         Ok(Tensor::from_vec(
             planes.concat(),
@@ -170,7 +170,7 @@ impl ImageProcessor {
 
     /// The `(N, 3, size, size)` f32 pixel tensor for a batch of images; fails if any
     /// image fails.
-    pub fn batch(&self, images: &[&DynamicImage], device: &Device) -> Result<Tensor> {
+    pub(crate) fn batch(&self, images: &[&DynamicImage], device: &Device) -> Result<Tensor> {
         let planes = self.planes(images).into_iter().collect::<Result<_>>()?;
         self.tensor(planes, device)
     }

@@ -14,10 +14,10 @@ use crate::core::model::arch::llava::Piece;
 use crate::core::model::load::checkpoint::Checkpoint;
 
 /// The placeholder an image takes in prompt text.
-pub const IMAGE_PLACEHOLDER: &str = "<image>";
+pub(crate) const IMAGE_PLACEHOLDER: &str = "<image>";
 
 /// `conv_llama3.system`'s message.
-pub const LLAMA3_SYSTEM: &str = "A chat between a curious user and an artificial intelligence assistant. \
+pub(crate) const LLAMA3_SYSTEM: &str = "A chat between a curious user and an artificial intelligence assistant. \
 The assistant gives helpful, detailed, and polite answers to the user's questions.";
 
 /// A single-turn `llama3` prompt: the image first, then the question, as LLaVA's eval
@@ -45,7 +45,7 @@ pub struct TextCodec {
 
 /// How prompt text becomes tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PromptTokens {
+pub(crate) enum PromptTokens {
     /// Chunks without the tokenizer's added special tokens: the template's one BOS.
     Plain,
     /// LLaVA's `tokenizer_image_token` (the reference's eval and training code): each
@@ -64,7 +64,7 @@ impl TextCodec {
     /// Token ids that end generation with a checkpoint: its config's and
     /// `generation_config.json`'s `eos_token_id`, plus `<|eot_id|>` and `<|end_of_text|>`
     /// when this tokenizer has them.
-    pub fn stop_tokens(&self, ckpt: &Checkpoint) -> Vec<u32> {
+    pub(crate) fn stop_tokens(&self, ckpt: &Checkpoint) -> Vec<u32> {
         let mut ids = ckpt.config.text.eos_token_ids.clone();
         if let Ok(text) = std::fs::read_to_string(ckpt.dir.join("generation_config.json"))
             && let Ok(json) = serde_json::from_str::<serde_json::Value>(&text)
@@ -105,7 +105,7 @@ impl TextCodec {
 
     /// The id of a special token the checkpoint names (`bos_token`, `pad_token`, ...) in
     /// tokenizer_config.json or special_tokens_map.json.
-    pub fn named_token(&self, dir: &Path, key: &str) -> Option<u32> {
+    pub(crate) fn named_token(&self, dir: &Path, key: &str) -> Option<u32> {
         tokenizer_settings(dir)
             .iter()
             .find_map(|json| match json.get(key)? {
@@ -117,7 +117,7 @@ impl TextCodec {
 
     /// Token ids of `text` without added special tokens (specials written in the text
     /// itself, like `<|eot_id|>`, are recognised).
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+    pub(crate) fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
             .tokenizer
             .encode(text, false)
@@ -128,7 +128,7 @@ impl TextCodec {
     /// Token ids of `text` as a Hugging Face tokenizer call (`tokenizer(text)`) gives them:
     /// with the tokenizer's own special tokens added (Llama-3's BOS, when its
     /// post-processor adds one).
-    pub fn encode_with_specials(&self, text: &str) -> Result<Vec<u32>> {
+    pub(crate) fn encode_with_specials(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
             .tokenizer
             .encode(text, true)
@@ -142,7 +142,7 @@ impl TextCodec {
     }
 
     /// A prompt split at its `<image>` placeholders, tokenised as `how` says.
-    pub fn encode_prompt_with(&self, text: &str, how: PromptTokens) -> Result<Vec<Piece>> {
+    pub(crate) fn encode_prompt_with(&self, text: &str, how: PromptTokens) -> Result<Vec<Piece>> {
         let chunks = text
             .split(IMAGE_PLACEHOLDER)
             .map(|c| match how {
@@ -173,7 +173,7 @@ impl TextCodec {
 
     /// Text of generated ids, special tokens dropped (and spaces cleaned up as
     /// transformers does when the checkpoint asks for it).
-    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+    pub(crate) fn decode(&self, ids: &[u32]) -> Result<String> {
         let text = self
             .tokenizer
             .decode(ids, true)
@@ -185,7 +185,7 @@ impl TextCodec {
     }
 
     /// The id of a token written out, e.g. `<|eot_id|>`.
-    pub fn token_id(&self, token: &str) -> Option<u32> {
+    pub(crate) fn token_id(&self, token: &str) -> Option<u32> {
         self.tokenizer.token_to_id(token)
     }
 }
@@ -218,7 +218,7 @@ fn clean_up_tokenization(text: &str) -> String {
 }
 
 /// Tokens a prompt occupies once each image contributes `image_tokens` rows.
-pub fn prompt_len(pieces: &[Piece], image_tokens: usize) -> usize {
+pub(crate) fn prompt_len(pieces: &[Piece], image_tokens: usize) -> usize {
     pieces
         .iter()
         .map(|p| match p {

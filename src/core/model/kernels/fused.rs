@@ -77,7 +77,10 @@ pub(crate) fn inference_applies(tensors: &[&Tensor]) -> bool {
 /// column block and zeroes a fresh output first (prefill's Linear layers run ~10%
 /// faster). `None` where this does not apply: outside inference, another layout or
 /// dtype, or a gradient to track.
-pub(crate) fn linears(x: &Tensor, layers: &[(&Tensor, Option<&Tensor>)]) -> Result<Option<Vec<Tensor>>> {
+pub(crate) fn linears(
+    x: &Tensor,
+    layers: &[(&Tensor, Option<&Tensor>)],
+) -> Result<Option<Vec<Tensor>>> {
     if !in_inference() {
         return Ok(None);
     }

@@ -357,11 +357,11 @@ mod avx512 {
 mod avx512 {
     use super::Operands;
 
-    pub unsafe fn rows_step(_: usize, _: usize, _: Operands, _: bool, _: f32) {
+    pub(crate) unsafe fn rows_step(_: usize, _: usize, _: Operands, _: bool, _: f32) {
         unreachable!("small-m matmul kernels need AVX-512")
     }
 
-    pub unsafe fn cols_tile(_: usize, _: usize, _: Operands, _: f32) {
+    pub(crate) unsafe fn cols_tile(_: usize, _: usize, _: Operands, _: f32) {
         unreachable!("small-m matmul kernels need AVX-512")
     }
 }

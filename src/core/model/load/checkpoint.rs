@@ -101,14 +101,14 @@ impl Checkpoint {
     }
 
     /// A short model name for outputs (see [`model_name`]).
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         model_name(&self.dir)
     }
 }
 
 /// A checkpoint folder's short name, as LLaVA's `get_model_name_from_path` gives it: the
 /// folder name, or `<parent>_checkpoint-N` for a trainer checkpoint folder.
-pub fn model_name(dir: &Path) -> String {
+pub(crate) fn model_name(dir: &Path) -> String {
     let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
     match name(&canonical) {
@@ -138,7 +138,7 @@ const MAX_HEADER: u64 = 100 << 20;
 /// last MiB (a PyTorch zip's directory, with every member's CRC-32) and 16 samples of
 /// 4 KiB between: a multi-GB shard costs a few reads, and fine-tuned weights at the same
 /// path differ in every sample.
-pub fn content_identity(dir: &Path) -> Result<BTreeMap<String, String>> {
+pub(crate) fn content_identity(dir: &Path) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     let entries =
         std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
@@ -201,7 +201,7 @@ fn file_identity(path: &Path) -> std::io::Result<String> {
 
 /// The Hugging Face hub cache: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
 /// `~/.cache/huggingface/hub`.
-pub fn hub_cache_dir() -> PathBuf {
+pub(crate) fn hub_cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("HF_HUB_CACHE") {
         return PathBuf::from(dir);
     }
@@ -246,7 +246,7 @@ fn find_tower(checkpoint: &Path, name: &str, hub_cache: &Path) -> Option<PathBuf
 }
 
 /// The device for `--gpu N` (CUDA builds) or the CPU.
-pub fn device(gpu: Option<usize>) -> Result<Device> {
+pub(crate) fn device(gpu: Option<usize>) -> Result<Device> {
     match gpu {
         None => Ok(Device::Cpu),
         #[cfg(feature = "cuda")]
@@ -259,7 +259,7 @@ pub fn device(gpu: Option<usize>) -> Result<Device> {
 }
 
 /// Parses `--dtype`; the default is bf16 on a GPU and f32 on the CPU.
-pub fn dtype(name: Option<&str>, device: &Device) -> Result<DType> {
+pub(crate) fn dtype(name: Option<&str>, device: &Device) -> Result<DType> {
     Ok(match name {
         None if device.is_cpu() => DType::F32,
         None => DType::BF16,

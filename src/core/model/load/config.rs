@@ -63,7 +63,7 @@ pub struct ClipConfig {
 
 impl ClipConfig {
     /// Patches per side of one tile.
-    pub fn grid(&self) -> usize {
+    pub(crate) fn grid(&self) -> usize {
         self.image_size / self.patch_size
     }
 
@@ -89,7 +89,7 @@ impl ClipConfig {
 
     /// Reads a tower's `config.json`: a `CLIPConfig` (with `vision_config`) or a
     /// `CLIPVisionConfig`.
-    pub fn from_file(path: &Path) -> Result<Self> {
+    pub(crate) fn from_file(path: &Path) -> Result<Self> {
         let json = read_json(path)?;
         let vision = json.get("vision_config").unwrap_or(&json);
         let prefix = if json.get("vision_config").is_some() {
@@ -192,7 +192,7 @@ pub struct LlavaConfig {
 
 impl LlavaConfig {
     /// Reads and checks `config.json` in a checkpoint folder.
-    pub fn from_dir(dir: &Path) -> Result<Self> {
+    pub(crate) fn from_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
         let json = read_json(&path)?;
         Self::parse(&json).with_context(|| format!("{}", path.display()))
@@ -337,7 +337,7 @@ impl LlavaConfig {
     }
 
     /// The vision config (always present once the checkpoint is resolved).
-    pub fn vision(&self) -> &ClipConfig {
+    pub(crate) fn vision(&self) -> &ClipConfig {
         self.vision
             .as_ref()
             .expect("vision config resolved before use")

@@ -154,7 +154,7 @@ impl Weights {
 
     /// Adds the weight files of a folder. Tensors already known from an earlier folder
     /// keep priority (a checkpoint's own CLIP copy beats the tower folder's).
-    pub fn add_dir(&mut self, dir: &Path, names: NameMap) -> Result<()> {
+    pub(crate) fn add_dir(&mut self, dir: &Path, names: NameMap) -> Result<()> {
         for path in weight_files(dir)? {
             self.add_file(&path, names)?;
         }
@@ -214,22 +214,12 @@ impl Weights {
     }
 
     /// Whether a canonical name is present.
-    pub fn contains(&self, name: &str) -> bool {
+    pub(crate) fn contains(&self, name: &str) -> bool {
         self.entries.contains_key(name)
     }
 
-    /// The device tensors are loaded onto.
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
-    /// The dtype tensors are converted to.
-    pub fn dtype(&self) -> DType {
-        self.dtype
-    }
-
     /// A view that prefixes every name with `prefix.`.
-    pub fn scope(&self, prefix: &str) -> Params<'_> {
+    pub(crate) fn scope(&self, prefix: &str) -> Params<'_> {
         Params {
             weights: self,
             prefix: prefix.to_string(),
@@ -238,7 +228,7 @@ impl Weights {
 
     /// Loads a tensor by canonical name, checking its shape. Problems are recorded
     /// and a placeholder is returned; [`Weights::finish`] reports them.
-    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+    pub(crate) fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         self.used.borrow_mut().insert(name.to_string());
         let Some(entry) = self.entries.get(name) else {
             self.problems
@@ -279,7 +269,7 @@ impl Weights {
 
     /// Fails with the full list of missing and mis-shaped tensors, if any; logs stored
     /// tensors that no layout explains and language-model tensors nothing used.
-    pub fn finish(self) -> Result<()> {
+    pub(crate) fn finish(self) -> Result<()> {
         let problems = self.problems.into_inner();
         if !problems.is_empty() {
             let shown: Vec<&str> = problems.iter().take(12).map(String::as_str).collect();
@@ -314,14 +304,14 @@ impl Weights {
 
 /// A name-prefixed view of [`Weights`], handed to module constructors.
 #[derive(Clone)]
-pub struct Params<'a> {
+pub(crate) struct Params<'a> {
     weights: &'a Weights,
     prefix: String,
 }
 
 impl<'a> Params<'a> {
     /// A deeper scope: `prefix.sub`.
-    pub fn pp(&self, sub: impl std::fmt::Display) -> Params<'a> {
+    pub(crate) fn pp(&self, sub: impl std::fmt::Display) -> Params<'a> {
         Params {
             weights: self.weights,
             prefix: format!("{}.{sub}", self.prefix),
@@ -329,12 +319,12 @@ impl<'a> Params<'a> {
     }
 
     /// Loads `prefix.name` with the expected shape.
-    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+    pub(crate) fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         self.weights.get(&format!("{}.{name}", self.prefix), shape)
     }
 
     /// Whether `prefix.name` is stored.
-    pub fn has(&self, name: &str) -> bool {
+    pub(crate) fn has(&self, name: &str) -> bool {
         self.weights.contains(&format!("{}.{name}", self.prefix))
     }
 }

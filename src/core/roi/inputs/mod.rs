@@ -91,7 +91,8 @@ use coco::read_coco;
 use jsonl::read_jsonl;
 pub use mask_image::read_mask_image;
 use nifti_mask::read_nifti;
-pub use shapes::{fill_polygon, pixel_box};
+pub(crate) use shapes::fill_polygon;
+pub(crate) use shapes::pixel_box;
 
 /// What one item gives the measurer.
 #[derive(Debug, Clone, PartialEq)]
@@ -162,7 +163,7 @@ pub fn read_inputs(
 }
 
 /// Whether a file found in a folder is read as a mask (by extension).
-pub fn is_mask_file(path: &Path) -> bool {
+pub(crate) fn is_mask_file(path: &Path) -> bool {
     let name = lower_name(path);
     [".png", ".tif", ".tiff", ".nii", ".nii.gz"]
         .iter()

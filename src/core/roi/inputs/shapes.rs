@@ -5,7 +5,7 @@ use super::*;
 /// The pixels a box with corners `(x0, y0)`-`(x1, y1)` (any reals) covers:
 /// `floor(x0)..ceil(x1)` by `floor(y0)..ceil(y1)`, clamped to the image. `None` when that
 /// is empty or a coordinate is not finite.
-pub fn pixel_box(corners: [f64; 4], width: usize, height: usize) -> Option<PixelBox> {
+pub(crate) fn pixel_box(corners: [f64; 4], width: usize, height: usize) -> Option<PixelBox> {
     if corners.iter().any(|c| !c.is_finite()) {
         return None;
     }
@@ -25,7 +25,7 @@ pub fn pixel_box(corners: [f64; 4], width: usize, height: usize) -> Option<Pixel
 /// bottom edge outside, so an axis-aligned rectangle with integer corners `(x0, y0)`,
 /// `(x1, y1)` fills exactly `(x1 - x0) * (y1 - y0)` pixels, and polygons sharing an edge
 /// never paint the same pixel twice. Parts outside the map are clipped.
-pub fn fill_polygon(map: &mut LabelMap, points: &[f64], label: u32) {
+pub(crate) fn fill_polygon(map: &mut LabelMap, points: &[f64], label: u32) {
     let n = points.len() / 2;
     if n < 3 || map.width == 0 {
         return;
