@@ -3,7 +3,8 @@
 # prompt, greedy, a fixed number of new tokens, same thread count, model load excluded
 # on both sides. Median of REPS runs each, measured in the same session.
 #
-#   bench/caption_cpu.sh            (env: REPS=3 NEWS="32 128" BATCH=4 IMAGES=16 THREADS=$(nproc))
+#   bench/caption_cpu.sh            (env: REPS=3 NEWS="32 128" BATCH=4 IMAGES=16 THREADS=$(nproc)
+#                                    MT=prebuilt-mt)
 #
 # NEWS lists the numbers of new tokens to time (128 is the issue's GPU benchmark shape).
 #
@@ -19,8 +20,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/pip" install -q torch transformers safetensors pillow numpy tokenizers
 fi
 PY=$VENV/bin/python
-(cd "$ROOT" && cargo build --release --quiet)
-MT=${CARGO_TARGET_DIR:-$ROOT/target}/release/mt
+if [ -z "${MT:-}" ]; then
+  (cd "$ROOT" && cargo build --release --quiet)
+  MT=${CARGO_TARGET_DIR:-$ROOT/target}/release/mt
+fi
 mkdir -p "$OUT"
 IMG=$OUT/caption-images
 if [ "$(ls "$IMG" 2>/dev/null | wc -l)" != "$NIMG" ]; then
