@@ -47,8 +47,10 @@ Exit codes: 0 success, 1 error, 2 usage error, 3 finished but some inputs failed
 #[derive(Debug, Parser)]
 #[command(name = "mt", version, about = ABOUT, after_help = EXAMPLES, propagate_version = true)]
 pub struct Cli {
+    /// The global flags.
     #[command(flatten)]
     pub global: GlobalArgs,
+    /// The subcommand to run.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -77,6 +79,10 @@ pub struct GlobalArgs {
     pub seed: u64,
 }
 
+/// The subcommands, one variant each, named as typed (`Download` is `mt download`).
+/// The variants have no doc comments on purpose: clap would take them as the
+/// subcommands' help in place of the doc comments and `long_about` of their `Args`.
+#[allow(missing_docs)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     Download(download::Args),

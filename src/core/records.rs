@@ -144,9 +144,11 @@ pub(crate) fn staging_path(path: &Path) -> Option<PathBuf> {
 /// Where a record sits in its file, for messages: `file:LINE` or `file: row N`.
 #[derive(Debug, Clone, Copy)]
 pub struct At<'a> {
+    /// The file.
     pub path: &'a Path,
     /// 1-based line (JSONL) or row (parquet).
     pub n: u64,
+    /// A parquet row (`file: row N`) rather than a JSONL line (`file:N`).
     pub parquet: bool,
 }
 

@@ -17,6 +17,7 @@ pub(crate) const IMAGE_EXTENSIONS: &[&str] =
 /// What kind of reader an input needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// A parquet shard (MedTrinity-25M `25M_demo` / `25M_full`, or any parquet).
     Parquet,
     /// A JSON array of LLaVA-style records.
     LlavaJson,
@@ -44,6 +45,7 @@ impl Format {
 /// Whether an input holds records, or only the images a manifest refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// Records to read (parquet rows, LLaVA records, images of a folder or archive).
     Records,
     /// An image shard of a `25M_full`-style dataset: its members are matched to the
     /// manifest rows by file name.
@@ -84,9 +86,14 @@ impl ImageStore {
 /// One input to read.
 #[derive(Debug, Clone)]
 pub struct Input {
+    /// The file or folder (`-` for stdin).
     pub path: PathBuf,
+    /// The reader it needs.
     pub format: Format,
+    /// Records, or an image shard of a manifest.
     pub role: Role,
+    /// Where its image references resolve (one store shared by every input when an
+    /// image folder is given).
     pub store: Arc<ImageStore>,
 }
 

@@ -39,7 +39,9 @@ pub(crate) fn id_text(v: &serde_json::Value) -> Option<String> {
 /// Whether a visitor wants more batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
+    /// Send the next batch.
     Continue,
+    /// Stop reading this unit.
     Stop,
 }
 
@@ -49,7 +51,9 @@ pub(crate) type Visit<'a> = &'a mut dyn FnMut(Result<Batch>) -> Flow;
 /// A piece of work: a run of row groups of a parquet file, or one whole other input.
 #[derive(Debug, Clone)]
 pub struct Unit {
+    /// Index of its input in [`Dataset::inputs`].
     pub input: usize,
+    /// The parquet row groups it covers (`None`: the whole input, not parquet).
     pub row_groups: Option<Range<usize>>,
     /// Rows in the unit when known up front (parquet).
     pub rows: Option<u64>,
@@ -66,6 +70,7 @@ pub struct ReadOptions {
 
 /// Resolved inputs with their parquet footers opened.
 pub struct Dataset {
+    /// The inputs, in command-line order.
     pub inputs: Vec<Input>,
     /// The opened shard of each parquet input (None for other formats or on failure).
     pub shards: Vec<Option<ParquetShard>>,

@@ -16,7 +16,9 @@ use crate::core::vqa::{Id, Rejected};
 /// One model answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct Answer {
+    /// `question_id`: the id of the question answered.
     pub question_id: Id,
+    /// `text`: the model's answer.
     pub text: String,
 }
 
@@ -44,8 +46,11 @@ pub fn read_answers(path: &Path, rejected: &mut Vec<Rejected>) -> Result<Vec<Ans
 /// ids only one side had.
 #[derive(Debug, Default)]
 pub struct Aligned {
+    /// Ground truth and answer with the same id, in id order.
     pub pairs: Vec<(Truth, Answer)>,
+    /// Ground-truth ids with no answer.
     pub unmatched_truth: usize,
+    /// Answer ids with no ground truth.
     pub unmatched_answers: usize,
 }
 

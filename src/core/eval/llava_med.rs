@@ -27,33 +27,55 @@ use crate::core::vqa::truth::Truth;
 /// The reference's averages, in percent, with the row counts.
 #[derive(Debug, Clone, Serialize)]
 pub struct Scores {
+    /// OPEN rows: mean exact match (`None`: no OPEN rows).
     pub exact_match: Option<f64>,
+    /// OPEN rows: mean word F1 (`None`: no OPEN rows).
     pub f1: Option<f64>,
+    /// OPEN rows: mean word precision (`None`: no OPEN rows).
     pub precision: Option<f64>,
+    /// OPEN rows: mean word recall (`None`: no OPEN rows).
     pub recall: Option<f64>,
+    /// OPEN rows: mean BLEU with default weights, unsmoothed (`None`: no OPEN rows).
     pub bleu: Option<f64>,
+    /// OPEN rows: mean BLEU-1, smoothed (`None`: no OPEN rows).
     pub bleu_1: Option<f64>,
+    /// OPEN rows: mean BLEU-2, smoothed (`None`: no OPEN rows).
     pub bleu_2: Option<f64>,
+    /// OPEN rows: mean BLEU-3, smoothed (`None`: no OPEN rows).
     pub bleu_3: Option<f64>,
+    /// CLOSED rows: share whose reference answer occurs in the prediction (0 with no
+    /// CLOSED rows; `None`: the closed metrics are not reported).
     pub yes_no_accuracy: Option<f64>,
+    /// CLOSED rows: mean word F1 (`None`: no CLOSED rows or not reported).
     pub closed_f1: Option<f64>,
+    /// CLOSED rows: mean word precision (`None`: no CLOSED rows or not reported).
     pub closed_precision: Option<f64>,
+    /// CLOSED rows: mean word recall (`None`: no CLOSED rows or not reported).
     pub closed_recall: Option<f64>,
+    /// Aligned rows scored as OPEN (including those without `answer_type`).
     pub n_open: usize,
+    /// Aligned rows scored as CLOSED.
     pub n_closed: usize,
     /// Rows whose `answer_type` is neither OPEN nor CLOSED (the reference skips them).
     pub n_other_type: usize,
+    /// Ground-truth ids with no answer.
     pub n_unmatched_gt: usize,
+    /// Answer ids with no ground truth.
     pub n_unmatched_pred: usize,
 }
 
 /// The scores of one question.
 #[derive(Debug, Clone, Serialize)]
 pub struct RowScore {
+    /// The question id.
     pub id: Id,
+    /// `OPEN` or `CLOSED` (a row without `answer_type` is `OPEN`).
     pub answer_type: String,
+    /// Word F1 of the lower-cased, normalised answers, as a fraction.
     pub f1: f64,
+    /// Word precision, as a fraction.
     pub precision: f64,
+    /// Word recall, as a fraction.
     pub recall: f64,
     /// OPEN rows: exact match.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -20,27 +20,42 @@ use crate::core::vqa::Id;
 /// multimedeval's metrics, in percent, with the row counts.
 #[derive(Debug, Clone, Serialize)]
 pub struct Scores {
+    /// All rows: mean unigram BLEU (0 with no rows).
     pub bleu: f64,
+    /// All rows: mean word-set F1 (0 with no rows).
     pub f1: f64,
+    /// All rows: mean word-set recall (0 with no rows).
     pub recall: f64,
+    /// Closed rows: share counted right (0 with no closed rows).
     pub closed_accuracy: f64,
+    /// Open rows: mean word-set recall (0 with no open rows).
     pub open_recall: f64,
+    /// Open rows: share with recall >= 0.75 (0 with no open rows).
     pub open_accuracy: f64,
+    /// Rows whose cleaned reference is neither `yes` nor `no`.
     pub n_open: usize,
+    /// Rows whose cleaned reference is `yes` or `no`.
     pub n_closed: usize,
 }
 
 /// The scores of one question.
 #[derive(Debug, Clone, Serialize)]
 pub struct RowScore {
+    /// The question id.
     pub id: Id,
+    /// The reference answer after `clean_str`.
     pub clean_correct: String,
+    /// The model's answer after `clean_str`.
     pub clean_predicted: String,
+    /// Word-set F1, as a fraction.
     pub f1: f64,
+    /// Word-set recall, as a fraction.
     pub recall: f64,
+    /// Unigram BLEU, as a fraction.
     pub bleu: f64,
+    /// Whether the cleaned reference is `yes` or `no`.
     pub closed: bool,
-    /// Closed questions: whether it counts as right.
+    /// Closed questions: whether it counts as right (`None` for open questions).
     pub closed_correct: Option<bool>,
 }
 

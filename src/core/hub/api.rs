@@ -15,6 +15,7 @@ const MAX_PAGES: usize = 100_000;
 pub struct RemoteFile {
     /// `/`-separated path in the repository.
     pub path: String,
+    /// Size of the content in bytes (the LFS object's for LFS files).
     pub size: u64,
     /// The git blob id (sha1 of `blob {size}\0` + content for files stored in git).
     pub oid: String,

@@ -15,16 +15,22 @@ use crate::core::error::usage;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
+    /// DICOM: `.dcm`, `.dicom`, or the `DICM` marker at byte 128.
     Dicom,
+    /// NIfTI-1: `.nii` or `.nii.gz`.
     Nifti,
 }
 
 /// One input file and where its outputs go: `<out_dir>/<stem>...`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
+    /// The input file.
     pub source: PathBuf,
+    /// What it holds.
     pub kind: Kind,
+    /// The output folder (the sub-folder the file was found in, under the output root).
     pub out_dir: PathBuf,
+    /// The file name without its medical extension (`brain.nii.gz` -> `brain`).
     pub stem: String,
 }
 

@@ -37,10 +37,13 @@ pub enum WindowChoice {
 /// converts again.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Options {
+    /// Picture file format.
     pub format: Format,
     /// JPEG quality, 1-100.
     pub quality: u8,
+    /// Sample depth of the pictures.
     pub depth: Depth,
+    /// Which window maps values to grey levels.
     pub window: WindowChoice,
     /// NIfTI percentile window `[lo, hi]` (0-100), used with [`WindowChoice::Default`].
     pub percentiles: [f64; 2],
@@ -129,7 +132,10 @@ pub(crate) struct Sidecar {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Done {
     /// Pictures written.
-    Converted { pictures: usize },
+    Converted {
+        /// How many pictures (frames or slices) were written.
+        pictures: usize,
+    },
     /// A complete earlier conversion with the same settings was found.
     Skipped,
 }

@@ -18,7 +18,9 @@ use crate::core::files::write_atomic;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
+    /// PNG (`.png`), lossless, 8 or 16 bits.
     Png,
+    /// JPEG (`.jpg`), 8 bits, at [`Options::quality`](super::Options::quality).
     Jpeg,
 }
 

@@ -18,8 +18,11 @@ pub enum VoiFunction {
 /// A window centre and width with its function.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Window {
+    /// Window centre, in modality values (DICOM WindowCenter, 0028,1050).
     pub center: f64,
+    /// Window width, in modality values (DICOM WindowWidth, 0028,1051).
     pub width: f64,
+    /// How values inside the window map to grey levels.
     pub function: VoiFunction,
 }
 
@@ -102,8 +105,10 @@ impl Mapping {
 /// Output sample depth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Depth {
+    /// 8 bits per sample (256 grey levels).
     #[serde(rename = "8")]
     Eight,
+    /// 16 bits per sample (65536 grey levels; PNG only).
     #[serde(rename = "16")]
     Sixteen,
 }

@@ -13,17 +13,24 @@ use serde::{Deserialize, Serialize};
 /// (a class of a label map, or one instance of an instance mask).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabelMap {
+    /// Image width, in pixels.
     pub width: usize,
+    /// Image height, in pixels.
     pub height: usize,
+    /// One label per pixel, row-major (`width * height` values).
     pub labels: Vec<u32>,
 }
 
 /// An axis-aligned box in pixels: `x0, y0` inclusive, `x1, y1` exclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PixelBox {
+    /// Left column (inclusive).
     pub x0: u32,
+    /// Top row (inclusive).
     pub y0: u32,
+    /// Right column (exclusive).
     pub x1: u32,
+    /// Bottom row (exclusive).
     pub y1: u32,
 }
 

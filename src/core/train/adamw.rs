@@ -14,9 +14,13 @@ use rayon::prelude::*;
 /// Hyperparameters shared by every parameter.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamWConfig {
+    /// Decay rate of the first-moment average (`adam_beta1`).
     pub beta1: f64,
+    /// Decay rate of the second-moment average (`adam_beta2`).
     pub beta2: f64,
+    /// Added to the denominator for stability (`adam_epsilon`).
     pub eps: f64,
+    /// Decoupled weight decay, multiplied by the learning rate (`weight_decay`).
     pub weight_decay: f64,
 }
 
@@ -36,6 +40,7 @@ impl Default for AdamWConfig {
 pub struct Param {
     /// Canonical name (`llm.layers.0.self_attn.q_proj.weight`, ...).
     pub name: String,
+    /// The tensor inside the model that the update writes.
     pub var: Var,
     /// Peak learning rate of its group (before the schedule).
     pub lr: f64,
@@ -185,7 +190,9 @@ const CHUNK: usize = 1 << 16;
 
 /// The optimiser: parameters, their state and the step count.
 pub struct AdamW {
+    /// The hyperparameters.
     pub cfg: AdamWConfig,
+    /// The parameters with their state, in model order.
     pub params: Vec<Param>,
     /// Updates applied so far.
     pub steps: u64,

@@ -15,19 +15,27 @@ use crate::core::model::engine::preprocess::ImageProcessor;
 
 /// One sample ready for the model.
 pub struct Example {
+    /// The record's id.
     pub id: String,
+    /// Token ids after truncation and pad removal; `IMAGE_TOKEN_INDEX` (-200) where the
+    /// image goes.
     pub input_ids: Vec<i64>,
+    /// The target of every position of `input_ids` (-100 = not trained on).
     pub labels: Vec<i64>,
     /// Preprocessed pixels `(3, S, S)` when the sample has an image.
     pub pixels: Option<Tensor>,
+    /// The reference's "tokenization mismatch": every label was masked.
     pub mismatch: bool,
 }
 
 /// Builds examples from records: tokenisation, collator truncation, pad removal and
 /// image preprocessing.
 pub struct Collator<'a> {
+    /// Tokenises the conversations (its `max_len` is the collator's truncation).
     pub encoder: Llama3Encoder<'a>,
+    /// Turns images into the vision tower's pixels.
     pub processor: &'a ImageProcessor,
+    /// Where the pixel tensors are put.
     pub device: &'a candle_core::Device,
 }
 

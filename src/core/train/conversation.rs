@@ -28,7 +28,9 @@ const ASSISTANT: &str = "<|start_header_id|>assistant<|end_header_id|>\n\n";
 /// One message of a conversation (`{"from": "human" | "gpt", "value": ...}`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Turn {
+    /// The speaker: `human` or `gpt`.
     pub from: String,
+    /// The message text (`<image>` where the image goes).
     pub value: String,
 }
 
@@ -72,7 +74,9 @@ impl SpecialTokens {
 
 /// Encodes conversations for the `llama3` template.
 pub struct Llama3Encoder<'a> {
+    /// The tokenizer.
     pub codec: &'a TextCodec,
+    /// Its BOS and pad ids.
     pub specials: SpecialTokens,
     /// `model_max_length`: text-only samples are truncated to it (as the reference's
     /// tokenizer call does), and the mismatch check only applies below it.

@@ -41,9 +41,11 @@ impl RecordImage {
 /// One training sample as stored.
 #[derive(Debug, Clone)]
 pub struct Record {
+    /// `id` as text, else the record's position in its file.
     pub id: String,
     /// The sample's image, if it has one.
     pub image: Option<RecordImage>,
+    /// `conversations`: the messages, in order.
     pub turns: Vec<Turn>,
     /// Where it came from, for error messages (`file:line` or `file: record N`).
     pub origin: String,

@@ -17,7 +17,9 @@ use serde::Serialize;
 /// This process's place in a data-parallel job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct World {
+    /// This process's index in the job, `0..size` (`RANK`, `SLURM_PROCID`).
     pub rank: usize,
+    /// Processes in the job (`WORLD_SIZE`, `SLURM_NTASKS`).
     pub size: usize,
     /// The GPU index on this node.
     pub local_rank: usize,

@@ -18,7 +18,9 @@ use crate::core::model::arch::lora::{LoraAdapter, LoraDropout};
 /// LoRA settings (PEFT's `LoraConfig`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LoraSpec {
+    /// `r`: the adapters' rank.
     pub r: usize,
+    /// `lora_alpha`: the adapters' output is scaled by `alpha / r`.
     pub alpha: f64,
     /// `lora_dropout`: probability of dropping an adapter input element while training.
     pub dropout: f64,
@@ -47,7 +49,9 @@ pub enum Tune {
 /// (`mm_projector_lr`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LearningRates {
+    /// `learning_rate`: every trained tensor's, unless `projector` is set.
     pub main: f64,
+    /// `mm_projector_lr`: the projector's (`None`: `main`).
     pub projector: Option<f64>,
 }
 

@@ -387,7 +387,9 @@ pub struct Accumulated {
     pub grads: Vec<Tensor>,
     /// Mean loss of each micro-batch that had supervised tokens.
     pub losses: Vec<f64>,
+    /// Supervised (label) positions in those micro-batches.
     pub tokens: usize,
+    /// Samples in those micro-batches.
     pub samples: usize,
     /// The ids of a micro-batch whose loss was not finite (its backward was skipped).
     pub bad_batch: Option<Vec<String>>,

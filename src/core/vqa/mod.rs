@@ -18,7 +18,9 @@ use serde_json::Value;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(untagged)]
 pub enum Id {
+    /// A JSON integer.
     Int(i64),
+    /// A JSON string.
     Str(String),
 }
 
@@ -49,9 +51,11 @@ impl std::fmt::Display for Id {
 /// A row that could not be used, with where it was and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct Rejected {
+    /// The file the row is in, as displayed.
     pub file: String,
     /// `line 12` (JSONL) or `record 12` (JSON array, zero-based).
     pub at: String,
+    /// Why the row was rejected.
     pub error: String,
 }
 
@@ -65,8 +69,11 @@ impl std::fmt::Display for Rejected {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Bench {
+    /// VQA-RAD (radiology), `vqa-rad`.
     VqaRad,
+    /// SLAKE (radiology, English and Chinese), `slake`.
     Slake,
+    /// PathVQA (pathology), `pathvqa`.
     Pathvqa,
 }
 

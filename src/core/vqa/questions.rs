@@ -35,8 +35,10 @@ use crate::core::vqa::{Id, Rejected};
 /// Open-ended or yes/no.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum AnswerType {
+    /// Open-ended (`OPEN`).
     #[serde(rename = "OPEN")]
     Open,
+    /// Yes/no (`CLOSED`).
     #[serde(rename = "CLOSED")]
     Closed,
 }
@@ -64,10 +66,17 @@ impl AnswerType {
 #[derive(Debug, Clone)]
 pub enum QuestionImage {
     /// A file: `root.join(name)`, where `name` is how the dataset refers to it.
-    File { root: PathBuf, name: String },
+    File {
+        /// The image folder.
+        root: PathBuf,
+        /// The image's path relative to `root`, as the dataset names it.
+        name: String,
+    },
     /// Bytes embedded in a parquet copy, with the file name it had (if any).
     Embedded {
+        /// The encoded image, shared by every question about it.
         bytes: Arc<Vec<u8>>,
+        /// The file name stored with the bytes (`None`: the copy has none).
         name: Option<String>,
     },
 }
@@ -99,10 +108,15 @@ impl QuestionImage {
 /// One benchmark question.
 #[derive(Debug, Clone)]
 pub struct Question {
+    /// The dataset's question id (`qid`, `id`), else the position in the split.
     pub id: Id,
+    /// The image asked about.
     pub image: QuestionImage,
+    /// The question text (without LLaVA's `<image>` line).
     pub question: String,
+    /// The reference answer.
     pub answer: String,
+    /// The dataset's `answer_type`, else closed iff the answer is yes or no.
     pub answer_type: AnswerType,
     /// What the dataset says besides (SLAKE modality/location/content_type, VQA-RAD
     /// image_organ/question_type, ...), for breakdowns.
@@ -121,8 +135,11 @@ pub struct LoadOptions {
 /// The questions of one split, the layout they came from and the rows that were bad.
 #[derive(Debug)]
 pub struct Loaded {
+    /// The layout recognised, in words (e.g. `slake released json`, `hub parquet`).
     pub layout: &'static str,
+    /// The questions read, in file order.
     pub questions: Vec<Question>,
+    /// The rows that could not be read, with why.
     pub rejected: Vec<Rejected>,
 }
 

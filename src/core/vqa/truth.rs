@@ -19,6 +19,7 @@ use crate::core::data::llava_records::kind;
 /// One ground-truth question.
 #[derive(Debug, Clone, Serialize)]
 pub struct Truth {
+    /// `id`: the question id.
     pub id: Id,
     /// The human turn (the question, usually with `<image>\n`), empty when absent.
     pub question: String,

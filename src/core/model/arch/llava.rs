@@ -27,10 +27,15 @@ pub enum Piece {
 
 /// The whole model.
 pub struct Llava {
+    /// The checkpoint's configuration.
     pub cfg: LlavaConfig,
+    /// The CLIP vision tower (frozen in training).
     pub vision: ClipVision,
+    /// S2 multi-scale encoding (`None`: single scale).
     pub s2: Option<S2>,
+    /// The multimodal projector (`mm_projector` / `multi_modal_projector`).
     pub projector: Projector,
+    /// The Llama language model.
     pub llm: Llama,
 }
 

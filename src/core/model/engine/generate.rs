@@ -16,6 +16,7 @@ use crate::core::model::kernels;
 /// Decoding settings.
 #[derive(Debug, Clone, Serialize)]
 pub struct GenerationConfig {
+    /// Most tokens generated per row.
     pub max_new_tokens: usize,
     /// 0 = greedy.
     pub temperature: f64,
@@ -40,7 +41,9 @@ pub enum Finish {
 /// One row's output.
 #[derive(Debug, Clone)]
 pub struct Generation {
+    /// The generated token ids (a stop token left out; a stop string's tokens kept).
     pub tokens: Vec<u32>,
+    /// Why it ended.
     pub finish: Finish,
 }
 

@@ -28,8 +28,11 @@ pub(crate) const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11]
 pub struct ImageProcessor {
     /// Output side (the shortest-edge resize target and the crop size).
     pub size: usize,
+    /// How a non-square image is made square.
     pub aspect: AspectMode,
+    /// Per-channel RGB mean on the 0-1 scale, subtracted (`image_mean`); also the pad colour.
     pub mean: [f32; 3],
+    /// Per-channel RGB standard deviation, divided by (`image_std`).
     pub std: [f32; 3],
 }
 

@@ -22,7 +22,9 @@ const TOWER_PROBE: &str = "vision.embeddings.class_embedding";
 
 /// A resolved checkpoint whose tensors are mapped but not loaded yet.
 pub struct Checkpoint {
+    /// The checkpoint folder.
     pub dir: PathBuf,
+    /// Its `config.json`, completed with the vision tower's config.
     pub config: LlavaConfig,
     /// The separate CLIP folder in use, if any.
     pub tower_dir: Option<PathBuf>,

@@ -22,18 +22,32 @@ pub enum Layout {
 /// The Llama language model.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LlamaConfig {
+    /// `hidden_size`: width of the residual stream.
     pub hidden_size: usize,
+    /// `intermediate_size`: width of the SwiGLU MLP.
     pub intermediate_size: usize,
+    /// `num_hidden_layers`: decoder layers.
     pub num_hidden_layers: usize,
+    /// `num_attention_heads`: query heads.
     pub num_attention_heads: usize,
+    /// `num_key_value_heads`: key/value heads (grouped-query attention; defaults to
+    /// `num_attention_heads`).
     pub num_key_value_heads: usize,
+    /// `head_dim`, or `hidden_size / num_attention_heads` when absent; always even.
     pub head_dim: usize,
+    /// `vocab_size`: rows of the token embedding and the LM head.
     pub vocab_size: usize,
+    /// `rms_norm_eps` (default 1e-6).
     pub rms_norm_eps: f64,
+    /// RoPE base: `rope_theta`, or `rope_parameters.rope_theta` (default 10000).
     pub rope_theta: f64,
+    /// `max_position_embeddings` (default 2048).
     pub max_position_embeddings: usize,
+    /// `tie_word_embeddings`: the LM head reuses the token embedding.
     pub tie_word_embeddings: bool,
+    /// `attention_bias`: the q/k/v/o projections have biases.
     pub attention_bias: bool,
+    /// `mlp_bias`: the MLP projections have biases.
     pub mlp_bias: bool,
     /// End-of-sequence ids from the config (one or several).
     pub eos_token_ids: Vec<u32>,
@@ -43,21 +57,32 @@ pub struct LlamaConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClipActivation {
+    /// `quick_gelu`: `x * sigmoid(1.702 x)` (the OpenAI CLIP towers).
     QuickGelu,
+    /// `gelu`: exact (erf) GELU.
     Gelu,
 }
 
 /// The CLIP ViT vision tower.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClipConfig {
+    /// `hidden_size`: width of the ViT tokens.
     pub hidden_size: usize,
+    /// `intermediate_size`: width of the MLP.
     pub intermediate_size: usize,
+    /// `num_hidden_layers`: encoder layers.
     pub num_hidden_layers: usize,
+    /// `num_attention_heads`: heads per layer.
     pub num_attention_heads: usize,
+    /// `image_size`: side of the square input, in pixels.
     pub image_size: usize,
+    /// `patch_size`: side of one patch, in pixels.
     pub patch_size: usize,
+    /// `num_channels`: always 3 (RGB).
     pub num_channels: usize,
+    /// `layer_norm_eps` (default 1e-5).
     pub layer_norm_eps: f64,
+    /// `hidden_act` (default `quick_gelu`).
     pub hidden_act: ClipActivation,
 }
 
@@ -159,9 +184,11 @@ pub enum AspectMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProjectorKind {
+    /// `linear`: one Linear layer.
     Linear,
     /// `mlp{depth}x_gelu`: Linear, then (GELU, Linear) x (depth - 1).
     MlpGelu {
+        /// Number of Linear layers (at least 1).
         depth: usize,
     },
 }
@@ -169,20 +196,28 @@ pub enum ProjectorKind {
 /// Everything needed to build a LLaVA model from a checkpoint folder.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LlavaConfig {
+    /// Which convention the checkpoint follows.
     pub layout: Layout,
+    /// The language model (top level in the original layout, `text_config` in llava-hf).
     pub text: LlamaConfig,
     /// The vision tower config; `None` for original checkpoints until the tower
     /// folder is resolved (see [`crate::core::model::load::checkpoint`]).
     pub vision: Option<ClipConfig>,
     /// `mm_vision_tower`: a hub id or a path (original layout).
     pub vision_tower: Option<String>,
+    /// `mm_projector_type` (original; default `linear`); always `mlp2x_gelu` in llava-hf.
     pub projector: ProjectorKind,
+    /// The projector's Linear layers have biases (llava-hf
+    /// `multimodal_projector_bias`; always true in the original layout).
     pub projector_bias: bool,
     /// Width of the vision features entering the projector.
     pub mm_hidden_size: usize,
-    /// Index into the CLIP hidden states (embeddings first), negative from the end.
+    /// Index into the CLIP hidden states (embeddings first), negative from the end
+    /// (`mm_vision_select_layer` / `vision_feature_layer`; default -2).
     pub select_layer: i64,
+    /// `mm_vision_select_feature` / `vision_feature_select_strategy`.
     pub select_feature: SelectFeature,
+    /// `image_aspect_ratio` (original: `pad` or `square`); always `Pad` in llava-hf.
     pub aspect: AspectMode,
     /// S2 multi-scale image sizes, ascending (`None`: single scale).
     pub s2_scales: Option<Vec<usize>>,

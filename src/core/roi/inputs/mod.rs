@@ -103,8 +103,11 @@ pub enum Regions {
     /// Boxes only (COCO `bbox`, JSONL `bbox`) with their labels, and the size of the image
     /// they refer to.
     Boxes {
+        /// Image width, in pixels.
         width: usize,
+        /// Image height, in pixels.
         height: usize,
+        /// Each box with its label, in input order.
         boxes: Vec<(String, PixelBox)>,
     },
 }
