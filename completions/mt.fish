@@ -24,7 +24,7 @@ function __fish_mt_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c mt -n "__fish_mt_needs_command" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_needs_command" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_needs_command" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_needs_command" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_needs_command" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
@@ -55,7 +55,7 @@ complete -c mt -n "__fish_mt_using_subcommand download" -l extract-to -d 'Where 
 complete -c mt -n "__fish_mt_using_subcommand download" -l token -d 'Access token (else HF_TOKEN, HF_TOKEN_PATH, $HF_HOME/token). Never logged' -r
 complete -c mt -n "__fish_mt_using_subcommand download" -l stall-timeout -d 'Give up on a connection after this many seconds without a byte, and resume' -r
 complete -c mt -n "__fish_mt_using_subcommand download" -l retries -d 'Failed attempts per request before a file fails (attempts that moved bytes are free)' -r
-complete -c mt -n "__fish_mt_using_subcommand download" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand download" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand download" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand download" -l dry-run -d 'List files, sizes and what is already present; download nothing'
 complete -c mt -n "__fish_mt_using_subcommand download" -l verify -d 'Re-check a finished download (sha256 / git id) without downloading'
@@ -75,7 +75,7 @@ complete -c mt -n "__fish_mt_using_subcommand inspect" -l plots -d 'Write PNG hi
 complete -c mt -n "__fish_mt_using_subcommand inspect" -l contact-sheet -d 'Images on the --plots contact sheet' -r
 complete -c mt -n "__fish_mt_using_subcommand inspect" -s j -l threads -d 'Worker threads (default: one per core)' -r
 complete -c mt -n "__fish_mt_using_subcommand inspect" -l spill-mb -d 'Memory for id and image-hash sets before they spill to temporary files, in MB' -r
-complete -c mt -n "__fish_mt_using_subcommand inspect" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand inspect" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand inspect" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand inspect" -l no-images -d 'Skip image statistics (image bytes are not read)'
 complete -c mt -n "__fish_mt_using_subcommand inspect" -l decode -d 'Decode every image fully: slower, but finds corrupt pixel data a header misses'
@@ -85,7 +85,7 @@ complete -c mt -n "__fish_mt_using_subcommand inspect" -l json -d 'Machine-reada
 complete -c mt -n "__fish_mt_using_subcommand inspect" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand inspect" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand inspect" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
@@ -109,7 +109,7 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -l split -d 'Split: train, validation or test' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -s o -l output -d 'Output JSON (`-` = stdout)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -l images-out -d 'Write the images here (needed for parquet copies; copies files otherwise)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -l all-languages -d 'SLAKE: keep the Chinese questions too'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
@@ -122,7 +122,7 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l image-folder -l images -d 'Where image names in manifests / LLaVA records resolve (folder or .tar.zst shards)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l images-out -d 'Write the images here' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l instruction -d 'The human turn after `<image>\\n`' -r
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
@@ -135,7 +135,7 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l split -d 'Split name (file prefix)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l row-group-size -d 'Target row group size (bytes, or with KB/MB/GB)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l shard-size -d 'Target shard size (bytes, or with KB/MB/GB)' -r
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
@@ -148,7 +148,7 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l prefix -d 'Shard file name prefix' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l shard-records -d 'Records per shard at most' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l shard-size -d 'Shard size at most (bytes, or with KB/MB/GB)' -r
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l zstd -d 'zstd-compress the shards (.tar.zst)'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
@@ -166,7 +166,7 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -l window -d 'Window CENTER,WIDTH (LINEAR) for every file, or `auto` for each file\'s min-max window [default: DICOM the file\'s window, NIfTI the percentiles]' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -l percentile -d 'NIfTI: window between these percentiles of the volume' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -l axis -d 'NIfTI: array axis to slice across (2 = the third axis, axial in RAS-like files)' -r
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
@@ -175,7 +175,7 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -s h -l help -d 'Print help'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge" -s o -l output -d 'The merged file (JSONL, or parquet for *.parquet)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge" -l allow-incomplete -d 'Merge what is there even when shards are missing or unfinished'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
@@ -191,7 +191,7 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l dtype -d 'Weights dtype of the output (default: the base config\'s)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
 f16\t'IEEE half precision'"
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
@@ -201,7 +201,7 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from knowledge-index" -s o -l output -d 'Index folder [default: <first corpus>.bm25]' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from knowledge-index" -l memory -d 'Indexing memory, all threads together (bytes, or with KB/MB/GB; at least 15MB)' -r
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from knowledge-index" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from knowledge-index" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from knowledge-index" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from knowledge-index" -l force -d 'Rebuild even when the index is up to date'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from knowledge-index" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
@@ -228,7 +228,7 @@ complete -c mt -n "__fish_mt_using_subcommand roi" -l connectivity -d 'Pixel con
 8\t'Edge and corner neighbours'"
 complete -c mt -n "__fish_mt_using_subcommand roi" -l merge-distance -d 'Merge components of one label whose boxes are at most this many pixels apart' -r
 complete -c mt -n "__fish_mt_using_subcommand roi" -l image-folder -l images -d 'Folder the images named in COCO JSON live in (default: the JSON\'s folder)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand roi" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand roi" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand roi" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand roi" -l outline -d 'Also draw the mask\'s outline (yellow) on the overlays'
 complete -c mt -n "__fish_mt_using_subcommand roi" -l split-components -d 'One ROI per connected component instead of one per label'
@@ -261,7 +261,7 @@ anatomical\t'The sides as the image shows them'"
 complete -c mt -n "__fish_mt_using_subcommand caption" -l shard -d 'Caption only shard I of N (ids by hash), `slurm/N` or `slurm` in a Slurm array; output to <stem>-0000I-of-0000N.<ext>' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand caption" -l max-new-tokens -d 'Most tokens generated per caption' -r
-complete -c mt -n "__fish_mt_using_subcommand caption" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand caption" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand caption" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l ignore-eos -d 'Keep generating past end-of-sequence tokens (benchmarks: a fixed token count)'
 complete -c mt -n "__fish_mt_using_subcommand caption" -l cpu -d 'Run on the CPU even when a GPU is visible'
@@ -309,7 +309,7 @@ complete -c mt -n "__fish_mt_using_subcommand train" -l model -l ckpt -d 'Checkp
 complete -c mt -n "__fish_mt_using_subcommand train" -l dtype -d 'Parameter dtype (default: bf16 on a GPU, f32 on the CPU; f16 is refused: it needs loss scaling)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
 f16\t'IEEE half precision'"
-complete -c mt -n "__fish_mt_using_subcommand train" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand train" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand train" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l resume -d 'Continue from the last checkpoint in --run-dir (same flags)'
 complete -c mt -n "__fish_mt_using_subcommand train" -l plot -d 'Also write loss / learning-rate curves to curves.png in the run directory'
@@ -355,7 +355,7 @@ complete -c mt -n "__fish_mt_using_subcommand finetune" -l model -l ckpt -d 'Che
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l dtype -d 'Parameter dtype (default: bf16 on a GPU, f32 on the CPU; f16 is refused: it needs loss scaling)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
 f16\t'IEEE half precision'"
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l resume -d 'Continue from the last checkpoint in --run-dir (same flags)'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l plot -d 'Also write loss / learning-rate curves to curves.png in the run directory'
@@ -366,7 +366,7 @@ complete -c mt -n "__fish_mt_using_subcommand finetune" -l json -d 'Machine-read
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand eval; and not __fish_seen_subcommand_from score slake vqa-rad pathvqa help" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and not __fish_seen_subcommand_from score slake vqa-rad pathvqa help" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and not __fish_seen_subcommand_from score slake vqa-rad pathvqa help" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and not __fish_seen_subcommand_from score slake vqa-rad pathvqa help" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand eval; and not __fish_seen_subcommand_from score slake vqa-rad pathvqa help" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
@@ -386,7 +386,7 @@ multimedeval\t'VQA.evaluate of multimedeval 1.0.0'"
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l bench -d 'Show the paper\'s LLaVA-Med++ numbers for this benchmark beside ours' -r -f -a "vqa-rad\t'VQA-RAD'
 slake\t'SLAKE'
 pathvqa\t'PathVQA'"
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
@@ -411,7 +411,7 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l chunks -d 'Split the questions into N contiguous chunks, one worker process each (default: one per --gpu; GPUs are dealt out in turn)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l chunk -d 'Answer only chunk K of N into --run-dir (Slurm arrays, several machines); a later run without --chunk in the same --run-dir merges and scores' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l max-new-tokens -d 'Most tokens generated per answer (the reference\'s 1024)' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l all-languages -d 'SLAKE: the Chinese questions too (the paper used the English ones)'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l cpu -d 'Run on the CPU even when a GPU is visible'
@@ -439,7 +439,7 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l chunks -d 'Split the questions into N contiguous chunks, one worker process each (default: one per --gpu; GPUs are dealt out in turn)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l chunk -d 'Answer only chunk K of N into --run-dir (Slurm arrays, several machines); a later run without --chunk in the same --run-dir merges and scores' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l max-new-tokens -d 'Most tokens generated per answer (the reference\'s 1024)' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l all-languages -d 'SLAKE: the Chinese questions too (the paper used the English ones)'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l cpu -d 'Run on the CPU even when a GPU is visible'
@@ -467,7 +467,7 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l chunks -d 'Split the questions into N contiguous chunks, one worker process each (default: one per --gpu; GPUs are dealt out in turn)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l chunk -d 'Answer only chunk K of N into --run-dir (Slurm arrays, several machines); a later run without --chunk in the same --run-dir merges and scores' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l max-new-tokens -d 'Most tokens generated per answer (the reference\'s 1024)' -r
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l all-languages -d 'SLAKE: the Chinese questions too (the paper used the English ones)'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l cpu -d 'Run on the CPU even when a GPU is visible'
@@ -483,7 +483,7 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from help" -f -a "vqa-rad" -d 'Generate answers on VQA-RAD with a checkpoint and score them'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from help" -f -a "pathvqa" -d 'Generate answers on PathVQA with a checkpoint and score them'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mt -n "__fish_mt_using_subcommand completions" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand completions" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand completions" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand completions" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand completions" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
@@ -491,7 +491,7 @@ complete -c mt -n "__fish_mt_using_subcommand completions" -l json -d 'Machine-r
 complete -c mt -n "__fish_mt_using_subcommand completions" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c mt -n "__fish_mt_using_subcommand completions" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand replay" -l run-dir -d 'Write the run directory here instead of runs/<cmd>-<time>-<id>/' -r -F
+complete -c mt -n "__fish_mt_using_subcommand replay" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand replay" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand replay" -l dry-run -d 'Print the command line instead of running it'
 complete -c mt -n "__fish_mt_using_subcommand replay" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'

@@ -68,7 +68,7 @@ pub struct GlobalArgs {
     /// Machine-readable JSON on stdout instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Write the run directory here instead of runs/<cmd>-<time>-<id>/.
+    /// Write the run directory here instead of `runs/<cmd>-<time>-<id>/`.
     #[arg(long, value_name = "DIR", global = true)]
     pub run_dir: Option<PathBuf>,
     /// Do not write a run directory.

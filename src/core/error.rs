@@ -2,7 +2,7 @@
 //! (0, success, is the process default).
 //!
 //! Every other error is an [`anyhow::Error`] with context naming the file, row or
-//! field at fault; it exits with [`EXIT_ERROR`].
+//! field at fault; it exits with `EXIT_ERROR`.
 
 /// A runtime error: the command could not do its job.
 pub(crate) const EXIT_ERROR: i32 = 1;
@@ -61,7 +61,7 @@ pub(crate) fn contain_panic<T>(
     })
 }
 
-/// Keeps the panics that [`contain_panic`] turns into errors off stderr (they come back
+/// Keeps the panics that `contain_panic` turns into errors off stderr (they come back
 /// as those errors; `-vv` logs where they happened); every other panic goes to the hook
 /// installed before, as it did.
 pub fn quiet_contained_panics() {

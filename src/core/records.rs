@@ -1,8 +1,8 @@
 //! Resumable record outputs: JSONL, or parquet staged through JSONL.
 //!
 //! A path ending in `.parquet` is written in two steps. While the command runs, records
-//! are appended to `<path>.partial.jsonl`, an ordinary [`JsonlOutput`], so kill -9 loses
-//! nothing and a rerun skips the ids already staged. [`RecordOutput::finish`] then infers
+//! are appended to `<path>.partial.jsonl`, an ordinary `JsonlOutput`, so kill -9 loses
+//! nothing and a rerun skips the ids already staged. `RecordOutput::finish` then infers
 //! an Arrow schema from the whole staged file (objects become structs, arrays of objects
 //! `list<struct>`, integers mixed with floats `float64`, other mixed scalars `utf8`),
 //! streams it in batches into a zstd parquet file written as `<path>.tmp` and renamed
@@ -20,7 +20,7 @@
 //! - When both files exist, a run was killed after the rename and before the staging file
 //!   was deleted: the staging file holds every row of the parquet file, and it wins.
 //!
-//! Any other path (and `-`, stdout) is plain JSONL, exactly as [`JsonlOutput`] writes it.
+//! Any other path (and `-`, stdout) is plain JSONL, exactly as `JsonlOutput` writes it.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -162,7 +162,7 @@ impl std::fmt::Display for At<'_> {
 }
 
 /// Streams the records of a JSONL file, or of a parquet file (`*.parquet`, as
-/// [`RecordOutput`] writes them), to `visit` one at a time; blank lines and an unfinished
+/// `RecordOutput` writes them), to `visit` one at a time; blank lines and an unfinished
 /// last line (no newline: still being written, or cut by a crash) are skipped, and a line
 /// that is not JSON fails with its position.
 pub fn for_each_record(

@@ -1,4 +1,4 @@
-//! Dataset readers: one [`Sample`] model over MedTrinity-25M parquet shards (`25M_demo`
+//! Dataset readers: one `Sample` model over MedTrinity-25M parquet shards (`25M_demo`
 //! and `25M_full`), LLaVA JSON/JSONL, image folders and `.tar.zst` image shards.
 //!
 //! Work is split into [`Unit`]s (a parquet row group, or a whole file) so callers can

@@ -11,7 +11,7 @@
 //!   in `dest/.mt-extract/<shard>.dirs`; a rerun first removes what a killed run left
 //!   there, and a successful run leaves no temporary file.
 //! - *Resumable per shard.* A shard is done when `dest/.mt-extract/<shard file name>.done`
-//!   exists (see [`Marker`]). It is written only after the last member is in place, the
+//!   exists (see `Marker`). It is written only after the last member is in place, the
 //!   end of the tar stream and of the zstd frame were seen, and the destination
 //!   filesystem was flushed (`syncfs`); the marker itself goes through temp + fsync +
 //!   rename + fsync of the folder. A rerun skips a shard whose marker matches the
@@ -28,8 +28,8 @@
 //!   `..` component or a top-level `.mt-extract` fails the shard, naming the member.
 //!   Symlinks, hard links, devices and fifos are not extracted; they are counted in
 //!   [`ShardReport::ignored`] and logged as a warning. A member over
-//!   [`MAX_MEMBER_BYTES`], more than [`MAX_SHARD_MEMBERS`] members or more than
-//!   [`MAX_SHARD_BYTES`] unpacked fail the shard (decompression bombs). Files get default permissions (no modes,
+//!   `MAX_MEMBER_BYTES`, more than `MAX_SHARD_MEMBERS` members or more than
+//!   `MAX_SHARD_BYTES` unpacked fail the shard (decompression bombs). Files get default permissions (no modes,
 //!   owners or times from the archive).
 //!
 //! **Manifest check** ([`check_manifest`]) reads only the file-name column of each
@@ -40,7 +40,7 @@
 //! matches an extracted file at relative path `p` when `p == v` or `p` ends with `/v`.
 //! A bare name (`x.jpg`, as in MedTrinity-25M) therefore matches `x.jpg` in any folder
 //! of the archives; `a/x.jpg` matches `a/x.jpg` and `shard_3/a/x.jpg` but not `b/x.jpg`.
-//! The comparison goes through an external sort ([`KeyTally`]), so memory stays flat in
+//! The comparison goes through an external sort (`KeyTally`), so memory stays flat in
 //! the number of rows and files (only the returned lists grow).
 
 use std::collections::HashSet;

@@ -1,7 +1,7 @@
 //! Medical volumes (DICOM, NIfTI) to 2D PNG/JPEG pictures with a JSON sidecar of their
 //! metadata. One input file is converted at a time; memory is bounded by one volume.
 //!
-//! The pipeline of a file: read it ([`dicom`] or [`nifti`]), turn each frame or slice
+//! The pipeline of a file: read it (`dicom` or `nifti`), turn each frame or slice
 //! into real values (stored value -> rescale), map them to grey levels ([`window`]),
 //! write each picture atomically and last the sidecar ([`output`]), whose presence with
 //! the same settings marks the file complete for a rerun.

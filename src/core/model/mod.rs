@@ -3,9 +3,9 @@
 //!   with LoRA), written for inference and training alike;
 //! - [`load`]: configs, weights and checkpoint folders;
 //! - [`engine`]: preprocessing, prompts, batched generation, the captioner;
-//! - [`ops`] and [`kernels`]: one function per op with more than one implementation,
+//! - `ops` and `kernels`: one function per op with more than one implementation,
 //!   and the hand-written CPU kernels behind them (the inference switch is
-//!   [`kernels::inference`]).
+//!   `kernels::inference`).
 
 pub mod arch;
 pub mod engine;

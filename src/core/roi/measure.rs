@@ -1,8 +1,8 @@
 //! Measuring regions of a label map or box.
 //!
 //! [`measure`] turns a [`LabelMap`] into one [`Roi`] per label value (or per connected
-//! component with [`MeasureOptions::split_components`]); [`measure_box`] describes a
-//! region known only by its box (COCO boxes, JSONL `bbox`); [`position_words`] is the
+//! component with [`MeasureOptions::split_components`]); `measure_box` describes a
+//! region known only by its box (COCO boxes, JSONL `bbox`); `position_words` is the
 //! MedTrinity 3x3 grid on the centroid.
 //!
 //! # Connected components
@@ -37,7 +37,7 @@ use super::{LabelMap, Orientation, PixelBox, Roi};
 /// Options for turning a label map into ROIs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MeasureOptions {
-    /// How image left/right map to the words "left"/"right" (see [`position_words`]).
+    /// How image left/right map to the words "left"/"right" (see `position_words`).
     pub orientation: Orientation,
     /// 4 (pixels sharing a side) or 8 (a side or a corner; the default). Any value
     /// other than 4 is taken as 8.
@@ -75,11 +75,11 @@ impl Default for MeasureOptions {
 /// number of kept pixels, `area_pct = 100 * area / (width * height)`, `centroid` the
 /// mean of the kept pixels' centres `(x + 0.5, y + 0.5)`, `bbox_norm` the box divided by
 /// `(width, height, width, height)`, `components` the number of kept components after
-/// `min_size` and merging, and `position` the [`position_words`] of the centroid.
+/// `min_size` and merging, and `position` the `position_words` of the centroid.
 /// A label whose components are all smaller than `min_size` yields no ROI; a map with
 /// no label (or no pixel) yields none.
 ///
-/// Reuse a [`Measurer`] to keep its buffers between maps.
+/// Reuse a `Measurer` to keep its buffers between maps.
 ///
 /// # Panics
 /// When `map.labels.len() != map.width * map.height`.

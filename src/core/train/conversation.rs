@@ -37,9 +37,9 @@ pub struct Turn {
 /// A tokenised training sequence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoded {
-    /// Token ids, [`IMAGE_TOKEN_INDEX`] where an image goes.
+    /// Token ids, `IMAGE_TOKEN_INDEX` where an image goes.
     pub input_ids: Vec<i64>,
-    /// The target of every position ([`IGNORE_INDEX`] = not trained on).
+    /// The target of every position (`IGNORE_INDEX` = not trained on).
     pub labels: Vec<i64>,
     /// The reference's "tokenization mismatch": every label was masked.
     pub mismatch: bool,

@@ -1,7 +1,7 @@
 //! The medical VQA benchmarks as data, for every command that reads them (`mt eval`,
 //! `mt finetune --bench`, `mt convert vqa`): which benchmark ([`Bench`]), question ids
 //! ([`Id`]), rows that could not be used ([`Rejected`]), the loaders of every released
-//! layout ([`questions`]), the export to the LLaVA eval layout ([`export`]) and the
+//! layout ([`questions`]), the export to the LLaVA eval layout (`export`) and the
 //! lenient reader of that layout's ground truth ([`truth`]).
 
 pub(crate) mod export;

@@ -50,7 +50,7 @@ pub struct PaddedBatch {
     /// Real length of every row (a shared prefix included).
     pub lengths: Vec<usize>,
     /// Slots before `embeds` that the cache of a prefix every row shares fills
-    /// ([`KvCache::start_with`](crate::core::model::arch::llama::KvCache::start_with)); 0 without one.
+    /// (`KvCache::start_with`); 0 without one.
     pub past: usize,
 }
 

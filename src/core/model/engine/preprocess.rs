@@ -82,7 +82,7 @@ impl ImageProcessor {
     }
 
     /// The `size` x `size` RGB image after padding, resizing and cropping (before rescaling).
-    /// Every buffer is checked against [`budget::PICTURE_BYTES`] before it is made: a
+    /// Every buffer is checked against `budget::PICTURE_BYTES` before it is made: a
     /// 100000 x 1 PNG of a few hundred bytes would otherwise ask for a 30 GB canvas.
     pub fn square_pixels(&self, image: &DynamicImage) -> Result<RgbImage> {
         let (w, h) = (u64::from(image.width()), u64::from(image.height()));

@@ -13,7 +13,7 @@
 //!
 //! Modules ask for tensors by canonical name and shape. A missing tensor or a shape
 //! mismatch is recorded (the module gets a zero-cost placeholder) so that
-//! [`Weights::finish`] can list every problem at once instead of stopping at the first.
+//! `Weights::finish` can list every problem at once instead of stopping at the first.
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, HashSet};

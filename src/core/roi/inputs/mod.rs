@@ -32,7 +32,7 @@
 //!   the JSON's folder), size = its `width`/`height` (else read from the image's header).
 //!   - Polygon `segmentation`s (`[[x1, y1, x2, y2, ...], ...]`) are rasterised into a
 //!     [`LabelMap`] with label = `category_id` (names in [`Item::label_names`]); see
-//!     [`fill_polygon`] for the fill rule. The parts of one annotation are united; a later
+//!     `fill_polygon` for the fill rule. The parts of one annotation are united; a later
 //!     annotation paints over an earlier one where they overlap. In an image with
 //!     polygons, annotations with only a `bbox` are painted as filled boxes.
 //!   - Images whose annotations have only `bbox`es give [`Regions::Boxes`], labelled with
