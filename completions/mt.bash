@@ -231,7 +231,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__caption)
-            opts="-o -v -q -h -V --vision-tower --dtype --output --prompt --temperature --top-p --top-k --stop --ignore-eos --batch-size --gpu --cpu --pipeline --rois --knowledge --knowledge-k --coarse-templates --orientation --dry-run --shard --ckpt --model --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-o -v -q -h -V --vision-tower --dtype --output --prompt --conv-mode --temperature --top-p --top-k --stop --ignore-eos --batch-size --gpu --cpu --pipeline --rois --knowledge --knowledge-k --coarse-templates --orientation --dry-run --shard --ckpt --model --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -254,6 +254,10 @@ _mt() {
                     return 0
                     ;;
                 --prompt)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --conv-mode)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1057,7 +1061,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__eval__subcmd__pathvqa)
-            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --data --split --images --image-folder --all-languages --gpu --cpu --batch-size --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --data --split --images --image-folder --all-languages --gpu --cpu --batch-size --conv-mode --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1100,6 +1104,10 @@ _mt() {
                     return 0
                     ;;
                 --batch-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --conv-mode)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1185,7 +1193,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__eval__subcmd__slake)
-            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --data --split --images --image-folder --all-languages --gpu --cpu --batch-size --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --data --split --images --image-folder --all-languages --gpu --cpu --batch-size --conv-mode --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1228,6 +1236,10 @@ _mt() {
                     return 0
                     ;;
                 --batch-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --conv-mode)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1275,7 +1287,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__eval__subcmd__vqa__subcmd__rad)
-            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --data --split --images --image-folder --all-languages --gpu --cpu --batch-size --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --data --split --images --image-folder --all-languages --gpu --cpu --batch-size --conv-mode --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1318,6 +1330,10 @@ _mt() {
                     return 0
                     ;;
                 --batch-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --conv-mode)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -244,6 +244,7 @@ bf16\t'bfloat16'
 f16\t'IEEE half precision'"
 complete -c mt -n "__fish_mt_using_subcommand caption" -s o -l output -d 'Output JSONL or parquet (`-` = stdout); ids already in the file are skipped' -r -F
 complete -c mt -n "__fish_mt_using_subcommand caption" -l prompt -d 'The instruction given with every image' -r
+complete -c mt -n "__fish_mt_using_subcommand caption" -l conv-mode -d 'Conversation template the question is put in (LLaVA\'s `--conv-mode`: llama3, vicuna_v1, llava_v1, llava_llama_2, mistral_instruct, chatml_direct, phi3_instruct, plain, ...; `llava-med:vicuna_v1` for LLaVA-Med\'s own rendering). Default: the checkpoint\'s (llama3 for LLaVA-Med++)' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l temperature -d 'Sampling temperature (default 0: greedy, reproducible)' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l top-p -d 'Nucleus sampling mass (default 1: off)' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l top-k -d 'Sample among the k most likely tokens (default 0: off)' -r
@@ -404,6 +405,7 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l image-folder -l images -d 'Folder the images of a LLaVA eval JSON are relative to (default: the file\'s)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l gpu -d 'GPU indices; with several, one worker process each over contiguous chunks. Default: GPU 0 when a CUDA build sees one, else the CPU' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l batch-size -d 'Questions per forward pass' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l conv-mode -d 'Conversation template the question is put in (LLaVA\'s `--conv-mode`: llama3, vicuna_v1, llava_v1, llava_llama_2, mistral_instruct, chatml_direct, phi3_instruct, plain, ...; `llava-med:vicuna_v1` for LLaVA-Med\'s own rendering). Default: the checkpoint\'s (llama3 for LLaVA-Med++)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l temperature -d 'Sampling temperature (default 0: greedy, reproducible)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l top-p -d 'Nucleus sampling mass (default 1: off)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l top-k -d 'Sample among the k most likely tokens (default 0: off)' -r
@@ -432,6 +434,7 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l image-folder -l images -d 'Folder the images of a LLaVA eval JSON are relative to (default: the file\'s)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l gpu -d 'GPU indices; with several, one worker process each over contiguous chunks. Default: GPU 0 when a CUDA build sees one, else the CPU' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l batch-size -d 'Questions per forward pass' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l conv-mode -d 'Conversation template the question is put in (LLaVA\'s `--conv-mode`: llama3, vicuna_v1, llava_v1, llava_llama_2, mistral_instruct, chatml_direct, phi3_instruct, plain, ...; `llava-med:vicuna_v1` for LLaVA-Med\'s own rendering). Default: the checkpoint\'s (llama3 for LLaVA-Med++)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l temperature -d 'Sampling temperature (default 0: greedy, reproducible)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l top-p -d 'Nucleus sampling mass (default 1: off)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l top-k -d 'Sample among the k most likely tokens (default 0: off)' -r
@@ -460,6 +463,7 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l image-folder -l images -d 'Folder the images of a LLaVA eval JSON are relative to (default: the file\'s)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l gpu -d 'GPU indices; with several, one worker process each over contiguous chunks. Default: GPU 0 when a CUDA build sees one, else the CPU' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l batch-size -d 'Questions per forward pass' -r
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l conv-mode -d 'Conversation template the question is put in (LLaVA\'s `--conv-mode`: llama3, vicuna_v1, llava_v1, llava_llama_2, mistral_instruct, chatml_direct, phi3_instruct, plain, ...; `llava-med:vicuna_v1` for LLaVA-Med\'s own rendering). Default: the checkpoint\'s (llama3 for LLaVA-Med++)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l temperature -d 'Sampling temperature (default 0: greedy, reproducible)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l top-p -d 'Nucleus sampling mass (default 1: off)' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l top-k -d 'Sample among the k most likely tokens (default 0: off)' -r

@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::core::error::usage;
 use crate::core::eval::chunks::Chunk;
 use crate::core::hub::repo::RepoKind;
+use crate::core::model::engine::conversation::Conversation;
 use crate::core::roi::Orientation;
 use crate::core::train::presets::Preset;
 use crate::core::vqa::Bench;
@@ -92,10 +93,16 @@ impl GpusArgs {
     }
 }
 
-/// How a model command generates: `--max-new-tokens`, `--temperature`, `--top-p`,
-/// `--top-k` (greedy unless asked).
+/// How a model command prompts and generates: `--conv-mode`, `--max-new-tokens`,
+/// `--temperature`, `--top-p`, `--top-k` (greedy unless asked).
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct DecodingArgs {
+    /// Conversation template the question is put in (LLaVA's `--conv-mode`: llama3,
+    /// vicuna_v1, llava_v1, llava_llama_2, mistral_instruct, chatml_direct, phi3_instruct,
+    /// plain, ...; `llava-med:vicuna_v1` for LLaVA-Med's own rendering). Default: the
+    /// checkpoint's (llama3 for LLaVA-Med++).
+    #[arg(long, value_name = "NAME", value_parser = parse_conv_mode)]
+    pub conv_mode: Option<String>,
     /// Most tokens generated per caption or answer.
     #[arg(long, value_name = "N", default_value_t = 512)]
     pub max_new_tokens: usize,
@@ -305,6 +312,13 @@ impl From<RepoTypeArg> for RepoKind {
             RepoTypeArg::Dataset => RepoKind::Dataset,
         }
     }
+}
+
+/// `--conv-mode NAME`: a known conversation template.
+fn parse_conv_mode(name: &str) -> std::result::Result<String, String> {
+    Conversation::new(name)
+        .map(|_| name.to_string())
+        .map_err(|e| format!("{e:#}"))
 }
 
 /// `--chunk K/N` (0 <= K < N).

@@ -294,6 +294,7 @@ fn load_captioner(args: &Args, ctx: &mut Context) -> Result<Captioner> {
         args.stop.clone(),
         !args.ignore_eos,
         ctx.seed,
+        args.decoding.conv_mode.as_deref(),
     )?;
     if let Some(run) = &ctx.run {
         run.write_json("generation.json", captioner.generation())?;

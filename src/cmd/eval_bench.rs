@@ -232,13 +232,17 @@ fn load_questions(bench: Bench, a: &RunArgs) -> Result<(Vec<Question>, Failures)
 fn decoding(a: &RunArgs) -> Decoding {
     let d = &a.decoding;
     if a.reference_decoding {
-        return Decoding::reference(a.model.path(), d.max_new_tokens);
+        return Decoding {
+            conv_mode: d.conv_mode.clone(),
+            ..Decoding::reference(a.model.path(), d.max_new_tokens)
+        };
     }
     Decoding {
         max_new_tokens: d.max_new_tokens,
         temperature: d.temperature(),
         top_p: d.top_p(),
         top_k: d.top_k(),
+        conv_mode: d.conv_mode.clone(),
     }
 }
 
@@ -334,7 +338,9 @@ fn load_model(a: &RunArgs, plan: &Plan, ctx: &mut Context) -> Result<Captioner> 
         run.set_device(format!("{place} {dtype:?}").to_lowercase());
         run.write_json("model.json", &ckpt.config)?;
     }
-    let mut captioner = Captioner::new(ckpt, "", generation, Vec::new(), true, ctx.seed)?;
+    let conv_mode = a.decoding.conv_mode.as_deref();
+    let mut captioner =
+        Captioner::new(ckpt, "", generation, Vec::new(), true, ctx.seed, conv_mode)?;
     captioner.use_llava_tokenization(a.model.path(), "")?;
     if let Some(run) = &ctx.run {
         run.write_json("generation.json", captioner.generation())?;

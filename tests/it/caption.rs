@@ -370,3 +370,54 @@ fn orientation_without_the_pipeline_is_a_usage_error() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("--pipeline"), "{}", r.stderr);
 }
+
+/// `--conv-mode` puts the question in another of LLaVA's templates (`llava_v0`: no
+/// special tokens, the tokenizer's own BOS, `###` stops the answer); a template whose
+/// special tokens the tokenizer lacks is refused by name, an unknown one is a usage error.
+#[test]
+fn conv_mode_picks_the_template_and_refuses_one_the_tokenizer_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let out = dir.path().join("c.jsonl");
+        let _ = std::fs::remove_file(&out);
+        let outs = out.display().to_string();
+        let mut args = vec![
+            "--no-run-dir",
+            "caption",
+            "testdata/images/phantom.png",
+            "--model",
+            "testdata/models/tiny-llava",
+            "--max-new-tokens",
+            "4",
+            "-o",
+            &outs,
+        ];
+        args.extend(extra);
+        let r = mt_in(&common::root(), &args);
+        let tokens = (r.code == 0).then(|| lines(&out)[0]["prompt_tokens"].as_u64().unwrap());
+        (r, tokens)
+    };
+    let (r, llama3) = run(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (r, same) = run(&["--conv-mode", "llama3"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(same, llama3);
+    let (r, v0) = run(&["--conv-mode", "llava_v0"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_ne!(v0, llama3, "another template, another prompt");
+
+    let (r, _) = run(&["--conv-mode", "vicuna_v1"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("`vicuna_v1` writes `</s>`") && r.stderr.contains("--conv-mode"),
+        "{}",
+        r.stderr
+    );
+    let (r, _) = run(&["--conv-mode", "llama4"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("no conversation template `llama4`"),
+        "{}",
+        r.stderr
+    );
+}

@@ -25,6 +25,10 @@ pub(crate) struct Decoding {
     pub temperature: f64,
     pub top_p: f64,
     pub top_k: usize,
+    /// `--conv-mode`, when given (absent: the checkpoint's template; plans written before
+    /// the option have none, so they still match a run without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv_mode: Option<String>,
 }
 
 impl Decoding {
@@ -42,6 +46,7 @@ impl Decoding {
             temperature: 0.1,
             top_p: 1.0,
             top_k,
+            conv_mode: None,
         }
     }
 
@@ -57,6 +62,9 @@ impl Decoding {
         }
         if self.temperature > 0.0 && self.top_p < 1.0 {
             text.push_str(&format!(", top-p {}", self.top_p));
+        }
+        if let Some(mode) = &self.conv_mode {
+            text.push_str(&format!(", template {mode}"));
         }
         text + &format!(", at most {} new tokens", self.max_new_tokens)
     }
@@ -260,6 +268,7 @@ mod tests {
                 temperature: 0.0,
                 top_p: 1.0,
                 top_k: 0,
+                conv_mode: None,
             },
             dtype: "f32".into(),
             seed: 0,
@@ -405,6 +414,16 @@ mod tests {
     }
 
     #[test]
+    fn a_plan_without_conv_mode_matches_one_written_before_the_option() {
+        let json = serde_json::to_value(plan()).unwrap();
+        assert!(json["decoding"].get("conv_mode").is_none(), "{json}");
+        let mut with = plan();
+        with.decoding.conv_mode = Some("llava_v1".into());
+        let json = serde_json::to_value(&with).unwrap();
+        assert_eq!(json["decoding"]["conv_mode"], "llava_v1");
+    }
+
+    #[test]
     fn decoding_in_words() {
         assert_eq!(plan().decoding.describe(), "greedy, at most 8 new tokens");
         let d = Decoding {
@@ -412,10 +431,19 @@ mod tests {
             temperature: 0.1,
             top_p: 1.0,
             top_k: 50,
+            conv_mode: None,
         };
         assert_eq!(
             d.describe(),
             "sampling at temperature 0.1, top-k 50, at most 1024 new tokens"
+        );
+        let d = Decoding {
+            conv_mode: Some("llava_v1".into()),
+            ..d
+        };
+        assert_eq!(
+            d.describe(),
+            "sampling at temperature 0.1, top-k 50, template llava_v1, at most 1024 new tokens"
         );
     }
 }

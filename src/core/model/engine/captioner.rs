@@ -1,5 +1,6 @@
-//! Captioning with a loaded checkpoint: every image gets the same `llama3` prompt unless
-//! it brings its own question (the MedTrinity pipeline), images are preprocessed and
+//! Captioning with a loaded checkpoint: every image gets the same prompt (the question in
+//! the checkpoint's conversation template) unless it brings its own question (the
+//! MedTrinity pipeline), images are preprocessed and
 //! encoded in one batch, generation is batched with left padding, and each caption is
 //! decoded with its token counts. The prompt tokens all rows share (the system prompt
 //! before the image) run once and are cached for the following batches.
@@ -13,9 +14,10 @@ use serde::Serialize;
 use crate::core::hash::{fnv1a, keyed, mix64};
 use crate::core::model::arch::llama::KvCache;
 use crate::core::model::arch::llava::{Llava, Piece, shared_prefix, skip_prefix};
+use crate::core::model::engine::conversation::Conversation;
 use crate::core::model::engine::generate::{GenerationConfig, generate};
 use crate::core::model::engine::preprocess::ImageProcessor;
-use crate::core::model::engine::prompt::{PromptTokens, TextCodec, llama3_prompt, prompt_len};
+use crate::core::model::engine::prompt::{PromptTokens, TextCodec, prompt_len};
 use crate::core::model::kernels;
 use crate::core::model::load::checkpoint::Checkpoint;
 
@@ -45,6 +47,8 @@ pub(crate) struct Captioner {
     model: Llava,
     codec: TextCodec,
     processor: ImageProcessor,
+    /// The conversation template questions are put in.
+    conv: Conversation,
     pieces: Vec<Piece>,
     prompt_tokens: usize,
     tokens: PromptTokens,
@@ -58,32 +62,51 @@ pub(crate) struct Captioner {
 }
 
 impl Captioner {
-    /// Loads the checkpoint and tokenises the prompt once. With `stop_at_eos`, the
-    /// checkpoint's end-of-sequence tokens join `decoding.stop_tokens`.
+    /// Loads the checkpoint and tokenises the prompt once, in the conversation template
+    /// `conv_mode` (default: the checkpoint's). A template that writes its own BOS is
+    /// tokenised without the tokenizer's added tokens, any other as LLaVA's
+    /// `tokenizer_image_token` does. With `stop_at_eos`, the checkpoint's end-of-sequence
+    /// tokens and the template's stop text join the stops.
     pub(crate) fn new(
         ckpt: Checkpoint,
         question: &str,
         mut decoding: GenerationConfig,
-        stop_strings: Vec<String>,
+        mut stop_strings: Vec<String>,
         stop_at_eos: bool,
         seed: u64,
+        conv_mode: Option<&str>,
     ) -> Result<Self> {
         let codec = TextCodec::for_checkpoint(&ckpt)?;
         let processor = ImageProcessor::for_checkpoint(&ckpt)?;
+        let conv = Conversation::for_checkpoint(conv_mode, &ckpt, &codec)?;
         if stop_at_eos {
             decoding.stop_tokens.extend(codec.stop_tokens(&ckpt));
+            match conv.stop_text().map(|t| (t, codec.token_id(t))) {
+                Some((_, Some(id))) if !decoding.stop_tokens.contains(&id) => {
+                    decoding.stop_tokens.push(id)
+                }
+                Some((text, None)) => stop_strings.push(text.to_string()),
+                _ => {}
+            }
         }
+        let tokens = match conv.writes_bos() {
+            true => PromptTokens::Plain,
+            false => PromptTokens::Llava {
+                bos: codec.named_token(&ckpt.dir, "bos_token"),
+            },
+        };
         let model_name = ckpt.name();
         let model = ckpt.load()?;
-        let pieces = codec.encode_prompt(&llama3_prompt(question))?;
+        let pieces = codec.encode_prompt_with(&conv.question_prompt(question)?, tokens)?;
         let prompt_tokens = prompt_len(&pieces, model.cfg.image_tokens());
         Ok(Self {
             model,
             codec,
             processor,
+            conv,
             pieces,
             prompt_tokens,
-            tokens: PromptTokens::Plain,
+            tokens,
             decoding,
             stop_strings,
             seed,
@@ -104,7 +127,7 @@ impl Captioner {
         };
         self.pieces = self
             .codec
-            .encode_prompt_with(&llama3_prompt(question), self.tokens)?;
+            .encode_prompt_with(&self.conv.question_prompt(question)?, self.tokens)?;
         self.prompt_tokens = prompt_len(&self.pieces, self.model.cfg.image_tokens());
         Ok(())
     }
@@ -171,8 +194,8 @@ impl Captioner {
             .iter()
             .map(|i| {
                 i.question.as_deref().map(|q| {
-                    self.codec
-                        .encode_prompt_with(&llama3_prompt(q), self.tokens)
+                    let prompt = self.conv.question_prompt(q)?;
+                    self.codec.encode_prompt_with(&prompt, self.tokens)
                 })
             })
             .map(Option::transpose)

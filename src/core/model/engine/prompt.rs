@@ -10,6 +10,7 @@ use std::path::Path;
 use anyhow::{Result, anyhow};
 use tokenizers::Tokenizer;
 
+use super::conversation::{self, Conversation};
 use crate::core::model::arch::llava::Piece;
 use crate::core::model::load::checkpoint::Checkpoint;
 
@@ -23,16 +24,9 @@ The assistant gives helpful, detailed, and polite answers to the user's question
 /// A single-turn `llama3` prompt: the image first, then the question, as LLaVA's eval
 /// scripts build it (`<image>\n` + question) unless the question places `<image>` itself.
 pub fn llama3_prompt(question: &str) -> String {
-    let user = if question.contains(IMAGE_PLACEHOLDER) {
-        question.to_string()
-    } else {
-        format!("{IMAGE_PLACEHOLDER}\n{question}")
-    };
-    format!(
-        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{LLAMA3_SYSTEM}<|eot_id|>\
-         <|start_header_id|>user<|end_header_id|>\n\n{user}<|eot_id|>\
-         <|start_header_id|>assistant<|end_header_id|>\n\n"
-    )
+    Conversation::new(conversation::DEFAULT)
+        .and_then(|conv| conv.question_prompt(question))
+        .expect("the llama3 template renders any question")
 }
 
 /// The checkpoint's tokenizer.
@@ -282,24 +276,6 @@ mod tests {
         assert_eq!(
             clean_up_tokenization("yes , it is n't the lung 's apex ."),
             "yes, it isn't the lung's apex."
-        );
-    }
-
-    #[test]
-    fn llama3_prompt_matches_conv_llama3() {
-        let p = llama3_prompt("What is shown?");
-        assert_eq!(
-            p,
-            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nA chat between a curious user and an \
-             artificial intelligence assistant. The assistant gives helpful, detailed, and polite answers to the \
-             user's questions.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n<image>\nWhat is shown?<|eot_id|>\
-             <|start_header_id|>assistant<|end_header_id|>\n\n"
-        );
-        assert_eq!(
-            llama3_prompt("<image> then text")
-                .matches(IMAGE_PLACEHOLDER)
-                .count(),
-            1
         );
     }
 }
