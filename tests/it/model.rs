@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 #[cfg(feature = "cuda")]
 use crate::common;
-use crate::common::max_abs_diff;
+use crate::common::{max_abs_diff, root, test_python};
 
 const QUESTIONS: [&str; 3] = [
     "Describe the image in detail.",
@@ -46,8 +46,11 @@ struct Fixture {
 }
 
 fn fixture(name: &str) -> Fixture {
-    let dir = models_dir().join(name);
-    let ckpt = Checkpoint::open(&dir, None, &Device::Cpu, DType::F32).expect("open checkpoint");
+    fixture_at(&models_dir().join(name))
+}
+
+fn fixture_at(dir: &Path) -> Fixture {
+    let ckpt = Checkpoint::open(dir, None, &Device::Cpu, DType::F32).expect("open checkpoint");
     let codec = TextCodec::for_checkpoint(&ckpt).unwrap();
     let processor = ImageProcessor::for_checkpoint(&ckpt).unwrap();
     let meta =
@@ -294,6 +297,85 @@ fn check_model(name: &str) {
             "{name}: greedy tokens (batch row {r}, shared prefix)"
         );
     }
+}
+
+/// Llama 3.1's RoPE scaling end to end: tiny-llava-hf with `rope_parameters` set to
+/// the `llama3` type (original context 64, so with head_dim 16 one band is kept, one
+/// blended and the rest divided) against transformers' LlavaForConditionalGeneration on
+/// the same token ids and pixels (tests/interop/rope_logits.py): logits at every
+/// position within 1e-4 and 16 greedy tokens identical; the unscaled model's differ.
+#[test]
+fn llama3_rope_scaling_matches_transformers() {
+    let Some(py) = test_python(&["torch", "safetensors", "transformers"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("model");
+    std::fs::create_dir(&model_dir).unwrap();
+    for entry in std::fs::read_dir(models_dir().join("tiny-llava-hf")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, model_dir.join(path.file_name().unwrap())).unwrap();
+    }
+    let config_path = model_dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["text_config"]["rope_parameters"] = serde_json::json!({
+        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+        "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64,
+    });
+    std::fs::write(&config_path, config.to_string()).unwrap();
+
+    let f = fixture_at(&model_dir);
+    let ids = f.token_ids(&f.pieces(QUESTIONS[0]));
+    let inputs = dir.path().join("inputs.safetensors");
+    let ids_tensor = Tensor::new(ids.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    candle_core::safetensors::save(
+        &HashMap::from([
+            ("input_ids".to_string(), ids_tensor),
+            ("pixel_values".to_string(), f.pixels(IMAGES[0])),
+        ]),
+        &inputs,
+    )
+    .unwrap();
+    let out = dir.path().join("out.safetensors");
+    let run = std::process::Command::new(&py)
+        .arg(root().join("tests/interop/rope_logits.py"))
+        .args([&model_dir, &inputs, &out])
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let theirs = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+
+    let row = f.row(IMAGES[0], QUESTIONS[0]);
+    let batch = f.model.left_pad(std::slice::from_ref(&row)).unwrap();
+    let hidden = f.model.forward_batch(&batch).unwrap().i(0).unwrap();
+    let logits = f.model.llm.logits(&hidden).unwrap();
+    let diff = max_abs_diff(&logits, &theirs["logits"]);
+    assert!(
+        diff < LOGIT_TOLERANCE,
+        "scaled RoPE: logits differ by {diff}"
+    );
+    let unscaled = logits_at(&f.model, &hidden, f.get("single.positions"), 0);
+    let moved = max_abs_diff(&unscaled, f.get("single.logits"));
+    assert!(
+        moved > 1e-3,
+        "the scaling changed the logits by only {moved}"
+    );
+    let tokens = greedy(&f.model, std::slice::from_ref(&row), 16);
+    let want: Vec<u32> = ids_of(&theirs["greedy"])
+        .iter()
+        .map(|&t| t as u32)
+        .collect();
+    assert_eq!(tokens[0], want, "greedy tokens");
 }
 
 #[test]

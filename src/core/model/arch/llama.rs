@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::core::model::arch::attention::causal_padding_mask;
 use crate::core::model::arch::linear::Linear;
 use crate::core::model::arch::norm::RmsNorm;
-use crate::core::model::load::config::LlamaConfig;
+use crate::core::model::load::config::{LlamaConfig, RopeScaling};
 use crate::core::model::load::weights::Params;
 use crate::core::model::ops::{self, attend, split_heads};
 
@@ -137,9 +137,7 @@ impl Llama {
             .map(|i| Block::load(&p.pp("layers").pp(i), cfg))
             .collect::<Result<Vec<_>>>()?;
         let half = cfg.head_dim / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0 / (cfg.rope_theta as f32).powf((2 * i) as f32 / cfg.head_dim as f32))
-            .collect();
+        let inv_freq = rope_inv_freq(cfg.rope_theta, cfg.head_dim, cfg.rope_scaling);
         Ok(Self {
             inv_freq: Tensor::from_vec(inv_freq, (1, 1, half), embed.device())?,
             norm: RmsNorm::load(&p.pp("norm"), h, cfg.rms_norm_eps)?,
@@ -444,4 +442,76 @@ fn last_rows(t: &Tensor, l: usize, last_only: bool) -> Result<Tensor> {
     } else {
         t.clone()
     })
+}
+/// RoPE's inverse frequencies, in f32 and in the order of operations of transformers'
+/// `_compute_default_rope_parameters` / `_compute_linear_scaling_rope_parameters` /
+/// `_compute_llama3_parameters`, so the angles match theirs bit for bit.
+pub(crate) fn rope_inv_freq(theta: f64, head_dim: usize, scaling: RopeScaling) -> Vec<f32> {
+    let base =
+        (0..head_dim / 2).map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / head_dim as f32));
+    match scaling {
+        RopeScaling::Default => base.collect(),
+        RopeScaling::Linear { factor } => base.map(|f| f / factor as f32).collect(),
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings: context,
+        } => {
+            let factor = factor as f32;
+            let low_wavelen = (context as f64 / low_freq_factor) as f32;
+            let high_wavelen = (context as f64 / high_freq_factor) as f32;
+            let span = (high_freq_factor - low_freq_factor) as f32;
+            base.map(|f| {
+                let wavelen = (2.0 * std::f64::consts::PI) as f32 / f;
+                let scaled = if wavelen > low_wavelen { f / factor } else { f };
+                if wavelen < high_wavelen || wavelen > low_wavelen {
+                    return scaled;
+                }
+                let smooth = (context as f32 / wavelen - low_freq_factor as f32) / span;
+                (1.0 - smooth) * scaled / factor + smooth * scaled
+            })
+            .collect()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Llama 3.1's scaled frequencies (head_dim 128, theta 500000, factor 8, low 1, high
+    /// 4, context 8192) as transformers 5.24's `_compute_llama3_parameters` gives them
+    /// (f32 bits): indices 0-28 kept, 29-34 blended, 35-63 divided by 8.
+    #[test]
+    fn llama3_rope_scaling_matches_transformers() {
+        let scaling = RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        };
+        let inv = rope_inv_freq(500000.0, 128, scaling);
+        assert_eq!(inv.len(), 64);
+        let theirs = [
+            (0, 1.0),
+            (20, 0.016560440883040428),
+            (27, 0.003942275885492563),
+            (28, 0.0032114461064338684),
+            (29, 0.0021665706299245358),
+            (30, 0.0013718936825171113),
+            (31, 0.0008567514596506953),
+            (32, 0.0005248460220173001),
+            (40, 3.428102354519069e-05),
+            (50, 4.411534519022098e-06),
+            (63, 3.068925877869333e-07),
+        ];
+        for (i, want) in theirs {
+            assert_eq!(inv[i], want as f32, "inv_freq[{i}]");
+        }
+        let plain = rope_inv_freq(500000.0, 128, RopeScaling::Default);
+        assert_eq!(inv[..29], plain[..29]);
+        let linear = rope_inv_freq(10000.0, 128, RopeScaling::Linear { factor: 4.0 });
+        assert_eq!(linear[0], 0.25);
+    }
 }

@@ -41,6 +41,8 @@ pub struct LlamaConfig {
     pub rms_norm_eps: f64,
     /// RoPE base: `rope_theta`, or `rope_parameters.rope_theta` (default 10000).
     pub rope_theta: f64,
+    /// RoPE frequency scaling: `rope_scaling`, or transformers 5's `rope_parameters`.
+    pub rope_scaling: RopeScaling,
     /// `max_position_embeddings` (default 2048).
     pub max_position_embeddings: usize,
     /// `tie_word_embeddings`: the LM head reuses the token embedding.
@@ -51,6 +53,33 @@ pub struct LlamaConfig {
     pub mlp_bias: bool,
     /// End-of-sequence ids from the config (one or several).
     pub eos_token_ids: Vec<u32>,
+}
+
+/// How RoPE's frequencies are scaled (transformers' `rope_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "rope_type", rename_all = "snake_case")]
+pub enum RopeScaling {
+    /// `default`: unscaled.
+    Default,
+    /// `linear`: every frequency divided by `factor`.
+    Linear {
+        /// The divisor.
+        factor: f64,
+    },
+    /// `llama3` (Llama 3.1 and later): wavelengths above
+    /// `original_max_position_embeddings / low_freq_factor` divided by `factor`, those
+    /// below `original_max_position_embeddings / high_freq_factor` kept, a smooth blend
+    /// between.
+    Llama3 {
+        /// The divisor of the low frequencies.
+        factor: f64,
+        /// Sets the longest wavelength kept unscaled in the blend.
+        low_freq_factor: f64,
+        /// Sets the shortest wavelength that is scaled at all.
+        high_freq_factor: f64,
+        /// The context length of pre-training.
+        original_max_position_embeddings: usize,
+    },
 }
 
 /// Activation inside the CLIP MLP.
@@ -448,27 +477,7 @@ fn parse_llama(f: &Fields) -> Result<LlamaConfig> {
             f.path("hidden_act")
         );
     }
-    if let Some(scaling) = f.get("rope_scaling").filter(|v| !v.is_null()) {
-        bail!(
-            "field `{}` is {scaling}; only unscaled RoPE is supported",
-            f.path("rope_scaling")
-        );
-    }
-    // transformers >= 5 writes `rope_parameters: {rope_theta, rope_type}` instead.
-    let rope_theta = match f.get("rope_parameters").filter(|v| !v.is_null()) {
-        Some(params) => {
-            let rope = Fields::new(params, "rope_parameters");
-            let kind = rope.str_or("rope_type", "default")?;
-            if kind != "default" {
-                bail!(
-                    "field `{}` is {kind:?}; only unscaled RoPE (default) is supported",
-                    f.path("rope_parameters.rope_type")
-                );
-            }
-            rope.f64_or("rope_theta", 10000.0)?
-        }
-        None => f.f64_or("rope_theta", 10000.0)?,
-    };
+    let (rope_theta, rope_scaling) = parse_rope(f)?;
     let hidden_size = f.usize("hidden_size")?;
     let num_attention_heads = f.usize("num_attention_heads")?;
     let num_key_value_heads = f.usize_or("num_key_value_heads", num_attention_heads)?;
@@ -503,12 +512,78 @@ fn parse_llama(f: &Fields) -> Result<LlamaConfig> {
         vocab_size: f.usize("vocab_size")?,
         rms_norm_eps: f.f64_or("rms_norm_eps", 1e-6)?,
         rope_theta,
+        rope_scaling,
         max_position_embeddings: f.usize_or("max_position_embeddings", 2048)?,
         tie_word_embeddings: f.bool_or("tie_word_embeddings", false)?,
         attention_bias: f.bool_or("attention_bias", false)?,
         mlp_bias: f.bool_or("mlp_bias", false)?,
         eos_token_ids: parse_eos(f)?,
     })
+}
+
+/// The RoPE base and scaling: transformers 5 writes `rope_parameters: {rope_theta,
+/// rope_type, factor, ...}`, transformers 4 `rope_theta` and `rope_scaling: {rope_type
+/// (or type), factor, ...}`.
+fn parse_rope(f: &Fields) -> Result<(f64, RopeScaling)> {
+    let theta = f.f64_or("rope_theta", 10000.0)?;
+    let (key, params) = match f.get("rope_parameters").filter(|v| !v.is_null()) {
+        Some(params) => ("rope_parameters", params),
+        None => match f.get("rope_scaling").filter(|v| !v.is_null()) {
+            Some(params) => ("rope_scaling", params),
+            None => return Ok((theta, RopeScaling::Default)),
+        },
+    };
+    let path = f.path(key);
+    let p = Fields::new(params, &path);
+    let theta = p.f64_or("rope_theta", theta)?;
+    let kind = match p.opt_str("rope_type")? {
+        Some(kind) => kind,
+        None => p.str_or("type", "default")?,
+    };
+    let factor = || {
+        p.f64_or("factor", f64::NAN)
+            .and_then(|x| required(&p, "factor", x))
+    };
+    let scaling = match kind {
+        "default" => RopeScaling::Default,
+        "linear" => RopeScaling::Linear { factor: factor()? },
+        "llama3" => {
+            let low = p.f64_or("low_freq_factor", f64::NAN)?;
+            let high = p.f64_or("high_freq_factor", f64::NAN)?;
+            let low_freq_factor = required(&p, "low_freq_factor", low)?;
+            let high_freq_factor = required(&p, "high_freq_factor", high)?;
+            p.check(
+                high_freq_factor > low_freq_factor,
+                "high_freq_factor",
+                "must be above low_freq_factor",
+            )?;
+            let original = f.usize_or("max_position_embeddings", 2048)?;
+            RopeScaling::Llama3 {
+                factor: factor()?,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: p
+                    .usize_or("original_max_position_embeddings", original)?,
+            }
+        }
+        other => bail!(
+            "field `{}` is {other:?}; supported RoPE types: default, linear, llama3",
+            p.path(if p.get("rope_type").is_some() {
+                "rope_type"
+            } else {
+                "type"
+            })
+        ),
+    };
+    Ok((theta, scaling))
+}
+
+/// `value` read with a NaN default: an error naming `key` when it was absent.
+fn required(p: &Fields, key: &str, value: f64) -> Result<f64> {
+    if value.is_nan() {
+        bail!("field `{}` is missing", p.path(key));
+    }
+    Ok(value)
 }
 
 fn parse_eos(f: &Fields) -> Result<Vec<u32>> {
@@ -745,9 +820,32 @@ mod tests {
         );
 
         let mut bad = original();
+        bad["rope_scaling"] = json!({"rope_type": "yarn", "factor": 8.0});
+        let err = LlavaConfig::parse(&bad).unwrap_err().to_string();
+        assert!(err.contains("`rope_scaling.rope_type`"), "{err}");
         bad["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0});
         let err = LlavaConfig::parse(&bad).unwrap_err().to_string();
-        assert!(err.contains("`rope_scaling`"), "{err}");
+        assert!(
+            err.contains("`rope_scaling.low_freq_factor` is missing"),
+            "{err}"
+        );
+        // Llama 3.1's config as transformers 4 writes it (original and llava-hf alike).
+        let mut ok = original();
+        ok["rope_scaling"] = json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192});
+        let cfg = LlavaConfig::parse(&ok).unwrap();
+        assert_eq!(
+            cfg.text.rope_scaling,
+            RopeScaling::Llama3 {
+                factor: 8.0,
+                low_freq_factor: 1.0,
+                high_freq_factor: 4.0,
+                original_max_position_embeddings: 8192
+            }
+        );
+        ok["rope_scaling"] = json!({"type": "linear", "factor": 2.0});
+        let cfg = LlavaConfig::parse(&ok).unwrap();
+        assert_eq!(cfg.text.rope_scaling, RopeScaling::Linear { factor: 2.0 });
 
         let err = LlavaConfig::parse(&json!({"architectures": ["BertModel"]}))
             .unwrap_err()
