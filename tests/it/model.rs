@@ -299,14 +299,78 @@ fn check_model(name: &str) {
     }
 }
 
+/// The Python of the language-family tests (tests/interop/llava_hf_logits.py).
+fn family_python() -> Option<PathBuf> {
+    test_python(&["torch", "safetensors", "transformers"])
+}
+
+/// Runs tests/interop/llava_hf_logits.py with `args`, failing on its error.
+fn llava_hf_logits(py: &Path, args: &[&std::ffi::OsStr]) {
+    let run = std::process::Command::new(py)
+        .arg(root().join("tests/interop/llava_hf_logits.py"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+/// A tiny llava-hf checkpoint against transformers' LlavaForConditionalGeneration on the
+/// same token ids and pixels (the first question and image): logits at every position
+/// within 1e-4 and 16 greedy tokens identical. Returns our logits.
+fn matches_transformers(py: &Path, model_dir: &Path, what: &str) -> (Fixture, Tensor) {
+    let f = fixture_at(model_dir);
+    let ids = f.token_ids(&f.pieces(QUESTIONS[0]));
+    let work = model_dir.parent().unwrap();
+    let inputs = work.join("inputs.safetensors");
+    let ids_tensor = Tensor::new(ids.as_slice(), &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    candle_core::safetensors::save(
+        &HashMap::from([
+            ("input_ids".to_string(), ids_tensor),
+            ("pixel_values".to_string(), f.pixels(IMAGES[0])),
+        ]),
+        &inputs,
+    )
+    .unwrap();
+    let out = work.join("out.safetensors");
+    llava_hf_logits(
+        py,
+        &[
+            "logits".as_ref(),
+            model_dir.as_os_str(),
+            inputs.as_os_str(),
+            out.as_os_str(),
+        ],
+    );
+    let theirs = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
+    let row = f.row(IMAGES[0], QUESTIONS[0]);
+    let batch = f.model.left_pad(std::slice::from_ref(&row)).unwrap();
+    let hidden = f.model.forward_batch(&batch).unwrap().i(0).unwrap();
+    let logits = f.model.llm.logits(&hidden).unwrap();
+    let diff = max_abs_diff(&logits, &theirs["logits"]);
+    assert!(diff < LOGIT_TOLERANCE, "{what}: logits differ by {diff}");
+    let tokens = greedy(&f.model, std::slice::from_ref(&row), 16);
+    let want: Vec<u32> = ids_of(&theirs["greedy"])
+        .iter()
+        .map(|&t| t as u32)
+        .collect();
+    assert_eq!(tokens[0], want, "{what}: greedy tokens");
+    (f, hidden)
+}
+
 /// Llama 3.1's RoPE scaling end to end: tiny-llava-hf with `rope_parameters` set to
 /// the `llama3` type (original context 64, so with head_dim 16 one band is kept, one
-/// blended and the rest divided) against transformers' LlavaForConditionalGeneration on
-/// the same token ids and pixels (tests/interop/rope_logits.py): logits at every
-/// position within 1e-4 and 16 greedy tokens identical; the unscaled model's differ.
+/// blended and the rest divided) against transformers; the unscaled model's logits differ.
 #[test]
 fn llama3_rope_scaling_matches_transformers() {
-    let Some(py) = test_python(&["torch", "safetensors", "transformers"]) else {
+    let Some(py) = family_python() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -325,57 +389,63 @@ fn llama3_rope_scaling_matches_transformers() {
         "original_max_position_embeddings": 64,
     });
     std::fs::write(&config_path, config.to_string()).unwrap();
-
-    let f = fixture_at(&model_dir);
-    let ids = f.token_ids(&f.pieces(QUESTIONS[0]));
-    let inputs = dir.path().join("inputs.safetensors");
-    let ids_tensor = Tensor::new(ids.as_slice(), &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    candle_core::safetensors::save(
-        &HashMap::from([
-            ("input_ids".to_string(), ids_tensor),
-            ("pixel_values".to_string(), f.pixels(IMAGES[0])),
-        ]),
-        &inputs,
-    )
-    .unwrap();
-    let out = dir.path().join("out.safetensors");
-    let run = std::process::Command::new(&py)
-        .arg(root().join("tests/interop/rope_logits.py"))
-        .args([&model_dir, &inputs, &out])
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let theirs = candle_core::safetensors::load(&out, &Device::Cpu).unwrap();
-
-    let row = f.row(IMAGES[0], QUESTIONS[0]);
-    let batch = f.model.left_pad(std::slice::from_ref(&row)).unwrap();
-    let hidden = f.model.forward_batch(&batch).unwrap().i(0).unwrap();
-    let logits = f.model.llm.logits(&hidden).unwrap();
-    let diff = max_abs_diff(&logits, &theirs["logits"]);
-    assert!(
-        diff < LOGIT_TOLERANCE,
-        "scaled RoPE: logits differ by {diff}"
-    );
+    let (f, hidden) = matches_transformers(&py, &model_dir, "scaled RoPE");
     let unscaled = logits_at(&f.model, &hidden, f.get("single.positions"), 0);
     let moved = max_abs_diff(&unscaled, f.get("single.logits"));
     assert!(
         moved > 1e-3,
         "the scaling changed the logits by only {moved}"
     );
-    let tokens = greedy(&f.model, std::slice::from_ref(&row), 16);
-    let want: Vec<u32> = ids_of(&theirs["greedy"])
-        .iter()
-        .map(|&t| t as u32)
-        .collect();
-    assert_eq!(tokens[0], want, "greedy tokens");
+}
+
+/// Mistral (LLaVA-Med v1.5's language model) with a sliding window of 40 tokens, far
+/// shorter than the ~700-token prompt, against transformers: a random llava-hf
+/// checkpoint that transformers makes (tests/interop/llava_hf_logits.py mistral); the
+/// batched prompt and every decoding step attend through the window.
+#[test]
+fn mistral_with_a_sliding_window_matches_transformers() {
+    let Some(py) = family_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("model");
+    let source = models_dir().join("tiny-llava-hf");
+    llava_hf_logits(
+        &py,
+        &[
+            "mistral".as_ref(),
+            source.as_os_str(),
+            model_dir.as_os_str(),
+            "40".as_ref(),
+        ],
+    );
+    let (f, _) = matches_transformers(&py, &model_dir, "mistral");
+    assert_eq!(f.model.cfg.text.sliding_window, Some(40));
+
+    // mt caption runs it: Mistral's template by default (refused: this tiny tokenizer
+    // has no `</s>`), another template when asked.
+    let image = root().join("testdata/images/cell.png");
+    let caption = |extra: &[&str]| {
+        let mut args = vec!["caption", image.to_str().unwrap()];
+        args.extend([
+            "--model",
+            model_dir.to_str().unwrap(),
+            "--max-new-tokens",
+            "4",
+        ]);
+        args.extend(extra);
+        crate::common::mt(&args)
+    };
+    let r = caption(&[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("`mistral_instruct` writes `</s>`"),
+        "{}",
+        r.stderr
+    );
+    let r = caption(&["--conv-mode", "llava_v0"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("\"new_tokens\":4"), "{}", r.stdout);
 }
 
 #[test]

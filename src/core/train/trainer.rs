@@ -39,7 +39,7 @@ use crate::core::model::arch::llava::Llava;
 use crate::core::model::engine::preprocess::ImageProcessor;
 use crate::core::model::engine::prompt::TextCodec;
 use crate::core::model::load::checkpoint::Checkpoint;
-use crate::core::model::load::config::{AspectMode, Layout};
+use crate::core::model::load::config::{AspectMode, Layout, TextFamily};
 use crate::core::progress;
 use crate::core::vqa::Bench;
 
@@ -182,6 +182,14 @@ pub(crate) fn train(
             "{}: training starts from an original-layout LLaVA checkpoint (LlavaLlamaForCausalLM); \
              this one is in the llava-hf layout",
             paths.model.display()
+        );
+    }
+    if ckpt.config.text.family != TextFamily::Llama {
+        bail!(
+            "{}: training runs the Llama family's template (llama3); this checkpoint's language \
+             model is {:?}",
+            paths.model.display(),
+            ckpt.config.text.family
         );
     }
     ckpt.config.aspect = match plan.image_aspect_ratio.as_str() {

@@ -74,20 +74,26 @@ fn attend_composite(
 }
 
 /// The additive mask for a left-padded batch: query `i` (at absolute slot
-/// `past + i`) may see key `j` when `j <= past + i` and key `j` is not padding.
-/// `valid[b][j]` says whether slot `j` of row `b` holds a real token.
-/// Masked entries get the dtype's lowest finite value (never `-inf`, so fully masked
-/// padding rows stay finite). Returns `None` when nothing needs masking.
+/// `past + i`) may see key `j` when `j <= past + i` and key `j` is not padding, and with
+/// a sliding `window` (Mistral's) only when fewer than `window` real tokens separate
+/// them. The window counts real tokens, not slots, so a row sees what it would alone
+/// (transformers counts padding slots too: its left-padded rows differ from the same
+/// rows alone). `valid[b][j]` says whether slot `j` of
+/// row `b` holds a real token. Masked entries get the dtype's lowest finite value (never
+/// `-inf`, so fully masked padding rows stay finite). Returns `None` when nothing needs
+/// masking.
 pub(crate) fn causal_padding_mask(
     valid: &[Vec<bool>],
     past: usize,
     len: usize,
+    window: Option<usize>,
     dtype: DType,
     device: &candle_core::Device,
 ) -> Result<Option<Tensor>> {
     let total = past + len;
     let padded = valid.iter().any(|row| row[..total].iter().any(|v| !v));
-    if !padded && len == 1 {
+    let windowed = window.is_some_and(|w| total > w);
+    if !padded && !windowed && len == 1 {
         return Ok(None);
     }
     let low = match dtype {
@@ -97,10 +103,20 @@ pub(crate) fn causal_padding_mask(
         _ => f32::MIN,
     };
     let mut data = Vec::with_capacity(valid.len() * len * total);
+    let mut position = Vec::with_capacity(total);
     for row in valid {
+        // Each slot's position among the row's real tokens.
+        position.clear();
+        let mut real = 0;
+        for &ok in &row[..total] {
+            position.push(real);
+            real += usize::from(ok);
+        }
         for i in 0..len {
+            let q = position[past + i];
             for (j, &ok) in row[..total].iter().enumerate() {
-                data.push(if ok && j <= past + i { 0.0 } else { low });
+                let seen = j <= past + i && window.is_none_or(|w| position[j] + w > q);
+                data.push(if ok && seen { 0.0 } else { low });
             }
         }
     }
@@ -140,7 +156,7 @@ mod tests {
         let v = Tensor::randn(0f32, 1., (2, 2, past + l, 8), &dev).unwrap();
         let mut valid = vec![vec![true; past + l]; 2];
         valid[1][..7].iter_mut().for_each(|x| *x = false);
-        let mask = causal_padding_mask(&valid, past, l, DType::F32, &dev)
+        let mask = causal_padding_mask(&valid, past, l, None, DType::F32, &dev)
             .unwrap()
             .unwrap();
         let blocked = attend_unfused(&q, &k, &v, Some(&mask), 0.3, true).unwrap();
@@ -151,7 +167,7 @@ mod tests {
     #[test]
     fn mask_hides_padding_and_the_future() {
         let valid = vec![vec![false, true, true], vec![true, true, true]];
-        let mask = causal_padding_mask(&valid, 0, 3, DType::F32, &Device::Cpu)
+        let mask = causal_padding_mask(&valid, 0, 3, None, DType::F32, &Device::Cpu)
             .unwrap()
             .unwrap();
         assert_eq!(mask.dims(), &[2, 1, 3, 3]);
@@ -164,7 +180,26 @@ mod tests {
             ]
         );
         // Decoding one token without padding needs no mask at all.
-        let none = causal_padding_mask(&[vec![true; 4]], 3, 1, DType::F32, &Device::Cpu).unwrap();
+        let none =
+            causal_padding_mask(&[vec![true; 4]], 3, 1, None, DType::F32, &Device::Cpu).unwrap();
         assert!(none.is_none());
+    }
+
+    #[test]
+    fn a_sliding_window_counts_real_tokens() {
+        let seen = |valid: &[Vec<bool>], past: usize, len: usize| -> Vec<u8> {
+            let mask = causal_padding_mask(valid, past, len, Some(2), DType::F32, &Device::Cpu)
+                .unwrap()
+                .unwrap();
+            let flat = mask.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            flat.iter().map(|v| u8::from(*v == 0.0)).collect()
+        };
+        // Each token sees itself and the one real token before it, padding or not.
+        let alone = seen(&[vec![true; 3]], 0, 3);
+        assert_eq!(alone, vec![1, 0, 0, 1, 1, 0, 0, 1, 1]);
+        let padded = seen(&[vec![false, true, true, true]], 0, 4);
+        assert_eq!(padded, vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 1, 1]);
+        // Decoding past the window needs a mask even without padding.
+        assert_eq!(seen(&[vec![true; 4]], 3, 1), vec![0, 0, 1, 1]);
     }
 }

@@ -227,7 +227,14 @@ impl Llama {
         let n = ids.len();
         let x = self.embed_ids(&Tensor::new(ids, device)?.unsqueeze(0)?)?;
         let positions = Tensor::arange(0u32, n as u32, device)?.unsqueeze(0)?;
-        let mask = causal_padding_mask(&[vec![true; n]], 0, n, x.dtype(), device)?;
+        let mask = causal_padding_mask(
+            &[vec![true; n]],
+            0,
+            n,
+            self.cfg.sliding_window,
+            x.dtype(),
+            device,
+        )?;
         let step = Step {
             positions: &positions,
             mask: mask.as_ref(),

@@ -224,6 +224,7 @@ impl Llava {
             &batch.valid,
             0,
             total,
+            self.cfg.text.sliding_window,
             self.llm.embed.dtype(),
             batch.embeds.device(),
         )?;

@@ -10,8 +10,9 @@ use anyhow::{Result, bail};
 
 use super::prompt::{IMAGE_PLACEHOLDER, TextCodec};
 use crate::core::model::load::checkpoint::Checkpoint;
+use crate::core::model::load::config::TextFamily;
 
-/// The template of checkpoints that name none: MedTrinity's LLaVA-Med++ (Llama 3).
+/// The template of MedTrinity's LLaVA-Med++ (Llama 3).
 pub(crate) const DEFAULT: &str = "llama3";
 
 /// How a template joins its turns (`SeparatorStyle`).
@@ -291,15 +292,23 @@ impl Conversation {
         })
     }
 
-    /// The template `name`, else [`DEFAULT`] (the Llama-3 family is the one mt loads).
-    /// The checkpoint's tokenizer must have every special token the template writes:
-    /// a template of another family is refused, never rendered into a wrong prompt.
+    /// The template `name`, else the one the checkpoint's family is run with in its
+    /// reference code: `llama3` for a Llama with Llama 3's tokenizer (MedTrinity's
+    /// LLaVA-Med++), `llava_v1` for another Llama (LLaVA-1.5's eval scripts),
+    /// `mistral_instruct` for Mistral (LLaVA-Med v1.5's README). The checkpoint's
+    /// tokenizer must have every special token the template writes: a template of another
+    /// family is refused, never rendered into a wrong prompt.
     pub(crate) fn for_checkpoint(
         name: Option<&str>,
         ckpt: &Checkpoint,
         codec: &TextCodec,
     ) -> Result<Self> {
-        let conv = Self::new(name.unwrap_or(DEFAULT))?;
+        let family_default = match ckpt.config.text.family {
+            TextFamily::Mistral => "mistral_instruct",
+            TextFamily::Llama if codec.token_id("<|start_header_id|>").is_some() => DEFAULT,
+            TextFamily::Llama => "llava_v1",
+        };
+        let conv = Self::new(name.unwrap_or(family_default))?;
         if let Some(missing) = conv.special_tokens().find(|t| codec.token_id(t).is_none()) {
             bail!(
                 "{}: the conversation template `{}` writes `{missing}`, which its tokenizer \

@@ -90,8 +90,9 @@ pub fn generate(
             .collect();
         let mut done = vec![false; rows];
 
+        let window = model.cfg.text.sliding_window;
         let started = std::time::Instant::now();
-        let mask = causal_padding_mask(&valid, past, prompt, model.dtype(), &device)?;
+        let mask = causal_padding_mask(&valid, past, prompt, window, model.dtype(), &device)?;
         let step = Step {
             positions: &batch.positions,
             mask: mask.as_ref(),
@@ -138,7 +139,7 @@ pub fn generate(
                 row.push(true);
             }
             let past = cache.len();
-            let mask = causal_padding_mask(&valid, past, 1, model.dtype(), &device)?;
+            let mask = causal_padding_mask(&valid, past, 1, window, model.dtype(), &device)?;
             let step = Step {
                 positions: &positions,
                 mask: mask.as_ref(),

@@ -485,7 +485,7 @@ mod tests {
             valid[1][..4].iter_mut().for_each(|x| *x = false);
         }
         let mask = if causal {
-            causal_padding_mask(&valid, past, l, DType::F32, &dev).unwrap()
+            causal_padding_mask(&valid, past, l, None, DType::F32, &dev).unwrap()
         } else {
             None
         };

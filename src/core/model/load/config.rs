@@ -19,9 +19,15 @@ pub enum Layout {
     Hf,
 }
 
-/// The Llama language model.
+/// The language model: Llama, or Mistral (Llama's layers with an optional sliding
+/// attention window).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LlamaConfig {
+    /// Which family's config this is (`model_type`).
+    pub family: TextFamily,
+    /// Mistral's `sliding_window`: each token sees itself and the `sliding_window - 1`
+    /// tokens before it (`None`: all of them, as `null` in Mistral-7B-v0.2's config).
+    pub sliding_window: Option<usize>,
     /// `hidden_size`: width of the residual stream.
     pub hidden_size: usize,
     /// `intermediate_size`: width of the SwiGLU MLP.
@@ -53,6 +59,16 @@ pub struct LlamaConfig {
     pub mlp_bias: bool,
     /// End-of-sequence ids from the config (one or several).
     pub eos_token_ids: Vec<u32>,
+}
+
+/// A language-model family mt runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextFamily {
+    /// Llama 2, Llama 3, Llama 3.1 (`llama`).
+    Llama,
+    /// Mistral (`mistral`; LLaVA-Med v1.5's `llava_mistral`).
+    Mistral,
 }
 
 /// How RoPE's frequencies are scaled (transformers' `rope_type`).
@@ -272,20 +288,25 @@ impl LlavaConfig {
             .unwrap_or_default();
         let model_type = root.str_or("model_type", "")?;
         if architectures.contains(&"LlavaLlamaForCausalLM") || model_type == "llava_llama" {
-            Self::parse_original(&root)
+            Self::parse_original(&root, TextFamily::Llama)
+        } else if architectures.contains(&"LlavaMistralForCausalLM")
+            || model_type == "llava_mistral"
+        {
+            Self::parse_original(&root, TextFamily::Mistral)
         } else if architectures.contains(&"LlavaForConditionalGeneration") || model_type == "llava"
         {
             Self::parse_hf(&root)
         } else {
             bail!(
                 "field `architectures` is {architectures:?} and `model_type` is {model_type:?}; \
-                 supported: LlavaLlamaForCausalLM (llava_llama) and LlavaForConditionalGeneration (llava)"
+                 supported: LlavaLlamaForCausalLM (llava_llama), LlavaMistralForCausalLM \
+                 (llava_mistral) and LlavaForConditionalGeneration (llava)"
             )
         }
     }
 
-    fn parse_original(f: &Fields) -> Result<Self> {
-        let text = parse_llama(f)?;
+    fn parse_original(f: &Fields, family: TextFamily) -> Result<Self> {
+        let text = parse_llama(f, family)?;
         let projector = parse_projector(f, "mm_projector_type", "linear")?;
         let select_feature = match f.str_or("mm_vision_select_feature", "patch")? {
             "patch" => SelectFeature::Patch,
@@ -333,11 +354,14 @@ impl LlavaConfig {
     fn parse_hf(f: &Fields) -> Result<Self> {
         let text_json = f.child("text_config")?;
         let text_fields = Fields::new(text_json, "text_config");
-        let text_type = text_fields.str_or("model_type", "llama")?;
-        if text_type != "llama" {
-            bail!("field `text_config.model_type` is {text_type:?}; supported: llama");
-        }
-        let mut text = parse_llama(&text_fields)?;
+        let family = match text_fields.str_or("model_type", "llama")? {
+            "llama" => TextFamily::Llama,
+            "mistral" => TextFamily::Mistral,
+            other => {
+                bail!("field `text_config.model_type` is {other:?}; supported: llama, mistral")
+            }
+        };
+        let mut text = parse_llama(&text_fields, family)?;
         if text.eos_token_ids.is_empty() {
             text.eos_token_ids = parse_eos(f)?;
         }
@@ -469,7 +493,7 @@ impl LlavaConfig {
     }
 }
 
-fn parse_llama(f: &Fields) -> Result<LlamaConfig> {
+fn parse_llama(f: &Fields, family: TextFamily) -> Result<LlamaConfig> {
     let act = f.str_or("hidden_act", "silu")?;
     if act != "silu" {
         bail!(
@@ -502,7 +526,15 @@ fn parse_llama(f: &Fields) -> Result<LlamaConfig> {
         "head_dim",
         "must be even (RoPE)",
     )?;
+    let sliding_window = match family {
+        TextFamily::Mistral if f.get("sliding_window").is_some_and(|v| !v.is_null()) => {
+            Some(f.usize("sliding_window")?)
+        }
+        _ => None,
+    };
     Ok(LlamaConfig {
+        family,
+        sliding_window,
         hidden_size,
         intermediate_size: f.usize("intermediate_size")?,
         num_hidden_layers: f.usize("num_hidden_layers")?,
@@ -847,6 +879,26 @@ mod tests {
         let cfg = LlavaConfig::parse(&ok).unwrap();
         assert_eq!(cfg.text.rope_scaling, RopeScaling::Linear { factor: 2.0 });
 
+        // LLaVA-Med v1.5: LlavaMistralForCausalLM, its window kept (a Llama's ignored).
+        let mut mistral = original();
+        mistral["architectures"] = json!(["LlavaMistralForCausalLM"]);
+        mistral["model_type"] = json!("llava_mistral");
+        mistral["sliding_window"] = json!(4096);
+        let cfg = LlavaConfig::parse(&mistral).unwrap();
+        assert_eq!(cfg.text.family, TextFamily::Mistral);
+        assert_eq!(cfg.text.sliding_window, Some(4096));
+        mistral["sliding_window"] = Value::Null;
+        assert_eq!(
+            LlavaConfig::parse(&mistral).unwrap().text.sliding_window,
+            None
+        );
+        let mut llama = original();
+        llama["sliding_window"] = json!(4096);
+        assert_eq!(
+            LlavaConfig::parse(&llama).unwrap().text.sliding_window,
+            None
+        );
+
         let err = LlavaConfig::parse(&json!({"architectures": ["BertModel"]}))
             .unwrap_err()
             .to_string();
@@ -876,7 +928,7 @@ mod tests {
         let err = LlavaConfig::parse(&json!({
             "architectures": ["LlavaForConditionalGeneration"],
             "image_token_index": 5,
-            "text_config": {"model_type": "mistral"},
+            "text_config": {"model_type": "qwen2"},
             "vision_config": {}
         }))
         .unwrap_err()

@@ -1,0 +1,60 @@
+"""transformers' side of mt's language-family tests (`tests/it/model.rs`) on tiny llava-hf
+checkpoints.
+
+    python llava_hf_logits.py logits CHECKPOINT_DIR INPUTS.safetensors OUT.safetensors
+        The checkpoint reads `input_ids` and `pixel_values` from INPUTS; its logits at
+        every position and 16 greedy tokens (argmax, no EOS stop) go to OUT.
+    python llava_hf_logits.py mistral SOURCE_DIR OUT_DIR SLIDING_WINDOW
+        A random-weight LlavaForConditionalGeneration whose language model is Mistral
+        with that sliding window (the rest of SOURCE_DIR's config, its tokenizer and
+        image processor kept), saved with save_pretrained.
+"""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+
+def logits(model_dir, inputs, out):
+    model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    t = load_file(inputs)
+    ids, pixels = t["input_ids"], t["pixel_values"]
+    with torch.no_grad():
+        all_logits = model(input_ids=ids, pixel_values=pixels).logits[0]
+        greedy = []
+        for _ in range(16):
+            step = model(input_ids=ids, pixel_values=pixels).logits[0, -1]
+            token = int(step.argmax())
+            greedy.append(token)
+            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+    save_file({"logits": all_logits.contiguous(), "greedy": torch.tensor(greedy)}, out)
+
+
+def mistral(source, out, window):
+    source, out = Path(source), Path(out)
+    config = json.loads((source / "config.json").read_text())
+    text = config["text_config"]
+    text["model_type"] = "mistral"
+    text["sliding_window"] = int(window)
+    text.pop("attention_bias", None)
+    text.pop("mlp_bias", None)
+    config["architectures"] = ["LlavaForConditionalGeneration"]
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(LlavaConfig(**{k: v for k, v in config.items()
+                                                          if k not in ("architectures", "transformers_version")}))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    model.save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                 "preprocessor_config.json", "meta.json", "reference.safetensors"):
+        if (source / name).exists():
+            shutil.copy(source / name, out / name)
+
+
+if __name__ == "__main__":
+    {"logits": logits, "mistral": mistral}[sys.argv[1]](*sys.argv[2:])
