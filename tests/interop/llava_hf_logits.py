@@ -4,10 +4,11 @@ checkpoints.
     python llava_hf_logits.py logits CHECKPOINT_DIR INPUTS.safetensors OUT.safetensors
         The checkpoint reads `input_ids` and `pixel_values` from INPUTS; its logits at
         every position and 16 greedy tokens (argmax, no EOS stop) go to OUT.
-    python llava_hf_logits.py mistral SOURCE_DIR OUT_DIR SLIDING_WINDOW
-        A random-weight LlavaForConditionalGeneration whose language model is Mistral
-        with that sliding window (the rest of SOURCE_DIR's config, its tokenizer and
-        image processor kept), saved with save_pretrained.
+    python llava_hf_logits.py family TYPE SOURCE_DIR OUT_DIR SLIDING_WINDOW
+        A random-weight LlavaForConditionalGeneration whose language model is of
+        `model_type` TYPE (mistral, phi3) with that sliding window (the rest of
+        SOURCE_DIR's config, its tokenizer and image processor kept), saved with
+        save_pretrained.
 """
 import json
 import shutil
@@ -34,11 +35,11 @@ def logits(model_dir, inputs, out):
     save_file({"logits": all_logits.contiguous(), "greedy": torch.tensor(greedy)}, out)
 
 
-def mistral(source, out, window):
+def family(model_type, source, out, window):
     source, out = Path(source), Path(out)
     config = json.loads((source / "config.json").read_text())
     text = config["text_config"]
-    text["model_type"] = "mistral"
+    text["model_type"] = model_type
     text["sliding_window"] = int(window)
     text.pop("attention_bias", None)
     text.pop("mlp_bias", None)
@@ -57,4 +58,4 @@ def mistral(source, out, window):
 
 
 if __name__ == "__main__":
-    {"logits": logits, "mistral": mistral}[sys.argv[1]](*sys.argv[2:])
+    {"logits": logits, "family": family}[sys.argv[1]](*sys.argv[2:])

@@ -400,7 +400,7 @@ fn llama3_rope_scaling_matches_transformers() {
 
 /// Mistral (LLaVA-Med v1.5's language model) with a sliding window of 40 tokens, far
 /// shorter than the ~700-token prompt, against transformers: a random llava-hf
-/// checkpoint that transformers makes (tests/interop/llava_hf_logits.py mistral); the
+/// checkpoint that transformers makes (tests/interop/llava_hf_logits.py family); the
 /// batched prompt and every decoding step attend through the window.
 #[test]
 fn mistral_with_a_sliding_window_matches_transformers() {
@@ -413,6 +413,7 @@ fn mistral_with_a_sliding_window_matches_transformers() {
     llava_hf_logits(
         &py,
         &[
+            "family".as_ref(),
             "mistral".as_ref(),
             source.as_os_str(),
             model_dir.as_os_str(),
@@ -446,6 +447,31 @@ fn mistral_with_a_sliding_window_matches_transformers() {
     let r = caption(&["--conv-mode", "llava_v0"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("\"new_tokens\":4"), "{}", r.stdout);
+}
+
+/// Phi-3 (LLaVA-pp's Phi-3 variant): its fused `qkv_proj` and `gate_up_proj` split at
+/// load, with the 4k model's sliding window (here 40), against transformers on a random
+/// llava-hf checkpoint that transformers makes.
+#[test]
+fn phi3_with_fused_projections_matches_transformers() {
+    let Some(py) = family_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("model");
+    let source = models_dir().join("tiny-llava-hf");
+    llava_hf_logits(
+        &py,
+        &[
+            "family".as_ref(),
+            "phi3".as_ref(),
+            source.as_os_str(),
+            model_dir.as_os_str(),
+            "40".as_ref(),
+        ],
+    );
+    let (f, _) = matches_transformers(&py, &model_dir, "phi3");
+    assert_eq!(f.model.cfg.text.sliding_window, Some(40));
 }
 
 #[test]

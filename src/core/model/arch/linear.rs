@@ -23,6 +23,15 @@ impl Linear {
     /// layout candle's CPU matmul reads fastest as `x W^T`, for one row as for many.
     pub(crate) fn load(p: &Params, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
         let weight = p.get("weight", &[out_dim, in_dim])?;
+        let bias = match bias {
+            true => Some(p.get("bias", &[out_dim])?),
+            false => None,
+        };
+        Self::new(weight, bias)
+    }
+
+    /// A layer of `weight` `(out, in)` (laid out as [`Linear::load`] does) and `bias`.
+    pub(crate) fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
         let weight = if weight.device().is_cpu() {
             weight.t()?.contiguous()?.t()?
         } else {
@@ -30,13 +39,26 @@ impl Linear {
         };
         Ok(Self {
             weight,
-            bias: if bias {
-                Some(p.get("bias", &[out_dim])?)
-            } else {
-                None
-            },
+            bias,
             lora: None,
         })
+    }
+
+    /// The layers whose weights are stacked along the output rows of one checkpoint
+    /// tensor (Phi-3's `qkv_proj`, `gate_up_proj`), `outs` rows each, no bias.
+    pub(crate) fn load_fused<const N: usize>(
+        p: &Params,
+        in_dim: usize,
+        outs: [usize; N],
+    ) -> Result<[Self; N]> {
+        let fused = p.get("weight", &[outs.iter().sum(), in_dim])?;
+        let mut start = 0;
+        let mut parts = Vec::with_capacity(N);
+        for rows in outs {
+            parts.push(Self::new(fused.narrow(0, start, rows)?, None)?);
+            start += rows;
+        }
+        Ok(parts.try_into().expect("one layer per output size"))
     }
 
     /// Input width.

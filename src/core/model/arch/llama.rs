@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use crate::core::model::arch::attention::causal_padding_mask;
 use crate::core::model::arch::linear::Linear;
 use crate::core::model::arch::norm::RmsNorm;
-use crate::core::model::load::config::{LlamaConfig, RopeScaling};
+use crate::core::model::load::config::{LlamaConfig, RopeScaling, TextFamily};
 use crate::core::model::load::weights::Params;
 use crate::core::model::ops::{self, attend, split_heads};
 
@@ -283,12 +283,20 @@ const O: &str = "o_proj";
 const GATE: &str = "gate_proj";
 const UP: &str = "up_proj";
 const DOWN: &str = "down_proj";
+/// Phi-3's fused projections: q, k and v; gate and up.
+const QKV: &str = "qkv_proj";
+const GATE_UP: &str = "gate_up_proj";
 
 impl Attention {
     fn load(p: &Params, cfg: &LlamaConfig) -> Result<Self> {
         let (h, d, bias) = (cfg.hidden_size, cfg.head_dim, cfg.attention_bias);
         let (qd, kvd) = (cfg.num_attention_heads * d, cfg.num_key_value_heads * d);
         let linear = |name: &str, i, o| Linear::load(&p.pp(name), i, o, bias);
+        if cfg.family == TextFamily::Phi3 {
+            let [q, k, v] = Linear::load_fused(&p.pp(QKV), h, [qd, kvd, kvd])?;
+            let o = linear(O, qd, h)?;
+            return Ok(Self { q, k, v, o });
+        }
         Ok(Self {
             q: linear(Q, h, qd)?,
             k: linear(K, h, kvd)?,
@@ -364,6 +372,11 @@ impl Mlp {
     fn load(p: &Params, cfg: &LlamaConfig) -> Result<Self> {
         let (h, m, bias) = (cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias);
         let linear = |name: &str, i, o| Linear::load(&p.pp(name), i, o, bias);
+        if cfg.family == TextFamily::Phi3 {
+            let [gate, up] = Linear::load_fused(&p.pp(GATE_UP), h, [m, m])?;
+            let down = linear(DOWN, m, h)?;
+            return Ok(Self { gate, up, down });
+        }
         Ok(Self {
             gate: linear(GATE, h, m)?,
             up: linear(UP, h, m)?,

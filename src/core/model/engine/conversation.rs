@@ -305,6 +305,7 @@ impl Conversation {
     ) -> Result<Self> {
         let family_default = match ckpt.config.text.family {
             TextFamily::Mistral => "mistral_instruct",
+            TextFamily::Phi3 => "phi3_instruct",
             TextFamily::Llama if codec.token_id("<|start_header_id|>").is_some() => DEFAULT,
             TextFamily::Llama => "llava_v1",
         };

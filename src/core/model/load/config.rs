@@ -69,6 +69,8 @@ pub enum TextFamily {
     Llama,
     /// Mistral (`mistral`; LLaVA-Med v1.5's `llava_mistral`).
     Mistral,
+    /// Phi-3 (`phi3`; LLaVA-pp's `llava_phi`): fused `qkv_proj` and `gate_up_proj`.
+    Phi3,
 }
 
 /// How RoPE's frequencies are scaled (transformers' `rope_type`).
@@ -293,6 +295,8 @@ impl LlavaConfig {
             || model_type == "llava_mistral"
         {
             Self::parse_original(&root, TextFamily::Mistral)
+        } else if architectures.contains(&"LlavaPhiForCausalLM") || model_type == "llava_phi" {
+            Self::parse_original(&root, TextFamily::Phi3)
         } else if architectures.contains(&"LlavaForConditionalGeneration") || model_type == "llava"
         {
             Self::parse_hf(&root)
@@ -300,7 +304,8 @@ impl LlavaConfig {
             bail!(
                 "field `architectures` is {architectures:?} and `model_type` is {model_type:?}; \
                  supported: LlavaLlamaForCausalLM (llava_llama), LlavaMistralForCausalLM \
-                 (llava_mistral) and LlavaForConditionalGeneration (llava)"
+                 (llava_mistral), LlavaPhiForCausalLM (llava_phi) and \
+                 LlavaForConditionalGeneration (llava)"
             )
         }
     }
@@ -357,9 +362,10 @@ impl LlavaConfig {
         let family = match text_fields.str_or("model_type", "llama")? {
             "llama" => TextFamily::Llama,
             "mistral" => TextFamily::Mistral,
-            other => {
-                bail!("field `text_config.model_type` is {other:?}; supported: llama, mistral")
-            }
+            "phi3" => TextFamily::Phi3,
+            other => bail!(
+                "field `text_config.model_type` is {other:?}; supported: llama, mistral, phi3"
+            ),
         };
         let mut text = parse_llama(&text_fields, family)?;
         if text.eos_token_ids.is_empty() {
@@ -527,11 +533,20 @@ fn parse_llama(f: &Fields, family: TextFamily) -> Result<LlamaConfig> {
         "must be even (RoPE)",
     )?;
     let sliding_window = match family {
-        TextFamily::Mistral if f.get("sliding_window").is_some_and(|v| !v.is_null()) => {
+        TextFamily::Mistral | TextFamily::Phi3
+            if f.get("sliding_window").is_some_and(|v| !v.is_null()) =>
+        {
             Some(f.usize("sliding_window")?)
         }
         _ => None,
     };
+    if let Some(v) = f.get("partial_rotary_factor").filter(|v| !v.is_null()) {
+        f.check(
+            v.as_f64() == Some(1.0),
+            "partial_rotary_factor",
+            "must be 1 (rotary embedding on the whole head)",
+        )?;
+    }
     Ok(LlamaConfig {
         family,
         sliding_window,
@@ -898,6 +913,17 @@ mod tests {
             LlavaConfig::parse(&llama).unwrap().text.sliding_window,
             None
         );
+        // LLaVA-pp's Phi-3: fused projections; a partial rotary embedding is refused.
+        let mut phi = original();
+        phi["architectures"] = json!(["LlavaPhiForCausalLM"]);
+        phi["model_type"] = json!("llava_phi");
+        assert_eq!(
+            LlavaConfig::parse(&phi).unwrap().text.family,
+            TextFamily::Phi3
+        );
+        phi["partial_rotary_factor"] = json!(0.75);
+        let err = LlavaConfig::parse(&phi).unwrap_err().to_string();
+        assert!(err.contains("`partial_rotary_factor`"), "{err}");
 
         let err = LlavaConfig::parse(&json!({"architectures": ["BertModel"]}))
             .unwrap_err()
