@@ -260,7 +260,7 @@ complete -c mt -n "__fish_mt_using_subcommand caption" -l orientation -d 'Left/r
 radiological\t'The patient\'s sides: the image\'s left is the patient\'s right'
 anatomical\t'The sides as the image shows them'"
 complete -c mt -n "__fish_mt_using_subcommand caption" -l shard -d 'Caption only shard I of N (ids by hash), `slurm/N` or `slurm` in a Slurm array; output to <stem>-0000I-of-0000N.<ext>' -r
-complete -c mt -n "__fish_mt_using_subcommand caption" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand caption" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout), or a Hub model id `org/name[@revision]` (from the Hugging Face cache, fetched when missing)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand caption" -l max-new-tokens -d 'Most tokens generated per caption' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand caption" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
@@ -395,7 +395,7 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout), or a Hub model id `org/name[@revision]` (from the Hugging Face cache, fetched when missing)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
@@ -424,7 +424,7 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout), or a Hub model id `org/name[@revision]` (from the Hugging Face cache, fetched when missing)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
@@ -453,7 +453,7 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout), or a Hub model id `org/name[@revision]` (from the Hugging Face cache, fetched when missing)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'

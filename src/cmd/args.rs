@@ -24,8 +24,14 @@ use crate::core::vqa::Bench;
 /// `--dtype`.
 #[derive(Debug, Clone, clap::Args, Serialize)]
 pub struct ModelArgs {
-    /// Checkpoint folder (original LLaVA or llava-hf layout).
-    #[arg(long, visible_alias = "ckpt", value_name = "DIR", required = true)]
+    /// Checkpoint folder (original LLaVA or llava-hf layout), or a Hub model id
+    /// `org/name[@revision]` (from the Hugging Face cache, fetched when missing).
+    #[arg(
+        long,
+        visible_alias = "ckpt",
+        value_name = "DIR|ORG/NAME",
+        required = true
+    )]
     pub model: Option<PathBuf>,
     /// CLIP tower folder when the checkpoint does not carry or find one.
     #[arg(long, value_name = "DIR")]
@@ -40,6 +46,15 @@ impl ModelArgs {
     /// model) has clap require `--model`.
     pub(crate) fn path(&self) -> &Path {
         self.model.as_deref().unwrap_or(Path::new("."))
+    }
+
+    /// Replaces a Hub id given as `--model org/name[@revision]` (not a folder here) by
+    /// its snapshot in the Hugging Face cache, fetched first when incomplete.
+    pub(crate) fn resolve_hub_id(&mut self) -> Result<()> {
+        if let Some(spec) = &self.model {
+            self.model = Some(crate::core::hub::model_ref::resolve(spec)?);
+        }
+        Ok(())
     }
 
     /// The dtype on `device`: `--dtype`, else bf16 on a GPU and f32 on the CPU.

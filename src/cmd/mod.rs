@@ -23,6 +23,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
+use self::eval::EvalCommand;
 use crate::core::error::{Failure, exit_code};
 use crate::core::logging::LogSink;
 use crate::core::run::{DEFAULT_RUNS_DIR, Outcome, RunDir};
@@ -124,18 +125,28 @@ pub fn execute(cli: Cli, argv: Vec<String>, log: &LogSink) -> Result<()> {
             with_run_dir("convert", &a, g, argv, log, |ctx| convert::run(&a, ctx))
         }
         Command::Roi(a) => with_run_dir("roi", &a, g, argv, log, |ctx| roi::run(&a, ctx)),
-        Command::Caption(a) => {
+        Command::Caption(mut a) => {
+            if !a.dry_run {
+                a.model.resolve_hub_id()?;
+            }
             with_run_dir("caption", &a, g, argv, log, |ctx| caption::run(&a, ctx))
         }
-        Command::Train(a) => {
+        Command::Train(mut a) => {
+            a.training.model.resolve_hub_id()?;
             let g = &train::rank_global_args(g)?;
             with_run_dir("train", &a, g, argv, log, |ctx| train::run(&a, ctx))
         }
-        Command::Finetune(a) => {
+        Command::Finetune(mut a) => {
+            a.training.model.resolve_hub_id()?;
             let g = &train::rank_global_args(g)?;
             with_run_dir("finetune", &a, g, argv, log, |ctx| finetune::run(&a, ctx))
         }
-        Command::Eval(a) => {
+        Command::Eval(mut a) => {
+            if let EvalCommand::Slake(r) | EvalCommand::VqaRad(r) | EvalCommand::Pathvqa(r) =
+                &mut a.command
+            {
+                r.model.resolve_hub_id()?;
+            }
             let g = &eval::chunk_global_args(g, &a)?;
             with_run_dir("eval", &a, g, argv, log, |ctx| eval::run(&a, ctx))
         }

@@ -1253,3 +1253,66 @@ fn replaying_a_run_given_a_token_takes_the_token_from_the_environment() {
     assert_eq!(none.code, 3, "{}", none.stderr);
     assert!(none.stderr.contains("HF_TOKEN"), "{}", none.stderr);
 }
+
+/// `--model org/name` names a Hub model as transformers' `from_pretrained` does: mt
+/// caption fetches its snapshot into the Hugging Face cache (safetensors, not the `.bin`
+/// or Flax copies beside them), uses it from the cache offline, and says where it looked
+/// for an id it cannot find.
+#[test]
+fn a_model_named_by_its_hub_id_is_fetched_into_the_cache_and_used_offline() {
+    let dir = crate::common::testdata("models/tiny-llava-hf");
+    let mut files: Files = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with("reference.safetensors") && !p.ends_with("meta.json"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap().to_string();
+            let lfs = name.ends_with(".safetensors");
+            (name, std::fs::read(&p).unwrap(), lfs)
+        })
+        .collect();
+    files.push(("pytorch_model.bin".into(), noise(1000, 7), true));
+    files.push(("flax_model.msgpack".into(), noise(1000, 8), true));
+    let repo = FakeRepo::model("org/tiny-llava").with_commit("main", files);
+    let sha = repo.head();
+    let server = HubServer::start(vec![repo], ServerConfig::default());
+    let env = Env::new(&server);
+    let image = crate::common::testdata("images/cell.png");
+    let caption = |model: &str, extra: &[(&str, &str)]| {
+        let args = [
+            "--no-run-dir",
+            "caption",
+            image.to_str().unwrap(),
+            "--model",
+            model,
+            "--max-new-tokens",
+            "3",
+        ];
+        env.mt_env(&args, extra)
+    };
+    let first = caption("org/tiny-llava", &[]);
+    ok(&first);
+    let snapshot = env
+        .cache()
+        .join(format!("models--org--tiny-llava/snapshots/{sha}"));
+    assert!(snapshot.join("config.json").is_file());
+    assert!(snapshot.join("model-00001-of-00002.safetensors").is_file());
+    assert!(!snapshot.join("pytorch_model.bin").exists());
+    assert!(!snapshot.join("flax_model.msgpack").exists());
+
+    let offline = caption("org/tiny-llava", &[("HF_HUB_OFFLINE", "1")]);
+    ok(&offline);
+    assert_eq!(
+        offline.stdout, first.stdout,
+        "the same captions from the cache"
+    );
+
+    let missing = caption("org/nothing-here", &[("HF_HUB_OFFLINE", "1")]);
+    assert_ne!(missing.code, 0);
+    assert!(
+        missing.stderr.contains("--model org/nothing-here")
+            && missing.stderr.contains("HF_HUB_OFFLINE"),
+        "{}",
+        missing.stderr
+    );
+}

@@ -12,6 +12,7 @@ pub mod extract;
 pub(crate) mod extract_all;
 pub mod http;
 pub(crate) mod layout;
+pub(crate) mod model_ref;
 pub mod repo;
 pub(crate) mod select;
 pub(crate) mod settings;
