@@ -14,8 +14,10 @@ use serde::Serialize;
 
 use crate::core::error::usage;
 use crate::core::eval::chunks::Chunk;
+use crate::core::hub::model_ref;
 use crate::core::hub::repo::RepoKind;
 use crate::core::model::engine::conversation::Conversation;
+use crate::core::model::load::checkpoint::missing_tower;
 use crate::core::roi::Orientation;
 use crate::core::train::presets::Preset;
 use crate::core::vqa::Bench;
@@ -49,11 +51,19 @@ impl ModelArgs {
     }
 
     /// Replaces a Hub id given as `--model org/name[@revision]` (not a folder here) by
-    /// its snapshot in the Hugging Face cache, fetched first when incomplete.
-    pub(crate) fn resolve_hub_id(&mut self) -> Result<()> {
-        if let Some(spec) = &self.model {
-            self.model = Some(crate::core::hub::model_ref::resolve(spec)?);
+    /// its snapshot in the Hugging Face cache, fetched first when incomplete; without
+    /// `--vision-tower`, fetches the `mm_vision_tower` the checkpoint cannot find.
+    pub(crate) fn resolve_hub(&mut self) -> Result<()> {
+        let Some(spec) = &self.model else {
+            return Ok(());
+        };
+        let dir = model_ref::resolve(spec)?;
+        if self.vision_tower.is_none()
+            && let Some(tower) = missing_tower(&dir)
+        {
+            model_ref::fetch_tower(&tower);
         }
+        self.model = Some(dir);
         Ok(())
     }
 

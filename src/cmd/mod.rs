@@ -127,17 +127,17 @@ pub fn execute(cli: Cli, argv: Vec<String>, log: &LogSink) -> Result<()> {
         Command::Roi(a) => with_run_dir("roi", &a, g, argv, log, |ctx| roi::run(&a, ctx)),
         Command::Caption(mut a) => {
             if !a.dry_run {
-                a.model.resolve_hub_id()?;
+                a.model.resolve_hub()?;
             }
             with_run_dir("caption", &a, g, argv, log, |ctx| caption::run(&a, ctx))
         }
         Command::Train(mut a) => {
-            a.training.model.resolve_hub_id()?;
+            a.training.model.resolve_hub()?;
             let g = &train::rank_global_args(g)?;
             with_run_dir("train", &a, g, argv, log, |ctx| train::run(&a, ctx))
         }
         Command::Finetune(mut a) => {
-            a.training.model.resolve_hub_id()?;
+            a.training.model.resolve_hub()?;
             let g = &train::rank_global_args(g)?;
             with_run_dir("finetune", &a, g, argv, log, |ctx| finetune::run(&a, ctx))
         }
@@ -145,7 +145,7 @@ pub fn execute(cli: Cli, argv: Vec<String>, log: &LogSink) -> Result<()> {
             if let EvalCommand::Slake(r) | EvalCommand::VqaRad(r) | EvalCommand::Pathvqa(r) =
                 &mut a.command
             {
-                r.model.resolve_hub_id()?;
+                r.model.resolve_hub()?;
             }
             let g = &eval::chunk_global_args(g, &a)?;
             with_run_dir("eval", &a, g, argv, log, |ctx| eval::run(&a, ctx))

@@ -240,7 +240,10 @@ fn model_problems_are_one_line_errors() {
                 "--max-new-tokens",
                 "2",
             ],
-            &[("HF_HUB_CACHE", hub.to_str().unwrap())],
+            &[
+                ("HF_HUB_CACHE", hub.to_str().unwrap()),
+                ("HF_HUB_OFFLINE", "1"),
+            ],
         );
         assert_eq!(r.code, 1, "{}", r.stderr);
         assert_eq!(r.stderr.trim().lines().count(), 1, "{}", r.stderr);

@@ -1316,3 +1316,72 @@ fn a_model_named_by_its_hub_id_is_fetched_into_the_cache_and_used_offline() {
         missing.stderr
     );
 }
+
+/// An original-layout checkpoint named by its Hub id whose `mm_vision_tower` is another
+/// Hub id: both land in the cache (the tower as LLaVA's builder would load it), and the
+/// captions equal those of the same checkpoint given as folders.
+#[test]
+fn the_vision_tower_a_hub_checkpoint_names_is_fetched_too() {
+    let read = |name: &str, skip: &[&str]| -> Files {
+        let dir = crate::common::testdata(&format!("models/{name}"));
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| !skip.iter().any(|s| p.ends_with(s)))
+            .map(|p| {
+                let name = p.file_name().unwrap().to_str().unwrap().to_string();
+                let lfs = name.ends_with(".safetensors") || name.ends_with(".bin");
+                let mut bytes = std::fs::read(&p).unwrap();
+                if name == "config.json" && bytes.starts_with(b"{") {
+                    let mut cfg: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                    if cfg.get("mm_vision_tower").is_some() {
+                        cfg["mm_vision_tower"] = "org/tiny-clip".into();
+                        bytes = serde_json::to_vec(&cfg).unwrap();
+                    }
+                }
+                (name, bytes, lfs)
+            })
+            .collect()
+    };
+    let llava = read("tiny-llava", &["reference.safetensors", "meta.json"]);
+    let clip = read("tiny-clip", &[]);
+    let repos = vec![
+        FakeRepo::model("org/tiny-llava-orig").with_commit("main", llava),
+        FakeRepo::model("org/tiny-clip").with_commit("main", clip),
+    ];
+    let server = HubServer::start(repos, ServerConfig::default());
+    let env = Env::new(&server);
+    let image = crate::common::testdata("images/cell.png");
+    let args = |model: &str| {
+        vec![
+            "--no-run-dir".to_string(),
+            "caption".into(),
+            image.display().to_string(),
+            "--model".into(),
+            model.into(),
+            "--max-new-tokens".into(),
+            "3".into(),
+        ]
+    };
+    fn strs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let hub = env.mt(&strs(&args("org/tiny-llava-orig")));
+    ok(&hub);
+    assert!(
+        env.cache()
+            .join("models--org--tiny-clip/refs/main")
+            .is_file()
+    );
+    let local = crate::common::testdata("models/tiny-llava")
+        .display()
+        .to_string();
+    let folders = env.mt(&strs(&args(&local)));
+    ok(&folders);
+    let captions = |out: &str| -> Vec<String> {
+        out.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["caption"].to_string())
+            .collect()
+    };
+    assert_eq!(captions(&hub.stdout), captions(&folders.stdout));
+}

@@ -21,6 +21,21 @@ use super::settings::HubSettings;
 const OTHER_FORMATS: [&str; 6] = [".msgpack", ".h5", ".onnx", ".gguf", ".ot", ".tflite"];
 const TORCH_WEIGHTS: [&str; 3] = [".bin", ".pt", ".pth"];
 
+/// Fetches the vision tower `name` (a Hub id, as LLaVA's builder loads
+/// `mm_vision_tower`) into the Hugging Face cache. Offline, for a name that is no Hub
+/// id, or when the fetch fails (a warning), nothing more happens: loading the checkpoint
+/// then says the tower is missing and how to give it.
+pub(crate) fn fetch_tower(name: &str) {
+    match HubSettings::from_env(None) {
+        Ok(settings) if !settings.offline => {
+            if let Err(e) = resolve(Path::new(name)) {
+                tracing::warn!("vision tower {name}: {e:#}");
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The checkpoint folder `spec` names: itself when it exists (or cannot be a Hub id),
 /// else the cache snapshot of the Hub model `org/name[@revision]`, completed first.
 pub(crate) fn resolve(spec: &Path) -> Result<PathBuf> {

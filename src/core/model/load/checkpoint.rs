@@ -214,6 +214,22 @@ pub(crate) fn hub_cache_dir() -> PathBuf {
     home.join(".cache/huggingface/hub")
 }
 
+/// The `mm_vision_tower` an original-layout checkpoint folder needs and cannot find: it
+/// carries no CLIP weights, and no folder or Hub-cache snapshot has them. Callers may
+/// fetch it; [`Checkpoint::open`] reports it otherwise. `None` for anything unreadable.
+pub(crate) fn missing_tower(dir: &Path) -> Option<String> {
+    let config = LlavaConfig::from_dir(dir).ok()?;
+    let name = config
+        .vision_tower
+        .filter(|_| config.layout == Layout::Original)?;
+    if find_tower(dir, &name, &hub_cache_dir()).is_some() {
+        return None;
+    }
+    let mut weights = Weights::new(&Device::Cpu, DType::F32);
+    weights.add_dir(dir, NameMap::Original).ok()?;
+    (!weights.contains(TOWER_PROBE)).then_some(name)
+}
+
 /// Where `mm_vision_tower` lives: a folder (absolute, or relative to the checkpoint
 /// or the working directory) or a snapshot in the hub cache rooted at `hub_cache`
 /// (the caller reads the environment: [`hub_cache_dir`]).
