@@ -666,3 +666,47 @@ fn a_rerun_with_a_changed_checkpoint_or_edited_questions_is_refused_by_content()
         r.stderr
     );
 }
+
+/// `--conv-mode` reaches the answers (another template, other prompts) and the resume
+/// guard: a rerun with another template is refused, one with the same resumes.
+#[test]
+fn the_conversation_template_shapes_the_prompts_and_is_guarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let slake = data("slake");
+    let v0 = eval(
+        dir.path(),
+        "v0",
+        "slake",
+        &slake,
+        &["--conv-mode", "llava_v0"],
+    );
+    assert_eq!(v0.code, 0, "{}", v0.stderr);
+    let plan = json(&dir.path().join("v0/eval.json"));
+    assert_eq!(plan["decoding"]["conv_mode"], "llava_v0");
+    let default = eval(dir.path(), "d", "slake", &slake, &[]);
+    assert_eq!(default.code, 0, "{}", default.stderr);
+    let prompt_tokens = |run: &str| -> Vec<u64> {
+        lines(&dir.path().join(run).join("answers.jsonl"))
+            .iter()
+            .map(|a| a["metadata"]["prompt_tokens"].as_u64().unwrap())
+            .collect()
+    };
+    assert_ne!(prompt_tokens("v0"), prompt_tokens("d"));
+    let other = eval(
+        dir.path(),
+        "v0",
+        "slake",
+        &slake,
+        &["--conv-mode", "llava_v1"],
+    );
+    assert_eq!(other.code, 2, "{}", other.stderr);
+    assert!(other.stderr.contains("decoding"), "{}", other.stderr);
+    let same = eval(
+        dir.path(),
+        "v0",
+        "slake",
+        &slake,
+        &["--conv-mode", "llava_v0"],
+    );
+    assert_eq!(same.code, 0, "{}", same.stderr);
+}
