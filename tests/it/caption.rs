@@ -424,3 +424,55 @@ fn conv_mode_picks_the_template_and_refuses_one_the_tokenizer_cannot_write() {
         r.stderr
     );
 }
+
+/// A llava-hf checkpoint that carries a chat template (`chat_template.json`) is prompted
+/// through it, as its processor would be, unless `--conv-mode` names a template; a
+/// template that does not parse is a clear error.
+#[test]
+fn a_llava_hf_chat_template_is_used_unless_conv_mode_says_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("hf");
+    std::fs::create_dir(&ckpt).unwrap();
+    for entry in std::fs::read_dir(testdata("models/tiny-llava-hf")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, ckpt.join(path.file_name().unwrap())).unwrap();
+    }
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(testdata("templates/chat_templates.json")).unwrap(),
+    )
+    .unwrap();
+    let template = |source: &str| {
+        let json = serde_json::json!({ "chat_template": source });
+        std::fs::write(ckpt.join("chat_template.json"), json.to_string()).unwrap();
+    };
+    let caption = |extra: &[&str]| {
+        let out = dir.path().join("c.jsonl");
+        let _ = std::fs::remove_file(&out);
+        let outs = out.display().to_string();
+        let image = testdata("images/cell.png").display().to_string();
+        let mut args = vec!["--no-run-dir", "caption", &image];
+        args.extend(["--model", ckpt.to_str().unwrap(), "--max-new-tokens", "2"]);
+        args.extend(["-o", &outs]);
+        args.extend(extra);
+        let r = mt_in(dir.path(), &args);
+        let tokens = (r.code == 0).then(|| lines(&out)[0]["prompt_tokens"].as_u64().unwrap());
+        (r, tokens)
+    };
+    let (r, llama3) = caption(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    template(golden["templates"]["llava-1.5"].as_str().unwrap());
+    let (r, chat) = caption(&[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_ne!(chat, llama3, "the chat template makes another prompt");
+    let (r, asked) = caption(&["--conv-mode", "llama3"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(asked, llama3, "--conv-mode wins over the chat template");
+    template("{% for m in messages %}");
+    let (r, _) = caption(&[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("chat template does not parse"),
+        "{}",
+        r.stderr
+    );
+}

@@ -14,9 +14,9 @@ use serde::Serialize;
 use crate::core::hash::{fnv1a, keyed, mix64};
 use crate::core::model::arch::llama::KvCache;
 use crate::core::model::arch::llava::{Llava, Piece, shared_prefix, skip_prefix};
-use crate::core::model::engine::conversation::Conversation;
 use crate::core::model::engine::generate::{GenerationConfig, generate};
 use crate::core::model::engine::preprocess::ImageProcessor;
+use crate::core::model::engine::prompt::PromptFormat;
 use crate::core::model::engine::prompt::{PromptTokens, TextCodec, prompt_len};
 use crate::core::model::kernels;
 use crate::core::model::load::checkpoint::Checkpoint;
@@ -47,8 +47,8 @@ pub(crate) struct Captioner {
     model: Llava,
     codec: TextCodec,
     processor: ImageProcessor,
-    /// The conversation template questions are put in.
-    conv: Conversation,
+    /// How questions become prompt text.
+    format: PromptFormat,
     pieces: Vec<Piece>,
     prompt_tokens: usize,
     tokens: PromptTokens,
@@ -78,10 +78,10 @@ impl Captioner {
     ) -> Result<Self> {
         let codec = TextCodec::for_checkpoint(&ckpt)?;
         let processor = ImageProcessor::for_checkpoint(&ckpt)?;
-        let conv = Conversation::for_checkpoint(conv_mode, &ckpt, &codec)?;
+        let format = PromptFormat::for_checkpoint(conv_mode, &ckpt, &codec)?;
         if stop_at_eos {
             decoding.stop_tokens.extend(codec.stop_tokens(&ckpt));
-            match conv.stop_text().map(|t| (t, codec.token_id(t))) {
+            match format.stop_text().map(|t| (t, codec.token_id(t))) {
                 Some((_, Some(id))) if !decoding.stop_tokens.contains(&id) => {
                     decoding.stop_tokens.push(id)
                 }
@@ -89,7 +89,7 @@ impl Captioner {
                 _ => {}
             }
         }
-        let tokens = match conv.writes_bos() {
+        let tokens = match format.writes_bos() {
             true => PromptTokens::Plain,
             false => PromptTokens::Llava {
                 bos: codec.named_token(&ckpt.dir, "bos_token"),
@@ -97,13 +97,13 @@ impl Captioner {
         };
         let model_name = ckpt.name();
         let model = ckpt.load()?;
-        let pieces = codec.encode_prompt_with(&conv.question_prompt(question)?, tokens)?;
+        let pieces = codec.encode_prompt_with(&format.question_prompt(question)?, tokens)?;
         let prompt_tokens = prompt_len(&pieces, model.cfg.image_tokens());
         Ok(Self {
             model,
             codec,
             processor,
-            conv,
+            format,
             pieces,
             prompt_tokens,
             tokens,
@@ -127,7 +127,7 @@ impl Captioner {
         };
         self.pieces = self
             .codec
-            .encode_prompt_with(&self.conv.question_prompt(question)?, self.tokens)?;
+            .encode_prompt_with(&self.format.question_prompt(question)?, self.tokens)?;
         self.prompt_tokens = prompt_len(&self.pieces, self.model.cfg.image_tokens());
         Ok(())
     }
@@ -194,7 +194,7 @@ impl Captioner {
             .iter()
             .map(|i| {
                 i.question.as_deref().map(|q| {
-                    let prompt = self.conv.question_prompt(q)?;
+                    let prompt = self.format.question_prompt(q)?;
                     self.codec.encode_prompt_with(&prompt, self.tokens)
                 })
             })

@@ -4,6 +4,7 @@
 
 pub(crate) mod caption_run;
 pub(crate) mod captioner;
+pub(crate) mod chat_template;
 pub(crate) mod conversation;
 pub mod generate;
 pub mod preprocess;

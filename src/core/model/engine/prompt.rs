@@ -10,9 +10,11 @@ use std::path::Path;
 use anyhow::{Result, anyhow};
 use tokenizers::Tokenizer;
 
+use super::chat_template::ChatTemplate;
 use super::conversation::{self, Conversation};
 use crate::core::model::arch::llava::Piece;
 use crate::core::model::load::checkpoint::Checkpoint;
+use crate::core::model::load::config::Layout;
 
 /// The placeholder an image takes in prompt text.
 pub(crate) const IMAGE_PLACEHOLDER: &str = "<image>";
@@ -27,6 +29,61 @@ pub fn llama3_prompt(question: &str) -> String {
     Conversation::new(conversation::DEFAULT)
         .and_then(|conv| conv.question_prompt(question))
         .expect("the llama3 template renders any question")
+}
+
+/// How a question becomes prompt text: one of LLaVA's conversation templates, or the
+/// Jinja chat template a llava-hf checkpoint carries.
+#[derive(Debug, Clone)]
+pub(crate) enum PromptFormat {
+    /// LLaVA's `conversation.py` template (`--conv-mode`).
+    Conversation(Conversation),
+    /// The checkpoint's own chat template, as its processor applies it.
+    Chat(ChatTemplate),
+}
+
+impl PromptFormat {
+    /// `--conv-mode` when given; else a llava-hf checkpoint's chat template, as
+    /// transformers' processor uses it; else the family's conversation template
+    /// ([`Conversation::for_checkpoint`]).
+    pub(crate) fn for_checkpoint(
+        conv_mode: Option<&str>,
+        ckpt: &Checkpoint,
+        codec: &TextCodec,
+    ) -> Result<Self> {
+        if conv_mode.is_none()
+            && ckpt.config.layout == Layout::Hf
+            && let Some(chat) = ChatTemplate::for_checkpoint(&ckpt.dir)?
+        {
+            return Ok(Self::Chat(chat));
+        }
+        Conversation::for_checkpoint(conv_mode, ckpt, codec).map(Self::Conversation)
+    }
+
+    /// The prompt of one question about one image.
+    pub(crate) fn question_prompt(&self, question: &str) -> Result<String> {
+        match self {
+            Self::Conversation(conv) => conv.question_prompt(question),
+            Self::Chat(chat) => chat.question_prompt(question),
+        }
+    }
+
+    /// Whether the prompt text carries its BOS and is tokenised without the tokenizer's
+    /// added tokens (a chat template's text goes through the tokenizer as the processor
+    /// sends it: with them).
+    pub(crate) fn writes_bos(&self) -> bool {
+        match self {
+            Self::Conversation(conv) => conv.writes_bos(),
+            Self::Chat(_) => false,
+        }
+    }
+
+    /// The text that ends an answer beyond the end-of-sequence tokens.
+    pub(crate) fn stop_text(&self) -> Option<&'static str> {
+        match self {
+            Self::Conversation(conv) => conv.stop_text(),
+            Self::Chat(_) => None,
+        }
+    }
 }
 
 /// The checkpoint's tokenizer.

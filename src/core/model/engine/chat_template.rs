@@ -1,0 +1,183 @@
+//! The Jinja chat template a llava-hf checkpoint carries (`chat_template.json`,
+//! `chat_template.jinja`, or `chat_template` in `tokenizer_config.json`), rendered as
+//! transformers' `apply_chat_template` renders it: blocks trimmed and left-stripped,
+//! `raise_exception`, `strftime_now`, Python's string methods, `{% generation %}` blocks
+//! (they only mark the assistant's tokens there), `bos_token` / `eos_token` from the
+//! tokenizer's settings. `testdata/templates/chat_templates.json` holds transformers'
+//! renders; the tests compare with them.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, anyhow};
+use minijinja::syntax::SyntaxConfig;
+use minijinja::value::Serde;
+use minijinja::{Environment, Error, ErrorKind, Value, context};
+use serde_json::{Value as Json, json};
+
+/// A chat template and the special tokens it may name.
+#[derive(Debug, Clone)]
+pub(crate) struct ChatTemplate {
+    source: String,
+    bos_token: String,
+    eos_token: String,
+}
+
+impl ChatTemplate {
+    /// `source` with the tokenizer's BOS and EOS texts.
+    pub(crate) fn new(source: &str, bos_token: &str, eos_token: &str) -> Self {
+        Self {
+            source: source.to_string(),
+            bos_token: bos_token.to_string(),
+            eos_token: eos_token.to_string(),
+        }
+    }
+
+    /// The template in a checkpoint folder, where transformers looks for it:
+    /// `chat_template.json`, `chat_template.jinja`, then `tokenizer_config.json` (a
+    /// string, or a list of named templates of which `default` is taken).
+    pub(crate) fn for_checkpoint(dir: &Path) -> Result<Option<Self>> {
+        let read_json = |name: &str| -> Result<Option<Json>> {
+            let path = dir.join(name);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => serde_json::from_str(&text)
+                    .map(Some)
+                    .with_context(|| format!("{} is not valid JSON", path.display())),
+                Err(_) => Ok(None),
+            }
+        };
+        let tokenizer_config = read_json("tokenizer_config.json")?.unwrap_or(Json::Null);
+        let source = match read_json("chat_template.json")? {
+            Some(json) => json["chat_template"].as_str().map(str::to_string),
+            None => std::fs::read_to_string(dir.join("chat_template.jinja"))
+                .ok()
+                .or_else(|| match &tokenizer_config["chat_template"] {
+                    Json::String(s) => Some(s.clone()),
+                    Json::Array(named) => named
+                        .iter()
+                        .find(|t| t["name"] == "default")
+                        .and_then(|t| t["template"].as_str())
+                        .map(str::to_string),
+                    _ => None,
+                }),
+        };
+        let token = |key: &str| match &tokenizer_config[key] {
+            Json::String(s) => s.clone(),
+            Json::Object(o) => o.get("content").and_then(Json::as_str).unwrap_or("").into(),
+            _ => String::new(),
+        };
+        Ok(source.map(|s| Self::new(&s, &token("bos_token"), &token("eos_token"))))
+    }
+
+    /// The conversation `messages` (`[{role, content}]`, content a string or a list of
+    /// `{type: image}` / `{type: text, text}` parts) as text, with the assistant's opening
+    /// when `add_generation_prompt`.
+    pub(crate) fn render(&self, messages: &Json, add_generation_prompt: bool) -> Result<String> {
+        let mut env = Environment::new();
+        let syntax = SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .map_err(|e| anyhow!("{e}"))?;
+        env.set_syntax(syntax);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |message: String| -> Result<Value, Error> {
+                Err(Error::new(ErrorKind::InvalidOperation, message))
+            },
+        );
+        env.add_function("strftime_now", |format: String| {
+            jiff::Zoned::now().strftime(&format).to_string()
+        });
+        env.add_template_owned("chat", without_generation_tags(&self.source))
+            .map_err(|e| anyhow!("the chat template does not parse: {e}"))?;
+        let template = env.get_template("chat").expect("just added");
+        template
+            .render(context! {
+                messages => Value::from(Serde(messages)),
+                add_generation_prompt => add_generation_prompt,
+                bos_token => &self.bos_token,
+                eos_token => &self.eos_token,
+            })
+            .map_err(|e| anyhow!("the chat template failed: {e}"))
+    }
+
+    /// One user turn, the image then `question`, and the assistant's opening: the prompt a
+    /// llava-hf processor builds for one question.
+    pub(crate) fn question_prompt(&self, question: &str) -> Result<String> {
+        let text = question.replace("<image>", "");
+        let messages = json!([{"role": "user", "content": [
+            {"type": "image"},
+            {"type": "text", "text": text.trim_start()},
+        ]}]);
+        self.render(&messages, true)
+    }
+}
+
+/// transformers' `{% generation %}` ... `{% endgeneration %}` (which only mark the
+/// assistant's tokens) as a block that always renders, whitespace control kept.
+fn without_generation_tags(source: &str) -> String {
+    let re = regex::Regex::new(r"\{%(-?)\s*(end)?generation\s*(-?)%\}").expect("valid");
+    re.replace_all(source, |c: &regex::Captures| match c.get(2) {
+        Some(_) => format!("{{%{} endif {}%}}", &c[1], &c[3]),
+        None => format!("{{%{} if true {}%}}", &c[1], &c[3]),
+    })
+    .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every render of `testdata/templates/chat_templates.json` (made by transformers'
+    /// `apply_chat_template`), errors included.
+    #[test]
+    fn templates_render_as_transformers_renders_them() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/templates/chat_templates.json"
+        );
+        let golden: Json = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let (bos, eos) = (
+            golden["bos_token"].as_str().unwrap(),
+            golden["eos_token"].as_str().unwrap(),
+        );
+        let cases = golden["cases"].as_array().unwrap();
+        for case in cases {
+            let name = case["template"].as_str().unwrap();
+            let template = ChatTemplate::new(golden["templates"][name].as_str().unwrap(), bos, eos);
+            let conv = &golden["conversations"][case["conversation"].as_str().unwrap()];
+            let add = case["add_generation_prompt"].as_bool().unwrap();
+            let what = format!("{name} {} {add}", case["conversation"]);
+            match (template.render(conv, add), case["prompt"].as_str()) {
+                (Ok(ours), Some(theirs)) => assert_eq!(ours, theirs, "{what}"),
+                (Err(e), None) => assert!(e.to_string().contains("no system turns"), "{what}: {e}"),
+                (ours, _) => panic!("{what}: {ours:?}, transformers: {}", case["error"]),
+            }
+        }
+        assert_eq!(cases.len(), 40);
+    }
+
+    #[test]
+    fn a_question_prompt_is_one_user_turn_with_the_image_first() {
+        let golden: Json = serde_json::from_str(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/testdata/templates/chat_templates.json"
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+        let template =
+            ChatTemplate::new(golden["templates"]["llava-1.5"].as_str().unwrap(), "", "");
+        assert_eq!(
+            template
+                .question_prompt("<image>\nWhat modality is this image?")
+                .unwrap(),
+            "USER: <image>\nWhat modality is this image? ASSISTANT:"
+        );
+        let broken = ChatTemplate::new("{% for m in messages %}", "", "");
+        let err = broken.question_prompt("Q").unwrap_err().to_string();
+        assert!(err.contains("does not parse"), "{err}");
+    }
+}
