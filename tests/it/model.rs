@@ -365,6 +365,27 @@ fn matches_transformers(py: &Path, model_dir: &Path, what: &str) -> (Fixture, Te
     (f, hidden)
 }
 
+/// A random tiny llava-hf checkpoint whose language model is of `model_type` with a
+/// sliding window, made by transformers (tests/interop/llava_hf_logits.py family) in a
+/// fresh folder (kept alive by the returned guard).
+fn random_family(py: &Path, model_type: &str, window: usize) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("model");
+    let source = models_dir().join("tiny-llava-hf");
+    let window = window.to_string();
+    llava_hf_logits(
+        py,
+        &[
+            "family".as_ref(),
+            model_type.as_ref(),
+            source.as_os_str(),
+            model_dir.as_os_str(),
+            window.as_ref(),
+        ],
+    );
+    (dir, model_dir)
+}
+
 /// Llama 3.1's RoPE scaling end to end: tiny-llava-hf with `rope_parameters` set to
 /// the `llama3` type (original context 64, so with head_dim 16 one band is kept, one
 /// blended and the rest divided) against transformers; the unscaled model's logits differ.
@@ -407,19 +428,7 @@ fn mistral_with_a_sliding_window_matches_transformers() {
     let Some(py) = family_python() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let model_dir = dir.path().join("model");
-    let source = models_dir().join("tiny-llava-hf");
-    llava_hf_logits(
-        &py,
-        &[
-            "family".as_ref(),
-            "mistral".as_ref(),
-            source.as_os_str(),
-            model_dir.as_os_str(),
-            "40".as_ref(),
-        ],
-    );
+    let (_dir, model_dir) = random_family(&py, "mistral", 40);
     let (f, _) = matches_transformers(&py, &model_dir, "mistral");
     assert_eq!(f.model.cfg.text.sliding_window, Some(40));
 
@@ -457,19 +466,7 @@ fn phi3_with_fused_projections_matches_transformers() {
     let Some(py) = family_python() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let model_dir = dir.path().join("model");
-    let source = models_dir().join("tiny-llava-hf");
-    llava_hf_logits(
-        &py,
-        &[
-            "family".as_ref(),
-            "phi3".as_ref(),
-            source.as_os_str(),
-            model_dir.as_os_str(),
-            "40".as_ref(),
-        ],
-    );
+    let (_dir, model_dir) = random_family(&py, "phi3", 40);
     let (f, _) = matches_transformers(&py, &model_dir, "phi3");
     assert_eq!(f.model.cfg.text.sliding_window, Some(40));
 }
