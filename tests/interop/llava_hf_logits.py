@@ -4,6 +4,10 @@ checkpoints.
     python llava_hf_logits.py logits CHECKPOINT_DIR INPUTS.safetensors OUT.safetensors
         The checkpoint reads `input_ids` and `pixel_values` from INPUTS; its logits at
         every position and 16 greedy tokens (argmax, no EOS stop) go to OUT.
+    python llava_hf_logits.py prompt CHECKPOINT_DIR IMAGE QUESTION
+        What transformers' LlavaProcessor makes of one question about one image with the
+        checkpoint's chat template: the prompt text and its input ids (image tokens
+        expanded), as JSON.
     python llava_hf_logits.py family TYPE SOURCE_DIR OUT_DIR SLIDING_WINDOW
         A random-weight LlavaForConditionalGeneration whose language model is of
         `model_type` TYPE (mistral, phi3) with that sliding window (the rest of
@@ -35,6 +39,27 @@ def logits(model_dir, inputs, out):
     save_file({"logits": all_logits.contiguous(), "greedy": torch.tensor(greedy)}, out)
 
 
+def prompt(model_dir, image, question):
+    from PIL import Image
+    from transformers import AutoTokenizer, CLIPImageProcessor, LlavaProcessor
+
+    model_dir = Path(model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    template = json.loads((model_dir / "chat_template.json").read_text())["chat_template"]
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessor.from_pretrained(model_dir),
+        tokenizer=AutoTokenizer.from_pretrained(model_dir),
+        patch_size=config["vision_config"]["patch_size"],
+        vision_feature_select_strategy=config["vision_feature_select_strategy"],
+        num_additional_image_tokens=1,
+        chat_template=template,
+    )
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    ids = processor(text=text, images=Image.open(image).convert("RGB"), return_tensors="pt")["input_ids"][0]
+    print(json.dumps({"prompt": text, "ids": ids.tolist()}))
+
+
 def family(model_type, source, out, window):
     source, out = Path(source), Path(out)
     config = json.loads((source / "config.json").read_text())
@@ -58,4 +83,4 @@ def family(model_type, source, out, window):
 
 
 if __name__ == "__main__":
-    {"logits": logits, "family": family}[sys.argv[1]](*sys.argv[2:])
+    {"logits": logits, "family": family, "prompt": prompt}[sys.argv[1]](*sys.argv[2:])

@@ -574,3 +574,64 @@ fn gpu_bf16_logits_follow_cpu_f32() {
         assert!(relative < 1e-2, "{name}: relative error {relative}");
     }
 }
+
+/// A llava-hf checkpoint's chat template, through `mt caption`, gives the prompt
+/// transformers' LlavaProcessor gives (tests/interop/llava_hf_logits.py prompt): the
+/// same number of input ids, image tokens expanded (the template's text itself is
+/// checked against transformers in `engine::chat_template`).
+#[test]
+fn a_chat_template_prompt_has_the_processors_tokens() {
+    let Some(py) = family_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("model");
+    std::fs::create_dir(&model_dir).unwrap();
+    for entry in std::fs::read_dir(models_dir().join("tiny-llava-hf")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, model_dir.join(path.file_name().unwrap())).unwrap();
+    }
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("testdata/templates/chat_templates.json")).unwrap(),
+    )
+    .unwrap();
+    let template = serde_json::json!({ "chat_template": golden["templates"]["llava-1.5"] });
+    std::fs::write(model_dir.join("chat_template.json"), template.to_string()).unwrap();
+    let image = images_dir().join(IMAGES[0]);
+    let question = QUESTIONS[1];
+    let run = std::process::Command::new(&py)
+        .arg(root().join("tests/interop/llava_hf_logits.py"))
+        .args([
+            "prompt".as_ref(),
+            model_dir.as_os_str(),
+            image.as_os_str(),
+            question.as_ref(),
+        ])
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let theirs: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let r = crate::common::mt(&[
+        "caption",
+        image.to_str().unwrap(),
+        "--model",
+        model_dir.to_str().unwrap(),
+        "--prompt",
+        question,
+        "--max-new-tokens",
+        "2",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let ours: serde_json::Value = serde_json::from_str(r.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        ours["prompt_tokens"].as_u64().unwrap() as usize,
+        theirs["ids"].as_array().unwrap().len(),
+        "transformers' prompt: {}",
+        theirs["prompt"]
+    );
+}
