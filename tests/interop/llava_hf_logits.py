@@ -10,7 +10,7 @@ checkpoints.
         expanded), as JSON.
     python llava_hf_logits.py family TYPE SOURCE_DIR OUT_DIR SLIDING_WINDOW
         A random-weight LlavaForConditionalGeneration whose language model is of
-        `model_type` TYPE (mistral, phi3) with that sliding window (the rest of
+        `model_type` TYPE (mistral, phi3, qwen2) with that sliding window (the rest of
         SOURCE_DIR's config, its tokenizer and image processor kept), saved with
         save_pretrained.
 """

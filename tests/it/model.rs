@@ -471,6 +471,18 @@ fn phi3_with_fused_projections_matches_transformers() {
     assert_eq!(f.model.cfg.text.sliding_window, Some(40));
 }
 
+/// Qwen2: biases on the query, key and value projections (none on the output one),
+/// against transformers on a random llava-hf checkpoint that transformers makes.
+#[test]
+fn qwen2_with_qkv_biases_matches_transformers() {
+    let Some(py) = family_python() else {
+        return;
+    };
+    let (_dir, model_dir) = random_family(&py, "qwen2", 4096);
+    let (f, _) = matches_transformers(&py, &model_dir, "qwen2");
+    assert_eq!(f.model.cfg.text.sliding_window, None);
+}
+
 #[test]
 fn llava_hf_layout_matches_transformers() {
     check_model("tiny-llava-hf");

@@ -292,6 +292,16 @@ impl Attention {
         let (h, d, bias) = (cfg.hidden_size, cfg.head_dim, cfg.attention_bias);
         let (qd, kvd) = (cfg.num_attention_heads * d, cfg.num_key_value_heads * d);
         let linear = |name: &str, i, o| Linear::load(&p.pp(name), i, o, bias);
+        if cfg.family == TextFamily::Qwen2 {
+            // Biases on q, k and v, none on o (attention_bias is not in its config).
+            let biased = |name: &str, i, o| Linear::load(&p.pp(name), i, o, true);
+            return Ok(Self {
+                q: biased(Q, h, qd)?,
+                k: biased(K, h, kvd)?,
+                v: biased(V, h, kvd)?,
+                o: Linear::load(&p.pp(O), qd, h, false)?,
+            });
+        }
         if cfg.family == TextFamily::Phi3 {
             let [q, k, v] = Linear::load_fused(&p.pp(QKV), h, [qd, kvd, kvd])?;
             let o = linear(O, qd, h)?;

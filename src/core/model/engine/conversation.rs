@@ -306,6 +306,7 @@ impl Conversation {
         let family_default = match ckpt.config.text.family {
             TextFamily::Mistral => "mistral_instruct",
             TextFamily::Phi3 => "phi3_instruct",
+            TextFamily::Qwen2 => "chatml_direct",
             TextFamily::Llama if codec.token_id("<|start_header_id|>").is_some() => DEFAULT,
             TextFamily::Llama => "llava_v1",
         };

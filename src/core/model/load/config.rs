@@ -71,6 +71,8 @@ pub enum TextFamily {
     Mistral,
     /// Phi-3 (`phi3`; LLaVA-pp's `llava_phi`): fused `qkv_proj` and `gate_up_proj`.
     Phi3,
+    /// Qwen2 (`qwen2`): biases on the query, key and value projections only.
+    Qwen2,
 }
 
 /// How RoPE's frequencies are scaled (transformers' `rope_type`).
@@ -363,8 +365,9 @@ impl LlavaConfig {
             "llama" => TextFamily::Llama,
             "mistral" => TextFamily::Mistral,
             "phi3" => TextFamily::Phi3,
+            "qwen2" => TextFamily::Qwen2,
             other => bail!(
-                "field `text_config.model_type` is {other:?}; supported: llama, mistral, phi3"
+                "field `text_config.model_type` is {other:?}; supported: llama, mistral, phi3, qwen2"
             ),
         };
         let mut text = parse_llama(&text_fields, family)?;
@@ -540,6 +543,12 @@ fn parse_llama(f: &Fields, family: TextFamily) -> Result<LlamaConfig> {
         }
         _ => None,
     };
+    if family == TextFamily::Qwen2 && f.bool_or("use_sliding_window", false)? {
+        bail!(
+            "field `{}` is true; Qwen2's per-layer sliding window is not supported",
+            f.path("use_sliding_window")
+        );
+    }
     if let Some(v) = f.get("partial_rotary_factor").filter(|v| !v.is_null()) {
         f.check(
             v.as_f64() == Some(1.0),
@@ -924,6 +933,17 @@ mod tests {
         phi["partial_rotary_factor"] = json!(0.75);
         let err = LlavaConfig::parse(&phi).unwrap_err().to_string();
         assert!(err.contains("`partial_rotary_factor`"), "{err}");
+        // Qwen2's per-layer sliding window is refused by field.
+        let qwen = json!({
+            "architectures": ["LlavaForConditionalGeneration"],
+            "image_token_index": 5,
+            "text_config": {"model_type": "qwen2", "use_sliding_window": true,
+                "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "vocab_size": 320},
+            "vision_config": {}
+        });
+        let err = LlavaConfig::parse(&qwen).unwrap_err().to_string();
+        assert!(err.contains("`text_config.use_sliding_window`"), "{err}");
 
         let err = LlavaConfig::parse(&json!({"architectures": ["BertModel"]}))
             .unwrap_err()
@@ -954,7 +974,7 @@ mod tests {
         let err = LlavaConfig::parse(&json!({
             "architectures": ["LlavaForConditionalGeneration"],
             "image_token_index": 5,
-            "text_config": {"model_type": "qwen2"},
+            "text_config": {"model_type": "gemma"},
             "vision_config": {}
         }))
         .unwrap_err()
