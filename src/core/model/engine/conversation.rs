@@ -295,7 +295,8 @@ impl Conversation {
     /// The template `name`, else the one the checkpoint's family is run with in its
     /// reference code: `llama3` for a Llama with Llama 3's tokenizer (MedTrinity's
     /// LLaVA-Med++), `llava_v1` for another Llama (LLaVA-1.5's eval scripts),
-    /// `mistral_instruct` for Mistral (LLaVA-Med v1.5's README). The checkpoint's
+    /// `mistral_instruct` for Mistral (LLaVA-Med v1.5's README), `phi3_instruct` for
+    /// Phi-3 (LLaVA-pp), `chatml_direct` for Qwen2 (ChatML). The checkpoint's
     /// tokenizer must have every special token the template writes: a template of another
     /// family is refused, never rendered into a wrong prompt.
     pub(crate) fn for_checkpoint(
