@@ -213,13 +213,7 @@ fn records_in_jsonl_and_the_s2_model_work_and_bad_images_exit_3() {
 fn model_problems_are_one_line_errors() {
     let dir = tempfile::tempdir().unwrap();
     let copy = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| {
-        let src = testdata(&format!("models/{name}"));
-        let dst = dir.path().join(format!("{name}-edited"));
-        std::fs::create_dir_all(&dst).unwrap();
-        for entry in std::fs::read_dir(&src).unwrap() {
-            let p = entry.unwrap().path();
-            std::fs::copy(&p, dst.join(p.file_name().unwrap())).unwrap();
-        }
+        let dst = common::copy_checkpoint(name, &dir.path().join(format!("{name}-edited")));
         let cfg_path = dst.join("config.json");
         let mut cfg: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
@@ -431,12 +425,7 @@ fn conv_mode_picks_the_template_and_refuses_one_the_tokenizer_cannot_write() {
 #[test]
 fn a_llava_hf_chat_template_is_used_unless_conv_mode_says_otherwise() {
     let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("hf");
-    std::fs::create_dir(&ckpt).unwrap();
-    for entry in std::fs::read_dir(testdata("models/tiny-llava-hf")).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, ckpt.join(path.file_name().unwrap())).unwrap();
-    }
+    let ckpt = common::copy_checkpoint("tiny-llava-hf", &dir.path().join("hf"));
     let golden: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(testdata("templates/chat_templates.json")).unwrap(),
     )

@@ -1254,23 +1254,29 @@ fn replaying_a_run_given_a_token_takes_the_token_from_the_environment() {
     assert!(none.stderr.contains("HF_TOKEN"), "{}", none.stderr);
 }
 
+/// The files of the test checkpoint `testdata/models/<name>` as a Hub repository holds
+/// them (weights in LFS), less its test references (`reference.safetensors`,
+/// `meta.json`).
+fn checkpoint_files(name: &str) -> Files {
+    std::fs::read_dir(crate::common::testdata(&format!("models/{name}")))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with("reference.safetensors") && !p.ends_with("meta.json"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap().to_string();
+            let lfs = name.ends_with(".safetensors") || name.ends_with(".bin");
+            (name, std::fs::read(&p).unwrap(), lfs)
+        })
+        .collect()
+}
+
 /// `--model org/name` names a Hub model as transformers' `from_pretrained` does: mt
 /// caption fetches its snapshot into the Hugging Face cache (safetensors, not the `.bin`
 /// or Flax copies beside them), uses it from the cache offline, and says where it looked
 /// for an id it cannot find.
 #[test]
 fn a_model_named_by_its_hub_id_is_fetched_into_the_cache_and_used_offline() {
-    let dir = crate::common::testdata("models/tiny-llava-hf");
-    let mut files: Files = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| !p.ends_with("reference.safetensors") && !p.ends_with("meta.json"))
-        .map(|p| {
-            let name = p.file_name().unwrap().to_str().unwrap().to_string();
-            let lfs = name.ends_with(".safetensors");
-            (name, std::fs::read(&p).unwrap(), lfs)
-        })
-        .collect();
+    let mut files = checkpoint_files("tiny-llava-hf");
     files.push(("pytorch_model.bin".into(), noise(1000, 7), true));
     files.push(("flax_model.msgpack".into(), noise(1000, 8), true));
     let repo = FakeRepo::model("org/tiny-llava").with_commit("main", files);
@@ -1322,29 +1328,15 @@ fn a_model_named_by_its_hub_id_is_fetched_into_the_cache_and_used_offline() {
 /// captions equal those of the same checkpoint given as folders.
 #[test]
 fn the_vision_tower_a_hub_checkpoint_names_is_fetched_too() {
-    let read = |name: &str, skip: &[&str]| -> Files {
-        let dir = crate::common::testdata(&format!("models/{name}"));
-        std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| !skip.iter().any(|s| p.ends_with(s)))
-            .map(|p| {
-                let name = p.file_name().unwrap().to_str().unwrap().to_string();
-                let lfs = name.ends_with(".safetensors") || name.ends_with(".bin");
-                let mut bytes = std::fs::read(&p).unwrap();
-                if name == "config.json" && bytes.starts_with(b"{") {
-                    let mut cfg: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-                    if cfg.get("mm_vision_tower").is_some() {
-                        cfg["mm_vision_tower"] = "org/tiny-clip".into();
-                        bytes = serde_json::to_vec(&cfg).unwrap();
-                    }
-                }
-                (name, bytes, lfs)
-            })
-            .collect()
-    };
-    let llava = read("tiny-llava", &["reference.safetensors", "meta.json"]);
-    let clip = read("tiny-clip", &[]);
+    let mut llava = checkpoint_files("tiny-llava");
+    let (_, config, _) = llava
+        .iter_mut()
+        .find(|(n, _, _)| n == "config.json")
+        .unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_slice(config).unwrap();
+    cfg["mm_vision_tower"] = "org/tiny-clip".into();
+    *config = serde_json::to_vec(&cfg).unwrap();
+    let clip = checkpoint_files("tiny-clip");
     let repos = vec![
         FakeRepo::model("org/tiny-llava-orig").with_commit("main", llava),
         FakeRepo::model("org/tiny-clip").with_commit("main", clip),

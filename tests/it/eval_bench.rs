@@ -390,12 +390,7 @@ fn workers_take_every_flag_along_and_a_bos_adding_tokenizer_gets_the_references_
 
     // The tiny checkpoint with a tokenizer that adds <|begin_of_text|> (as Meta-Llama-3's
     // does): model_vqa.py's tokenizer_image_token then starts the prompt with two BOS.
-    let bos_model = dir.path().join("tiny-bos");
-    std::fs::create_dir(&bos_model).unwrap();
-    for entry in std::fs::read_dir(testdata("models/tiny-llava")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), bos_model.join(entry.file_name())).unwrap();
-    }
+    let bos_model = common::copy_checkpoint("tiny-llava", &dir.path().join("tiny-bos"));
     for f in [
         "tokenizer.json",
         "tokenizer_config.json",
@@ -540,13 +535,9 @@ fn reruns_with_other_settings_and_runs_without_a_run_dir_are_refused() {
 
 /// A copy of the tiny checkpoint in `dir/name`.
 fn copy_model(dir: &Path, name: &str) -> String {
-    let copy = dir.join(name);
-    std::fs::create_dir(&copy).unwrap();
-    for entry in std::fs::read_dir(testdata("models/tiny-llava")).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), copy.join(entry.file_name())).unwrap();
-    }
-    copy.display().to_string()
+    common::copy_checkpoint("tiny-llava", &dir.join(name))
+        .display()
+        .to_string()
 }
 
 #[test]

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 #[cfg(feature = "cuda")]
 use crate::common;
-use crate::common::{max_abs_diff, root, test_python};
+use crate::common::{copy_checkpoint, max_abs_diff, root, test_python};
 
 const QUESTIONS: [&str; 3] = [
     "Describe the image in detail.",
@@ -395,12 +395,7 @@ fn llama3_rope_scaling_matches_transformers() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let model_dir = dir.path().join("model");
-    std::fs::create_dir(&model_dir).unwrap();
-    for entry in std::fs::read_dir(models_dir().join("tiny-llava-hf")).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, model_dir.join(path.file_name().unwrap())).unwrap();
-    }
+    let model_dir = copy_checkpoint("tiny-llava-hf", &dir.path().join("model"));
     let config_path = model_dir.join("config.json");
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
@@ -597,12 +592,7 @@ fn a_chat_template_prompt_has_the_processors_tokens() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let model_dir = dir.path().join("model");
-    std::fs::create_dir(&model_dir).unwrap();
-    for entry in std::fs::read_dir(models_dir().join("tiny-llava-hf")).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, model_dir.join(path.file_name().unwrap())).unwrap();
-    }
+    let model_dir = copy_checkpoint("tiny-llava-hf", &dir.path().join("model"));
     let golden: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(root().join("testdata/templates/chat_templates.json")).unwrap(),
     )

@@ -13,6 +13,17 @@ pub fn testdata(rel: &str) -> PathBuf {
     root().join("testdata").join(rel)
 }
 
+/// A copy of the test checkpoint `testdata/models/<name>` (its files) in `dst`, which is
+/// created; returns `dst`.
+pub fn copy_checkpoint(name: &str, dst: &Path) -> PathBuf {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(testdata(&format!("models/{name}"))).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dst.join(path.file_name().unwrap())).unwrap();
+    }
+    dst.to_path_buf()
+}
+
 /// The result of one `mt` run.
 pub struct Run {
     pub code: i32,
