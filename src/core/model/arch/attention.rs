@@ -103,19 +103,21 @@ pub(crate) fn causal_padding_mask(
         _ => f32::MIN,
     };
     let mut data = Vec::with_capacity(valid.len() * len * total);
-    let mut position = Vec::with_capacity(total);
+    // Each slot's position among its row's real tokens (only a window needs them).
+    let mut position = Vec::with_capacity(if window.is_some() { total } else { 0 });
     for row in valid {
-        // Each slot's position among the row's real tokens.
-        position.clear();
-        let mut real = 0;
-        for &ok in &row[..total] {
-            position.push(real);
-            real += usize::from(ok);
+        if window.is_some() {
+            position.clear();
+            position.extend(row[..total].iter().scan(0, |real, &ok| {
+                let here = *real;
+                *real += usize::from(ok);
+                Some(here)
+            }));
         }
         for i in 0..len {
-            let q = position[past + i];
             for (j, &ok) in row[..total].iter().enumerate() {
-                let seen = j <= past + i && window.is_none_or(|w| position[j] + w > q);
+                let seen =
+                    j <= past + i && window.is_none_or(|w| position[j] + w > position[past + i]);
                 data.push(if ok && seen { 0.0 } else { low });
             }
         }
