@@ -340,7 +340,7 @@ impl From<RepoTypeArg> for RepoKind {
 }
 
 /// `--conv-mode NAME`: a known conversation template.
-fn parse_conv_mode(name: &str) -> std::result::Result<String, String> {
+pub(crate) fn parse_conv_mode(name: &str) -> std::result::Result<String, String> {
     Conversation::new(name)
         .map(|_| name.to_string())
         .map_err(|e| format!("{e:#}"))

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::args::{AspectArg, BenchArg, DeviceArgs, ModelArgs, StageArg};
+use super::args::{AspectArg, BenchArg, DeviceArgs, ModelArgs, StageArg, parse_conv_mode};
 use super::{Context, GlobalArgs, finish_failures, print};
 use crate::core::error::usage;
 use crate::core::model::load::checkpoint::device;
@@ -81,6 +81,12 @@ pub struct TrainingArgs {
     /// Where image paths in --data resolve (default: the data file's folder).
     #[arg(long, visible_alias = "images", value_name = "DIR")]
     pub image_folder: Option<PathBuf>,
+    /// Conversation template the records are trained in (LLaVA's `--version`: llama3,
+    /// v1 / vicuna_v1, llava_v1, llama_2, llava_llama_2, mistral_instruct, mpt,
+    /// chatml_direct, phi3_instruct, plain for stage-1 captions). Default: the checkpoint
+    /// family's, as inference picks it (llama3 for LLaVA-Med++).
+    #[arg(long, value_name = "NAME", value_parser = parse_conv_mode)]
+    pub conv_mode: Option<String>,
     /// Stop after N optimizer steps (the schedule spans N steps).
     #[arg(long, conflicts_with = "epochs")]
     pub max_steps: Option<u64>,
@@ -360,6 +366,7 @@ pub(crate) fn plan(preset: Preset, args: &TrainingArgs, seed: u64, on_gpu: bool)
             .map_or(preset_values.image_aspect_ratio, AspectArg::name)
             .to_string(),
         seed,
+        conv_mode: args.conv_mode.clone(),
         save_steps: args.save_steps,
         save_total_limit: args.save_total_limit,
     })

@@ -632,3 +632,41 @@ fn bf16_parameters_train_through_f32_masters_and_resume() {
         DType::BF16
     );
 }
+
+#[test]
+fn the_conversation_template_shapes_the_training_sequences() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path(), 2);
+    let tokens = |conv_mode: Option<&str>| {
+        let run = tmp.path().join(conv_mode.unwrap_or("default"));
+        let mut extra = vec!["--max-steps", "1", "--batch-size", "2", "--json"];
+        extra.extend(conv_mode.map(|m| ["--conv-mode", m]).into_iter().flatten());
+        let r = finetune(tmp.path(), run.to_str().unwrap(), &data, &extra);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let plan: Value =
+            serde_json::from_slice(&std::fs::read(run.join("plan.json")).unwrap()).unwrap();
+        assert_eq!(plan.get("conv_mode").and_then(Value::as_str), conv_mode);
+        metrics(&run)[0]["tokens"].as_u64().unwrap()
+    };
+    // `plain` (stage-1 captions) trains on each answer and its "\n"; llama3 on each answer
+    // and its <|eot_id|>, the question and the system prompt masked in both.
+    let (llama3, plain) = (tokens(None), tokens(Some("plain")));
+    assert!(llama3 > 0 && plain > 0);
+    assert_eq!(tokens(Some("llama3")), llama3);
+
+    // A template of another family, and one the reference trains with its `###` fallback.
+    for (mode, says) in [
+        ("vicuna_v1", "writes `</s>`, which its tokenizer does not have"),
+        ("llava_v0", "`### ` fallback"),
+    ] {
+        let run = tmp.path().join(mode);
+        let r = finetune(
+            tmp.path(),
+            run.to_str().unwrap(),
+            &data,
+            &["--max-steps", "1", "--conv-mode", mode],
+        );
+        assert_ne!(r.code, 0);
+        assert!(r.stderr.contains(says), "{mode}: {}", r.stderr);
+    }
+}

@@ -18,7 +18,9 @@ use medtrinity::core::model::load::checkpoint::Checkpoint;
 use medtrinity::core::model::load::weights::original_name;
 use medtrinity::core::train::adamw::{AdamW, AdamWConfig};
 use medtrinity::core::train::batch::{Collator, Example};
-use medtrinity::core::train::conversation::{Llama3Encoder, SpecialTokens, Turn};
+use medtrinity::core::train::conversation::{
+    ConversationEncoder, SpecialTokens, TrainTemplate, Turn,
+};
 use medtrinity::core::train::data::load_records;
 use medtrinity::core::train::export::read_safetensors;
 use medtrinity::core::train::parallel::World;
@@ -34,7 +36,7 @@ fn tokenizer_dir(name: &str) -> PathBuf {
     match name {
         "tiny" => testdata("models/tiny-llava"),
         "bos" => testdata("train/tokenizer-bos"),
-        other => panic!("unknown tokenizer {other}"),
+        other => testdata(&format!("train/tokenizers/{other}")),
     }
 }
 
@@ -49,10 +51,11 @@ fn preprocess_llama3_matches_the_reference_token_for_token() {
         let name = case["name"].as_str().unwrap();
         let dir = tokenizer_dir(case["tokenizer"].as_str().unwrap());
         let codec = TextCodec::load(&dir).unwrap();
-        let encoder = Llama3Encoder {
+        let encoder = ConversationEncoder {
             codec: &codec,
             specials: SpecialTokens::load(&dir, &codec).unwrap(),
             max_len: 2048,
+            template: TrainTemplate::new("llama3").unwrap(),
         };
         let turns: Vec<Turn> = serde_json::from_value(case["conversations"].clone()).unwrap();
         let got = encoder
@@ -71,6 +74,68 @@ fn preprocess_llama3_matches_the_reference_token_for_token() {
         mismatches += usize::from(got.mismatch);
     }
     assert!(mismatches >= 4, "the fixtures exercise the mismatch branch");
+}
+
+#[test]
+fn preprocess_of_every_template_matches_the_reference_token_for_token() {
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(testdata("train/templates.json")).unwrap())
+            .unwrap();
+    let cases = golden["cases"].as_array().unwrap();
+    let mut seen = HashMap::new();
+    for case in cases {
+        let template = case["template"].as_str().unwrap();
+        let tokenizer = case["tokenizer"].as_str().unwrap();
+        let label = format!("{template} / {tokenizer} / {}", case["name"]);
+        let dir = tokenizer_dir(tokenizer);
+        let codec = TextCodec::load(&dir).unwrap();
+        let encoder = ConversationEncoder {
+            codec: &codec,
+            specials: SpecialTokens::load(&dir, &codec).unwrap(),
+            max_len: 2048,
+            template: TrainTemplate::new(template).unwrap(),
+        };
+        let turns: Vec<Turn> = serde_json::from_value(case["conversations"].clone()).unwrap();
+        let got = encoder.encode(&turns, case["has_image"].as_bool().unwrap());
+        let outcome = seen.entry(template).or_insert([0; 3]);
+        if case.get("error").is_some() {
+            assert!(
+                got.is_err(),
+                "{label}: the reference refuses it ({})",
+                case["error"]
+            );
+            outcome[0] += 1;
+            continue;
+        }
+        let got = got.unwrap_or_else(|e| panic!("{label}: {e:#}"));
+        let ids: Vec<i64> = serde_json::from_value(case["input_ids"].clone()).unwrap();
+        let labels: Vec<i64> = serde_json::from_value(case["labels"].clone()).unwrap();
+        assert_eq!(got.input_ids, ids, "input_ids of {label}");
+        assert_eq!(got.labels, labels, "labels of {label}");
+        assert_eq!(got.mismatch, case["mismatch"].as_bool().unwrap(), "{label}");
+        outcome[1 + usize::from(!got.mismatch)] += 1;
+    }
+    // Every template has samples it trains on, and the refusals are exercised.
+    for template in [
+        "vicuna_v1",
+        "llava_v1",
+        "v1_mmtag",
+        "llama_2",
+        "llava_llama_2",
+        "mistral_instruct",
+        "chatml_direct",
+        "mpt",
+        "plain",
+        "llama3",
+        "phi3_instruct",
+    ] {
+        let [refused, _, trained] = seen[template];
+        assert!(
+            refused >= 1 && trained >= 1,
+            "{template}: {:?}",
+            seen[template]
+        );
+    }
 }
 
 /// The tiny checkpoint with the BOS-adding tokenizer the step fixtures use.
@@ -150,10 +215,11 @@ fn load_with_key(
     )
     .unwrap();
     let collator = Collator {
-        encoder: Llama3Encoder {
+        encoder: ConversationEncoder {
             codec: &codec,
             specials,
             max_len: 2048,
+            template: TrainTemplate::new("llama3").unwrap(),
         },
         processor: &processor,
         device: &dev,

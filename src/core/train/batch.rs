@@ -7,7 +7,7 @@
 use anyhow::{Context as _, Result, bail, ensure};
 use candle_core::{D, DType, Tensor};
 
-use super::conversation::{Encoded, IGNORE_INDEX, IMAGE_TOKEN_INDEX, Llama3Encoder};
+use super::conversation::{ConversationEncoder, Encoded, IGNORE_INDEX, IMAGE_TOKEN_INDEX};
 use super::data::Record;
 use crate::core::model::arch::attention::causal_padding_mask;
 use crate::core::model::arch::llava::Llava;
@@ -32,7 +32,7 @@ pub struct Example {
 /// image preprocessing.
 pub struct Collator<'a> {
     /// Tokenises the conversations (its `max_len` is the collator's truncation).
-    pub encoder: Llama3Encoder<'a>,
+    pub encoder: ConversationEncoder<'a>,
     /// Turns images into the vision tower's pixels.
     pub processor: &'a ImageProcessor,
     /// Where the pixel tensors are put.

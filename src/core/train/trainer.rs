@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use super::adamw::{AdamW, AdamWConfig, Param, clip_grad_norm};
 use super::backward::accumulate_grads;
 use super::batch::{Collator, Example, prepare};
-use super::conversation::{Llama3Encoder, SpecialTokens};
+use super::conversation::{ConversationEncoder, SpecialTokens, TrainTemplate};
 use super::data::{Record, epoch_order, load_bench, load_records};
 use super::export::{
     MAX_SHARD_BYTES, Staged, read_safetensors, read_tensors, stored_vision_tensors, write_adapter,
@@ -66,6 +66,9 @@ pub(crate) struct Plan {
     pub group_by_modality: bool,
     pub image_aspect_ratio: String,
     pub seed: u64,
+    /// The conversation template (`--conv-mode`; none: the checkpoint family's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conv_mode: Option<String>,
     /// Save a checkpoint every N steps (0 = only at the end).
     pub save_steps: u64,
     /// Checkpoints kept (older ones are deleted; 0 = keep all).
@@ -186,8 +189,7 @@ pub(crate) fn train(
     }
     if ckpt.config.text.family != TextFamily::Llama {
         bail!(
-            "{}: training runs the Llama family's template (llama3); this checkpoint's language \
-             model is {:?}",
+            "{}: training runs Llama language models; this checkpoint's is {:?}",
             paths.model.display(),
             ckpt.config.text.family
         );
@@ -198,6 +200,8 @@ pub(crate) fn train(
     };
     let codec = TextCodec::for_checkpoint(&ckpt)?;
     let specials = SpecialTokens::load(&paths.model, &codec)?;
+    let template = TrainTemplate::for_checkpoint(plan.conv_mode.as_deref(), &ckpt, &codec)?;
+    tracing::info!("conversation template: {}", template.name());
     let processor = ImageProcessor::for_checkpoint(&ckpt)?;
     let mut model = ckpt.load()?;
     if let Some(file) = &paths.projector {
@@ -240,10 +244,11 @@ pub(crate) fn train(
         },
     };
     let collator = Collator {
-        encoder: Llama3Encoder {
+        encoder: ConversationEncoder {
             codec: &codec,
             specials,
             max_len: plan.model_max_length,
+            template,
         },
         processor: &processor,
         device: &control.device,

@@ -238,6 +238,16 @@ const TEMPLATES: &[Template] = &[
 /// The code bases whose `conversation.py` a name may be qualified with.
 const SOURCES: [&str; 4] = ["medtrinity", "llava", "llava-med", "llava-pp"];
 
+/// What the training code reads of a template (see [`Conversation::parts`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TemplateParts {
+    pub style: Style,
+    pub version: &'static str,
+    pub roles: [&'static str; 2],
+    pub sep: &'static str,
+    pub sep2: Option<&'static str>,
+}
+
 /// A conversation being built: a template and its turns, the user's first.
 #[derive(Debug, Clone)]
 pub(crate) struct Conversation {
@@ -386,6 +396,33 @@ impl Conversation {
         let mut conv = self.clone();
         conv.push(Some(&user));
         conv.push(None);
+        conv.prompt()
+    }
+
+    /// The template's separator style, `version`, roles and separators: what the
+    /// reference's training code (`train.py`'s `preprocess_*`) reads besides the prompt.
+    pub(crate) fn parts(&self) -> TemplateParts {
+        let t = self.template;
+        TemplateParts {
+            style: t.style,
+            version: t.version,
+            roles: t.roles,
+            sep: t.sep,
+            sep2: t.sep2,
+        }
+    }
+
+    /// The prompt of `messages` alone, the user's first (`conv.messages = []`, then
+    /// `append_message` for each, as the training code renders a record).
+    pub(crate) fn messages_prompt(&self, messages: &[&str]) -> Result<String> {
+        let conv = Self {
+            turns: messages
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (i % 2, Some(m.to_string())))
+                .collect(),
+            ..self.clone()
+        };
         conv.prompt()
     }
 

@@ -19,10 +19,6 @@ use crate::core::model::load::config::Layout;
 /// The placeholder an image takes in prompt text.
 pub(crate) const IMAGE_PLACEHOLDER: &str = "<image>";
 
-/// `conv_llama3.system`'s message.
-pub(crate) const LLAMA3_SYSTEM: &str = "A chat between a curious user and an artificial intelligence assistant. \
-The assistant gives helpful, detailed, and polite answers to the user's questions.";
-
 /// A single-turn `llama3` prompt: the image first, then the question, as LLaVA's eval
 /// scripts build it (`<image>\n` + question) unless the question places `<image>` itself.
 pub fn llama3_prompt(question: &str) -> String {
@@ -152,6 +148,13 @@ impl TextCodec {
             tokenizer,
             clean_up_spaces,
         })
+    }
+
+    /// A setting of the checkpoint's tokenizer_config.json (or special_tokens_map.json).
+    pub(crate) fn setting(&self, dir: &Path, key: &str) -> Option<serde_json::Value> {
+        tokenizer_settings(dir)
+            .into_iter()
+            .find_map(|mut json| json.get_mut(key).map(serde_json::Value::take))
     }
 
     /// The id of a special token the checkpoint names (`bos_token`, `pad_token`, ...) in

@@ -26,6 +26,7 @@ fn plan(grad_accum: usize) -> Plan {
         group_by_modality: false,
         image_aspect_ratio: "pad".into(),
         seed: 1,
+        conv_mode: None,
         save_steps: 0,
         save_total_limit: 0,
     }
