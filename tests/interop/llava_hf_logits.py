@@ -8,6 +8,11 @@ checkpoints.
         What transformers' LlavaProcessor makes of one question about one image with the
         checkpoint's chat template: the prompt text and its input ids (image tokens
         expanded), as JSON.
+    python llava_hf_logits.py peft BASE_DIR ADAPTER_DIR MERGED_DIR
+        peft loads mt's LoRA adapter onto BASE (LlavaForConditionalGeneration) and merges it;
+        prints JSON: the adapted modules, the adapter tensors peft left unloaded, and the
+        largest difference from the checkpoint `mt convert merge-lora` wrote (projector
+        excluded: mt takes it from the adapter's non_lora_trainables, peft does not).
     python llava_hf_logits.py family TYPE SOURCE_DIR OUT_DIR SLIDING_WINDOW
         A random-weight LlavaForConditionalGeneration whose language model is of
         `model_type` TYPE (mistral, phi3, qwen2) with that sliding window (the rest of
@@ -25,7 +30,11 @@ from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 
 def logits(model_dir, inputs, out):
-    model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model, info = LlavaForConditionalGeneration.from_pretrained(
+        model_dir, dtype=torch.float32, output_loading_info=True)
+    problems = {k: v for k, v in info.items() if v}
+    assert not problems, f"{model_dir}: {problems}"
+    model.eval()
     t = load_file(inputs)
     ids, pixels = t["input_ids"], t["pixel_values"]
     with torch.no_grad():
@@ -82,5 +91,27 @@ def family(model_type, source, out, window):
             shutil.copy(source / name, out / name)
 
 
+def peft(base_dir, adapter_dir, merged_dir):
+    from peft import PeftModel
+    base = LlavaForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, adapter_dir)
+    adapted = sorted(n for n, _ in model.named_modules() if n.endswith(".lora_A"))
+    stored = load_file(str(Path(adapter_dir) / "adapter_model.safetensors"))
+    loaded = {n: p for n, p in model.named_parameters() if "lora_" in n}
+    unloaded = [k for k in stored
+                if k.replace(".weight", ".default.weight") not in loaded]
+    differ = max((float((loaded[k.replace(".weight", ".default.weight")] - stored[k]).abs().max())
+                  for k in stored if k not in unloaded), default=None)
+    if unloaded:
+        print(json.dumps({"unloaded": unloaded[:3], "peft_names": sorted(loaded)[:3]}))
+        return
+    merged = model.merge_and_unload().state_dict()
+    ours = LlavaForConditionalGeneration.from_pretrained(merged_dir, dtype=torch.float32).state_dict()
+    assert merged.keys() == ours.keys(), sorted(set(merged) ^ set(ours))[:5]
+    diff = max(float((merged[k] - ours[k]).abs().max()) for k in merged if "multi_modal_projector" not in k)
+    print(json.dumps({"adapted": len(adapted), "vision_adapted": sum("vision" in n for n in adapted),
+                      "unloaded": unloaded, "loaded_vs_stored": differ, "merged_max_diff": diff}))
+
+
 if __name__ == "__main__":
-    {"logits": logits, "family": family, "prompt": prompt}[sys.argv[1]](*sys.argv[2:])
+    {"logits": logits, "family": family, "prompt": prompt, "peft": peft}[sys.argv[1]](*sys.argv[2:])

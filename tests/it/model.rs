@@ -35,7 +35,7 @@ fn images_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/images")
 }
 
-struct Fixture {
+pub(crate) struct Fixture {
     model: Llava,
     codec: TextCodec,
     processor: ImageProcessor,
@@ -300,12 +300,12 @@ fn check_model(name: &str) {
 }
 
 /// The Python of the language-family tests (tests/interop/llava_hf_logits.py).
-fn family_python() -> Option<PathBuf> {
+pub(crate) fn family_python() -> Option<PathBuf> {
     test_python(&["torch", "safetensors", "transformers"])
 }
 
-/// Runs tests/interop/llava_hf_logits.py with `args`, failing on its error.
-fn llava_hf_logits(py: &Path, args: &[&std::ffi::OsStr]) {
+/// Runs tests/interop/llava_hf_logits.py with `args`, failing on its error; its stdout.
+pub(crate) fn llava_hf_logits(py: &Path, args: &[&std::ffi::OsStr]) -> String {
     let run = std::process::Command::new(py)
         .arg(root().join("tests/interop/llava_hf_logits.py"))
         .args(args)
@@ -317,12 +317,13 @@ fn llava_hf_logits(py: &Path, args: &[&std::ffi::OsStr]) {
         "{}",
         String::from_utf8_lossy(&run.stderr)
     );
+    String::from_utf8(run.stdout).unwrap()
 }
 
 /// A tiny llava-hf checkpoint against transformers' LlavaForConditionalGeneration on the
 /// same token ids and pixels (the first question and image): logits at every position
 /// within 1e-4 and 16 greedy tokens identical. Returns our logits.
-fn matches_transformers(py: &Path, model_dir: &Path, what: &str) -> (Fixture, Tensor) {
+pub(crate) fn matches_transformers(py: &Path, model_dir: &Path, what: &str) -> (Fixture, Tensor) {
     let f = fixture_at(model_dir);
     let ids = f.token_ids(&f.pieces(QUESTIONS[0]));
     let work = model_dir.parent().unwrap();
@@ -368,7 +369,11 @@ fn matches_transformers(py: &Path, model_dir: &Path, what: &str) -> (Fixture, Te
 /// A random tiny llava-hf checkpoint whose language model is of `model_type` with a
 /// sliding window, made by transformers (tests/interop/llava_hf_logits.py family) in a
 /// fresh folder (kept alive by the returned guard).
-fn random_family(py: &Path, model_type: &str, window: usize) -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn random_family(
+    py: &Path,
+    model_type: &str,
+    window: usize,
+) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let model_dir = dir.path().join("model");
     let source = models_dir().join("tiny-llava-hf");

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
+use medtrinity::core::model::load::weights::weight_files;
 use medtrinity::core::train::export::{read_safetensors, read_tensors};
 use serde_json::Value;
 
@@ -656,7 +657,10 @@ fn the_conversation_template_shapes_the_training_sequences() {
 
     // A template of another family, and one the reference trains with its `###` fallback.
     for (mode, says) in [
-        ("vicuna_v1", "writes `</s>`, which its tokenizer does not have"),
+        (
+            "vicuna_v1",
+            "writes `</s>`, which its tokenizer does not have",
+        ),
         ("llava_v0", "`### ` fallback"),
     ] {
         let run = tmp.path().join(mode);
@@ -669,4 +673,172 @@ fn the_conversation_template_shapes_the_training_sequences() {
         assert_ne!(r.code, 0);
         assert!(r.stderr.contains(says), "{mode}: {}", r.stderr);
     }
+}
+
+/// Every tensor of a checkpoint folder, by stored name.
+fn checkpoint_tensors(dir: &Path) -> HashMap<String, Tensor> {
+    weight_files(dir)
+        .unwrap()
+        .iter()
+        .flat_map(|f| read_tensors(f).unwrap())
+        .collect()
+}
+
+/// `mt finetune` of `base` (2 steps of 2 samples), with `extra` flags; the run folder.
+fn finetune_from(dir: &Path, base: &Path, name: &str, extra: &[&str]) -> std::path::PathBuf {
+    let data = data(dir, 2);
+    let run = dir.join(name);
+    let (base, images) = (base.to_str().unwrap(), images());
+    let mut args = vec![
+        "finetune",
+        "--model",
+        base,
+        "--data",
+        &data,
+        "--image-folder",
+        &images,
+        "--cpu",
+        "--run-dir",
+        run.to_str().unwrap(),
+        "--warmup-ratio",
+        "0",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--lr",
+        "1e-2",
+    ];
+    args.extend_from_slice(extra);
+    let r = mt_in(dir, &args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    run
+}
+
+/// A fine-tuned llava-hf checkpoint keeps its base's layout: the same stored names (here
+/// the earlier transformers' `language_model.model.*`), the vision tower untouched, the
+/// processor files along; a LoRA adapter is named (by transformers' current module paths,
+/// which PEFT uses) and targeted for PEFT on `LlavaForConditionalGeneration` and merges
+/// back into the base's layout.
+#[test]
+fn a_llava_hf_checkpoint_fine_tunes_and_exports_in_its_own_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = testdata("models/tiny-llava-hf");
+    let before = checkpoint_tensors(&base);
+    let names = |t: &HashMap<String, Tensor>| {
+        let mut n: Vec<String> = t.keys().cloned().collect();
+        n.sort();
+        n
+    };
+
+    let export = finetune_from(tmp.path(), &base, "full", &[]).join("model");
+    let after = checkpoint_tensors(&export);
+    assert_eq!(names(&after), names(&before));
+    for (name, t) in &before {
+        let unchanged = same(t, &after[name]);
+        if name.starts_with("vision_tower.") {
+            assert!(unchanged, "{name} is frozen");
+        } else if name.starts_with("language_model.model.layers.") {
+            assert!(!unchanged, "{name} was trained");
+        }
+    }
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(export.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["architectures"][0], "LlavaForConditionalGeneration");
+    assert!(export.join("preprocessor_config.json").is_file());
+    assert_captions(tmp.path(), &export);
+
+    let adapter = finetune_from(tmp.path(), &base, "lora", &["--lora-r", "4"]).join("adapter");
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(adapter.join("adapter_config.json")).unwrap())
+            .unwrap();
+    let targets = config["target_modules"].as_str().unwrap();
+    assert!(targets.starts_with(".*language_model.*"), "{targets}");
+    let lora = tensors(&adapter.join("adapter_model.safetensors"));
+    assert_eq!(lora.len(), 2 * 7 * 2);
+    assert!(lora.contains_key(
+        "base_model.model.model.language_model.layers.1.mlp.down_proj.lora_B.weight"
+    ));
+    let projector = tensors(&adapter.join("non_lora_trainables.safetensors"));
+    assert!(projector.contains_key("base_model.model.model.multi_modal_projector.linear_2.bias"));
+    let merged = tmp.path().join("merged");
+    let r = mt_in(
+        tmp.path(),
+        &[
+            "convert",
+            "merge-lora",
+            "--model",
+            base.to_str().unwrap(),
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "-o",
+            merged.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["merged_layers"], 14);
+    assert_eq!(names(&checkpoint_tensors(&merged)), names(&before));
+}
+
+/// Fine-tuned llava-hf checkpoints of three language families as transformers and peft
+/// see them: each full fine-tune loads into `LlavaForConditionalGeneration` with no
+/// missing or unexpected tensor and gives mt's logits and greedy tokens (the earlier
+/// transformers' names on tiny-llava-hf, the current ones on the random Mistral with a
+/// sliding window shorter than the training sequences); a LoRA adapter of the Qwen2 one
+/// (q, k, v biases) loads into peft on its base, touching no vision layer, and merges as
+/// `mt convert merge-lora` does.
+#[test]
+fn fine_tuned_llava_hf_families_load_in_transformers_and_peft() {
+    let Some(py) = crate::model::family_python() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let llama = testdata("models/tiny-llava-hf");
+    let (_mistral_dir, mistral) = crate::model::random_family(&py, "mistral", 8);
+    let (_qwen_dir, qwen) = crate::model::random_family(&py, "qwen2", 0);
+    let template = ["--conv-mode", "llama3"];
+    for (name, base) in [("llama", &llama), ("mistral", &mistral)] {
+        let export = finetune_from(tmp.path(), base, name, &template).join("model");
+        // The logits test reads its inputs' description from these.
+        for file in ["meta.json", "reference.safetensors"] {
+            std::fs::copy(base.join(file), export.join(file)).unwrap();
+        }
+        crate::model::matches_transformers(&py, &export, name);
+    }
+
+    let mut lora = template.to_vec();
+    lora.extend(["--lora-r", "4"]);
+    let adapter = finetune_from(tmp.path(), &qwen, "qwen-lora", &lora).join("adapter");
+    let merged = tmp.path().join("qwen-merged");
+    let r = mt_in(
+        tmp.path(),
+        &[
+            "convert",
+            "merge-lora",
+            "--model",
+            qwen.to_str().unwrap(),
+            "--adapter",
+            adapter.to_str().unwrap(),
+            "-o",
+            merged.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let report = crate::model::llava_hf_logits(
+        &py,
+        &[
+            "peft".as_ref(),
+            qwen.as_os_str(),
+            adapter.as_os_str(),
+            merged.as_os_str(),
+        ],
+    );
+    let report: Value = serde_json::from_str(report.trim()).unwrap();
+    assert_eq!(report["adapted"], 14, "{report}");
+    assert_eq!(report["vision_adapted"], 0, "{report}");
+    assert_eq!(report["unloaded"], serde_json::json!([]), "{report}");
+    assert_eq!(report["loaded_vs_stored"], 0.0, "{report}");
+    let diff = report["merged_max_diff"].as_f64().unwrap();
+    assert!(diff < 1e-6, "peft's merge differs from mt's by {diff}");
 }

@@ -187,7 +187,14 @@ pub(crate) fn prepare(
     Ok(Some(Prepared {
         embeds: Tensor::stack(&padded, 0)?,
         positions: Tensor::from_vec(positions, (rows.len(), total), &device)?,
-        mask: causal_padding_mask(&valid, 0, total, None, dtype, &device)?,
+        mask: causal_padding_mask(
+            &valid,
+            0,
+            total,
+            model.cfg.text.sliding_window,
+            dtype,
+            &device,
+        )?,
         tokens: picks.len(),
         picks: Tensor::new(picks.as_slice(), &device)?,
         targets: Tensor::new(targets.as_slice(), &device)?.unsqueeze(1)?,

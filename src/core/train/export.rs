@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::params::LoraSpec;
 use super::torch_save::write_torch_bin;
-use crate::core::model::load::weights::{original_name, weight_files};
+use crate::core::model::load::weights::{Naming, StoredNames, weight_files};
 
 /// Largest shard `save_pretrained` writes by default (5 GB).
 pub(crate) const MAX_SHARD_BYTES: usize = 5_000_000_000;
@@ -30,6 +30,9 @@ const SIDE_FILES: &[&str] = &[
     "special_tokens_map.json",
     "generation_config.json",
     "preprocessor_config.json",
+    "processor_config.json",
+    "chat_template.json",
+    "chat_template.jinja",
 ];
 
 /// Writes `tensors` to one safetensors file with `{"format": "pt"}` metadata.
@@ -127,14 +130,10 @@ impl Staged {
     }
 }
 
-/// Writes model weights (`(canonical name, tensor)`) under their original-layout
-/// names into `dir`: `model.safetensors`, or shards of at most `max_shard` bytes as
-/// `model-0000I-of-0000N.safetensors` with `model.safetensors.index.json`.
-pub fn write_weights(dir: &Path, tensors: &[(String, Tensor)], max_shard: usize) -> Result<()> {
-    let named: Vec<(String, Tensor)> = tensors
-        .iter()
-        .map(|(n, t)| (original_name(n), t.clone()))
-        .collect();
+/// Writes model weights (`(stored name, tensor)`) into `dir`: `model.safetensors`, or
+/// shards of at most `max_shard` bytes as `model-0000I-of-0000N.safetensors` with
+/// `model.safetensors.index.json`.
+pub fn write_weights(dir: &Path, named: Vec<(String, Tensor)>, max_shard: usize) -> Result<()> {
     let bytes = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
     let mut shards: Vec<Vec<(String, Tensor)>> = vec![Vec::new()];
     let mut size = 0;
@@ -168,9 +167,13 @@ pub fn write_weights(dir: &Path, tensors: &[(String, Tensor)], max_shard: usize)
     Ok(())
 }
 
-/// The vision-tower tensors a source checkpoint stores itself
-/// (`model.vision_tower.*`), under canonical names, unchanged (the tower is frozen).
-pub(crate) fn stored_vision_tensors(source: &Path) -> Result<Vec<(String, Tensor)>> {
+/// The vision-tower tensors a source checkpoint stores itself (the original layout's
+/// `model.vision_tower.*`, llava-hf's `vision_tower.*`), under their stored names,
+/// unchanged (the tower is frozen).
+pub(crate) fn stored_vision_tensors(
+    source: &Path,
+    names: StoredNames,
+) -> Result<Vec<(String, Tensor)>> {
     let mut out = Vec::new();
     for file in weight_files(source)? {
         if file.extension().is_none_or(|e| e != "safetensors") {
@@ -180,9 +183,11 @@ pub(crate) fn stored_vision_tensors(source: &Path) -> Result<Vec<(String, Tensor
         let st = unsafe { MmapedSafetensors::new(&file) }
             .with_context(|| format!("cannot read {}", file.display()))?;
         for (name, _) in st.tensors() {
-            if let Some(rest) = name.strip_prefix("model.vision_tower.vision_tower.vision_model.") {
+            if let Naming::Canonical(canonical) = names.name_map().canonical(&name)
+                && canonical.starts_with("vision.")
+            {
                 let t = st.load(&name, &candle_core::Device::Cpu)?;
-                out.push((format!("vision.{rest}"), t));
+                out.push((name, t));
             }
         }
     }
@@ -243,9 +248,28 @@ pub(crate) const LORA_TARGETS: [&str; 7] = [
 ];
 
 /// PEFT's stored name of a canonical LoRA tensor:
-/// `llm.layers.0.self_attn.q_proj.lora_A.weight` -> `base_model.model.model.layers.0...`.
-pub(crate) fn peft_name(canonical: &str) -> String {
-    format!("base_model.model.{}", original_name(canonical))
+/// `llm.layers.0.self_attn.q_proj.lora_A.weight` -> `base_model.model.model.layers.0...`,
+/// or on a llava-hf base `base_model.model.model.language_model.layers.0...`: PEFT names
+/// the module paths the model has at run time, which are transformers' current ones
+/// whatever names the base's files use.
+pub(crate) fn peft_name(canonical: &str, names: StoredNames) -> String {
+    let runtime = match names {
+        StoredNames::Original => StoredNames::Original,
+        StoredNames::Hf | StoredNames::HfLegacy => StoredNames::Hf,
+    };
+    format!("base_model.model.{}", runtime.stored(canonical))
+}
+
+/// `target_modules` of an adapter: the seven projection names for an original-layout
+/// base (whose vision tower PEFT never sees, as LLaVA loads it later), a pattern that
+/// keeps to the language model for a llava-hf base (its CLIP tower has `q_proj` too).
+fn target_modules(names: StoredNames) -> Value {
+    match names {
+        StoredNames::Original => json!(LORA_TARGETS),
+        StoredNames::Hf | StoredNames::HfLegacy => {
+            json!(format!(r".*language_model.*\.({})", LORA_TARGETS.join("|")))
+        }
+    }
 }
 
 /// Writes a PEFT adapter: `adapter_config.json`, `adapter_model.safetensors` (the
@@ -256,13 +280,16 @@ pub(crate) fn write_adapter(
     base_model: &Path,
     spec: LoraSpec,
     tensors: &[(String, Tensor)],
+    names: StoredNames,
 ) -> Result<()> {
     let (lora, other): (Vec<_>, Vec<_>) = tensors
         .iter()
         .cloned()
         .partition(|(n, _)| n.contains(".lora_"));
     let rename = |v: Vec<(String, Tensor)>| -> Vec<(String, Tensor)> {
-        v.into_iter().map(|(n, t)| (peft_name(&n), t)).collect()
+        v.into_iter()
+            .map(|(n, t)| (peft_name(&n, names), t))
+            .collect()
     };
     write_safetensors(&dir.join("adapter_model.safetensors"), &rename(lora))?;
     if !other.is_empty() {
@@ -277,7 +304,7 @@ pub(crate) fn write_adapter(
         "r": spec.r,
         "lora_alpha": spec.alpha,
         "lora_dropout": spec.dropout,
-        "target_modules": LORA_TARGETS,
+        "target_modules": target_modules(names),
         "bias": "none",
         "fan_in_fan_out": false,
         "inference_mode": true,

@@ -17,7 +17,7 @@ use super::export::{
 };
 use super::params::overwrite_tensors;
 use crate::core::model::load::checkpoint::Checkpoint;
-use crate::core::model::load::weights::{NameMap, Naming};
+use crate::core::model::load::weights::{NameMap, Naming, StoredNames};
 
 /// What a merge did.
 #[derive(Debug, Serialize)]
@@ -72,6 +72,7 @@ pub(crate) fn merge_lora(
 
     let dev = Device::Cpu;
     let ckpt = Checkpoint::open(base, vision_tower, &dev, DType::F32)?;
+    let names = StoredNames::of(base)?;
     let mut model = ckpt.load()?;
     let Some(weights) =
         first_existing(adapter, &["adapter_model.safetensors", "adapter_model.bin"])
@@ -81,7 +82,7 @@ pub(crate) fn merge_lora(
             adapter.display()
         );
     };
-    let lora = by_canonical(&read_tensors(&weights)?, adapter)?;
+    let lora = by_canonical(&read_tensors(&weights)?, adapter, names.name_map())?;
     let mut used = 0;
     let mut merged_layers = 0;
     for (name, linear) in model.llm.linears_mut() {
@@ -131,7 +132,7 @@ pub(crate) fn merge_lora(
     let replaced_tensors = match &extra {
         Some(file) => overwrite_tensors(
             &mut model,
-            by_canonical(&read_tensors(file)?, adapter)?,
+            by_canonical(&read_tensors(file)?, adapter, names.name_map())?,
             file,
         )?,
         None => 0,
@@ -141,11 +142,11 @@ pub(crate) fn merge_lora(
     let mut tensors: Vec<(String, Tensor)> = model
         .tensors_mut()
         .into_iter()
-        .map(|(n, t)| Ok((n, t.to_dtype(dtype)?)))
+        .map(|(n, t)| Ok((names.stored(&n), t.to_dtype(dtype)?)))
         .collect::<Result<_>>()?;
-    tensors.extend(stored_vision_tensors(base)?);
+    tensors.extend(stored_vision_tensors(base, names)?);
     let staged = Staged::begin(out)?;
-    write_weights(&staged.tmp, &tensors, MAX_SHARD_BYTES)?;
+    write_weights(&staged.tmp, tensors, MAX_SHARD_BYTES)?;
     let side = if adapter.join("config.json").is_file() {
         adapter
     } else {
@@ -166,16 +167,17 @@ pub(crate) fn merge_lora(
     })
 }
 
-/// PEFT-named tensors (`base_model.model.<original name>`) by canonical name.
+/// PEFT-named tensors (`base_model.model.<stored name>`) by canonical name.
 fn by_canonical(
     tensors: &HashMap<String, Tensor>,
     adapter: &Path,
+    map: NameMap,
 ) -> Result<HashMap<String, Tensor>> {
     tensors
         .iter()
         .map(|(stored, t)| {
             let original = stored.strip_prefix("base_model.model.").unwrap_or(stored);
-            match NameMap::Original.canonical(original) {
+            match map.canonical(original) {
                 Naming::Canonical(name) => Ok((name, t.clone())),
                 _ => bail!("{}: unexpected tensor `{stored}`", adapter.display()),
             }

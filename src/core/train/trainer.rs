@@ -39,7 +39,8 @@ use crate::core::model::arch::llava::Llava;
 use crate::core::model::engine::preprocess::ImageProcessor;
 use crate::core::model::engine::prompt::TextCodec;
 use crate::core::model::load::checkpoint::Checkpoint;
-use crate::core::model::load::config::{AspectMode, Layout, TextFamily};
+use crate::core::model::load::config::{AspectMode, TextFamily};
+use crate::core::model::load::weights::{StoredNames, original_name};
 use crate::core::progress;
 use crate::core::vqa::Bench;
 
@@ -180,18 +181,11 @@ pub(crate) fn train(
         &control.device,
         control.dtype,
     )?;
-    if ckpt.config.layout != Layout::Original {
+    if ckpt.config.text.family == TextFamily::Phi3 {
         bail!(
-            "{}: training starts from an original-layout LLaVA checkpoint (LlavaLlamaForCausalLM); \
-             this one is in the llava-hf layout",
+            "{}: Phi-3's fused qkv_proj / gate_up_proj layers do not train yet (Llama, \
+             Mistral and Qwen2 language models do)",
             paths.model.display()
-        );
-    }
-    if ckpt.config.text.family != TextFamily::Llama {
-        bail!(
-            "{}: training runs Llama language models; this checkpoint's is {:?}",
-            paths.model.display(),
-            ckpt.config.text.family
         );
     }
     ckpt.config.aspect = match plan.image_aspect_ratio.as_str() {
@@ -653,6 +647,7 @@ fn write_export(
     dir: &Path,
     step: u64,
 ) -> Result<()> {
+    let names = StoredNames::of(&paths.model)?;
     let mut updates = serde_json::Map::new();
     updates.insert(
         "tokenizer_model_max_length".into(),
@@ -674,31 +669,30 @@ fn write_export(
                 .filter(|(n, _)| n.contains(".lora_") || n.starts_with("projector."))
                 .map(|(n, t)| (n, t.detach()))
                 .collect();
-            write_adapter(dir, &paths.model, spec, &trained)?;
+            write_adapter(dir, &paths.model, spec, &trained, names)?;
             write_side_files(&paths.model, dir, &updates)?;
         }
         Tune::Projector | Tune::Full => {
-            let mut tensors: Vec<(String, Tensor)> = model
+            let trained: Vec<(String, Tensor)> = model
                 .tensors_mut()
                 .into_iter()
                 .map(|(n, t)| (n, t.detach()))
                 .collect();
             if plan.tune == Tune::Projector {
-                let projector: Vec<(String, Tensor)> = tensors
+                let projector: Vec<(String, Tensor)> = trained
                     .iter()
                     .filter(|(n, _)| n.starts_with("projector."))
-                    .map(|(n, t)| {
-                        (
-                            crate::core::model::load::weights::original_name(n),
-                            t.clone(),
-                        )
-                    })
+                    .map(|(n, t)| (original_name(n), t.clone()))
                     .collect();
                 write_safetensors(&dir.join("mm_projector.safetensors"), &projector)?;
                 write_torch_bin(&dir.join("mm_projector.bin"), &projector)?;
             }
-            tensors.extend(stored_vision_tensors(&paths.model)?);
-            write_weights(dir, &tensors, MAX_SHARD_BYTES)?;
+            let mut tensors: Vec<(String, Tensor)> = trained
+                .into_iter()
+                .map(|(n, t)| (names.stored(&n), t))
+                .collect();
+            tensors.extend(stored_vision_tensors(&paths.model, names)?);
+            write_weights(dir, tensors, MAX_SHARD_BYTES)?;
             write_side_files(&paths.model, dir, &updates)?;
         }
     }

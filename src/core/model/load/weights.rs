@@ -101,19 +101,103 @@ impl NameMap {
 }
 
 /// The original LLaVA layout's stored name of a canonical name (the inverse of
-/// [`NameMap::Original`]): what checkpoints written by `mt train` use.
+/// [`NameMap::Original`]).
 pub fn original_name(canonical: &str) -> String {
-    for (from, to) in [
-        ("llm.lm_head.", "lm_head."),
-        ("llm.", "model."),
-        ("projector.", "model.mm_projector."),
-        ("vision.", "model.vision_tower.vision_tower.vision_model."),
-    ] {
-        if let Some(rest) = canonical.strip_prefix(from) {
-            return format!("{to}{rest}");
+    StoredNames::Original.stored(canonical)
+}
+
+/// How a checkpoint names its tensors on disk: an export keeps its source's names, so a
+/// fine-tuned llava-hf model loads where its base did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredNames {
+    /// `LlavaLlamaForCausalLM`: `model.*`, `lm_head.*`, `model.mm_projector.*`,
+    /// `model.vision_tower.vision_tower.vision_model.*`.
+    Original,
+    /// `LlavaForConditionalGeneration` as transformers >= 4.52 saves it:
+    /// `model.language_model.*`, `lm_head.*`, `model.multi_modal_projector.linear_{1,2}.*`,
+    /// `model.vision_tower.vision_model.*`.
+    Hf,
+    /// `LlavaForConditionalGeneration` as earlier transformers saved it (the llava-hf
+    /// repositories): `language_model.model.*`, `language_model.lm_head.*`,
+    /// `multi_modal_projector.*`, `vision_tower.vision_model.*`.
+    HfLegacy,
+}
+
+impl StoredNames {
+    /// The convention of the checkpoint in `dir`: its config's architecture, and for
+    /// llava-hf the prefix its safetensors files use.
+    pub(crate) fn of(dir: &Path) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let config: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&config_path)
+                .with_context(|| format!("cannot read {}", config_path.display()))?,
+        )
+        .with_context(|| format!("{}: invalid JSON", config_path.display()))?;
+        let hf = config["architectures"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|v| v == "LlavaForConditionalGeneration"));
+        if !hf {
+            return Ok(Self::Original);
+        }
+        for file in weight_files(dir)? {
+            if file.extension().is_none_or(|e| e != "safetensors") {
+                continue;
+            }
+            // SAFETY: read-only map of a checkpoint nobody is expected to truncate meanwhile.
+            let st = unsafe { MmapedSafetensors::new(&file) }
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            if st
+                .tensors()
+                .iter()
+                .any(|(name, _)| name.starts_with("language_model."))
+            {
+                return Ok(Self::HfLegacy);
+            }
+        }
+        Ok(Self::Hf)
+    }
+
+    /// How stored names map to canonical ones.
+    pub(crate) fn name_map(self) -> NameMap {
+        match self {
+            Self::Original => NameMap::Original,
+            Self::Hf | Self::HfLegacy => NameMap::Hf,
         }
     }
-    canonical.to_string()
+
+    /// The stored name of a canonical name.
+    pub fn stored(self, canonical: &str) -> String {
+        let rules: &[(&str, &str)] = match self {
+            Self::Original => &[
+                ("llm.lm_head.", "lm_head."),
+                ("llm.", "model."),
+                ("projector.", "model.mm_projector."),
+                ("vision.", "model.vision_tower.vision_tower.vision_model."),
+            ],
+            Self::Hf => &[
+                ("llm.lm_head.", "lm_head."),
+                ("llm.", "model.language_model."),
+                ("projector.0.", "model.multi_modal_projector.linear_1."),
+                ("projector.2.", "model.multi_modal_projector.linear_2."),
+                ("vision.", "model.vision_tower.vision_model."),
+            ],
+            Self::HfLegacy => &[
+                ("llm.lm_head.", "language_model.lm_head."),
+                ("llm.", "language_model.model."),
+                ("projector.0.", "multi_modal_projector.linear_1."),
+                ("projector.2.", "multi_modal_projector.linear_2."),
+                ("vision.", "vision_tower.vision_model."),
+            ],
+        };
+        rules
+            .iter()
+            .find_map(|(from, to)| {
+                canonical
+                    .strip_prefix(from)
+                    .map(|rest| format!("{to}{rest}"))
+            })
+            .unwrap_or_else(|| canonical.to_string())
+    }
 }
 
 enum TensorFile {
@@ -477,10 +561,27 @@ mod tests {
         for (map, stored, canonical) in cases {
             let want = canonical.map_or(Naming::Ignore, |c| Naming::Canonical(c.to_string()));
             assert_eq!(map.canonical(stored), want, "{stored}");
-            if let (NameMap::Original, Some(c)) = (map, canonical) {
-                assert_eq!(original_name(c), stored, "the original name of {c}");
+            // Every stored convention writes back the names it reads.
+            let convention = match stored {
+                _ if map == NameMap::Original => Some(StoredNames::Original),
+                s if s.starts_with("model.") || s.starts_with("lm_head") => Some(StoredNames::Hf),
+                s if s.starts_with("vision_tower.pre") => None,
+                _ if map == NameMap::Hf => Some(StoredNames::HfLegacy),
+                _ => None,
+            };
+            if let (Some(convention), Some(c)) = (convention, canonical) {
+                assert_eq!(
+                    convention.stored(c),
+                    stored,
+                    "the {convention:?} name of {c}"
+                );
+                assert_eq!(convention.name_map(), map);
             }
         }
+        assert_eq!(
+            StoredNames::Hf.stored("llm.lm_head.weight"),
+            "lm_head.weight"
+        );
         assert_eq!(NameMap::Hf.canonical("something.else"), Naming::Unknown);
     }
 
