@@ -13,6 +13,12 @@ checkpoints.
         prints JSON: the adapted modules, the adapter tensors peft left unloaded, and the
         largest difference from the checkpoint `mt convert merge-lora` wrote (projector
         excluded: mt takes it from the adapter's non_lora_trainables, peft does not).
+    python llava_hf_logits.py vicuna SOURCE_DIR TOKENIZER_DIR OUT_DIR
+        A random llava-hf checkpoint shaped as SOURCE_DIR's, with TOKENIZER_DIR's Llama-2
+        style tokenizer (BOS added by the tokenizer) and `<image>` added: LLaVA-1.5's setup.
+    python llava_hf_logits.py generate CHECKPOINT_DIR IMAGE PROMPT N
+        transformers' greedy generation (N new tokens at most) for PROMPT through
+        LlavaProcessor, as JSON: the input ids, the new ids and their text.
     python llava_hf_logits.py family TYPE SOURCE_DIR OUT_DIR SLIDING_WINDOW
         A random-weight LlavaForConditionalGeneration whose language model is of
         `model_type` TYPE (mistral, phi3, qwen2) with that sliding window (the rest of
@@ -48,21 +54,26 @@ def logits(model_dir, inputs, out):
     save_file({"logits": all_logits.contiguous(), "greedy": torch.tensor(greedy)}, out)
 
 
-def prompt(model_dir, image, question):
-    from PIL import Image
+def llava_processor(model_dir, chat_template=None):
+    """The checkpoint's LlavaProcessor (CLIP image processor, tokenizer, image-token count)."""
     from transformers import AutoTokenizer, CLIPImageProcessor, LlavaProcessor
 
-    model_dir = Path(model_dir)
-    config = json.loads((model_dir / "config.json").read_text())
-    template = json.loads((model_dir / "chat_template.json").read_text())["chat_template"]
-    processor = LlavaProcessor(
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    return LlavaProcessor(
         image_processor=CLIPImageProcessor.from_pretrained(model_dir),
         tokenizer=AutoTokenizer.from_pretrained(model_dir),
         patch_size=config["vision_config"]["patch_size"],
         vision_feature_select_strategy=config["vision_feature_select_strategy"],
         num_additional_image_tokens=1,
-        chat_template=template,
+        chat_template=chat_template,
     )
+
+
+def prompt(model_dir, image, question):
+    from PIL import Image
+
+    template = json.loads((Path(model_dir) / "chat_template.json").read_text())["chat_template"]
+    processor = llava_processor(model_dir, template)
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
     ids = processor(text=text, images=Image.open(image).convert("RGB"), return_tensors="pt")["input_ids"][0]
@@ -91,6 +102,44 @@ def family(model_type, source, out, window):
             shutil.copy(source / name, out / name)
 
 
+def vicuna(source, tokenizer_dir, out):
+    """A random LLaVA-1.5 shaped llava-hf checkpoint: SOURCE's config (Llama) with the Llama-2
+    style tokenizer of TOKENIZER_DIR (BOS added by the tokenizer) plus `<image>`."""
+    from transformers import AutoTokenizer
+    source, out = Path(source), Path(out)
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    config = json.loads((source / "config.json").read_text())
+    text = config["text_config"]
+    text.update(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    config["image_token_index"] = tok.convert_tokens_to_ids("<image>")
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(LlavaConfig(**{k: v for k, v in config.items()
+                                                          if k not in ("architectures", "transformers_version")}))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    (out / "chat_template.jinja").unlink(missing_ok=True)
+    shutil.copy(source / "preprocessor_config.json", out / "preprocessor_config.json")
+
+
+def generate(model_dir, image, prompt, new_tokens):
+    """transformers' greedy generation for PROMPT (text with `<image>`) through LlavaProcessor:
+    the input ids and the generated ids, as JSON."""
+    from PIL import Image
+    processor = llava_processor(model_dir)
+    inputs = processor(text=prompt, images=Image.open(image).convert("RGB"), return_tensors="pt")
+    model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        out = model.generate(**inputs, do_sample=False, max_new_tokens=int(new_tokens))
+    ids = inputs["input_ids"][0].tolist()
+    new = out[0, len(ids):].tolist()
+    text = processor.tokenizer.decode(new, skip_special_tokens=True)
+    print(json.dumps({"ids": ids, "new": new, "text": text}))
+
+
 def peft(base_dir, adapter_dir, merged_dir):
     from peft import PeftModel
     base = LlavaForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
@@ -114,4 +163,6 @@ def peft(base_dir, adapter_dir, merged_dir):
 
 
 if __name__ == "__main__":
-    {"logits": logits, "family": family, "prompt": prompt, "peft": peft}[sys.argv[1]](*sys.argv[2:])
+    commands = {"logits": logits, "family": family, "prompt": prompt, "peft": peft,
+                "vicuna": vicuna, "generate": generate}
+    commands[sys.argv[1]](*sys.argv[2:])

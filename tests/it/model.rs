@@ -642,3 +642,84 @@ fn a_chat_template_prompt_has_the_processors_tokens() {
         theirs["prompt"]
     );
 }
+
+/// LLaVA-1.5's setup end to end: a llava-hf Llama checkpoint with a Llama-2 style tokenizer
+/// that adds BOS itself (testdata/train/tokenizers/llama2, `▁` only at the start of a
+/// text) gets the llava_v1 template by default; `mt caption` tokenises the prompt as
+/// transformers' LlavaProcessor does (one BOS, nothing inserted after `<image>`) and
+/// writes transformers' greedy caption.
+#[test]
+fn a_llava_1_5_checkpoint_captions_as_transformers_generates() {
+    let Some(py) = family_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("llava-1.5");
+    llava_hf_logits(
+        &py,
+        &[
+            "vicuna".as_ref(),
+            models_dir().join("tiny-llava-hf").as_os_str(),
+            root().join("testdata/train/tokenizers/llama2").as_os_str(),
+            model_dir.as_os_str(),
+        ],
+    );
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("testdata/templates/prompts.json")).unwrap(),
+    )
+    .unwrap();
+    let case = golden["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["conversation"] == "question"
+                && c["template"] == "llava_v1"
+                && c["sources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s == "medtrinity")
+        })
+        .expect("llava_v1's rendering of the question");
+    let prompt = case["prompt"].as_str().unwrap();
+    let image = root().join("testdata/images/phantom.png");
+    let theirs: serde_json::Value = serde_json::from_str(
+        llava_hf_logits(
+            &py,
+            &[
+                "generate".as_ref(),
+                model_dir.as_os_str(),
+                image.as_os_str(),
+                prompt.as_ref(),
+                "8".as_ref(),
+            ],
+        )
+        .trim(),
+    )
+    .unwrap();
+    let ids = theirs["ids"].as_array().unwrap();
+    assert_eq!(
+        (ids[0].as_u64(), ids[1].as_u64() == Some(1)),
+        (Some(1), false)
+    );
+    let r = crate::common::mt(&[
+        "caption",
+        image.to_str().unwrap(),
+        "--model",
+        model_dir.to_str().unwrap(),
+        "--prompt",
+        "What modality is this image?",
+        "--max-new-tokens",
+        "8",
+        "--no-run-dir",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let ours: serde_json::Value = serde_json::from_str(r.stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(ours["prompt_tokens"].as_u64().unwrap() as usize, ids.len());
+    assert_eq!(
+        ours["caption"], theirs["text"],
+        "transformers' ids {}",
+        theirs["new"]
+    );
+}

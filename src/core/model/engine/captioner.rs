@@ -89,12 +89,7 @@ impl Captioner {
                 _ => {}
             }
         }
-        let tokens = match format.writes_bos() {
-            true => PromptTokens::Plain,
-            false => PromptTokens::Llava {
-                bos: codec.named_token(&ckpt.dir, "bos_token"),
-            },
-        };
+        let tokens = PromptTokens::for_checkpoint(&ckpt, &codec, format.writes_bos());
         let model_name = ckpt.name();
         let model = ckpt.load()?;
         let pieces = codec.encode_prompt_with(&format.question_prompt(question)?, tokens)?;

@@ -100,6 +100,29 @@ pub(crate) enum PromptTokens {
     /// kept once and the first token of every chunk dropped. With a BOS-adding tokenizer
     /// (Meta-Llama-3's) and the template's own BOS, the prompt starts with two.
     Llava { bos: Option<u32> },
+    /// transformers' `LlavaProcessor`: the whole text at once, `<image>` being the
+    /// tokenizer's own token `image` (so the text after it is not tokenised as a new
+    /// start), the tokenizer's special tokens added when `specials`.
+    Whole { specials: bool, image: u32 },
+}
+
+impl PromptTokens {
+    /// How a checkpoint's prompts are tokenised: as its processor does for a llava-hf
+    /// checkpoint whose tokenizer has the image token, else as LLaVA's
+    /// `tokenizer_image_token`; without the tokenizer's BOS when the template writes
+    /// its own.
+    pub(crate) fn for_checkpoint(ckpt: &Checkpoint, codec: &TextCodec, writes_bos: bool) -> Self {
+        match ckpt.config.image_token_index {
+            Some(image) if codec.token_id(IMAGE_PLACEHOLDER) == Some(image) => Self::Whole {
+                specials: !writes_bos,
+                image,
+            },
+            _ if writes_bos => Self::Plain,
+            _ => Self::Llava {
+                bos: codec.named_token(&ckpt.dir, "bos_token"),
+            },
+        }
+    }
 }
 
 impl TextCodec {
@@ -197,16 +220,30 @@ impl TextCodec {
 
     /// A prompt split at its `<image>` placeholders, tokenised as `how` says.
     pub(crate) fn encode_prompt_with(&self, text: &str, how: PromptTokens) -> Result<Vec<Piece>> {
+        if let PromptTokens::Whole { specials, image } = how {
+            let ids = match specials {
+                true => self.encode_with_specials(text)?,
+                false => self.encode(text)?,
+            };
+            let mut pieces = Vec::new();
+            for (i, chunk) in ids.split(|&t| t == image).enumerate() {
+                if i > 0 {
+                    pieces.push(Piece::Image);
+                }
+                pieces.push(Piece::Text(chunk.to_vec()));
+            }
+            return Ok(pieces);
+        }
         let chunks = text
             .split(IMAGE_PLACEHOLDER)
             .map(|c| match how {
                 PromptTokens::Plain => self.encode(c),
-                PromptTokens::Llava { .. } => self.encode_with_specials(c),
+                _ => self.encode_with_specials(c),
             })
             .collect::<Result<Vec<_>>>()?;
         let bos = match how {
             PromptTokens::Llava { bos } => bos,
-            PromptTokens::Plain => None,
+            _ => None,
         };
         let first = chunks[0].first().copied();
         let offset = usize::from(bos.is_some() && first == bos);
