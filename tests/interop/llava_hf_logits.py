@@ -19,6 +19,9 @@ checkpoints.
     python llava_hf_logits.py generate CHECKPOINT_DIR IMAGE PROMPT N
         transformers' greedy generation (N new tokens at most) for PROMPT through
         LlavaProcessor, as JSON: the input ids, the new ids and their text.
+    python llava_hf_logits.py loss CHECKPOINT_DIR INPUTS.safetensors
+        transformers' training loss on one sample (ids with -200 for the image, labels,
+        pixel values), as JSON.
     python llava_hf_logits.py family TYPE SOURCE_DIR OUT_DIR SLIDING_WINDOW
         A random-weight LlavaForConditionalGeneration whose language model is of
         `model_type` TYPE (mistral, phi3, qwen2) with that sliding window (the rest of
@@ -140,6 +143,23 @@ def generate(model_dir, image, prompt, new_tokens):
     print(json.dumps({"ids": ids, "new": new, "text": text}))
 
 
+def loss(model_dir, inputs):
+    """transformers' training loss on one sample: INPUTS holds `input_ids` (-200 where the
+    image goes), `labels` (-100 = ignored) and `pixel_values`; the image becomes the
+    config's image-token run, labelled -100, as LlavaForConditionalGeneration expects."""
+    model = LlavaForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    t = load_file(inputs)
+    n = model.config.image_seq_length
+    ids, labels = [], []
+    for i, l in zip(t["input_ids"].tolist(), t["labels"].tolist()):
+        ids += [model.config.image_token_index] * n if i == -200 else [i]
+        labels += [-100] * n if i == -200 else [l]
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([ids]), pixel_values=t["pixel_values"],
+                    labels=torch.tensor([labels]))
+    print(json.dumps({"loss": float(out.loss), "tokens": len(ids)}))
+
+
 def peft(base_dir, adapter_dir, merged_dir):
     from peft import PeftModel
     base = LlavaForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
@@ -164,5 +184,5 @@ def peft(base_dir, adapter_dir, merged_dir):
 
 if __name__ == "__main__":
     commands = {"logits": logits, "family": family, "prompt": prompt, "peft": peft,
-                "vicuna": vicuna, "generate": generate}
+                "vicuna": vicuna, "generate": generate, "loss": loss}
     commands[sys.argv[1]](*sys.argv[2:])

@@ -7,8 +7,14 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
+use medtrinity::core::model::engine::preprocess::ImageProcessor;
+use medtrinity::core::model::engine::prompt::TextCodec;
+use medtrinity::core::model::load::checkpoint::Checkpoint;
 use medtrinity::core::model::load::weights::weight_files;
+use medtrinity::core::train::batch::Collator;
+use medtrinity::core::train::conversation::{ConversationEncoder, SpecialTokens, TrainTemplate};
+use medtrinity::core::train::data::load_records;
 use medtrinity::core::train::export::{read_safetensors, read_tensors};
 use serde_json::Value;
 
@@ -781,8 +787,10 @@ fn a_llava_hf_checkpoint_fine_tunes_and_exports_in_its_own_layout() {
     assert_eq!(names(&checkpoint_tensors(&merged)), names(&before));
 }
 
-/// Fine-tuned llava-hf checkpoints of three language families as transformers and peft
-/// see them: each full fine-tune loads into `LlavaForConditionalGeneration` with no
+/// Training llava-hf checkpoints of three language families against transformers and
+/// peft: the first step's loss is transformers' on the same sample (Mistral with a
+/// sliding window of 8 tokens, far shorter than the sample; Qwen2 with its q, k, v
+/// biases); each full fine-tune loads into `LlavaForConditionalGeneration` with no
 /// missing or unexpected tensor and gives mt's logits and greedy tokens (the earlier
 /// transformers' names on tiny-llava-hf, the current ones on the random Mistral with a
 /// sliding window shorter than the training sequences); a LoRA adapter of the Qwen2 one
@@ -798,6 +806,9 @@ fn fine_tuned_llava_hf_families_load_in_transformers_and_peft() {
     let (_mistral_dir, mistral) = crate::model::random_family(&py, "mistral", 8);
     let (_qwen_dir, qwen) = crate::model::random_family(&py, "qwen2", 0);
     let template = ["--conv-mode", "llama3"];
+    for base in [&mistral, &qwen] {
+        first_loss_matches_transformers(&py, tmp.path(), base);
+    }
     for (name, base) in [("llama", &llama), ("mistral", &mistral)] {
         let export = finetune_from(tmp.path(), base, name, &template).join("model");
         // The logits test reads its inputs' description from these.
@@ -841,4 +852,83 @@ fn fine_tuned_llava_hf_families_load_in_transformers_and_peft() {
     assert_eq!(report["loaded_vs_stored"], 0.0, "{report}");
     let diff = report["merged_max_diff"].as_f64().unwrap();
     assert!(diff < 1e-6, "peft's merge differs from mt's by {diff}");
+}
+
+/// The loss of `mt finetune`'s first step on one sample (llama3 template) equals
+/// transformers' `LlavaForConditionalGeneration` loss on the sample as mt's collator
+/// built it (ids, labels, pixels).
+fn first_loss_matches_transformers(py: &Path, dir: &Path, base: &Path) {
+    let work = tempfile::tempdir_in(dir).unwrap();
+    let data = common::llava_png_records(work.path(), 1);
+    let run = work.path().join("run");
+    let (model, images) = (base.to_str().unwrap(), images());
+    let r = mt_in(
+        work.path(),
+        &[
+            "finetune",
+            "--model",
+            model,
+            "--data",
+            data.to_str().unwrap(),
+            "--image-folder",
+            &images,
+            "--cpu",
+            "--run-dir",
+            run.to_str().unwrap(),
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "1",
+            "--conv-mode",
+            "llama3",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let ours = metrics(&run)[0]["loss"].as_f64().unwrap();
+
+    let ckpt = Checkpoint::open(base, None, &Device::Cpu, DType::F32).unwrap();
+    let codec = TextCodec::for_checkpoint(&ckpt).unwrap();
+    let collator = Collator {
+        encoder: ConversationEncoder {
+            codec: &codec,
+            specials: SpecialTokens::load(base, &codec).unwrap(),
+            max_len: 2048,
+            template: TrainTemplate::new("llama3").unwrap(),
+        },
+        processor: &ImageProcessor::for_checkpoint(&ckpt).unwrap(),
+        device: &Device::Cpu,
+    };
+    let record = &load_records(&data, Some(Path::new(&images))).unwrap()[0];
+    let example = collator.example(record).unwrap();
+    let inputs = work.path().join("inputs.safetensors");
+    let n = example.input_ids.len();
+    candle_core::safetensors::save(
+        &HashMap::from([
+            (
+                "input_ids".to_string(),
+                Tensor::from_vec(example.input_ids, n, &Device::Cpu).unwrap(),
+            ),
+            (
+                "labels".to_string(),
+                Tensor::from_vec(example.labels, n, &Device::Cpu).unwrap(),
+            ),
+            (
+                "pixel_values".to_string(),
+                example.pixels.unwrap().unsqueeze(0).unwrap(),
+            ),
+        ]),
+        &inputs,
+    )
+    .unwrap();
+    let theirs: Value = serde_json::from_str(
+        crate::model::llava_hf_logits(py, &["loss".as_ref(), base.as_os_str(), inputs.as_os_str()])
+            .trim(),
+    )
+    .unwrap();
+    let theirs = theirs["loss"].as_f64().unwrap();
+    assert!(
+        (ours - theirs).abs() < 1e-5 * theirs,
+        "{}: mt's first loss {ours}, transformers' {theirs}",
+        base.display()
+    );
 }
