@@ -787,10 +787,10 @@ fn a_llava_hf_checkpoint_fine_tunes_and_exports_in_its_own_layout() {
     assert_eq!(names(&checkpoint_tensors(&merged)), names(&before));
 }
 
-/// Training llava-hf checkpoints of three language families against transformers and
+/// Training llava-hf checkpoints of four language families against transformers and
 /// peft: the first step's loss is transformers' on the same sample (Mistral with a
 /// sliding window of 8 tokens, far shorter than the sample; Qwen2 with its q, k, v
-/// biases); each full fine-tune loads into `LlavaForConditionalGeneration` with no
+/// biases; Phi-3 with its fused projections, stored fused again); each full fine-tune loads into `LlavaForConditionalGeneration` with no
 /// missing or unexpected tensor and gives mt's logits and greedy tokens (the earlier
 /// transformers' names on tiny-llava-hf, the current ones on the random Mistral with a
 /// sliding window shorter than the training sequences); a LoRA adapter of the Qwen2 one
@@ -805,11 +805,12 @@ fn fine_tuned_llava_hf_families_load_in_transformers_and_peft() {
     let llama = testdata("models/tiny-llava-hf");
     let (_mistral_dir, mistral) = crate::model::random_family(&py, "mistral", 8);
     let (_qwen_dir, qwen) = crate::model::random_family(&py, "qwen2", 0);
+    let (_phi3_dir, phi3) = crate::model::random_family(&py, "phi3", 40);
     let template = ["--conv-mode", "llama3"];
-    for base in [&mistral, &qwen] {
+    for base in [&mistral, &qwen, &phi3] {
         first_loss_matches_transformers(&py, tmp.path(), base);
     }
-    for (name, base) in [("llama", &llama), ("mistral", &mistral)] {
+    for (name, base) in [("llama", &llama), ("mistral", &mistral), ("phi3", &phi3)] {
         let export = finetune_from(tmp.path(), base, name, &template).join("model");
         // The logits test reads its inputs' description from these.
         for file in ["meta.json", "reference.safetensors"] {
@@ -820,6 +821,26 @@ fn fine_tuned_llava_hf_families_load_in_transformers_and_peft() {
 
     let mut lora = template.to_vec();
     lora.extend(["--lora-r", "4"]);
+    let data = data(tmp.path(), 1);
+    let r = mt_in(
+        tmp.path(),
+        &[
+            "finetune",
+            "--model",
+            phi3.to_str().unwrap(),
+            "--data",
+            &data,
+            "--image-folder",
+            &images(),
+            "--cpu",
+            "--conv-mode",
+            "llama3",
+            "--lora-r",
+            "4",
+        ],
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("LoRA on Phi-3's fused"), "{}", r.stderr);
     let adapter = finetune_from(tmp.path(), &qwen, "qwen-lora", &lora).join("adapter");
     let merged = tmp.path().join("qwen-merged");
     let r = mt_in(

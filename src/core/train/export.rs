@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use super::params::LoraSpec;
 use super::torch_save::write_torch_bin;
+use crate::core::model::arch::llama::FUSED;
 use crate::core::model::load::weights::{Naming, StoredNames, weight_files};
 
 /// Largest shard `save_pretrained` writes by default (5 GB).
@@ -165,6 +166,50 @@ pub fn write_weights(dir: &Path, named: Vec<(String, Tensor)>, max_shard: usize)
         serde_json::to_vec_pretty(&index)?,
     )?;
     Ok(())
+}
+
+/// Phi-3's checkpoints store q, k, v and gate, up fused: the decoder layers mt split at
+/// load are joined back (rows in order) under their fused canonical names
+/// (`llm.layers.N.self_attn.qkv_proj.weight`, `llm.layers.N.mlp.gate_up_proj.weight`).
+pub(crate) fn fuse_projections(tensors: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>> {
+    let mut parts: HashMap<String, Tensor> = HashMap::new();
+    let mut out = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let is_part = FUSED.iter().any(|(_, group)| {
+            group
+                .iter()
+                .any(|part| name.ends_with(&format!(".{part}.weight")))
+        });
+        if is_part && name.starts_with("llm.layers.") {
+            parts.insert(name, t);
+        } else {
+            out.push((name, t));
+        }
+    }
+    let mut layers: Vec<String> = parts
+        .keys()
+        .filter_map(|n| {
+            let rest = n.strip_prefix("llm.layers.")?;
+            Some(format!("llm.layers.{}", rest.split('.').next()?))
+        })
+        .collect();
+    layers.sort();
+    layers.dedup();
+    for layer in layers {
+        for (fused, group) in FUSED {
+            let pieces = group
+                .iter()
+                .map(|part| {
+                    let name = format!("{layer}.{part}.weight");
+                    parts
+                        .remove(&name)
+                        .ok_or_else(|| anyhow!("{name} is missing: cannot store {fused}"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            out.push((format!("{layer}.{fused}.weight"), Tensor::cat(&pieces, 0)?));
+        }
+    }
+    Ok(out)
 }
 
 /// The vision-tower tensors a source checkpoint stores itself (the original layout's

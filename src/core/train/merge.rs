@@ -12,11 +12,12 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::export::{
-    MAX_SHARD_BYTES, Staged, first_existing, read_tensors, stored_vision_tensors, write_side_files,
-    write_weights,
+    MAX_SHARD_BYTES, Staged, first_existing, fuse_projections, read_tensors, stored_vision_tensors,
+    write_side_files, write_weights,
 };
 use super::params::overwrite_tensors;
 use crate::core::model::load::checkpoint::Checkpoint;
+use crate::core::model::load::config::TextFamily;
 use crate::core::model::load::weights::{NameMap, Naming, StoredNames};
 
 /// What a merge did.
@@ -142,8 +143,15 @@ pub(crate) fn merge_lora(
     let mut tensors: Vec<(String, Tensor)> = model
         .tensors_mut()
         .into_iter()
-        .map(|(n, t)| Ok((names.stored(&n), t.to_dtype(dtype)?)))
+        .map(|(n, t)| Ok((n, t.to_dtype(dtype)?)))
         .collect::<Result<_>>()?;
+    if model.cfg.text.family == TextFamily::Phi3 {
+        tensors = fuse_projections(tensors)?;
+    }
+    let mut tensors: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .map(|(n, t)| (names.stored(&n), t))
+        .collect();
     tensors.extend(stored_vision_tensors(base, names)?);
     let staged = Staged::begin(out)?;
     write_weights(&staged.tmp, tensors, MAX_SHARD_BYTES)?;

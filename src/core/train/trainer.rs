@@ -26,8 +26,8 @@ use super::batch::{Collator, Example, prepare};
 use super::conversation::{ConversationEncoder, SpecialTokens, TrainTemplate};
 use super::data::{Record, epoch_order, load_bench, load_records};
 use super::export::{
-    MAX_SHARD_BYTES, Staged, read_safetensors, read_tensors, stored_vision_tensors, write_adapter,
-    write_safetensors, write_side_files, write_weights,
+    MAX_SHARD_BYTES, Staged, fuse_projections, read_safetensors, read_tensors,
+    stored_vision_tensors, write_adapter, write_safetensors, write_side_files, write_weights,
 };
 use super::parallel::{Reducer, World};
 use super::params::{LearningRates, Tune, make_trainable, overwrite_tensors};
@@ -181,10 +181,10 @@ pub(crate) fn train(
         &control.device,
         control.dtype,
     )?;
-    if ckpt.config.text.family == TextFamily::Phi3 {
+    if ckpt.config.text.family == TextFamily::Phi3 && matches!(plan.tune, Tune::Lora(_)) {
         bail!(
-            "{}: Phi-3's fused qkv_proj / gate_up_proj layers do not train yet (Llama, \
-             Mistral and Qwen2 language models do)",
+            "{}: LoRA on Phi-3's fused qkv_proj / gate_up_proj layers is not supported yet \
+             (full fine-tuning and the projector stage are)",
             paths.model.display()
         );
     }
@@ -687,6 +687,10 @@ fn write_export(
                 write_safetensors(&dir.join("mm_projector.safetensors"), &projector)?;
                 write_torch_bin(&dir.join("mm_projector.bin"), &projector)?;
             }
+            let trained = match model.cfg.text.family {
+                TextFamily::Phi3 => fuse_projections(trained)?,
+                _ => trained,
+            };
             let mut tensors: Vec<(String, Tensor)> = trained
                 .into_iter()
                 .map(|(n, t)| (names.stored(&n), t))

@@ -287,6 +287,16 @@ const DOWN: &str = "down_proj";
 const QKV: &str = "qkv_proj";
 const GATE_UP: &str = "gate_up_proj";
 
+/// Phi-3's stored layers that mt splits at load, and their parts in row order (module
+/// paths within a decoder layer).
+pub(crate) const FUSED: [(&str, &[&str]); 2] = [
+    (
+        "self_attn.qkv_proj",
+        &["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+    ),
+    ("mlp.gate_up_proj", &["mlp.gate_proj", "mlp.up_proj"]),
+];
+
 impl Attention {
     fn load(p: &Params, cfg: &LlamaConfig) -> Result<Self> {
         let (h, d, bias) = (cfg.hidden_size, cfg.head_dim, cfg.attention_bias);
