@@ -22,6 +22,9 @@ checkpoints.
     python llava_hf_logits.py loss CHECKPOINT_DIR INPUTS.safetensors
         transformers' training loss on one sample (ids with -200 for the image, labels,
         pixel values), as JSON.
+    python llava_hf_logits.py original HF_DIR OUT_DIR
+        HF_DIR's weights in LLaVA's original layout (llava_mistral, llava_phi or
+        llava_llama, by its text model), the CLIP tower in OUT_DIR-clip.
     python llava_hf_logits.py family TYPE SOURCE_DIR OUT_DIR SLIDING_WINDOW
         A random-weight LlavaForConditionalGeneration whose language model is of
         `model_type` TYPE (mistral, phi3, qwen2) with that sliding window (the rest of
@@ -160,6 +163,46 @@ def loss(model_dir, inputs):
     print(json.dumps({"loss": float(out.loss), "tokens": len(ids)}))
 
 
+def original(hf_dir, out):
+    """The same weights in LLaVA's original layout: LlavaMistralForCausalLM (`llava_mistral`,
+    LLaVA-Med v1.5) or LlavaPhiForCausalLM (`llava_phi`, LLaVA-pp) with the text config at
+    the top level, `model.*` / `lm_head.*` / `model.mm_projector.{0,2}.*` tensors, and the
+    CLIP tower saved as its own folder OUT-clip that `mm_vision_tower` names."""
+    hf_dir, out = Path(hf_dir), Path(out)
+    model = LlavaForConditionalGeneration.from_pretrained(hf_dir, dtype=torch.float32)
+    text = model.config.text_config.to_dict()
+    kind = {"mistral": ("LlavaMistralForCausalLM", "llava_mistral"),
+            "phi3": ("LlavaPhiForCausalLM", "llava_phi"),
+            "llama": ("LlavaLlamaForCausalLM", "llava_llama")}[text["model_type"]]
+    tower = out.parent / (out.name + "-clip")
+    model.model.vision_tower.save_pretrained(tower)
+    vision = {k if k.startswith("vision_model.") else "vision_model." + k: v.contiguous()
+              for k, v in model.model.vision_tower.state_dict().items()}
+    save_file(vision, tower / "model.safetensors", metadata={"format": "pt"})
+    shutil.copy(hf_dir / "preprocessor_config.json", tower / "preprocessor_config.json")
+    config = {k: v for k, v in text.items() if k not in ("architectures", "model_type")}
+    config.update(architectures=[kind[0]], model_type=kind[1], image_aspect_ratio="pad",
+                  mm_hidden_size=model.config.vision_config.hidden_size,
+                  mm_projector_type="mlp2x_gelu", mm_use_im_patch_token=False,
+                  mm_use_im_start_end=False, mm_vision_select_feature="patch",
+                  mm_vision_select_layer=model.config.vision_feature_layer,
+                  mm_vision_tower=str(tower.resolve()), use_mm_proj=True)
+    renames = [("model.language_model.", "model."), ("model.multi_modal_projector.linear_1.", "model.mm_projector.0."),
+               ("model.multi_modal_projector.linear_2.", "model.mm_projector.2."), ("lm_head.", "lm_head.")]
+    tensors = {}
+    for name, t in model.state_dict().items():
+        for old, new in renames:
+            if name.startswith(old):
+                tensors[new + name[len(old):]] = t.contiguous()
+    out.mkdir(parents=True)
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                 "meta.json", "reference.safetensors"):
+        if (hf_dir / name).exists():
+            shutil.copy(hf_dir / name, out / name)
+
+
 def peft(base_dir, adapter_dir, merged_dir):
     from peft import PeftModel
     base = LlavaForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32)
@@ -184,5 +227,5 @@ def peft(base_dir, adapter_dir, merged_dir):
 
 if __name__ == "__main__":
     commands = {"logits": logits, "family": family, "prompt": prompt, "peft": peft,
-                "vicuna": vicuna, "generate": generate, "loss": loss}
+                "vicuna": vicuna, "generate": generate, "loss": loss, "original": original}
     commands[sys.argv[1]](*sys.argv[2:])

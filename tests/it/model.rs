@@ -723,3 +723,90 @@ fn a_llava_1_5_checkpoint_captions_as_transformers_generates() {
         theirs["new"]
     );
 }
+
+/// LLaVA-Med v1.5's and LLaVA-pp's original layouts (`llava_mistral`, `llava_phi`: the
+/// text config at the top level, `model.*` tensors, the CLIP tower in its own folder)
+/// hold the same weights as their llava-hf twins (written from them by
+/// tests/interop/llava_hf_logits.py original), and give the same logits and greedy tokens
+/// (the llava-hf ones are checked against transformers above); a fine-tune of each is
+/// exported in the original layout and captions.
+#[test]
+fn original_layout_mistral_and_phi3_match_their_llava_hf_twins() {
+    let Some(py) = family_python() else {
+        return;
+    };
+    for (family, window) in [("mistral", 8), ("phi3", 40)] {
+        let (dir, hf) = random_family(&py, family, window);
+        let original = dir.path().join("original");
+        llava_hf_logits(
+            &py,
+            &["original".as_ref(), hf.as_os_str(), original.as_os_str()],
+        );
+        let (a, b) = (fixture_at(&hf), fixture_at(&original));
+        assert_eq!((a.layout, b.layout), (Layout::Hf, Layout::Original));
+        assert_eq!(a.model.cfg.text.family, b.model.cfg.text.family);
+        let logits = |f: &Fixture| {
+            let row = f.row(IMAGES[1], QUESTIONS[1]);
+            let batch = f.model.left_pad(std::slice::from_ref(&row)).unwrap();
+            let hidden = f.model.forward_batch(&batch).unwrap().i(0).unwrap();
+            (
+                f.model.llm.logits(&hidden).unwrap(),
+                greedy(&f.model, &[row], 8),
+            )
+        };
+        let ((la, ga), (lb, gb)) = (logits(&a), logits(&b));
+        let diff = max_abs_diff(&la, &lb);
+        assert!(
+            diff < 1e-5,
+            "{family}: the layouts' logits differ by {diff}"
+        );
+        assert_eq!(ga, gb, "{family}: greedy tokens");
+
+        // A fine-tune of the original layout is exported in it (Phi-3's projections
+        // fused again) and loads again.
+        let data = crate::common::llava_png_records(dir.path(), 1);
+        let run = dir.path().join("run");
+        let r = crate::common::mt_in(
+            dir.path(),
+            &[
+                "finetune",
+                "--model",
+                original.to_str().unwrap(),
+                "--data",
+                data.to_str().unwrap(),
+                "--image-folder",
+                root().join("testdata/llava/images").to_str().unwrap(),
+                "--cpu",
+                "--run-dir",
+                run.to_str().unwrap(),
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "1",
+                "--conv-mode",
+                "llama3",
+            ],
+        );
+        assert_eq!(r.code, 0, "{family}: {}", r.stderr);
+        let export = run.join("model");
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(export.join("config.json")).unwrap())
+                .unwrap();
+        let want =
+            ["LlavaMistralForCausalLM", "LlavaPhiForCausalLM"][usize::from(family == "phi3")];
+        assert_eq!(config["architectures"][0], want);
+        let image = images_dir().join(IMAGES[1]);
+        let r = crate::common::mt(&[
+            "caption",
+            image.to_str().unwrap(),
+            "--model",
+            export.to_str().unwrap(),
+            "--conv-mode",
+            "llama3",
+            "--max-new-tokens",
+            "2",
+            "--no-run-dir",
+        ]);
+        assert_eq!(r.code, 0, "{family}: {}", r.stderr);
+    }
+}
