@@ -16,6 +16,7 @@ use medtrinity::core::train::batch::Collator;
 use medtrinity::core::train::conversation::{ConversationEncoder, SpecialTokens, TrainTemplate};
 use medtrinity::core::train::data::load_records;
 use medtrinity::core::train::export::{read_safetensors, read_tensors};
+use medtrinity::core::train::params::{LearningRates, LoraSpec, Tune, make_trainable};
 use serde_json::Value;
 
 use crate::common::{self, max_abs_diff, mt_in, testdata};
@@ -790,11 +791,12 @@ fn a_llava_hf_checkpoint_fine_tunes_and_exports_in_its_own_layout() {
 /// Training llava-hf checkpoints of four language families against transformers and
 /// peft: the first step's loss is transformers' on the same sample (Mistral with a
 /// sliding window of 8 tokens, far shorter than the sample; Qwen2 with its q, k, v
-/// biases; Phi-3 with its fused projections, stored fused again); each full fine-tune loads into `LlavaForConditionalGeneration` with no
-/// missing or unexpected tensor and gives mt's logits and greedy tokens (the earlier
-/// transformers' names on tiny-llava-hf, the current ones on the random Mistral with a
-/// sliding window shorter than the training sequences); a LoRA adapter of the Qwen2 one
-/// (q, k, v biases) loads into peft on its base, touching no vision layer, and merges as
+/// biases; Phi-3 with its fused projections); each full fine-tune loads into
+/// `LlavaForConditionalGeneration` with no missing or unexpected tensor and gives mt's
+/// logits and greedy tokens (the earlier transformers' names on tiny-llava-hf, the current
+/// ones on the others; Phi-3's projections stored fused again); LoRA adapters of the Qwen2
+/// and the Phi-3 ones (one adapter per fused layer, its A shared by the parts mt splits)
+/// load into peft on their bases, touching no vision layer, and merge as
 /// `mt convert merge-lora` does.
 #[test]
 fn fine_tuned_llava_hf_families_load_in_transformers_and_peft() {
@@ -819,60 +821,76 @@ fn fine_tuned_llava_hf_families_load_in_transformers_and_peft() {
         crate::model::matches_transformers(&py, &export, name);
     }
 
+    // Phi-3's LoRA parameters: one A per stored layer (q/k/v and gate/up share theirs),
+    // one B per split part, stacked when stored.
+    let mut model = Checkpoint::open(&phi3, None, &Device::Cpu, DType::F32)
+        .unwrap()
+        .load()
+        .unwrap();
+    let spec = LoraSpec {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+    };
+    let lrs = LearningRates {
+        main: 1e-3,
+        projector: None,
+    };
+    let trainable = make_trainable(&mut model, Tune::Lora(spec), lrs, DType::F32, 0).unwrap();
+    let count = |kind: &str| {
+        trainable
+            .params
+            .iter()
+            .filter(|p| p.name.contains(kind))
+            .count()
+    };
+    assert_eq!((count("lora_A"), count("lora_B")), (2 * 4, 2 * 7));
+
     let mut lora = template.to_vec();
     lora.extend(["--lora-r", "4"]);
-    let data = data(tmp.path(), 1);
-    let r = mt_in(
-        tmp.path(),
-        &[
-            "finetune",
-            "--model",
-            phi3.to_str().unwrap(),
-            "--data",
-            &data,
-            "--image-folder",
-            &images(),
-            "--cpu",
-            "--conv-mode",
-            "llama3",
-            "--lora-r",
-            "4",
-        ],
-    );
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("LoRA on Phi-3's fused"), "{}", r.stderr);
-    let adapter = finetune_from(tmp.path(), &qwen, "qwen-lora", &lora).join("adapter");
-    let merged = tmp.path().join("qwen-merged");
-    let r = mt_in(
-        tmp.path(),
-        &[
-            "convert",
-            "merge-lora",
-            "--model",
-            qwen.to_str().unwrap(),
-            "--adapter",
-            adapter.to_str().unwrap(),
-            "-o",
-            merged.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let report = crate::model::llava_hf_logits(
-        &py,
-        &[
-            "peft".as_ref(),
-            qwen.as_os_str(),
-            adapter.as_os_str(),
-            merged.as_os_str(),
-        ],
-    );
-    let report: Value = serde_json::from_str(report.trim()).unwrap();
-    assert_eq!(report["adapted"], 14, "{report}");
-    assert_eq!(report["vision_adapted"], 0, "{report}");
-    assert_eq!(report["unloaded"], serde_json::json!([]), "{report}");
-    assert_eq!(report["loaded_vs_stored"], 0.0, "{report}");
-    let diff = report["merged_max_diff"].as_f64().unwrap();
-    assert!(diff < 1e-6, "peft's merge differs from mt's by {diff}");
+    // Qwen2: seven adapted layers per decoder layer; Phi-3: four, two of them fused.
+    for (name, base, adapted) in [("qwen", &qwen, 14), ("phi3", &phi3, 8)] {
+        let adapter =
+            finetune_from(tmp.path(), base, &format!("{name}-lora"), &lora).join("adapter");
+        let merged = tmp.path().join(format!("{name}-merged"));
+        let r = mt_in(
+            tmp.path(),
+            &[
+                "convert",
+                "merge-lora",
+                "--model",
+                base.to_str().unwrap(),
+                "--adapter",
+                adapter.to_str().unwrap(),
+                "-o",
+                merged.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let report = crate::model::llava_hf_logits(
+            &py,
+            &[
+                "peft".as_ref(),
+                base.as_os_str(),
+                adapter.as_os_str(),
+                merged.as_os_str(),
+            ],
+        );
+        let report: Value = serde_json::from_str(report.trim()).unwrap();
+        assert_eq!(report["adapted"], adapted, "{name}: {report}");
+        assert_eq!(report["vision_adapted"], 0, "{name}: {report}");
+        assert_eq!(
+            report["unloaded"],
+            serde_json::json!([]),
+            "{name}: {report}"
+        );
+        assert_eq!(report["loaded_vs_stored"], 0.0, "{name}: {report}");
+        let diff = report["merged_max_diff"].as_f64().unwrap();
+        assert!(
+            diff < 1e-6,
+            "{name}: peft's merge differs from mt's by {diff}"
+        );
+    }
 }
 
 /// The loss of `mt finetune`'s first step on one sample (llama3 template) equals

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::params::LoraSpec;
 use super::torch_save::write_torch_bin;
-use crate::core::model::arch::llama::FUSED;
+use crate::core::model::arch::llama::{FUSED, fused_layer};
 use crate::core::model::load::weights::{Naming, StoredNames, weight_files};
 
 /// Largest shard `save_pretrained` writes by default (5 GB).
@@ -168,45 +168,74 @@ pub fn write_weights(dir: &Path, named: Vec<(String, Tensor)>, max_shard: usize)
     Ok(())
 }
 
+/// The tensor kinds of a Linear layer that a fused layer stores: a LoRA adapter's A
+/// (shared by the parts) and B (stacked like the weight), and the weight.
+const FUSABLE: [&str; 3] = [".lora_A.weight", ".lora_B.weight", ".weight"];
+
 /// Phi-3's checkpoints store q, k, v and gate, up fused: the decoder layers mt split at
 /// load are joined back (rows in order) under their fused canonical names
-/// (`llm.layers.N.self_attn.qkv_proj.weight`, `llm.layers.N.mlp.gate_up_proj.weight`).
+/// (`llm.layers.N.self_attn.qkv_proj.weight`, `...qkv_proj.lora_B.weight`, ...); a LoRA
+/// A the parts share is stored once.
 pub(crate) fn fuse_projections(tensors: Vec<(String, Tensor)>) -> Result<Vec<(String, Tensor)>> {
-    let mut parts: HashMap<String, Tensor> = HashMap::new();
+    let mut groups: BTreeMap<(String, &str), Vec<Option<Tensor>>> = BTreeMap::new();
     let mut out = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
-        let is_part = FUSED.iter().any(|(_, group)| {
-            group
-                .iter()
-                .any(|part| name.ends_with(&format!(".{part}.weight")))
+        let split = FUSABLE.iter().find_map(|kind| {
+            let path = name.strip_suffix(kind)?;
+            Some((fused_layer(path)?, *kind))
         });
-        if is_part && name.starts_with("llm.layers.") {
-            parts.insert(name, t);
-        } else {
-            out.push((name, t));
+        match split {
+            Some(((fused, i, n), kind)) => {
+                groups.entry((fused, kind)).or_insert_with(|| vec![None; n])[i] = Some(t)
+            }
+            None => out.push((name, t)),
         }
     }
-    let mut layers: Vec<String> = parts
-        .keys()
-        .filter_map(|n| {
-            let rest = n.strip_prefix("llm.layers.")?;
-            Some(format!("llm.layers.{}", rest.split('.').next()?))
-        })
-        .collect();
-    layers.sort();
-    layers.dedup();
-    for layer in layers {
-        for (fused, group) in FUSED {
-            let pieces = group
-                .iter()
-                .map(|part| {
-                    let name = format!("{layer}.{part}.weight");
-                    parts
-                        .remove(&name)
-                        .ok_or_else(|| anyhow!("{name} is missing: cannot store {fused}"))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            out.push((format!("{layer}.{fused}.weight"), Tensor::cat(&pieces, 0)?));
+    for ((fused, kind), parts) in groups {
+        let parts = parts
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| anyhow!("{fused}{kind}: a part is missing, cannot store it fused"))?;
+        let t = match kind {
+            ".lora_A.weight" => parts[0].clone(),
+            _ => Tensor::cat(&parts, 0)?,
+        };
+        out.push((format!("{fused}{kind}"), t));
+    }
+    Ok(out)
+}
+
+/// The inverse of [`fuse_projections`] for a LoRA adapter (PEFT's on Phi-3 targets the
+/// fused layers): each part gets the shared A and its rows of B; `out_dims` are the split
+/// layers' widths by canonical path.
+pub(crate) fn split_fused_lora(
+    tensors: HashMap<String, Tensor>,
+    out_dims: &HashMap<String, usize>,
+) -> Result<HashMap<String, Tensor>> {
+    let mut out = HashMap::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let fused = FUSED.iter().find_map(|(fused, parts)| {
+            ["lora_A", "lora_B"].iter().find_map(|kind| {
+                let prefix = name.strip_suffix(&format!("{fused}.{kind}.weight"))?;
+                Some((prefix.to_string(), *parts, *kind))
+            })
+        });
+        let Some((prefix, parts, kind)) = fused else {
+            out.insert(name, t);
+            continue;
+        };
+        let mut row = 0;
+        for part in parts {
+            let path = format!("{prefix}{part}");
+            let rows = *out_dims
+                .get(&path)
+                .ok_or_else(|| anyhow!("{name}: the model has no layer {path}"))?;
+            let piece = match kind {
+                "lora_A" => t.clone(),
+                _ => t.narrow(0, row, rows)?,
+            };
+            row += rows;
+            out.insert(format!("{path}.{kind}.weight"), piece);
         }
     }
     Ok(out)
@@ -305,14 +334,21 @@ pub(crate) fn peft_name(canonical: &str, names: StoredNames) -> String {
     format!("base_model.model.{}", runtime.stored(canonical))
 }
 
-/// `target_modules` of an adapter: the seven projection names for an original-layout
-/// base (whose vision tower PEFT never sees, as LLaVA loads it later), a pattern that
-/// keeps to the language model for a llava-hf base (its CLIP tower has `q_proj` too).
-fn target_modules(names: StoredNames) -> Value {
+/// PEFT's module names for the LoRA targets of Phi-3, whose projections are fused.
+const FUSED_LORA_TARGETS: [&str; 4] = ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"];
+
+/// `target_modules` of an adapter: the projection names for an original-layout base
+/// (whose vision tower PEFT never sees, as LLaVA loads it later), a pattern that keeps to
+/// the language model for a llava-hf base (its CLIP tower has `q_proj` too).
+fn target_modules(names: StoredNames, fused: bool) -> Value {
+    let targets: &[&str] = match fused {
+        true => &FUSED_LORA_TARGETS,
+        false => &LORA_TARGETS,
+    };
     match names {
-        StoredNames::Original => json!(LORA_TARGETS),
+        StoredNames::Original => json!(targets),
         StoredNames::Hf | StoredNames::HfLegacy => {
-            json!(format!(r".*language_model.*\.({})", LORA_TARGETS.join("|")))
+            json!(format!(r".*language_model.*\.({})", targets.join("|")))
         }
     }
 }
@@ -326,6 +362,7 @@ pub(crate) fn write_adapter(
     spec: LoraSpec,
     tensors: &[(String, Tensor)],
     names: StoredNames,
+    fused: bool,
 ) -> Result<()> {
     let (lora, other): (Vec<_>, Vec<_>) = tensors
         .iter()
@@ -349,7 +386,7 @@ pub(crate) fn write_adapter(
         "r": spec.r,
         "lora_alpha": spec.alpha,
         "lora_dropout": spec.dropout,
-        "target_modules": target_modules(names),
+        "target_modules": target_modules(names, fused),
         "bias": "none",
         "fan_in_fan_out": false,
         "inference_mode": true,

@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::export::{
-    MAX_SHARD_BYTES, Staged, first_existing, fuse_projections, read_tensors, stored_vision_tensors,
-    write_side_files, write_weights,
+    MAX_SHARD_BYTES, Staged, first_existing, fuse_projections, read_tensors, split_fused_lora,
+    stored_vision_tensors, write_side_files, write_weights,
 };
 use super::params::overwrite_tensors;
 use crate::core::model::load::checkpoint::Checkpoint;
@@ -83,7 +83,16 @@ pub(crate) fn merge_lora(
             adapter.display()
         );
     };
-    let lora = by_canonical(&read_tensors(&weights)?, adapter, names.name_map())?;
+    let mut lora = by_canonical(&read_tensors(&weights)?, adapter, names.name_map())?;
+    if model.cfg.text.family == TextFamily::Phi3 {
+        let out_dims = model
+            .llm
+            .linears_mut()
+            .into_iter()
+            .map(|(name, l)| (name, l.out_dim()))
+            .collect();
+        lora = split_fused_lora(lora, &out_dims)?;
+    }
     let mut used = 0;
     let mut merged_layers = 0;
     for (name, linear) in model.llm.linears_mut() {

@@ -3,17 +3,20 @@
 //! the projector. The chosen tensors become candle `Var`s inside the model, so the
 //! forward pass records their gradients; everything else stays a plain tensor.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use anyhow::{Result, bail};
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Tensor, TensorId, Var};
 use serde::{Deserialize, Serialize};
 
 use super::adamw::Param;
 use crate::core::hash::keyed;
+use crate::core::model::arch::llama::fused_layer;
 use crate::core::model::arch::llava::Llava;
 use crate::core::model::arch::lora::{LoraAdapter, LoraDropout};
+use crate::core::model::load::config::TextFamily;
 
 /// LoRA settings (PEFT's `LoraConfig`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -78,7 +81,13 @@ pub fn make_trainable(
         _ => None,
     };
     let mut params = Vec::new();
+    // A tensor several layers share (Phi-3's fused LoRA A) becomes one parameter.
+    let mut vars: HashMap<TensorId, Var> = HashMap::new();
     for (name, tensor) in model.tensors_mut() {
+        if let Some(var) = vars.get(&tensor.id()) {
+            *tensor = var.as_tensor().clone();
+            continue;
+        }
         let is_projector = name.starts_with("projector.");
         let trained = match tune {
             Tune::Projector => is_projector,
@@ -89,6 +98,7 @@ pub fn make_trainable(
             continue;
         }
         let var = Var::from_tensor(&tensor.to_dtype(dtype)?)?;
+        vars.insert(tensor.id(), var.clone());
         *tensor = var.as_tensor().clone();
         let lr = match (is_projector, lrs.projector) {
             (true, Some(lr)) => lr,
@@ -159,20 +169,36 @@ fn attach_lora(
         bail!("--lora-dropout must be in [0, 1)");
     }
     let key = (spec.dropout > 0.0).then(|| Arc::new(AtomicU64::new(0)));
-    for (index, (_, linear)) in model.llm.linears_mut().into_iter().enumerate() {
+    // Phi-3 stores q/k/v and gate/up as one layer each: one adapter per stored layer, as
+    // PEFT puts it there, i.e. one A (and one dropout mask) shared by the split parts.
+    let fused = model.cfg.text.family == TextFamily::Phi3;
+    let mut shared: HashMap<String, (Tensor, u64)> = HashMap::new();
+    for (index, (name, linear)) in model.llm.linears_mut().into_iter().enumerate() {
         let (in_dim, out_dim) = (linear.in_dim(), linear.out_dim());
         let device = linear.weight.device().clone();
-        // kaiming_uniform_(a = sqrt(5)) on an (r, in) matrix: U(-1/sqrt(in), 1/sqrt(in)).
-        let bound = 1.0 / (in_dim as f64).sqrt();
-        let values: Vec<f32> = (0..spec.r * in_dim)
-            .map(|k| (bound * (2.0 * unit(keyed(seed, index as u64, k as u64)) - 1.0)) as f32)
-            .collect();
-        let a = Tensor::from_vec(values, (spec.r, in_dim), &device)?.to_dtype(dtype)?;
+        let group = fused.then(|| fused_layer(&name)).flatten().map(|g| g.0);
+        let (a, index) = match group.as_ref().and_then(|g| shared.get(g)) {
+            Some((a, index)) => (a.clone(), *index),
+            None => {
+                // kaiming_uniform_(a = sqrt(5)) on an (r, in) matrix: U(±1/sqrt(in)).
+                let bound = 1.0 / (in_dim as f64).sqrt();
+                let values: Vec<f32> = (0..spec.r * in_dim)
+                    .map(|k| {
+                        (bound * (2.0 * unit(keyed(seed, index as u64, k as u64)) - 1.0)) as f32
+                    })
+                    .collect();
+                let a = Tensor::from_vec(values, (spec.r, in_dim), &device)?.to_dtype(dtype)?;
+                if let Some(group) = group {
+                    shared.insert(group, (a.clone(), index as u64));
+                }
+                (a, index as u64)
+            }
+        };
         let b = Tensor::zeros((out_dim, spec.r), dtype, &device)?;
         let mut adapter = LoraAdapter::new(a, b, spec.scale(), in_dim, out_dim)?;
         adapter.dropout = key.as_ref().map(|key| LoraDropout {
             p: spec.dropout,
-            index: index as u64,
+            index,
             key: key.clone(),
         });
         linear.lora = Some(adapter);

@@ -181,13 +181,6 @@ pub(crate) fn train(
         &control.device,
         control.dtype,
     )?;
-    if ckpt.config.text.family == TextFamily::Phi3 && matches!(plan.tune, Tune::Lora(_)) {
-        bail!(
-            "{}: LoRA on Phi-3's fused qkv_proj / gate_up_proj layers is not supported yet \
-             (full fine-tuning and the projector stage are)",
-            paths.model.display()
-        );
-    }
     ckpt.config.aspect = match plan.image_aspect_ratio.as_str() {
         "pad" => AspectMode::Pad,
         _ => AspectMode::Crop,
@@ -669,7 +662,12 @@ fn write_export(
                 .filter(|(n, _)| n.contains(".lora_") || n.starts_with("projector."))
                 .map(|(n, t)| (n, t.detach()))
                 .collect();
-            write_adapter(dir, &paths.model, spec, &trained, names)?;
+            let fused = model.cfg.text.family == TextFamily::Phi3;
+            let trained = match fused {
+                true => fuse_projections(trained)?,
+                false => trained,
+            };
+            write_adapter(dir, &paths.model, spec, &trained, names, fused)?;
             write_side_files(&paths.model, dir, &updates)?;
         }
         Tune::Projector | Tune::Full => {

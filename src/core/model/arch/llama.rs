@@ -297,6 +297,20 @@ pub(crate) const FUSED: [(&str, &[&str]); 2] = [
     ("mlp.gate_up_proj", &["mlp.gate_proj", "mlp.up_proj"]),
 ];
 
+/// The stored fused layer a split Phi-3 projection belongs to: for
+/// `PREFIX.self_attn.k_proj`, `(PREFIX.self_attn.qkv_proj, 1, 3)` (its place among the
+/// fused layer's parts, and their number).
+pub(crate) fn fused_layer(path: &str) -> Option<(String, usize, usize)> {
+    FUSED.iter().find_map(|(fused, parts)| {
+        let i = parts.iter().position(|p| {
+            path.strip_suffix(p)
+                .is_some_and(|prefix| prefix.ends_with('.'))
+        })?;
+        let prefix = &path[..path.len() - parts[i].len()];
+        Some((format!("{prefix}{fused}"), i, parts.len()))
+    })
+}
+
 impl Attention {
     fn load(p: &Params, cfg: &LlamaConfig) -> Result<Self> {
         let (h, d, bias) = (cfg.hidden_size, cfg.head_dim, cfg.attention_bias);
