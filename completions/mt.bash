@@ -1381,7 +1381,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__finetune)
-            opts="-v -q -h -V --vision-tower --projector --data --bench --split --images --image-folder --max-steps --epochs --lr --projector-lr --batch-size --grad-accum --warmup-ratio --weight-decay --max-grad-norm --model-max-length --gradient-checkpointing --image-aspect-ratio --group-by-modality-length --lora-r --lora-alpha --lora-dropout --save-steps --save-total-limit --gpu --resume --stop-after-steps --plot --ckpt --model --dtype --cpu --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --vision-tower --projector --data --bench --split --images --image-folder --conv-mode --max-steps --epochs --lr --projector-lr --batch-size --grad-accum --warmup-ratio --weight-decay --max-grad-norm --model-max-length --gradient-checkpointing --image-aspect-ratio --group-by-modality-length --lora-r --lora-alpha --lora-dropout --save-steps --save-total-limit --gpu --resume --stop-after-steps --plot --ckpt --model --dtype --cpu --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1412,6 +1412,10 @@ _mt() {
                     return 0
                     ;;
                 --images)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --conv-mode)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2005,7 +2009,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__train)
-            opts="-v -q -h -V --stage --vision-tower --projector --data --bench --split --images --image-folder --max-steps --epochs --lr --projector-lr --batch-size --grad-accum --warmup-ratio --weight-decay --max-grad-norm --model-max-length --gradient-checkpointing --image-aspect-ratio --group-by-modality-length --lora-r --lora-alpha --lora-dropout --save-steps --save-total-limit --gpu --resume --stop-after-steps --plot --ckpt --model --dtype --cpu --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --stage --vision-tower --projector --data --bench --split --images --image-folder --conv-mode --max-steps --epochs --lr --projector-lr --batch-size --grad-accum --warmup-ratio --weight-decay --max-grad-norm --model-max-length --gradient-checkpointing --image-aspect-ratio --group-by-modality-length --lora-r --lora-alpha --lora-dropout --save-steps --save-total-limit --gpu --resume --stop-after-steps --plot --ckpt --model --dtype --cpu --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2040,6 +2044,10 @@ _mt() {
                     return 0
                     ;;
                 --images)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --conv-mode)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -283,6 +283,7 @@ slake\t'SLAKE'
 pathvqa\t'PathVQA'"
 complete -c mt -n "__fish_mt_using_subcommand train" -l split -d 'The benchmark split to train on' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l image-folder -l images -d 'Where image paths in --data resolve (default: the data file\'s folder)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand train" -l conv-mode -d 'Conversation template the records are trained in (LLaVA\'s `--version`: llama3, v1 / vicuna_v1, llava_v1, llama_2, llava_llama_2, mistral_instruct, mpt, chatml_direct, phi3_instruct, plain for stage-1 captions). Default: the checkpoint family\'s, as inference picks it (llama3 for LLaVA-Med++)' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l max-steps -d 'Stop after N optimizer steps (the schedule spans N steps)' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l epochs -d 'Passes over the data' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l lr -d 'Peak learning rate' -r
@@ -329,6 +330,7 @@ slake\t'SLAKE'
 pathvqa\t'PathVQA'"
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l split -d 'The benchmark split to train on' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l image-folder -l images -d 'Where image paths in --data resolve (default: the data file\'s folder)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l conv-mode -d 'Conversation template the records are trained in (LLaVA\'s `--version`: llama3, v1 / vicuna_v1, llava_v1, llama_2, llava_llama_2, mistral_instruct, mpt, chatml_direct, phi3_instruct, plain for stage-1 captions). Default: the checkpoint family\'s, as inference picks it (llama3 for LLaVA-Med++)' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l max-steps -d 'Stop after N optimizer steps (the schedule spans N steps)' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l epochs -d 'Passes over the data' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l lr -d 'Peak learning rate' -r
