@@ -5,7 +5,7 @@ transformers' own `apply_chat_template`, for mt's minijinja rendering.
 The templates are written here in the shapes llava-hf checkpoints ship (LLaVA-1.5's
 `USER: ... ASSISTANT:` with `{% generation %}` blocks, LLaVA-NeXT Mistral's `[INST]`, a
 Llama 3 one with `bos_token`, a ChatML one with Python string methods and a default system
-turn, one that raises on a role), each rendered for the same conversations with and
+turn, one that raises on a role, one writing JSON with transformers' `tojson`), each rendered for the same conversations with and
 without the generation prompt, through the tiny test tokenizer (its bos/eos tokens).
 
     python3 make_chat_templates.py ../models/tiny-llava-hf > chat_templates.json
@@ -56,6 +56,12 @@ TEMPLATES = {
 {% if add_generation_prompt %}
     {{- '<|im_start|>assistant\n' }}
 {% endif %}""",
+    "tojson": (
+        "{% for message in messages %}{{ message['role'] }}: {{ message['content'] | tojson }}\n"
+        "{{ message | tojson(indent=2) }}\n{% endfor %}"
+        "{% if add_generation_prompt %}{{ messages[-1] | tojson(sort_keys=true, ensure_ascii=true) }}"
+        "{{ messages | tojson(separators=(',', ':')) }}{% endif %}"
+    ),
     "no-system": (
         "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'system' %}{{ raise_exception('no system turns') }}{% endif %}"
         "{{ message['role'] + ': ' + (message['content'] if message['content'] is string else message['content'][-1]['text']) + eos_token }}{% endfor %}"
@@ -70,7 +76,7 @@ CONVERSATIONS = {
         {"role": "user", "content": [{"type": "text", "text": "  Which organ is shown?  "}]},
     ],
     "system_first": [{"role": "system", "content": [{"type": "text", "text": "Answer briefly."}]}] + IMAGE_Q,
-    "text_only": [{"role": "user", "content": "Is there a fracture?"}],
+    "text_only": [{"role": "user", "content": "Is there a fracture? Größe ≈ 2 cm 🫁"}],
 }
 
 
