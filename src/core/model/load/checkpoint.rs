@@ -44,46 +44,41 @@ impl Checkpoint {
         }
         let config = LlavaConfig::from_dir(dir)?;
         let mut weights = Weights::new(device, dtype);
-        let names = match config.layout {
-            Layout::Original => NameMap::Original,
-            Layout::Hf => NameMap::Hf,
-        };
-        weights.add_dir(dir, names)?;
+        weights.add_dir(dir, stored_names(config.layout))?;
         let hub_cache = hub_cache_dir();
-        let tower_dir = match vision_tower {
-            Some(d) => Some(d.to_path_buf()),
-            None if config.layout == Layout::Original => find_tower(
-                dir,
-                config.vision_tower.as_deref().unwrap_or(""),
-                &hub_cache,
-            ),
-            None => None,
+        let tower = match vision_tower {
+            Some(d) => Tower::Folder(d.to_path_buf()),
+            None => Tower::of(dir, &config, &weights, &hub_cache),
+        };
+        let tower_dir = match &tower {
+            Tower::Folder(d) => Some(d.clone()),
+            _ => None,
         };
         if let Some(tower) = &tower_dir {
             weights
                 .add_dir(tower, NameMap::ClipTower)
                 .with_context(|| format!("vision tower {}", tower.display()))?;
         }
-        let config = if config.vision.is_some() {
-            config
-        } else {
-            let name = config.vision_tower.clone().unwrap_or_default();
-            let vision = match &tower_dir {
-                Some(tower) => ClipConfig::from_file(&tower.join("config.json"))?,
-                None => match ClipConfig::known(&name) {
-                    Some(known) if weights.contains(TOWER_PROBE) => known,
-                    _ => bail!(
-                        "{}: the vision tower `{name}` was not found (looked for it as a folder next to the \
-                         checkpoint and in the Hugging Face cache {}); pass --vision-tower DIR or run \
-                         `mt download {name}`",
-                        dir.display(),
-                        hub_cache.display()
-                    ),
-                },
-            };
-            config
+        let config = match tower {
+            // A llava-hf config describes its tower, whatever folder --vision-tower names.
+            _ if config.vision.is_some() => config,
+            Tower::InConfig => config,
+            Tower::Folder(folder) => {
+                let vision = ClipConfig::from_file(&folder.join("config.json"))?;
+                config
+                    .with_vision(vision)
+                    .with_context(|| format!("{}", dir.join("config.json").display()))?
+            }
+            Tower::Stored(vision) => config
                 .with_vision(vision)
-                .with_context(|| format!("{}", dir.join("config.json").display()))?
+                .with_context(|| format!("{}", dir.join("config.json").display()))?,
+            Tower::Missing(name) => bail!(
+                "{}: the vision tower `{name}` was not found (looked for it as a folder next to the \
+                 checkpoint and in the Hugging Face cache {}); pass --vision-tower DIR or run \
+                 `mt download {name}`",
+                dir.display(),
+                hub_cache.display()
+            ),
         };
         Ok(Self {
             dir: dir.to_path_buf(),
@@ -214,20 +209,57 @@ pub(crate) fn hub_cache_dir() -> PathBuf {
     home.join(".cache/huggingface/hub")
 }
 
-/// The `mm_vision_tower` an original-layout checkpoint folder needs and cannot find: it
-/// carries no CLIP weights, and no folder or Hub-cache snapshot has them. Callers may
-/// fetch it; [`Checkpoint::open`] reports it otherwise. `None` for anything unreadable.
+/// How a layout's tensors are named.
+fn stored_names(layout: Layout) -> NameMap {
+    match layout {
+        Layout::Original => NameMap::Original,
+        Layout::Hf => NameMap::Hf,
+    }
+}
+
+/// Where a checkpoint's CLIP tower comes from.
+enum Tower {
+    /// llava-hf: the config describes it and the checkpoint holds it.
+    InConfig,
+    /// A CLIP folder (`--vision-tower`, or `mm_vision_tower` found on disk or in the cache).
+    Folder(PathBuf),
+    /// The checkpoint holds the weights of a tower mt knows by name.
+    Stored(ClipConfig),
+    /// Nowhere: the `mm_vision_tower` name.
+    Missing(String),
+}
+
+impl Tower {
+    /// The tower of the checkpoint in `dir` (config read, weights mapped) without
+    /// `--vision-tower`.
+    fn of(dir: &Path, config: &LlavaConfig, weights: &Weights, hub_cache: &Path) -> Self {
+        if config.vision.is_some() {
+            return Self::InConfig;
+        }
+        let name = config.vision_tower.clone().unwrap_or_default();
+        if config.layout == Layout::Original
+            && let Some(folder) = find_tower(dir, &name, hub_cache)
+        {
+            return Self::Folder(folder);
+        }
+        match ClipConfig::known(&name) {
+            Some(known) if weights.contains(TOWER_PROBE) => Self::Stored(known),
+            _ => Self::Missing(name),
+        }
+    }
+}
+
+/// The `mm_vision_tower` a checkpoint folder needs and cannot find (the error
+/// [`Checkpoint::open`] would report), for callers that may fetch it. `None` for anything
+/// unreadable.
 pub(crate) fn missing_tower(dir: &Path) -> Option<String> {
     let config = LlavaConfig::from_dir(dir).ok()?;
-    let name = config
-        .vision_tower
-        .filter(|_| config.layout == Layout::Original)?;
-    if find_tower(dir, &name, &hub_cache_dir()).is_some() {
-        return None;
-    }
     let mut weights = Weights::new(&Device::Cpu, DType::F32);
-    weights.add_dir(dir, NameMap::Original).ok()?;
-    (!weights.contains(TOWER_PROBE)).then_some(name)
+    weights.add_dir(dir, stored_names(config.layout)).ok()?;
+    match Tower::of(dir, &config, &weights, &hub_cache_dir()) {
+        Tower::Missing(name) if !name.is_empty() => Some(name),
+        _ => None,
+    }
 }
 
 /// Where `mm_vision_tower` lives: a folder (absolute, or relative to the checkpoint
