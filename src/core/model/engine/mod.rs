@@ -9,3 +9,4 @@ pub(crate) mod conversation;
 pub mod generate;
 pub mod preprocess;
 pub mod prompt;
+pub(crate) mod sentencepiece;

@@ -157,12 +157,16 @@ impl TextCodec {
         ids
     }
 
-    /// Loads `tokenizer.json` (and the decode settings of `tokenizer_config.json`) from a
-    /// checkpoint folder.
+    /// Loads `tokenizer.json` (or, without one, the SentencePiece `tokenizer.model`) and
+    /// the decode settings of `tokenizer_config.json` from a checkpoint folder.
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
-        let tokenizer = Tokenizer::from_file(&path)
-            .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", path.display()))?;
+        let tokenizer = if !path.exists() && dir.join("tokenizer.model").is_file() {
+            super::sentencepiece::load(dir)?
+        } else {
+            Tokenizer::from_file(&path)
+                .map_err(|e| anyhow!("cannot load tokenizer {}: {e}", path.display()))?
+        };
         let clean_up_spaces = tokenizer_settings(dir)
             .iter()
             .find_map(|j| j.get("clean_up_tokenization_spaces")?.as_bool())
