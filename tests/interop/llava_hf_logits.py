@@ -86,6 +86,17 @@ def prompt(model_dir, image, question):
     print(json.dumps({"prompt": text, "ids": ids.tolist()}))
 
 
+def random_llava(config):
+    """A LlavaForConditionalGeneration of `config` (a config.json dict), weights N(0, 0.2), seed 0."""
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(LlavaConfig(**{k: v for k, v in config.items()
+                                                          if k not in ("architectures", "transformers_version")}))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.2)
+    return model
+
+
 def family(model_type, source, out, window):
     source, out = Path(source), Path(out)
     config = json.loads((source / "config.json").read_text())
@@ -95,13 +106,7 @@ def family(model_type, source, out, window):
     text.pop("attention_bias", None)
     text.pop("mlp_bias", None)
     config["architectures"] = ["LlavaForConditionalGeneration"]
-    torch.manual_seed(0)
-    model = LlavaForConditionalGeneration(LlavaConfig(**{k: v for k, v in config.items()
-                                                          if k not in ("architectures", "transformers_version")}))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
-    model.save_pretrained(out)
+    random_llava(config).save_pretrained(out)
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                  "preprocessor_config.json", "meta.json", "reference.safetensors"):
         if (source / name).exists():
@@ -119,13 +124,7 @@ def vicuna(source, tokenizer_dir, out):
     text = config["text_config"]
     text.update(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     config["image_token_index"] = tok.convert_tokens_to_ids("<image>")
-    torch.manual_seed(0)
-    model = LlavaForConditionalGeneration(LlavaConfig(**{k: v for k, v in config.items()
-                                                          if k not in ("architectures", "transformers_version")}))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.2)
-    model.save_pretrained(out)
+    random_llava(config).save_pretrained(out)
     tok.save_pretrained(out)
     (out / "chat_template.jinja").unlink(missing_ok=True)
     shutil.copy(source / "preprocessor_config.json", out / "preprocessor_config.json")

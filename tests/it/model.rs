@@ -606,41 +606,50 @@ fn a_chat_template_prompt_has_the_processors_tokens() {
     std::fs::write(model_dir.join("chat_template.json"), template.to_string()).unwrap();
     let image = images_dir().join(IMAGES[0]);
     let question = QUESTIONS[1];
-    let run = std::process::Command::new(&py)
-        .arg(root().join("tests/interop/llava_hf_logits.py"))
-        .args([
-            "prompt".as_ref(),
-            model_dir.as_os_str(),
-            image.as_os_str(),
-            question.as_ref(),
-        ])
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    let theirs: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
-    let r = crate::common::mt(&[
-        "caption",
-        image.to_str().unwrap(),
-        "--model",
-        model_dir.to_str().unwrap(),
-        "--prompt",
-        question,
-        "--max-new-tokens",
-        "2",
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let ours: serde_json::Value = serde_json::from_str(r.stdout.lines().next().unwrap()).unwrap();
+    let theirs: serde_json::Value = serde_json::from_str(
+        llava_hf_logits(
+            &py,
+            &[
+                "prompt".as_ref(),
+                model_dir.as_os_str(),
+                image.as_os_str(),
+                question.as_ref(),
+            ],
+        )
+        .trim(),
+    )
+    .unwrap();
+    let ours = first_caption(&image, &model_dir, question, 2);
     assert_eq!(
         ours["prompt_tokens"].as_u64().unwrap() as usize,
         theirs["ids"].as_array().unwrap().len(),
         "transformers' prompt: {}",
         theirs["prompt"]
     );
+}
+
+/// `mt caption IMAGE --model MODEL --prompt QUESTION` (greedy, `new_tokens` at most): its
+/// output line.
+fn first_caption(
+    image: &Path,
+    model: &Path,
+    question: &str,
+    new_tokens: usize,
+) -> serde_json::Value {
+    let new_tokens = new_tokens.to_string();
+    let r = crate::common::mt(&[
+        "caption",
+        image.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        question,
+        "--max-new-tokens",
+        &new_tokens,
+        "--no-run-dir",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    serde_json::from_str(r.stdout.lines().next().unwrap()).unwrap()
 }
 
 /// LLaVA-1.5's setup end to end: a llava-hf Llama checkpoint with a Llama-2 style tokenizer
@@ -703,19 +712,7 @@ fn a_llava_1_5_checkpoint_captions_as_transformers_generates() {
         (ids[0].as_u64(), ids[1].as_u64() == Some(1)),
         (Some(1), false)
     );
-    let r = crate::common::mt(&[
-        "caption",
-        image.to_str().unwrap(),
-        "--model",
-        model_dir.to_str().unwrap(),
-        "--prompt",
-        "What modality is this image?",
-        "--max-new-tokens",
-        "8",
-        "--no-run-dir",
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let ours: serde_json::Value = serde_json::from_str(r.stdout.lines().next().unwrap()).unwrap();
+    let ours = first_caption(&image, &model_dir, "What modality is this image?", 8);
     assert_eq!(ours["prompt_tokens"].as_u64().unwrap() as usize, ids.len());
     assert_eq!(
         ours["caption"], theirs["text"],
@@ -764,29 +761,8 @@ fn original_layout_mistral_and_phi3_match_their_llava_hf_twins() {
 
         // A fine-tune of the original layout is exported in it (Phi-3's projections
         // fused again) and loads again.
-        let data = crate::common::llava_png_records(dir.path(), 1);
         let run = dir.path().join("run");
-        let r = crate::common::mt_in(
-            dir.path(),
-            &[
-                "finetune",
-                "--model",
-                original.to_str().unwrap(),
-                "--data",
-                data.to_str().unwrap(),
-                "--image-folder",
-                root().join("testdata/llava/images").to_str().unwrap(),
-                "--cpu",
-                "--run-dir",
-                run.to_str().unwrap(),
-                "--max-steps",
-                "1",
-                "--batch-size",
-                "1",
-                "--conv-mode",
-                "llama3",
-            ],
-        );
+        let r = crate::common::finetune_one(dir.path(), &original, &run);
         assert_eq!(r.code, 0, "{family}: {}", r.stderr);
         let export = run.join("model");
         let config: serde_json::Value =

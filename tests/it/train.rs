@@ -691,6 +691,25 @@ fn checkpoint_tensors(dir: &Path) -> HashMap<String, Tensor> {
         .collect()
 }
 
+/// `mt convert merge-lora --json` of `adapter` into `base`, written to `out`.
+fn merge_lora(dir: &Path, base: &Path, adapter: &Path, out: &Path) -> common::Run {
+    let [base, adapter, out] = [base, adapter, out].map(|p| p.to_str().unwrap());
+    mt_in(
+        dir,
+        &[
+            "convert",
+            "merge-lora",
+            "--model",
+            base,
+            "--adapter",
+            adapter,
+            "-o",
+            out,
+            "--json",
+        ],
+    )
+}
+
 /// `mt finetune` of `base` (2 steps of 2 samples), with `extra` flags; the run folder.
 fn finetune_from(dir: &Path, base: &Path, name: &str, extra: &[&str]) -> std::path::PathBuf {
     let data = data(dir, 2);
@@ -769,20 +788,7 @@ fn a_llava_hf_checkpoint_fine_tunes_and_exports_in_its_own_layout() {
     let projector = tensors(&adapter.join("non_lora_trainables.safetensors"));
     assert!(projector.contains_key("base_model.model.model.multi_modal_projector.linear_2.bias"));
     let merged = tmp.path().join("merged");
-    let r = mt_in(
-        tmp.path(),
-        &[
-            "convert",
-            "merge-lora",
-            "--model",
-            base.to_str().unwrap(),
-            "--adapter",
-            adapter.to_str().unwrap(),
-            "-o",
-            merged.to_str().unwrap(),
-            "--json",
-        ],
-    );
+    let r = merge_lora(tmp.path(), &base, &adapter, &merged);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["merged_layers"], 14);
     assert_eq!(names(&checkpoint_tensors(&merged)), names(&before));
@@ -853,19 +859,7 @@ fn fine_tuned_llava_hf_families_load_in_transformers_and_peft() {
         let adapter =
             finetune_from(tmp.path(), base, &format!("{name}-lora"), &lora).join("adapter");
         let merged = tmp.path().join(format!("{name}-merged"));
-        let r = mt_in(
-            tmp.path(),
-            &[
-                "convert",
-                "merge-lora",
-                "--model",
-                base.to_str().unwrap(),
-                "--adapter",
-                adapter.to_str().unwrap(),
-                "-o",
-                merged.to_str().unwrap(),
-            ],
-        );
+        let r = merge_lora(tmp.path(), base, &adapter, &merged);
         assert_eq!(r.code, 0, "{}", r.stderr);
         let report = crate::model::llava_hf_logits(
             &py,
@@ -898,31 +892,11 @@ fn fine_tuned_llava_hf_families_load_in_transformers_and_peft() {
 /// built it (ids, labels, pixels).
 fn first_loss_matches_transformers(py: &Path, dir: &Path, base: &Path) {
     let work = tempfile::tempdir_in(dir).unwrap();
-    let data = common::llava_png_records(work.path(), 1);
     let run = work.path().join("run");
-    let (model, images) = (base.to_str().unwrap(), images());
-    let r = mt_in(
-        work.path(),
-        &[
-            "finetune",
-            "--model",
-            model,
-            "--data",
-            data.to_str().unwrap(),
-            "--image-folder",
-            &images,
-            "--cpu",
-            "--run-dir",
-            run.to_str().unwrap(),
-            "--max-steps",
-            "1",
-            "--batch-size",
-            "1",
-            "--conv-mode",
-            "llama3",
-        ],
-    );
+    let r = common::finetune_one(work.path(), base, &run);
     assert_eq!(r.code, 0, "{}", r.stderr);
+    let data = work.path().join("data.jsonl");
+    let images = images();
     let ours = metrics(&run)[0]["loss"].as_f64().unwrap();
 
     let ckpt = Checkpoint::open(base, None, &Device::Cpu, DType::F32).unwrap();

@@ -223,3 +223,32 @@ pub fn llava_png_records(dir: &Path, n: usize) -> PathBuf {
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     path
 }
+
+/// `mt finetune` of `model` for one step on one record (`dir/data.jsonl`, llama3
+/// template), run directory `run`.
+pub fn finetune_one(dir: &Path, model: &Path, run: &Path) -> Run {
+    let data = llava_png_records(dir, 1);
+    let images = testdata("llava/images");
+    let [model, data, images, run] = [model, &data, &images, run].map(|p| p.to_str().unwrap());
+    mt_in(
+        dir,
+        &[
+            "finetune",
+            "--model",
+            model,
+            "--data",
+            data,
+            "--image-folder",
+            images,
+            "--cpu",
+            "--run-dir",
+            run,
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "1",
+            "--conv-mode",
+            "llama3",
+        ],
+    )
+}
