@@ -736,6 +736,11 @@ def main():
     model.save_pretrained(str(d), max_shard_size="400KB")
     tokenizer_files(tok, d, extra_special="<image>")
     image_processor(336).save_pretrained(str(d))
+    # The reference pixels are LLaVA's `pad` ones: say so as LlavaImageProcessor does
+    # (`do_pad`), since a llava-hf checkpoint's processor decides its preprocessing.
+    pre = json.loads((d / "preprocessor_config.json").read_text())
+    pre.update(image_processor_type="LlavaImageProcessor", do_pad=True)
+    (d / "preprocessor_config.json").write_text(json.dumps(pre, indent=2) + "\n")
     write_reference(d, t, meta)
     # reload check: the saved checkpoint reproduces the reference logits exactly
     reloaded = LlavaForConditionalGeneration.from_pretrained(str(d), attn_implementation="eager").eval()

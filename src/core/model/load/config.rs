@@ -266,7 +266,8 @@ pub struct LlavaConfig {
     pub select_layer: i64,
     /// `mm_vision_select_feature` / `vision_feature_select_strategy`.
     pub select_feature: SelectFeature,
-    /// `image_aspect_ratio` (original: `pad` or `square`); always `Pad` in llava-hf.
+    /// `image_aspect_ratio` (original: `pad` or `square`); in llava-hf the image
+    /// processor's `do_pad` (`LlavaImageProcessor`), else CLIP's resize and centre crop.
     pub aspect: AspectMode,
     /// S2 multi-scale image sizes, ascending (`None`: single scale).
     pub s2_scales: Option<Vec<usize>>,
@@ -274,12 +275,31 @@ pub struct LlavaConfig {
     pub image_token_index: Option<u32>,
 }
 
+/// How a llava-hf checkpoint's processor shapes images: padded to a square with the mean
+/// colour when its `preprocessor_config.json` says `do_pad` (`LlavaImageProcessor`), else
+/// resized and centre-cropped (`CLIPImageProcessor`, as llava-hf's LLaVA-1.5 repositories).
+fn hf_aspect(dir: &Path) -> Result<AspectMode> {
+    let path = dir.join("preprocessor_config.json");
+    if !path.is_file() {
+        return Ok(AspectMode::Crop);
+    }
+    let json = read_json(&path)?;
+    Ok(match json.get("do_pad").and_then(Value::as_bool) {
+        Some(true) => AspectMode::Pad,
+        _ => AspectMode::Crop,
+    })
+}
+
 impl LlavaConfig {
     /// Reads and checks `config.json` in a checkpoint folder.
     pub(crate) fn from_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("config.json");
         let json = read_json(&path)?;
-        Self::parse(&json).with_context(|| format!("{}", path.display()))
+        let mut cfg = Self::parse(&json).with_context(|| format!("{}", path.display()))?;
+        if cfg.layout == Layout::Hf {
+            cfg.aspect = hf_aspect(dir)?;
+        }
+        Ok(cfg)
     }
 
     /// Parses a config already read into JSON.
@@ -980,5 +1000,19 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("`text_config.model_type`"), "{err}");
+    }
+
+    #[test]
+    fn a_llava_hf_processor_pads_only_when_it_says_do_pad() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(hf_aspect(dir.path()).unwrap(), AspectMode::Crop);
+        let write =
+            |json: &str| std::fs::write(dir.path().join("preprocessor_config.json"), json).unwrap();
+        write(r#"{"image_processor_type": "CLIPImageProcessor", "crop_size": 336}"#);
+        assert_eq!(hf_aspect(dir.path()).unwrap(), AspectMode::Crop);
+        write(r#"{"image_processor_type": "LlavaImageProcessor", "do_pad": true}"#);
+        assert_eq!(hf_aspect(dir.path()).unwrap(), AspectMode::Pad);
+        write("{");
+        assert!(hf_aspect(dir.path()).is_err());
     }
 }
