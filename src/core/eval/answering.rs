@@ -74,7 +74,7 @@ pub(crate) fn answer<'a>(
                     id: q.id.to_string(),
                     image: q.image.label().to_string(),
                     pixels,
-                    question: Some(question_text(&q.question)),
+                    messages: Some(vec![question_text(&q.question)]),
                 });
                 asked.push(*q);
             }

@@ -191,7 +191,7 @@ fn prepare(
             id,
             image,
             pixels,
-            question: None,
+            messages: None,
         };
         return Ok(Ok((item, None)));
     };
@@ -209,7 +209,7 @@ fn prepare(
         id,
         image,
         pixels: draw_rois(&pixels, &audit.rois),
-        question: Some(audit.prompt.clone()),
+        messages: Some(vec![audit.prompt.clone()]),
     };
     Ok(Ok((item, Some(audit))))
 }

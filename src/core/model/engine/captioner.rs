@@ -27,8 +27,9 @@ pub(crate) struct CaptionInput {
     /// Where the image came from (path or archive member), for the output.
     pub image: String,
     pub pixels: DynamicImage,
-    /// This image's own question instead of the captioner's.
-    pub question: Option<String>,
+    /// This image's own conversation instead of the captioner's question: the user's
+    /// messages and the assistant's answers alternating, the user's last.
+    pub messages: Option<Vec<String>>,
 }
 
 /// One output line of `mt caption`.
@@ -188,8 +189,9 @@ impl Captioner {
         let own: Vec<Option<Vec<Piece>>> = items
             .iter()
             .map(|i| {
-                i.question.as_deref().map(|q| {
-                    let prompt = self.format.question_prompt(q)?;
+                i.messages.as_deref().map(|messages| {
+                    let messages: Vec<&str> = messages.iter().map(String::as_str).collect();
+                    let prompt = self.format.chat_prompt(&messages)?;
                     self.codec.encode_prompt_with(&prompt, self.tokens)
                 })
             })

@@ -103,15 +103,27 @@ impl ChatTemplate {
             .map_err(|e| anyhow!("the chat template failed: {e}"))
     }
 
-    /// One user turn, the image then `question`, and the assistant's opening: the prompt a
-    /// llava-hf processor builds for one question.
-    pub(crate) fn question_prompt(&self, question: &str) -> Result<String> {
-        let text = question.replace("<image>", "");
-        let messages = json!([{"role": "user", "content": [
-            {"type": "image"},
-            {"type": "text", "text": text.trim_start()},
-        ]}]);
-        self.render(&messages, true)
+    /// A conversation about one image (the user's messages and the assistant's answers
+    /// alternating, the user's last) and the assistant's opening: the image in the first
+    /// user turn, `<image>` placeholders in the text dropped. One question gives the prompt
+    /// a llava-hf processor builds for it.
+    pub(crate) fn chat_prompt(&self, messages: &[&str]) -> Result<String> {
+        let messages: Vec<Json> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let text = text.replace("<image>", "");
+                let text = json!({"type": "text", "text": text.trim_start()});
+                match i {
+                    0 => json!({"role": "user", "content": [{"type": "image"}, text]}),
+                    _ => {
+                        let role = ["user", "assistant"][i % 2];
+                        json!({"role": role, "content": [text]})
+                    }
+                }
+            })
+            .collect();
+        self.render(&Json::Array(messages), true)
     }
 }
 
@@ -284,12 +296,12 @@ mod tests {
             ChatTemplate::new(golden["templates"]["llava-1.5"].as_str().unwrap(), "", "");
         assert_eq!(
             template
-                .question_prompt("<image>\nWhat modality is this image?")
+                .chat_prompt(&["<image>\nWhat modality is this image?"])
                 .unwrap(),
             "USER: <image>\nWhat modality is this image? ASSISTANT:"
         );
         let broken = ChatTemplate::new("{% for m in messages %}", "", "");
-        let err = broken.question_prompt("Q").unwrap_err().to_string();
+        let err = broken.chat_prompt(&["Q"]).unwrap_err().to_string();
         assert!(err.contains("does not parse"), "{err}");
     }
 }

@@ -388,13 +388,23 @@ impl Conversation {
     /// (`<image>\n` + question) unless the question places `<image>` itself, then the
     /// assistant's open turn.
     pub(crate) fn question_prompt(&self, question: &str) -> Result<String> {
-        let user = if question.contains(IMAGE_PLACEHOLDER) {
-            question.to_string()
-        } else {
-            format!("{IMAGE_PLACEHOLDER}\n{question}")
-        };
+        self.chat_prompt(&[question])
+    }
+
+    /// The prompt of a conversation about one image (the user's messages and the
+    /// assistant's answers alternating, the user's last), as LLaVA's `serve/cli.py`
+    /// builds it: the image before the first message unless a message places `<image>`
+    /// itself, then the assistant's open turn.
+    pub(crate) fn chat_prompt(&self, messages: &[&str]) -> Result<String> {
+        let placed = messages.iter().any(|m| m.contains(IMAGE_PLACEHOLDER));
         let mut conv = self.clone();
-        conv.push(Some(&user));
+        for (i, message) in messages.iter().enumerate() {
+            if i == 0 && !placed {
+                conv.push(Some(&format!("{IMAGE_PLACEHOLDER}\n{message}")));
+            } else {
+                conv.push(Some(message));
+            }
+        }
         conv.push(None);
         conv.prompt()
     }
@@ -562,7 +572,7 @@ mod tests {
         let golden: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let cases = golden["cases"].as_array().unwrap();
-        let mut checked = 0;
+        let (mut checked, mut chats) = (0, 0);
         for case in cases {
             let key = case["template"].as_str().unwrap();
             for source in case["sources"].as_array().unwrap() {
@@ -581,9 +591,35 @@ mod tests {
                     (ours, _) => panic!("{what}: {ours:?}, the reference: {}", case["error"]),
                 }
                 checked += 1;
+                // The same conversation as `mt chat` is given it: the messages without
+                // the image, which goes before the first one.
+                let turns: Vec<Option<&str>> = case["turns"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect();
+                if let (Some((None, asked)), Some(theirs)) =
+                    (turns.split_last(), case["prompt"].as_str())
+                    && let Some(first) = asked.first().copied().flatten()
+                    && let Some(first) = first.strip_prefix("<image>\n")
+                {
+                    let mut messages: Vec<&str> = asked.iter().map(|t| t.unwrap_or("")).collect();
+                    messages[0] = first;
+                    let conv = Conversation::new(&format!("{source}:{key}")).unwrap();
+                    if conv.template.examples.is_empty() {
+                        assert_eq!(
+                            conv.chat_prompt(&messages).unwrap(),
+                            theirs,
+                            "{what} as a chat"
+                        );
+                        chats += 1;
+                    }
+                }
             }
         }
         assert!(checked >= 400, "{checked} renders checked");
+        assert!(chats >= 100, "{chats} chat renders checked");
         for name in names() {
             assert!(
                 cases.iter().any(|c| c["template"] == name),

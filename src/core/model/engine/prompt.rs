@@ -57,9 +57,15 @@ impl PromptFormat {
 
     /// The prompt of one question about one image.
     pub(crate) fn question_prompt(&self, question: &str) -> Result<String> {
+        self.chat_prompt(&[question])
+    }
+
+    /// The prompt of a conversation about one image: the user's messages and the
+    /// assistant's answers alternating, the user's last.
+    pub(crate) fn chat_prompt(&self, messages: &[&str]) -> Result<String> {
         match self {
-            Self::Conversation(conv) => conv.question_prompt(question),
-            Self::Chat(chat) => chat.question_prompt(question),
+            Self::Conversation(conv) => conv.chat_prompt(messages),
+            Self::Chat(chat) => chat.chat_prompt(messages),
         }
     }
 
