@@ -19,6 +19,9 @@ _mt() {
             mt,caption)
                 cmd="mt__subcmd__caption"
                 ;;
+            mt,chat)
+                cmd="mt__subcmd__chat"
+                ;;
             mt,completions)
                 cmd="mt__subcmd__completions"
                 ;;
@@ -136,6 +139,9 @@ _mt() {
             mt__subcmd__help,caption)
                 cmd="mt__subcmd__help__subcmd__caption"
                 ;;
+            mt__subcmd__help,chat)
+                cmd="mt__subcmd__help__subcmd__chat"
+                ;;
             mt__subcmd__help,completions)
                 cmd="mt__subcmd__help__subcmd__completions"
                 ;;
@@ -209,7 +215,7 @@ _mt() {
 
     case "${cmd}" in
         mt)
-            opts="-v -q -h -V --verbose --quiet --json --run-dir --no-run-dir --seed --help --version download inspect convert roi caption train finetune eval completions replay help"
+            opts="-v -q -h -V --verbose --quiet --json --run-dir --no-run-dir --seed --help --version download inspect convert roi caption chat train finetune eval completions replay help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -318,6 +324,76 @@ _mt() {
                     return 0
                     ;;
                 --ckpt)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-new-tokens)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --seed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__chat)
+            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --images --image-folder --conv-mode --temperature --top-p --top-k --gpu --cpu --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --model)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ckpt)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vision-tower)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dtype)
+                    COMPREPLY=($(compgen -W "f32 bf16 f16" -- "${cur}"))
+                    return 0
+                    ;;
+                --image-folder)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --images)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --conv-mode)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --temperature)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --top-p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --top-k)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1527,7 +1603,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__help)
-            opts="download inspect convert roi caption train finetune eval completions replay help"
+            opts="download inspect convert roi caption chat train finetune eval completions replay help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1541,6 +1617,20 @@ _mt() {
             return 0
             ;;
         mt__subcmd__help__subcmd__caption)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__help__subcmd__chat)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -3,6 +3,7 @@
 
 pub(crate) mod args;
 pub(crate) mod caption;
+pub(crate) mod chat;
 pub mod completions;
 pub(crate) mod convert;
 pub(crate) mod convert_image;
@@ -91,6 +92,7 @@ pub enum Command {
     Convert(convert::Args),
     Roi(roi::Args),
     Caption(caption::Args),
+    Chat(chat::Args),
     Train(train::Args),
     Finetune(finetune::Args),
     Eval(eval::Args),
@@ -130,6 +132,10 @@ pub fn execute(cli: Cli, argv: Vec<String>, log: &LogSink) -> Result<()> {
                 a.model.resolve_hub()?;
             }
             with_run_dir("caption", &a, g, argv, log, |ctx| caption::run(&a, ctx))
+        }
+        Command::Chat(mut a) => {
+            a.model.resolve_hub()?;
+            with_run_dir("chat", &a, g, argv, log, |ctx| chat::run(&a, ctx))
         }
         Command::Train(mut a) => {
             a.training.model.resolve_hub()?;

@@ -6,8 +6,8 @@ use crate::common::{self, mt, mt_in, root};
 
 const HELPERS: [&str; 2] = ["completions", "replay"];
 
-const SUBCOMMANDS: [&str; 8] = [
-    "download", "inspect", "caption", "roi", "train", "finetune", "eval", "convert",
+const SUBCOMMANDS: [&str; 9] = [
+    "download", "inspect", "caption", "chat", "roi", "train", "finetune", "eval", "convert",
 ];
 
 #[test]

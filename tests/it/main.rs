@@ -13,6 +13,7 @@ mod common;
 mod hub_server;
 
 mod caption;
+mod chat;
 mod cli;
 mod convert_data;
 mod convert_image;

@@ -1,0 +1,144 @@
+//! `mt chat`: JSONL requests on stdin, JSONL answers on stdout; a two-turn conversation
+//! gets transformers' greedy answer.
+
+use std::io::Write;
+use std::process::Stdio;
+
+use serde_json::Value;
+
+use crate::common::{root, testdata};
+
+/// `mt chat ARGS` with `stdin` piped in: exit code, stdout lines as JSON, stderr.
+fn chat(args: &[&str], stdin: &str) -> (i32, Vec<Value>, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mt"))
+        .arg("chat")
+        .args(args)
+        .args(["--no-run-dir"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let lines = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (
+        out.status.code().unwrap(),
+        lines,
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// The second turn of a conversation about an image, with the first exchange in the
+/// llama3 template, gives transformers' greedy tokens: the prompt is golden
+/// `conversation.py`'s render of the same turns, fed to `LlavaProcessor` and
+/// `LlavaForConditionalGeneration.generate` (tests/interop/llava_hf_logits.py generate).
+#[test]
+fn a_two_turn_conversation_answers_as_transformers_generates() {
+    let Some(py) = crate::model::family_python() else {
+        return;
+    };
+    let golden: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("testdata/templates/prompts.json")).unwrap(),
+    )
+    .unwrap();
+    let case = golden["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["conversation"] == "two_rounds"
+                && c["template"] == "llama3"
+                && c["sources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s == "medtrinity")
+        })
+        .expect("llama3's two-round render");
+    let model = testdata("models/tiny-llava-hf");
+    let image = testdata("images/phantom.png");
+    let theirs: Value = serde_json::from_str(
+        crate::model::llava_hf_logits(
+            &py,
+            &[
+                "generate".as_ref(),
+                model.as_os_str(),
+                image.as_os_str(),
+                case["prompt"].as_str().unwrap().as_ref(),
+                "12".as_ref(),
+            ],
+        )
+        .trim(),
+    )
+    .unwrap();
+    let request = serde_json::json!({"id": 7, "image": image, "conversations": [
+        {"from": "human", "value": "What modality is this image?"},
+        {"from": "gpt", "value": "CT"},
+        {"from": "human", "value": "Which organ is shown?"},
+    ]});
+    let (code, lines, stderr) = chat(
+        &["--model", model.to_str().unwrap(), "--max-new-tokens", "12"],
+        &format!("{request}\n"),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(lines.len(), 1);
+    let ours = &lines[0];
+    assert_eq!(ours["id"], 7);
+    assert_eq!(
+        ours["prompt_tokens"].as_u64().unwrap() as usize,
+        theirs["ids"].as_array().unwrap().len()
+    );
+    assert_eq!(
+        ours["answer"], theirs["text"],
+        "transformers' ids {}",
+        theirs["new"]
+    );
+}
+
+/// Requests that cannot be answered get an error line naming the problem, the others
+/// their answers, and the run exits 3; a request without an image uses the command
+/// line's.
+#[test]
+fn bad_requests_get_error_lines_and_the_rest_are_answered() {
+    let model = testdata("models/tiny-llava-hf");
+    let image = testdata("images/phantom.png");
+    let requests = [
+        r#"{"id": "ok", "question": "Which organ is shown?"}"#,
+        "not json",
+        r#"{"id": "no-file", "image": "missing.png", "question": "x"}"#,
+        r#"{"id": "ends-with-gpt", "conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]}"#,
+        r#"{"id": "both", "question": "a", "conversations": []}"#,
+        r#"{"id": "typo", "questoin": "a"}"#,
+    ]
+    .join("\n");
+    let (code, lines, stderr) = chat(
+        &[
+            image.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--max-new-tokens",
+            "2",
+        ],
+        &requests,
+    );
+    assert_eq!(code, 3, "{stderr}");
+    assert_eq!(lines.len(), 6);
+    assert_eq!(lines[0]["id"], "ok");
+    assert_eq!(lines[0]["new_tokens"], 2);
+    let error = |i: usize| lines[i]["error"].as_str().unwrap_or("").to_string();
+    assert!(error(1).starts_with("stdin:2:"), "{}", error(1));
+    assert!(error(2).contains("missing.png"), "{}", error(2));
+    assert!(error(3).contains("nothing to answer"), "{}", error(3));
+    assert!(error(4).contains("not both"), "{}", error(4));
+    assert!(error(5).contains("questoin"), "{}", error(5));
+}
