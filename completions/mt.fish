@@ -37,7 +37,7 @@ complete -c mt -n "__fish_mt_needs_command" -f -a "inspect" -d 'Statistics, samp
 complete -c mt -n "__fish_mt_needs_command" -f -a "convert" -d 'Convert between dataset, benchmark, medical-image and checkpoint formats'
 complete -c mt -n "__fish_mt_needs_command" -f -a "roi" -d 'Regions of interest from masks or boxes: boxes, area %, position words, overlays'
 complete -c mt -n "__fish_mt_needs_command" -f -a "caption" -d 'Generate captions with a LLaVA-style model (the MedTrinity captioner or LLaVA-Med++)'
-complete -c mt -n "__fish_mt_needs_command" -f -a "chat" -d 'Ask a model about images: JSONL requests on stdin, JSONL answers on stdout'
+complete -c mt -n "__fish_mt_needs_command" -f -a "chat" -d 'Ask a model about an image: a conversation on the terminal, or JSONL requests on stdin'
 complete -c mt -n "__fish_mt_needs_command" -f -a "train" -d 'Pre-training stages: projector alignment (1) and instruction tuning (2)'
 complete -c mt -n "__fish_mt_needs_command" -f -a "finetune" -d 'Fine-tune on VQA-RAD, SLAKE or PathVQA, fully or with LoRA'
 complete -c mt -n "__fish_mt_needs_command" -f -a "eval" -d 'Score answers, or run and score a checkpoint on a benchmark'
@@ -289,6 +289,7 @@ complete -c mt -n "__fish_mt_using_subcommand chat" -l max-new-tokens -d 'Most t
 complete -c mt -n "__fish_mt_using_subcommand chat" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand chat" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand chat" -l cpu -d 'Run on the CPU even when a GPU is visible'
+complete -c mt -n "__fish_mt_using_subcommand chat" -l interactive -d 'Converse line by line even when stdin is not a terminal (a script of turns)'
 complete -c mt -n "__fish_mt_using_subcommand chat" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand chat" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand chat" -l json -d 'Machine-readable JSON on stdout instead of tables'
@@ -533,7 +534,7 @@ complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcomma
 complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat train finetune eval completions replay help" -f -a "convert" -d 'Convert between dataset, benchmark, medical-image and checkpoint formats'
 complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat train finetune eval completions replay help" -f -a "roi" -d 'Regions of interest from masks or boxes: boxes, area %, position words, overlays'
 complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat train finetune eval completions replay help" -f -a "caption" -d 'Generate captions with a LLaVA-style model (the MedTrinity captioner or LLaVA-Med++)'
-complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat train finetune eval completions replay help" -f -a "chat" -d 'Ask a model about images: JSONL requests on stdin, JSONL answers on stdout'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat train finetune eval completions replay help" -f -a "chat" -d 'Ask a model about an image: a conversation on the terminal, or JSONL requests on stdin'
 complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat train finetune eval completions replay help" -f -a "train" -d 'Pre-training stages: projector alignment (1) and instruction tuning (2)'
 complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat train finetune eval completions replay help" -f -a "finetune" -d 'Fine-tune on VQA-RAD, SLAKE or PathVQA, fully or with LoRA'
 complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat train finetune eval completions replay help" -f -a "eval" -d 'Score answers, or run and score a checkpoint on a benchmark'

@@ -1,14 +1,20 @@
-//! `mt chat`: ask a model about an image. Requests come as JSONL on stdin
-//! (`{id, image, question}`, or `{id, image, conversations}` with the earlier turns, the
-//! user's last), one JSONL answer per request goes to stdout as soon as it is written, so
-//! `... | mt chat --model M > answers.jsonl` and a program talking through a pipe both
-//! work. A request that cannot be answered gets an `error` line and the others go on
-//! (exit 3 at the end).
+//! `mt chat`: ask a model about an image. On a terminal (or with `--interactive`): a
+//! line editor with history, answers printed as they are written, the conversation kept
+//! in the template from turn to turn, `/image`, `/reset`, `/save`. Otherwise requests
+//! come as JSONL on stdin (`{id, image, question}`, or `{id, image, conversations}` with the
+//! earlier turns, the user's last) and one JSONL answer per request goes to stdout as soon
+//! as it is written, so `... | mt chat --model M > answers.jsonl` and a program talking
+//! through a pipe both work; a request that cannot be answered gets an `error` line and
+//! the others go on (exit 3 at the end).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, Result, bail};
+use rustyline::DefaultEditor;
+use rustyline::error::ReadlineError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -31,7 +37,7 @@ A request: {\"id\", \"image\", \"question\"}, or {\"id\", \"image\", \"conversat
 model answers the last message, with the earlier ones in its template). An answer:
 {\"id\", \"image\", \"answer\", \"prompt_tokens\", \"new_tokens\"}, or {\"id\", \"error\"}.";
 
-/// Ask a model about images: JSONL requests on stdin, JSONL answers on stdout.
+/// Ask a model about an image: a conversation on the terminal, or JSONL requests on stdin.
 #[derive(Debug, clap::Args, Serialize)]
 #[command(
     after_help = EXAMPLES,
@@ -52,6 +58,9 @@ pub struct Args {
     #[command(flatten)]
     #[serde(flatten)]
     pub device: DeviceArgs,
+    /// Converse line by line even when stdin is not a terminal (a script of turns).
+    #[arg(long)]
+    pub interactive: bool,
 }
 
 /// One request line.
@@ -68,11 +77,13 @@ struct Request {
 pub(crate) fn run(args: &Args, ctx: &mut Context) -> Result<()> {
     args.decoding.check()?;
     let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        return Err(usage(
-            "mt chat reads JSONL requests on stdin (see --help); the interactive mode is not \
-             built yet",
-        ));
+    if args.interactive || stdin.is_terminal() {
+        if let Some(image) = &args.image
+            && !image.is_file()
+        {
+            return Err(usage(format!("{}: no such image file", image.display())));
+        }
+        return interactive(args, &load(args, ctx)?);
     }
     let captioner = load(args, ctx)?;
     let mut out = std::io::stdout().lock();
@@ -211,4 +222,189 @@ fn image_path(args: &Args, image: Option<&str>) -> Result<PathBuf> {
         (None, Some(default)) => Ok(default.clone()),
         (None, None) => bail!("the request has no `image` and none was given on the command line"),
     }
+}
+
+/// A conversation on a terminal: the image it is about and its turns so far.
+struct Session {
+    image: Option<PathBuf>,
+    /// The user's messages and the model's answers, alternating.
+    turns: Vec<String>,
+}
+
+const HELP: &str = "\
+Commands:
+  /image PATH   talk about another image (a new conversation)
+  /reset        forget the conversation, keep the image
+  /save FILE    write the conversation as a LLaVA record (FILE.jsonl: appended as a line)
+  /quit         leave (or Ctrl-D); Ctrl-C stops an answer being written";
+
+/// `mt chat` on a terminal: a line editor with history, each answer printed as it is
+/// written, the conversation kept in the template from turn to turn.
+fn interactive(args: &Args, captioner: &Captioner) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())
+        .context("cannot catch Ctrl-C")?;
+    let mut editor = DefaultEditor::new().context("cannot start the line editor")?;
+    let history = history_file();
+    if let Some(file) = &history {
+        let _ = editor.load_history(file);
+    }
+    let mut session = Session {
+        image: args.image.clone(),
+        turns: Vec::new(),
+    };
+    eprintln!(
+        "mt chat with {}; /help for the commands",
+        captioner.model_name
+    );
+    loop {
+        let line = match editor.readline("> ") {
+            Ok(line) => line,
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(e).context("cannot read the terminal"),
+        };
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let _ = editor.add_history_entry(line);
+        let (command, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let rest = rest.trim();
+        let outcome = match command {
+            "/quit" | "/exit" => break,
+            "/help" => {
+                eprintln!("{HELP}");
+                Ok(())
+            }
+            "/reset" => {
+                session.turns.clear();
+                Ok(())
+            }
+            "/image" if !rest.is_empty() => {
+                let path = PathBuf::from(rest);
+                match path.is_file() {
+                    true => {
+                        session.image = Some(path);
+                        session.turns.clear();
+                        Ok(())
+                    }
+                    false => Err(anyhow::anyhow!("{rest}: no such image file")),
+                }
+            }
+            "/save" if !rest.is_empty() => save(&session, Path::new(rest)),
+            _ if command.starts_with('/') => Err(anyhow::anyhow!(
+                "unknown command {command}; /help lists them"
+            )),
+            _ => ask(captioner, &mut session, line, &stop),
+        };
+        if let Err(e) = outcome {
+            eprintln!("error: {e:#}");
+        }
+    }
+    if let Some(file) = &history {
+        let _ = std::fs::create_dir_all(file.parent().unwrap_or(Path::new(".")));
+        let _ = editor.save_history(file);
+    }
+    Ok(())
+}
+
+/// Where the line editor keeps its history: `$HOME/.cache/mt/chat_history`.
+fn history_file() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/mt/chat_history"))
+}
+
+/// Answers `question` in `session`, printing the answer as it is written; Ctrl-C (`stop`)
+/// ends it where it is. The question and the answer join the conversation.
+fn ask(
+    captioner: &Captioner,
+    session: &mut Session,
+    question: &str,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let Some(image) = session.image.clone() else {
+        bail!("no image yet: /image PATH first");
+    };
+    let pixels = crate::core::image::decode_file(&image)?;
+    let mut messages = session.turns.clone();
+    messages.push(question.to_string());
+    let item = CaptionInput {
+        id: "chat".into(),
+        image: image.display().to_string(),
+        pixels,
+        messages: Some(messages),
+    };
+    stop.store(false, Ordering::Relaxed);
+    let shown = Mutex::new(String::new());
+    let watch = |_: usize, tokens: &[u32]| -> bool {
+        if let (Ok(text), Ok(mut shown)) = (captioner.decode(tokens), shown.lock())
+            && let Some(new) = text.strip_prefix(shown.as_str())
+            && !new.is_empty()
+        {
+            let mut out = std::io::stdout().lock();
+            // The answer's leading space (after the template's opening) is not shown.
+            let new = if shown.is_empty() {
+                new.trim_start()
+            } else {
+                new
+            };
+            let _ = out.write_all(new.as_bytes());
+            let _ = out.flush();
+            *shown = text.clone();
+        }
+        stop.load(Ordering::Relaxed)
+    };
+    let result = captioner.caption_watched(std::slice::from_ref(&item), &mut |_| {}, &watch);
+    println!();
+    let answer = result?.remove(0)?;
+    if stop.load(Ordering::Relaxed) {
+        eprintln!("(stopped)");
+    }
+    session.turns.push(question.to_string());
+    session.turns.push(answer.caption);
+    Ok(())
+}
+
+/// Writes the conversation as a LLaVA training record: `{id, image, conversations}`, as a
+/// JSON list of one record, or appended as a line to a `.jsonl` file.
+fn save(session: &Session, file: &Path) -> Result<()> {
+    if session.turns.is_empty() {
+        bail!("nothing to save yet");
+    }
+    let conversations: Vec<Value> = session
+        .turns
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let text = match (i, &session.image) {
+                (0, Some(_)) if !text.contains("<image>") => format!("<image>\n{text}"),
+                _ => text.clone(),
+            };
+            let from = ["human", "gpt"][i % 2];
+            json!({"from": from, "value": text})
+        })
+        .collect();
+    let id = file
+        .file_stem()
+        .map_or_else(|| "chat".to_string(), |s| s.to_string_lossy().into_owned());
+    let mut record = json!({"id": id, "conversations": conversations});
+    if let Some(image) = &session.image {
+        record["image"] = json!(image.display().to_string());
+    }
+    let jsonl = file.extension().is_some_and(|e| e == "jsonl");
+    if jsonl {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+            .with_context(|| format!("cannot open {}", file.display()))?;
+        writeln!(f, "{record}")?;
+    } else {
+        crate::core::files::write_atomic(
+            file,
+            serde_json::to_vec_pretty(&json!([record]))?.as_slice(),
+        )?;
+    }
+    eprintln!("saved to {}", file.display());
+    Ok(())
 }

@@ -142,3 +142,67 @@ fn bad_requests_get_error_lines_and_the_rest_are_answered() {
     assert!(error(4).contains("not both"), "{}", error(4));
     assert!(error(5).contains("questoin"), "{}", error(5));
 }
+
+/// `--interactive` with a script of turns on stdin: answers are printed as they are
+/// written, the second question is answered with the first exchange in the template (the
+/// same answer the JSONL mode gives for that conversation), `/save` writes a LLaVA record
+/// `mt finetune` reads, and bad commands are named without ending the session.
+#[test]
+fn a_scripted_conversation_keeps_its_turns_and_saves_a_llava_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = testdata("models/tiny-llava-hf");
+    let image = testdata("images/phantom.png");
+    let saved = tmp.path().join("talk.json");
+    let script = format!(
+        "What modality is this image?\n/bogus\nWhich organ is shown?\n/save {}\n/quit\n",
+        saved.display()
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mt"))
+        .args([
+            "chat",
+            image.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+        ])
+        .args(["--max-new-tokens", "6", "--interactive", "--no-run-dir"])
+        .env("HOME", tmp.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("unknown command /bogus"), "{stderr}");
+    let record: Value = serde_json::from_str(&std::fs::read_to_string(&saved).unwrap()).unwrap();
+    let turns = record[0]["conversations"].as_array().unwrap();
+    assert_eq!(turns.len(), 4);
+    assert_eq!(turns[0]["value"], "<image>\nWhat modality is this image?");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    for answer in [&turns[1]["value"], &turns[3]["value"]] {
+        assert!(printed.contains(answer.as_str().unwrap()), "{printed}");
+    }
+    // The JSONL mode answers the same conversation the same way.
+    let request = serde_json::json!({"id": "again", "image": image, "conversations": [
+        {"from": "human", "value": "What modality is this image?"},
+        {"from": "gpt", "value": turns[1]["value"]},
+        {"from": "human", "value": "Which organ is shown?"},
+    ]});
+    let (code, lines, stderr) = chat(
+        &["--model", model.to_str().unwrap(), "--max-new-tokens", "6"],
+        &format!("{request}\n"),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(lines[0]["answer"], turns[3]["value"]);
+    // The saved record is training data.
+    let records =
+        medtrinity::core::train::data::load_records(&saved, None).expect("a LLaVA record");
+    assert_eq!(records.len(), 1);
+}

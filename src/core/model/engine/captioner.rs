@@ -21,6 +21,9 @@ use crate::core::model::engine::prompt::{PromptTokens, TextCodec, prompt_len};
 use crate::core::model::kernels;
 use crate::core::model::load::checkpoint::Checkpoint;
 
+/// Called with (item, tokens so far) after every generated token; true stops the item.
+pub(crate) type Watch<'a> = dyn Fn(usize, &[u32]) -> bool + Sync + 'a;
+
 /// One image to caption.
 pub(crate) struct CaptionInput {
     pub id: String,
@@ -128,6 +131,11 @@ impl Captioner {
         Ok(())
     }
 
+    /// The text of generated tokens, as an answer's is decoded.
+    pub(crate) fn decode(&self, tokens: &[u32]) -> Result<String> {
+        self.codec.decode(tokens)
+    }
+
     /// The decoding settings in force (stop tokens included).
     pub(crate) fn generation(&self) -> &GenerationConfig {
         &self.decoding
@@ -140,6 +148,18 @@ impl Captioner {
         &self,
         items: &[CaptionInput],
         on_tokens: &mut (dyn FnMut(usize) + Send),
+    ) -> Result<Vec<Result<Caption>>> {
+        self.caption_watched(items, on_tokens, &|_, _| false)
+    }
+
+    /// [`Captioner::caption`], with `watch(item, tokens so far)` called after every
+    /// generated token (to show an answer as it is written); it returns true to stop that
+    /// item's answer where it is.
+    pub(crate) fn caption_watched(
+        &self,
+        items: &[CaptionInput],
+        on_tokens: &mut (dyn FnMut(usize) + Send),
+        watch: &Watch<'_>,
     ) -> Result<Vec<Result<Caption>>> {
         let images: Vec<&DynamicImage> = items.iter().map(|i| &i.pixels).collect();
         let mut ready = Vec::with_capacity(items.len());
@@ -156,7 +176,7 @@ impl Captioner {
             }
         }
         let mut captions = self
-            .caption_prepared(&ready, planes, on_tokens)?
+            .caption_prepared(&ready, planes, on_tokens, watch)?
             .into_iter();
         Ok(results
             .into_iter()
@@ -170,6 +190,7 @@ impl Captioner {
         items: &[&CaptionInput],
         planes: Vec<Vec<f32>>,
         on_tokens: &mut (dyn FnMut(usize) + Send),
+        watch: &Watch<'_>,
     ) -> Result<Vec<Caption>> {
         if items.is_empty() {
             return Ok(Vec::new());
@@ -224,12 +245,13 @@ impl Captioner {
             .iter()
             .map(|i| keyed(self.seed, mix64(fnv1a(&i.id)), 0))
             .collect();
-        let stop_text = |_: usize, tokens: &[u32]| -> bool {
-            !self.stop_strings.is_empty()
+        let stop_text = |row: usize, tokens: &[u32]| -> bool {
+            let stop = !self.stop_strings.is_empty()
                 && self
                     .codec
                     .decode(tokens)
-                    .is_ok_and(|text| self.stop_strings.iter().any(|s| text.contains(s.as_str())))
+                    .is_ok_and(|text| self.stop_strings.iter().any(|s| text.contains(s.as_str())));
+            watch(row, tokens) || stop
         };
         let outputs = generate(
             &self.model,
