@@ -347,7 +347,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__chat)
-            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --images --image-folder --conv-mode --temperature --top-p --top-k --gpu --cpu --interactive --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --images --image-folder --conv-mode --temperature --top-p --top-k --gpu --cpu --system --interactive --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -394,6 +394,10 @@ _mt() {
                     return 0
                     ;;
                 --gpu)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --system)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -285,6 +285,7 @@ complete -c mt -n "__fish_mt_using_subcommand chat" -l temperature -d 'Sampling 
 complete -c mt -n "__fish_mt_using_subcommand chat" -l top-p -d 'Nucleus sampling mass (default 1: off)' -r
 complete -c mt -n "__fish_mt_using_subcommand chat" -l top-k -d 'Sample among the k most likely tokens (default 0: off)' -r
 complete -c mt -n "__fish_mt_using_subcommand chat" -l gpu -d 'GPU index (needs a CUDA build). Default: GPU 0 when a CUDA build sees one, else the CPU' -r
+complete -c mt -n "__fish_mt_using_subcommand chat" -l system -d 'The system message, in place of the template\'s (its header kept; a chat template gets a system turn)' -r
 complete -c mt -n "__fish_mt_using_subcommand chat" -l max-new-tokens -d 'Most tokens generated per answer' -r
 complete -c mt -n "__fish_mt_using_subcommand chat" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand chat" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r

@@ -58,6 +58,10 @@ pub struct Args {
     #[command(flatten)]
     #[serde(flatten)]
     pub device: DeviceArgs,
+    /// The system message, in place of the template's (its header kept; a chat template
+    /// gets a system turn).
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
     /// Converse line by line even when stdin is not a terminal (a script of turns).
     #[arg(long)]
     pub interactive: bool,
@@ -138,7 +142,11 @@ fn load(args: &Args, ctx: &mut Context) -> Result<Captioner> {
         stop_tokens: Vec::new(),
     };
     let conv_mode = args.decoding.conv_mode.as_deref();
-    Captioner::new(ckpt, "", decoding, Vec::new(), true, ctx.seed, conv_mode)
+    let mut captioner = Captioner::new(ckpt, "", decoding, Vec::new(), true, ctx.seed, conv_mode)?;
+    if let Some(system) = &args.system {
+        captioner.set_system(system);
+    }
+    Ok(captioner)
 }
 
 /// The answer line of request line `line` (number `n`), or why there is none; the

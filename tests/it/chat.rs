@@ -141,6 +141,29 @@ fn bad_requests_get_error_lines_and_the_rest_are_answered() {
     assert!(error(3).contains("nothing to answer"), "{}", error(3));
     assert!(error(4).contains("not both"), "{}", error(4));
     assert!(error(5).contains("questoin"), "{}", error(5));
+
+    // --system replaces the template's system message (llama3's long default here).
+    let ok = r#"{"id": "ok", "question": "Which organ is shown?"}"#;
+    let (code, short, stderr) = chat(
+        &[
+            image.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--max-new-tokens",
+            "2",
+            "--system",
+            "Be brief.",
+        ],
+        ok,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let tokens = |v: &Value| v["prompt_tokens"].as_u64().unwrap();
+    assert!(
+        tokens(&short[0]) + 10 < tokens(&lines[0]),
+        "{} vs {}",
+        short[0],
+        lines[0]
+    );
 }
 
 /// `--interactive` with a script of turns on stdin: answers are printed as they are

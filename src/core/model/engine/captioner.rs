@@ -131,6 +131,11 @@ impl Captioner {
         Ok(())
     }
 
+    /// Puts `message` in the prompts as the system message (`--system`).
+    pub(crate) fn set_system(&mut self, message: &str) {
+        self.format = self.format.with_system(message);
+    }
+
     /// The text of generated tokens, as an answer's is decoded.
     pub(crate) fn decode(&self, tokens: &[u32]) -> Result<String> {
         self.codec.decode(tokens)

@@ -20,6 +20,8 @@ pub(crate) struct ChatTemplate {
     source: String,
     bos_token: String,
     eos_token: String,
+    /// A system turn put before the conversation (`--system`).
+    system: Option<String>,
 }
 
 impl ChatTemplate {
@@ -29,6 +31,15 @@ impl ChatTemplate {
             source: source.to_string(),
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
+            system: None,
+        }
+    }
+
+    /// The template with a system turn before every conversation.
+    pub(crate) fn with_system(&self, message: &str) -> Self {
+        Self {
+            system: Some(message.to_string()),
+            ..self.clone()
         }
     }
 
@@ -108,7 +119,7 @@ impl ChatTemplate {
     /// user turn, `<image>` placeholders in the text dropped. One question gives the prompt
     /// a llava-hf processor builds for it.
     pub(crate) fn chat_prompt(&self, messages: &[&str]) -> Result<String> {
-        let messages: Vec<Json> = messages
+        let mut messages: Vec<Json> = messages
             .iter()
             .enumerate()
             .map(|(i, text)| {
@@ -123,6 +134,10 @@ impl ChatTemplate {
                 }
             })
             .collect();
+        if let Some(system) = &self.system {
+            let text = json!({"type": "text", "text": system});
+            messages.insert(0, json!({"role": "system", "content": [text]}));
+        }
         self.render(&Json::Array(messages), true)
     }
 }

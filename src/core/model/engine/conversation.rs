@@ -259,6 +259,8 @@ pub(crate) struct Conversation {
     llava_med: bool,
     /// (role index, message); `None` is the turn the model is to write.
     turns: Vec<(usize, Option<String>)>,
+    /// The system text in place of the template's (`--system`), its header kept.
+    system: Option<String>,
 }
 
 impl Conversation {
@@ -299,6 +301,7 @@ impl Conversation {
             name,
             llava_med: source == Some("llava-med"),
             turns,
+            system: None,
         })
     }
 
@@ -333,6 +336,27 @@ impl Conversation {
             );
         }
         Ok(conv)
+    }
+
+    /// The conversation with `message` as its system message: the template's system
+    /// header (`<|start_header_id|>system<|end_header_id|>`, `<|im_start|>system`,
+    /// `<|system|>`) kept, its message replaced (LLaVA's `conv.system = ...` with the
+    /// header written back).
+    pub(crate) fn with_system(&self, message: &str) -> Self {
+        const HEADERS: [&str; 3] = [
+            "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n",
+            "<|im_start|>system\n",
+            "<|system|>\n",
+        ];
+        let header = HEADERS
+            .iter()
+            .find(|h| self.template.system.starts_with(**h))
+            .copied()
+            .unwrap_or("");
+        Self {
+            system: Some(format!("{header}{message}")),
+            ..self.clone()
+        }
     }
 
     /// The template's name, as asked for.
@@ -446,6 +470,7 @@ impl Conversation {
     /// The prompt, as `get_prompt()` renders it; an error where the Python raises.
     pub(crate) fn prompt(&self) -> Result<String> {
         let t = self.template;
+        let system = self.system.as_deref().unwrap_or(t.system);
         let role = |i: usize| t.roles[i];
         // Python's `if message:`: an empty message counts as none.
         fn text(m: &Option<String>) -> Option<&str> {
@@ -454,7 +479,7 @@ impl Conversation {
         let mut out = String::new();
         match t.style {
             Style::Single => {
-                out.push_str(t.system);
+                out.push_str(system);
                 out.push_str(t.sep);
                 for (r, m) in &self.turns {
                     match text(m) {
@@ -465,7 +490,7 @@ impl Conversation {
             }
             Style::Two => {
                 let sep2 = t.sep2.unwrap_or_default();
-                out.push_str(t.system);
+                out.push_str(system);
                 out.push_str(t.sep);
                 for (i, (r, m)) in self.turns.iter().enumerate() {
                     let sep = if i % 2 == 0 { t.sep } else { sep2 };
@@ -487,7 +512,7 @@ impl Conversation {
                 }
             }
             Style::Mpt => {
-                out.push_str(t.system);
+                out.push_str(system);
                 out.push_str(t.sep);
                 for (r, m) in &self.turns {
                     match text(m) {
@@ -497,7 +522,7 @@ impl Conversation {
                 }
             }
             Style::Plain => {
-                out.push_str(t.system);
+                out.push_str(system);
                 for (i, (_, m)) in self.turns.iter().enumerate() {
                     if let Some(m) = text(m) {
                         let sep = match (i % 2, t.sep2) {
@@ -521,7 +546,7 @@ impl Conversation {
                     }
                     let Some(m) = text(m) else { continue };
                     if i % 2 == 0 {
-                        let system = match (i, t.system) {
+                        let system = match (i, system) {
                             (0, "") | (1.., _) => String::new(),
                             (0, system) => format!("<<SYS>>\n{system}\n<</SYS>>\n\n"),
                         };
@@ -688,5 +713,36 @@ mod tests {
         assert!(err.contains("llama3, llama3_qa"), "{err}");
         let err = Conversation::new("vllm:llama3").unwrap_err().to_string();
         assert!(err.contains("unknown code base `vllm`"), "{err}");
+    }
+
+    #[test]
+    fn a_system_message_replaces_the_templates_and_keeps_its_header() {
+        let message = "Answer in one word.";
+        let mut checked = 0;
+        for name in names() {
+            let conv = Conversation::new(name).unwrap();
+            if !conv.template.examples.is_empty() || conv.template.style == Style::Plain {
+                continue;
+            }
+            let (Ok(before), Ok(after)) = (
+                conv.question_prompt("Which organ?"),
+                conv.with_system(message).question_prompt("Which organ?"),
+            ) else {
+                continue;
+            };
+            let default = conv.with_system("").system.unwrap();
+            let old = conv.template.system.strip_prefix(default.as_str()).unwrap();
+            match (old, conv.template.style) {
+                // Llama 2's empty system writes no <<SYS>> block; a message writes one.
+                ("", Style::Llama2) => assert!(
+                    after.contains(&format!("<<SYS>>\n{message}\n<</SYS>>")),
+                    "{name}: {after}"
+                ),
+                ("", _) => assert_eq!(after, format!("{message}{before}"), "{name}"),
+                _ => assert_eq!(after, before.replacen(old, message, 1), "{name}"),
+            }
+            checked += 1;
+        }
+        assert!(checked >= 12, "{checked} templates checked");
     }
 }

@@ -60,6 +60,15 @@ impl PromptFormat {
         self.chat_prompt(&[question])
     }
 
+    /// The format with `message` as the system message (a chat template gets a system
+    /// turn first).
+    pub(crate) fn with_system(&self, message: &str) -> Self {
+        match self {
+            Self::Conversation(conv) => Self::Conversation(conv.with_system(message)),
+            Self::Chat(chat) => Self::Chat(chat.with_system(message)),
+        }
+    }
+
     /// The prompt of a conversation about one image: the user's messages and the
     /// assistant's answers alternating, the user's last.
     pub(crate) fn chat_prompt(&self, messages: &[&str]) -> Result<String> {
