@@ -17,6 +17,7 @@ use crate::core::eval::chunks::Chunk;
 use crate::core::hub::model_ref;
 use crate::core::hub::repo::RepoKind;
 use crate::core::model::engine::conversation::Conversation;
+use crate::core::model::engine::generate::GenerationConfig;
 use crate::core::model::load::checkpoint::missing_tower;
 use crate::core::roi::Orientation;
 use crate::core::train::presets::Preset;
@@ -166,6 +167,17 @@ impl DecodingArgs {
     /// The top-k cut (0: off).
     pub(crate) fn top_k(&self) -> usize {
         self.top_k.unwrap_or(0)
+    }
+
+    /// The generation settings these flags ask for (the stop tokens come from the model).
+    pub(crate) fn generation(&self) -> GenerationConfig {
+        GenerationConfig {
+            max_new_tokens: self.max_new_tokens,
+            temperature: self.temperature(),
+            top_p: self.top_p(),
+            top_k: self.top_k(),
+            stop_tokens: Vec::new(),
+        }
     }
 }
 

@@ -16,7 +16,6 @@ use crate::core::error::usage;
 use crate::core::knowledge::KnowledgeIndex;
 use crate::core::model::engine::caption_run::CaptionRun;
 use crate::core::model::engine::captioner::Captioner;
-use crate::core::model::engine::generate::GenerationConfig;
 use crate::core::model::load::checkpoint::{Checkpoint, device};
 use crate::core::pipeline::Pipeline;
 use crate::core::pipeline::coarse::Templates;
@@ -275,13 +274,7 @@ fn load_captioner(args: &Args, ctx: &mut Context) -> Result<Captioner> {
     let device = device(gpu)?;
     let dtype = model.dtype(&device)?;
     let ckpt = Checkpoint::open(model.path(), model.vision_tower.as_deref(), &device, dtype)?;
-    let decoding = GenerationConfig {
-        max_new_tokens: args.decoding.max_new_tokens,
-        temperature: args.decoding.temperature(),
-        top_p: args.decoding.top_p(),
-        top_k: args.decoding.top_k(),
-        stop_tokens: Vec::new(),
-    };
+    let decoding = args.decoding.generation();
     if let Some(run) = &mut ctx.run {
         let place = gpu.map_or_else(|| "cpu".to_string(), |i| format!("cuda:{i}"));
         run.set_device(format!("{place} {dtype:?}").to_lowercase());

@@ -22,7 +22,6 @@ use super::args::{DecodingArgs, DeviceArgs, ModelArgs};
 use super::{Context, finish_failures};
 use crate::core::error::usage;
 use crate::core::model::engine::captioner::{CaptionInput, Captioner};
-use crate::core::model::engine::generate::GenerationConfig;
 use crate::core::model::load::checkpoint::{Checkpoint, device};
 use crate::core::train::conversation::Turn;
 
@@ -134,13 +133,7 @@ fn load(args: &Args, ctx: &mut Context) -> Result<Captioner> {
     if let Some(run) = &mut ctx.run {
         run.write_json("model.json", &ckpt.config)?;
     }
-    let decoding = GenerationConfig {
-        max_new_tokens: args.decoding.max_new_tokens,
-        temperature: args.decoding.temperature(),
-        top_p: args.decoding.top_p(),
-        top_k: args.decoding.top_k(),
-        stop_tokens: Vec::new(),
-    };
+    let decoding = args.decoding.generation();
     let conv_mode = args.decoding.conv_mode.as_deref();
     let mut captioner = Captioner::new(ckpt, "", decoding, Vec::new(), true, ctx.seed, conv_mode)?;
     if let Some(system) = &args.system {

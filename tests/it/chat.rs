@@ -2,18 +2,20 @@
 //! gets transformers' greedy answer.
 
 use std::io::Write;
+use std::path::Path;
 use std::process::Stdio;
 
 use serde_json::Value;
 
-use crate::common::{root, testdata};
+use crate::common::testdata;
 
-/// `mt chat ARGS` with `stdin` piped in: exit code, stdout lines as JSON, stderr.
-fn chat(args: &[&str], stdin: &str) -> (i32, Vec<Value>, String) {
+/// `mt chat ARGS --no-run-dir` with `stdin` piped in and `HOME` set to `home`.
+fn run_chat(args: &[&str], stdin: &str, home: &Path) -> std::process::Output {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mt"))
         .arg("chat")
         .args(args)
         .args(["--no-run-dir"])
+        .env("HOME", home)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -25,7 +27,13 @@ fn chat(args: &[&str], stdin: &str) -> (i32, Vec<Value>, String) {
         .unwrap()
         .write_all(stdin.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `mt chat ARGS` with `stdin` piped in: exit code, stdout lines as JSON, stderr.
+fn chat(args: &[&str], stdin: &str) -> (i32, Vec<Value>, String) {
+    let home = tempfile::tempdir().unwrap();
+    let out = run_chat(args, stdin, home.path());
     let lines = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -47,40 +55,10 @@ fn a_two_turn_conversation_answers_as_transformers_generates() {
     let Some(py) = crate::model::family_python() else {
         return;
     };
-    let golden: Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("testdata/templates/prompts.json")).unwrap(),
-    )
-    .unwrap();
-    let case = golden["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| {
-            c["conversation"] == "two_rounds"
-                && c["template"] == "llama3"
-                && c["sources"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|s| s == "medtrinity")
-        })
-        .expect("llama3's two-round render");
+    let prompt = crate::common::golden_prompt("llama3", "two_rounds");
     let model = testdata("models/tiny-llava-hf");
     let image = testdata("images/phantom.png");
-    let theirs: Value = serde_json::from_str(
-        crate::model::llava_hf_logits(
-            &py,
-            &[
-                "generate".as_ref(),
-                model.as_os_str(),
-                image.as_os_str(),
-                case["prompt"].as_str().unwrap().as_ref(),
-                "12".as_ref(),
-            ],
-        )
-        .trim(),
-    )
-    .unwrap();
+    let theirs = crate::model::transformers_generate(&py, &model, &image, &prompt, 12);
     let request = serde_json::json!({"id": 7, "image": image, "conversations": [
         {"from": "human", "value": "What modality is this image?"},
         {"from": "gpt", "value": "CT"},
@@ -180,27 +158,18 @@ fn a_scripted_conversation_keeps_its_turns_and_saves_a_llava_record() {
         "What modality is this image?\n/bogus\nWhich organ is shown?\n/save {}\n/quit\n",
         saved.display()
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mt"))
-        .args([
-            "chat",
+    let out = run_chat(
+        &[
             image.to_str().unwrap(),
             "--model",
             model.to_str().unwrap(),
-        ])
-        .args(["--max-new-tokens", "6", "--interactive", "--no-run-dir"])
-        .env("HOME", tmp.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+            "--max-new-tokens",
+            "6",
+            "--interactive",
+        ],
+        &script,
+        tmp.path(),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("unknown command /bogus"), "{stderr}");

@@ -652,6 +652,29 @@ fn first_caption(
     serde_json::from_str(r.stdout.lines().next().unwrap()).unwrap()
 }
 
+/// transformers' greedy generation for `prompt` about `image` (at most `new_tokens`):
+/// tests/interop/llava_hf_logits.py generate's JSON (`ids`, `new`, `text`).
+pub(crate) fn transformers_generate(
+    py: &Path,
+    model: &Path,
+    image: &Path,
+    prompt: &str,
+    new_tokens: usize,
+) -> serde_json::Value {
+    let new_tokens = new_tokens.to_string();
+    let out = llava_hf_logits(
+        py,
+        &[
+            "generate".as_ref(),
+            model.as_os_str(),
+            image.as_os_str(),
+            prompt.as_ref(),
+            new_tokens.as_ref(),
+        ],
+    );
+    serde_json::from_str(out.trim()).unwrap()
+}
+
 /// LLaVA-1.5's setup end to end: a llava-hf Llama checkpoint with a Llama-2 style tokenizer
 /// that adds BOS itself (testdata/train/tokenizers/llama2, `▁` only at the start of a
 /// text) gets the llava_v1 template by default; `mt caption` tokenises the prompt as
@@ -673,40 +696,9 @@ fn a_llava_1_5_checkpoint_captions_as_transformers_generates() {
             model_dir.as_os_str(),
         ],
     );
-    let golden: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root().join("testdata/templates/prompts.json")).unwrap(),
-    )
-    .unwrap();
-    let case = golden["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| {
-            c["conversation"] == "question"
-                && c["template"] == "llava_v1"
-                && c["sources"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|s| s == "medtrinity")
-        })
-        .expect("llava_v1's rendering of the question");
-    let prompt = case["prompt"].as_str().unwrap();
+    let prompt = crate::common::golden_prompt("llava_v1", "question");
     let image = root().join("testdata/images/phantom.png");
-    let theirs: serde_json::Value = serde_json::from_str(
-        llava_hf_logits(
-            &py,
-            &[
-                "generate".as_ref(),
-                model_dir.as_os_str(),
-                image.as_os_str(),
-                prompt.as_ref(),
-                "8".as_ref(),
-            ],
-        )
-        .trim(),
-    )
-    .unwrap();
+    let theirs = transformers_generate(&py, &model_dir, &image, &prompt, 8);
     let ids = theirs["ids"].as_array().unwrap();
     assert_eq!(
         (ids[0].as_u64(), ids[1].as_u64() == Some(1)),

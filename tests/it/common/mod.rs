@@ -252,3 +252,26 @@ pub fn finetune_one(dir: &Path, model: &Path, run: &Path) -> Run {
         ],
     )
 }
+
+/// What the MedTrinity-25M `conversation.py` renders for `conversation` in `template`
+/// (testdata/templates/prompts.json).
+pub fn golden_prompt(template: &str, conversation: &str) -> String {
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(testdata("templates/prompts.json")).unwrap())
+            .unwrap();
+    let case = golden["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| {
+            c["conversation"] == conversation
+                && c["template"] == template
+                && c["sources"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s == "medtrinity")
+        })
+        .unwrap_or_else(|| panic!("no golden {template} render of {conversation}"));
+    case["prompt"].as_str().unwrap().to_string()
+}
