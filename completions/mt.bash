@@ -49,6 +49,9 @@ _mt() {
             mt,roi)
                 cmd="mt__subcmd__roi"
                 ;;
+            mt,serve)
+                cmd="mt__subcmd__serve"
+                ;;
             mt,train)
                 cmd="mt__subcmd__train"
                 ;;
@@ -169,6 +172,9 @@ _mt() {
             mt__subcmd__help,roi)
                 cmd="mt__subcmd__help__subcmd__roi"
                 ;;
+            mt__subcmd__help,serve)
+                cmd="mt__subcmd__help__subcmd__serve"
+                ;;
             mt__subcmd__help,train)
                 cmd="mt__subcmd__help__subcmd__train"
                 ;;
@@ -215,7 +221,7 @@ _mt() {
 
     case "${cmd}" in
         mt)
-            opts="-v -q -h -V --verbose --quiet --json --run-dir --no-run-dir --seed --help --version download inspect convert roi caption chat train finetune eval completions replay help"
+            opts="-v -q -h -V --verbose --quiet --json --run-dir --no-run-dir --seed --help --version download inspect convert roi caption chat serve train finetune eval completions replay help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1607,7 +1613,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__help)
-            opts="download inspect convert roi caption chat train finetune eval completions replay help"
+            opts="download inspect convert roi caption chat serve train finetune eval completions replay help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1942,6 +1948,20 @@ _mt() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mt__subcmd__help__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mt__subcmd__help__subcmd__train)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -2084,6 +2104,108 @@ _mt() {
                     return 0
                     ;;
                 --images)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --seed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__serve)
+            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --conv-mode --temperature --top-p --top-k --gpu --cpu --system --host --port --api-key --allow-files --max-batch --queue --timeout --max-body --max-image-pixels --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --model)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ckpt)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vision-tower)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dtype)
+                    COMPREPLY=($(compgen -W "f32 bf16 f16" -- "${cur}"))
+                    return 0
+                    ;;
+                --conv-mode)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --temperature)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --top-p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --top-k)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --gpu)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --system)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --allow-files)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-batch)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --queue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-body)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-image-pixels)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-new-tokens)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

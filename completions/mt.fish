@@ -38,6 +38,7 @@ complete -c mt -n "__fish_mt_needs_command" -f -a "convert" -d 'Convert between 
 complete -c mt -n "__fish_mt_needs_command" -f -a "roi" -d 'Regions of interest from masks or boxes: boxes, area %, position words, overlays'
 complete -c mt -n "__fish_mt_needs_command" -f -a "caption" -d 'Generate captions with a LLaVA-style model (the MedTrinity captioner or LLaVA-Med++)'
 complete -c mt -n "__fish_mt_needs_command" -f -a "chat" -d 'Ask a model about an image: a conversation on the terminal, or JSONL requests on stdin'
+complete -c mt -n "__fish_mt_needs_command" -f -a "serve" -d 'Serve a model over OpenAI\'s chat completions API (continuous batching)'
 complete -c mt -n "__fish_mt_needs_command" -f -a "train" -d 'Pre-training stages: projector alignment (1) and instruction tuning (2)'
 complete -c mt -n "__fish_mt_needs_command" -f -a "finetune" -d 'Fine-tune on VQA-RAD, SLAKE or PathVQA, fully or with LoRA'
 complete -c mt -n "__fish_mt_needs_command" -f -a "eval" -d 'Score answers, or run and score a checkpoint on a benchmark'
@@ -297,6 +298,36 @@ complete -c mt -n "__fish_mt_using_subcommand chat" -l json -d 'Machine-readable
 complete -c mt -n "__fish_mt_using_subcommand chat" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand chat" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand chat" -s V -l version -d 'Print version'
+complete -c mt -n "__fish_mt_using_subcommand serve" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout), or a Hub model id `org/name[@revision]` (from the Hugging Face cache, fetched when missing)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand serve" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand serve" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
+bf16\t'bfloat16'
+f16\t'IEEE half precision'"
+complete -c mt -n "__fish_mt_using_subcommand serve" -l conv-mode -d 'Conversation template the question is put in (LLaVA\'s `--conv-mode`: llama3, vicuna_v1, llava_v1, llava_llama_2, mistral_instruct, chatml_direct, phi3_instruct, plain, ...; `llava-med:vicuna_v1` for LLaVA-Med\'s own rendering). Default: the checkpoint\'s (llama3 for LLaVA-Med++)' -r
+complete -c mt -n "__fish_mt_using_subcommand serve" -l temperature -d 'Sampling temperature (default 0: greedy, reproducible)' -r
+complete -c mt -n "__fish_mt_using_subcommand serve" -l top-p -d 'Nucleus sampling mass (default 1: off)' -r
+complete -c mt -n "__fish_mt_using_subcommand serve" -l top-k -d 'Sample among the k most likely tokens (default 0: off)' -r
+complete -c mt -n "__fish_mt_using_subcommand serve" -l gpu -d 'GPU index (needs a CUDA build). Default: GPU 0 when a CUDA build sees one, else the CPU' -r
+complete -c mt -n "__fish_mt_using_subcommand serve" -l system -d 'The system message, in place of the template\'s, for requests that bring none' -r
+complete -c mt -n "__fish_mt_using_subcommand serve" -l host -d 'Address to listen on (0.0.0.0 to accept other machines)' -r
+complete -c mt -n "__fish_mt_using_subcommand serve" -l port -d 'Port to listen on (0: any free one; the address is printed)' -r
+complete -c mt -n "__fish_mt_using_subcommand serve" -l api-key -d 'Clients must send `Authorization: Bearer KEY` (compared in constant time, never logged)' -r
+complete -c mt -n "__fish_mt_using_subcommand serve" -l allow-files -d 'Let requests name images as file:// paths under this folder' -r -F
+complete -c mt -n "__fish_mt_using_subcommand serve" -l max-batch -d 'Answers decoded together (the running batch)' -r
+complete -c mt -n "__fish_mt_using_subcommand serve" -l queue -d 'Requests that may wait for a place in the batch; more get 429 with Retry-After' -r
+complete -c mt -n "__fish_mt_using_subcommand serve" -l timeout -d 'Longest a request may take, waiting included (seconds); then 504' -r
+complete -c mt -n "__fish_mt_using_subcommand serve" -l max-body -d 'Largest request body (MiB); larger get 413' -r
+complete -c mt -n "__fish_mt_using_subcommand serve" -l max-image-pixels -d 'Most pixels an image may have (width x height); larger get 413' -r
+complete -c mt -n "__fish_mt_using_subcommand serve" -l max-new-tokens -d 'Most tokens per answer when a request gives no max_tokens' -r
+complete -c mt -n "__fish_mt_using_subcommand serve" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
+complete -c mt -n "__fish_mt_using_subcommand serve" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand serve" -l cpu -d 'Run on the CPU even when a GPU is visible'
+complete -c mt -n "__fish_mt_using_subcommand serve" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
+complete -c mt -n "__fish_mt_using_subcommand serve" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
+complete -c mt -n "__fish_mt_using_subcommand serve" -l json -d 'Machine-readable JSON on stdout instead of tables'
+complete -c mt -n "__fish_mt_using_subcommand serve" -l no-run-dir -d 'Do not write a run directory'
+complete -c mt -n "__fish_mt_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mt -n "__fish_mt_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand train" -l stage -d '1: projector alignment (the projector only); 2: instruction tuning (the language model and the projector); CLIP stays frozen' -r -f -a "1\t'Projector alignment: the projector only (lr 2e-3)'
 2\t'Instruction tuning: the language model and the projector (lr 2e-5)'"
 complete -c mt -n "__fish_mt_using_subcommand train" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
@@ -530,18 +561,19 @@ complete -c mt -n "__fish_mt_using_subcommand replay" -l json -d 'Machine-readab
 complete -c mt -n "__fish_mt_using_subcommand replay" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand replay" -s h -l help -d 'Print help'
 complete -c mt -n "__fish_mt_using_subcommand replay" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat train finetune eval completions replay help" -f -a "download" -d 'Download dataset shards and model checkpoints from the Hugging Face Hub (resumable, verified, into the standard cache shared with huggingface_hub)'
-complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat train finetune eval completions replay help" -f -a "inspect" -d 'Statistics, samples and plots of dataset shards'
-complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat train finetune eval completions replay help" -f -a "convert" -d 'Convert between dataset, benchmark, medical-image and checkpoint formats'
-complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat train finetune eval completions replay help" -f -a "roi" -d 'Regions of interest from masks or boxes: boxes, area %, position words, overlays'
-complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat train finetune eval completions replay help" -f -a "caption" -d 'Generate captions with a LLaVA-style model (the MedTrinity captioner or LLaVA-Med++)'
-complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat train finetune eval completions replay help" -f -a "chat" -d 'Ask a model about an image: a conversation on the terminal, or JSONL requests on stdin'
-complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat train finetune eval completions replay help" -f -a "train" -d 'Pre-training stages: projector alignment (1) and instruction tuning (2)'
-complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat train finetune eval completions replay help" -f -a "finetune" -d 'Fine-tune on VQA-RAD, SLAKE or PathVQA, fully or with LoRA'
-complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat train finetune eval completions replay help" -f -a "eval" -d 'Score answers, or run and score a checkpoint on a benchmark'
-complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat train finetune eval completions replay help" -f -a "completions" -d 'Print a shell completion script'
-complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat train finetune eval completions replay help" -f -a "replay" -d 'Run a command again with the arguments recorded in a run directory'
-complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat train finetune eval completions replay help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat serve train finetune eval completions replay help" -f -a "download" -d 'Download dataset shards and model checkpoints from the Hugging Face Hub (resumable, verified, into the standard cache shared with huggingface_hub)'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat serve train finetune eval completions replay help" -f -a "inspect" -d 'Statistics, samples and plots of dataset shards'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat serve train finetune eval completions replay help" -f -a "convert" -d 'Convert between dataset, benchmark, medical-image and checkpoint formats'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat serve train finetune eval completions replay help" -f -a "roi" -d 'Regions of interest from masks or boxes: boxes, area %, position words, overlays'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat serve train finetune eval completions replay help" -f -a "caption" -d 'Generate captions with a LLaVA-style model (the MedTrinity captioner or LLaVA-Med++)'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat serve train finetune eval completions replay help" -f -a "chat" -d 'Ask a model about an image: a conversation on the terminal, or JSONL requests on stdin'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat serve train finetune eval completions replay help" -f -a "serve" -d 'Serve a model over OpenAI\'s chat completions API (continuous batching)'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat serve train finetune eval completions replay help" -f -a "train" -d 'Pre-training stages: projector alignment (1) and instruction tuning (2)'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat serve train finetune eval completions replay help" -f -a "finetune" -d 'Fine-tune on VQA-RAD, SLAKE or PathVQA, fully or with LoRA'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat serve train finetune eval completions replay help" -f -a "eval" -d 'Score answers, or run and score a checkpoint on a benchmark'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat serve train finetune eval completions replay help" -f -a "completions" -d 'Print a shell completion script'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat serve train finetune eval completions replay help" -f -a "replay" -d 'Run a command again with the arguments recorded in a run directory'
+complete -c mt -n "__fish_mt_using_subcommand help; and not __fish_seen_subcommand_from download inspect convert roi caption chat serve train finetune eval completions replay help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from convert" -f -a "vqa" -d 'VQA-RAD, SLAKE or PathVQA (released files or hub parquet) -> LLaVA eval JSON'
 complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from convert" -f -a "llava" -d 'MedTrinity shards, LLaVA files or image folders -> LLaVA conversation JSON/JSONL + image files'
 complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from convert" -f -a "parquet" -d 'Image folders, LLaVA files or MedTrinity shards -> HF-style parquet shards'

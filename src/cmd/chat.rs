@@ -121,22 +121,35 @@ pub(crate) fn run(args: &Args, ctx: &mut Context) -> Result<()> {
 
 /// The checkpoint, ready to answer.
 fn load(args: &Args, ctx: &mut Context) -> Result<Captioner> {
-    let gpu = args.device.gpu();
-    let device = device(gpu)?;
-    let dtype = args.model.dtype(&device)?;
-    let ckpt = Checkpoint::open(
-        args.model.path(),
-        args.model.vision_tower.as_deref(),
-        &device,
-        dtype,
-    )?;
+    load_answerer(
+        &args.model,
+        &args.decoding,
+        &args.device,
+        args.system.as_deref(),
+        ctx,
+    )
+}
+
+/// A checkpoint ready to answer questions (`mt chat`, `mt serve`): its end-of-sequence
+/// tokens and template stop text end answers, `system` replaces the template's message.
+pub(super) fn load_answerer(
+    model: &ModelArgs,
+    decoding: &DecodingArgs,
+    device_args: &DeviceArgs,
+    system: Option<&str>,
+    ctx: &mut Context,
+) -> Result<Captioner> {
+    let device = device(device_args.gpu())?;
+    let dtype = model.dtype(&device)?;
+    let ckpt = Checkpoint::open(model.path(), model.vision_tower.as_deref(), &device, dtype)?;
     if let Some(run) = &mut ctx.run {
         run.write_json("model.json", &ckpt.config)?;
     }
-    let decoding = args.decoding.generation();
-    let conv_mode = args.decoding.conv_mode.as_deref();
-    let mut captioner = Captioner::new(ckpt, "", decoding, Vec::new(), true, ctx.seed, conv_mode)?;
-    if let Some(system) = &args.system {
+    let conv_mode = decoding.conv_mode.as_deref();
+    let generation = decoding.generation();
+    let mut captioner =
+        Captioner::new(ckpt, "", generation, Vec::new(), true, ctx.seed, conv_mode)?;
+    if let Some(system) = system {
         captioner.set_system(system);
     }
     Ok(captioner)

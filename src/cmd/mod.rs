@@ -15,6 +15,7 @@ pub(crate) mod finetune;
 pub(crate) mod inspect;
 pub(crate) mod replay;
 pub(crate) mod roi;
+pub(crate) mod serve;
 pub(crate) mod train;
 
 use std::io::Write;
@@ -93,6 +94,7 @@ pub enum Command {
     Roi(roi::Args),
     Caption(caption::Args),
     Chat(chat::Args),
+    Serve(serve::Args),
     Train(train::Args),
     Finetune(finetune::Args),
     Eval(eval::Args),
@@ -136,6 +138,10 @@ pub fn execute(cli: Cli, argv: Vec<String>, log: &LogSink) -> Result<()> {
         Command::Chat(mut a) => {
             a.model.resolve_hub()?;
             with_run_dir("chat", &a, g, argv, log, |ctx| chat::run(&a, ctx))
+        }
+        Command::Serve(mut a) => {
+            a.model.resolve_hub()?;
+            with_run_dir("serve", &a, g, argv, log, |ctx| serve::run(&a, ctx))
         }
         Command::Train(mut a) => {
             a.training.model.resolve_hub()?;
@@ -211,7 +217,7 @@ fn with_run_dir<A: Serialize>(
 
 /// Flags whose values are secrets: run.json records [`REDACTED`] in their place, and
 /// `mt replay` drops them (the replay reads the secret from the environment again).
-pub(crate) const SECRET_FLAGS: [&str; 1] = ["--token"];
+pub(crate) const SECRET_FLAGS: [&str; 2] = ["--token", "--api-key"];
 
 /// What run.json holds in place of a secret flag's value.
 pub(crate) const REDACTED: &str = "***";

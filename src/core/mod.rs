@@ -25,6 +25,7 @@ pub mod progress;
 pub mod records;
 pub mod roi;
 pub(crate) mod run;
+pub(crate) mod serve;
 pub mod shard;
 pub mod train;
 pub mod vqa;

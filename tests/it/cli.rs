@@ -6,8 +6,9 @@ use crate::common::{self, mt, mt_in, root};
 
 const HELPERS: [&str; 2] = ["completions", "replay"];
 
-const SUBCOMMANDS: [&str; 9] = [
-    "download", "inspect", "caption", "chat", "roi", "train", "finetune", "eval", "convert",
+const SUBCOMMANDS: [&str; 10] = [
+    "download", "inspect", "caption", "chat", "serve", "roi", "train", "finetune", "eval",
+    "convert",
 ];
 
 #[test]

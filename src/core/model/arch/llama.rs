@@ -86,6 +86,39 @@ impl KvCache {
         self.len == 0
     }
 
+    /// Slots for this many tokens in all.
+    pub(crate) fn capacity(&self) -> usize {
+        self.layers
+            .first()
+            .map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
+    }
+
+    /// This cache's tokens in a new cache of `capacity` slots (the same rows).
+    pub(crate) fn resized(&self, capacity: usize) -> Result<Self> {
+        ensure!(
+            capacity >= self.len,
+            "a cache of {capacity} slots cannot hold {} tokens",
+            self.len
+        );
+        let layers = self
+            .layers
+            .iter()
+            .map(|(k, v)| {
+                let grow = |t: &Tensor| -> Result<Tensor> {
+                    let (rows, heads, _, d) = t.dims4()?;
+                    let out = Tensor::zeros((rows, heads, capacity, d), t.dtype(), t.device())?;
+                    out.slice_set(&t.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+                    Ok(out)
+                };
+                Ok((grow(k)?, grow(v)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            layers,
+            len: self.len,
+        })
+    }
+
     /// Starts every row of this empty cache with the tokens of `prefix`, a one-row cache
     /// of a prompt prefix all rows share ([`Llama::prefix_cache`]).
     pub(crate) fn start_with(&mut self, prefix: &KvCache) -> Result<()> {
@@ -116,6 +149,15 @@ pub(crate) struct Step<'a> {
     /// queries, attention and MLP on that position alone, while every position's keys
     /// and values still go to the cache.
     pub last_only: bool,
+}
+
+/// Where one layer's keys and values go.
+enum LayerCache<'a> {
+    /// One cache for the whole batch, `past` tokens in (rows aligned by left padding).
+    Batch(&'a mut (Tensor, Tensor), usize),
+    /// One cache per row, each with its own length and its own mask (a decoding step
+    /// of sequences that started at different times: continuous batching).
+    Rows(Vec<(&'a mut (Tensor, Tensor), usize, Option<&'a Tensor>)>),
 }
 
 impl Llama {
@@ -210,12 +252,58 @@ impl Llama {
         let tokens = x.dim(1)?;
         let mut x = x.clone();
         for (i, layer) in self.layers.iter().enumerate() {
-            let kv = cache.as_deref_mut().map(|c| (&mut c.layers[i], c.len));
+            let kv = cache
+                .as_deref_mut()
+                .map(|c| LayerCache::Batch(&mut c.layers[i], c.len));
             let last_only = step.last_only && i + 1 == self.layers.len();
             x = layer.forward(&x, &rotary, step.mask, &self.cfg, kv, last_only)?;
         }
         if let Some(cache) = cache {
             cache.len += tokens;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// One decoding step of sequences that each have their own one-row cache (of any
+    /// length): `x` `(B, 1, hidden)` holds row `b`'s next token, which sits at position
+    /// `caches[b].len()`. The projections and the MLP run on the batch, attention on
+    /// each row's own cache. Returns the final normalised hidden states `(B, 1, hidden)`.
+    pub(crate) fn decode_rows(&self, x: &Tensor, caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        let device = x.device();
+        ensure!(
+            x.dims3()?.0 == caches.len() && x.dim(1)? == 1,
+            "one token for each of {} caches",
+            caches.len()
+        );
+        let positions: Vec<u32> = caches.iter().map(|c| c.len as u32).collect();
+        let positions = Tensor::from_vec(positions, (caches.len(), 1), device)?;
+        let rotary = self.rotary(&positions, x.dtype())?;
+        // A row needs a mask only where a sliding window hides its oldest keys.
+        let masks = caches
+            .iter()
+            .map(|c| {
+                let all = vec![vec![true; c.len + 1]];
+                causal_padding_mask(&all, c.len, 1, self.cfg.sliding_window, x.dtype(), device)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut x = x.clone();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let rows = caches
+                .iter_mut()
+                .zip(&masks)
+                .map(|(c, m)| (&mut c.layers[i], c.len, m.as_ref()))
+                .collect();
+            x = layer.forward(
+                &x,
+                &rotary,
+                None,
+                &self.cfg,
+                Some(LayerCache::Rows(rows)),
+                false,
+            )?;
+        }
+        for cache in caches.iter_mut() {
+            cache.len += 1;
         }
         self.norm.forward(&x)
     }
@@ -358,7 +446,7 @@ impl Attention {
         (cos, sin): &(Tensor, Tensor),
         mask: Option<&Tensor>,
         cfg: &LlamaConfig,
-        cache: Option<(&mut (Tensor, Tensor), usize)>,
+        cache: Option<LayerCache>,
         last_only: bool,
     ) -> Result<Tensor> {
         let (b, l, _) = y.dims3()?;
@@ -375,24 +463,40 @@ impl Attention {
         let q = split_heads(&q, cfg.num_attention_heads, Some((&q_cos, &q_sin)))?;
         let k = split_heads(&k, cfg.num_key_value_heads, Some((cos, sin)))?;
         let v = split_heads(&v, cfg.num_key_value_heads, None)?;
-        let (k, v) = match cache {
-            None => (k, v),
-            Some(((ck, cv), past)) => {
-                ensure!(
-                    past + l <= ck.dim(2)?,
-                    "KV cache full: {past} + {l} tokens > capacity {}",
-                    ck.dim(2)?
-                );
-                ck.slice_set(&k, 2, past)?;
-                cv.slice_set(&v, 2, past)?;
-                (ck.narrow(2, 0, past + l)?, cv.narrow(2, 0, past + l)?)
+        let scale = (d as f64).powf(-0.5);
+        let a = match cache {
+            None => attend(
+                &q,
+                &k,
+                &v,
+                last_mask(mask, l, last_only)?.as_ref(),
+                scale,
+                true,
+            )?,
+            Some(LayerCache::Batch(kv, past)) => {
+                let (k, v) = append(kv, past, &k, &v)?;
+                attend(
+                    &q,
+                    &k,
+                    &v,
+                    last_mask(mask, l, last_only)?.as_ref(),
+                    scale,
+                    true,
+                )?
+            }
+            Some(LayerCache::Rows(rows)) => {
+                let outs = rows
+                    .into_iter()
+                    .enumerate()
+                    .map(|(r, (kv, past, mask))| {
+                        let row = |t: &Tensor| t.narrow(0, r, 1);
+                        let (k, v) = append(kv, past, &row(&k)?, &row(&v)?)?;
+                        attend(&row(&q)?, &k, &v, mask, scale, true)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&outs, 0)?
             }
         };
-        let mask = match mask {
-            Some(m) if last_only => Some(m.narrow(2, l - 1, 1)?),
-            m => m.cloned(),
-        };
-        let a = attend(&q, &k, &v, mask.as_ref(), (d as f64).powf(-0.5), true)?;
         let a = a.transpose(1, 2)?.contiguous()?.reshape((
             b,
             q.dim(2)?,
@@ -475,7 +579,7 @@ impl Block {
         rotary: &(Tensor, Tensor),
         mask: Option<&Tensor>,
         cfg: &LlamaConfig,
-        cache: Option<(&mut (Tensor, Tensor), usize)>,
+        cache: Option<LayerCache>,
         last_only: bool,
     ) -> Result<Tensor> {
         let (_, l, h) = x.dims3()?;
@@ -486,6 +590,33 @@ impl Block {
         debug_assert_eq!(out.dim(2)?, h);
         Ok(out)
     }
+}
+
+/// Writes a step's keys and values `(B, Hkv, L, D)` into a cache's slots from `past`;
+/// returns the cached keys and values so far (views into the cache).
+fn append(
+    (ck, cv): &mut (Tensor, Tensor),
+    past: usize,
+    k: &Tensor,
+    v: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let l = k.dim(2)?;
+    ensure!(
+        past + l <= ck.dim(2)?,
+        "KV cache full: {past} + {l} tokens > capacity {}",
+        ck.dim(2)?
+    );
+    ck.slice_set(k, 2, past)?;
+    cv.slice_set(v, 2, past)?;
+    Ok((ck.narrow(2, 0, past + l)?, cv.narrow(2, 0, past + l)?))
+}
+
+/// The mask rows of the queries that run: the last one with `last_only`.
+fn last_mask(mask: Option<&Tensor>, l: usize, last_only: bool) -> Result<Option<Tensor>> {
+    Ok(match mask {
+        Some(m) if last_only => Some(m.narrow(2, l - 1, 1)?),
+        m => m.cloned(),
+    })
 }
 
 /// The rows of `t` `(B, L, ...)` whose outputs are computed: the last one with

@@ -48,16 +48,16 @@ pub(crate) struct Caption {
 
 /// A model ready to caption.
 pub(crate) struct Captioner {
-    model: Llava,
-    codec: TextCodec,
-    processor: ImageProcessor,
+    pub(super) model: Llava,
+    pub(super) codec: TextCodec,
+    pub(super) processor: ImageProcessor,
     /// How questions become prompt text.
-    format: PromptFormat,
+    pub(super) format: PromptFormat,
     pieces: Vec<Piece>,
     prompt_tokens: usize,
-    tokens: PromptTokens,
-    decoding: GenerationConfig,
-    stop_strings: Vec<String>,
+    pub(super) tokens: PromptTokens,
+    pub(super) decoding: GenerationConfig,
+    pub(super) stop_strings: Vec<String>,
     seed: u64,
     pub model_name: String,
     /// The cache of the prompt tokens the last batch's rows shared, and those tokens:

@@ -118,7 +118,8 @@ impl ChatTemplate {
     /// alternating, the user's last) and the assistant's opening: the image in the first
     /// user turn, `<image>` placeholders in the text dropped. One question gives the prompt
     /// a llava-hf processor builds for it.
-    pub(crate) fn chat_prompt(&self, messages: &[&str]) -> Result<String> {
+    /// Without an image (none in the first turn) when `image` is false.
+    pub(crate) fn chat_prompt_about(&self, messages: &[&str], image: bool) -> Result<String> {
         let mut messages: Vec<Json> = messages
             .iter()
             .enumerate()
@@ -126,7 +127,7 @@ impl ChatTemplate {
                 let text = text.replace("<image>", "");
                 let text = json!({"type": "text", "text": text.trim_start()});
                 match i {
-                    0 => json!({"role": "user", "content": [{"type": "image"}, text]}),
+                    0 if image => json!({"role": "user", "content": [{"type": "image"}, text]}),
                     _ => {
                         let role = ["user", "assistant"][i % 2];
                         json!({"role": role, "content": [text]})
@@ -311,12 +312,15 @@ mod tests {
             ChatTemplate::new(golden["templates"]["llava-1.5"].as_str().unwrap(), "", "");
         assert_eq!(
             template
-                .chat_prompt(&["<image>\nWhat modality is this image?"])
+                .chat_prompt_about(&["<image>\nWhat modality is this image?"], true)
                 .unwrap(),
             "USER: <image>\nWhat modality is this image? ASSISTANT:"
         );
         let broken = ChatTemplate::new("{% for m in messages %}", "", "");
-        let err = broken.chat_prompt(&["Q"]).unwrap_err().to_string();
+        let err = broken
+            .chat_prompt_about(&["Q"], true)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("does not parse"), "{err}");
     }
 }

@@ -420,7 +420,13 @@ impl Conversation {
     /// builds it: the image before the first message unless a message places `<image>`
     /// itself, then the assistant's open turn.
     pub(crate) fn chat_prompt(&self, messages: &[&str]) -> Result<String> {
-        let placed = messages.iter().any(|m| m.contains(IMAGE_PLACEHOLDER));
+        self.chat_prompt_about(messages, true)
+    }
+
+    /// [`Conversation::chat_prompt`], or without an image (the messages as they are) when
+    /// `image` is false.
+    pub(crate) fn chat_prompt_about(&self, messages: &[&str], image: bool) -> Result<String> {
+        let placed = !image || messages.iter().any(|m| m.contains(IMAGE_PLACEHOLDER));
         let mut conv = self.clone();
         for (i, message) in messages.iter().enumerate() {
             if i == 0 && !placed {

@@ -62,24 +62,8 @@ pub fn generate(
 ) -> Result<Vec<Generation>> {
     kernels::inference(batch.embeds.device(), || {
         let rows = batch.lengths.len();
-        let prompt = batch.embeds.dim(1)?;
         let device = batch.embeds.device().clone();
-        let past = batch.past;
-        ensure!(
-            prefix.map_or(0, KvCache::len) == past,
-            "the batch continues {past} shared tokens, the prefix cache holds {}",
-            prefix.map_or(0, KvCache::len)
-        );
-        let mut cache = KvCache::new(
-            &model.cfg.text,
-            rows,
-            past + prompt + cfg.max_new_tokens,
-            model.dtype(),
-            &device,
-        )?;
-        if let Some(prefix) = prefix {
-            cache.start_with(prefix)?;
-        }
+        let (mut cache, mut logits) = prefill(model, batch, prefix, cfg.max_new_tokens)?;
         let mut valid = batch.valid.clone();
         let mut samplers: Vec<Sampler> = seeds.iter().map(|&s| Sampler::new(cfg, s)).collect();
         let mut out: Vec<Generation> = (0..rows)
@@ -89,23 +73,7 @@ pub fn generate(
             })
             .collect();
         let mut done = vec![false; rows];
-
         let window = model.cfg.text.sliding_window;
-        let started = std::time::Instant::now();
-        let mask = causal_padding_mask(&valid, past, prompt, window, model.dtype(), &device)?;
-        let step = Step {
-            positions: &batch.positions,
-            mask: mask.as_ref(),
-            last_only: true,
-        };
-        let hidden = model.llm.forward(&batch.embeds, &step, Some(&mut cache))?;
-        let mut logits = model.llm.logits(&hidden.squeeze(1)?)?;
-        tracing::debug!(
-            rows,
-            tokens = prompt,
-            seconds = started.elapsed().as_secs_f64(),
-            "prefill"
-        );
         let started = std::time::Instant::now();
 
         for n in 0..cfg.max_new_tokens {
@@ -153,6 +121,53 @@ pub fn generate(
     })
 }
 
+/// Runs a padded batch's prompt (after `prefix`, the cache of the tokens every row
+/// shares, when its `past` says so) into a new cache with room for `room` more tokens a
+/// row. Returns the cache and the next-token logits `(B, vocab)`.
+pub(crate) fn prefill(
+    model: &Llava,
+    batch: &PaddedBatch,
+    prefix: Option<&KvCache>,
+    room: usize,
+) -> Result<(KvCache, Tensor)> {
+    let rows = batch.lengths.len();
+    let prompt = batch.embeds.dim(1)?;
+    let device = batch.embeds.device();
+    let past = batch.past;
+    ensure!(
+        prefix.map_or(0, KvCache::len) == past,
+        "the batch continues {past} shared tokens, the prefix cache holds {}",
+        prefix.map_or(0, KvCache::len)
+    );
+    let mut cache = KvCache::new(
+        &model.cfg.text,
+        rows,
+        past + prompt + room,
+        model.dtype(),
+        device,
+    )?;
+    if let Some(prefix) = prefix {
+        cache.start_with(prefix)?;
+    }
+    let started = std::time::Instant::now();
+    let window = model.cfg.text.sliding_window;
+    let mask = causal_padding_mask(&batch.valid, past, prompt, window, model.dtype(), device)?;
+    let step = Step {
+        positions: &batch.positions,
+        mask: mask.as_ref(),
+        last_only: true,
+    };
+    let hidden = model.llm.forward(&batch.embeds, &step, Some(&mut cache))?;
+    let logits = model.llm.logits(&hidden.squeeze(1)?)?;
+    tracing::debug!(
+        rows,
+        tokens = prompt,
+        seconds = started.elapsed().as_secs_f64(),
+        "prefill"
+    );
+    Ok((cache, logits))
+}
+
 /// Next token of every row from logits `(B, vocab)`.
 fn pick(logits: &Tensor, samplers: &mut [Sampler], temperature: f64) -> Result<Vec<u32>> {
     if temperature <= 0.0 {
@@ -167,7 +182,7 @@ fn pick(logits: &Tensor, samplers: &mut [Sampler], temperature: f64) -> Result<V
 }
 
 /// Temperature / top-k / top-p sampling from one seeded stream.
-struct Sampler {
+pub(crate) struct Sampler {
     state: u64,
     temperature: f64,
     top_k: usize,
@@ -175,7 +190,8 @@ struct Sampler {
 }
 
 impl Sampler {
-    fn new(cfg: &GenerationConfig, seed: u64) -> Self {
+    /// A stream for `cfg`'s temperature, top-k and top-p, from `seed`.
+    pub(crate) fn new(cfg: &GenerationConfig, seed: u64) -> Self {
         Self {
             state: seed,
             temperature: cfg.temperature,
@@ -192,6 +208,22 @@ impl Sampler {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
         (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// The next token from one row of logits: the first most likely one at temperature
+    /// 0 (as `argmax`), else a draw.
+    pub(crate) fn next(&mut self, logits: &[f32]) -> u32 {
+        if self.temperature <= 0.0 {
+            let best =
+                logits
+                    .iter()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+                        if v > bv { (i, v) } else { (bi, bv) }
+                    });
+            return best.0 as u32;
+        }
+        self.sample(logits)
     }
 
     fn sample(&mut self, logits: &[f32]) -> u32 {

@@ -72,9 +72,15 @@ impl PromptFormat {
     /// The prompt of a conversation about one image: the user's messages and the
     /// assistant's answers alternating, the user's last.
     pub(crate) fn chat_prompt(&self, messages: &[&str]) -> Result<String> {
+        self.chat_prompt_about(messages, true)
+    }
+
+    /// [`PromptFormat::chat_prompt`], or the conversation without an image when `image`
+    /// is false.
+    pub(crate) fn chat_prompt_about(&self, messages: &[&str], image: bool) -> Result<String> {
         match self {
-            Self::Conversation(conv) => conv.chat_prompt(messages),
-            Self::Chat(chat) => chat.chat_prompt(messages),
+            Self::Conversation(conv) => conv.chat_prompt_about(messages, image),
+            Self::Chat(chat) => chat.chat_prompt_about(messages, image),
         }
     }
 
