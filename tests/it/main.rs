@@ -30,5 +30,6 @@ mod model;
 mod pipeline;
 mod roi;
 mod roi_inputs;
+mod serve;
 mod train;
 mod train_fidelity;

@@ -190,6 +190,7 @@ impl Batcher {
                 }
             }
             running.retain(|s| !s.done);
+            load.running.store(running.len(), Ordering::SeqCst);
         }
         load.running.store(0, Ordering::SeqCst);
     }
