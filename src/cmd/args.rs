@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::core::model::engine::batcher::Sampling;
 use anyhow::{Result, bail};
 use candle_core::{DType, Device};
 use serde::Serialize;
@@ -167,6 +168,19 @@ impl DecodingArgs {
     /// The top-k cut (0: off).
     pub(crate) fn top_k(&self) -> usize {
         self.top_k.unwrap_or(0)
+    }
+
+    /// A request's decoding settings from these flags, sampling from `seed`.
+    pub(crate) fn sampling(&self, seed: u64) -> Sampling {
+        Sampling {
+            max_tokens: self.max_new_tokens,
+            temperature: self.temperature(),
+            top_p: self.top_p(),
+            top_k: self.top_k(),
+            seed,
+            stop: Vec::new(),
+            ignore_eos: false,
+        }
     }
 
     /// The generation settings these flags ask for (the stop tokens come from the model).

@@ -9,8 +9,8 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, Result, bail};
 use rustyline::DefaultEditor;
@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use super::args::{DecodingArgs, DeviceArgs, ModelArgs};
 use super::{Context, finish_failures};
 use crate::core::error::usage;
+use crate::core::model::engine::batcher::{self, Batcher, Sampling};
 use crate::core::model::engine::captioner::{CaptionInput, Captioner};
 use crate::core::model::load::checkpoint::{Checkpoint, device};
 use crate::core::train::conversation::Turn;
@@ -86,7 +87,8 @@ pub(crate) fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         {
             return Err(usage(format!("{}: no such image file", image.display())));
         }
-        return interactive(args, &load(args, ctx)?);
+        let batcher = Batcher::new(load(args, ctx)?, 1)?;
+        return interactive(args, &batcher, ctx.seed);
     }
     let captioner = load(args, ctx)?;
     let mut out = std::io::stdout().lock();
@@ -243,6 +245,8 @@ struct Session {
     image: Option<PathBuf>,
     /// The user's messages and the model's answers, alternating.
     turns: Vec<String>,
+    /// The model's cache of the conversation so far.
+    cache: batcher::Session,
 }
 
 const HELP: &str = "\
@@ -254,7 +258,7 @@ Commands:
 
 /// `mt chat` on a terminal: a line editor with history, each answer printed as it is
 /// written, the conversation kept in the template from turn to turn.
-fn interactive(args: &Args, captioner: &Captioner) -> Result<()> {
+fn interactive(args: &Args, batcher: &Batcher, seed: u64) -> Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())
         .context("cannot catch Ctrl-C")?;
@@ -266,10 +270,11 @@ fn interactive(args: &Args, captioner: &Captioner) -> Result<()> {
     let mut session = Session {
         image: args.image.clone(),
         turns: Vec::new(),
+        cache: batcher::Session::default(),
     };
     eprintln!(
         "mt chat with {}; /help for the commands",
-        captioner.model_name
+        batcher.model_name()
     );
     loop {
         let line = match editor.readline("> ") {
@@ -293,6 +298,7 @@ fn interactive(args: &Args, captioner: &Captioner) -> Result<()> {
             }
             "/reset" => {
                 session.turns.clear();
+                session.cache.reset();
                 Ok(())
             }
             "/image" if !rest.is_empty() => {
@@ -301,6 +307,7 @@ fn interactive(args: &Args, captioner: &Captioner) -> Result<()> {
                     true => {
                         session.image = Some(path);
                         session.turns.clear();
+                        session.cache.reset();
                         Ok(())
                     }
                     false => Err(anyhow::anyhow!("{rest}: no such image file")),
@@ -310,7 +317,13 @@ fn interactive(args: &Args, captioner: &Captioner) -> Result<()> {
             _ if command.starts_with('/') => Err(anyhow::anyhow!(
                 "unknown command {command}; /help lists them"
             )),
-            _ => ask(captioner, &mut session, line, &stop),
+            _ => ask(
+                batcher,
+                &mut session,
+                line,
+                &args.decoding.sampling(seed),
+                &stop,
+            ),
         };
         if let Err(e) = outcome {
             eprintln!("error: {e:#}");
@@ -329,11 +342,13 @@ fn history_file() -> Option<PathBuf> {
 }
 
 /// Answers `question` in `session`, printing the answer as it is written; Ctrl-C (`stop`)
-/// ends it where it is. The question and the answer join the conversation.
+/// ends it where it is. The question and the answer join the conversation, and the cache
+/// of the conversation is kept, so the next turn runs only its own tokens.
 fn ask(
-    captioner: &Captioner,
+    batcher: &Batcher,
     session: &mut Session,
     question: &str,
+    sampling: &Sampling,
     stop: &AtomicBool,
 ) -> Result<()> {
     let Some(image) = session.image.clone() else {
@@ -342,40 +357,32 @@ fn ask(
     let pixels = crate::core::image::decode_file(&image)?;
     let mut messages = session.turns.clone();
     messages.push(question.to_string());
-    let item = CaptionInput {
-        id: "chat".into(),
-        image: image.display().to_string(),
-        pixels,
-        messages: Some(messages),
-    };
     stop.store(false, Ordering::Relaxed);
-    let shown = Mutex::new(String::new());
-    let watch = |_: usize, tokens: &[u32]| -> bool {
-        if let (Ok(text), Ok(mut shown)) = (captioner.decode(tokens), shown.lock())
-            && let Some(new) = text.strip_prefix(shown.as_str())
-            && !new.is_empty()
-        {
-            let mut out = std::io::stdout().lock();
-            // The answer's leading space (after the template's opening) is not shown.
-            let new = if shown.is_empty() {
-                new.trim_start()
-            } else {
-                new
-            };
-            let _ = out.write_all(new.as_bytes());
-            let _ = out.flush();
-            *shown = text.clone();
-        }
-        stop.load(Ordering::Relaxed)
+    let mut show = |text: &str| {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        let _ = out.flush();
+        !stop.load(Ordering::Relaxed)
     };
-    let result = captioner.caption_watched(std::slice::from_ref(&item), &mut |_| {}, &watch);
+    let result = batcher.answer_in(
+        &mut session.cache,
+        Some(pixels),
+        messages,
+        sampling.clone(),
+        &mut show,
+    );
     println!();
-    let answer = result?.remove(0)?;
-    if stop.load(Ordering::Relaxed) {
+    let answer = result.map_err(|f| anyhow::anyhow!("{f}"))?;
+    tracing::debug!(
+        prompt_tokens = answer.prompt_tokens,
+        reused = answer.reused,
+        "turn answered"
+    );
+    if answer.finish.is_none() {
         eprintln!("(stopped)");
     }
     session.turns.push(question.to_string());
-    session.turns.push(answer.caption);
+    session.turns.push(answer.text.trim().to_string());
     Ok(())
 }
 

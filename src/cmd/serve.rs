@@ -11,7 +11,7 @@ use super::Context;
 use super::args::{DecodingArgs, DeviceArgs, ModelArgs};
 use super::chat::load_answerer;
 use crate::core::error::usage;
-use crate::core::model::engine::batcher::{Batcher, Sampling};
+use crate::core::model::engine::batcher::Batcher;
 use crate::core::serve::openai::ImagePolicy;
 use crate::core::serve::server::{Options, serve};
 
@@ -113,15 +113,7 @@ pub(crate) fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         max_body: args.max_body << 20,
         queue: args.queue,
         timeout: Duration::from_secs_f64(args.timeout),
-        defaults: Sampling {
-            max_tokens: args.decoding.max_new_tokens,
-            temperature: args.decoding.temperature(),
-            top_p: args.decoding.top_p(),
-            top_k: args.decoding.top_k(),
-            seed: ctx.seed,
-            stop: Vec::new(),
-            ignore_eos: false,
-        },
+        defaults: args.decoding.sampling(ctx.seed),
         seed: ctx.seed,
         request_log: ctx.run.as_ref().map(|r| r.path().join("requests.jsonl")),
     };

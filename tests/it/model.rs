@@ -191,7 +191,10 @@ fn greedy_after_shared_prefix(f: &Fixture, images: &[&str], questions: &[&str]) 
         .map(|(image, p)| {
             let features = f.model.encode_images(&f.pixels(image)).unwrap();
             f.model
-                .embed_prompt(&skip_prefix(p, shared), &[features.get(0).unwrap()])
+                .embed_prompt(
+                    &skip_prefix(p, shared, f.model.cfg.image_tokens()),
+                    &[features.get(0).unwrap()],
+                )
                 .unwrap()
         })
         .collect();

@@ -119,11 +119,16 @@ impl KvCache {
         })
     }
 
-    /// Starts every row of this empty cache with the tokens of `prefix`, a one-row cache
-    /// of a prompt prefix all rows share ([`Llama::prefix_cache`]).
-    pub(crate) fn start_with(&mut self, prefix: &KvCache) -> Result<()> {
+    /// Starts every row of this empty cache with the first `n` tokens of `prefix`, a
+    /// one-row cache of a prompt start all rows share ([`Llama::prefix_cache`], or the
+    /// cache of a conversation's earlier turns).
+    pub(crate) fn start_with(&mut self, prefix: &KvCache, n: usize) -> Result<()> {
         ensure!(self.is_empty(), "a shared prefix goes into an empty cache");
-        let n = prefix.len;
+        ensure!(
+            n <= prefix.len,
+            "the prefix cache holds {} tokens, not {n}",
+            prefix.len
+        );
         for (mine, theirs) in self.layers.iter_mut().zip(&prefix.layers) {
             for (to, from) in [(&mut mine.0, &theirs.0), (&mut mine.1, &theirs.1)] {
                 let (rows, heads, _, d) = to.dims4()?;

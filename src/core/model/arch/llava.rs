@@ -77,11 +77,25 @@ pub fn shared_prefix<'a>(prompts: &[&'a [Piece]]) -> &'a [u32] {
     })
 }
 
-/// `pieces` without its first `n` tokens, which sit in its leading text.
-pub fn skip_prefix(pieces: &[Piece], n: usize) -> Vec<Piece> {
-    let mut out = pieces.to_vec();
-    if let Some(Piece::Text(ids)) = out.first_mut() {
-        ids.drain(..n.min(ids.len()));
+/// `pieces` without its first `n` tokens, an image counting `image_tokens` (`n` ends
+/// before an image or after it, never inside).
+pub fn skip_prefix(pieces: &[Piece], n: usize, image_tokens: usize) -> Vec<Piece> {
+    let mut left = n;
+    let mut out = Vec::with_capacity(pieces.len());
+    for piece in pieces {
+        match piece {
+            Piece::Text(ids) if left >= ids.len() => left -= ids.len(),
+            Piece::Text(ids) => {
+                out.push(Piece::Text(ids[left..].to_vec()));
+                left = 0;
+            }
+            Piece::Image if left >= image_tokens => left -= image_tokens,
+            Piece::Image => {
+                debug_assert_eq!(left, 0, "a prefix that ends inside an image");
+                out.push(Piece::Image);
+                left = 0;
+            }
+        }
     }
     out
 }
@@ -266,8 +280,10 @@ mod tests {
         assert!(shared_prefix(&[&a, &[Piece::Image, text(&[1])]]).is_empty());
         assert!(shared_prefix(&[]).is_empty());
         assert_eq!(
-            skip_prefix(&a, 2),
+            skip_prefix(&a, 2, 5),
             vec![text(&[3]), Piece::Image, text(&[9])]
         );
+        assert_eq!(skip_prefix(&a, 3, 5), vec![Piece::Image, text(&[9])]);
+        assert_eq!(skip_prefix(&a, 8, 5), vec![text(&[9])]);
     }
 }

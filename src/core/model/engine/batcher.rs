@@ -82,13 +82,16 @@ pub(crate) enum Event {
 }
 
 /// Why a request ended without an answer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub(crate) enum Failure {
     /// The request cannot be answered as it is (the message says why).
+    #[error("{0}")]
     Invalid(String),
     /// Its deadline passed.
+    #[error("the answer took longer than allowed")]
     Timeout,
     /// The model failed.
+    #[error("{0}")]
     Internal(String),
 }
 
@@ -109,9 +112,56 @@ pub(crate) struct Batcher {
     prefix: Option<(Vec<u32>, KvCache)>,
 }
 
+/// A conversation's cache kept from turn to turn (`mt chat`): a new turn runs only what
+/// follows the part of its prompt the cache holds.
+#[derive(Default)]
+pub(crate) struct Session {
+    cache: Option<KvCache>,
+    /// What the cache's slots hold ([`keys_of`]).
+    keys: Vec<i64>,
+}
+
+impl Session {
+    /// Forgets the conversation (a new image, `/reset`).
+    pub(crate) fn reset(&mut self) {
+        *self = Self::default();
+    }
+}
+
+/// One answer of [`Batcher::answer_in`].
+#[derive(Debug, Default)]
+pub(crate) struct Answer {
+    pub text: String,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Why it ended (none: stopped by the caller).
+    pub finish: Option<Finish>,
+    /// Prompt tokens taken from the cache instead of run.
+    pub reused: usize,
+}
+
+/// The key of an image row in [`keys_of`].
+const IMAGE_KEY: i64 = -1;
+
+/// A prompt as the cache sees it: a key per slot, the token id or [`IMAGE_KEY`].
+fn keys_of(pieces: &[Piece], image_tokens: usize) -> Vec<i64> {
+    let mut keys = Vec::with_capacity(prompt_len(pieces, image_tokens));
+    for piece in pieces {
+        match piece {
+            Piece::Text(ids) => keys.extend(ids.iter().map(|&t| i64::from(t))),
+            Piece::Image => keys.extend(std::iter::repeat_n(IMAGE_KEY, image_tokens)),
+        }
+    }
+    keys
+}
+
 /// One running answer.
 struct Sequence {
     cache: KvCache,
+    /// What the cache's prompt slots hold ([`keys_of`]).
+    keys: Vec<i64>,
+    /// Prompt tokens taken from a cache instead of run.
+    reused: usize,
     events: UnboundedSender<Event>,
     sampler: Sampler,
     settings: GenerationConfig,
@@ -206,7 +256,7 @@ impl Batcher {
             return None;
         }
         let events = ask.events.clone();
-        match self.start(ask) {
+        match self.start(ask, None) {
             Ok(seq) => Some(seq).filter(|s| !s.done),
             Err(failure) => {
                 let _ = events.send(Event::Failed(failure));
@@ -215,8 +265,9 @@ impl Batcher {
         }
     }
 
-    /// The prompt of `ask`, its prefill, and its first token.
-    fn start(&self, ask: Ask) -> std::result::Result<Sequence, Failure> {
+    /// The prompt of `ask`, its prefill, and its first token. The prompt's start that
+    /// `session`'s cache holds (else the template's system prompt) is not run again.
+    fn start(&self, ask: Ask, session: Option<&Session>) -> std::result::Result<Sequence, Failure> {
         let c = &self.captioner;
         let invalid = |e: anyhow::Error| Failure::Invalid(format!("{e:#}"));
         let internal = |e: anyhow::Error| Failure::Internal(format!("{e:#}"));
@@ -248,9 +299,12 @@ impl Batcher {
                  the model's context is {context}"
             )));
         }
+        let keys = keys_of(&pieces, image_tokens);
+        let (reused, past) = self.reusable(session, &keys, image_tokens);
+        let rest = skip_prefix(&pieces, past, image_tokens);
         let device = c.model.llm.embed.device();
         let features = match &ask.image {
-            Some(image) => {
+            Some(image) if rest.contains(&Piece::Image) => {
                 let plane = c
                     .processor
                     .planes(&[image])
@@ -266,25 +320,14 @@ impl Batcher {
                     .map_err(internal)?;
                 vec![features.get(0).map_err(|e| internal(e.into()))?]
             }
-            None => Vec::new(),
+            _ => Vec::new(),
         };
-        let shared = match (&self.prefix, pieces.first()) {
-            (Some((ids, cache)), Some(Piece::Text(lead)))
-                if lead.len() > ids.len() && lead.starts_with(ids) =>
-            {
-                Some(cache)
-            }
-            _ => None,
-        };
-        let past = shared.map_or(0, KvCache::len);
         let limit = context - prompt_tokens;
         let max_tokens = ask.sampling.max_tokens.min(limit);
         let (cache, logits) = kernels::inference(device, || {
-            let own = c
-                .model
-                .embed_prompt(&skip_prefix(&pieces, past), &features)?;
+            let own = c.model.embed_prompt(&rest, &features)?;
             let batch = c.model.left_pad_after(past, &[own])?;
-            prefill(&c.model, &batch, shared, max_tokens.min(FIRST_ROOM))
+            prefill(&c.model, &batch, reused, max_tokens.min(FIRST_ROOM))
         })
         .map_err(internal)?;
         let logits = logits
@@ -310,6 +353,8 @@ impl Batcher {
         let _ = ask.events.send(Event::Started { prompt_tokens });
         let mut seq = Sequence {
             cache,
+            keys,
+            reused: past,
             events: ask.events,
             sampler: Sampler::new(&settings, s.seed),
             settings,
@@ -322,6 +367,100 @@ impl Batcher {
         let first = seq.sampler.next(&logits);
         seq.accept(first, c).map_err(internal)?;
         Ok(seq)
+    }
+
+    /// The cache a prompt (as `keys`) starts from and how many of its tokens that cache
+    /// holds already: the session's, as far as it agrees (never into an image, never the
+    /// whole prompt), else the template's system prompt when the prompt starts with it.
+    fn reusable<'a>(
+        &'a self,
+        session: Option<&'a Session>,
+        keys: &[i64],
+        image_tokens: usize,
+    ) -> (Option<&'a KvCache>, usize) {
+        if let Some((cache, held)) = session.and_then(|s| Some((s.cache.as_ref()?, &s.keys))) {
+            let mut n = held.iter().zip(keys).take_while(|(a, b)| a == b).count();
+            n = n.min(keys.len() - 1);
+            // Back to the image's start when the agreement ends inside it.
+            if let Some(start) = keys.iter().position(|&k| k == IMAGE_KEY)
+                && (start..start + image_tokens).contains(&n)
+            {
+                n = start;
+            }
+            if n > 0 {
+                return (Some(cache), n);
+            }
+        }
+        match &self.prefix {
+            Some((ids, cache))
+                if keys.len() > ids.len()
+                    && ids.iter().zip(keys).all(|(&id, &k)| i64::from(id) == k) =>
+            {
+                (Some(cache), ids.len())
+            }
+            _ => (None, 0),
+        }
+    }
+
+    /// Answers one conversation in `session`, whose cache of the earlier turns saves
+    /// running them again, and keeps the cache of this turn for the next. `on_text` sees
+    /// the answer as it is written and returns false to stop it where it is.
+    pub(crate) fn answer_in(
+        &self,
+        session: &mut Session,
+        image: Option<DynamicImage>,
+        messages: Vec<String>,
+        sampling: Sampling,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> std::result::Result<Answer, Failure> {
+        let (events, mut heard) = tokio::sync::mpsc::unbounded_channel();
+        let ask = Ask {
+            image,
+            messages,
+            system: None,
+            sampling,
+            deadline: None,
+            events,
+        };
+        let mut seq = self.start(ask, Some(session))?;
+        let mut answer = Answer::default();
+        let mut listen = |answer: &mut Answer| -> std::result::Result<bool, Failure> {
+            while let Ok(event) = heard.try_recv() {
+                match event {
+                    Event::Started { prompt_tokens } => answer.prompt_tokens = prompt_tokens,
+                    Event::Text(t) => {
+                        answer.text.push_str(&t);
+                        if !on_text(&t) {
+                            return Ok(false);
+                        }
+                    }
+                    Event::Done {
+                        finish,
+                        completion_tokens,
+                    } => {
+                        answer.finish = Some(finish);
+                        answer.completion_tokens = completion_tokens;
+                    }
+                    Event::Failed(f) => return Err(f),
+                }
+            }
+            Ok(true)
+        };
+        while listen(&mut answer)? && !seq.done {
+            self.step(std::slice::from_mut(&mut seq))
+                .map_err(|e| Failure::Internal(format!("{e:#}")))?;
+        }
+        answer.reused = seq.reused;
+        if answer.finish.is_none() {
+            answer.completion_tokens = seq.tokens.len();
+        }
+        // What the cache holds: the prompt and every answer token fed back so far.
+        let fed = seq.cache.len() - seq.keys.len();
+        seq.keys
+            .extend(seq.tokens[..fed].iter().map(|&t| i64::from(t)));
+        session.keys = seq.keys;
+        session.cache = Some(seq.cache);
+        Ok(answer)
     }
 
     /// One decoding step of every running sequence; the ones that end are marked done.
@@ -557,5 +696,80 @@ mod tests {
                 (want.caption.as_str(), want.new_tokens)
             );
         }
+    }
+
+    /// A conversation's second and third turns start from the cache of the earlier ones
+    /// (the image and the first prompt are not run again) and answer exactly as a fresh
+    /// session that runs the whole prompt; a reset session reuses nothing.
+    #[test]
+    fn a_session_reuses_the_cache_of_earlier_turns() {
+        let batcher = Batcher::new(captioner(16), 1).unwrap();
+        let sampling = Sampling {
+            max_tokens: 6,
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: 0,
+            stop: Vec::new(),
+            ignore_eos: true,
+        };
+        let image = picture("phantom.png");
+        let mut kept = Session::default();
+        let mut turns: Vec<String> = Vec::new();
+        let mut shown = String::new();
+        for (n, question) in ["What is shown?", "Which modality?", "Any lesion?"]
+            .iter()
+            .enumerate()
+        {
+            turns.push(question.to_string());
+            let mut on_text = |t: &str| {
+                shown.push_str(t);
+                true
+            };
+            let answer = batcher
+                .answer_in(
+                    &mut kept,
+                    Some(image.clone()),
+                    turns.clone(),
+                    sampling.clone(),
+                    &mut on_text,
+                )
+                .unwrap();
+            let fresh = batcher
+                .answer_in(
+                    &mut Session::default(),
+                    Some(image.clone()),
+                    turns.clone(),
+                    sampling.clone(),
+                    &mut |_| true,
+                )
+                .unwrap();
+            assert_eq!(answer.text, fresh.text, "turn {n}");
+            assert_eq!(answer.completion_tokens, 6);
+            let system = batcher.prefix.as_ref().map_or(0, |(ids, _)| ids.len());
+            assert_eq!(fresh.reused, system);
+            if n == 0 {
+                assert_eq!(answer.reused, system);
+            } else {
+                let image_tokens = batcher.captioner.model.cfg.image_tokens();
+                assert!(
+                    answer.reused > system + image_tokens,
+                    "turn {n}: {answer:?}"
+                );
+            }
+            turns.push(answer.text.trim().to_string());
+        }
+        assert!(shown.contains(&turns[1]));
+        kept.reset();
+        let again = batcher
+            .answer_in(
+                &mut kept,
+                Some(image),
+                vec!["Hi".into()],
+                sampling,
+                &mut |_| true,
+            )
+            .unwrap();
+        assert!(again.reused < 200, "{again:?}");
     }
 }

@@ -21,9 +21,6 @@ use crate::core::model::engine::prompt::{PromptTokens, TextCodec, prompt_len};
 use crate::core::model::kernels;
 use crate::core::model::load::checkpoint::Checkpoint;
 
-/// Called with (item, tokens so far) after every generated token; true stops the item.
-pub(crate) type Watch<'a> = dyn Fn(usize, &[u32]) -> bool + Sync + 'a;
-
 /// One image to caption.
 pub(crate) struct CaptionInput {
     pub id: String,
@@ -136,11 +133,6 @@ impl Captioner {
         self.format = self.format.with_system(message);
     }
 
-    /// The text of generated tokens, as an answer's is decoded.
-    pub(crate) fn decode(&self, tokens: &[u32]) -> Result<String> {
-        self.codec.decode(tokens)
-    }
-
     /// The decoding settings in force (stop tokens included).
     pub(crate) fn generation(&self) -> &GenerationConfig {
         &self.decoding
@@ -153,18 +145,6 @@ impl Captioner {
         &self,
         items: &[CaptionInput],
         on_tokens: &mut (dyn FnMut(usize) + Send),
-    ) -> Result<Vec<Result<Caption>>> {
-        self.caption_watched(items, on_tokens, &|_, _| false)
-    }
-
-    /// [`Captioner::caption`], with `watch(item, tokens so far)` called after every
-    /// generated token (to show an answer as it is written); it returns true to stop that
-    /// item's answer where it is.
-    pub(crate) fn caption_watched(
-        &self,
-        items: &[CaptionInput],
-        on_tokens: &mut (dyn FnMut(usize) + Send),
-        watch: &Watch<'_>,
     ) -> Result<Vec<Result<Caption>>> {
         let images: Vec<&DynamicImage> = items.iter().map(|i| &i.pixels).collect();
         let mut ready = Vec::with_capacity(items.len());
@@ -181,7 +161,7 @@ impl Captioner {
             }
         }
         let mut captions = self
-            .caption_prepared(&ready, planes, on_tokens, watch)?
+            .caption_prepared(&ready, planes, on_tokens)?
             .into_iter();
         Ok(results
             .into_iter()
@@ -195,7 +175,6 @@ impl Captioner {
         items: &[&CaptionInput],
         planes: Vec<Vec<f32>>,
         on_tokens: &mut (dyn FnMut(usize) + Send),
-        watch: &Watch<'_>,
     ) -> Result<Vec<Caption>> {
         if items.is_empty() {
             return Ok(Vec::new());
@@ -232,7 +211,7 @@ impl Captioner {
             .iter()
             .enumerate()
             .map(|(i, p)| {
-                let own_part = skip_prefix(p, shared);
+                let own_part = skip_prefix(p, shared, self.model.cfg.image_tokens());
                 self.model.embed_prompt(&own_part, &[features.get(i)?])
             })
             .collect::<Result<Vec<_>>>()?;
@@ -250,13 +229,12 @@ impl Captioner {
             .iter()
             .map(|i| keyed(self.seed, mix64(fnv1a(&i.id)), 0))
             .collect();
-        let stop_text = |row: usize, tokens: &[u32]| -> bool {
-            let stop = !self.stop_strings.is_empty()
+        let stop_text = |_: usize, tokens: &[u32]| -> bool {
+            !self.stop_strings.is_empty()
                 && self
                     .codec
                     .decode(tokens)
-                    .is_ok_and(|text| self.stop_strings.iter().any(|s| text.contains(s.as_str())));
-            watch(row, tokens) || stop
+                    .is_ok_and(|text| self.stop_strings.iter().any(|s| text.contains(s.as_str())))
         };
         let outputs = generate(
             &self.model,

@@ -121,8 +121,8 @@ pub fn generate(
     })
 }
 
-/// Runs a padded batch's prompt (after `prefix`, the cache of the tokens every row
-/// shares, when its `past` says so) into a new cache with room for `room` more tokens a
+/// Runs a padded batch's prompt (after the first `past` tokens of `prefix`, the cache of
+/// the tokens every row shares, when the batch's `past` says so) into a new cache with room for `room` more tokens a
 /// row. Returns the cache and the next-token logits `(B, vocab)`.
 pub(crate) fn prefill(
     model: &Llava,
@@ -135,7 +135,7 @@ pub(crate) fn prefill(
     let device = batch.embeds.device();
     let past = batch.past;
     ensure!(
-        prefix.map_or(0, KvCache::len) == past,
+        prefix.map_or(0, KvCache::len) >= past,
         "the batch continues {past} shared tokens, the prefix cache holds {}",
         prefix.map_or(0, KvCache::len)
     );
@@ -147,7 +147,7 @@ pub(crate) fn prefill(
         device,
     )?;
     if let Some(prefix) = prefix {
-        cache.start_with(prefix)?;
+        cache.start_with(prefix, past)?;
     }
     let started = std::time::Instant::now();
     let window = model.cfg.text.sliding_window;
