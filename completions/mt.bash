@@ -2123,7 +2123,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__serve)
-            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --conv-mode --temperature --top-p --top-k --gpu --cpu --system --host --port --api-key --allow-files --max-batch --queue --timeout --max-body --max-image-pixels --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --conv-mode --temperature --top-p --top-k --gpu --cpu --system --served-model-name --host --port --api-key --allow-files --max-batch --queue --timeout --max-body --max-image-pixels --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2166,6 +2166,10 @@ _mt() {
                     return 0
                     ;;
                 --system)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --served-model-name)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

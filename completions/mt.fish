@@ -309,6 +309,7 @@ complete -c mt -n "__fish_mt_using_subcommand serve" -l top-p -d 'Nucleus sampli
 complete -c mt -n "__fish_mt_using_subcommand serve" -l top-k -d 'Sample among the k most likely tokens (default 0: off)' -r
 complete -c mt -n "__fish_mt_using_subcommand serve" -l gpu -d 'GPU index (needs a CUDA build). Default: GPU 0 when a CUDA build sees one, else the CPU' -r
 complete -c mt -n "__fish_mt_using_subcommand serve" -l system -d 'The system message, in place of the template\'s, for requests that bring none' -r
+complete -c mt -n "__fish_mt_using_subcommand serve" -l served-model-name -d 'The model\'s name in the API (`model` of requests, `/v1/models`). Default: the checkpoint folder\'s name (NAME for a Hub id ORG/NAME)' -r
 complete -c mt -n "__fish_mt_using_subcommand serve" -l host -d 'Address to listen on (0.0.0.0 to accept other machines)' -r
 complete -c mt -n "__fish_mt_using_subcommand serve" -l port -d 'Port to listen on (0: any free one; the address is printed)' -r
 complete -c mt -n "__fish_mt_using_subcommand serve" -l api-key -d 'Clients must send `Authorization: Bearer KEY` (compared in constant time, never logged)' -r

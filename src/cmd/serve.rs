@@ -48,6 +48,10 @@ pub struct Args {
     /// The system message, in place of the template's, for requests that bring none.
     #[arg(long, value_name = "TEXT")]
     pub system: Option<String>,
+    /// The model's name in the API (`model` of requests, `/v1/models`). Default: the
+    /// checkpoint folder's name (NAME for a Hub id ORG/NAME).
+    #[arg(long, value_name = "NAME")]
+    pub served_model_name: Option<String>,
     /// Address to listen on (0.0.0.0 to accept other machines).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
@@ -94,13 +98,16 @@ pub(crate) fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         ),
         None => None,
     };
-    let captioner = load_answerer(
+    let mut captioner = load_answerer(
         &args.model,
         &args.decoding,
         &args.device,
         args.system.as_deref(),
         ctx,
     )?;
+    if let Some(name) = &args.served_model_name {
+        captioner.model_name = name.clone();
+    }
     let batcher = Batcher::new(captioner, args.max_batch)?;
     let model = batcher.model_name().to_string();
     let options = Options {

@@ -104,10 +104,20 @@ impl Checkpoint {
 }
 
 /// A checkpoint folder's short name, as LLaVA's `get_model_name_from_path` gives it: the
-/// folder name, or `<parent>_checkpoint-N` for a trainer checkpoint folder.
+/// folder name, or `<parent>_checkpoint-N` for a trainer checkpoint folder; a snapshot in
+/// the Hugging Face cache (`models--ORG--NAME/snapshots/REV`) is NAME, as for `ORG/NAME`.
 pub(crate) fn model_name(dir: &Path) -> String {
     let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    let snapshots = canonical
+        .parent()
+        .filter(|p| name(p).as_deref() == Some("snapshots"));
+    if let Some(repo) = snapshots.and_then(Path::parent).and_then(name)
+        && let Some(id) = repo.strip_prefix("models--")
+        && let Some((_, model)) = id.rsplit_once("--")
+    {
+        return model.to_string();
+    }
     match name(&canonical) {
         Some(last) if last.starts_with("checkpoint-") => match canonical.parent().and_then(name) {
             Some(parent) => format!("{parent}_{last}"),
@@ -327,6 +337,20 @@ pub(crate) fn dtype(name: Option<&str>, device: &Device) -> Result<DType> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_is_named_as_llava_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |rel: &str| {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(&p).unwrap();
+            model_name(&p)
+        };
+        assert_eq!(at("LLaVA-Med-pp"), "LLaVA-Med-pp");
+        assert_eq!(at("run/checkpoint-500"), "run_checkpoint-500");
+        let snapshot = "hub/models--UCSC-VLAA--LLaVA-Med-pp/snapshots/0123abcd";
+        assert_eq!(at(snapshot), "LLaVA-Med-pp");
+    }
 
     #[test]
     fn finds_the_tower_next_to_the_checkpoint_or_in_the_hub_cache() {
