@@ -353,7 +353,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__chat)
-            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --images --image-folder --conv-mode --temperature --top-p --top-k --gpu --cpu --system --interactive --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --conv-mode --temperature --top-p --top-k --gpu --cpu --system --images --image-folder --interactive --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -373,14 +373,6 @@ _mt() {
                     ;;
                 --dtype)
                     COMPREPLY=($(compgen -W "f32 bf16 f16" -- "${cur}"))
-                    return 0
-                    ;;
-                --image-folder)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --images)
-                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --conv-mode)
@@ -404,6 +396,14 @@ _mt() {
                     return 0
                     ;;
                 --system)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --image-folder)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --images)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

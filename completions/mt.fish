@@ -280,13 +280,13 @@ complete -c mt -n "__fish_mt_using_subcommand chat" -l vision-tower -d 'CLIP tow
 complete -c mt -n "__fish_mt_using_subcommand chat" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
 f16\t'IEEE half precision'"
-complete -c mt -n "__fish_mt_using_subcommand chat" -l image-folder -l images -d 'Where relative `image` paths of the requests resolve (default: the working folder)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand chat" -l conv-mode -d 'Conversation template the question is put in (LLaVA\'s `--conv-mode`: llama3, vicuna_v1, llava_v1, llava_llama_2, mistral_instruct, chatml_direct, phi3_instruct, plain, ...; `llava-med:vicuna_v1` for LLaVA-Med\'s own rendering). Default: the checkpoint\'s (llama3 for LLaVA-Med++)' -r
 complete -c mt -n "__fish_mt_using_subcommand chat" -l temperature -d 'Sampling temperature (default 0: greedy, reproducible)' -r
 complete -c mt -n "__fish_mt_using_subcommand chat" -l top-p -d 'Nucleus sampling mass (default 1: off)' -r
 complete -c mt -n "__fish_mt_using_subcommand chat" -l top-k -d 'Sample among the k most likely tokens (default 0: off)' -r
 complete -c mt -n "__fish_mt_using_subcommand chat" -l gpu -d 'GPU index (needs a CUDA build). Default: GPU 0 when a CUDA build sees one, else the CPU' -r
-complete -c mt -n "__fish_mt_using_subcommand chat" -l system -d 'The system message, in place of the template\'s (its header kept; a chat template gets a system turn)' -r
+complete -c mt -n "__fish_mt_using_subcommand chat" -l system -d 'The system message, in place of the template\'s (its header kept; a chat template gets a system turn); `mt serve`: for requests that bring none' -r
+complete -c mt -n "__fish_mt_using_subcommand chat" -l image-folder -l images -d 'Where relative `image` paths of the requests resolve (default: the working folder)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand chat" -l max-new-tokens -d 'Most tokens generated per answer' -r
 complete -c mt -n "__fish_mt_using_subcommand chat" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand chat" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
@@ -308,7 +308,7 @@ complete -c mt -n "__fish_mt_using_subcommand serve" -l temperature -d 'Sampling
 complete -c mt -n "__fish_mt_using_subcommand serve" -l top-p -d 'Nucleus sampling mass (default 1: off)' -r
 complete -c mt -n "__fish_mt_using_subcommand serve" -l top-k -d 'Sample among the k most likely tokens (default 0: off)' -r
 complete -c mt -n "__fish_mt_using_subcommand serve" -l gpu -d 'GPU index (needs a CUDA build). Default: GPU 0 when a CUDA build sees one, else the CPU' -r
-complete -c mt -n "__fish_mt_using_subcommand serve" -l system -d 'The system message, in place of the template\'s, for requests that bring none' -r
+complete -c mt -n "__fish_mt_using_subcommand serve" -l system -d 'The system message, in place of the template\'s (its header kept; a chat template gets a system turn); `mt serve`: for requests that bring none' -r
 complete -c mt -n "__fish_mt_using_subcommand serve" -l served-model-name -d 'The model\'s name in the API (`model` of requests, `/v1/models`). Default: the checkpoint folder\'s name (NAME for a Hub id ORG/NAME)' -r
 complete -c mt -n "__fish_mt_using_subcommand serve" -l host -d 'Address to listen on (0.0.0.0 to accept other machines)' -r
 complete -c mt -n "__fish_mt_using_subcommand serve" -l port -d 'Port to listen on (0: any free one; the address is printed)' -r

@@ -48,10 +48,21 @@ pub struct Args {
     pub image: Option<PathBuf>,
     #[command(flatten)]
     #[serde(flatten)]
-    pub model: ModelArgs,
+    pub answering: AnswerArgs,
     /// Where relative `image` paths of the requests resolve (default: the working folder).
     #[arg(long, visible_alias = "images", value_name = "DIR")]
     pub image_folder: Option<PathBuf>,
+    /// Converse line by line even when stdin is not a terminal (a script of turns).
+    #[arg(long)]
+    pub interactive: bool,
+}
+
+/// The model and how it answers: what `mt chat` and `mt serve` share.
+#[derive(Debug, clap::Args, Serialize)]
+pub struct AnswerArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub model: ModelArgs,
     #[command(flatten)]
     #[serde(flatten)]
     pub decoding: DecodingArgs,
@@ -59,12 +70,9 @@ pub struct Args {
     #[serde(flatten)]
     pub device: DeviceArgs,
     /// The system message, in place of the template's (its header kept; a chat template
-    /// gets a system turn).
+    /// gets a system turn); `mt serve`: for requests that bring none.
     #[arg(long, value_name = "TEXT")]
     pub system: Option<String>,
-    /// Converse line by line even when stdin is not a terminal (a script of turns).
-    #[arg(long)]
-    pub interactive: bool,
 }
 
 /// One request line.
@@ -79,7 +87,7 @@ struct Request {
 
 /// Answers the requests on stdin.
 pub(crate) fn run(args: &Args, ctx: &mut Context) -> Result<()> {
-    args.decoding.check()?;
+    args.answering.decoding.check()?;
     let stdin = std::io::stdin();
     if args.interactive || stdin.is_terminal() {
         if let Some(image) = &args.image
@@ -87,10 +95,10 @@ pub(crate) fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         {
             return Err(usage(format!("{}: no such image file", image.display())));
         }
-        let batcher = Batcher::new(load(args, ctx)?, 1)?;
+        let batcher = Batcher::new(load_answerer(&args.answering, ctx)?, 1)?;
         return interactive(args, &batcher, ctx.seed);
     }
-    let captioner = load(args, ctx)?;
+    let captioner = load_answerer(&args.answering, ctx)?;
     let mut out = std::io::stdout().lock();
     let (mut answered, mut failures) = (0usize, Vec::new());
     for (n, line) in stdin.lock().lines().enumerate() {
@@ -121,26 +129,15 @@ pub(crate) fn run(args: &Args, ctx: &mut Context) -> Result<()> {
     finish_failures(ctx, failures, failed, answered + failed)
 }
 
-/// The checkpoint, ready to answer.
-fn load(args: &Args, ctx: &mut Context) -> Result<Captioner> {
-    load_answerer(
-        &args.model,
-        &args.decoding,
-        &args.device,
-        args.system.as_deref(),
-        ctx,
-    )
-}
-
 /// A checkpoint ready to answer questions (`mt chat`, `mt serve`): its end-of-sequence
 /// tokens and template stop text end answers, `system` replaces the template's message.
-pub(super) fn load_answerer(
-    model: &ModelArgs,
-    decoding: &DecodingArgs,
-    device_args: &DeviceArgs,
-    system: Option<&str>,
-    ctx: &mut Context,
-) -> Result<Captioner> {
+pub(super) fn load_answerer(args: &AnswerArgs, ctx: &mut Context) -> Result<Captioner> {
+    let AnswerArgs {
+        model,
+        decoding,
+        device: device_args,
+        system,
+    } = args;
     let device = device(device_args.gpu())?;
     let dtype = model.dtype(&device)?;
     let ckpt = Checkpoint::open(model.path(), model.vision_tower.as_deref(), &device, dtype)?;
@@ -151,7 +148,7 @@ pub(super) fn load_answerer(
     let generation = decoding.generation();
     let mut captioner =
         Captioner::new(ckpt, "", generation, Vec::new(), true, ctx.seed, conv_mode)?;
-    if let Some(system) = system {
+    if let Some(system) = system.as_deref() {
         captioner.set_system(system);
     }
     Ok(captioner)
@@ -321,7 +318,7 @@ fn interactive(args: &Args, batcher: &Batcher, seed: u64) -> Result<()> {
                 batcher,
                 &mut session,
                 line,
-                &args.decoding.sampling(seed),
+                &args.answering.decoding.sampling(seed),
                 &stop,
             ),
         };

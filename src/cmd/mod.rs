@@ -136,11 +136,11 @@ pub fn execute(cli: Cli, argv: Vec<String>, log: &LogSink) -> Result<()> {
             with_run_dir("caption", &a, g, argv, log, |ctx| caption::run(&a, ctx))
         }
         Command::Chat(mut a) => {
-            a.model.resolve_hub()?;
+            a.answering.model.resolve_hub()?;
             with_run_dir("chat", &a, g, argv, log, |ctx| chat::run(&a, ctx))
         }
         Command::Serve(mut a) => {
-            a.model.resolve_hub()?;
+            a.answering.model.resolve_hub()?;
             with_run_dir("serve", &a, g, argv, log, |ctx| serve::run(&a, ctx))
         }
         Command::Train(mut a) => {

@@ -8,8 +8,7 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 
 use super::Context;
-use super::args::{DecodingArgs, DeviceArgs, ModelArgs};
-use super::chat::load_answerer;
+use super::chat::{AnswerArgs, load_answerer};
 use crate::core::error::usage;
 use crate::core::model::engine::batcher::Batcher;
 use crate::core::serve::openai::ImagePolicy;
@@ -38,16 +37,7 @@ GET /v1/models, GET /health. SIGTERM or Ctrl-C: finish the requests in flight, t
 pub struct Args {
     #[command(flatten)]
     #[serde(flatten)]
-    pub model: ModelArgs,
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub decoding: DecodingArgs,
-    #[command(flatten)]
-    #[serde(flatten)]
-    pub device: DeviceArgs,
-    /// The system message, in place of the template's, for requests that bring none.
-    #[arg(long, value_name = "TEXT")]
-    pub system: Option<String>,
+    pub answering: AnswerArgs,
     /// The model's name in the API (`model` of requests, `/v1/models`). Default: the
     /// checkpoint folder's name (NAME for a Hub id ORG/NAME).
     #[arg(long, value_name = "NAME")]
@@ -85,7 +75,7 @@ pub struct Args {
 
 /// Serves until SIGTERM or Ctrl-C.
 pub(crate) fn run(args: &Args, ctx: &mut Context) -> Result<()> {
-    args.decoding.check()?;
+    args.answering.decoding.check()?;
     if args.max_batch == 0 || args.queue == 0 || args.max_body == 0 || args.timeout <= 0.0 {
         return Err(usage(
             "--max-batch, --queue, --max-body and --timeout must be positive",
@@ -98,13 +88,7 @@ pub(crate) fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         ),
         None => None,
     };
-    let mut captioner = load_answerer(
-        &args.model,
-        &args.decoding,
-        &args.device,
-        args.system.as_deref(),
-        ctx,
-    )?;
+    let mut captioner = load_answerer(&args.answering, ctx)?;
     if let Some(name) = &args.served_model_name {
         captioner.model_name = name.clone();
     }
@@ -120,7 +104,7 @@ pub(crate) fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         max_body: args.max_body << 20,
         queue: args.queue,
         timeout: Duration::from_secs_f64(args.timeout),
-        defaults: args.decoding.sampling(ctx.seed),
+        defaults: args.answering.decoding.sampling(ctx.seed),
         seed: ctx.seed,
         request_log: ctx.run.as_ref().map(|r| r.path().join("requests.jsonl")),
     };

@@ -470,25 +470,6 @@ impl Attention {
         let v = split_heads(&v, cfg.num_key_value_heads, None)?;
         let scale = (d as f64).powf(-0.5);
         let a = match cache {
-            None => attend(
-                &q,
-                &k,
-                &v,
-                last_mask(mask, l, last_only)?.as_ref(),
-                scale,
-                true,
-            )?,
-            Some(LayerCache::Batch(kv, past)) => {
-                let (k, v) = append(kv, past, &k, &v)?;
-                attend(
-                    &q,
-                    &k,
-                    &v,
-                    last_mask(mask, l, last_only)?.as_ref(),
-                    scale,
-                    true,
-                )?
-            }
             Some(LayerCache::Rows(rows)) => {
                 let outs = rows
                     .into_iter()
@@ -500,6 +481,14 @@ impl Attention {
                     })
                     .collect::<Result<Vec<_>>>()?;
                 Tensor::cat(&outs, 0)?
+            }
+            batch => {
+                let (k, v) = match batch {
+                    Some(LayerCache::Batch(kv, past)) => append(kv, past, &k, &v)?,
+                    _ => (k, v),
+                };
+                let mask = last_mask(mask, l, last_only)?;
+                attend(&q, &k, &v, mask.as_ref(), scale, true)?
             }
         };
         let a = a.transpose(1, 2)?.contiguous()?.reshape((
