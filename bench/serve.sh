@@ -2,9 +2,11 @@
 # `mt serve` under load: aggregate tokens/s of 1, 8 (and on a GPU 64) concurrent clients
 # against one server (continuous batching), then a soak of 1000 requests at 32 concurrent
 # (none may be lost; the server's resident memory must stay flat). Clients send a question
-# about an image (data: URL) with `ignore_eos`, so every answer has NEW tokens.
+# about an image (data: URL; PROMPTS has "image") or the question alone ("text": a short
+# prompt, so the decoding steps that batching shares dominate), with `ignore_eos`, so
+# every answer has NEW tokens.
 #
-#   bench/serve.sh        (env: MODEL=bench/out/caption-100m CLIENTS="1 8" PER_CLIENT=4 NEW=128
+#   bench/serve.sh        (env: MODEL=bench/out/caption-100m CLIENTS="1 8" PROMPTS="image text" PER_CLIENT=4 NEW=128
 #                          REPS=3 SOAK=1000 SOAK_CONC=32 SOAK_NEW=16 THREADS=$(nproc) GPU= MT=prebuilt-mt)
 #
 # GPU=N serves on GPU N (a CUDA build of mt; CLIENTS defaults to "1 8 64" there).
@@ -15,7 +17,7 @@ OUT=${MT_BENCH_DIR:-$ROOT/bench/out}
 MODEL=${MODEL:-$OUT/caption-100m}
 GPU=${GPU:-}
 CLIENTS=${CLIENTS:-$([ -n "$GPU" ] && echo "1 8 64" || echo "1 8")}
-PER_CLIENT=${PER_CLIENT:-4} NEW=${NEW:-128} REPS=${REPS:-3}
+PER_CLIENT=${PER_CLIENT:-4} NEW=${NEW:-128} REPS=${REPS:-3} PROMPTS=${PROMPTS:-image text}
 SOAK=${SOAK:-1000} SOAK_CONC=${SOAK_CONC:-32} SOAK_NEW=${SOAK_NEW:-16}
 THREADS=${THREADS:-$(nproc)}
 if [ -z "${MT:-}" ]; then
@@ -49,14 +51,18 @@ field() { python3 -c "import json,sys; print(json.load(sys.stdin)[\"$1\"])"; }
 
 echo "# mt serve, $(basename "$MODEL"), ${device[*]}, $THREADS threads, $NEW new tokens a request, median of $REPS"
 $LOAD throughput "$URL" "$IMG" --clients 1 --requests-per-client 1 --max-tokens 8 > /dev/null  # warm up
-printf "clients\trequests\ttokens_per_s\tvs_1_client\n"
-base=
-for C in $CLIENTS; do
-  tps=$(for _ in $(seq "$REPS"); do
-    $LOAD throughput "$URL" "$IMG" --clients "$C" --requests-per-client "$PER_CLIENT" --max-tokens "$NEW" | field tokens_per_s
-  done | median)
-  base=${base:-$tps}
-  printf "%s\t%s\t%s\t%s\n" "$C" "$((C * PER_CLIENT))" "$tps" "$(python3 -c "print(round($tps / $base, 2))")"
+printf "prompt\tclients\trequests\ttokens_per_s\tvs_1_client\n"
+for P in $PROMPTS; do
+  kind=(); [ "$P" = text ] && kind=(--text)
+  base=
+  for C in $CLIENTS; do
+    tps=$(for _ in $(seq "$REPS"); do
+      $LOAD throughput "$URL" "$IMG" "${kind[@]}" --clients "$C" --requests-per-client "$PER_CLIENT" \
+        --max-tokens "$NEW" | field tokens_per_s
+    done | median)
+    base=${base:-$tps}
+    printf "%s\t%s\t%s\t%s\t%s\n" "$P" "$C" "$((C * PER_CLIENT))" "$tps" "$(python3 -c "print(round($tps / $base, 2))")"
+  done
 done
 
 echo "# soak: $SOAK requests, $SOAK_CONC concurrent, $SOAK_NEW new tokens each"

@@ -4,8 +4,8 @@
     serve_load.py soak URL IMAGES_DIR --requests 1000 --concurrency 32 --max-tokens N --pid PID
 
 throughput: C clients, each sending R requests one after another (a question about an
-image, sent as a data: URL; `ignore_eos`, so every answer is N tokens), all clients
-started together. Prints one JSON line: completion tokens, wall seconds, aggregate
+image, sent as a data: URL, or with --text the question alone; `ignore_eos`, so every
+answer is N tokens), all clients started together. Prints one JSON line: completion tokens, wall seconds, aggregate
 tokens/s, requests that failed.
 
 soak: REQUESTS requests through CONCURRENCY workers; samples the server's resident memory
@@ -57,16 +57,12 @@ def ask(url, body):
 
 
 def body(i, pictures, max_tokens):
+    """Request i: a question about picture i (cycling), or the question alone (no pictures)."""
+    content = [{"type": "text", "text": QUESTIONS[i % len(QUESTIONS)]}]
+    if pictures:
+        content.append({"type": "image_url", "image_url": {"url": pictures[i % len(pictures)]}})
     return {
-        "messages": [
-            {
-                "role": "user",
-                "content": [
-                    {"type": "text", "text": QUESTIONS[i % len(QUESTIONS)]},
-                    {"type": "image_url", "image_url": {"url": pictures[i % len(pictures)]}},
-                ],
-            }
-        ],
+        "messages": [{"role": "user", "content": content}],
         "max_tokens": max_tokens,
         "ignore_eos": True,
         "temperature": 0,
@@ -74,7 +70,7 @@ def body(i, pictures, max_tokens):
 
 
 def throughput(a):
-    pictures = images(a.images)
+    pictures = [] if a.text else images(a.images)
     tokens, failed, lock = [0], [0], threading.Lock()
 
     def client(c):
@@ -94,6 +90,7 @@ def throughput(a):
     wall = time.monotonic() - start
     print(json.dumps({
         "clients": a.clients,
+        "prompt": "text" if a.text else "image",
         "requests": a.clients * a.requests_per_client,
         "completion_tokens": tokens[0],
         "seconds": round(wall, 2),
@@ -177,6 +174,7 @@ def main():
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--pid", type=int, default=0)
+    p.add_argument("--text", action="store_true", help="questions without an image")
     a = p.parse_args()
     {"throughput": throughput, "soak": soak}[a.mode](a)
 

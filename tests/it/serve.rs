@@ -568,3 +568,45 @@ fn a_full_queue_a_client_that_leaves_a_deadline_and_sigterm() {
     assert!(rest.contains("\"finish_reason\":\"length\""), "{rest}");
     assert!(stderr.contains("draining"), "{stderr}");
 }
+
+/// A request's decoding settings: `stop` cuts the greedy answer where its text starts
+/// (finish reason "stop"), the same `seed` samples the same answer at temperature 1 and
+/// another seed another one, and `max_tokens` bounds the answer.
+#[test]
+fn stop_seed_and_max_tokens_shape_the_answer() {
+    let server = Server::start(&[]);
+    let image = data_url(&testdata("images/phantom.png"));
+    let answer = |extra: Value| {
+        let (status, body, _) = post(&server, &request("Describe it.", &image, extra), None);
+        assert_eq!(status, 200, "{body}");
+        let text = body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let finish = body["choices"][0]["finish_reason"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        (
+            text,
+            finish,
+            body["usage"]["completion_tokens"].as_u64().unwrap(),
+        )
+    };
+    let (greedy, finish, n) = answer(json!({"max_tokens": 24, "ignore_eos": true}));
+    assert_eq!((finish.as_str(), n), ("length", 24));
+    let chars: Vec<char> = greedy.chars().collect();
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
+    let (cut, finish, _) = answer(json!({"max_tokens": 24, "ignore_eos": true, "stop": [stop]}));
+    assert_eq!(finish, "stop");
+    assert_eq!(cut, greedy[..greedy.find(&stop).unwrap()], "stop {stop:?}");
+
+    let sampled = |seed: u64| {
+        answer(json!({"max_tokens": 16, "ignore_eos": true, "temperature": 1.0, "top_p": 0.95, "seed": seed})).0
+    };
+    assert_eq!(sampled(7), sampled(7));
+    assert_ne!(sampled(7), sampled(8));
+    assert_ne!(sampled(7), greedy);
+    let (_, finish, n) = answer(json!({"max_tokens": 3}));
+    assert!(n <= 3 && (finish == "length") == (n == 3));
+}

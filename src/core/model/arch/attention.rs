@@ -96,12 +96,7 @@ pub(crate) fn causal_padding_mask(
     if !padded && !windowed && len == 1 {
         return Ok(None);
     }
-    let low = match dtype {
-        DType::F32 => f32::MIN,
-        DType::BF16 => half_min_bf16(),
-        DType::F16 => -65504.0,
-        _ => f32::MIN,
-    };
+    let low = lowest(dtype);
     let mut data = Vec::with_capacity(valid.len() * len * total);
     // Each slot's position among its row's real tokens (only a window needs them).
     let mut position = Vec::with_capacity(if window.is_some() { total } else { 0 });
@@ -124,6 +119,15 @@ pub(crate) fn causal_padding_mask(
     }
     let mask = Tensor::from_vec(data, (valid.len(), 1, len, total), device)?;
     Ok(Some(mask))
+}
+
+/// What a mask adds to hide a key: the lowest finite value of `dtype`.
+pub(crate) fn lowest(dtype: DType) -> f32 {
+    match dtype {
+        DType::BF16 => half_min_bf16(),
+        DType::F16 => -65504.0,
+        _ => f32::MIN,
+    }
 }
 
 fn half_min_bf16() -> f32 {

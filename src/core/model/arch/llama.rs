@@ -6,7 +6,7 @@
 use anyhow::{Result, ensure};
 use candle_core::{DType, Device, Tensor};
 
-use crate::core::model::arch::attention::causal_padding_mask;
+use crate::core::model::arch::attention::{causal_padding_mask, lowest};
 use crate::core::model::arch::linear::Linear;
 use crate::core::model::arch::norm::RmsNorm;
 use crate::core::model::load::config::{LlamaConfig, RopeScaling, TextFamily};
@@ -93,21 +93,40 @@ impl KvCache {
             .map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
     }
 
-    /// This cache's tokens in a new cache of `capacity` slots (the same rows).
-    pub(crate) fn resized(&self, capacity: usize) -> Result<Self> {
+    /// Rows (sequences) it has room for.
+    pub(crate) fn rows(&self) -> usize {
+        self.layers
+            .first()
+            .map_or(0, |(k, _)| k.dim(0).unwrap_or(0))
+    }
+
+    /// A cache of `rows` x `capacity` slots holding this one's first `keep_rows` rows and
+    /// first `keep` tokens of each.
+    pub(crate) fn regrown(
+        &self,
+        rows: usize,
+        capacity: usize,
+        keep_rows: usize,
+        keep: usize,
+    ) -> Result<Self> {
         ensure!(
-            capacity >= self.len,
-            "a cache of {capacity} slots cannot hold {} tokens",
-            self.len
+            keep_rows <= rows.min(self.rows()) && keep <= capacity.min(self.capacity()),
+            "cannot keep {keep_rows} rows of {keep} tokens in {rows} x {capacity} slots"
         );
         let layers = self
             .layers
             .iter()
             .map(|(k, v)| {
                 let grow = |t: &Tensor| -> Result<Tensor> {
-                    let (rows, heads, _, d) = t.dims4()?;
+                    let (_, heads, _, d) = t.dims4()?;
                     let out = Tensor::zeros((rows, heads, capacity, d), t.dtype(), t.device())?;
-                    out.slice_set(&t.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
+                    if keep_rows > 0 && keep > 0 {
+                        let kept = t
+                            .narrow(0, 0, keep_rows)?
+                            .narrow(2, 0, keep)?
+                            .contiguous()?;
+                        out.narrow(0, 0, keep_rows)?.slice_set(&kept, 2, 0)?;
+                    }
                     Ok(out)
                 };
                 Ok((grow(k)?, grow(v)?))
@@ -115,8 +134,45 @@ impl KvCache {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             layers,
-            len: self.len,
+            len: self.len.min(keep),
         })
+    }
+
+    /// Writes the first `n` tokens of row `from` of `source` into row `to` of this cache.
+    pub(crate) fn copy_row(
+        &mut self,
+        to: usize,
+        source: &KvCache,
+        from: usize,
+        n: usize,
+    ) -> Result<()> {
+        for (mine, theirs) in self.layers.iter_mut().zip(&source.layers) {
+            put_row(&mine.0, to, &theirs.0, from, n)?;
+            put_row(&mine.1, to, &theirs.1, from, n)?;
+        }
+        Ok(())
+    }
+
+    /// Copies the first `n` tokens of row `from` over row `to`.
+    pub(crate) fn move_row(&mut self, from: usize, to: usize, n: usize) -> Result<()> {
+        for (k, v) in &self.layers {
+            put_row(k, to, k, from, n)?;
+            put_row(v, to, v, from, n)?;
+        }
+        Ok(())
+    }
+
+    /// Row `row`'s first `n` tokens as a one-row cache.
+    pub(crate) fn row(&self, row: usize, n: usize) -> Result<Self> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|(k, v)| {
+                let take = |t: &Tensor| owned(&t.narrow(0, row, 1)?.narrow(2, 0, n)?);
+                Ok((take(k)?, take(v)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { layers, len: n })
     }
 
     /// Starts every row of this empty cache with the first `n` tokens of `prefix`, a
@@ -144,6 +200,25 @@ impl KvCache {
     }
 }
 
+/// Writes the first `n` slots of row `from` of `src` `(B, H, T, D)` into row `to` of
+/// `dst` (through a copy, so both may be the same tensor).
+fn put_row(dst: &Tensor, to: usize, src: &Tensor, from: usize, n: usize) -> Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let row = owned(&src.narrow(0, from, 1)?.narrow(2, 0, n)?)?;
+    dst.narrow(0, to, 1)?.slice_set(&row, 2, 0)?;
+    Ok(())
+}
+
+/// A contiguous copy of `t` in storage of its own.
+fn owned(t: &Tensor) -> candle_core::Result<Tensor> {
+    match t.is_contiguous() {
+        true => t.copy(),
+        false => t.contiguous(),
+    }
+}
+
 /// What one forward pass sees: where its tokens sit and which keys they may attend to.
 pub(crate) struct Step<'a> {
     /// Rotary position of every token, `(B, L)` as u32.
@@ -160,9 +235,10 @@ pub(crate) struct Step<'a> {
 enum LayerCache<'a> {
     /// One cache for the whole batch, `past` tokens in (rows aligned by left padding).
     Batch(&'a mut (Tensor, Tensor), usize),
-    /// One cache per row, each with its own length and its own mask (a decoding step
-    /// of sequences that started at different times: continuous batching).
-    Rows(Vec<(&'a mut (Tensor, Tensor), usize, Option<&'a Tensor>)>),
+    /// One slot row per sequence, each with its own length (`lens[b]` tokens in row
+    /// `b`): a decoding step of sequences that started at different times (continuous
+    /// batching). The step's token of row `b` goes to slot `lens[b]`.
+    Slots(&'a mut (Tensor, Tensor), &'a [usize]),
 }
 
 impl Llama {
@@ -269,46 +345,42 @@ impl Llama {
         self.norm.forward(&x)
     }
 
-    /// One decoding step of sequences that each have their own one-row cache (of any
-    /// length): `x` `(B, 1, hidden)` holds row `b`'s next token, which sits at position
-    /// `caches[b].len()`. The projections and the MLP run on the batch, attention on
-    /// each row's own cache. Returns the final normalised hidden states `(B, 1, hidden)`.
-    pub(crate) fn decode_rows(&self, x: &Tensor, caches: &mut [&mut KvCache]) -> Result<Tensor> {
+    /// One decoding step of sequences of different lengths that share `cache` by rows:
+    /// `x` `(B, 1, hidden)` holds row `b`'s next token, which sits at position `lens[b]`
+    /// and goes to that slot of row `b`. Every product, attention included, runs once for
+    /// the batch; a mask hides each row's slots past its own length. Returns the final
+    /// normalised hidden states `(B, 1, hidden)`; the caller counts the new tokens.
+    pub(crate) fn decode_slots(
+        &self,
+        x: &Tensor,
+        cache: &mut KvCache,
+        lens: &[usize],
+    ) -> Result<Tensor> {
         let device = x.device();
+        let rows = lens.len();
         ensure!(
-            x.dims3()?.0 == caches.len() && x.dim(1)? == 1,
-            "one token for each of {} caches",
-            caches.len()
+            x.dims3()?.0 == rows && x.dim(1)? == 1 && rows <= cache.rows(),
+            "one token for each of {rows} rows (the cache has {})",
+            cache.rows()
         );
-        let positions: Vec<u32> = caches.iter().map(|c| c.len as u32).collect();
-        let positions = Tensor::from_vec(positions, (caches.len(), 1), device)?;
+        let total = lens.iter().max().map_or(0, |m| m + 1);
+        ensure!(
+            total <= cache.capacity(),
+            "KV cache full: {total} tokens > capacity {}",
+            cache.capacity()
+        );
+        let positions: Vec<u32> = lens.iter().map(|&l| l as u32).collect();
+        let positions = Tensor::from_vec(positions, (rows, 1), device)?;
         let rotary = self.rotary(&positions, x.dtype())?;
-        // A row needs a mask only where a sliding window hides its oldest keys.
-        let masks = caches
+        let valid: Vec<Vec<bool>> = lens
             .iter()
-            .map(|c| {
-                let all = vec![vec![true; c.len + 1]];
-                causal_padding_mask(&all, c.len, 1, self.cfg.sliding_window, x.dtype(), device)
-            })
-            .collect::<Result<Vec<_>>>()?;
+            .map(|&len| (0..total).map(|j| j <= len).collect())
+            .collect();
+        let mask = slot_mask(&valid, lens, self.cfg.sliding_window, x.dtype(), device)?;
         let mut x = x.clone();
         for (i, layer) in self.layers.iter().enumerate() {
-            let rows = caches
-                .iter_mut()
-                .zip(&masks)
-                .map(|(c, m)| (&mut c.layers[i], c.len, m.as_ref()))
-                .collect();
-            x = layer.forward(
-                &x,
-                &rotary,
-                None,
-                &self.cfg,
-                Some(LayerCache::Rows(rows)),
-                false,
-            )?;
-        }
-        for cache in caches.iter_mut() {
-            cache.len += 1;
+            let kv = LayerCache::Slots(&mut cache.layers[i], lens);
+            x = layer.forward(&x, &rotary, mask.as_ref(), &self.cfg, Some(kv), false)?;
         }
         self.norm.forward(&x)
     }
@@ -470,17 +542,17 @@ impl Attention {
         let v = split_heads(&v, cfg.num_key_value_heads, None)?;
         let scale = (d as f64).powf(-0.5);
         let a = match cache {
-            Some(LayerCache::Rows(rows)) => {
-                let outs = rows
-                    .into_iter()
-                    .enumerate()
-                    .map(|(r, (kv, past, mask))| {
-                        let row = |t: &Tensor| t.narrow(0, r, 1);
-                        let (k, v) = append(kv, past, &row(&k)?, &row(&v)?)?;
-                        attend(&row(&q)?, &k, &v, mask, scale, true)
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Tensor::cat(&outs, 0)?
+            Some(LayerCache::Slots((ck, cv), lens)) => {
+                for (r, &len) in lens.iter().enumerate() {
+                    ck.narrow(0, r, 1)?.slice_set(&k.narrow(0, r, 1)?, 2, len)?;
+                    cv.narrow(0, r, 1)?.slice_set(&v.narrow(0, r, 1)?, 2, len)?;
+                }
+                let total = lens.iter().max().map_or(0, |m| m + 1);
+                let (k, v) = (
+                    ck.narrow(0, 0, b)?.narrow(2, 0, total)?,
+                    cv.narrow(0, 0, b)?.narrow(2, 0, total)?,
+                );
+                attend(&q, &k, &v, mask, scale, true)?
             }
             batch => {
                 let (k, v) = match batch {
@@ -603,6 +675,36 @@ fn append(
     ck.slice_set(k, 2, past)?;
     cv.slice_set(v, 2, past)?;
     Ok((ck.narrow(2, 0, past + l)?, cv.narrow(2, 0, past + l)?))
+}
+
+/// The additive mask `(B, 1, 1, T)` of a slotted decoding step: row `b` sees its slots
+/// up to `lens[b]` (`valid[b]`), within the sliding window; `None` when every row sees
+/// every slot.
+fn slot_mask(
+    valid: &[Vec<bool>],
+    lens: &[usize],
+    window: Option<usize>,
+    dtype: DType,
+    device: &Device,
+) -> Result<Option<Tensor>> {
+    let total = valid.first().map_or(0, Vec::len);
+    let windowed = window.is_some_and(|w| total > w);
+    if !windowed && lens.iter().all(|&l| l + 1 == total) {
+        return Ok(None);
+    }
+    let low = lowest(dtype);
+    let data: Vec<f32> = valid
+        .iter()
+        .zip(lens)
+        .flat_map(|(row, &len)| {
+            row.iter().enumerate().map(move |(j, &ok)| {
+                let seen = ok && window.is_none_or(|w| j + w > len);
+                if seen { 0.0 } else { low }
+            })
+        })
+        .collect();
+    let mask = Tensor::from_vec(data, (valid.len(), 1, 1, total), device)?;
+    Ok(Some(mask.to_dtype(dtype)?))
 }
 
 /// The mask rows of the queries that run: the last one with `last_only`.

@@ -1,12 +1,15 @@
 //! Continuous batching: one loaded model answers many conversations at once. Requests
-//! wait in a bounded queue and join the running batch between decoding steps; each has
-//! its own one-row KV cache (grown as its answer grows), so sequences of any length
-//! decode together: the projections and MLPs run on the whole batch, attention on each
-//! row's own cache ([`Llama::decode_rows`]). A sequence leaves the batch when it ends,
-//! when its client goes away, or at its deadline. The template's system prompt before
-//! the image is computed once and every prompt that starts with it starts from its cache.
+//! wait in a bounded queue and join the running batch between decoding steps. A joining
+//! sequence's prompt runs alone into its own cache, which is then copied into a row of
+//! the cache the batch shares; every row keeps its own length, so sequences of any
+//! length decode together, each product (attention included) once for the batch, a mask
+//! hiding each row's slots past its length ([`Llama::decode_slots`]). A sequence leaves
+//! when it ends, when its client goes away, or at its deadline; the last row moves into
+//! its place, and the shared cache grows (rows, slots) as needed and is freed when the
+//! batch empties. The template's system prompt before the image is computed once and
+//! every prompt that starts with it starts from its cache.
 //!
-//! [`Llama::decode_rows`]: crate::core::model::arch::llama::Llama::decode_rows
+//! [`Llama::decode_slots`]: crate::core::model::arch::llama::Llama::decode_slots
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -155,9 +158,17 @@ fn keys_of(pieces: &[Piece], image_tokens: usize) -> Vec<i64> {
     keys
 }
 
+/// The running batch: its sequences and the cache they share, row `b` holding `seqs[b]`.
+#[derive(Default)]
+struct Batch {
+    seqs: Vec<Sequence>,
+    cache: Option<KvCache>,
+}
+
 /// One running answer.
 struct Sequence {
-    cache: KvCache,
+    /// Tokens in its cache row.
+    len: usize,
     /// What the cache's prompt slots hold ([`keys_of`]).
     keys: Vec<i64>,
     /// Prompt tokens taken from a cache instead of run.
@@ -202,11 +213,11 @@ impl Batcher {
 
     /// Answers the requests of `asks` until it closes and every running answer has ended.
     pub(crate) fn run(&self, asks: &Receiver<Ask>, load: &Arc<Load>) {
-        let mut running: Vec<Sequence> = Vec::new();
+        let mut batch = Batch::default();
         let mut open = true;
-        while open || !running.is_empty() {
-            while open && running.len() < self.max_batch {
-                let next = if running.is_empty() {
+        while open || !batch.seqs.is_empty() {
+            while open && batch.seqs.len() < self.max_batch {
+                let next = if batch.seqs.is_empty() {
                     asks.recv().map_err(|_| TryRecvError::Disconnected)
                 } else {
                     asks.try_recv()
@@ -220,34 +231,37 @@ impl Batcher {
                     }
                 };
                 load.queued.fetch_sub(1, Ordering::SeqCst);
-                if let Some(seq) = self.admit(ask) {
-                    running.push(seq);
+                if let Some((seq, own)) = self.admit(ask) {
+                    let events = seq.events.clone();
+                    if let Err(e) = self.join(&mut batch, seq, &own) {
+                        let why = Failure::Internal(format!("{e:#}"));
+                        let _ = events.send(Event::Failed(why));
+                    }
                 }
             }
-            running.retain(|s| !s.done);
-            if running.is_empty() {
-                load.running.store(0, Ordering::SeqCst);
+            load.running.store(batch.seqs.len(), Ordering::SeqCst);
+            if batch.seqs.is_empty() {
+                batch.cache = None;
                 continue;
             }
-            load.running.store(running.len(), Ordering::SeqCst);
-            if let Err(e) = self.step(&mut running) {
+            if let Err(e) = self.step(&mut batch) {
                 let why = format!("{e:#}");
                 tracing::error!(error = %why, "decoding step failed");
-                for seq in running.drain(..) {
-                    let _ = seq
-                        .events
-                        .send(Event::Failed(Failure::Internal(why.clone())));
+                for seq in batch.seqs.drain(..) {
+                    let failure = Failure::Internal(why.clone());
+                    let _ = seq.events.send(Event::Failed(failure));
                 }
+                batch.cache = None;
             }
-            running.retain(|s| !s.done);
-            load.running.store(running.len(), Ordering::SeqCst);
+            load.running.store(batch.seqs.len(), Ordering::SeqCst);
         }
         load.running.store(0, Ordering::SeqCst);
     }
 
     /// Runs a request's prompt and takes its first token; `None` when it ended already
-    /// (cancelled, past its deadline, failed, or done in one token).
-    fn admit(&self, ask: Ask) -> Option<Sequence> {
+    /// (cancelled, past its deadline, failed, or done in one token). The sequence comes
+    /// with the cache of its prompt.
+    fn admit(&self, ask: Ask) -> Option<(Sequence, KvCache)> {
         if ask.events.is_closed() {
             return None;
         }
@@ -257,7 +271,7 @@ impl Batcher {
         }
         let events = ask.events.clone();
         match self.start(ask, None) {
-            Ok(seq) => Some(seq).filter(|s| !s.done),
+            Ok((seq, own)) => Some((seq, own)).filter(|(s, _)| !s.done),
             Err(failure) => {
                 let _ = events.send(Event::Failed(failure));
                 None
@@ -265,9 +279,41 @@ impl Batcher {
         }
     }
 
+    /// Puts a started sequence (its prompt's cache `own`) in the batch's next row,
+    /// growing the shared cache when it lacks a row or slots.
+    fn join(&self, batch: &mut Batch, seq: Sequence, own: &KvCache) -> Result<()> {
+        let row = batch.seqs.len();
+        let need = (seq.len + seq.left().min(FIRST_ROOM)).max(seq.len + 1);
+        let longest = batch.seqs.iter().map(|s| s.len).max().unwrap_or(0);
+        let (rows, capacity) = batch
+            .cache
+            .as_ref()
+            .map_or((0, 0), |c| (c.rows(), c.capacity()));
+        if row >= rows || need > capacity {
+            let rows = if row >= rows {
+                (rows * 2).clamp(row + 1, self.max_batch)
+            } else {
+                rows
+            };
+            let capacity = capacity.max(need);
+            batch.cache = Some(match &batch.cache {
+                Some(cache) => cache.regrown(rows, capacity, row, longest)?,
+                None => own.regrown(rows, capacity, 0, 0)?,
+            });
+        }
+        let cache = batch.cache.as_mut().expect("made above");
+        cache.copy_row(row, own, 0, seq.len)?;
+        batch.seqs.push(seq);
+        Ok(())
+    }
+
     /// The prompt of `ask`, its prefill, and its first token. The prompt's start that
     /// `session`'s cache holds (else the template's system prompt) is not run again.
-    fn start(&self, ask: Ask, session: Option<&Session>) -> std::result::Result<Sequence, Failure> {
+    fn start(
+        &self,
+        ask: Ask,
+        session: Option<&Session>,
+    ) -> std::result::Result<(Sequence, KvCache), Failure> {
         let c = &self.captioner;
         let invalid = |e: anyhow::Error| Failure::Invalid(format!("{e:#}"));
         let internal = |e: anyhow::Error| Failure::Internal(format!("{e:#}"));
@@ -352,7 +398,7 @@ impl Batcher {
         stop.retain(|s| !s.is_empty());
         let _ = ask.events.send(Event::Started { prompt_tokens });
         let mut seq = Sequence {
-            cache,
+            len: cache.len(),
             keys,
             reused: past,
             events: ask.events,
@@ -366,7 +412,7 @@ impl Batcher {
         };
         let first = seq.sampler.next(&logits);
         seq.accept(first, c).map_err(internal)?;
-        Ok(seq)
+        Ok((seq, cache))
     }
 
     /// The cache a prompt (as `keys`) starts from and how many of its tokens that cache
@@ -422,7 +468,14 @@ impl Batcher {
             deadline: None,
             events,
         };
-        let mut seq = self.start(ask, Some(session))?;
+        let internal = |e: anyhow::Error| Failure::Internal(format!("{e:#}"));
+        let (seq, own) = self.start(ask, Some(session))?;
+        let mut batch = Batch::default();
+        let mut ended = None;
+        match seq.done {
+            true => ended = Some(seq),
+            false => self.join(&mut batch, seq, &own).map_err(internal)?,
+        }
         let mut answer = Answer::default();
         let mut listen = |answer: &mut Answer| -> std::result::Result<bool, Failure> {
             while let Ok(event) = heard.try_recv() {
@@ -446,44 +499,64 @@ impl Batcher {
             }
             Ok(true)
         };
-        while listen(&mut answer)? && !seq.done {
-            self.step(std::slice::from_mut(&mut seq))
-                .map_err(|e| Failure::Internal(format!("{e:#}")))?;
+        while listen(&mut answer)? && !batch.seqs.is_empty() {
+            ended = self.step(&mut batch).map_err(internal)?.pop().or(ended);
         }
+        // Stopped by `on_text`: the sequence is still running.
+        let seq = match ended {
+            Some(seq) => seq,
+            None => batch.seqs.pop().expect("the running sequence"),
+        };
+        // What the cache holds: the prompt and every answer token fed back so far.
+        let cache = match &batch.cache {
+            Some(shared) => shared.row(0, seq.len).map_err(internal)?,
+            None => own,
+        };
         answer.reused = seq.reused;
         if answer.finish.is_none() {
             answer.completion_tokens = seq.tokens.len();
         }
-        // What the cache holds: the prompt and every answer token fed back so far.
-        let fed = seq.cache.len() - seq.keys.len();
-        seq.keys
-            .extend(seq.tokens[..fed].iter().map(|&t| i64::from(t)));
-        session.keys = seq.keys;
-        session.cache = Some(seq.cache);
+        let mut keys = seq.keys;
+        let fed = cache.len() - keys.len();
+        keys.extend(seq.tokens[..fed].iter().map(|&t| i64::from(t)));
+        session.keys = keys;
+        session.cache = Some(cache);
         Ok(answer)
     }
 
-    /// One decoding step of every running sequence; the ones that end are marked done.
-    fn step(&self, running: &mut [Sequence]) -> Result<()> {
+    /// One decoding step of every running sequence. The ones that end (or whose client
+    /// left, or whose deadline passed) leave the batch, the last rows taking their places;
+    /// they are returned.
+    fn step(&self, batch: &mut Batch) -> Result<Vec<Sequence>> {
         let now = Instant::now();
-        for seq in running.iter_mut() {
+        for seq in &mut batch.seqs {
             if seq.events.is_closed() {
                 seq.done = true;
             } else if seq.deadline.is_some_and(|d| now >= d) {
                 let _ = seq.events.send(Event::Failed(Failure::Timeout));
                 seq.done = true;
-            } else if seq.cache.len() == seq.cache.capacity() {
-                let room = (seq.cache.capacity() * 2).min(seq.cache.len() + seq.left());
-                seq.cache = seq.cache.resized(room.max(seq.cache.len() + 1))?;
             }
         }
-        let live: Vec<&mut Sequence> = running.iter_mut().filter(|s| !s.done).collect();
-        if live.is_empty() {
-            return Ok(());
+        let mut gone = batch.leave_done()?;
+        let Some(cache) = batch.cache.as_mut().filter(|_| !batch.seqs.is_empty()) else {
+            return Ok(gone);
+        };
+        let lens: Vec<usize> = batch.seqs.iter().map(|s| s.len).collect();
+        let longest = lens.iter().copied().max().unwrap_or(0);
+        if longest + 1 > cache.capacity() {
+            let want = batch
+                .seqs
+                .iter()
+                .map(|s| s.len + s.left())
+                .max()
+                .unwrap_or(0);
+            let capacity = (cache.capacity() * 2).min(want).max(longest + 1);
+            *cache = cache.regrown(cache.rows(), capacity, lens.len(), longest)?;
         }
         let model = &self.captioner.model;
         let device = model.llm.embed.device();
-        let next: Vec<u32> = live
+        let next: Vec<u32> = batch
+            .seqs
             .iter()
             .map(|s| *s.tokens.last().expect("a running sequence has a token"))
             .collect();
@@ -492,16 +565,39 @@ impl Batcher {
             let x = model
                 .llm
                 .embed_ids(&Tensor::from_vec(next, (rows, 1), device)?)?;
-            let mut live = live;
-            let mut caches: Vec<&mut KvCache> = live.iter_mut().map(|s| &mut s.cache).collect();
-            let hidden = model.llm.decode_rows(&x, &mut caches)?;
+            let hidden = model.llm.decode_slots(&x, cache, &lens)?;
             let logits = model.llm.logits(&hidden.squeeze(1)?)?.to_vec2::<f32>()?;
-            for (seq, row) in live.iter_mut().zip(&logits) {
+            for (seq, row) in batch.seqs.iter_mut().zip(&logits) {
+                seq.len += 1;
                 let token = seq.sampler.next(row);
                 seq.accept(token, &self.captioner)?;
             }
-            Ok(())
-        })
+            Ok::<_, anyhow::Error>(())
+        })?;
+        gone.extend(batch.leave_done()?);
+        Ok(gone)
+    }
+}
+
+impl Batch {
+    /// Takes the sequences that are done out, moving the last rows into their places.
+    fn leave_done(&mut self) -> Result<Vec<Sequence>> {
+        let mut gone = Vec::new();
+        let mut row = 0;
+        while row < self.seqs.len() {
+            if !self.seqs[row].done {
+                row += 1;
+                continue;
+            }
+            let last = self.seqs.len() - 1;
+            if row != last
+                && let Some(cache) = self.cache.as_mut()
+            {
+                cache.move_row(last, row, self.seqs[last].len)?;
+            }
+            gone.push(self.seqs.swap_remove(row));
+        }
+        Ok(gone)
     }
 }
 
