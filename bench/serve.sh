@@ -9,7 +9,8 @@
 #   bench/serve.sh        (env: MODEL=bench/out/caption-100m CLIENTS="1 8" PROMPTS="image text" PER_CLIENT=4 NEW=128
 #                          REPS=3 SOAK=1000 SOAK_CONC=32 SOAK_NEW=16 THREADS=$(nproc) GPU= MT=prebuilt-mt)
 #
-# GPU=N serves on GPU N (a CUDA build of mt; CLIENTS defaults to "1 8 64" there).
+# GPU=N serves on GPU N (a CUDA build of mt; CLIENTS defaults to "1 8 64" there). SOAK=0
+# skips the soak.
 # The model defaults to the ~100M random llava-hf checkpoint bench/caption_cpu.sh makes.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -65,8 +66,10 @@ for P in $PROMPTS; do
   done
 done
 
-echo "# soak: $SOAK requests, $SOAK_CONC concurrent, $SOAK_NEW new tokens each"
-$LOAD soak "$URL" "$IMG" --requests "$SOAK" --concurrency "$SOAK_CONC" --max-tokens "$SOAK_NEW" --pid $PID
+if [ "$SOAK" -gt 0 ]; then
+  echo "# soak: $SOAK requests, $SOAK_CONC concurrent, $SOAK_NEW new tokens each"
+  $LOAD soak "$URL" "$IMG" --requests "$SOAK" --concurrency "$SOAK_CONC" --max-tokens "$SOAK_NEW" --pid $PID
+fi
 kill -TERM $PID
 wait $PID && echo "# SIGTERM: exit 0" || echo "# SIGTERM: exit $?"
 trap - EXIT
