@@ -136,6 +136,23 @@ pub(crate) fn attend(
     attention::attend_unfused(q, k, v, mask, scale, causal)
 }
 
+/// [`attend`] of one query per row over a cache whose rows hold different numbers of
+/// keys: row `b` sees its first `keys[b]`, which `mask` also says additively. The CPU
+/// kernel skips each row's other keys instead of reading them; elsewhere the mask does it.
+pub(crate) fn attend_rows(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    keys: &[usize],
+    mask: Option<&Tensor>,
+    scale: f64,
+) -> Result<Tensor> {
+    if kernels::attention::applies(&[q, k, v]) {
+        return kernels::attention::attend_rows(q, k, v, keys, scale);
+    }
+    attend(q, k, v, mask, scale, true)
+}
+
 /// `x W^T + b` of each `(W, b)` of `layers` for the same `x` `(rows, in)`: inside
 /// [`kernels::inference`] in one parallel pass on the CPU kernels, otherwise through
 /// `product` (candle's ops) per layer.

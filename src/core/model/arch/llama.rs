@@ -11,7 +11,7 @@ use crate::core::model::arch::linear::Linear;
 use crate::core::model::arch::norm::RmsNorm;
 use crate::core::model::load::config::{LlamaConfig, RopeScaling, TextFamily};
 use crate::core::model::load::weights::Params;
-use crate::core::model::ops::{self, attend, split_heads};
+use crate::core::model::ops::{self, attend, attend_rows, split_heads};
 
 /// The language model.
 pub struct Llama {
@@ -552,7 +552,14 @@ impl Attention {
                     ck.narrow(0, 0, b)?.narrow(2, 0, total)?,
                     cv.narrow(0, 0, b)?.narrow(2, 0, total)?,
                 );
-                attend(&q, &k, &v, mask, scale, true)?
+                match cfg.sliding_window {
+                    // Each row's own keys: the mask hides nothing else.
+                    None => {
+                        let keys: Vec<usize> = lens.iter().map(|l| l + 1).collect();
+                        attend_rows(&q, &k, &v, &keys, mask, scale)?
+                    }
+                    Some(_) => attend(&q, &k, &v, mask, scale, true)?,
+                }
             }
             batch => {
                 let (k, v) = match batch {

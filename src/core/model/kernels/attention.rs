@@ -57,6 +57,33 @@ pub(crate) fn attend(
     Ok(out.transpose(1, 2)?)
 }
 
+/// [`attend`] of one query per batch row over a cache whose rows hold different numbers
+/// of keys: row `b` sees its first `keys[b]` keys, and the ones after are never read (a
+/// continuous-batching decoding step). Inference only (no gradient).
+pub(crate) fn attend_rows(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    keys: &[usize],
+    scale: f64,
+) -> Result<Tensor> {
+    let (q, k, v) = (q.contiguous()?, k.clone(), v.clone());
+    let (k, v) = match k.stride()[3] == 1 && v.stride()[3] == 1 {
+        true => (k, v),
+        false => (k.contiguous()?, v.contiguous()?),
+    };
+    let mut shape = Shape::new(&q, &k, &v, None, scale, true)?;
+    ensure!(
+        shape.l == 1 && keys.len() == shape.batch && keys.iter().all(|&n| n > 0 && n <= shape.t),
+        "one query per row and 1..={} keys for each of {} rows: {keys:?}",
+        shape.t,
+        shape.batch
+    );
+    shape.row_keys = Some(keys.to_vec());
+    let out = q.apply_op3(&k, &v, Attention { shape, mask: None })?;
+    Ok(out.transpose(1, 2)?)
+}
+
 /// The op: `shape` and the additive mask, if any.
 struct Attention {
     shape: Shape,
@@ -158,6 +185,9 @@ struct Shape {
     past: Option<usize>,
     /// One query per row: a decoding step, whose products take the small-m matmul kernels.
     decoding: bool,
+    /// Keys each batch row sees at most (a decoding step over rows of different lengths
+    /// in one cache: the keys past a row's own are skipped, not read).
+    row_keys: Option<Vec<usize>>,
     /// The softmax's `exp` is the C library's (outside [`fused::inference`], so
     /// training's too), not the vectorised one: gradients come closer to PyTorch's.
     libm_exp: bool,
@@ -205,6 +235,7 @@ impl Shape {
             scale: scale as f32,
             past: if causal { Some(t - l) } else { None },
             decoding: l == 1,
+            row_keys: None,
             libm_exp: !fused::in_inference(),
         })
     }
@@ -212,6 +243,14 @@ impl Shape {
     /// Keys query `i` may see (before the additive mask).
     fn visible(&self, i: usize) -> usize {
         self.past.map_or(self.t, |past| past + i + 1)
+    }
+
+    /// Keys query `i` of batch row `row` may see: [`Shape::visible`] within the row's own.
+    fn seen(&self, row: usize, i: usize) -> usize {
+        let visible = self.visible(i);
+        self.row_keys
+            .as_ref()
+            .map_or(visible, |keys| visible.min(keys[row]))
     }
 
     fn mask_rows<'a>(mask: Option<&View<'a>>, row: usize) -> Option<MaskRows<'a>> {
@@ -258,7 +297,7 @@ impl Shape {
         mask: Option<&MaskRows>,
         (row, g, i0, len): (usize, usize, usize, usize),
     ) -> usize {
-        let (rows, keys) = (self.rep * len, self.visible(i0 + len - 1));
+        let (rows, keys) = (self.rep * len, self.seen(row, i0 + len - 1));
         matmul(
             (rows, keys, self.d),
             Strided::rows(&mut probs[..rows * keys], keys),
@@ -269,7 +308,7 @@ impl Shape {
         );
         for (n, p) in probs[..rows * keys].chunks_mut(keys).enumerate() {
             let i = self.stacked(g, i0, len, n).1;
-            let seen = self.visible(i).min(keys);
+            let seen = self.seen(row, i).min(keys);
             let add = mask.map(|m| &m.data[i * m.row_stride..][..seen]);
             softmax_row(&mut p[..seen], add, self.libm_exp);
             p[seen..].fill(0.0);
@@ -292,7 +331,7 @@ impl Shape {
         out: &mut [f32],
     ) {
         let (rep, d) = (self.rep, self.d);
-        let keys = self.visible(i0 + len - 1);
+        let keys = self.seen(row, i0 + len - 1);
         let rows = rep * len;
         let mut queries = vec![0f32; rows * d];
         let mut probs = vec![0f32; rows * keys];
