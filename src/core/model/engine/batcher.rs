@@ -47,6 +47,25 @@ pub(crate) struct Ask {
     pub events: UnboundedSender<Event>,
 }
 
+impl Ask {
+    /// A request with no system message of its own and no deadline.
+    pub(crate) fn plain(
+        image: Option<DynamicImage>,
+        messages: Vec<String>,
+        sampling: Sampling,
+        events: UnboundedSender<Event>,
+    ) -> Self {
+        Self {
+            image,
+            messages,
+            system: None,
+            sampling,
+            deadline: None,
+            events,
+        }
+    }
+}
+
 /// One request's decoding settings.
 #[derive(Debug, Clone)]
 pub(crate) struct Sampling {
@@ -460,14 +479,7 @@ impl Batcher {
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> std::result::Result<Answer, Failure> {
         let (events, mut heard) = tokio::sync::mpsc::unbounded_channel();
-        let ask = Ask {
-            image,
-            messages,
-            system: None,
-            sampling,
-            deadline: None,
-            events,
-        };
+        let ask = Ask::plain(image, messages, sampling, events);
         let internal = |e: anyhow::Error| Failure::Internal(format!("{e:#}"));
         let (seq, own) = self.start(ask, Some(session))?;
         let mut batch = Batch::default();
@@ -699,6 +711,19 @@ mod tests {
         image::open(path).unwrap()
     }
 
+    /// Greedy decoding of at most `max_tokens`.
+    fn greedy(max_tokens: usize, ignore_eos: bool) -> Sampling {
+        Sampling {
+            max_tokens,
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: 0,
+            stop: Vec::new(),
+            ignore_eos,
+        }
+    }
+
     /// (image, messages, max_tokens) of the test conversations.
     fn conversations() -> Vec<(Option<DynamicImage>, Vec<String>, usize)> {
         let texts = |m: &[&str]| m.iter().map(|s| s.to_string()).collect::<Vec<_>>();
@@ -721,25 +746,10 @@ mod tests {
         let load = Arc::new(Load::default());
         for (image, messages, max_tokens) in conversations() {
             let (events, receiver) = tokio::sync::mpsc::unbounded_channel();
-            let sampling = Sampling {
-                max_tokens,
-                temperature: 0.0,
-                top_p: 1.0,
-                top_k: 0,
-                seed: 0,
-                stop: Vec::new(),
-                ignore_eos,
-            };
+            let sampling = greedy(max_tokens, ignore_eos);
             load.queued.fetch_add(1, Ordering::SeqCst);
-            let ask = Ask {
-                image,
-                messages,
-                system: None,
-                sampling,
-                deadline: None,
-                events,
-            };
-            asks.send(ask).unwrap();
+            asks.send(Ask::plain(image, messages, sampling, events))
+                .unwrap();
             receivers.push(receiver);
         }
         drop(asks);
@@ -800,15 +810,7 @@ mod tests {
     #[test]
     fn a_session_reuses_the_cache_of_earlier_turns() {
         let batcher = Batcher::new(captioner(16), 1).unwrap();
-        let sampling = Sampling {
-            max_tokens: 6,
-            temperature: 0.0,
-            top_p: 1.0,
-            top_k: 0,
-            seed: 0,
-            stop: Vec::new(),
-            ignore_eos: true,
-        };
+        let sampling = greedy(6, true);
         let image = picture("phantom.png");
         let mut kept = Session::default();
         let mut turns: Vec<String> = Vec::new();
