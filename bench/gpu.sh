@@ -5,6 +5,8 @@
 # Llama-3-8B, random bf16 weights):
 #   - `mt caption --gpu 0`: 616-ish-token prompt (576 image rows), 128 new tokens, greedy,
 #     batch 1 and 64, without and with S2, against transformers' generate at batch 1 and 64;
+#   - `mt serve --gpu 0` (bench/serve.sh): aggregate tokens/s of 1, 8 and 64 clients asking
+#     about an image, NEW new tokens each (SERVE=0 skips it);
 #   - `mt finetune` LoRA r 128 / alpha 256, batch 8 x 1024 tokens, gradient checkpointing,
 #     against PEFT; `mt train --stage 1` against the same step with all but the projector
 #     frozen; `mt finetune` under torchrun's variables for a world of one.
@@ -95,6 +97,16 @@ caption() {  # name model batch images
   log "{\"part\": \"mt_caption\", \"case\": \"$name\", \"batch\": $batch, \"images\": $done, \"images_per_s\": $ips, \"tokens_per_s\": $tps, \"peak_gpu_mib\": $(cat "$W/mem")}"
 }
 
+serve_bench() {  # mt serve on the caption checkpoint: 1, 8, 64 clients (1, 8 with TINY)
+  [ "${SERVE:-1}" = 1 ] || return 0
+  local where=(GPU=0) clients="1 8 64"
+  [ "$TINY" = 1 ] && where=() clients="1 8"
+  env "${where[@]}" MT="$MT" MODEL="$W/models/llava" MT_BENCH_DIR="$W" CLIENTS="$clients" PROMPTS=image \
+    NEW="$NEW" PER_CLIENT=2 REPS=1 SOAK=0 bash "$ROOT/bench/serve.sh" | tee "$W/serve.txt"
+  awk -F'\t' '$1 == "image" {printf "{\"part\": \"mt_serve\", \"clients\": %s, \"tokens_per_s\": %s, \"vs_1_client\": %s}\n", $2, $4, $5}' \
+    "$W/serve.txt" >> "$W/results.jsonl"
+}
+
 train_data() {  # 8 records whose answers run past 1024 tokens (truncated there, as the baseline's batch)
   python3 - "$ROOT/testdata/llava/medtrinity_instruct.jsonl" > "$W/train.jsonl" <<'EOF'
 import json, sys
@@ -140,6 +152,7 @@ run() {
   caption b64 "$W/models/llava" 64 "$MANY"
   caption s2-b1 "$W/models/llava-s2" 1 6
   caption s2-b64 "$W/models/llava-s2" 64 "$MANY"
+  serve_bench
   train_data
   train lora finetune --lora-r 128 --lora-alpha 256
   train stage1 train --stage 1
@@ -169,6 +182,8 @@ for r in rows:
         lora = next(x for x in rows if x.get("case") == "lora")
         same = r["loss_first"] == lora["loss_first"]
         print(f"world of one\t\tstep-1 loss {'the same as' if same else 'DIFFERS from'} the single-process run")
+    elif r.get("part") == "mt_serve":
+        print(f"serve {r['clients']} clients\t-\t{r['tokens_per_s']} tok/s\t{r['vs_1_client']}x one client")
     elif r.get("part") == "correctness":
         print(f"correctness\t\t{'passed' if r['passed'] else 'FAILED'}")
 EOF
