@@ -202,13 +202,18 @@ impl ChatRequest {
         if self.top_p.is_some_and(|p| !(p > 0.0 && p <= 1.0)) {
             return Err(ApiError::invalid(Some("top_p"), "top_p must be in (0, 1]"));
         }
-        if self.max_tokens.or(self.max_completion_tokens) == Some(0) {
+        if self.max_tokens() == Some(0) {
             return Err(ApiError::invalid(
                 Some("max_tokens"),
                 "max_tokens must be at least 1",
             ));
         }
         Ok(())
+    }
+
+    /// The answer's length limit: `max_completion_tokens`, else `max_tokens` (older).
+    fn max_tokens(&self) -> Option<usize> {
+        self.max_completion_tokens.or(self.max_tokens)
     }
 
     /// The decoding settings: the request's, else `defaults` (the server's flags).
@@ -219,10 +224,7 @@ impl ChatRequest {
             Some(Stop::Many(v)) => v.clone(),
         };
         Sampling {
-            max_tokens: self
-                .max_completion_tokens
-                .or(self.max_tokens)
-                .unwrap_or(defaults.max_tokens),
+            max_tokens: self.max_tokens().unwrap_or(defaults.max_tokens),
             temperature: self.temperature.unwrap_or(defaults.temperature),
             top_p: self.top_p.unwrap_or(defaults.top_p),
             top_k: self.top_k.unwrap_or(defaults.top_k),

@@ -350,10 +350,7 @@ impl App {
         };
         let sender = self.asks.lock().expect("queue lock").clone();
         let Some(sender) = sender else {
-            return Err(ApiError::status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the server is shutting down",
-            ));
+            return Err(shutting_down());
         };
         self.load.queued.fetch_add(1, Ordering::SeqCst);
         match sender.try_send(ask) {
@@ -402,10 +399,7 @@ async fn chat_completions(
             let first = match events.recv().await {
                 Some(Event::Failed(f)) => Err(failure(f)),
                 Some(first) => Ok(first),
-                None => Err(ApiError::status(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the model stopped",
-                )),
+                None => Err(model_stopped()),
             };
             match first {
                 Ok(first) => {
@@ -438,10 +432,7 @@ async fn prepare(
     record: &mut Record,
 ) -> Result<(ChatRequest, UnboundedReceiver<Event>), ApiError> {
     if app.draining.load(Ordering::SeqCst) {
-        return Err(ApiError::status(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server is shutting down",
-        ));
+        return Err(shutting_down());
     }
     let body = body.map_err(|e| {
         let message = match e.status() {
@@ -485,6 +476,19 @@ fn failure(failure: Failure) -> ApiError {
     }
 }
 
+/// A request that arrives while the server drains.
+fn shutting_down() -> ApiError {
+    ApiError::status(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the server is shutting down",
+    )
+}
+
+/// A request whose answer ended without its last event (the model thread is gone).
+fn model_stopped() -> ApiError {
+    ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, "the model stopped")
+}
+
 /// Waits for the whole answer.
 async fn whole(
     model: &str,
@@ -515,7 +519,7 @@ async fn whole(
             }
         }
     }
-    let error = ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, "the model stopped");
+    let error = model_stopped();
     record.fail(&error);
     error.into_response()
 }
@@ -566,8 +570,7 @@ fn streamed(
             match s.events.recv().await {
                 Some(event) => s.push(event),
                 None => {
-                    let error =
-                        ApiError::status(StatusCode::INTERNAL_SERVER_ERROR, "the model stopped");
+                    let error = model_stopped();
                     s.record.fail(&error);
                     s.send(error.body());
                     s.ended = true;

@@ -372,11 +372,7 @@ impl Llama {
         let positions: Vec<u32> = lens.iter().map(|&l| l as u32).collect();
         let positions = Tensor::from_vec(positions, (rows, 1), device)?;
         let rotary = self.rotary(&positions, x.dtype())?;
-        let valid: Vec<Vec<bool>> = lens
-            .iter()
-            .map(|&len| (0..total).map(|j| j <= len).collect())
-            .collect();
-        let mask = slot_mask(&valid, lens, self.cfg.sliding_window, x.dtype(), device)?;
+        let mask = slot_mask(lens, total, self.cfg.sliding_window, x.dtype(), device)?;
         let mut x = x.clone();
         for (i, layer) in self.layers.iter().enumerate() {
             let kv = LayerCache::Slots(&mut cache.layers[i], lens);
@@ -684,33 +680,30 @@ fn append(
     Ok((ck.narrow(2, 0, past + l)?, cv.narrow(2, 0, past + l)?))
 }
 
-/// The additive mask `(B, 1, 1, T)` of a slotted decoding step: row `b` sees its slots
-/// up to `lens[b]` (`valid[b]`), within the sliding window; `None` when every row sees
-/// every slot.
+/// The additive mask `(B, 1, 1, total)` of a slotted decoding step: row `b` sees its
+/// slots up to `lens[b]`, within the sliding window; `None` when every row sees every slot.
 fn slot_mask(
-    valid: &[Vec<bool>],
     lens: &[usize],
+    total: usize,
     window: Option<usize>,
     dtype: DType,
     device: &Device,
 ) -> Result<Option<Tensor>> {
-    let total = valid.first().map_or(0, Vec::len);
     let windowed = window.is_some_and(|w| total > w);
     if !windowed && lens.iter().all(|&l| l + 1 == total) {
         return Ok(None);
     }
     let low = lowest(dtype);
-    let data: Vec<f32> = valid
+    let data: Vec<f32> = lens
         .iter()
-        .zip(lens)
-        .flat_map(|(row, &len)| {
-            row.iter().enumerate().map(move |(j, &ok)| {
-                let seen = ok && window.is_none_or(|w| j + w > len);
+        .flat_map(|&len| {
+            (0..total).map(move |j| {
+                let seen = j <= len && window.is_none_or(|w| j + w > len);
                 if seen { 0.0 } else { low }
             })
         })
         .collect();
-    let mask = Tensor::from_vec(data, (valid.len(), 1, 1, total), device)?;
+    let mask = Tensor::from_vec(data, (lens.len(), 1, 1, total), device)?;
     Ok(Some(mask.to_dtype(dtype)?))
 }
 

@@ -24,11 +24,12 @@ use tokio::sync::mpsc::UnboundedSender;
 use crate::core::model::arch::llama::KvCache;
 use crate::core::model::arch::llava::{Piece, skip_prefix};
 use crate::core::model::engine::captioner::Captioner;
-use crate::core::model::engine::generate::{Finish, GenerationConfig, Sampler, prefill};
+use crate::core::model::engine::generate::{Finish, GenerationConfig, Sampler, prefill, stop_at};
 use crate::core::model::engine::prompt::prompt_len;
 use crate::core::model::kernels;
 
-/// Slots a new cache gets beyond its prompt; it doubles when full.
+/// Slots a joining sequence gets beyond its prompt in the batch's cache; it doubles when
+/// full.
 const FIRST_ROOM: usize = 128;
 
 /// One request: a conversation and how to answer it.
@@ -302,7 +303,8 @@ impl Batcher {
     /// growing the shared cache when it lacks a row or slots.
     fn join(&self, batch: &mut Batch, seq: Sequence, own: &KvCache) -> Result<()> {
         let row = batch.seqs.len();
-        let need = (seq.len + seq.left().min(FIRST_ROOM)).max(seq.len + 1);
+        // A running sequence has at least one token left.
+        let need = seq.len + seq.left().min(FIRST_ROOM);
         let longest = batch.seqs.iter().map(|s| s.len).max().unwrap_or(0);
         let (rows, capacity) = batch
             .cache
@@ -336,17 +338,8 @@ impl Batcher {
         let c = &self.captioner;
         let invalid = |e: anyhow::Error| Failure::Invalid(format!("{e:#}"));
         let internal = |e: anyhow::Error| Failure::Internal(format!("{e:#}"));
-        let format = match &ask.system {
-            Some(system) => c.format.with_system(system),
-            None => c.format.clone(),
-        };
-        let messages: Vec<&str> = ask.messages.iter().map(String::as_str).collect();
-        let prompt = format
-            .chat_prompt_about(&messages, ask.image.is_some())
-            .map_err(invalid)?;
         let pieces = c
-            .codec
-            .encode_prompt_with(&prompt, c.tokens)
+            .conversation_pieces(&ask.messages, ask.system.as_deref(), ask.image.is_some())
             .map_err(invalid)?;
         let image_tokens = c.model.cfg.image_tokens();
         let prompt_tokens = prompt_len(&pieces, image_tokens);
@@ -376,13 +369,7 @@ impl Batcher {
                     .pop()
                     .expect("one plane per image")
                     .map_err(invalid)?;
-                let pixels = c
-                    .processor
-                    .tensor(vec![plane], device)
-                    .and_then(|t| Ok(t.to_dtype(c.model.dtype())?))
-                    .map_err(internal)?;
-                let features = kernels::inference(device, || c.model.encode_images(&pixels))
-                    .map_err(internal)?;
+                let features = c.image_features(vec![plane]).map_err(internal)?;
                 vec![features.get(0).map_err(|e| internal(e.into()))?]
             }
             _ => Vec::new(),
@@ -392,7 +379,8 @@ impl Batcher {
         let (cache, logits) = kernels::inference(device, || {
             let own = c.model.embed_prompt(&rest, &features)?;
             let batch = c.model.left_pad_after(past, &[own])?;
-            prefill(&c.model, &batch, reused, max_tokens.min(FIRST_ROOM))
+            // No room after the prompt: this cache is copied into the batch's.
+            prefill(&c.model, &batch, reused, 0)
         })
         .map_err(internal)?;
         let logits = logits
@@ -616,23 +604,35 @@ impl Batch {
 impl Sequence {
     /// Tokens it may still generate.
     fn left(&self) -> usize {
-        self.settings.max_new_tokens - self.tokens.len()
+        self.settings
+            .max_new_tokens
+            .saturating_sub(self.tokens.len())
     }
 
     /// Takes the next token: sends the text it completes, or ends the answer (a stop
-    /// token, a stop text, or the length limit).
+    /// token, a stop text, or the length limit) with the rest of the text, cut at the
+    /// first stop text.
     fn accept(&mut self, token: u32, c: &Captioner) -> Result<()> {
-        if self.settings.stop_tokens.contains(&token) {
-            return self.finish(Finish::Stop, c);
+        let stop_token = self.settings.stop_tokens.contains(&token);
+        if !stop_token {
+            self.tokens.push(token);
         }
-        self.tokens.push(token);
-        let text = c.codec.decode(&self.tokens)?;
-        let text = text.trim_start();
-        if self.stop.iter().any(|s| text.contains(s.as_str())) {
-            return self.finish(Finish::Stop, c);
-        }
-        if self.left() == 0 {
-            return self.finish(Finish::Length, c);
+        let decoded = c.codec.decode(&self.tokens)?;
+        let text = decoded.trim_start();
+        let cut = stop_at(text, &self.stop);
+        let finish = if stop_token || cut.is_some() {
+            Some(Finish::Stop)
+        } else {
+            Some(Finish::Length).filter(|_| self.left() == 0)
+        };
+        if let Some(finish) = finish {
+            self.send_text(text, cut.unwrap_or(text.len()));
+            let _ = self.events.send(Event::Done {
+                finish,
+                completion_tokens: self.tokens.len(),
+            });
+            self.done = true;
+            return Ok(());
         }
         // Hold back an unfinished character and what may be the start of a stop text.
         let held = self
@@ -648,25 +648,6 @@ impl Sequence {
             end -= '\u{FFFD}'.len_utf8();
         }
         self.send_text(text, end);
-        Ok(())
-    }
-
-    /// Sends the rest of the answer (cut at the first stop text) and the end.
-    fn finish(&mut self, finish: Finish, c: &Captioner) -> Result<()> {
-        let text = c.codec.decode(&self.tokens)?;
-        let text = text.trim_start();
-        let end = self
-            .stop
-            .iter()
-            .filter_map(|s| text.find(s.as_str()))
-            .min()
-            .unwrap_or(text.len());
-        self.send_text(text, end);
-        let _ = self.events.send(Event::Done {
-            finish,
-            completion_tokens: self.tokens.len(),
-        });
-        self.done = true;
         Ok(())
     }
 

@@ -8,13 +8,14 @@
 use std::sync::Mutex;
 
 use anyhow::Result;
+use candle_core::Tensor;
 use image::DynamicImage;
 use serde::Serialize;
 
 use crate::core::hash::{fnv1a, keyed, mix64};
 use crate::core::model::arch::llama::KvCache;
 use crate::core::model::arch::llava::{Llava, Piece, shared_prefix, skip_prefix};
-use crate::core::model::engine::generate::{GenerationConfig, generate};
+use crate::core::model::engine::generate::{GenerationConfig, generate, stop_at};
 use crate::core::model::engine::preprocess::ImageProcessor;
 use crate::core::model::engine::prompt::PromptFormat;
 use crate::core::model::engine::prompt::{PromptTokens, TextCodec, prompt_len};
@@ -169,6 +170,45 @@ impl Captioner {
             .collect())
     }
 
+    /// The vision tower's and projector's rows `(n, image tokens, hidden)` of `n` images
+    /// prepared as `planes` of normalised pixels.
+    pub(super) fn image_features(&self, planes: Vec<Vec<f32>>) -> Result<Tensor> {
+        let device = self.model.llm.embed.device();
+        let n = planes.len();
+        let pixels = self
+            .processor
+            .tensor(planes, device)?
+            .to_dtype(self.model.dtype())?;
+        let started = std::time::Instant::now();
+        let features = kernels::inference(device, || self.model.encode_images(&pixels))?;
+        tracing::debug!(
+            images = n,
+            seconds = started.elapsed().as_secs_f64(),
+            "vision tower + projector"
+        );
+        Ok(features)
+    }
+
+    /// The tokenised prompt of a conversation (the user's messages and the assistant's
+    /// answers alternating, the user's last), about an image or not, with `system` in
+    /// place of the template's system message.
+    pub(super) fn conversation_pieces(
+        &self,
+        messages: &[String],
+        system: Option<&str>,
+        image: bool,
+    ) -> Result<Vec<Piece>> {
+        let messages: Vec<&str> = messages.iter().map(String::as_str).collect();
+        let prompt = match system {
+            Some(system) => self
+                .format
+                .with_system(system)
+                .chat_prompt_about(&messages, image),
+            None => self.format.chat_prompt_about(&messages, image),
+        }?;
+        self.codec.encode_prompt_with(&prompt, self.tokens)
+    }
+
     /// Captions items whose images are already `planes` of normalised pixels.
     fn caption_prepared(
         &self,
@@ -180,25 +220,12 @@ impl Captioner {
             return Ok(Vec::new());
         }
         let device = self.model.llm.embed.device();
-        let pixels = self
-            .processor
-            .tensor(planes, device)?
-            .to_dtype(self.model.dtype())?;
-        let started = std::time::Instant::now();
-        let features = kernels::inference(device, || self.model.encode_images(&pixels))?;
-        tracing::debug!(
-            images = items.len(),
-            seconds = started.elapsed().as_secs_f64(),
-            "vision tower + projector"
-        );
+        let features = self.image_features(planes)?;
         let own: Vec<Option<Vec<Piece>>> = items
             .iter()
             .map(|i| {
-                i.messages.as_deref().map(|messages| {
-                    let messages: Vec<&str> = messages.iter().map(String::as_str).collect();
-                    let prompt = self.format.chat_prompt(&messages)?;
-                    self.codec.encode_prompt_with(&prompt, self.tokens)
-                })
+                let messages = i.messages.as_deref();
+                messages.map(|m| self.conversation_pieces(m, None, true))
             })
             .map(Option::transpose)
             .collect::<Result<_>>()?;
@@ -234,7 +261,7 @@ impl Captioner {
                 && self
                     .codec
                     .decode(tokens)
-                    .is_ok_and(|text| self.stop_strings.iter().any(|s| text.contains(s.as_str())))
+                    .is_ok_and(|text| stop_at(&text, &self.stop_strings).is_some())
         };
         let outputs = generate(
             &self.model,
@@ -252,12 +279,7 @@ impl Captioner {
             .enumerate()
             .map(|(i, (item, out))| {
                 let mut text = self.codec.decode(&out.tokens)?;
-                if let Some(cut) = self
-                    .stop_strings
-                    .iter()
-                    .filter_map(|s| text.find(s.as_str()))
-                    .min()
-                {
+                if let Some(cut) = stop_at(&text, &self.stop_strings) {
                     text.truncate(cut);
                 }
                 Ok(Caption {

@@ -121,6 +121,11 @@ pub fn generate(
     })
 }
 
+/// Where the first of `stops` begins in `text`, if any does.
+pub(crate) fn stop_at(text: &str, stops: &[String]) -> Option<usize> {
+    stops.iter().filter_map(|s| text.find(s.as_str())).min()
+}
+
 /// Runs a padded batch's prompt (after the first `past` tokens of `prefix`, the cache of
 /// the tokens every row shares, when the batch's `past` says so) into a new cache with room for `room` more tokens a
 /// row. Returns the cache and the next-token logits `(B, vocab)`.

@@ -42,19 +42,7 @@ pub(crate) fn attend(
     scale: f64,
     causal: bool,
 ) -> Result<Tensor> {
-    let inner = |x: &Tensor| -> Result<Tensor> {
-        Ok(if x.stride()[3] == 1 {
-            x.clone()
-        } else {
-            x.contiguous()?
-        })
-    };
-    let (q, k, v) = (inner(q)?, inner(k)?, inner(v)?);
-    let mask = mask.map(|m| inner(&m.detach())).transpose()?;
-    let shape = Shape::new(&q, &k, &v, mask.as_ref(), scale, causal)?;
-    let out = q.apply_op3(&k, &v, Attention { shape, mask })?;
-    // (B, L, H, D) in memory, returned as the (B, H, L, D) view callers expect.
-    Ok(out.transpose(1, 2)?)
+    apply(q, k, v, mask, scale, causal, None)
 }
 
 /// [`attend`] of one query per batch row over a cache whose rows hold different numbers
@@ -67,20 +55,43 @@ pub(crate) fn attend_rows(
     keys: &[usize],
     scale: f64,
 ) -> Result<Tensor> {
-    let (q, k, v) = (q.contiguous()?, k.clone(), v.clone());
-    let (k, v) = match k.stride()[3] == 1 && v.stride()[3] == 1 {
-        true => (k, v),
-        false => (k.contiguous()?, v.contiguous()?),
+    apply(q, k, v, None, scale, true, Some(keys))
+}
+
+/// The op on `q`, `k`, `v` (each made contiguous along `D` if it is not), with each
+/// batch row's key count when given.
+fn apply(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f64,
+    causal: bool,
+    row_keys: Option<&[usize]>,
+) -> Result<Tensor> {
+    let inner = |x: &Tensor| -> Result<Tensor> {
+        Ok(if x.stride()[3] == 1 {
+            x.clone()
+        } else {
+            x.contiguous()?
+        })
     };
-    let mut shape = Shape::new(&q, &k, &v, None, scale, true)?;
-    ensure!(
-        shape.l == 1 && keys.len() == shape.batch && keys.iter().all(|&n| n > 0 && n <= shape.t),
-        "one query per row and 1..={} keys for each of {} rows: {keys:?}",
-        shape.t,
-        shape.batch
-    );
-    shape.row_keys = Some(keys.to_vec());
-    let out = q.apply_op3(&k, &v, Attention { shape, mask: None })?;
+    let (q, k, v) = (inner(q)?, inner(k)?, inner(v)?);
+    let mask = mask.map(|m| inner(&m.detach())).transpose()?;
+    let mut shape = Shape::new(&q, &k, &v, mask.as_ref(), scale, causal)?;
+    if let Some(keys) = row_keys {
+        ensure!(
+            shape.l == 1
+                && keys.len() == shape.batch
+                && keys.iter().all(|&n| n > 0 && n <= shape.t),
+            "one query per row and 1..={} keys for each of {} rows: {keys:?}",
+            shape.t,
+            shape.batch
+        );
+        shape.row_keys = Some(keys.to_vec());
+    }
+    let out = q.apply_op3(&k, &v, Attention { shape, mask })?;
+    // (B, L, H, D) in memory, returned as the (B, H, L, D) view callers expect.
     Ok(out.transpose(1, 2)?)
 }
 
