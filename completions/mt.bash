@@ -55,6 +55,9 @@ _mt() {
             mt,train)
                 cmd="mt__subcmd__train"
                 ;;
+            mt__subcmd__convert,gguf)
+                cmd="mt__subcmd__convert__subcmd__gguf"
+                ;;
             mt__subcmd__convert,help)
                 cmd="mt__subcmd__convert__subcmd__help"
                 ;;
@@ -81,6 +84,9 @@ _mt() {
                 ;;
             mt__subcmd__convert,wds)
                 cmd="mt__subcmd__convert__subcmd__wds"
+                ;;
+            mt__subcmd__convert__subcmd__help,gguf)
+                cmd="mt__subcmd__convert__subcmd__help__subcmd__gguf"
                 ;;
             mt__subcmd__convert__subcmd__help,help)
                 cmd="mt__subcmd__convert__subcmd__help__subcmd__help"
@@ -178,6 +184,9 @@ _mt() {
             mt__subcmd__help,train)
                 cmd="mt__subcmd__help__subcmd__train"
                 ;;
+            mt__subcmd__help__subcmd__convert,gguf)
+                cmd="mt__subcmd__help__subcmd__convert__subcmd__gguf"
+                ;;
             mt__subcmd__help__subcmd__convert,image)
                 cmd="mt__subcmd__help__subcmd__convert__subcmd__image"
                 ;;
@@ -243,7 +252,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__caption)
-            opts="-o -v -q -h -V --vision-tower --dtype --output --prompt --conv-mode --temperature --top-p --top-k --stop --ignore-eos --batch-size --gpu --cpu --pipeline --rois --knowledge --knowledge-k --coarse-templates --orientation --dry-run --shard --ckpt --model --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-o -v -q -h -V --vision-tower --dtype --quantize --output --prompt --conv-mode --temperature --top-p --top-k --stop --ignore-eos --batch-size --gpu --cpu --pipeline --rois --knowledge --knowledge-k --coarse-templates --orientation --dry-run --shard --ckpt --model --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -255,6 +264,10 @@ _mt() {
                     ;;
                 --dtype)
                     COMPREPLY=($(compgen -W "f32 bf16 f16" -- "${cur}"))
+                    return 0
+                    ;;
+                --quantize)
+                    COMPREPLY=($(compgen -W "q8_0 q6k q4k" -- "${cur}"))
                     return 0
                     ;;
                 --output)
@@ -353,7 +366,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__chat)
-            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --conv-mode --temperature --top-p --top-k --gpu --cpu --system --images --image-folder --interactive --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --conv-mode --temperature --top-p --top-k --quantize --gpu --cpu --system --images --image-folder --interactive --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -389,6 +402,10 @@ _mt() {
                     ;;
                 --top-k)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --quantize)
+                    COMPREPLY=($(compgen -W "q8_0 q6k q4k" -- "${cur}"))
                     return 0
                     ;;
                 --gpu)
@@ -449,7 +466,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__convert)
-            opts="-v -q -h -V --verbose --quiet --json --run-dir --no-run-dir --seed --help --version vqa llava parquet wds image merge merge-lora knowledge-index help"
+            opts="-v -q -h -V --verbose --quiet --json --run-dir --no-run-dir --seed --help --version vqa llava parquet wds image merge merge-lora gguf knowledge-index help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -470,9 +487,73 @@ _mt() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        mt__subcmd__convert__subcmd__help)
-            opts="vqa llava parquet wds image merge merge-lora knowledge-index help"
+        mt__subcmd__convert__subcmd__gguf)
+            opts="-o -v -q -h -V --ckpt --model --vision-tower --dtype --output --type --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --model)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ckpt)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --vision-tower)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dtype)
+                    COMPREPLY=($(compgen -W "f32 bf16 f16" -- "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --type)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --run-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --seed)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__convert__subcmd__help)
+            opts="vqa llava parquet wds image merge merge-lora gguf knowledge-index help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__convert__subcmd__help__subcmd__gguf)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -1147,7 +1228,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__eval__subcmd__pathvqa)
-            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --data --split --images --image-folder --all-languages --gpu --cpu --batch-size --conv-mode --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --quantize --data --split --images --image-folder --all-languages --gpu --cpu --batch-size --conv-mode --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1167,6 +1248,10 @@ _mt() {
                     ;;
                 --dtype)
                     COMPREPLY=($(compgen -W "f32 bf16 f16" -- "${cur}"))
+                    return 0
+                    ;;
+                --quantize)
+                    COMPREPLY=($(compgen -W "q8_0 q6k q4k" -- "${cur}"))
                     return 0
                     ;;
                 --data)
@@ -1279,7 +1364,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__eval__subcmd__slake)
-            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --data --split --images --image-folder --all-languages --gpu --cpu --batch-size --conv-mode --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --quantize --data --split --images --image-folder --all-languages --gpu --cpu --batch-size --conv-mode --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1299,6 +1384,10 @@ _mt() {
                     ;;
                 --dtype)
                     COMPREPLY=($(compgen -W "f32 bf16 f16" -- "${cur}"))
+                    return 0
+                    ;;
+                --quantize)
+                    COMPREPLY=($(compgen -W "q8_0 q6k q4k" -- "${cur}"))
                     return 0
                     ;;
                 --data)
@@ -1373,7 +1462,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__eval__subcmd__vqa__subcmd__rad)
-            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --data --split --images --image-folder --all-languages --gpu --cpu --batch-size --conv-mode --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --quantize --data --split --images --image-folder --all-languages --gpu --cpu --batch-size --conv-mode --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1393,6 +1482,10 @@ _mt() {
                     ;;
                 --dtype)
                     COMPREPLY=($(compgen -W "f32 bf16 f16" -- "${cur}"))
+                    return 0
+                    ;;
+                --quantize)
+                    COMPREPLY=($(compgen -W "q8_0 q6k q4k" -- "${cur}"))
                     return 0
                     ;;
                 --data)
@@ -1669,8 +1762,22 @@ _mt() {
             return 0
             ;;
         mt__subcmd__help__subcmd__convert)
-            opts="vqa llava parquet wds image merge merge-lora knowledge-index"
+            opts="vqa llava parquet wds image merge merge-lora gguf knowledge-index"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mt__subcmd__help__subcmd__convert__subcmd__gguf)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -2123,7 +2230,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__serve)
-            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --conv-mode --temperature --top-p --top-k --gpu --cpu --system --served-model-name --host --port --api-key --allow-files --max-batch --queue --timeout --max-body --max-image-pixels --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --conv-mode --temperature --top-p --top-k --quantize --gpu --cpu --system --served-model-name --host --port --api-key --allow-files --max-batch --queue --timeout --max-body --max-image-pixels --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2159,6 +2266,10 @@ _mt() {
                     ;;
                 --top-k)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --quantize)
+                    COMPREPLY=($(compgen -W "q8_0 q6k q4k" -- "${cur}"))
                     return 0
                     ;;
                 --gpu)

@@ -87,23 +87,24 @@ complete -c mt -n "__fish_mt_using_subcommand inspect" -l json -d 'Machine-reada
 complete -c mt -n "__fish_mt_using_subcommand inspect" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand inspect" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand inspect" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -l json -d 'Machine-readable JSON on stdout instead of tables'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -l no-run-dir -d 'Do not write a run directory'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -s h -l help -d 'Print help'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -f -a "vqa" -d 'VQA-RAD, SLAKE or PathVQA (released files or hub parquet) -> LLaVA eval JSON'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -f -a "llava" -d 'MedTrinity shards, LLaVA files or image folders -> LLaVA conversation JSON/JSONL + image files'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -f -a "parquet" -d 'Image folders, LLaVA files or MedTrinity shards -> HF-style parquet shards'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -f -a "wds" -d 'Image folders, LLaVA files or MedTrinity shards -> WebDataset tar shards'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -f -a "image" -d 'DICOM / NIfTI -> PNG/JPEG with metadata'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -f -a "merge" -d 'Join the shard outputs of `mt caption --shard I/N` into one file'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -f -a "merge-lora" -d 'Merge a LoRA adapter into its base checkpoint'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -f -a "knowledge-index" -d 'Build the BM25 index of a knowledge corpus'
-complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora knowledge-index help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora gguf knowledge-index help" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora gguf knowledge-index help" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora gguf knowledge-index help" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora gguf knowledge-index help" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora gguf knowledge-index help" -l json -d 'Machine-readable JSON on stdout instead of tables'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora gguf knowledge-index help" -l no-run-dir -d 'Do not write a run directory'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora gguf knowledge-index help" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora gguf knowledge-index help" -s V -l version -d 'Print version'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora gguf knowledge-index help" -f -a "vqa" -d 'VQA-RAD, SLAKE or PathVQA (released files or hub parquet) -> LLaVA eval JSON'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora gguf knowledge-index help" -f -a "llava" -d 'MedTrinity shards, LLaVA files or image folders -> LLaVA conversation JSON/JSONL + image files'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora gguf knowledge-index help" -f -a "parquet" -d 'Image folders, LLaVA files or MedTrinity shards -> HF-style parquet shards'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora gguf knowledge-index help" -f -a "wds" -d 'Image folders, LLaVA files or MedTrinity shards -> WebDataset tar shards'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora gguf knowledge-index help" -f -a "image" -d 'DICOM / NIfTI -> PNG/JPEG with metadata'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora gguf knowledge-index help" -f -a "merge" -d 'Join the shard outputs of `mt caption --shard I/N` into one file'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora gguf knowledge-index help" -f -a "merge-lora" -d 'Merge a LoRA adapter into its base checkpoint'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora gguf knowledge-index help" -f -a "gguf" -d 'A checkpoint\'s language model -> a llama.cpp GGUF file (f32, f16 or quantized)'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora gguf knowledge-index help" -f -a "knowledge-index" -d 'Build the BM25 index of a knowledge corpus'
+complete -c mt -n "__fish_mt_using_subcommand convert; and not __fish_seen_subcommand_from vqa llava parquet wds image merge merge-lora gguf knowledge-index help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -l bench -d 'Benchmark' -r -f -a "vqa-rad\t'VQA-RAD'
 slake\t'SLAKE'
 pathvqa\t'PathVQA'"
@@ -201,6 +202,21 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -s V -l version -d 'Print version'
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from gguf" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout), or a Hub model id `org/name[@revision]` (from the Hugging Face cache, fetched when missing)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from gguf" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from gguf" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
+bf16\t'bfloat16'
+f16\t'IEEE half precision'"
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from gguf" -s o -l output -d 'Output .gguf file' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from gguf" -l type -d 'Format of the matrices (norms stay f32): f32, f16, or a --quantize type (the token embeddings and LM head too)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from gguf" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from gguf" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from gguf" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from gguf" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from gguf" -l json -d 'Machine-readable JSON on stdout instead of tables'
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from gguf" -l no-run-dir -d 'Do not write a run directory'
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from gguf" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from gguf" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from knowledge-index" -s o -l output -d 'Index folder [default: <first corpus>.bm25]' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from knowledge-index" -l memory -d 'Indexing memory, all threads together (bytes, or with KB/MB/GB; at least 15MB)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from knowledge-index" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
@@ -219,6 +235,7 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "image" -d 'DICOM / NIfTI -> PNG/JPEG with metadata'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "merge" -d 'Join the shard outputs of `mt caption --shard I/N` into one file'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "merge-lora" -d 'Merge a LoRA adapter into its base checkpoint'
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "gguf" -d 'A checkpoint\'s language model -> a llama.cpp GGUF file (f32, f16 or quantized)'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "knowledge-index" -d 'Build the BM25 index of a knowledge corpus'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mt -n "__fish_mt_using_subcommand roi" -s o -l output -d 'Output JSONL, or parquet for *.parquet (`-` = stdout)' -r -F
@@ -244,6 +261,9 @@ complete -c mt -n "__fish_mt_using_subcommand caption" -l vision-tower -d 'CLIP 
 complete -c mt -n "__fish_mt_using_subcommand caption" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
 f16\t'IEEE half precision'"
+complete -c mt -n "__fish_mt_using_subcommand caption" -l quantize -d 'Quantize the language model at load: its Linear weights, LM head and token embeddings become GGML blocks (q8_0: 8.5 bits a weight, q6k: 6.6, q4k: 4.5; a matrix whose rows are not whole blocks falls back to q8_0, else stays dense). The vision tower, the projector and the norms stay in --dtype. Inference only' -r -f -a "q8_0\t'8-bit blocks of 32 (8.5 bits a weight)'
+q6k\t'6-bit k-quants (6.6 bits a weight)'
+q4k\t'4-bit k-quants (4.5 bits a weight)'"
 complete -c mt -n "__fish_mt_using_subcommand caption" -s o -l output -d 'Output JSONL or parquet (`-` = stdout); ids already in the file are skipped' -r -F
 complete -c mt -n "__fish_mt_using_subcommand caption" -l prompt -d 'The instruction given with every image' -r
 complete -c mt -n "__fish_mt_using_subcommand caption" -l conv-mode -d 'Conversation template the question is put in (LLaVA\'s `--conv-mode`: llama3, vicuna_v1, llava_v1, llava_llama_2, mistral_instruct, chatml_direct, phi3_instruct, plain, ...; `llava-med:vicuna_v1` for LLaVA-Med\'s own rendering). Default: the checkpoint\'s (llama3 for LLaVA-Med++)' -r
@@ -284,6 +304,9 @@ complete -c mt -n "__fish_mt_using_subcommand chat" -l conv-mode -d 'Conversatio
 complete -c mt -n "__fish_mt_using_subcommand chat" -l temperature -d 'Sampling temperature (default 0: greedy, reproducible)' -r
 complete -c mt -n "__fish_mt_using_subcommand chat" -l top-p -d 'Nucleus sampling mass (default 1: off)' -r
 complete -c mt -n "__fish_mt_using_subcommand chat" -l top-k -d 'Sample among the k most likely tokens (default 0: off)' -r
+complete -c mt -n "__fish_mt_using_subcommand chat" -l quantize -d 'Quantize the language model at load: its Linear weights, LM head and token embeddings become GGML blocks (q8_0: 8.5 bits a weight, q6k: 6.6, q4k: 4.5; a matrix whose rows are not whole blocks falls back to q8_0, else stays dense). The vision tower, the projector and the norms stay in --dtype. Inference only' -r -f -a "q8_0\t'8-bit blocks of 32 (8.5 bits a weight)'
+q6k\t'6-bit k-quants (6.6 bits a weight)'
+q4k\t'4-bit k-quants (4.5 bits a weight)'"
 complete -c mt -n "__fish_mt_using_subcommand chat" -l gpu -d 'GPU index (needs a CUDA build). Default: GPU 0 when a CUDA build sees one, else the CPU' -r
 complete -c mt -n "__fish_mt_using_subcommand chat" -l system -d 'The system message, in place of the template\'s (its header kept; a chat template gets a system turn); `mt serve`: for requests that bring none' -r
 complete -c mt -n "__fish_mt_using_subcommand chat" -l image-folder -l images -d 'Where relative `image` paths of the requests resolve (default: the working folder)' -r -F
@@ -307,6 +330,9 @@ complete -c mt -n "__fish_mt_using_subcommand serve" -l conv-mode -d 'Conversati
 complete -c mt -n "__fish_mt_using_subcommand serve" -l temperature -d 'Sampling temperature (default 0: greedy, reproducible)' -r
 complete -c mt -n "__fish_mt_using_subcommand serve" -l top-p -d 'Nucleus sampling mass (default 1: off)' -r
 complete -c mt -n "__fish_mt_using_subcommand serve" -l top-k -d 'Sample among the k most likely tokens (default 0: off)' -r
+complete -c mt -n "__fish_mt_using_subcommand serve" -l quantize -d 'Quantize the language model at load: its Linear weights, LM head and token embeddings become GGML blocks (q8_0: 8.5 bits a weight, q6k: 6.6, q4k: 4.5; a matrix whose rows are not whole blocks falls back to q8_0, else stays dense). The vision tower, the projector and the norms stay in --dtype. Inference only' -r -f -a "q8_0\t'8-bit blocks of 32 (8.5 bits a weight)'
+q6k\t'6-bit k-quants (6.6 bits a weight)'
+q4k\t'4-bit k-quants (4.5 bits a weight)'"
 complete -c mt -n "__fish_mt_using_subcommand serve" -l gpu -d 'GPU index (needs a CUDA build). Default: GPU 0 when a CUDA build sees one, else the CPU' -r
 complete -c mt -n "__fish_mt_using_subcommand serve" -l system -d 'The system message, in place of the template\'s (its header kept; a chat template gets a system turn); `mt serve`: for requests that bring none' -r
 complete -c mt -n "__fish_mt_using_subcommand serve" -l served-model-name -d 'The model\'s name in the API (`model` of requests, `/v1/models`). Default: the checkpoint folder\'s name (NAME for a Hub id ORG/NAME)' -r
@@ -458,6 +484,9 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
 f16\t'IEEE half precision'"
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l quantize -d 'Quantize the language model at load: its Linear weights, LM head and token embeddings become GGML blocks (q8_0: 8.5 bits a weight, q6k: 6.6, q4k: 4.5; a matrix whose rows are not whole blocks falls back to q8_0, else stays dense). The vision tower, the projector and the norms stay in --dtype. Inference only' -r -f -a "q8_0\t'8-bit blocks of 32 (8.5 bits a weight)'
+q6k\t'6-bit k-quants (6.6 bits a weight)'
+q4k\t'4-bit k-quants (4.5 bits a weight)'"
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l data -d 'Benchmark data: a folder in the released layout or the hub parquet copy, or a JSON file in the LLaVA eval layout' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l split -d 'Split to evaluate' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l image-folder -l images -d 'Folder the images of a LLaVA eval JSON are relative to (default: the file\'s)' -r -F
@@ -487,6 +516,9 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
 f16\t'IEEE half precision'"
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l quantize -d 'Quantize the language model at load: its Linear weights, LM head and token embeddings become GGML blocks (q8_0: 8.5 bits a weight, q6k: 6.6, q4k: 4.5; a matrix whose rows are not whole blocks falls back to q8_0, else stays dense). The vision tower, the projector and the norms stay in --dtype. Inference only' -r -f -a "q8_0\t'8-bit blocks of 32 (8.5 bits a weight)'
+q6k\t'6-bit k-quants (6.6 bits a weight)'
+q4k\t'4-bit k-quants (4.5 bits a weight)'"
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l data -d 'Benchmark data: a folder in the released layout or the hub parquet copy, or a JSON file in the LLaVA eval layout' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l split -d 'Split to evaluate' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l image-folder -l images -d 'Folder the images of a LLaVA eval JSON are relative to (default: the file\'s)' -r -F
@@ -516,6 +548,9 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
 f16\t'IEEE half precision'"
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l quantize -d 'Quantize the language model at load: its Linear weights, LM head and token embeddings become GGML blocks (q8_0: 8.5 bits a weight, q6k: 6.6, q4k: 4.5; a matrix whose rows are not whole blocks falls back to q8_0, else stays dense). The vision tower, the projector and the norms stay in --dtype. Inference only' -r -f -a "q8_0\t'8-bit blocks of 32 (8.5 bits a weight)'
+q6k\t'6-bit k-quants (6.6 bits a weight)'
+q4k\t'4-bit k-quants (4.5 bits a weight)'"
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l data -d 'Benchmark data: a folder in the released layout or the hub parquet copy, or a JSON file in the LLaVA eval layout' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l split -d 'Split to evaluate' -r
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l image-folder -l images -d 'Folder the images of a LLaVA eval JSON are relative to (default: the file\'s)' -r -F
@@ -582,6 +617,7 @@ complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from convert" -f -a "image" -d 'DICOM / NIfTI -> PNG/JPEG with metadata'
 complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from convert" -f -a "merge" -d 'Join the shard outputs of `mt caption --shard I/N` into one file'
 complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from convert" -f -a "merge-lora" -d 'Merge a LoRA adapter into its base checkpoint'
+complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from convert" -f -a "gguf" -d 'A checkpoint\'s language model -> a llama.cpp GGUF file (f32, f16 or quantized)'
 complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from convert" -f -a "knowledge-index" -d 'Build the BM25 index of a knowledge corpus'
 complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from eval" -f -a "score" -d 'Score a LLaVA answer JSONL against ground truth in the LLaVA eval layout'
 complete -c mt -n "__fish_mt_using_subcommand help; and __fish_seen_subcommand_from eval" -f -a "slake" -d 'Generate answers on SLAKE with a checkpoint and score them'

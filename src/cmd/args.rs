@@ -19,7 +19,8 @@ use crate::core::hub::model_ref;
 use crate::core::hub::repo::RepoKind;
 use crate::core::model::engine::conversation::Conversation;
 use crate::core::model::engine::generate::GenerationConfig;
-use crate::core::model::load::checkpoint::missing_tower;
+use crate::core::model::load::checkpoint::{Checkpoint, missing_tower};
+use crate::core::model::quant::QuantKind;
 use crate::core::roi::Orientation;
 use crate::core::train::presets::Preset;
 use crate::core::vqa::Bench;
@@ -191,6 +192,62 @@ impl DecodingArgs {
             top_p: self.top_p(),
             top_k: self.top_k(),
             stop_tokens: Vec::new(),
+        }
+    }
+}
+
+/// `--quantize`: the language model's weights in llama.cpp's block formats.
+#[derive(Debug, Clone, Default, clap::Args, Serialize)]
+pub struct QuantizeArgs {
+    /// Quantize the language model at load: its Linear weights, LM head and token
+    /// embeddings become GGML blocks (q8_0: 8.5 bits a weight, q6k: 6.6, q4k: 4.5; a
+    /// matrix whose rows are not whole blocks falls back to q8_0, else stays dense). The
+    /// vision tower, the projector and the norms stay in --dtype. Inference only.
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub quantize: Option<QuantArg>,
+}
+
+impl QuantizeArgs {
+    /// Asks `ckpt` to load quantized, when `--quantize` was given.
+    pub(crate) fn apply(&self, ckpt: &mut Checkpoint) {
+        if let Some(q) = self.quantize {
+            ckpt.quantize(q.into());
+        }
+    }
+
+    /// The device text of a run: `cpu f32`, `cpu f32 q4k`.
+    pub(crate) fn describe(&self, place: &str, dtype: DType) -> String {
+        let base = format!("{place} {dtype:?}").to_lowercase();
+        match self.quantize {
+            Some(q) => format!("{base} {}", QuantKind::from(q).name()),
+            None => base,
+        }
+    }
+}
+
+/// `--quantize`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+pub enum QuantArg {
+    /// 8-bit blocks of 32 (8.5 bits a weight).
+    #[value(name = "q8_0", alias = "q8")]
+    #[serde(rename = "q8_0")]
+    Q8_0,
+    /// 6-bit k-quants (6.6 bits a weight).
+    #[value(name = "q6k", alias = "q6_k")]
+    #[serde(rename = "q6k")]
+    Q6K,
+    /// 4-bit k-quants (4.5 bits a weight).
+    #[value(name = "q4k", alias = "q4_k")]
+    #[serde(rename = "q4k")]
+    Q4K,
+}
+
+impl From<QuantArg> for QuantKind {
+    fn from(q: QuantArg) -> QuantKind {
+        match q {
+            QuantArg::Q8_0 => QuantKind::Q8_0,
+            QuantArg::Q6K => QuantKind::Q6K,
+            QuantArg::Q4K => QuantKind::Q4K,
         }
     }
 }

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Serialize;
 
-use super::args::{AutoOrientationArg, DecodingArgs, DeviceArgs, ModelArgs, PipelineArg};
+use super::args::{
+    AutoOrientationArg, DecodingArgs, DeviceArgs, ModelArgs, PipelineArg, QuantizeArgs,
+};
 use super::{Context, failure_list, finish_failures};
 use crate::core::data::{Dataset, ReadOptions, inputs};
 use crate::core::error::usage;
@@ -71,6 +73,9 @@ pub struct Args {
     #[command(flatten)]
     #[serde(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub quantize: QuantizeArgs,
     /// Output JSONL or parquet (`-` = stdout); ids already in the file are skipped.
     #[arg(short, long, default_value = "-")]
     pub output: PathBuf,
@@ -273,11 +278,12 @@ fn load_captioner(args: &Args, ctx: &mut Context) -> Result<Captioner> {
     let gpu = args.device.gpu();
     let device = device(gpu)?;
     let dtype = model.dtype(&device)?;
-    let ckpt = Checkpoint::open(model.path(), model.vision_tower.as_deref(), &device, dtype)?;
+    let mut ckpt = Checkpoint::open(model.path(), model.vision_tower.as_deref(), &device, dtype)?;
+    args.quantize.apply(&mut ckpt);
     let decoding = args.decoding.generation();
     if let Some(run) = &mut ctx.run {
         let place = gpu.map_or_else(|| "cpu".to_string(), |i| format!("cuda:{i}"));
-        run.set_device(format!("{place} {dtype:?}").to_lowercase());
+        run.set_device(args.quantize.describe(&place, dtype));
         run.write_json("model.json", &ckpt.config)?;
     }
     let captioner = Captioner::new(

@@ -18,7 +18,7 @@ use rustyline::error::ReadlineError;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::args::{DecodingArgs, DeviceArgs, ModelArgs};
+use super::args::{DecodingArgs, DeviceArgs, ModelArgs, QuantizeArgs};
 use super::{Context, finish_failures};
 use crate::core::error::usage;
 use crate::core::model::engine::batcher::{self, Batcher, Sampling};
@@ -66,6 +66,9 @@ pub struct AnswerArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub decoding: DecodingArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub quantize: QuantizeArgs,
     #[command(flatten)]
     #[serde(flatten)]
     pub device: DeviceArgs,
@@ -135,13 +138,18 @@ pub(super) fn load_answerer(args: &AnswerArgs, ctx: &mut Context) -> Result<Capt
     let AnswerArgs {
         model,
         decoding,
+        quantize,
         device: device_args,
         system,
     } = args;
-    let device = device(device_args.gpu())?;
+    let gpu = device_args.gpu();
+    let device = device(gpu)?;
     let dtype = model.dtype(&device)?;
-    let ckpt = Checkpoint::open(model.path(), model.vision_tower.as_deref(), &device, dtype)?;
+    let mut ckpt = Checkpoint::open(model.path(), model.vision_tower.as_deref(), &device, dtype)?;
+    quantize.apply(&mut ckpt);
     if let Some(run) = &mut ctx.run {
+        let place = gpu.map_or_else(|| "cpu".to_string(), |i| format!("cuda:{i}"));
+        run.set_device(quantize.describe(&place, dtype));
         run.write_json("model.json", &ckpt.config)?;
     }
     let conv_mode = decoding.conv_mode.as_deref();

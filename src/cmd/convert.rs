@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use super::args::{BenchArg, ModelArgs};
+use super::args::{BenchArg, ModelArgs, QuantArg};
 use super::{Context, finish_failures, print};
 use crate::core::convert::llava_out::{self as llava, LlavaOptions, LlavaSink};
 use crate::core::convert::parquet_out::{ShardOptions, ShardWriter};
@@ -14,6 +14,7 @@ use crate::core::convert::{RecordSink, Stats, write_records};
 use crate::core::data::{Dataset, ReadOptions, inputs};
 use crate::core::error::usage;
 use crate::core::knowledge::{self, BuildOptions};
+use crate::core::model::load::checkpoint::Checkpoint;
 use crate::core::progress;
 use crate::core::vqa::Bench;
 use crate::core::vqa::export::{self as vqa_export, ExportOptions};
@@ -52,6 +53,8 @@ pub enum ConvertCommand {
     Merge(super::convert_merge::MergeArgs),
     /// Merge a LoRA adapter into its base checkpoint.
     MergeLora(MergeLoraArgs),
+    /// A checkpoint's language model -> a llama.cpp GGUF file (f32, f16 or quantized).
+    Gguf(GgufArgs),
     /// Build the BM25 index of a knowledge corpus.
     KnowledgeIndex(KnowledgeIndexArgs),
 }
@@ -273,7 +276,98 @@ pub(crate) fn run(args: &Args, ctx: &mut Context) -> Result<()> {
         ConvertCommand::Wds(a) => convert_wds(a, ctx),
         ConvertCommand::KnowledgeIndex(a) => knowledge_index(a, ctx),
         ConvertCommand::MergeLora(a) => merge_lora(a, ctx),
+        ConvertCommand::Gguf(a) => gguf(a, ctx),
     }
+}
+
+/// `mt convert gguf`.
+#[derive(Debug, clap::Args, Serialize)]
+#[command(after_help = "\
+Writes the language model as llama.cpp's convert_hf_to_gguf.py does (architecture `llama`,
+its tokenizer and chat template, query/key rows in GGML's order), for llama.cpp, Ollama and
+LM Studio. Llama-family checkpoints with a byte-level BPE tokenizer (Llama 3's).
+
+Example:
+  mt convert gguf --model checkpoints/llava-med-pp -o llava-med-pp-q4k.gguf --type q4k")]
+pub struct GgufArgs {
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub model: ModelArgs,
+    /// Output .gguf file.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Format of the matrices (norms stay f32): f32, f16, or a --quantize type (the
+    /// token embeddings and LM head too).
+    #[arg(long = "type", value_name = "TYPE", default_value = "f16", value_parser = parse_gguf_type)]
+    #[serde(serialize_with = "gguf_type_text")]
+    pub kind: GgufType,
+}
+
+/// `--type` of `mt convert gguf`.
+#[derive(Debug, Clone, Copy)]
+pub enum GgufType {
+    /// Dense matrices of this GGML float type.
+    Dense(candle_core::quantized::GgmlDType),
+    /// Matrices quantized as `--quantize` does.
+    Quantized(QuantArg),
+}
+
+fn parse_gguf_type(text: &str) -> Result<GgufType, String> {
+    use candle_core::quantized::GgmlDType;
+    match text {
+        "f32" => Ok(GgufType::Dense(GgmlDType::F32)),
+        "f16" => Ok(GgufType::Dense(GgmlDType::F16)),
+        other => <QuantArg as clap::ValueEnum>::from_str(other, true)
+            .map(GgufType::Quantized)
+            .map_err(|_| format!("`{other}`: expected f32, f16, q8_0, q6k or q4k")),
+    }
+}
+
+fn gguf_type_text<S: serde::Serializer>(kind: &GgufType, s: S) -> Result<S::Ok, S::Error> {
+    match kind {
+        GgufType::Dense(d) => s.serialize_str(&format!("{d:?}").to_lowercase()),
+        GgufType::Quantized(q) => q.serialize(s),
+    }
+}
+
+fn gguf(a: &GgufArgs, ctx: &mut Context) -> Result<()> {
+    let device = candle_core::Device::Cpu;
+    let dtype = candle_core::DType::F32;
+    let mut ckpt = Checkpoint::open(
+        a.model.path(),
+        a.model.vision_tower.as_deref(),
+        &device,
+        dtype,
+    )?;
+    let dense = match a.kind {
+        GgufType::Dense(d) => d,
+        GgufType::Quantized(q) => {
+            ckpt.quantize(q.into());
+            candle_core::quantized::GgmlDType::F16
+        }
+    };
+    let name = ckpt.name();
+    let dir = ckpt.dir.clone();
+    let model = ckpt.load()?;
+    let tensors =
+        crate::core::model::gguf::write_text_model(&model.llm, &dir, &name, dense, &a.output)?;
+    let bytes = std::fs::metadata(&a.output)?.len();
+    if let Some(run) = &mut ctx.run {
+        run.set_count("tensors", tensors);
+        run.set_count("bytes", bytes);
+    }
+    if ctx.json {
+        let summary = serde_json::json!({"output": a.output, "tensors": tensors, "bytes": bytes});
+        return super::print(&format!("{summary}\n"));
+    }
+    if !ctx.quiet {
+        eprintln!(
+            "wrote {} ({tensors} tensors, {:.1} MiB)",
+            a.output.display(),
+            bytes as f64 / (1 << 20) as f64
+        );
+    }
+    Ok(())
 }
 
 fn merge_lora(a: &MergeLoraArgs, ctx: &mut Context) -> Result<()> {

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use serde::Serialize;
 
 use super::args::{
-    BenchArg, DecodingArgs, GpusArgs, ModelArgs, ScorerArg, chunk_text, parse_chunk,
+    BenchArg, DecodingArgs, GpusArgs, ModelArgs, QuantizeArgs, ScorerArg, chunk_text, parse_chunk,
 };
 use super::{Context, GlobalArgs, eval_bench, finish_failures, print};
 use crate::core::error::usage;
@@ -120,6 +120,9 @@ pub struct RunArgs {
     #[command(flatten)]
     #[serde(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    #[serde(flatten)]
+    pub quantize: QuantizeArgs,
     /// Benchmark data: a folder in the released layout or the hub parquet copy, or a
     /// JSON file in the LLaVA eval layout.
     #[arg(long)]

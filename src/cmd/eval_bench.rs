@@ -3,7 +3,7 @@
 //! answers.jsonl, score with both scorers, write scores.json, rows.jsonl and report.md.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, bail};
@@ -25,6 +25,7 @@ use crate::core::files::write_atomic;
 use crate::core::model::engine::captioner::Captioner;
 use crate::core::model::engine::generate::GenerationConfig;
 use crate::core::model::load::checkpoint::{Checkpoint, content_identity, device, model_name};
+use crate::core::model::quant::QuantKind;
 use crate::core::progress;
 use crate::core::vqa::Bench;
 use crate::core::vqa::Id;
@@ -108,6 +109,10 @@ pub(crate) fn run(bench: Bench, a: &RunArgs, ctx: &mut Context) -> Result<()> {
         chunks,
         decoding: decoding(a),
         dtype: dtype_name,
+        quantize: a
+            .quantize
+            .quantize
+            .map(|q| QuantKind::from(q).name().to_string()),
         seed: ctx.seed,
     };
     plan.check_or_write(&root)?;
@@ -320,12 +325,13 @@ fn load_model(a: &RunArgs, plan: &Plan, ctx: &mut Context) -> Result<Captioner> 
     let gpu = a.device.gpu.first().copied();
     let device = device(gpu)?;
     let dtype = DType::from(plan_dtype(plan)?);
-    let ckpt = Checkpoint::open(
+    let mut ckpt = Checkpoint::open(
         a.model.path(),
         a.model.vision_tower.as_deref(),
         &device,
         dtype,
     )?;
+    a.quantize.apply(&mut ckpt);
     let generation = GenerationConfig {
         max_new_tokens: decoding.max_new_tokens,
         temperature: decoding.temperature,
@@ -335,7 +341,7 @@ fn load_model(a: &RunArgs, plan: &Plan, ctx: &mut Context) -> Result<Captioner> 
     };
     if let Some(run) = &mut ctx.run {
         let place = gpu.map_or_else(|| "cpu".to_string(), |i| format!("cuda:{i}"));
-        run.set_device(format!("{place} {dtype:?}").to_lowercase());
+        run.set_device(a.quantize.describe(&place, dtype));
         run.write_json("model.json", &ckpt.config)?;
     }
     let conv_mode = a.decoding.conv_mode.as_deref();
@@ -470,6 +476,31 @@ fn worker_command(
     Ok(cmd)
 }
 
+/// The newest other run directory beside `root` that finished the same evaluation
+/// without `--quantize` (see [`Plan::same_but_quantization`]): its path and scores.
+fn unquantized_twin(plan: &Plan, root: &Path) -> Option<(PathBuf, Value)> {
+    let parent = root.canonicalize().ok()?.parent()?.to_path_buf();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&parent)
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|d| d.is_dir() && Some(d.as_path()) != root.canonicalize().ok().as_deref())
+        .collect();
+    dirs.sort();
+    dirs.into_iter().rev().find_map(|dir| {
+        let theirs = plan::previous(&dir)?;
+        if theirs.quantize.is_some() || !plan.same_but_quantization(&theirs) {
+            return None;
+        }
+        let scores = std::fs::read_to_string(dir.join("scores.json")).ok()?;
+        Some((dir, serde_json::from_str(&scores).ok()?))
+    })
+}
+
+/// A percentage for the console, `-` when there is none.
+fn percent(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.2}"))
+}
+
 /// Scores the merged answers with both scorers and writes scores.json, rows.jsonl and
 /// report.md; prints the table (or the scores with --json). Returns the rows scored.
 fn score_and_report(
@@ -503,13 +534,22 @@ fn score_and_report(
     let markdown = report::markdown(&header, &s, &m, &breakdowns, &worst);
     write_atomic(&root.join("report.md"), markdown.as_bytes())?;
     let (open, closed) = bench.paper();
-    let scores = json!({
+    let mut scores = json!({
         "bench": bench.name(), "split": a.split, "model": model,
         "questions": questions.len(), "answered": answered,
         "llava_med": s, "multimedeval": m,
         "paper": {"open_recall": open, "closed_yes_no_accuracy": closed},
         "breakdowns": breakdowns,
     });
+    let twin = plan
+        .quantize
+        .as_ref()
+        .and_then(|_| unquantized_twin(plan, root));
+    if let Some((dir, theirs)) = &twin {
+        scores["unquantized"] = json!({
+            "run": dir, "llava_med": theirs["llava_med"], "multimedeval": theirs["multimedeval"],
+        });
+    }
     write_atomic(
         &root.join("scores.json"),
         format!("{:#}\n", scores).as_bytes(),
@@ -531,8 +571,19 @@ fn score_and_report(
         print(&format!("{}\n", serde_json::to_string(&scores)?))?;
     } else {
         let table = report::llava_med_table(&s, Some(bench));
+        let beside = match (&twin, &plan.quantize) {
+            (Some((dir, theirs)), Some(q)) => format!(
+                "{q}: open recall {}, closed accuracy {}; unquantized ({}): {}, {}\n",
+                percent(s.recall),
+                percent(s.yes_no_accuracy),
+                dir.display(),
+                percent(theirs["llava_med"]["recall"].as_f64()),
+                percent(theirs["llava_med"]["yes_no_accuracy"].as_f64()),
+            ),
+            _ => String::new(),
+        };
         print(&format!(
-            "{table}\nreport: {}\n",
+            "{table}\n{beside}report: {}\n",
             root.join("report.md").display()
         ))?;
     }

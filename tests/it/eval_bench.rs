@@ -701,3 +701,42 @@ fn the_conversation_template_shapes_the_prompts_and_is_guarded() {
     );
     assert_eq!(same.code, 0, "{}", same.stderr);
 }
+
+/// `--quantize` is part of the plan (a run directory answered unquantized refuses it),
+/// and a quantized run reports the scores of the same evaluation without it from the run
+/// directory beside it.
+#[test]
+fn a_quantized_eval_reports_the_unquantized_score_beside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let slake = data("slake");
+    let plain = eval(dir.path(), "plain", "slake", &slake, &[]);
+    assert_eq!(plain.code, 0, "{}", plain.stderr);
+    let mixed = eval(
+        dir.path(),
+        "plain",
+        "slake",
+        &slake,
+        &["--quantize", "q8_0"],
+    );
+    assert_eq!(mixed.code, 2, "{}", mixed.stderr);
+    assert!(mixed.stderr.contains("quantize"), "{}", mixed.stderr);
+
+    let q = eval(dir.path(), "q8", "slake", &slake, &["--quantize", "q8_0"]);
+    assert_eq!(q.code, 0, "{}", q.stderr);
+    let plain_dir = dir.path().join("plain").canonicalize().unwrap();
+    assert!(
+        q.stdout.contains("q8_0: open recall") && q.stdout.contains(plain_dir.to_str().unwrap()),
+        "{}",
+        q.stdout
+    );
+    let scores = json(&dir.path().join("q8/scores.json"));
+    let plain_scores = json(&dir.path().join("plain/scores.json"));
+    assert_eq!(
+        scores["unquantized"]["llava_med"],
+        plain_scores["llava_med"]
+    );
+    assert!(plain_scores.get("unquantized").is_none());
+    assert_eq!(json(&dir.path().join("q8/eval.json"))["quantize"], "q8_0");
+    let run = json(&dir.path().join("q8/run.json"));
+    assert!(run["device"].as_str().unwrap().ends_with("q8_0"), "{run}");
+}

@@ -28,6 +28,7 @@ mod interop;
 mod knowledge;
 mod model;
 mod pipeline;
+mod quantize;
 mod roi;
 mod roi_inputs;
 mod serve;

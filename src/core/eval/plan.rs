@@ -93,6 +93,9 @@ pub(crate) struct Plan {
     pub chunks: usize,
     pub decoding: Decoding,
     pub dtype: String,
+    /// `--quantize` (`q4k`, ...), null for the checkpoint's own weights.
+    #[serde(default)]
+    pub quantize: Option<String>,
     pub seed: u64,
 }
 
@@ -156,6 +159,21 @@ pub(crate) fn previous(root: &Path) -> Option<Plan> {
 }
 
 impl Plan {
+    /// Whether `other` evaluated the same checkpoint files, questions, decoding, dtype
+    /// and seed, whatever its quantization and chunking.
+    pub(crate) fn same_but_quantization(&self, other: &Plan) -> bool {
+        let strip = |p: &Plan| {
+            let mut v = serde_json::to_value(p).unwrap_or_default();
+            if let Value::Object(fields) = &mut v {
+                for key in ["quantize", "chunks", "checkpoint", "data", "image_folder"] {
+                    fields.remove(key);
+                }
+            }
+            v
+        };
+        strip(self) == strip(other)
+    }
+
     /// Writes the plan into the run directory `root`, or checks it against the plan
     /// already there (a usage error names the first setting that differs).
     pub(crate) fn check_or_write(&self, root: &Path) -> Result<()> {
@@ -271,6 +289,7 @@ mod tests {
                 conv_mode: None,
             },
             dtype: "f32".into(),
+            quantize: None,
             seed: 0,
         }
     }

@@ -9,9 +9,11 @@
 
 pub mod arch;
 pub mod engine;
+pub(crate) mod gguf;
 pub(crate) mod kernels;
 pub mod load;
 pub(crate) mod ops;
+pub mod quant;
 
 /// Largest absolute difference between two tensors of one shape (tests).
 #[cfg(test)]

@@ -16,6 +16,7 @@ use super::export::{
     stored_vision_tensors, write_side_files, write_weights,
 };
 use super::params::overwrite_tensors;
+use crate::core::model::arch::linear::Matrix;
 use crate::core::model::load::checkpoint::Checkpoint;
 use crate::core::model::load::config::TextFamily;
 use crate::core::model::load::weights::{NameMap, Naming, StoredNames};
@@ -103,15 +104,16 @@ pub(crate) fn merge_lora(
         match (a, b) {
             (Some(a), Some(b)) => {
                 let delta = (b.to_dtype(DType::F32)?.matmul(&a.to_dtype(DType::F32)?)? * scale)?;
-                if delta.dims() != linear.weight.dims() {
+                let weight = linear.weight.dense()?;
+                if delta.dims() != weight.dims() {
                     bail!(
                         "{}: the adapter of {name} gives {:?}, the layer is {:?}",
                         adapter.display(),
                         delta.dims(),
-                        linear.weight.dims()
+                        weight.dims()
                     );
                 }
-                linear.weight = (&linear.weight + delta)?;
+                linear.weight = Matrix::Dense((weight + delta)?);
                 used += 2;
                 merged_layers += 1;
             }

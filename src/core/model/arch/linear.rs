@@ -1,41 +1,111 @@
 //! The Linear layer every model part uses: `y = x W^T + b`, plus an optional LoRA
-//! adapter (so training can adapt any projection without a second layer type).
+//! adapter (so training can adapt any projection without a second layer type), and
+//! [`Matrix`], the weight a Linear layer or an embedding table holds: dense, or
+//! quantized blocks for inference.
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Storage, Tensor};
 
 use crate::core::model::arch::lora::LoraAdapter;
 use crate::core::model::load::weights::Params;
 use crate::core::model::ops;
+use crate::core::model::quant::QuantMatrix;
+
+/// A weight matrix `(rows, cols)`: a dense tensor, or GGML blocks (`--quantize`, GGUF
+/// files) that products and row lookups dequantize on the fly.
+#[derive(Debug, Clone)]
+pub enum Matrix {
+    /// Trainable, any dtype.
+    Dense(Tensor),
+    /// Inference only.
+    Quantized(QuantMatrix),
+}
+
+impl Matrix {
+    /// `(rows, cols)`.
+    pub(crate) fn dims(&self) -> (usize, usize) {
+        match self {
+            Self::Dense(t) => {
+                let d = t.dims();
+                (d[0], d[1])
+            }
+            Self::Quantized(q) => q.dims(),
+        }
+    }
+
+    /// The dtype products and lookups return.
+    pub(crate) fn dtype(&self) -> DType {
+        match self {
+            Self::Dense(t) => t.dtype(),
+            Self::Quantized(q) => q.dtype(),
+        }
+    }
+
+    /// Where the weights live.
+    pub(crate) fn device(&self) -> &Device {
+        match self {
+            Self::Dense(t) => t.device(),
+            Self::Quantized(q) => q.device(),
+        }
+    }
+
+    /// The dense tensor; an error for quantized weights (training, merging, exports).
+    pub(crate) fn dense(&self) -> Result<&Tensor> {
+        match self {
+            Self::Dense(t) => Ok(t),
+            Self::Quantized(_) => bail!(
+                "quantized weights are for inference only (train, merge and export a dense                  checkpoint)"
+            ),
+        }
+    }
+
+    /// The rows `ids` `(B, L)`: `(B, L, cols)`, the embedding lookup.
+    pub(crate) fn rows(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, l) = ids.dims2()?;
+        let cols = self.dims().1;
+        match self {
+            Self::Dense(t) => Ok(t
+                .index_select(&ids.flatten_all()?, 0)?
+                .reshape((b, l, cols))?),
+            Self::Quantized(q) => q.rows(ids),
+        }
+    }
+}
 
 /// A dense layer with weight `(out, in)`, optional bias and optional LoRA adapter.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    pub weight: Tensor,
+    pub weight: Matrix,
     pub bias: Option<Tensor>,
     pub lora: Option<LoraAdapter>,
 }
 
 impl Linear {
-    /// Loads `weight` (and `bias` when `bias` is true) from `p`. On the CPU the weight
-    /// is stored transposed (`(in, out)` in memory, still an `(out, in)` tensor), the
-    /// layout candle's CPU matmul reads fastest as `x W^T`, for one row as for many.
+    /// Loads `weight` (and `bias` when `bias` is true) from `p`, quantized when the
+    /// weights are loaded with `--quantize` and `p` is in the language model. On the CPU
+    /// a dense weight is stored transposed (`(in, out)` in memory, still an `(out, in)`
+    /// tensor), the layout candle's CPU matmul reads fastest as `x W^T`, for one row as
+    /// for many.
     pub(crate) fn load(p: &Params, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
-        let weight = p.get("weight", &[out_dim, in_dim])?;
+        let weight = p.matrix("weight", (out_dim, in_dim))?;
         let bias = match bias {
             true => Some(p.get("bias", &[out_dim])?),
             false => None,
         };
-        Self::new(weight, bias)
+        Self::with(weight, bias)
     }
 
     /// A layer of `weight` `(out, in)` (laid out as [`Linear::load`] does) and `bias`.
     pub(crate) fn new(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
-        let weight = if weight.device().is_cpu() {
-            weight.t()?.contiguous()?.t()?
-        } else {
-            weight
+        Self::with(Matrix::Dense(weight), bias)
+    }
+
+    /// A layer of a dense or quantized weight.
+    pub(crate) fn with(weight: Matrix, bias: Option<Tensor>) -> Result<Self> {
+        let weight = match weight {
+            Matrix::Dense(w) if w.device().is_cpu() => Matrix::Dense(w.t()?.contiguous()?.t()?),
+            other => other,
         };
         Ok(Self {
             weight,
@@ -63,22 +133,24 @@ impl Linear {
 
     /// Input width.
     pub(crate) fn in_dim(&self) -> usize {
-        self.weight.dims()[1]
+        self.weight.dims().1
     }
 
     /// Output width.
     pub(crate) fn out_dim(&self) -> usize {
-        self.weight.dims()[0]
+        self.weight.dims().0
     }
 
-    /// Its tensors under `prefix`: `weight`, `bias`, and a LoRA adapter's
+    /// Its tensors under `prefix`: `weight` (when dense), `bias`, and a LoRA adapter's
     /// `lora_A.weight` / `lora_B.weight` (PEFT's names).
     pub(crate) fn tensors_mut<'a>(
         &'a mut self,
         prefix: &str,
         out: &mut Vec<(String, &'a mut Tensor)>,
     ) {
-        out.push((format!("{prefix}.weight"), &mut self.weight));
+        if let Matrix::Dense(w) = &mut self.weight {
+            out.push((format!("{prefix}.weight"), w));
+        }
         if let Some(b) = &mut self.bias {
             out.push((format!("{prefix}.bias"), b));
         }
@@ -105,11 +177,18 @@ impl Linear {
         let (lead, in_dim) = dims.split_at(dims.len() - 1);
         let rows: usize = lead.iter().product();
         let flat = x.reshape((rows, in_dim[0]))?;
-        let operands: Vec<_> = layers
+        let product = |i: usize| layers[i].product(&flat);
+        let dense: Option<Vec<_>> = layers
             .iter()
-            .map(|l| (&l.weight, l.bias.as_ref()))
+            .map(|l| match &l.weight {
+                Matrix::Dense(w) => Some((w, l.bias.as_ref())),
+                Matrix::Quantized(_) => None,
+            })
             .collect();
-        let ys = ops::linears(&flat, &operands, |i| layers[i].product(&flat))?;
+        let ys = match dense {
+            Some(operands) => ops::linears(&flat, &operands, product)?,
+            None => (0..N).map(product).collect::<Result<Vec<_>>>()?,
+        };
         ys.into_iter()
             .zip(layers)
             .map(|(mut y, layer)| {
@@ -127,12 +206,18 @@ impl Linear {
 
     /// `x W^T + b` for `x` `(rows, in)` through candle's ops.
     fn product(&self, x: &Tensor) -> Result<Tensor> {
-        let y = if x.track_op() && !self.weight.track_op() {
-            x.apply_op1(FrozenWeight {
-                weight: self.weight.clone(),
-            })?
-        } else {
-            x.matmul(&self.weight.t()?)?
+        let y = match &self.weight {
+            Matrix::Quantized(q) if x.track_op() => {
+                bail!(
+                    "no gradient flows through the {:?} quantized weights",
+                    q.ggml_dtype()
+                )
+            }
+            Matrix::Quantized(q) => q.product(x)?,
+            Matrix::Dense(w) if x.track_op() && !w.track_op() => {
+                x.apply_op1(FrozenWeight { weight: w.clone() })?
+            }
+            Matrix::Dense(w) => x.matmul(&w.t()?)?,
         };
         Ok(match &self.bias {
             Some(bias) => y.broadcast_add(bias)?,
@@ -214,7 +299,7 @@ mod tests {
         let w = Tensor::new(&[[1f32, 2.], [3., 4.], [5., 6.]], &dev).unwrap();
         let b = Tensor::new(&[0.5f32, -0.5, 1.], &dev).unwrap();
         let mut lin = Linear {
-            weight: w,
+            weight: Matrix::Dense(w),
             bias: Some(b),
             lora: None,
         };
@@ -243,7 +328,7 @@ mod tests {
         // The CPU layout Linear::load uses: (out, in) seen through a transposed copy.
         let w = w.t().unwrap().contiguous().unwrap().t().unwrap();
         let lin = Linear {
-            weight: w.clone(),
+            weight: Matrix::Dense(w.clone()),
             bias: None,
             lora: None,
         };
@@ -273,16 +358,20 @@ mod tests {
         let dev = Device::Cpu;
         // The CPU layout Linear::load uses.
         let layer = |out: usize, bias: bool| Linear {
-            weight: Tensor::randn(0f32, 1., (150, out), &dev)
-                .unwrap()
-                .t()
-                .unwrap(),
+            weight: Matrix::Dense(
+                Tensor::randn(0f32, 1., (150, out), &dev)
+                    .unwrap()
+                    .t()
+                    .unwrap(),
+            ),
             bias: bias.then(|| Tensor::randn(0f32, 1., out, &dev).unwrap()),
             lora: None,
         };
         let (a, b) = (layer(70, true), layer(20, false));
         let want = |lin: &Linear, x: &Tensor| {
-            let y = x.broadcast_matmul(&lin.weight.t().unwrap()).unwrap();
+            let y = x
+                .broadcast_matmul(&lin.weight.dense().unwrap().t().unwrap())
+                .unwrap();
             match &lin.bias {
                 Some(b) => y.broadcast_add(b).unwrap(),
                 None => y,

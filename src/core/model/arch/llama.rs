@@ -7,7 +7,7 @@ use anyhow::{Result, ensure};
 use candle_core::{DType, Device, Tensor};
 
 use crate::core::model::arch::attention::{causal_padding_mask, lowest};
-use crate::core::model::arch::linear::Linear;
+use crate::core::model::arch::linear::{Linear, Matrix};
 use crate::core::model::arch::norm::RmsNorm;
 use crate::core::model::load::config::{LlamaConfig, RopeScaling, TextFamily};
 use crate::core::model::load::weights::Params;
@@ -16,7 +16,8 @@ use crate::core::model::ops::{self, attend, attend_rows, split_heads};
 /// The language model.
 pub struct Llama {
     pub cfg: LlamaConfig,
-    pub embed: Tensor,
+    /// Token embeddings `(vocab, hidden)`.
+    pub embed: Matrix,
     pub layers: Vec<Block>,
     pub norm: RmsNorm,
     pub lm_head: Linear,
@@ -245,7 +246,7 @@ impl Llama {
     /// Loads `llm.*`.
     pub(crate) fn load(p: &Params, cfg: &LlamaConfig) -> Result<Self> {
         let (h, v) = (cfg.hidden_size, cfg.vocab_size);
-        let embed = p.get("embed_tokens.weight", &[v, h])?;
+        let embed = p.matrix("embed_tokens.weight", (v, h))?;
         let tied_head = cfg.tie_word_embeddings && !p.has("lm_head.weight");
         let lm_head = if tied_head {
             Linear {
@@ -276,7 +277,10 @@ impl Llama {
     /// `llm.layers.0.self_attn.q_proj.weight`, ...); a tied head is not listed twice
     /// (call [`Llama::retie`] after replacing the embedding).
     pub(crate) fn tensors_mut(&mut self) -> Vec<(String, &mut Tensor)> {
-        let mut out = vec![("llm.embed_tokens.weight".to_string(), &mut self.embed)];
+        let mut out = Vec::new();
+        if let Matrix::Dense(embed) = &mut self.embed {
+            out.push(("llm.embed_tokens.weight".to_string(), embed));
+        }
         for (i, layer) in self.layers.iter_mut().enumerate() {
             let p = format!("llm.layers.{i}");
             // In the order the layer runs them: input norm, projections, post norm.
@@ -315,9 +319,7 @@ impl Llama {
 
     /// Token embeddings for `ids` `(B, L)`.
     pub(crate) fn embed_ids(&self, ids: &Tensor) -> Result<Tensor> {
-        let (b, l) = ids.dims2()?;
-        let flat = self.embed.index_select(&ids.flatten_all()?, 0)?;
-        Ok(flat.reshape((b, l, self.cfg.hidden_size))?)
+        self.embed.rows(ids)
     }
 
     /// Runs the decoder on `x` `(B, L, hidden)`; appends to `cache` when given.

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::core::model::arch::llava::Llava;
 use crate::core::model::load::config::{ClipConfig, Layout, LlavaConfig};
 use crate::core::model::load::weights::{NameMap, Weights};
+use crate::core::model::quant::QuantKind;
 
 /// Canonical name that tells whether a checkpoint carries its own CLIP weights.
 const TOWER_PROBE: &str = "vision.embeddings.class_embedding";
@@ -86,6 +87,12 @@ impl Checkpoint {
             tower_dir,
             weights,
         })
+    }
+
+    /// Loads the language model's matrices quantized to `kind` (see
+    /// [`Weights::quantize`]).
+    pub fn quantize(&mut self, kind: QuantKind) {
+        self.weights.quantize(kind);
     }
 
     /// Loads every tensor and builds the model; lists all missing or mis-shaped tensors.

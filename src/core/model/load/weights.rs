@@ -14,9 +14,14 @@
 //! Modules ask for tensors by canonical name and shape. A missing tensor or a shape
 //! mismatch is recorded (the module gets a zero-cost placeholder) so that
 //! `Weights::finish` can list every problem at once instead of stopping at the first.
+//!
+//! With [`Weights::quantize`], the language model's matrices (`llm.*` Linear weights
+//! and the token embeddings) load as GGML blocks, quantized a chunk of rows at a time
+//! straight from the mapped file; the file's pages are handed back to the kernel as
+//! each tensor is read, so a load holds the model's own size, not the file's.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -25,6 +30,8 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
 use crate::core::error::contain_panic;
+use crate::core::model::arch::linear::Matrix;
+use crate::core::model::quant::{QuantKind, QuantMatrix};
 
 /// How a stored tensor name relates to the model.
 #[derive(Debug, PartialEq, Eq)]
@@ -218,6 +225,9 @@ pub struct Weights {
     unknown: Vec<String>,
     device: Device,
     dtype: DType,
+    quantize: Option<QuantKind>,
+    /// Matrices loaded quantized: count and bytes by GGML type.
+    quantized: RefCell<BTreeMap<String, (usize, usize)>>,
     used: RefCell<HashSet<String>>,
     problems: RefCell<Vec<String>>,
 }
@@ -231,9 +241,16 @@ impl Weights {
             unknown: Vec::new(),
             device: device.clone(),
             dtype,
+            quantize: None,
+            quantized: RefCell::new(BTreeMap::new()),
             used: RefCell::new(HashSet::new()),
             problems: RefCell::new(Vec::new()),
         }
+    }
+
+    /// Loads the language model's matrices (`llm.*`) quantized to `kind`.
+    pub fn quantize(&mut self, kind: QuantKind) {
+        self.quantize = Some(kind);
     }
 
     /// Adds the weight files of a folder. Tensors already known from an earlier folder
@@ -310,32 +327,50 @@ impl Weights {
         }
     }
 
-    /// Loads a tensor by canonical name, checking its shape. Problems are recorded
-    /// and a placeholder is returned; [`Weights::finish`] reports them.
-    pub(crate) fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+    /// The entry of `name` when it is stored with `shape`; records the name as used, or
+    /// the problem.
+    fn locate(&self, name: &str, shape: &[usize]) -> Option<&Entry> {
         self.used.borrow_mut().insert(name.to_string());
         let Some(entry) = self.entries.get(name) else {
             self.problems
                 .borrow_mut()
                 .push(format!("missing tensor {name} {shape:?}"));
-            return self.placeholder(shape);
+            return None;
         };
         if entry.shape != shape {
             self.problems.borrow_mut().push(format!(
                 "tensor {} has shape {:?}, expected {shape:?}",
                 entry.stored, entry.shape
             ));
-            return self.placeholder(shape);
+            return None;
         }
+        Some(entry)
+    }
+
+    /// Loads a tensor by canonical name, checking its shape. Problems are recorded
+    /// and a placeholder is returned; [`Weights::finish`] reports them.
+    pub(crate) fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let Some(entry) = self.locate(name, shape) else {
+            return self.placeholder(shape);
+        };
+        Ok(self.load(entry, &self.device)?.to_dtype(self.dtype)?)
+    }
+
+    /// A stored tensor as it is stored, on `device`.
+    fn load(&self, entry: &Entry, device: &Device) -> Result<Tensor> {
         let (path, file) = &self.files[entry.file];
-        let tensor = contain_panic("the checkpoint reader", || {
+        contain_panic("the checkpoint reader", || {
             Ok(match file {
-                TensorFile::Safetensors(st) => st.load(&entry.stored, &self.device),
+                TensorFile::Safetensors(st) => {
+                    let tensor = st.load(&entry.stored, device)?;
+                    release_pages(st.get(&entry.stored)?.data());
+                    tensor
+                }
                 TensorFile::Pth(pth) => pth
                     .get(&entry.stored)
                     .and_then(|t| t.ok_or_else(|| candle_core::Error::Msg("vanished".into())))
-                    .and_then(|t| t.to_device(&self.device)),
-            }?)
+                    .and_then(|t| t.to_device(device))?,
+            })
         })
         .map_err(|e| {
             anyhow!(
@@ -343,8 +378,53 @@ impl Weights {
                 entry.stored,
                 path.display()
             )
-        })?;
-        Ok(tensor.to_dtype(self.dtype)?)
+        })
+    }
+
+    /// Loads a matrix by canonical name: quantized when [`Weights::quantize`] asked
+    /// for it, the name is in the language model (`llm.`) and a row is a whole number of
+    /// blocks (else q8_0's; else dense); dense otherwise, as [`Weights::get`].
+    pub(crate) fn matrix(&self, name: &str, (rows, cols): (usize, usize)) -> Result<Matrix> {
+        let kind = match self.quantize {
+            Some(kind) if name.starts_with("llm.") => kind.for_width(cols),
+            _ => None,
+        };
+        let Some(kind) = kind else {
+            return Ok(Matrix::Dense(self.get(name, &[rows, cols])?));
+        };
+        let Some(entry) = self.locate(name, &[rows, cols]) else {
+            return Ok(Matrix::Dense(self.placeholder(&[rows, cols])?));
+        };
+        let (path, file) = &self.files[entry.file];
+        let context = || format!("cannot quantize {} from {}", entry.stored, path.display());
+        let quantized = match file {
+            TensorFile::Safetensors(st) => {
+                let view = st.get(&entry.stored).with_context(context)?;
+                let dtype = stored_dtype(view.dtype()).with_context(context)?;
+                let row_bytes = cols * dtype.size_in_bytes();
+                let data = view.data();
+                let read = |r: std::ops::Range<usize>| {
+                    let bytes = &data[r.start * row_bytes..r.end * row_bytes];
+                    let t = Tensor::from_raw_buffer(bytes, dtype, &[r.len(), cols], &Device::Cpu)?;
+                    release_pages(bytes);
+                    Ok(t)
+                };
+                QuantMatrix::quantize_rows(kind, (rows, cols), read, &self.device, self.dtype)
+            }
+            TensorFile::Pth(_) => {
+                let dense = self.load(entry, &Device::Cpu)?;
+                let read = |r: std::ops::Range<usize>| Ok(dense.narrow(0, r.start, r.len())?);
+                QuantMatrix::quantize_rows(kind, (rows, cols), read, &self.device, self.dtype)
+            }
+        };
+        let quantized = quantized.with_context(context)?;
+        let mut tally = self.quantized.borrow_mut();
+        let entry = tally
+            .entry(format!("{:?}", quantized.ggml_dtype()).to_lowercase())
+            .or_default();
+        entry.0 += 1;
+        entry.1 += quantized.size_in_bytes();
+        Ok(Matrix::Quantized(quantized))
     }
 
     fn placeholder(&self, shape: &[usize]) -> Result<Tensor> {
@@ -366,6 +446,12 @@ impl Weights {
                 } else {
                     String::new()
                 }
+            );
+        }
+        for (kind, (count, bytes)) in self.quantized.into_inner() {
+            tracing::info!(
+                "language model: {count} matrices quantized to {kind} ({:.1} MiB)",
+                bytes as f64 / (1 << 20) as f64
             );
         }
         let used = self.used.into_inner();
@@ -407,10 +493,47 @@ impl<'a> Params<'a> {
         self.weights.get(&format!("{}.{name}", self.prefix), shape)
     }
 
+    /// Loads the matrix `prefix.name`, quantized when asked (see [`Weights::matrix`]).
+    pub(crate) fn matrix(&self, name: &str, shape: (usize, usize)) -> Result<Matrix> {
+        self.weights
+            .matrix(&format!("{}.{name}", self.prefix), shape)
+    }
+
     /// Whether `prefix.name` is stored.
     pub(crate) fn has(&self, name: &str) -> bool {
         self.weights.contains(&format!("{}.{name}", self.prefix))
     }
+}
+
+/// The candle dtype of a stored float tensor.
+fn stored_dtype(dtype: safetensors::Dtype) -> Result<DType> {
+    Ok(match dtype {
+        safetensors::Dtype::F32 => DType::F32,
+        safetensors::Dtype::F16 => DType::F16,
+        safetensors::Dtype::BF16 => DType::BF16,
+        other => bail!("a {other:?} tensor cannot be quantized"),
+    })
+}
+
+/// Hands the pages of a memory-mapped tensor that has been read back to the kernel:
+/// they leave this process's resident set (the page cache keeps them), so loading a
+/// checkpoint does not hold the whole file in memory next to the model.
+fn release_pages(bytes: &[u8]) {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+        let start = bytes.as_ptr() as usize / page * page;
+        let end = bytes.as_ptr() as usize + bytes.len();
+        // SAFETY: the range covers pages of a read-only file mapping that stays mapped;
+        // MADV_DONTNEED only drops them from this process, a later read faults them in
+        // again from the file. Advice is best effort: a failure changes nothing.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = bytes;
 }
 
 /// The weight files of a checkpoint folder, in load order: the shards an index

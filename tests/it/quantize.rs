@@ -1,0 +1,118 @@
+//! `--quantize` and `mt convert gguf` end to end: the real binary on the tiny checkpoint,
+//! its GGUF files read back by llama.cpp's own `gguf` package (the numerics of every
+//! format on a model wide enough for them are `core::model::quant`'s unit tests).
+
+use std::path::Path;
+
+use crate::common::{mt_in, root, test_python, testdata};
+
+/// Every `--type` gives a file llama.cpp's reader takes: the tensors and metadata
+/// convert_hf_to_gguf.py would write, each tensor equal to the checkpoint's within its
+/// format (exactly in f32), the query/key rows permuted as that script does. The tiny
+/// model's rows (64 wide) are not whole 256-blocks, so q4k falls back to q8_0 as
+/// llama.cpp's quantizer does.
+#[test]
+fn gguf_files_read_back_in_llama_cpps_gguf_package() {
+    let Some(py) = test_python(&["gguf", "safetensors", "numpy"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = testdata("models/tiny-llava");
+    for kind in ["f32", "f16", "q8_0", "q4k"] {
+        let out = dir.path().join(format!("tiny-{kind}.gguf"));
+        let args = [
+            "convert",
+            "gguf",
+            "--model",
+            model.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--type",
+            kind,
+            "--json",
+        ];
+        let r = mt_in(dir.path(), &args);
+        assert_eq!(r.code, 0, "{kind}: {}", r.stderr);
+        assert_eq!(r.json()["tensors"], 21, "{kind}: {}", r.stdout);
+        let check = std::process::Command::new(&py)
+            .arg(root().join("tests/interop/gguf_check.py"))
+            .args([out.as_os_str(), model.as_os_str(), kind.as_ref()])
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{kind}: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+}
+
+/// `mt caption --quantize` says what it quantized, records it in run.json, and captions;
+/// a checkpoint whose tokenizer GGUF cannot describe is refused with the file named.
+#[test]
+fn caption_quantized_and_gguf_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = testdata("models/tiny-llava");
+    let image = testdata("images/cell.png");
+    let r = mt_in(
+        dir.path(),
+        &[
+            "--run-dir",
+            "run",
+            "caption",
+            image.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            "--cpu",
+            "--quantize",
+            "q6k",
+            "--max-new-tokens",
+            "4",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("16 matrices quantized to q8_0"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(r.json_lines().len(), 1);
+    let run: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run/run.json")).unwrap())
+            .unwrap();
+    assert_eq!(run["device"], "cpu f32 q6k");
+
+    // A tokenizer that is not byte-level BPE.
+    let ckpt = dir.path().join("ckpt");
+    crate::common::copy_checkpoint("tiny-llava", &ckpt);
+    let tok = ckpt.join("tokenizer.json");
+    let text = std::fs::read_to_string(&tok).unwrap();
+    std::fs::write(&tok, text.replace("\"ByteLevel\"", "\"Metaspace\"")).unwrap();
+    let out = dir.path().join("x.gguf");
+    let r = refused(dir.path(), &ckpt, &out);
+    assert!(
+        r.contains("tokenizer.json") && r.contains("byte-level BPE"),
+        "{r}"
+    );
+    assert!(!out.exists() && !dir.path().join("x.gguf.part").exists());
+}
+
+/// Runs `mt convert gguf` expecting a failure; its stderr.
+fn refused(dir: &Path, model: &Path, out: &Path) -> String {
+    let r = mt_in(
+        dir,
+        &[
+            "convert",
+            "gguf",
+            "--model",
+            model.to_str().unwrap(),
+            "--vision-tower",
+            testdata("models/tiny-clip").to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_ne!(r.code, 0);
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    r.stderr
+}
