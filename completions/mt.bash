@@ -252,13 +252,17 @@ _mt() {
             return 0
             ;;
         mt__subcmd__caption)
-            opts="-o -v -q -h -V --vision-tower --dtype --quantize --output --prompt --conv-mode --temperature --top-p --top-k --stop --ignore-eos --batch-size --gpu --cpu --pipeline --rois --knowledge --knowledge-k --coarse-templates --orientation --dry-run --shard --ckpt --model --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-o -v -q -h -V --mmproj --vision-tower --dtype --quantize --output --prompt --conv-mode --temperature --top-p --top-k --stop --ignore-eos --batch-size --gpu --cpu --pipeline --rois --knowledge --knowledge-k --coarse-templates --orientation --dry-run --shard --ckpt --model --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --vision-tower)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mmproj)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -366,7 +370,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__chat)
-            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --conv-mode --temperature --top-p --top-k --quantize --gpu --cpu --system --images --image-folder --interactive --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --ckpt --model --mmproj --vision-tower --dtype --conv-mode --temperature --top-p --top-k --quantize --gpu --cpu --system --images --image-folder --interactive --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -381,6 +385,10 @@ _mt() {
                     return 0
                     ;;
                 --vision-tower)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mmproj)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -488,7 +496,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__convert__subcmd__gguf)
-            opts="-o -v -q -h -V --ckpt --model --vision-tower --dtype --output --type --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-o -v -q -h -V --ckpt --model --mmproj --vision-tower --dtype --output --type --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -503,6 +511,10 @@ _mt() {
                     return 0
                     ;;
                 --vision-tower)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mmproj)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -856,7 +868,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__convert__subcmd__merge__subcmd__lora)
-            opts="-o -v -q -h -V --adapter --output --ckpt --model --vision-tower --dtype --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-o -v -q -h -V --adapter --output --ckpt --model --mmproj --vision-tower --dtype --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -883,6 +895,10 @@ _mt() {
                     return 0
                     ;;
                 --vision-tower)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mmproj)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1228,7 +1244,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__eval__subcmd__pathvqa)
-            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --quantize --data --split --images --image-folder --all-languages --gpu --cpu --batch-size --conv-mode --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --ckpt --model --mmproj --vision-tower --dtype --quantize --data --split --images --image-folder --all-languages --gpu --cpu --batch-size --conv-mode --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1243,6 +1259,10 @@ _mt() {
                     return 0
                     ;;
                 --vision-tower)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mmproj)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1364,7 +1384,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__eval__subcmd__slake)
-            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --quantize --data --split --images --image-folder --all-languages --gpu --cpu --batch-size --conv-mode --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --ckpt --model --mmproj --vision-tower --dtype --quantize --data --split --images --image-folder --all-languages --gpu --cpu --batch-size --conv-mode --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1379,6 +1399,10 @@ _mt() {
                     return 0
                     ;;
                 --vision-tower)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mmproj)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1462,7 +1486,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__eval__subcmd__vqa__subcmd__rad)
-            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --quantize --data --split --images --image-folder --all-languages --gpu --cpu --batch-size --conv-mode --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --ckpt --model --mmproj --vision-tower --dtype --quantize --data --split --images --image-folder --all-languages --gpu --cpu --batch-size --conv-mode --temperature --top-p --top-k --reference-decoding --limit --chunks --chunk --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1477,6 +1501,10 @@ _mt() {
                     return 0
                     ;;
                 --vision-tower)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mmproj)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -1560,13 +1588,17 @@ _mt() {
             return 0
             ;;
         mt__subcmd__finetune)
-            opts="-v -q -h -V --vision-tower --projector --data --bench --split --images --image-folder --conv-mode --max-steps --epochs --lr --projector-lr --batch-size --grad-accum --warmup-ratio --weight-decay --max-grad-norm --model-max-length --gradient-checkpointing --image-aspect-ratio --group-by-modality-length --lora-r --lora-alpha --lora-dropout --save-steps --save-total-limit --gpu --resume --stop-after-steps --plot --ckpt --model --dtype --cpu --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --mmproj --vision-tower --projector --data --bench --split --images --image-folder --conv-mode --max-steps --epochs --lr --projector-lr --batch-size --grad-accum --warmup-ratio --weight-decay --max-grad-norm --model-max-length --gradient-checkpointing --image-aspect-ratio --group-by-modality-length --lora-r --lora-alpha --lora-dropout --save-steps --save-total-limit --gpu --resume --stop-after-steps --plot --ckpt --model --dtype --cpu --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --vision-tower)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mmproj)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2230,7 +2262,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__serve)
-            opts="-v -q -h -V --ckpt --model --vision-tower --dtype --conv-mode --temperature --top-p --top-k --quantize --gpu --cpu --system --served-model-name --host --port --api-key --allow-files --max-batch --queue --timeout --max-body --max-image-pixels --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --ckpt --model --mmproj --vision-tower --dtype --conv-mode --temperature --top-p --top-k --quantize --gpu --cpu --system --served-model-name --host --port --api-key --allow-files --max-batch --queue --timeout --max-body --max-image-pixels --max-new-tokens --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2245,6 +2277,10 @@ _mt() {
                     return 0
                     ;;
                 --vision-tower)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mmproj)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -2340,7 +2376,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__train)
-            opts="-v -q -h -V --stage --vision-tower --projector --data --bench --split --images --image-folder --conv-mode --max-steps --epochs --lr --projector-lr --batch-size --grad-accum --warmup-ratio --weight-decay --max-grad-norm --model-max-length --gradient-checkpointing --image-aspect-ratio --group-by-modality-length --lora-r --lora-alpha --lora-dropout --save-steps --save-total-limit --gpu --resume --stop-after-steps --plot --ckpt --model --dtype --cpu --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --stage --mmproj --vision-tower --projector --data --bench --split --images --image-folder --conv-mode --max-steps --epochs --lr --projector-lr --batch-size --grad-accum --warmup-ratio --weight-decay --max-grad-norm --model-max-length --gradient-checkpointing --image-aspect-ratio --group-by-modality-length --lora-r --lora-alpha --lora-dropout --save-steps --save-total-limit --gpu --resume --stop-after-steps --plot --ckpt --model --dtype --cpu --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2351,6 +2387,10 @@ _mt() {
                     return 0
                     ;;
                 --vision-tower)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mmproj)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -190,7 +190,7 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l adapter -d 'The adapter folder (adapter_config.json + adapter_model.safetensors)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -s o -l output -d 'Output checkpoint folder' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l model -l ckpt -d 'The base checkpoint the adapter was trained on (original LLaVA layout)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l vision-tower -d 'CLIP tower folder when the base checkpoint does not carry or find one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l vision-tower -l mmproj -d 'CLIP tower folder when the base checkpoint does not carry or find one' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -l dtype -d 'Weights dtype of the output (default: the base config\'s)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
 f16\t'IEEE half precision'"
@@ -203,7 +203,7 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from merge-lora" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from gguf" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout), or a Hub model id `org/name[@revision]` (from the Hugging Face cache, fetched when missing)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from gguf" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from gguf" -l vision-tower -l mmproj -d 'CLIP tower folder when the checkpoint does not carry or find one; with a GGUF --model, its mmproj GGUF file (llama.cpp\'s LLaVA pair, as llama-mtmd-cli takes it)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from gguf" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
 f16\t'IEEE half precision'"
@@ -257,7 +257,7 @@ complete -c mt -n "__fish_mt_using_subcommand roi" -l json -d 'Machine-readable 
 complete -c mt -n "__fish_mt_using_subcommand roi" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand roi" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand roi" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand caption" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand caption" -l vision-tower -l mmproj -d 'CLIP tower folder when the checkpoint does not carry or find one; with a GGUF --model, its mmproj GGUF file (llama.cpp\'s LLaVA pair, as llama-mtmd-cli takes it)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand caption" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
 f16\t'IEEE half precision'"
@@ -296,7 +296,7 @@ complete -c mt -n "__fish_mt_using_subcommand caption" -l no-run-dir -d 'Do not 
 complete -c mt -n "__fish_mt_using_subcommand caption" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand caption" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand chat" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout), or a Hub model id `org/name[@revision]` (from the Hugging Face cache, fetched when missing)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand chat" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand chat" -l vision-tower -l mmproj -d 'CLIP tower folder when the checkpoint does not carry or find one; with a GGUF --model, its mmproj GGUF file (llama.cpp\'s LLaVA pair, as llama-mtmd-cli takes it)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand chat" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
 f16\t'IEEE half precision'"
@@ -322,7 +322,7 @@ complete -c mt -n "__fish_mt_using_subcommand chat" -l no-run-dir -d 'Do not wri
 complete -c mt -n "__fish_mt_using_subcommand chat" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand chat" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand serve" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout), or a Hub model id `org/name[@revision]` (from the Hugging Face cache, fetched when missing)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand serve" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand serve" -l vision-tower -l mmproj -d 'CLIP tower folder when the checkpoint does not carry or find one; with a GGUF --model, its mmproj GGUF file (llama.cpp\'s LLaVA pair, as llama-mtmd-cli takes it)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand serve" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
 f16\t'IEEE half precision'"
@@ -357,7 +357,7 @@ complete -c mt -n "__fish_mt_using_subcommand serve" -s h -l help -d 'Print help
 complete -c mt -n "__fish_mt_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand train" -l stage -d '1: projector alignment (the projector only); 2: instruction tuning (the language model and the projector); CLIP stays frozen' -r -f -a "1\t'Projector alignment: the projector only (lr 2e-3)'
 2\t'Instruction tuning: the language model and the projector (lr 2e-5)'"
-complete -c mt -n "__fish_mt_using_subcommand train" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand train" -l vision-tower -l mmproj -d 'CLIP tower folder when the checkpoint does not carry or find one; with a GGUF --model, its mmproj GGUF file (llama.cpp\'s LLaVA pair, as llama-mtmd-cli takes it)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand train" -l projector -d 'Start the projector from these weights (a stage-1 run\'s `mm_projector.safetensors`; LLaVA\'s --pretrain_mm_mlp_adapter)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand train" -l data -d 'LLaVA conversation JSON or JSONL ({id, image, conversations}); with --bench, the benchmark\'s folder or file in any layout `mt convert vqa` reads' -r -F
 complete -c mt -n "__fish_mt_using_subcommand train" -l bench -d 'Read --data as VQA-RAD, SLAKE or PathVQA (one `<image>\\nQ` / `A` exchange per question)' -r -f -a "vqa-rad\t'VQA-RAD'
@@ -404,7 +404,7 @@ complete -c mt -n "__fish_mt_using_subcommand train" -l json -d 'Machine-readabl
 complete -c mt -n "__fish_mt_using_subcommand train" -l no-run-dir -d 'Do not write a run directory'
 complete -c mt -n "__fish_mt_using_subcommand train" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand train" -s V -l version -d 'Print version'
-complete -c mt -n "__fish_mt_using_subcommand finetune" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l vision-tower -l mmproj -d 'CLIP tower folder when the checkpoint does not carry or find one; with a GGUF --model, its mmproj GGUF file (llama.cpp\'s LLaVA pair, as llama-mtmd-cli takes it)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l projector -d 'Start the projector from these weights (a stage-1 run\'s `mm_projector.safetensors`; LLaVA\'s --pretrain_mm_mlp_adapter)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l data -d 'LLaVA conversation JSON or JSONL ({id, image, conversations}); with --bench, the benchmark\'s folder or file in any layout `mt convert vqa` reads' -r -F
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l bench -d 'Read --data as VQA-RAD, SLAKE or PathVQA (one `<image>\\nQ` / `A` exchange per question)' -r -f -a "vqa-rad\t'VQA-RAD'
@@ -480,7 +480,7 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from score" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout), or a Hub model id `org/name[@revision]` (from the Hugging Face cache, fetched when missing)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l vision-tower -l mmproj -d 'CLIP tower folder when the checkpoint does not carry or find one; with a GGUF --model, its mmproj GGUF file (llama.cpp\'s LLaVA pair, as llama-mtmd-cli takes it)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
 f16\t'IEEE half precision'"
@@ -512,7 +512,7 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from slake" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout), or a Hub model id `org/name[@revision]` (from the Hugging Face cache, fetched when missing)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l vision-tower -l mmproj -d 'CLIP tower folder when the checkpoint does not carry or find one; with a GGUF --model, its mmproj GGUF file (llama.cpp\'s LLaVA pair, as llama-mtmd-cli takes it)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
 f16\t'IEEE half precision'"
@@ -544,7 +544,7 @@ complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_f
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from vqa-rad" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l model -l ckpt -d 'Checkpoint folder (original LLaVA or llava-hf layout), or a Hub model id `org/name[@revision]` (from the Hugging Face cache, fetched when missing)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l vision-tower -d 'CLIP tower folder when the checkpoint does not carry or find one' -r -F
+complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l vision-tower -l mmproj -d 'CLIP tower folder when the checkpoint does not carry or find one; with a GGUF --model, its mmproj GGUF file (llama.cpp\'s LLaVA pair, as llama-mtmd-cli takes it)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand eval; and __fish_seen_subcommand_from pathvqa" -l dtype -d 'Compute dtype (default: bf16 on a GPU, f32 on the CPU)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
 f16\t'IEEE half precision'"

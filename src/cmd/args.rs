@@ -19,7 +19,8 @@ use crate::core::hub::model_ref;
 use crate::core::hub::repo::RepoKind;
 use crate::core::model::engine::conversation::Conversation;
 use crate::core::model::engine::generate::GenerationConfig;
-use crate::core::model::load::checkpoint::{Checkpoint, missing_tower};
+use crate::core::model::load::checkpoint::{Checkpoint, missing_tower, mt_cache_dir};
+use crate::core::model::load::gguf;
 use crate::core::model::quant::QuantKind;
 use crate::core::roi::Orientation;
 use crate::core::train::presets::Preset;
@@ -38,8 +39,9 @@ pub struct ModelArgs {
         required = true
     )]
     pub model: Option<PathBuf>,
-    /// CLIP tower folder when the checkpoint does not carry or find one.
-    #[arg(long, value_name = "DIR")]
+    /// CLIP tower folder when the checkpoint does not carry or find one; with a GGUF
+    /// --model, its mmproj GGUF file (llama.cpp's LLaVA pair, as llama-mtmd-cli takes it).
+    #[arg(long, visible_alias = "mmproj", value_name = "DIR|FILE")]
     pub vision_tower: Option<PathBuf>,
     /// Compute dtype (default: bf16 on a GPU, f32 on the CPU).
     #[arg(long, value_enum)]
@@ -56,10 +58,26 @@ impl ModelArgs {
     /// Replaces a Hub id given as `--model org/name[@revision]` (not a folder here) by
     /// its snapshot in the Hugging Face cache, fetched first when incomplete; without
     /// `--vision-tower`, fetches the `mm_vision_tower` the checkpoint cannot find.
+    ///
+    /// A GGUF text model with its `--mmproj` GGUF becomes the checkpoint folder that
+    /// describes them (see [`gguf::materialize`]).
     pub(crate) fn resolve_hub(&mut self) -> Result<()> {
         let Some(spec) = &self.model else {
             return Ok(());
         };
+        if gguf::is_gguf(spec) {
+            let Some(mmproj) = self.vision_tower.as_deref().filter(|p| gguf::is_gguf(p)) else {
+                return Err(usage(format!(
+                    "{}: a GGUF text model needs its vision tower: --mmproj MMPROJ.gguf \
+                     (llama.cpp's LLaVA files come as a pair)",
+                    spec.display()
+                )));
+            };
+            let cache = mt_cache_dir().join("gguf");
+            self.model = Some(gguf::materialize(spec, mmproj, &cache)?);
+            self.vision_tower = None;
+            return Ok(());
+        }
         let dir = model_ref::resolve(spec)?;
         if self.vision_tower.is_none()
             && let Some(tower) = missing_tower(&dir)

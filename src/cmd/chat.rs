@@ -341,9 +341,9 @@ fn interactive(args: &Args, batcher: &Batcher, seed: u64) -> Result<()> {
     Ok(())
 }
 
-/// Where the line editor keeps its history: `$HOME/.cache/mt/chat_history`.
+/// Where the line editor keeps its history: `chat_history` in mt's cache.
 fn history_file() -> Option<PathBuf> {
-    std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/mt/chat_history"))
+    Some(crate::core::model::load::checkpoint::mt_cache_dir().join("chat_history"))
 }
 
 /// Answers `question` in `session`, printing the answer as it is written; Ctrl-C (`stop`)

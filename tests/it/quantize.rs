@@ -71,11 +71,7 @@ fn caption_quantized_and_gguf_refusals() {
         ],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("16 matrices quantized to q8_0"),
-        "{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("16 matrices in q8_0"), "{}", r.stderr);
     assert_eq!(r.json_lines().len(), 1);
     let run: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("run/run.json")).unwrap())
@@ -115,4 +111,89 @@ fn refused(dir: &Path, model: &Path, out: &Path) -> String {
     assert_ne!(r.code, 0);
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     r.stderr
+}
+
+/// llama.cpp's LLaVA pair (a text-model GGUF and its mmproj, written as llama.cpp's own
+/// scripts write them, by its `gguf` package) captions as the checkpoint they came from:
+/// the same tokens from f32 files, and from q8_0 ones (kept quantized); mt's own GGUF
+/// takes the same mmproj. A GGUF model without its mmproj is a usage error.
+#[test]
+fn llama_cpp_llava_files_caption_as_their_checkpoint() {
+    let Some(py) = test_python(&["gguf", "safetensors", "numpy", "torch"]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = testdata("models/tiny-llava");
+    let image = testdata("images/cell.png");
+    let caption = |model: &Path, mmproj: Option<&Path>| {
+        let mut args = vec![
+            "--no-run-dir".to_string(),
+            "caption".into(),
+            image.display().to_string(),
+            "--model".into(),
+            model.display().to_string(),
+            "--cpu".into(),
+            "--ignore-eos".into(),
+            "--max-new-tokens".into(),
+            "12".into(),
+        ];
+        if let Some(m) = mmproj {
+            args.extend(["--mmproj".into(), m.display().to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let cache = dir.path().join("cache");
+        crate::common::mt_env(
+            dir.path(),
+            &args,
+            &[("MT_CACHE_DIR", cache.to_str().unwrap())],
+        )
+    };
+    let want = caption(&model, None);
+    assert_eq!(want.code, 0, "{}", want.stderr);
+    let want = want.json_lines()[0]["caption"].clone();
+    for kind in ["f32", "q8_0"] {
+        let out = dir.path().join(kind);
+        let made = std::process::Command::new(&py)
+            .arg(root().join("tests/interop/gguf_llava.py"))
+            .args([model.as_os_str(), testdata("models/tiny-clip").as_os_str()])
+            .args([out.as_os_str(), kind.as_ref()])
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let r = caption(&out.join("text.gguf"), Some(&out.join("mmproj.gguf")));
+        assert_eq!(r.code, 0, "{kind}: {}", r.stderr);
+        let line = &r.json_lines()[0];
+        assert_eq!(line["caption"], want, "{kind}");
+        assert_eq!(line["model"], "text");
+        if kind == "q8_0" {
+            assert!(r.stderr.contains("16 matrices in q8_0"), "{}", r.stderr);
+        }
+    }
+    let ours = dir.path().join("ours.gguf");
+    let r = mt_in(
+        dir.path(),
+        &[
+            "--no-run-dir",
+            "convert",
+            "gguf",
+            "--model",
+            model.to_str().unwrap(),
+            "-o",
+        ]
+        .into_iter()
+        .chain([ours.to_str().unwrap(), "--type", "q8_0"])
+        .collect::<Vec<_>>(),
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = caption(&ours, Some(&dir.path().join("f32/mmproj.gguf")));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json_lines()[0]["caption"], want);
+
+    let lone = caption(&ours, None);
+    assert_eq!(lone.code, 2, "{}", lone.stderr);
+    assert!(lone.stderr.contains("--mmproj"), "{}", lone.stderr);
 }

@@ -18,6 +18,7 @@ use serde_json::Value as Json;
 use crate::core::model::arch::linear::Matrix;
 use crate::core::model::arch::llama::Llama;
 use crate::core::model::load::config::{RopeScaling, TextFamily};
+use crate::core::model::load::gguf::{Order, reorder_heads};
 
 /// GGUF token types (llama.cpp's `llama_token_type`).
 const NORMAL: i32 = 1;
@@ -201,33 +202,9 @@ fn matrix(m: &Matrix, dense: GgmlDType, heads: Option<usize>) -> Result<QTensor>
         }
     };
     match heads {
-        Some(heads) => interleave_heads(&q, heads),
+        Some(heads) => reorder_heads(&q, heads, Order::ToGgml),
         None => Ok(q),
     }
-}
-
-/// The rows of `q` `(heads * d, cols)` reordered per head: row `2i + j` of a head is row
-/// `j * d/2 + i` of the original (llama.cpp's `permute`). Rows are whole blocks, so
-/// quantized rows move as they are.
-fn interleave_heads(q: &QTensor, heads: usize) -> Result<QTensor> {
-    let (rows, cols) = q.shape().dims2()?;
-    let d = rows / heads;
-    if !rows.is_multiple_of(heads) || !d.is_multiple_of(2) {
-        bail!("{rows} rows do not split into {heads} heads of an even size");
-    }
-    let data = q.data()?;
-    let row_bytes = data.len() / rows;
-    let mut out = Vec::with_capacity(data.len());
-    for h in 0..heads {
-        for i in 0..d / 2 {
-            for j in 0..2 {
-                let r = h * d + j * (d / 2) + i;
-                out.extend_from_slice(&data[r * row_bytes..(r + 1) * row_bytes]);
-            }
-        }
-    }
-    let storage = QStorage::from_data(out.into(), &Device::Cpu, q.dtype())?;
-    Ok(QTensor::new(storage, (rows, cols))?)
 }
 
 /// A CPU copy of a quantized tensor.

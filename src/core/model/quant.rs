@@ -201,11 +201,26 @@ impl QuantMatrix {
             };
             let lhs = &cpu.as_slice::<f32>()?[layout.start_offset()..][..m * k];
             let data = self.q.data()?;
-            let mut dst = vec![0f32; m * n];
-            with_block_type!(self.q.dtype(), T => {
-                k_quants::matmul::<T>((m, k, n), lhs, blocks::<T>(&data)?, &mut dst)?
-            });
-            Tensor::from_vec(dst, (m, n), &Device::Cpu)?
+            if m >= GEMM_ROWS {
+                // A prompt's many rows: one dense copy of the matrix and a gemm beat
+                // block dot products row by row (the copy is freed after the product).
+                let mut w = vec![0f32; n * k];
+                with_block_type!(self.q.dtype(), T => {
+                    let blocks = blocks::<T>(&data)?;
+                    w.par_chunks_mut(k)
+                        .zip(blocks.par_chunks(k / T::BLCK_SIZE))
+                        .for_each(|(row, b)| T::to_float(b, row));
+                });
+                drop(storage);
+                let w = Tensor::from_vec(w, (n, k), &Device::Cpu)?;
+                x.matmul(&w.t()?)?
+            } else {
+                let mut dst = vec![0f32; m * n];
+                with_block_type!(self.q.dtype(), T => {
+                    k_quants::matmul::<T>((m, k, n), lhs, blocks::<T>(&data)?, &mut dst)?
+                });
+                Tensor::from_vec(dst, (m, n), &Device::Cpu)?
+            }
         } else {
             x.apply_op1_no_bwd(self.q.as_ref())?
         };
@@ -224,6 +239,10 @@ impl QuantMatrix {
         Ok(self.q.dequantize(&self.device)?.to_dtype(self.dtype)?)
     }
 }
+
+/// Rows from which a CPU product dequantizes the matrix and runs a gemm instead of
+/// block dot products.
+const GEMM_ROWS: usize = 32;
 
 /// The blocks of a quantized CPU tensor's bytes.
 fn blocks<T: GgmlType>(data: &[u8]) -> Result<&[T]> {
@@ -302,28 +321,38 @@ mod tests {
     #[test]
     fn products_follow_the_dense_matrix_within_each_formats_precision() {
         let w = matrix(48, 512);
-        let x = Tensor::randn(0f32, 1., (5, 512), &Device::Cpu).unwrap();
-        let dense = x.matmul(&w.t().unwrap()).unwrap();
-        let norm = dense
-            .sqr()
-            .unwrap()
-            .mean_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let error = |kind| {
-            let got = quantized(&w, kind).product(&x).unwrap();
-            assert_eq!(got.dims(), &[5, 48]);
-            let d = (got - &dense).unwrap().sqr().unwrap().mean_all().unwrap();
-            (d.to_scalar::<f32>().unwrap() / norm).sqrt()
-        };
-        let (q8, q6, q4) = (
-            error(GgmlDType::Q8_0),
-            error(GgmlDType::Q6K),
-            error(GgmlDType::Q4K),
-        );
-        assert!(q8 < 0.01 && q6 < 0.03 && q4 < 0.1, "{q8} {q6} {q4}");
-        assert!(q8 < q6 && q6 < q4, "{q8} {q6} {q4}");
+        // A few rows take the block dot products, a prompt's many rows the gemm over a
+        // dequantized copy; both see the same blocks.
+        for rows in [5, GEMM_ROWS + 3] {
+            let x = Tensor::randn(0f32, 1., (rows, 512), &Device::Cpu).unwrap();
+            let dense = x.matmul(&w.t().unwrap()).unwrap();
+            let norm = dense.sqr().unwrap().mean_all().unwrap();
+            let norm = norm.to_scalar::<f32>().unwrap();
+            let error = |kind| {
+                let q = quantized(&w, kind);
+                let got = q.product(&x).unwrap();
+                assert_eq!(got.dims(), &[rows, 48]);
+                let exact = x.matmul(&q.dequantize().unwrap().t().unwrap()).unwrap();
+                let d = (&got - &dense).unwrap().sqr().unwrap().mean_all().unwrap();
+                let e = (&got - &exact).unwrap().sqr().unwrap().mean_all().unwrap();
+                let rel = |d: Tensor| (d.to_scalar::<f32>().unwrap() / norm).sqrt();
+                (rel(d), rel(e))
+            };
+            let [q8, q6, q4] = [GgmlDType::Q8_0, GgmlDType::Q6K, GgmlDType::Q4K].map(error);
+            assert!(
+                q8.0 < 0.01 && q6.0 < 0.03 && q4.0 < 0.1,
+                "{q8:?} {q6:?} {q4:?}"
+            );
+            assert!(q8.0 < q6.0 && q6.0 < q4.0, "{q8:?} {q6:?} {q4:?}");
+            // Against the dequantized matrix: exact for the gemm, the 8-bit rounding of
+            // x's rows for the dot products.
+            for (_, e) in [q8, q6, q4] {
+                assert!(
+                    e < if rows < GEMM_ROWS { 0.01 } else { 1e-5 },
+                    "{rows}: {e}"
+                );
+            }
+        }
     }
 
     /// Quantizing a chunk of rows at a time gives the blocks of quantizing at once, and

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::core::model::arch::llava::Llava;
 use crate::core::model::load::config::{ClipConfig, Layout, LlavaConfig};
+use crate::core::model::load::gguf;
 use crate::core::model::load::weights::{NameMap, Weights};
 use crate::core::model::quant::QuantKind;
 
@@ -45,7 +46,14 @@ impl Checkpoint {
         }
         let config = LlavaConfig::from_dir(dir)?;
         let mut weights = Weights::new(device, dtype);
-        weights.add_dir(dir, stored_names(config.layout))?;
+        let gguf = gguf::Sources::of(dir)?;
+        match &gguf {
+            Some(files) => {
+                weights.add_gguf(&files.model)?;
+                weights.add_gguf(&files.mmproj)?;
+            }
+            None => weights.add_dir(dir, stored_names(config.layout))?,
+        }
         let hub_cache = hub_cache_dir();
         let tower = match vision_tower {
             Some(d) => Tower::Folder(d.to_path_buf()),
@@ -55,7 +63,7 @@ impl Checkpoint {
             Tower::Folder(d) => Some(d.clone()),
             _ => None,
         };
-        if let Some(tower) = &tower_dir {
+        if let Some(tower) = tower_dir.as_ref().filter(|_| gguf.is_none()) {
             weights
                 .add_dir(tower, NameMap::ClipTower)
                 .with_context(|| format!("vision tower {}", tower.display()))?;
@@ -112,8 +120,14 @@ impl Checkpoint {
 
 /// A checkpoint folder's short name, as LLaVA's `get_model_name_from_path` gives it: the
 /// folder name, or `<parent>_checkpoint-N` for a trainer checkpoint folder; a snapshot in
-/// the Hugging Face cache (`models--ORG--NAME/snapshots/REV`) is NAME, as for `ORG/NAME`.
+/// the Hugging Face cache (`models--ORG--NAME/snapshots/REV`) is NAME, as for `ORG/NAME`;
+/// the folder describing a GGUF file is that file's stem.
 pub(crate) fn model_name(dir: &Path) -> String {
+    if let Ok(Some(files)) = gguf::Sources::of(dir)
+        && let Some(stem) = files.model.file_stem()
+    {
+        return stem.to_string_lossy().into_owned();
+    }
     let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
     let snapshots = canonical
@@ -211,6 +225,16 @@ fn file_identity(path: &Path) -> std::io::Result<String> {
         hash_range(&mut file, size - END_BYTES, END_BYTES)?;
     }
     Ok(crate::core::hash::hex(&h.finalize())[..16].to_string())
+}
+
+/// mt's own cache: `$MT_CACHE_DIR`, else `~/.cache/mt` (the chat history, the checkpoint
+/// folders GGUF files are described by).
+pub(crate) fn mt_cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("MT_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".cache/mt")
 }
 
 /// The Hugging Face hub cache: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else

@@ -4,4 +4,5 @@
 
 pub mod checkpoint;
 pub mod config;
+pub(crate) mod gguf;
 pub mod weights;

@@ -31,7 +31,10 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::core::error::contain_panic;
 use crate::core::model::arch::linear::Matrix;
-use crate::core::model::quant::{QuantKind, QuantMatrix};
+use crate::core::model::load::gguf;
+use crate::core::model::quant::{QuantKind, QuantMatrix, is_block_type};
+use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::{QStorage, QTensor};
 
 /// How a stored tensor name relates to the model.
 #[derive(Debug, PartialEq, Eq)]
@@ -210,12 +213,16 @@ impl StoredNames {
 enum TensorFile {
     Safetensors(MmapedSafetensors),
     Pth(PthTensors),
+    /// A GGUF file's directory and the file to read tensors from.
+    Gguf(Content, RefCell<std::fs::File>),
 }
 
 struct Entry {
     file: usize,
     stored: String,
     shape: Vec<usize>,
+    /// GGUF query/key rows: the heads GGML interleaved.
+    heads: Option<usize>,
 }
 
 /// All tensors of a model, from one or more folders, by canonical name.
@@ -303,6 +310,7 @@ impl Weights {
                         file: index,
                         stored,
                         shape,
+                        heads: None,
                     });
                 }
                 Naming::Ignore => {}
@@ -311,6 +319,35 @@ impl Weights {
                     .push(format!("{stored} (in {})", path.display())),
             }
         }
+        Ok(())
+    }
+
+    /// Adds the tensors of a GGUF file (llama.cpp's names, see [`gguf::canonical`]).
+    pub(crate) fn add_gguf(&mut self, path: &Path) -> Result<()> {
+        let content = gguf::read_header(path)?;
+        let widths = gguf::Widths::of(&content);
+        let index = self.files.len();
+        for (stored, info) in &content.tensor_infos {
+            match gguf::canonical(stored, info.shape.dims(), widths) {
+                Some(mapped) => {
+                    self.entries.entry(mapped.name).or_insert(Entry {
+                        file: index,
+                        stored: stored.clone(),
+                        shape: info.shape.dims().to_vec(),
+                        heads: mapped.heads,
+                    });
+                }
+                None => self
+                    .unknown
+                    .push(format!("{stored} (in {})", path.display())),
+            }
+        }
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        self.files.push((
+            path.to_path_buf(),
+            TensorFile::Gguf(content, RefCell::new(file)),
+        ));
         Ok(())
     }
 
@@ -370,6 +407,10 @@ impl Weights {
                     .get(&entry.stored)
                     .and_then(|t| t.ok_or_else(|| candle_core::Error::Msg("vanished".into())))
                     .and_then(|t| t.to_device(device))?,
+                TensorFile::Gguf(..) => self
+                    .gguf_tensor(entry)?
+                    .dequantize(&Device::Cpu)?
+                    .to_device(device)?,
             })
         })
         .map_err(|e| {
@@ -381,10 +422,63 @@ impl Weights {
         })
     }
 
+    /// Counts a quantized matrix for the log of [`Weights::finish`].
+    fn tally(&self, q: QuantMatrix) -> QuantMatrix {
+        let mut tally = self.quantized.borrow_mut();
+        let entry = tally
+            .entry(format!("{:?}", q.ggml_dtype()).to_lowercase())
+            .or_default();
+        entry.0 += 1;
+        entry.1 += q.size_in_bytes();
+        q
+    }
+
+    /// A GGUF entry's tensor as stored, on the CPU, query/key rows in transformers'
+    /// order.
+    fn gguf_tensor(&self, entry: &Entry) -> Result<QTensor> {
+        let TensorFile::Gguf(content, file) = &self.files[entry.file].1 else {
+            bail!("{} is not in a GGUF file", entry.stored);
+        };
+        let q = content.tensor(&mut *file.borrow_mut(), &entry.stored, &Device::Cpu)?;
+        match entry.heads {
+            Some(heads) => gguf::reorder_heads(&q, heads, gguf::Order::FromGgml),
+            None => Ok(q),
+        }
+    }
+
     /// Loads a matrix by canonical name: quantized when [`Weights::quantize`] asked
     /// for it, the name is in the language model (`llm.`) and a row is a whole number of
     /// blocks (else q8_0's; else dense); dense otherwise, as [`Weights::get`].
+    /// A matrix stored quantized in a GGUF file loads as it is stored.
     pub(crate) fn matrix(&self, name: &str, (rows, cols): (usize, usize)) -> Result<Matrix> {
+        if let Some(entry) = self.entries.get(name)
+            && let TensorFile::Gguf(content, _) = &self.files[entry.file].1
+            && content
+                .tensor_infos
+                .get(&entry.stored)
+                .is_some_and(|info| is_block_type(info.ggml_dtype))
+        {
+            let Some(entry) = self.locate(name, &[rows, cols]) else {
+                return Ok(Matrix::Dense(self.placeholder(&[rows, cols])?));
+            };
+            let q = self.gguf_tensor(entry).with_context(|| {
+                format!(
+                    "cannot load {} from {}",
+                    entry.stored,
+                    self.files[entry.file].0.display()
+                )
+            })?;
+            let q = match self.device {
+                Device::Cpu => q,
+                _ => QTensor::new(
+                    QStorage::from_data(q.data()?, &self.device, q.dtype())?,
+                    q.shape().clone(),
+                )?,
+            };
+            return Ok(Matrix::Quantized(
+                self.tally(QuantMatrix::new(q, self.dtype)?),
+            ));
+        }
         let kind = match self.quantize {
             Some(kind) if name.starts_with("llm.") => kind.for_width(cols),
             _ => None,
@@ -411,20 +505,15 @@ impl Weights {
                 };
                 QuantMatrix::quantize_rows(kind, (rows, cols), read, &self.device, self.dtype)
             }
-            TensorFile::Pth(_) => {
+            TensorFile::Pth(_) | TensorFile::Gguf(..) => {
                 let dense = self.load(entry, &Device::Cpu)?;
                 let read = |r: std::ops::Range<usize>| Ok(dense.narrow(0, r.start, r.len())?);
                 QuantMatrix::quantize_rows(kind, (rows, cols), read, &self.device, self.dtype)
             }
         };
-        let quantized = quantized.with_context(context)?;
-        let mut tally = self.quantized.borrow_mut();
-        let entry = tally
-            .entry(format!("{:?}", quantized.ggml_dtype()).to_lowercase())
-            .or_default();
-        entry.0 += 1;
-        entry.1 += quantized.size_in_bytes();
-        Ok(Matrix::Quantized(quantized))
+        Ok(Matrix::Quantized(
+            self.tally(quantized.with_context(context)?),
+        ))
     }
 
     fn placeholder(&self, shape: &[usize]) -> Result<Tensor> {
@@ -450,7 +539,7 @@ impl Weights {
         }
         for (kind, (count, bytes)) in self.quantized.into_inner() {
             tracing::info!(
-                "language model: {count} matrices quantized to {kind} ({:.1} MiB)",
+                "language model: {count} matrices in {kind} ({:.1} MiB)",
                 bytes as f64 / (1 << 20) as f64
             );
         }
