@@ -88,6 +88,11 @@ impl ModelArgs {
         Ok(())
     }
 
+    /// Opens the checkpoint (and `--vision-tower`) onto `device` as `dtype`.
+    pub(crate) fn open(&self, device: &Device, dtype: DType) -> Result<Checkpoint> {
+        Checkpoint::open(self.path(), self.vision_tower.as_deref(), device, dtype)
+    }
+
     /// The dtype on `device`: `--dtype`, else bf16 on a GPU and f32 on the CPU.
     pub(crate) fn dtype(&self, device: &Device) -> Result<DType> {
         match self.dtype {

@@ -18,7 +18,7 @@ use crate::core::error::usage;
 use crate::core::knowledge::KnowledgeIndex;
 use crate::core::model::engine::caption_run::CaptionRun;
 use crate::core::model::engine::captioner::Captioner;
-use crate::core::model::load::checkpoint::{Checkpoint, device};
+use crate::core::model::load::checkpoint::device;
 use crate::core::pipeline::Pipeline;
 use crate::core::pipeline::coarse::Templates;
 use crate::core::pipeline::rois::RoiTable;
@@ -278,7 +278,7 @@ fn load_captioner(args: &Args, ctx: &mut Context) -> Result<Captioner> {
     let gpu = args.device.gpu();
     let device = device(gpu)?;
     let dtype = model.dtype(&device)?;
-    let mut ckpt = Checkpoint::open(model.path(), model.vision_tower.as_deref(), &device, dtype)?;
+    let mut ckpt = model.open(&device, dtype)?;
     args.quantize.apply(&mut ckpt);
     let decoding = args.decoding.generation();
     if let Some(run) = &mut ctx.run {

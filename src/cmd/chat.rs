@@ -23,7 +23,7 @@ use super::{Context, finish_failures};
 use crate::core::error::usage;
 use crate::core::model::engine::batcher::{self, Batcher, Sampling};
 use crate::core::model::engine::captioner::{CaptionInput, Captioner};
-use crate::core::model::load::checkpoint::{Checkpoint, device};
+use crate::core::model::load::checkpoint::device;
 use crate::core::train::conversation::Turn;
 
 const EXAMPLES: &str = "\
@@ -145,7 +145,7 @@ pub(super) fn load_answerer(args: &AnswerArgs, ctx: &mut Context) -> Result<Capt
     let gpu = device_args.gpu();
     let device = device(gpu)?;
     let dtype = model.dtype(&device)?;
-    let mut ckpt = Checkpoint::open(model.path(), model.vision_tower.as_deref(), &device, dtype)?;
+    let mut ckpt = model.open(&device, dtype)?;
     quantize.apply(&mut ckpt);
     if let Some(run) = &mut ctx.run {
         let place = gpu.map_or_else(|| "cpu".to_string(), |i| format!("cuda:{i}"));

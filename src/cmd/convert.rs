@@ -14,7 +14,6 @@ use crate::core::convert::{RecordSink, Stats, write_records};
 use crate::core::data::{Dataset, ReadOptions, inputs};
 use crate::core::error::usage;
 use crate::core::knowledge::{self, BuildOptions};
-use crate::core::model::load::checkpoint::Checkpoint;
 use crate::core::progress;
 use crate::core::vqa::Bench;
 use crate::core::vqa::export::{self as vqa_export, ExportOptions};
@@ -333,12 +332,7 @@ fn gguf_type_text<S: serde::Serializer>(kind: &GgufType, s: S) -> Result<S::Ok, 
 fn gguf(a: &GgufArgs, ctx: &mut Context) -> Result<()> {
     let device = candle_core::Device::Cpu;
     let dtype = candle_core::DType::F32;
-    let mut ckpt = Checkpoint::open(
-        a.model.path(),
-        a.model.vision_tower.as_deref(),
-        &device,
-        dtype,
-    )?;
+    let mut ckpt = a.model.open(&device, dtype)?;
     let dense = match a.kind {
         GgufType::Dense(d) => d,
         GgufType::Quantized(q) => {

@@ -24,7 +24,7 @@ use crate::core::eval::{breakdown, llava_med, multimedeval, report, workers};
 use crate::core::files::write_atomic;
 use crate::core::model::engine::captioner::Captioner;
 use crate::core::model::engine::generate::GenerationConfig;
-use crate::core::model::load::checkpoint::{Checkpoint, content_identity, device, model_name};
+use crate::core::model::load::checkpoint::{content_identity, device, model_name};
 use crate::core::model::quant::QuantKind;
 use crate::core::progress;
 use crate::core::vqa::Bench;
@@ -325,12 +325,7 @@ fn load_model(a: &RunArgs, plan: &Plan, ctx: &mut Context) -> Result<Captioner> 
     let gpu = a.device.gpu.first().copied();
     let device = device(gpu)?;
     let dtype = DType::from(plan_dtype(plan)?);
-    let mut ckpt = Checkpoint::open(
-        a.model.path(),
-        a.model.vision_tower.as_deref(),
-        &device,
-        dtype,
-    )?;
+    let mut ckpt = a.model.open(&device, dtype)?;
     a.quantize.apply(&mut ckpt);
     let generation = GenerationConfig {
         max_new_tokens: decoding.max_new_tokens,

@@ -52,7 +52,8 @@ pub(crate) fn write_text_model(
     let mut meta = hyper_parameters(llm, name, file_type(&tensors))?;
     meta.extend(tokenizer);
     let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> =
+        tensors.iter().map(|(k, v)| (k.as_str(), v.get())).collect();
     let part = out.with_extension("gguf.part");
     let mut file = std::io::BufWriter::new(
         std::fs::File::create(&part)
@@ -67,11 +68,11 @@ pub(crate) fn write_text_model(
 }
 
 /// llama.cpp's `general.file_type` (`llama_ftype`) of the tensors' main format.
-fn file_type(tensors: &[(String, QTensor)]) -> u32 {
+fn file_type(tensors: &[(String, Stored)]) -> u32 {
     let main = tensors
         .iter()
         .find(|(n, _)| n.ends_with("ffn_up.weight"))
-        .map(|(_, t)| t.dtype());
+        .map(|(_, t)| t.get().dtype());
     match main {
         Some(GgmlDType::F16) => 1,
         Some(GgmlDType::Q8_0) => 7,
@@ -139,7 +140,7 @@ fn hyper_parameters(llm: &Llama, name: &str, file_type: u32) -> Result<Vec<(Stri
 }
 
 /// The tensors under llama.cpp's names, in its order.
-fn tensors(llm: &Llama, dense: GgmlDType) -> Result<Vec<(String, QTensor)>> {
+fn tensors(llm: &Llama, dense: GgmlDType) -> Result<Vec<(String, Stored<'_>)>> {
     let cfg = &llm.cfg;
     let mut out = vec![(
         "token_embd.weight".to_string(),
@@ -183,40 +184,49 @@ fn tensors(llm: &Llama, dense: GgmlDType) -> Result<Vec<(String, QTensor)>> {
 }
 
 /// A norm's weight in f32.
-fn norm(weight: &Tensor) -> Result<QTensor> {
+fn norm(weight: &Tensor) -> Result<Stored<'static>> {
     let w = weight.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
-    Ok(QTensor::quantize(&w, GgmlDType::F32)?)
+    Ok(Stored::Owned(QTensor::quantize(&w, GgmlDType::F32)?))
+}
+
+/// A tensor to write: the model's own (a quantized matrix on the CPU, as it is) or a
+/// converted copy.
+enum Stored<'a> {
+    Borrowed(&'a QTensor),
+    Owned(QTensor),
+}
+
+impl Stored<'_> {
+    fn get(&self) -> &QTensor {
+        match self {
+            Self::Borrowed(q) => q,
+            Self::Owned(q) => q,
+        }
+    }
 }
 
 /// A matrix as stored in the file: its quantized blocks, or the dense weight in `dense`;
-/// with `heads`, each head's rows from rotate-half to interleaved order.
-fn matrix(m: &Matrix, dense: GgmlDType, heads: Option<usize>) -> Result<QTensor> {
+/// with `heads`, each head's rows in GGML's interleaved order.
+fn matrix(m: &Matrix, dense: GgmlDType, heads: Option<usize>) -> Result<Stored<'_>> {
     let q = match m {
-        Matrix::Quantized(q) => q.qtensor().clone_on_cpu()?,
+        Matrix::Quantized(q) if q.device().is_cpu() => Stored::Borrowed(q.qtensor()),
+        Matrix::Quantized(q) => {
+            let q = q.qtensor();
+            let storage = QStorage::from_data(q.data()?, &Device::Cpu, q.dtype())?;
+            Stored::Owned(QTensor::new(storage, q.shape().clone())?)
+        }
         Matrix::Dense(w) => {
             let w = w
                 .to_device(&Device::Cpu)?
                 .to_dtype(DType::F32)?
                 .contiguous()?;
-            QTensor::quantize(&w, dense)?
+            Stored::Owned(QTensor::quantize(&w, dense)?)
         }
     };
-    match heads {
-        Some(heads) => reorder_heads(&q, heads, Order::ToGgml),
-        None => Ok(q),
-    }
-}
-
-/// A CPU copy of a quantized tensor.
-trait CloneOnCpu {
-    fn clone_on_cpu(&self) -> Result<QTensor>;
-}
-
-impl CloneOnCpu for QTensor {
-    fn clone_on_cpu(&self) -> Result<QTensor> {
-        let storage = QStorage::from_data(self.data()?, &Device::Cpu, self.dtype())?;
-        Ok(QTensor::new(storage, self.shape().clone())?)
-    }
+    Ok(match heads {
+        Some(heads) => Stored::Owned(reorder_heads(q.get(), heads, Order::ToGgml)?),
+        None => q,
+    })
 }
 
 /// The `tokenizer.*` keys of a byte-level BPE `tokenizer.json` (and the chat template

@@ -13,7 +13,7 @@ use candle_core::quantized::k_quants::{
     BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K,
     BlockQ8_0, GgmlType,
 };
-use candle_core::quantized::{GgmlDType, QStorage, QTensor, k_quants};
+use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{DType, Device, Storage, Tensor};
 use rayon::prelude::*;
 
@@ -215,9 +215,8 @@ impl QuantMatrix {
                 let w = Tensor::from_vec(w, (n, k), &Device::Cpu)?;
                 x.matmul(&w.t()?)?
             } else {
-                let mut dst = vec![0f32; m * n];
-                with_block_type!(self.q.dtype(), T => {
-                    k_quants::matmul::<T>((m, k, n), lhs, blocks::<T>(&data)?, &mut dst)?
+                let dst = with_block_type!(self.q.dtype(), T => {
+                    dot_rows::<T>((m, k, n), lhs, blocks::<T>(&data)?)
                 });
                 Tensor::from_vec(dst, (m, n), &Device::Cpu)?
             }
@@ -238,6 +237,42 @@ impl QuantMatrix {
     pub(crate) fn dequantize(&self) -> Result<Tensor> {
         Ok(self.q.dequantize(&self.device)?.to_dtype(self.dtype)?)
     }
+}
+
+/// Output columns per parallel task of [`dot_rows`].
+const DOT_COLUMNS: usize = 32;
+
+/// `x Wᵀ` for a few rows `x` `(m, k)` and `W` `(n, k)` in `T` blocks: each row of `x`
+/// quantized once to `T`'s dot-product format, then block dot products, the output
+/// columns spread over the thread pool the other CPU kernels use (candle's own
+/// `k_quants::matmul` runs on a second pool, whose threads contend with it).
+fn dot_rows<T: GgmlType>((m, k, n): (usize, usize, usize), x: &[f32], w: &[T]) -> Vec<f32> {
+    let per_row = k / T::BLCK_SIZE;
+    let mut xq: Vec<T::VecDotType> = (0..m * per_row).map(|_| T::VecDotType::zeros()).collect();
+    for (row, q) in x.chunks(k).zip(xq.chunks_mut(per_row)) {
+        T::VecDotType::from_float(row, q);
+    }
+    let mut y = vec![0f32; m * n];
+    // Column-major tasks: a task reads its columns' blocks once for all rows.
+    let mut by_column = vec![0f32; n * m];
+    by_column
+        .par_chunks_mut(DOT_COLUMNS * m)
+        .enumerate()
+        .for_each(|(task, out)| {
+            let first = task * DOT_COLUMNS;
+            for (c, col) in out.chunks_mut(m).enumerate() {
+                let blocks = &w[(first + c) * per_row..(first + c + 1) * per_row];
+                for (r, slot) in col.iter_mut().enumerate() {
+                    *slot = T::vec_dot(k, blocks, &xq[r * per_row..(r + 1) * per_row]);
+                }
+            }
+        });
+    for (c, col) in by_column.chunks(m).enumerate() {
+        for (r, v) in col.iter().enumerate() {
+            y[r * n + c] = *v;
+        }
+    }
+    y
 }
 
 /// Rows from which a CPU product dequantizes the matrix and runs a gemm instead of
