@@ -5,6 +5,7 @@
 # Llama-3-8B, random bf16 weights):
 #   - `mt caption --gpu 0`: 616-ish-token prompt (576 image rows), 128 new tokens, greedy,
 #     batch 1 and 64, without and with S2, against transformers' generate at batch 1 and 64;
+#     and batch 1 with `--quantize q4k` (tokens/s and memory next to the bf16 rows);
 #   - `mt serve --gpu 0` (bench/serve.sh): aggregate tokens/s of 1, 8 and 64 clients asking
 #     about an image, NEW new tokens each (SERVE=0 skips it);
 #   - `mt finetune` LoRA r 128 / alpha 256, batch 8 x 1024 tokens, gradient checkpointing,
@@ -79,8 +80,8 @@ with_memory() {
   sort -n "$W/mem.log" | tail -1 > "$W/mem"
 }
 
-caption() {  # name model batch images
-  local name=$1 model=$2 batch=$3 n=$4 dev=(--gpu 0)
+caption() {  # name model batch images [extra mt caption arguments...]
+  local name=$1 model=$2 batch=$3 n=$4 dev=(--gpu 0) extra=("${@:5}")
   [ "$TINY" = 1 ] && dev=(--cpu)
   local images=$W/images-$n
   if [ ! -d "$images" ]; then
@@ -90,7 +91,7 @@ caption() {  # name model batch images
   fi
   rm -f "$W/captions.jsonl"
   with_memory bash -c '"$@" 2> "'"$W"'/caption.log"' _ "$MT" --no-run-dir caption "$images" --model "$model" "${dev[@]}" \
-    --max-new-tokens "$NEW" --ignore-eos --batch-size "$batch" -o "$W/captions.jsonl"
+    --max-new-tokens "$NEW" --ignore-eos --batch-size "$batch" "${extra[@]}" -o "$W/captions.jsonl"
   local line
   line=$(sed -n 's/.*captioned \([0-9]*\) (\([0-9.]*\)\/s, \([0-9.]*\) tokens\/s).*/\1 \2 \3/p' "$W/caption.log" | tail -1)
   read -r done ips tps <<< "$line"
@@ -150,6 +151,7 @@ run() {
   (cd "$W" && TINY=$TINY SIZES=$sizes NEW=$NEW python3 "$ROOT/bench/hf_llava_baseline.py" | tee -a "$W/results.jsonl")
   caption b1 "$W/models/llava" 1 6
   caption b64 "$W/models/llava" 64 "$MANY"
+  caption q4k-b1 "$W/models/llava" 1 6 --quantize q4k
   caption s2-b1 "$W/models/llava-s2" 1 6
   caption s2-b64 "$W/models/llava-s2" 64 "$MANY"
   serve_bench
