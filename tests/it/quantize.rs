@@ -91,6 +91,40 @@ fn caption_quantized_and_gguf_refusals() {
         "{r}"
     );
     assert!(!out.exists() && !dir.path().join("x.gguf.part").exists());
+
+    // Cut or lying GGUF files: one line naming the file, no panic.
+    let good = dir.path().join("good.gguf");
+    let args = ["convert", "gguf", "--model", model.to_str().unwrap(), "-o"];
+    let r = mt_in(dir.path(), &[&args[..], &[good.to_str().unwrap()]].concat());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let bytes = std::fs::read(&good).unwrap();
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &bytes[..5000]).unwrap();
+    let mut lying = b"GGUF\x03\x00\x00\x00".to_vec();
+    lying.extend([0xff; 7].into_iter().chain([0x7f]));
+    lying.extend([0; 8]);
+    let lies = dir.path().join("lies.gguf");
+    std::fs::write(&lies, lying).unwrap();
+    for bad in [&cut, &lies] {
+        let args = [
+            "caption",
+            image.to_str().unwrap(),
+            "--model",
+            bad.to_str().unwrap(),
+            "--mmproj",
+            good.to_str().unwrap(),
+            "--cpu",
+        ];
+        let r = crate::common::mt_env(dir.path(), &args, &[("MT_CACHE_DIR", "cache")]);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        let name = bad.file_name().unwrap().to_str().unwrap();
+        assert!(
+            r.stderr.contains(name) && r.stderr.contains("not a readable GGUF file"),
+            "{}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    }
 }
 
 /// Runs `mt convert gguf` expecting a failure; its stderr.

@@ -56,7 +56,9 @@ pub(crate) fn is_gguf(path: &Path) -> bool {
 pub(crate) fn read_header(path: &Path) -> Result<Content> {
     let mut file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    Content::read(&mut file)
+    // The reader trusts the header's counts; a panic on hostile bytes is its error.
+    let reader = format!("{}: the GGUF reader", path.display());
+    crate::core::error::contain_panic(&reader, || Ok(Content::read(&mut file)?))
         .with_context(|| format!("{}: not a readable GGUF file", path.display()))
 }
 

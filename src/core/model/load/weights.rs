@@ -29,12 +29,13 @@ use candle_core::pickle::PthTensors;
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
+use candle_core::quantized::gguf_file::Content;
+use candle_core::quantized::{QStorage, QTensor};
+
 use crate::core::error::contain_panic;
 use crate::core::model::arch::linear::Matrix;
 use crate::core::model::load::gguf;
 use crate::core::model::quant::{QuantKind, QuantMatrix, is_block_type};
-use candle_core::quantized::gguf_file::Content;
-use candle_core::quantized::{QStorage, QTensor};
 
 /// How a stored tensor name relates to the model.
 #[derive(Debug, PartialEq, Eq)]
@@ -439,7 +440,10 @@ impl Weights {
         let TensorFile::Gguf(content, file) = &self.files[entry.file].1 else {
             bail!("{} is not in a GGUF file", entry.stored);
         };
-        let q = content.tensor(&mut *file.borrow_mut(), &entry.stored, &Device::Cpu)?;
+        // The reader trusts the file's directory; a panic on hostile bytes is its error.
+        let q = contain_panic("the GGUF reader", || {
+            Ok(content.tensor(&mut *file.borrow_mut(), &entry.stored, &Device::Cpu)?)
+        })?;
         match entry.heads {
             Some(heads) => gguf::reorder_heads(&q, heads, gguf::Order::FromGgml),
             None => Ok(q),
