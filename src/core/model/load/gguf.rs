@@ -106,6 +106,13 @@ pub(crate) fn materialize(model: &Path, mmproj: &Path, cache: &Path) -> Result<P
     {
         bail!("{}: mt reads LLaVA (`mlp`) projectors", mmproj.display());
     }
+    if vision.metadata.contains_key("clip.vision.feature_layer") {
+        bail!(
+            "{}: features from chosen layers (`clip.vision.feature_layer`) are not read yet; \
+             mt reads LLaVA's legacy mmproj (the tower without its last layer)",
+            mmproj.display()
+        );
+    }
     let tokens = get(&text, &model, "tokenizer.ggml.tokens")?.to_vec()?;
     let vocab = match text.tensor_infos.get("token_embd.weight") {
         Some(info) => info.shape.dims()[0],
@@ -497,6 +504,46 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    /// Writes a GGUF file of `meta` and no tensors.
+    fn header_only(path: &Path, meta: &[(&str, Value)]) {
+        let refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+        let mut file = std::fs::File::create(path).unwrap();
+        candle_core::quantized::gguf_file::write(&mut file, &refs, &[]).unwrap();
+    }
+
+    /// What mt does not read is refused before anything loads, the file named.
+    #[test]
+    fn unread_architectures_projectors_and_feature_layers_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (text, mmproj) = (dir.path().join("t.gguf"), dir.path().join("m.gguf"));
+        let string = |s: &str| Value::String(s.into());
+        let refused = |text_arch: &str, projector: &str, feature_layer: bool| {
+            header_only(&text, &[("general.architecture", string(text_arch))]);
+            let mut meta = vec![
+                ("general.architecture", string("clip")),
+                ("clip.projector_type", string(projector)),
+            ];
+            if feature_layer {
+                meta.push((
+                    "clip.vision.feature_layer",
+                    Value::Array(vec![Value::I32(-2)]),
+                ));
+            }
+            header_only(&mmproj, &meta);
+            format!(
+                "{:#}",
+                materialize(&text, &mmproj, &dir.path().join("cache")).unwrap_err()
+            )
+        };
+        let e = refused("qwen2", "mlp", false);
+        assert!(e.contains("t.gguf") && e.contains("`qwen2`"), "{e}");
+        let e = refused("llama", "resampler", false);
+        assert!(e.contains("m.gguf") && e.contains("`mlp`"), "{e}");
+        let e = refused("llama", "mlp", true);
+        assert!(e.contains("m.gguf") && e.contains("feature_layer"), "{e}");
+        assert!(!is_gguf(&dir.path().join("missing.gguf")) && is_gguf(&text));
     }
 
     #[test]
