@@ -78,6 +78,13 @@ impl ModelArgs {
             self.vision_tower = None;
             return Ok(());
         }
+        if let Some(tower) = self.vision_tower.as_deref().filter(|p| gguf::is_gguf(p)) {
+            return Err(usage(format!(
+                "{}: an mmproj GGUF goes with a GGUF text model (--model TEXT.gguf); {} is not one",
+                tower.display(),
+                spec.display()
+            )));
+        }
         let dir = model_ref::resolve(spec)?;
         if self.vision_tower.is_none()
             && let Some(tower) = missing_tower(&dir)

@@ -230,4 +230,7 @@ fn llama_cpp_llava_files_caption_as_their_checkpoint() {
     let lone = caption(&ours, None);
     assert_eq!(lone.code, 2, "{}", lone.stderr);
     assert!(lone.stderr.contains("--mmproj"), "{}", lone.stderr);
+    let mixed = caption(&model, Some(&dir.path().join("f32/mmproj.gguf")));
+    assert_eq!(mixed.code, 2, "{}", mixed.stderr);
+    assert!(mixed.stderr.contains("GGUF text model"), "{}", mixed.stderr);
 }
