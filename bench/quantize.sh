@@ -39,7 +39,6 @@ G=$OUT/gguf; mkdir -p "$G"
 for t in f32 $TYPES; do
   [ -f "$G/100m-$t.gguf" ] || "$MT" --quiet convert gguf --model "$BIG" -o "$G/100m-$t.gguf" --type "$t"
 done
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 echo "## accuracy: mean KL divergence against f32 (512 tokens of a fixed text)"
 TEXT=$OUT/kl-text.txt

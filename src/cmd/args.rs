@@ -245,14 +245,20 @@ impl QuantizeArgs {
         }
     }
 
-    /// The device text of a run: `cpu f32`, `cpu f32 q4k`.
-    pub(crate) fn describe(&self, place: &str, dtype: DType) -> String {
-        let base = format!("{place} {dtype:?}").to_lowercase();
+    /// The device text of a run on `gpu` (or the CPU): `cpu f32`, `cuda:0 bf16 q4k`.
+    pub(crate) fn describe(&self, gpu: Option<usize>, dtype: DType) -> String {
+        let base = device_text(gpu, dtype);
         match self.quantize {
             Some(q) => format!("{base} {}", QuantKind::from(q).name()),
             None => base,
         }
     }
+}
+
+/// The device text of a run on `gpu` (or the CPU) in `dtype`: `cpu f32`, `cuda:0 bf16`.
+pub(crate) fn device_text(gpu: Option<usize>, dtype: DType) -> String {
+    let place = gpu.map_or_else(|| "cpu".to_string(), |i| format!("cuda:{i}"));
+    format!("{place} {dtype:?}").to_lowercase()
 }
 
 /// `--quantize`.

@@ -282,8 +282,7 @@ fn load_captioner(args: &Args, ctx: &mut Context) -> Result<Captioner> {
     args.quantize.apply(&mut ckpt);
     let decoding = args.decoding.generation();
     if let Some(run) = &mut ctx.run {
-        let place = gpu.map_or_else(|| "cpu".to_string(), |i| format!("cuda:{i}"));
-        run.set_device(args.quantize.describe(&place, dtype));
+        run.set_device(args.quantize.describe(gpu, dtype));
         run.write_json("model.json", &ckpt.config)?;
     }
     let captioner = Captioner::new(

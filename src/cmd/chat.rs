@@ -148,8 +148,7 @@ pub(super) fn load_answerer(args: &AnswerArgs, ctx: &mut Context) -> Result<Capt
     let mut ckpt = model.open(&device, dtype)?;
     quantize.apply(&mut ckpt);
     if let Some(run) = &mut ctx.run {
-        let place = gpu.map_or_else(|| "cpu".to_string(), |i| format!("cuda:{i}"));
-        run.set_device(quantize.describe(&place, dtype));
+        run.set_device(quantize.describe(gpu, dtype));
         run.write_json("model.json", &ckpt.config)?;
     }
     let conv_mode = decoding.conv_mode.as_deref();

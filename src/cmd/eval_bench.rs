@@ -335,8 +335,7 @@ fn load_model(a: &RunArgs, plan: &Plan, ctx: &mut Context) -> Result<Captioner> 
         stop_tokens: Vec::new(),
     };
     if let Some(run) = &mut ctx.run {
-        let place = gpu.map_or_else(|| "cpu".to_string(), |i| format!("cuda:{i}"));
-        run.set_device(a.quantize.describe(&place, dtype));
+        run.set_device(a.quantize.describe(gpu, dtype));
         run.write_json("model.json", &ckpt.config)?;
     }
     let conv_mode = a.decoding.conv_mode.as_deref();
@@ -474,11 +473,12 @@ fn worker_command(
 /// The newest other run directory beside `root` that finished the same evaluation
 /// without `--quantize` (see [`Plan::same_but_quantization`]): its path and scores.
 fn unquantized_twin(plan: &Plan, root: &Path) -> Option<(PathBuf, Value)> {
+    // `root` itself is among them, and skipped as every quantized run is.
     let parent = root.canonicalize().ok()?.parent()?.to_path_buf();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&parent)
         .ok()?
         .filter_map(|e| Some(e.ok()?.path()))
-        .filter(|d| d.is_dir() && Some(d.as_path()) != root.canonicalize().ok().as_deref())
+        .filter(|d| d.is_dir())
         .collect();
     dirs.sort();
     dirs.into_iter().rev().find_map(|dir| {

@@ -217,8 +217,7 @@ pub(crate) fn run_training(preset: Preset, args: &TrainingArgs, ctx: &mut Contex
     } else {
         run.path().parent().unwrap_or(run.path()).to_path_buf()
     };
-    let place = gpu.map_or("cpu".into(), |i| format!("cuda:{i}"));
-    run.set_device(format!("{place} {dtype:?}").to_lowercase());
+    run.set_device(super::args::device_text(gpu, dtype));
     run.set_count("rank", world.rank);
     run.set_count("world_size", world.size);
     run.write_json("plan.json", &plan)?;

@@ -11,20 +11,15 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
 use candle_core::quantized::gguf_file::Value;
-use candle_core::quantized::{GgmlDType, QStorage, QTensor, gguf_file};
+use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value as Json;
 
 use crate::core::model::arch::linear::Matrix;
 use crate::core::model::arch::llama::Llama;
 use crate::core::model::load::config::{RopeScaling, TextFamily};
-use crate::core::model::load::gguf::{Order, reorder_heads};
-
-/// GGUF token types (llama.cpp's `llama_token_type`).
-const NORMAL: i32 = 1;
-const CONTROL: i32 = 3;
-const USER_DEFINED: i32 = 4;
-const UNUSED: i32 = 5;
+use crate::core::model::load::gguf::{CONTROL, NORMAL, Order, UNUSED, USER_DEFINED, reorder_heads};
+use crate::core::model::quant::copy_to;
 
 /// Writes `llm` (of the checkpoint folder `dir`, named `name`) to `out` as a llama.cpp
 /// text-model GGUF; dense matrices in `dense` (f32 or f16). Returns the tensors written.
@@ -210,11 +205,7 @@ impl Stored<'_> {
 fn matrix(m: &Matrix, dense: GgmlDType, heads: Option<usize>) -> Result<Stored<'_>> {
     let q = match m {
         Matrix::Quantized(q) if q.device().is_cpu() => Stored::Borrowed(q.qtensor()),
-        Matrix::Quantized(q) => {
-            let q = q.qtensor();
-            let storage = QStorage::from_data(q.data()?, &Device::Cpu, q.dtype())?;
-            Stored::Owned(QTensor::new(storage, q.shape().clone())?)
-        }
+        Matrix::Quantized(q) => Stored::Owned(copy_to(q.qtensor(), &Device::Cpu)?),
         Matrix::Dense(w) => {
             let w = w
                 .to_device(&Device::Cpu)?

@@ -1,9 +1,10 @@
 //! Quantized weight matrices for inference (`--quantize`, GGUF files): GGML's block
-//! formats (the bytes llama.cpp reads and writes), held as candle `QTensor`s. A product
-//! `x Wᵀ` quantizes `x`'s rows to 8 bits once and takes block dot products (candle's
-//! `k_quants::matmul` on the CPU, over the compact blocks only, so memory stays at the
-//! quantized size; candle's kernels on CUDA). Matrices are quantized from dense rows a
-//! chunk at a time, so a load never holds a large matrix in f32.
+//! formats (the bytes llama.cpp reads and writes), held as candle `QTensor`s. On the CPU
+//! a product `x Wᵀ` of a few rows quantizes them to 8 bits once and takes candle's block
+//! dot products over the compact blocks only (so memory stays at the quantized size); a
+//! prompt's many rows run a gemm over a dequantized copy of the one matrix. On CUDA,
+//! candle's kernels. Matrices are quantized from dense rows a chunk at a time, so a load
+//! never holds a large matrix in f32.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -278,6 +279,12 @@ fn dot_rows<T: GgmlType>((m, k, n): (usize, usize, usize), x: &[f32], w: &[T]) -
 /// Rows from which a CPU product dequantizes the matrix and runs a gemm instead of
 /// block dot products.
 const GEMM_ROWS: usize = 32;
+
+/// A copy of the blocks of `q` on `device`.
+pub(crate) fn copy_to(q: &QTensor, device: &Device) -> Result<QTensor> {
+    let storage = QStorage::from_data(q.data()?, device, q.dtype())?;
+    Ok(QTensor::new(storage, q.shape().clone())?)
+}
 
 /// The blocks of a quantized CPU tensor's bytes.
 fn blocks<T: GgmlType>(data: &[u8]) -> Result<&[T]> {

@@ -223,11 +223,12 @@ fn get<'a>(c: &'a Content, path: &Path, key: &str) -> Result<&'a Value> {
         .with_context(|| format!("{}: no `{key}` in its metadata", path.display()))
 }
 
-/// GGUF token types (llama.cpp's `llama_token_type`).
-const NORMAL: i32 = 1;
-const CONTROL: i32 = 3;
-const USER_DEFINED: i32 = 4;
-const UNUSED: i32 = 5;
+/// GGUF token types (llama.cpp's `llama_token_type`), read here and written by
+/// [`crate::core::model::gguf`].
+pub(crate) const NORMAL: i32 = 1;
+pub(crate) const CONTROL: i32 = 3;
+pub(crate) const USER_DEFINED: i32 = 4;
+pub(crate) const UNUSED: i32 = 5;
 
 /// Llama 3's pre-tokenizer split (llama.cpp's `llama-bpe`).
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";

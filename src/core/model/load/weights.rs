@@ -29,13 +29,13 @@ use candle_core::pickle::PthTensors;
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
+use candle_core::quantized::QTensor;
 use candle_core::quantized::gguf_file::Content;
-use candle_core::quantized::{QStorage, QTensor};
 
 use crate::core::error::contain_panic;
 use crate::core::model::arch::linear::Matrix;
 use crate::core::model::load::gguf;
-use crate::core::model::quant::{QuantKind, QuantMatrix, is_block_type};
+use crate::core::model::quant::{QuantKind, QuantMatrix, copy_to, is_block_type};
 
 /// How a stored tensor name relates to the model.
 #[derive(Debug, PartialEq, Eq)]
@@ -455,45 +455,33 @@ impl Weights {
     /// blocks (else q8_0's; else dense); dense otherwise, as [`Weights::get`].
     /// A matrix stored quantized in a GGUF file loads as it is stored.
     pub(crate) fn matrix(&self, name: &str, (rows, cols): (usize, usize)) -> Result<Matrix> {
-        if let Some(entry) = self.entries.get(name)
-            && let TensorFile::Gguf(content, _) = &self.files[entry.file].1
-            && content
-                .tensor_infos
-                .get(&entry.stored)
-                .is_some_and(|info| is_block_type(info.ggml_dtype))
-        {
-            let Some(entry) = self.locate(name, &[rows, cols]) else {
-                return Ok(Matrix::Dense(self.placeholder(&[rows, cols])?));
-            };
-            let q = self.gguf_tensor(entry).with_context(|| {
-                format!(
-                    "cannot load {} from {}",
-                    entry.stored,
-                    self.files[entry.file].0.display()
-                )
-            })?;
-            let q = match self.device {
-                Device::Cpu => q,
-                _ => QTensor::new(
-                    QStorage::from_data(q.data()?, &self.device, q.dtype())?,
-                    q.shape().clone(),
-                )?,
-            };
-            return Ok(Matrix::Quantized(
-                self.tally(QuantMatrix::new(q, self.dtype)?),
-            ));
-        }
+        let stored_quantized = self.entries.get(name).is_some_and(|entry| {
+            matches!(&self.files[entry.file].1, TensorFile::Gguf(content, _)
+                if content.tensor_infos.get(&entry.stored).is_some_and(|i| is_block_type(i.ggml_dtype)))
+        });
         let kind = match self.quantize {
             Some(kind) if name.starts_with("llm.") => kind.for_width(cols),
             _ => None,
         };
-        let Some(kind) = kind else {
+        if !stored_quantized && kind.is_none() {
             return Ok(Matrix::Dense(self.get(name, &[rows, cols])?));
-        };
+        }
         let Some(entry) = self.locate(name, &[rows, cols]) else {
             return Ok(Matrix::Dense(self.placeholder(&[rows, cols])?));
         };
         let (path, file) = &self.files[entry.file];
+        let Some(kind) = kind.filter(|_| !stored_quantized) else {
+            let q = self
+                .gguf_tensor(entry)
+                .with_context(|| format!("cannot load {} from {}", entry.stored, path.display()))?;
+            let q = match self.device {
+                Device::Cpu => q,
+                _ => copy_to(&q, &self.device)?,
+            };
+            return Ok(Matrix::Quantized(
+                self.tally(QuantMatrix::new(q, self.dtype)?),
+            ));
+        };
         let context = || format!("cannot quantize {} from {}", entry.stored, path.display());
         let quantized = match file {
             TensorFile::Safetensors(st) => {
