@@ -28,15 +28,22 @@ Outputs, per input <stem>:
 Grey levels. DICOM: stored value -> RescaleSlope/Intercept -> the file's first
 WindowCenter/WindowWidth with its VOI LUT function (PS3.3 C.11.2.1.2), or --window, or
 without either the min-max window of all frames; MONOCHROME1 inverted after windowing.
-RGB files are written as they are. NIfTI: voxels x scl_slope + scl_inter (when set),
-then linear between the --percentile values of the whole file (numpy's default linear
-percentile; NaN ignored), or --window. Slices are in array order, not reoriented: the
+Colour: RGB as it is, YBR_FULL / YBR_FULL_422 converted to RGB, PALETTE COLOR through its
+tables; samples deeper than the picture scaled to --bits. NIfTI: voxels x scl_slope +
+scl_inter (when set), then linear between the --percentile values of the whole file
+(numpy's default linear percentile; NaN ignored), or --window. Slices are in array order, not reoriented: the
 lower remaining axis runs along the columns, the higher one down the rows.
 
 Resumable: a file whose <stem>.json exists with the same settings and whose pictures
 are all there is skipped; pictures and sidecars are written atomically. Unreadable or
-unsupported files (e.g. a transfer syntax without a decoder here, like 12-bit lossy
-JPEG) are listed and skipped: the others are converted, and the exit code is 3.
+unsupported files (e.g. a broken JPEG stream, or a transfer syntax without a decoder
+here, like JPEG XL) are listed and skipped: the others are converted, and the exit code
+is 3.
+
+DICOM transfer syntaxes: implicit/explicit VR little endian, explicit big endian,
+deflated, RLE (8 to 32 bits), JPEG baseline, extended (8 and 12 bits) and lossless,
+JPEG-LS (lossless, near-lossless), JPEG 2000 (lossless, lossy). NIfTI-1 and NIfTI-2
+single files (.nii, .nii.gz; a CIFTI-2 matrix as one picture).
 
 Examples:
   mt convert image scans/ -o pngs/

@@ -80,7 +80,12 @@ pub(crate) fn stderr_filter(verbose: u8, quiet: u8) -> EnvFilter {
     };
     // Our own crate at the chosen level; dependencies one step quieter unless tracing.
     let deps = if verbose >= 2 { "debug" } else { "warn" };
-    EnvFilter::new(format!("{deps},medtrinity={level},mt={level}"))
+    // The JPEG 2000 decoder warns, without naming the file, about codestream quirks it
+    // decodes anyway (e.g. "Non conformant codestream TPsot==TNsot"): shown with -v.
+    let codec = if verbose >= 1 { deps } else { "error" };
+    EnvFilter::new(format!(
+        "{deps},jpeg2k={codec},medtrinity={level},mt={level}"
+    ))
 }
 
 /// Installs the global subscriber; returns the sink that run directories attach to.

@@ -11,7 +11,7 @@ venv="${MT_CI_VENV:-$HOME/.cache/mt-ci-venv}"
 py="$venv/bin/python"
 stamp="$venv/.mt-requirements.sha256"
 want="$(sha256sum "$req" | cut -d' ' -f1)"
-imports='import torch, transformers, tokenizers, peft, safetensors, datasets, pyarrow, huggingface_hub, numpy, PIL, openai'
+imports='import torch, transformers, tokenizers, peft, safetensors, datasets, pyarrow, huggingface_hub, numpy, PIL, openai, gguf, pydicom, pylibjpeg, openjpeg, libjpeg, rle, nibabel'
 probe() {
   "$py" -c "$imports" >/dev/null 2>&1 && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]
 }

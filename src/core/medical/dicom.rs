@@ -5,54 +5,59 @@
 //! file's first WindowCenter/Width and VOILUTFunction, or `--window`, or the min-max
 //! window of the modality values over all frames) -> MONOCHROME1 inverted. Per-frame
 //! rescale and windows of enhanced multi-frame files are applied per frame. VOI and
-//! modality LUT tables (sequences) are not applied. RGB files are written as they are.
+//! modality LUT tables (sequences) are not applied. Colour files (RGB, YBR, PALETTE COLOR) become RGB ([`super::colour`]).
 
 use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use dicom_dictionary_std::tags;
-use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_object::{DefaultDicomObject, FileMetaTable, InMemDicomObject, OpenFileOptions};
 use dicom_pixeldata::{
-    DecodedPixelData, PixelDecoder, PixelRepresentation, PlanarConfiguration, VoiLutFunction,
-    WindowLevel,
+    DecodedPixelData, PhotometricInterpretation, PixelDecoder, PixelRepresentation,
+    PlanarConfiguration, VoiLutFunction, WindowLevel,
 };
+use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 
+use super::colour::Colour;
 use super::output::{Outputs, Picture, Pixels};
-use super::window::{self, Mapping, VoiFunction, Window};
+use super::window::{self, Depth, Mapping, VoiFunction, Window};
 use super::{Options, Rescale, Sidecar, TransferSyntax, WindowChoice, WindowUsed, jobs::Kind};
 
 /// Converts one DICOM file; returns its sidecar (outputs filled in by the caller).
 pub(crate) fn convert(path: &Path, opts: &Options, out: &mut Outputs) -> Result<Sidecar> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read: {e}"))?;
-    super::dicom_lengths::check(&bytes).map_err(|e| anyhow!("not a readable DICOM file: {e:#}"))?;
-    drop(bytes);
-    let obj = OpenFileOptions::new()
-        .open_file(path)
-        .map_err(|e| anyhow!("not a readable DICOM file: {}", error_chain(&e)))?;
+    let obj = open(path)?;
     let syntax = transfer_syntax(&obj)?;
     if obj.get(tags::PIXEL_DATA).is_none() {
         bail!("no pixel data (7FE0,0010): not an image");
     }
-    let pixels = obj.decode_pixel_data().map_err(|e| {
-        let chain = error_chain(&e);
-        if chain.to_ascii_lowercase().contains("unsupported") {
-            anyhow!(
-                "unsupported transfer syntax/encoding {}: {chain}",
-                syntax.label()
-            )
-        } else {
-            anyhow!("cannot decode pixel data ({}): {chain}", syntax.label())
-        }
-    })?;
+    let native = super::dicom_native::rewrite(&obj, &syntax.uid)
+        .map_err(|e| anyhow!("cannot decode pixel data ({}): {e:#}", syntax.label()))?;
+    let pixels = native
+        .as_ref()
+        .unwrap_or(&obj)
+        .decode_pixel_data()
+        .map_err(|e| {
+            let chain = error_chain(&e);
+            if chain.to_ascii_lowercase().contains("unsupported") {
+                anyhow!(
+                    "unsupported transfer syntax/encoding {}: {chain}",
+                    syntax.label()
+                )
+            } else {
+                anyhow!("cannot decode pixel data ({}): {chain}", syntax.label())
+            }
+        })?;
     let frames = Frames::new(&pixels)?;
     let photometric = pixels.photometric_interpretation().to_string();
-    let (used, inverted) = match (frames.layout.samples, photometric.as_str()) {
-        (3, "RGB") => (frames.write_rgb(out)?, false),
-        (1, "MONOCHROME1") => (frames.write_grey(opts, true, out)?, true),
-        (1, "MONOCHROME2") => (frames.write_grey(opts, false, out)?, false),
-        (n, pi) => bail!(
-            "photometric interpretation {pi} with {n} samples per pixel is not supported (MONOCHROME1/2, RGB)"
+    let colour = Colour::of(&obj, &photometric, frames.layout.samples)?;
+    let (used, inverted) = match (colour, frames.layout.samples, photometric.as_str()) {
+        (Some(colour), ..) => (frames.write_colour(&colour, opts.depth, out)?, false),
+        (None, 1, "MONOCHROME1") => (frames.write_grey(opts, true, out)?, true),
+        (None, 1, "MONOCHROME2") => (frames.write_grey(opts, false, out)?, false),
+        (None, n, pi) => bail!(
+            "photometric interpretation {pi} with {n} samples per pixel is not supported \
+             (MONOCHROME1/2, RGB, YBR_FULL, YBR_FULL_422, PALETTE COLOR)"
         ),
     };
     let layout = &frames.layout;
@@ -96,6 +101,35 @@ pub(crate) fn convert(path: &Path, opts: &Options, out: &mut Outputs) -> Result<
     })
 }
 
+/// Reads a DICOM file after [`super::dicom_lengths::check`]; a data set written in
+/// implicit VR under an explicit VR transfer syntax is read as implicit VR (with a warning).
+fn open(path: &Path) -> Result<DefaultDicomObject> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read: {e}"))?;
+    let unreadable =
+        |e: &dyn std::error::Error| anyhow!("not a readable DICOM file: {}", error_chain(e));
+    let mislabelled = super::dicom_lengths::check(&bytes)
+        .map_err(|e| anyhow!("not a readable DICOM file: {e:#}"))?;
+    let Some(data_set) = mislabelled else {
+        drop(bytes);
+        return OpenFileOptions::new()
+            .open_file(path)
+            .map_err(|e| unreadable(&e));
+    };
+    tracing::warn!(
+        "{}: explicit VR transfer syntax but an implicit VR data set; reading it as implicit VR",
+        path.display()
+    );
+    let meta = FileMetaTable::from_reader(&bytes[128..]).map_err(|e| unreadable(&e))?;
+    let implicit = IMPLICIT_VR_LITTLE_ENDIAN.erased();
+    let elements = InMemDicomObject::read_dataset_with_ts(&bytes[data_set..], &implicit)
+        .map_err(|e| unreadable(&e))?;
+    let mut obj = DefaultDicomObject::new_empty_with_meta(meta);
+    for element in elements {
+        obj.put(element);
+    }
+    Ok(obj)
+}
+
 /// No rescale.
 const IDENTITY: Rescale = Rescale {
     slope: 1.0,
@@ -128,9 +162,15 @@ impl<'a> Frames<'a> {
     }
 
     fn bytes(&self, frame: u32) -> Result<&'a [u8]> {
-        self.pixels
-            .frame_data(frame)
-            .map_err(|e| anyhow!("frame {frame}: {e}"))
+        let len = self.layout.frame_bytes();
+        let start = frame as usize * len;
+        self.pixels.data().get(start..start + len).ok_or_else(|| {
+            anyhow!(
+                "pixel data too short: {} bytes, frame {frame} needs {}",
+                self.pixels.data().len(),
+                start + len
+            )
+        })
     }
 
     fn rescale(&self, frame: u32) -> Rescale {
@@ -140,11 +180,13 @@ impl<'a> Frames<'a> {
     /// Modality values (stored values through the rescale) of one grey frame.
     fn values(&self, frame: u32) -> Result<Vec<f64>> {
         let r = self.rescale(frame);
-        let mut values = self.layout.stored_values(self.bytes(frame)?)?;
-        values
-            .iter_mut()
-            .for_each(|v| *v = *v * r.slope + r.intercept);
-        Ok(values)
+        let stored = self
+            .layout
+            .stored(self.bytes(frame)?, self.layout.pixel_count())?;
+        Ok(stored
+            .into_iter()
+            .map(|v| v as f64 * r.slope + r.intercept)
+            .collect())
     }
 
     /// The min-max window of the modality values of all frames.
@@ -183,11 +225,12 @@ impl<'a> Frames<'a> {
         Ok(used)
     }
 
-    /// Writes every RGB frame as it is.
-    fn write_rgb(&self, out: &mut Outputs) -> Result<WindowUsed> {
+    /// Writes every colour frame as RGB at `depth`.
+    fn write_colour(&self, colour: &Colour, depth: Depth, out: &mut Outputs) -> Result<WindowUsed> {
         for frame in 0..self.layout.frames {
-            let rgb = self.layout.rgb(self.bytes(frame)?)?;
-            self.write(frame, Pixels::Rgb8(rgb), out)?;
+            let samples = self.layout.colour_samples(self.bytes(frame)?, colour)?;
+            let rgb = colour.to_rgb(&samples, self.layout.bits_stored, depth)?;
+            self.write(frame, Pixels::Rgb(rgb), out)?;
         }
         Ok(WindowUsed::None)
     }
@@ -316,6 +359,8 @@ struct Layout {
     bits_stored: u16,
     signed: bool,
     planar: bool,
+    /// Samples stored a frame (YBR_FULL_422 stores two a pixel).
+    frame_samples: usize,
 }
 
 impl Layout {
@@ -329,6 +374,12 @@ impl Layout {
             bits_stored: p.bits_stored(),
             signed: p.pixel_representation() == PixelRepresentation::Signed,
             planar: p.planar_configuration() == PlanarConfiguration::PixelFirst,
+            frame_samples: p.rows() as usize
+                * p.columns() as usize
+                * match p.photometric_interpretation() {
+                    PhotometricInterpretation::YbrFull422 => 2,
+                    _ => usize::from(p.samples_per_pixel()),
+                },
         };
         if layout.rows == 0 || layout.columns == 0 || layout.frames == 0 {
             bail!(
@@ -348,6 +399,11 @@ impl Layout {
         Ok(layout)
     }
 
+    /// Bytes a decoded frame takes (1-bit samples arrive unpacked, a byte each).
+    fn frame_bytes(&self) -> usize {
+        self.frame_samples * usize::from(self.bits_allocated.div_ceil(8))
+    }
+
     fn pixel_count(&self) -> usize {
         self.rows as usize * self.columns as usize
     }
@@ -360,10 +416,10 @@ impl Layout {
         }
     }
 
-    /// The stored values of one grey frame's decoded bytes (native byte order; 1-bit
-    /// samples arrive unpacked, one byte each).
-    fn stored_values(&self, bytes: &[u8]) -> Result<Vec<f64>> {
-        let n = self.pixel_count();
+    /// The first `count` stored samples of a frame's decoded bytes (native byte order;
+    /// 1-bit samples arrive unpacked, one byte each), masked to BitsStored and
+    /// sign-extended when signed.
+    fn stored(&self, bytes: &[u8], count: usize) -> Result<Vec<i64>> {
         let bits = u32::from(self.bits_stored);
         let value = |raw: u32| {
             let v = if bits >= 32 {
@@ -371,12 +427,10 @@ impl Layout {
             } else {
                 raw & ((1 << bits) - 1)
             };
-            if self.signed && bits < 32 && (v >> (bits - 1)) & 1 == 1 {
-                f64::from(v) - (1u64 << bits) as f64
-            } else if self.signed && bits == 32 {
-                f64::from(v as i32)
+            if self.signed && (v >> (bits - 1)) & 1 == 1 {
+                i64::from(v) - (1i64 << bits)
             } else {
-                f64::from(v)
+                i64::from(v)
             }
         };
         let width = match self.bits_allocated {
@@ -385,17 +439,16 @@ impl Layout {
             32 => 4,
             other => bail!("BitsAllocated {other} is not supported (1, 8, 16 or 32)"),
         };
-        if bytes.len() < n * width {
+        if bytes.len() < count * width {
             bail!(
-                "pixel data too short: {} bytes for {} pixels of {} bits",
+                "pixel data too short: {} bytes for {count} samples of {} bits",
                 bytes.len(),
-                n,
                 self.bits_allocated
             );
         }
-        let bytes = &bytes[..n * width];
+        let bytes = &bytes[..count * width];
         Ok(match self.bits_allocated {
-            1 => bytes.iter().map(|&b| f64::from(u8::from(b != 0))).collect(),
+            1 => bytes.iter().map(|&b| i64::from(b != 0)).collect(),
             8 => bytes.iter().map(|&b| value(u32::from(b))).collect(),
             16 => bytes
                 .chunks_exact(2)
@@ -408,27 +461,16 @@ impl Layout {
         })
     }
 
-    /// Interleaved RGB of one 8-bit colour frame (planar configuration 0 or 1).
-    fn rgb(&self, bytes: &[u8]) -> Result<Vec<u8>> {
+    /// The stored samples of one colour frame, interleaved (planar configuration 0 or 1).
+    fn colour_samples(&self, bytes: &[u8], colour: &Colour) -> Result<Vec<i64>> {
         let n = self.pixel_count();
-        if self.bits_allocated != 8 {
-            bail!(
-                "{}-bit colour is not supported (8-bit only)",
-                self.bits_allocated
-            );
-        }
-        if bytes.len() < 3 * n {
-            bail!(
-                "pixel data too short: {} bytes for {n} RGB pixels",
-                bytes.len()
-            );
-        }
-        Ok(if self.planar {
+        let stored = self.stored(bytes, colour.stored_samples(n))?;
+        Ok(if self.planar && self.samples == 3 {
             (0..n)
-                .flat_map(|i| [bytes[i], bytes[n + i], bytes[2 * n + i]])
+                .flat_map(|i| [stored[i], stored[n + i], stored[2 * n + i]])
                 .collect()
         } else {
-            bytes[..3 * n].to_vec()
+            stored
         })
     }
 }
@@ -447,6 +489,7 @@ mod tests {
             bits_stored,
             signed,
             planar: false,
+            frame_samples: 2,
         }
     }
 
@@ -458,25 +501,25 @@ mod tests {
             .flat_map(|v| v.to_ne_bytes())
             .collect();
         // 0x0FFF is -1 in 12-bit two's complement; 0xF7FF masks to 0x7FF = 2047.
-        assert_eq!(twelve.stored_values(&bytes).unwrap(), vec![-1.0, 2047.0]);
+        assert_eq!(twelve.stored(&bytes, 2).unwrap(), vec![-1, 2047]);
         let unsigned = layout(16, 12, false);
-        assert_eq!(
-            unsigned.stored_values(&bytes).unwrap(),
-            vec![4095.0, 2047.0]
-        );
+        assert_eq!(unsigned.stored(&bytes, 2).unwrap(), vec![4095, 2047]);
         let one_bit = layout(1, 1, false);
-        assert_eq!(one_bit.stored_values(&[0, 255]).unwrap(), vec![0.0, 1.0]);
+        assert_eq!(one_bit.stored(&[0, 255], 2).unwrap(), vec![0, 1]);
         let int32 = layout(32, 32, true);
         let bytes: Vec<u8> = [-5i32, 7].iter().flat_map(|v| v.to_ne_bytes()).collect();
-        assert_eq!(int32.stored_values(&bytes).unwrap(), vec![-5.0, 7.0]);
-        assert!(layout(16, 16, false).stored_values(&[1, 2]).is_err());
+        assert_eq!(int32.stored(&bytes, 2).unwrap(), vec![-5, 7]);
+        let uint32 = layout(32, 32, false);
+        assert_eq!(uint32.stored(&bytes, 2).unwrap(), vec![(1 << 32) - 5, 7]);
+        assert!(layout(16, 16, false).stored(&[1, 2], 2).is_err());
     }
 
     #[test]
     fn planar_rgb_is_interleaved() {
         let mut l = layout(8, 8, false);
-        l.planar = true;
-        assert_eq!(l.rgb(&[1, 2, 3, 4, 5, 6]).unwrap(), vec![1, 3, 5, 2, 4, 6]);
+        (l.planar, l.samples) = (true, 3);
+        let samples = l.colour_samples(&[1, 2, 3, 4, 5, 6], &Colour::Rgb).unwrap();
+        assert_eq!(samples, vec![1, 3, 5, 2, 4, 6]);
     }
 
     #[test]

@@ -30,15 +30,19 @@ const NOT_WALKED: [&str; 4] = [
 /// The data set is walked as implicit VR little endian for that transfer syntax, as
 /// explicit VR little endian for every other one dicom-rs knows (encapsulated pixel
 /// data included), except [`NOT_WALKED`].
-pub(crate) fn check(bytes: &[u8]) -> Result<()> {
+///
+/// Returns the offset of the data set when it is written in implicit VR although the
+/// transfer syntax says explicit (its first element has no VR where one belongs; pydicom
+/// reads such files with a warning): it is then walked, and must be read, as implicit VR.
+pub(crate) fn check(bytes: &[u8]) -> Result<Option<usize>> {
     if bytes.len() < 144 || &bytes[128..132] != b"DICM" {
-        return Ok(()); // not Part 10: dicom-rs says why
+        return Ok(None); // not Part 10: dicom-rs says why
     }
     let Some(length) = explicit(bytes, 132)? else {
-        return Ok(());
+        return Ok(None);
     };
     if length.tag != (2, 0) || length.len != 4 {
-        return Ok(()); // dicom-rs refuses a meta group without its length
+        return Ok(None); // dicom-rs refuses a meta group without its length
     }
     let meta_len = u32_at(bytes, length.value) as usize;
     let mut syntax = String::new();
@@ -46,10 +50,10 @@ pub(crate) fn check(bytes: &[u8]) -> Result<()> {
     let mut consumed = 0usize;
     while consumed < meta_len && pos + 8 <= bytes.len() {
         let Some(element) = explicit(bytes, pos)? else {
-            return Ok(());
+            return Ok(None);
         };
         if element.len == UNDEFINED {
-            return Ok(()); // dicom-rs refuses it
+            return Ok(None); // dicom-rs refuses it
         }
         if element.tag == (2, 0x10) {
             let value = &bytes[element.value..element.value + element.len as usize];
@@ -62,21 +66,26 @@ pub(crate) fn check(bytes: &[u8]) -> Result<()> {
         pos = next;
     }
     if syntax.is_empty() || NOT_WALKED.contains(&syntax.as_str()) {
-        return Ok(());
+        return Ok(None);
     }
-    let implicit = syntax == IMPLICIT_LE;
+    let mislabelled = syntax != IMPLICIT_LE
+        && bytes
+            .get(pos + 4..pos + 6)
+            .is_some_and(|vr| !vr.iter().all(u8::is_ascii_uppercase));
+    let implicit = syntax == IMPLICIT_LE || mislabelled;
+    let data_set = pos;
     let mut encapsulated = false;
     while pos + 8 <= bytes.len() {
         let group = u16::from_le_bytes([bytes[pos], bytes[pos + 1]]);
         let element = if implicit || group == 0xFFFE {
             if group == 0xFFFE && pos + 8 > bytes.len() {
-                return Ok(());
+                return Ok(None);
             }
             implicit_header(bytes, pos)?
         } else {
             match explicit(bytes, pos)? {
                 Some(e) => e,
-                None => return Ok(()),
+                None => return Ok(None),
             }
         };
         // Containers (sequences, items, undefined lengths) are walked into; other values
@@ -96,7 +105,7 @@ pub(crate) fn check(bytes: &[u8]) -> Result<()> {
             element.value + element.len as usize
         };
     }
-    Ok(())
+    Ok(mislabelled.then_some(data_set))
 }
 
 struct Element {
@@ -186,7 +195,8 @@ mod tests {
             "JPEG-lossy.dcm",
             "liver_1frame.dcm",
         ] {
-            check(&testdata(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+            let mislabelled = check(&testdata(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+            assert_eq!(mislabelled, None, "{f}");
         }
     }
 

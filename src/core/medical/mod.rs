@@ -6,10 +6,14 @@
 //! write each picture atomically and last the sidecar ([`output`]), whose presence with
 //! the same settings marks the file complete for a rerun.
 
+pub(crate) mod colour;
 pub(crate) mod dicom;
 pub(crate) mod dicom_lengths;
+pub(crate) mod dicom_native;
 pub mod jobs;
+pub(crate) mod jpeg12;
 pub(crate) mod nifti;
+pub(crate) mod nifti2;
 pub mod output;
 pub mod window;
 

@@ -1,4 +1,4 @@
-//! NIfTI-1 volumes (.nii, .nii.gz) -> one picture per slice.
+//! NIfTI-1 and NIfTI-2 volumes (.nii, .nii.gz) -> one picture per slice.
 //!
 //! Values are the stored voxels times `scl_slope` plus `scl_inter` when the slope is set
 //! (finite and non-zero, as nibabel; slope 1 and intercept 0 is recorded as no rescale). Slices are taken across one array axis and written
@@ -9,10 +9,7 @@
 use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
-use nifti::{
-    InMemNiftiObject, InMemNiftiVolume, NiftiHeader, NiftiObject, NiftiType, NiftiVolume,
-    ReaderOptions,
-};
+use nifti::{InMemNiftiVolume, NiftiHeader, NiftiObject, NiftiType, NiftiVolume, ReaderOptions};
 
 use super::output::{Outputs, Picture, Pixels};
 use super::window::{self, Mapping, Window};
@@ -22,11 +19,48 @@ use crate::core::budget;
 /// Array axis names used in picture suffixes (`_z0042` is slice 42 across axis 2).
 const AXIS_NAMES: [char; 3] = ['x', 'y', 'z'];
 
-/// Reads a NIfTI-1 file once its header's `dim` is known to fit
-/// [`budget::VOLUME_BYTES`] at `computed` bytes a voxel beyond the two copies of the
-/// stored voxels reading makes (the bytes, then typed values): a header of a few bytes
-/// can claim terabytes, and a gzip of zeros can deliver them.
-pub(crate) fn read_within_budget(path: &Path, computed: u64) -> Result<InMemNiftiObject> {
+/// A NIfTI volume as read from either header version.
+#[derive(Debug)]
+pub(crate) struct Volume {
+    /// `dim[1..=dim[0]]` (a CIFTI-2 matrix: its own dimensions).
+    pub shape: Vec<usize>,
+    /// The stored voxels as f64 in file (Fortran) order, not rescaled.
+    pub values: Vec<f64>,
+    /// The stored scalar type.
+    pub datatype: NiftiType,
+    /// `scl_slope`, `scl_inter`.
+    pub slope: f64,
+    pub inter: f64,
+    /// `pixdim` of each dimension of `shape`.
+    pub pixdim: Vec<f64>,
+    pub descrip: String,
+    pub xyzt_units: u8,
+}
+
+impl Volume {
+    /// `scl_slope`/`scl_inter` when they change the values (a finite non-zero slope, as
+    /// nibabel; a non-finite intercept counts as 0).
+    pub(crate) fn rescale(&self) -> Option<Rescale> {
+        let r = Rescale {
+            slope: self.slope,
+            intercept: if self.inter.is_finite() {
+                self.inter
+            } else {
+                0.0
+            },
+        };
+        (r.slope.is_finite() && r.slope != 0.0 && (r.slope, r.intercept) != (1.0, 0.0)).then_some(r)
+    }
+}
+
+/// Reads a NIfTI-1 or NIfTI-2 file once its header's `dim` is known to fit
+/// [`budget::VOLUME_BYTES`] at `computed` bytes a voxel beyond the copies reading makes
+/// (the stored bytes, then f64 values): a header of a few bytes can claim terabytes,
+/// and a gzip of zeros can deliver them.
+pub(crate) fn read_volume(path: &Path, computed: u64) -> Result<Volume> {
+    if super::nifti2::is_nifti2(path)? {
+        return super::nifti2::read(path, computed);
+    }
     let unreadable = |e: nifti::NiftiError| match e {
         nifti::NiftiError::Io(io) => anyhow::anyhow!("not a readable NIfTI-1 file: {io}"),
         e => anyhow::anyhow!("not a readable NIfTI-1 file: {e}"),
@@ -42,32 +76,48 @@ pub(crate) fn read_within_budget(path: &Path, computed: u64) -> Result<InMemNift
     budget::bytes(
         &format!("the voxels of dim {dims:?}"),
         &dims,
-        2 * stored + computed,
+        2 * stored + 8 + computed,
         budget::VOLUME_BYTES,
     )?;
-    ReaderOptions::new().read_file(path).map_err(unreadable)
+    let volume = ReaderOptions::new()
+        .read_file(path)
+        .map_err(unreadable)?
+        .into_volume();
+    let shape: Vec<usize> = volume.dim().iter().map(|&d| usize::from(d)).collect();
+    let datatype = volume.data_type();
+    let ndim = shape.len();
+    Ok(Volume {
+        values: voxel_values(volume)?,
+        shape,
+        datatype,
+        slope: f64::from(header.scl_slope),
+        inter: f64::from(header.scl_inter),
+        pixdim: header.pixdim[1..=ndim.min(7)]
+            .iter()
+            .map(|&p| f64::from(p))
+            .collect(),
+        descrip: String::from_utf8_lossy(&header.descrip)
+            .trim_end_matches('\0')
+            .trim()
+            .to_string(),
+        xyzt_units: header.xyzt_units,
+    })
 }
 
 /// Converts one NIfTI file; returns its sidecar (outputs filled in by the caller).
 pub(crate) fn convert(path: &Path, opts: &Options, out: &mut Outputs) -> Result<Sidecar> {
-    // The voxels become f64 values.
-    let obj = read_within_budget(path, 8)?;
-    let header = obj.header().clone();
-    let volume = obj.into_volume();
-    let shape: Vec<usize> = volume.dim().iter().map(|&d| usize::from(d)).collect();
+    let volume = read_volume(path, 0)?;
+    let shape = volume.shape.clone();
     if shape.len() < 2 || shape.contains(&0) {
         bail!("NIfTI dim {shape:?} is not an image (needs at least 2 non-empty dimensions)");
     }
-    let rescale = Some(Rescale {
-        slope: f64::from(header.scl_slope),
-        intercept: if header.scl_inter.is_finite() {
-            f64::from(header.scl_inter)
-        } else {
-            0.0
-        },
-    })
-    .filter(|r| r.slope.is_finite() && r.slope != 0.0 && (r.slope, r.intercept) != (1.0, 0.0));
-    let values = voxel_values(volume, rescale)?;
+    let rescale = volume.rescale();
+    let mut values = volume.values;
+    if let Some(r) = rescale {
+        values
+            .iter_mut()
+            .for_each(|v| *v = *v * r.slope + r.intercept);
+    }
     let (mapping, used) = choose_mapping(&values, opts)?;
 
     let grid = Grid::new(&shape, opts.axis)?;
@@ -97,16 +147,9 @@ pub(crate) fn convert(path: &Path, opts: &Options, out: &mut Outputs) -> Result<
         }
     }
 
-    let ndim = shape.len();
-    let pixdim: Vec<f64> = header.pixdim[1..=ndim.min(7)]
-        .iter()
-        .map(|&p| f64::from(p))
-        .collect();
+    let pixdim = volume.pixdim;
     let spacing = |axis: usize| pixdim.get(axis).copied();
-    let descrip = String::from_utf8_lossy(&header.descrip)
-        .trim_end_matches('\0')
-        .trim()
-        .to_string();
+    let descrip = volume.descrip;
     Ok(Sidecar {
         source: path.display().to_string(),
         kind: Kind::Nifti,
@@ -122,7 +165,7 @@ pub(crate) fn convert(path: &Path, opts: &Options, out: &mut Outputs) -> Result<
             .zip(spacing(grid.column_axis))
             .map(|(r, c)| [r, c]),
         slice_thickness: spacing(opts.axis),
-        spacing_unit: space_unit(header.xyzt_units).map(String::from),
+        spacing_unit: space_unit(volume.xyzt_units).map(String::from),
         shape: Some(shape),
         pixdim: Some(pixdim),
         axis: Some(opts.axis),
@@ -137,14 +180,14 @@ pub(crate) fn convert(path: &Path, opts: &Options, out: &mut Outputs) -> Result<
     })
 }
 
-/// The voxels as f64 in file (Fortran) order, rescaled.
-fn voxel_values(volume: InMemNiftiVolume, rescale: Option<Rescale>) -> Result<Vec<f64>> {
+/// The voxels as f64 in file (Fortran) order.
+fn voxel_values(volume: InMemNiftiVolume) -> Result<Vec<f64>> {
     fn cast<T: Into<f64>>(v: Vec<T>) -> Vec<f64> {
         v.into_iter().map(Into::into).collect()
     }
     let datatype = volume.data_type();
     let data = |e: nifti::NiftiError| anyhow::anyhow!("cannot read the {datatype:?} voxels: {e}");
-    let mut values = match datatype {
+    Ok(match datatype {
         NiftiType::Uint8 => cast(volume.into_nifti_typed_data::<u8>().map_err(data)?),
         NiftiType::Int8 => cast(volume.into_nifti_typed_data::<i8>().map_err(data)?),
         NiftiType::Uint16 => cast(volume.into_nifti_typed_data::<u16>().map_err(data)?),
@@ -162,13 +205,7 @@ fn voxel_values(volume: InMemNiftiVolume, rescale: Option<Rescale>) -> Result<Ve
             .map(|v| v as f64)
             .collect(),
         other => bail!("unsupported NIfTI datatype {other:?} (scalar types only)"),
-    };
-    if let Some(r) = rescale {
-        values
-            .iter_mut()
-            .for_each(|v| *v = *v * r.slope + r.intercept);
-    }
-    Ok(values)
+    })
 }
 
 /// The mapping to grey levels the options ask for, and how to record it.

@@ -10,7 +10,7 @@ use image::{DynamicImage, ImageBuffer, ImageFormat};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::window::Grey;
+use super::window::Levels;
 use super::{Options, Sidecar};
 use crate::core::files::write_atomic;
 
@@ -37,9 +37,9 @@ impl Format {
 /// Samples of a picture, row-major.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Pixels {
-    Grey(Grey),
-    /// Interleaved 8-bit RGB.
-    Rgb8(Vec<u8>),
+    Grey(Levels),
+    /// Interleaved RGB.
+    Rgb(Levels),
 }
 
 /// One 2D picture ready to encode.
@@ -54,13 +54,18 @@ impl Picture {
     fn into_image(self) -> Option<DynamicImage> {
         let (w, h) = (self.width, self.height);
         Some(match self.pixels {
-            Pixels::Grey(Grey::Eight(v)) => {
+            Pixels::Grey(Levels::Eight(v)) => {
                 DynamicImage::ImageLuma8(ImageBuffer::from_raw(w, h, v)?)
             }
-            Pixels::Grey(Grey::Sixteen(v)) => {
+            Pixels::Grey(Levels::Sixteen(v)) => {
                 DynamicImage::ImageLuma16(ImageBuffer::from_raw(w, h, v)?)
             }
-            Pixels::Rgb8(v) => DynamicImage::ImageRgb8(ImageBuffer::from_raw(w, h, v)?),
+            Pixels::Rgb(Levels::Eight(v)) => {
+                DynamicImage::ImageRgb8(ImageBuffer::from_raw(w, h, v)?)
+            }
+            Pixels::Rgb(Levels::Sixteen(v)) => {
+                DynamicImage::ImageRgb16(ImageBuffer::from_raw(w, h, v)?)
+            }
         })
     }
 
@@ -74,7 +79,10 @@ impl Picture {
         match format {
             Format::Png => img.write_to(&mut buf, ImageFormat::Png)?,
             Format::Jpeg => {
-                if matches!(img, DynamicImage::ImageLuma16(_)) {
+                if matches!(
+                    img,
+                    DynamicImage::ImageLuma16(_) | DynamicImage::ImageRgb16(_)
+                ) {
                     bail!("JPEG holds 8-bit samples only; use PNG for 16-bit output");
                 }
                 img.write_with_encoder(JpegEncoder::new_with_quality(&mut buf, quality))?
@@ -192,7 +200,7 @@ mod tests {
         let pic = Picture {
             width: 2,
             height: 1,
-            pixels: Pixels::Grey(Grey::Sixteen(vec![0, 65535])),
+            pixels: Pixels::Grey(Levels::Sixteen(vec![0, 65535])),
         };
         let png = pic.clone().encode(Format::Png, 90).unwrap();
         let back = image::load_from_memory(&png).unwrap().into_luma16();
@@ -202,7 +210,7 @@ mod tests {
         let bad = Picture {
             width: 3,
             height: 3,
-            pixels: Pixels::Rgb8(vec![0; 3]),
+            pixels: Pixels::Rgb(Levels::Eight(vec![0; 3])),
         };
         assert!(bad.encode(Format::Png, 90).is_err());
     }

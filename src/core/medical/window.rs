@@ -113,28 +113,28 @@ pub enum Depth {
     Sixteen,
 }
 
-/// Grey levels at one depth, row-major.
+/// Levels at one depth, row-major (grey, or interleaved RGB).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Grey {
+pub(crate) enum Levels {
     Eight(Vec<u8>),
     Sixteen(Vec<u16>),
 }
 
 /// Maps `values` through `mapping` (inverted for MONOCHROME1 when `invert`) and rounds
 /// to the nearest level of `depth`.
-pub(crate) fn quantize(values: &[f64], mapping: &Mapping, invert: bool, depth: Depth) -> Grey {
+pub(crate) fn quantize(values: &[f64], mapping: &Mapping, invert: bool, depth: Depth) -> Levels {
     let level = |x: f64| {
         let y = mapping.map(x);
         if invert { 1.0 - y } else { y }
     };
     match depth {
-        Depth::Eight => Grey::Eight(
+        Depth::Eight => Levels::Eight(
             values
                 .iter()
                 .map(|&x| (level(x) * 255.0).round() as u8)
                 .collect(),
         ),
-        Depth::Sixteen => Grey::Sixteen(
+        Depth::Sixteen => Levels::Sixteen(
             values
                 .iter()
                 .map(|&x| (level(x) * 65535.0).round() as u16)
@@ -249,16 +249,16 @@ mod tests {
         let m = Mapping::Range { lo: 0.0, hi: 10.0 };
         assert_eq!(
             quantize(&[-1.0, 5.0, 10.0, f64::NAN], &m, false, Depth::Eight),
-            Grey::Eight(vec![0, 128, 255, 0])
+            Levels::Eight(vec![0, 128, 255, 0])
         );
         assert_eq!(
             quantize(&[0.0, 10.0], &m, true, Depth::Sixteen),
-            Grey::Sixteen(vec![65535, 0])
+            Levels::Sixteen(vec![65535, 0])
         );
         let flat = Mapping::Range { lo: 3.0, hi: 3.0 };
         assert_eq!(
             quantize(&[3.0, 4.0], &flat, false, Depth::Eight),
-            Grey::Eight(vec![0, 255])
+            Levels::Eight(vec![0, 255])
         );
         assert_eq!(finite_min_max([2.0, f64::NAN, -1.0]), Some((-1.0, 2.0)));
     }

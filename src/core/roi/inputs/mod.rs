@@ -73,7 +73,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use image::DynamicImage;
-use nifti::{NiftiObject, NiftiType, NiftiVolume};
+use nifti::NiftiType;
 use serde::Deserialize;
 use serde_json::Value;
 

@@ -2,78 +2,37 @@
 
 use super::*;
 
-/// Voxel types a NIfTI label volume may hold.
-trait Voxel: Copy {
-    fn value(self) -> f64;
-}
-
-macro_rules! voxel {
-    ($($t:ty),*) => {$(impl Voxel for $t {
-        #[allow(clippy::cast_lossless)]
-        fn value(self) -> f64 {
-            self as f64
-        }
-    })*};
-}
-voxel!(u8, i8, u16, i16, u32, i32, u64, i64, f32, f64);
-
 pub(super) fn read_nifti(
     path: &Path,
     id: &str,
     visit: &mut dyn FnMut(Item) -> Result<()>,
 ) -> Result<()> {
     let source = path.display().to_string();
-    let obj = match crate::core::medical::nifti::read_within_budget(path, 0) {
-        Ok(o) => o,
+    let volume = match crate::core::medical::nifti::read_volume(path, 0) {
+        Ok(v) => v,
         Err(e) => {
             let msg = anyhow!("{source}: {e:#}");
             return visit(Item::new(id.to_string(), source, Err(msg)));
         }
     };
-    let header = obj.header().clone();
-    let volume = obj.into_volume();
-    let shape: Vec<usize> = volume.dim().iter().map(|&d| usize::from(d)).collect();
-    if shape.len() < 2 || shape.contains(&0) {
-        let msg = anyhow!("{source}: NIfTI dim {shape:?} is not an image");
+    if volume.shape.len() < 2 || volume.shape.contains(&0) {
+        let msg = anyhow!("{source}: NIfTI dim {:?} is not an image", volume.shape);
         return visit(Item::new(id.to_string(), source, Err(msg)));
     }
-    let (slope, inter) = (f64::from(header.scl_slope), f64::from(header.scl_inter));
-    let rescale = (slope.is_finite() && slope != 0.0 && (slope, inter) != (1.0, 0.0))
-        .then_some((slope, if inter.is_finite() { inter } else { 0.0 }));
-    let datatype = volume.data_type();
+    let rescale = volume.rescale().map(|r| (r.slope, r.intercept));
+    // The value the binary rule turns into 1: a full 8- or 16-bit voxel.
+    let full = match volume.datatype {
+        NiftiType::Uint8 => Some(255.0),
+        NiftiType::Uint16 => Some(65535.0),
+        _ => None,
+    };
     let slices = Slices {
         path,
         id,
-        shape: &shape,
+        shape: &volume.shape,
         rescale,
     };
-    macro_rules! typed {
-        ($t:ty, $full:expr) => {
-            match volume.into_nifti_typed_data::<$t>() {
-                Ok(data) => slices.emit(&data, $full, visit),
-                Err(e) => {
-                    let msg = anyhow!("{source}: cannot read the {datatype:?} voxels: {e}");
-                    visit(Item::new(id.to_string(), source, Err(msg)))
-                }
-            }
-        };
-    }
-    match datatype {
-        NiftiType::Uint8 => typed!(u8, Some(255.0)),
-        NiftiType::Uint16 => typed!(u16, Some(65535.0)),
-        NiftiType::Int8 => typed!(i8, None),
-        NiftiType::Int16 => typed!(i16, None),
-        NiftiType::Uint32 => typed!(u32, None),
-        NiftiType::Int32 => typed!(i32, None),
-        NiftiType::Uint64 => typed!(u64, None),
-        NiftiType::Int64 => typed!(i64, None),
-        NiftiType::Float32 => typed!(f32, None),
-        NiftiType::Float64 => typed!(f64, None),
-        other => {
-            let msg = anyhow!("{source}: unsupported NIfTI datatype {other:?} for a mask");
-            visit(Item::new(id.to_string(), source, Err(msg)))
-        }
-    }
+    slices.emit(&volume.values, full, visit)
 }
 
 /// One NIfTI volume being cut into axial slices.
@@ -87,9 +46,9 @@ struct Slices<'a> {
 impl Slices<'_> {
     /// Checks the volume holds labels, then visits its non-empty slices. `full`: the
     /// value the binary rule turns into 1 (none after a rescale).
-    fn emit<T: Voxel>(
+    fn emit(
         &self,
-        data: &[T],
+        data: &[f64],
         full: Option<f64>,
         visit: &mut dyn FnMut(Item) -> Result<()>,
     ) -> Result<()> {
@@ -108,9 +67,9 @@ impl Slices<'_> {
             return visit(Item::new(self.id.to_string(), source, Err(msg)));
         }
         let data = &data[..total];
-        let value = |v: T| match self.rescale {
-            Some((s, i)) => v.value() * s + i,
-            None => v.value(),
+        let value = |v: f64| match self.rescale {
+            Some((s, i)) => v * s + i,
+            None => v,
         };
         // One pass: every value a label, and is the volume binary (only `full`)?
         let mut only_full = full.is_some();
@@ -128,7 +87,7 @@ impl Slices<'_> {
                 only_full = false;
             }
         }
-        let label = |v: T| {
+        let label = |v: f64| {
             let f = value(v);
             if only_full {
                 u32::from(f != 0.0)
