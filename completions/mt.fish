@@ -123,42 +123,63 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from vqa" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -s o -l output -d 'Output: a .jsonl (resumable, `-` = stdout) or .json file for `llava`, a folder for `parquet` and `wds`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l image-folder -l images -d 'Where image names in manifests / LLaVA records resolve (folder or .tar.zst shards)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l filter -d 'Only the records this SQL WHERE clause keeps (as `mt inspect --filter`; the caption parts modality, organ, roi_location, roi_area, texture, relations can be used too)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l split -d 'Split the records by a hash of their id: NAME:FRACTION,... (train:0.9,test:0.1); fractions summing under 1 leave the rest out (a deterministic sample)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l stratify -d 'Cut each modality (or organ) group in the --split fractions exactly' -r -f -a "modality\t'The first imaging modality the caption names (CT, MRI, ...)'
+organ\t'The first organ or tissue the caption names'"
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l limit -d 'At most this many records (after --filter and --exclude-matches, in input order)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l exclude-matches -d 'Leave out the training records a contamination report lists (contamination.jsonl of `mt inspect --against`)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l images-out -d 'Write the images here' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l instruction -d 'The human turn after `<image>\\n`' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l instructions -d 'A pool of human turns, one drawn per record (by --seed and the record\'s id): a text file of one instruction a line, or a JSON array of strings' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l seed -d 'Seed of the --instructions draw' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l parts -d 'Write the six MedTrinity caption parts as fields (columns in parquet): modality, organ, roi_location, roi_area, texture, relations'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l json -d 'Machine-readable JSON on stdout instead of tables'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l no-run-dir -d 'Do not write a run directory'
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -s o -l output -d 'Output: a .jsonl (resumable, `-` = stdout) or .json file for `llava`, a folder for `parquet` and `wds`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l image-folder -l images -d 'Where image names in manifests / LLaVA records resolve (folder or .tar.zst shards)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l split -d 'Split name (file prefix)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l filter -d 'Only the records this SQL WHERE clause keeps (as `mt inspect --filter`; the caption parts modality, organ, roi_location, roi_area, texture, relations can be used too)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l split -d 'Split the records by a hash of their id: NAME:FRACTION,... (train:0.9,test:0.1); fractions summing under 1 leave the rest out (a deterministic sample)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l stratify -d 'Cut each modality (or organ) group in the --split fractions exactly' -r -f -a "modality\t'The first imaging modality the caption names (CT, MRI, ...)'
+organ\t'The first organ or tissue the caption names'"
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l limit -d 'At most this many records (after --filter and --exclude-matches, in input order)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l exclude-matches -d 'Leave out the training records a contamination report lists (contamination.jsonl of `mt inspect --against`)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l row-group-size -d 'Target row group size (bytes, or with KB/MB/GB)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l shard-size -d 'Target shard size (bytes, or with KB/MB/GB)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l parts -d 'Write the six MedTrinity caption parts as fields (columns in parquet): modality, organ, roi_location, roi_area, texture, relations'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l json -d 'Machine-readable JSON on stdout instead of tables'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -l no-run-dir -d 'Do not write a run directory'
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from parquet" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -s o -l output -d 'Output: a .jsonl (resumable, `-` = stdout) or .json file for `llava`, a folder for `parquet` and `wds`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l image-folder -l images -d 'Where image names in manifests / LLaVA records resolve (folder or .tar.zst shards)' -r -F
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l prefix -d 'Shard file name prefix' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l filter -d 'Only the records this SQL WHERE clause keeps (as `mt inspect --filter`; the caption parts modality, organ, roi_location, roi_area, texture, relations can be used too)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l split -d 'Split the records by a hash of their id: NAME:FRACTION,... (train:0.9,test:0.1); fractions summing under 1 leave the rest out (a deterministic sample)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l stratify -d 'Cut each modality (or organ) group in the --split fractions exactly' -r -f -a "modality\t'The first imaging modality the caption names (CT, MRI, ...)'
+organ\t'The first organ or tissue the caption names'"
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l limit -d 'At most this many records (after --filter and --exclude-matches, in input order)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l exclude-matches -d 'Leave out the training records a contamination report lists (contamination.jsonl of `mt inspect --against`)' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l prefix -d 'Shard file name prefix (with --split, each split\'s name)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l shard-records -d 'Records per shard at most' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l shard-size -d 'Shard size at most (bytes, or with KB/MB/GB)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l parts -d 'Write the six MedTrinity caption parts as fields (columns in parquet): modality, organ, roi_location, roi_area, texture, relations'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l zstd -d 'zstd-compress the shards (.tar.zst)'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l json -d 'Machine-readable JSON on stdout instead of tables'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -l no-run-dir -d 'Do not write a run directory'
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -s h -l help -d 'Print help'
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from wds" -s V -l version -d 'Print version'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -s o -l output -d 'Output folder' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from image" -l format -d 'Picture format' -r -f -a "png\t''

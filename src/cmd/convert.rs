@@ -9,8 +9,10 @@ use super::args::{BenchArg, ModelArgs, QuantArg};
 use super::{Context, finish_failures, print};
 use crate::core::convert::llava_out::{self as llava, LlavaOptions, LlavaSink};
 use crate::core::convert::parquet_out::{ShardOptions, ShardWriter};
+use crate::core::convert::select::{self, SelectOptions, Selection, SplitSpec, Stratum};
 use crate::core::convert::wds::{WdsOptions, WdsWriter};
 use crate::core::convert::{RecordSink, Stats, write_records};
+use crate::core::data::filter::Filter;
 use crate::core::data::{Dataset, ReadOptions, inputs};
 use crate::core::error::usage;
 use crate::core::knowledge::{self, BuildOptions};
@@ -113,8 +115,20 @@ without it, records keep the paths they had, and embedded images are an error.
 dropped. -o *.json writes a JSON array, renamed into place when complete. Records
 without a caption or image are listed and skipped (exit 3).
 
-Example:
-  mt convert llava data/25M_demo -o demo.jsonl --images-out demo_images";
+Selection (llava, parquet, wds): --filter keeps what a SQL clause keeps, --exclude-matches
+drops the training ids of `mt inspect --against`'s contamination.jsonl, --limit keeps the
+first N left. --split sends each record to a split by a hash of its id alone (FNV-1a then
+splitmix64, over 2^64, against the cumulative fractions), so a rerun or a grown dataset
+keeps every record in its split; one file per split (demo.jsonl -> demo.train.jsonl),
+one set of shards per split for parquet and wds (train-00000-of-00002.parquet). With
+--stratify the cuts are each modality's (organ's) own hash quantiles, so each group is
+split in the fractions exactly; a grown dataset then moves only records near a cut.
+
+Examples:
+  mt convert llava data/25M_demo -o demo.jsonl --images-out demo_images
+  mt convert llava data/25M_demo -o ct.jsonl --images-out img --filter \"modality = 'CT'\" \\
+      --split train:0.95,val:0.05 --stratify organ --parts
+  mt convert llava data/25M_full -o stage1.jsonl --images-out img --instructions brief.txt --seed 7";
 
 /// Inputs, output and image folder of the dataset converters.
 #[derive(Debug, clap::Args, Serialize)]
@@ -135,18 +149,78 @@ pub struct DataIo {
     pub images: Option<PathBuf>,
 }
 
+/// Which records the dataset converters write, and into which splits.
+#[derive(Debug, clap::Args, Serialize)]
+pub struct SelectArgs {
+    /// Only the records this SQL WHERE clause keeps (as `mt inspect --filter`; the caption
+    /// parts modality, organ, roi_location, roi_area, texture, relations can be used too).
+    #[arg(long, value_name = "SQL")]
+    pub filter: Option<String>,
+    /// Split the records by a hash of their id: NAME:FRACTION,... (train:0.9,test:0.1);
+    /// fractions summing under 1 leave the rest out (a deterministic sample).
+    #[arg(long, value_name = "NAME:FRACTION,...")]
+    pub split: Option<SplitSpec>,
+    /// Cut each modality (or organ) group in the --split fractions exactly.
+    #[arg(long, requires = "split")]
+    pub stratify: Option<Stratum>,
+    /// At most this many records (after --filter and --exclude-matches, in input order).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Leave out the training records a contamination report lists
+    /// (contamination.jsonl of `mt inspect --against`).
+    #[arg(long, value_name = "FILE")]
+    pub exclude_matches: Option<PathBuf>,
+    /// Write the six MedTrinity caption parts as fields (columns in parquet): modality,
+    /// organ, roi_location, roi_area, texture, relations.
+    #[arg(long)]
+    pub parts: bool,
+}
+
+impl SelectArgs {
+    /// The selection these options ask for.
+    fn options(&self) -> Result<SelectOptions> {
+        Ok(SelectOptions {
+            filter: self.filter.as_deref().map(Filter::parse).transpose()?,
+            exclude: match &self.exclude_matches {
+                Some(path) => select::read_exclusions(path)?,
+                None => Default::default(),
+            },
+            limit: self.limit,
+            split: self.split.clone(),
+            stratify: self.stratify,
+        })
+    }
+
+    /// The split names outputs are made for (one unnamed output without --split).
+    fn names(&self) -> Vec<Option<String>> {
+        match &self.split {
+            Some(spec) => spec.names.iter().cloned().map(Some).collect(),
+            None => vec![None],
+        }
+    }
+}
+
 /// `mt convert llava`.
 #[derive(Debug, clap::Args, Serialize)]
 #[command(after_help = LLAVA_HELP)]
 pub struct LlavaArgs {
     #[command(flatten)]
     pub io: DataIo,
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// Write the images here.
     #[arg(long, value_name = "DIR")]
     pub images_out: Option<PathBuf>,
     /// The human turn after `<image>\n`.
     #[arg(long, default_value = "Describe the image in detail.")]
     pub instruction: String,
+    /// A pool of human turns, one drawn per record (by --seed and the record's id): a
+    /// text file of one instruction a line, or a JSON array of strings.
+    #[arg(long, value_name = "FILE", conflicts_with = "instruction")]
+    pub instructions: Option<PathBuf>,
+    /// Seed of the --instructions draw.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 const PARQUET_HELP: &str = "\
@@ -166,9 +240,8 @@ Example:
 pub struct ParquetArgs {
     #[command(flatten)]
     pub io: DataIo,
-    /// Split name (file prefix).
-    #[arg(long, default_value = "train")]
-    pub split: String,
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// Target row group size (bytes, or with KB/MB/GB).
     #[arg(long, default_value = "100MB", value_parser = parse_size)]
     pub row_group_size: u64,
@@ -195,8 +268,10 @@ Example:
 pub struct WdsArgs {
     #[command(flatten)]
     pub io: DataIo,
-    /// Shard file name prefix.
-    #[arg(long, default_value = "train")]
+    #[command(flatten)]
+    pub select: SelectArgs,
+    /// Shard file name prefix (with --split, each split's name).
+    #[arg(long, default_value = "train", conflicts_with = "split")]
     pub prefix: String,
     /// Records per shard at most.
     #[arg(long, default_value_t = 10_000)]
@@ -481,26 +556,52 @@ fn convert_vqa(a: &VqaArgs, ctx: &mut Context) -> Result<()> {
 
 fn convert_llava(a: &LlavaArgs, ctx: &mut Context) -> Result<()> {
     llava::check_output(&a.io.output)?;
+    if a.select.split.is_some() && a.io.output == Path::new("-") {
+        return Err(usage(
+            "--split writes one file per split: give -o a file name, not -",
+        ));
+    }
+    let instructions = match &a.instructions {
+        Some(path) => llava::read_instructions(path)?,
+        None => vec![a.instruction.clone()],
+    };
     let (dataset, read, open_failures) = open_inputs(&a.io.inputs, a.io.images.as_deref())?;
-    let mut sink = LlavaSink::open(&a.io.output)?;
+    let outputs: Vec<PathBuf> = a
+        .select
+        .names()
+        .iter()
+        .map(|name| llava::split_path(&a.io.output, name.as_deref()))
+        .collect();
+    let mut sinks = outputs
+        .iter()
+        .map(|path| LlavaSink::open(path))
+        .collect::<Result<Vec<_>>>()?;
+    let mut selection = Selection::new(a.select.options()?, &dataset, &read)?;
     let opts = LlavaOptions {
-        instruction: a.instruction.clone(),
+        instructions,
+        seed: a.seed,
+        parts: a.select.parts,
         images_out: a.images_out.clone(),
     };
-    let resumed = sink.resumed();
+    let resumed = sinks.iter().map(LlavaSink::resumed).sum();
     let started = std::time::Instant::now();
     let bar = progress::bar(
         dataset.known_rows(&dataset.units(&[], 1)),
         "rows",
         "converting",
     );
-    let stats = llava::convert(&dataset, &read, &mut sink, &opts, &|n| bar.inc(n))?;
-    sink.finish()?;
+    let stats = llava::convert(&dataset, &read, &mut sinks, &mut selection, &opts, &|n| {
+        bar.inc(n)
+    })?;
+    for sink in sinks {
+        sink.finish()?;
+    }
     bar.finish_and_clear();
     let run = Finished {
         started,
         resumed,
         output: &a.io.output,
+        splits: a.select.names(),
     };
     report(ctx, stats, &dataset, open_failures, run)
 }
@@ -514,70 +615,79 @@ fn convert_parquet(a: &ParquetArgs, ctx: &mut Context) -> Result<()> {
             "--row-group-size can be at most 1GB (image bytes of a row group are one arrow array)",
         ));
     }
-    let open = || {
+    let open = |name: Option<&str>| {
         ShardWriter::open(ShardOptions {
             dir: a.io.output.clone(),
-            split: a.split.clone(),
+            split: name.unwrap_or("train").to_string(),
             row_group_bytes: a.row_group_size as usize,
             shard_bytes: a.shard_size,
+            parts: a.select.parts,
         })
     };
-    write_shards(
-        ctx,
-        &a.io.inputs,
-        a.io.images.as_deref(),
-        open,
-        &a.io.output,
-    )
+    write_shards(ctx, &a.io, &a.select, open)
 }
 
 fn convert_wds(a: &WdsArgs, ctx: &mut Context) -> Result<()> {
     if a.shard_records == 0 {
         return Err(usage("--shard-records must be at least 1"));
     }
-    let open = || {
+    let open = |name: Option<&str>| {
         WdsWriter::open(WdsOptions {
             dir: a.io.output.clone(),
-            prefix: a.prefix.clone(),
+            prefix: name.unwrap_or(&a.prefix).to_string(),
             max_records: a.shard_records,
             max_bytes: a.shard_size,
             zstd: a.zstd,
         })
     };
-    write_shards(
-        ctx,
-        &a.io.inputs,
-        a.io.images.as_deref(),
-        open,
-        &a.io.output,
-    )
+    write_shards(ctx, &a.io, &a.select, open)
 }
 
-/// Streams the inputs' records into the shard writer `open` makes, then reports.
+/// Streams the inputs' records into the shard writers `open` makes (one per split),
+/// then reports.
 fn write_shards<W: RecordSink>(
     ctx: &mut Context,
-    paths: &[String],
-    images: Option<&Path>,
-    open: impl FnOnce() -> Result<W>,
-    out: &Path,
+    io: &DataIo,
+    select: &SelectArgs,
+    open: impl Fn(Option<&str>) -> Result<W>,
 ) -> Result<()> {
-    let (dataset, read, open_failures) = open_inputs(paths, images)?;
-    let mut writer = open()?;
-    let resumed = writer.resumed();
+    let (dataset, read, open_failures) = open_inputs(&io.inputs, io.images.as_deref())?;
+    let names = select.names();
+    let mut writers = names
+        .iter()
+        .map(|name| open(name.as_deref()))
+        .collect::<Result<Vec<W>>>()?;
+    let mut selection = Selection::new(select.options()?, &dataset, &read)?;
+    let resumed = writers.iter().map(RecordSink::resumed).sum();
     let started = std::time::Instant::now();
     let bar = progress::bar(
         dataset.known_rows(&dataset.units(&[], 1)),
         "rows",
         "converting",
     );
-    let stats = write_records(&dataset, &read, &mut writer, &|n| bar.inc(n))?;
-    let shards = writer.finish()?;
+    let mut sinks: Vec<&mut dyn RecordSink> = writers
+        .iter_mut()
+        .map(|w| w as &mut dyn RecordSink)
+        .collect();
+    let stats = write_records(
+        &dataset,
+        &read,
+        &mut sinks,
+        &mut selection,
+        select.parts,
+        &|n| bar.inc(n),
+    )?;
+    let mut shards = 0;
+    for writer in writers {
+        shards += writer.finish()?;
+    }
     bar.finish_and_clear();
-    tracing::info!("{shards} shards in {}", out.display());
+    tracing::info!("{shards} shards in {}", io.output.display());
     let run = Finished {
         started,
         resumed,
-        output: out,
+        output: &io.output,
+        splits: names,
     };
     report(ctx, stats, &dataset, open_failures, run)
 }
@@ -605,6 +715,8 @@ struct Finished<'a> {
     /// Records the output held before this run.
     resumed: usize,
     output: &'a Path,
+    /// The `--split` names (one None without).
+    splits: Vec<Option<String>>,
 }
 
 fn report(
@@ -616,9 +728,30 @@ fn report(
         started,
         resumed,
         output,
+        splits,
     }: Finished<'_>,
 ) -> Result<()> {
     let secs = started.elapsed().as_secs_f64();
+    let per_split: serde_json::Map<String, serde_json::Value> = splits
+        .iter()
+        .zip(&stats.per_split)
+        .filter_map(|(name, n)| Some((name.clone()?, serde_json::json!(n))))
+        .collect();
+    if !per_split.is_empty() || stats.filtered_out + stats.excluded > 0 {
+        tracing::info!(
+            filtered_out = stats.filtered_out,
+            excluded = stats.excluded,
+            "splits {}; {} records left out by --filter, {} by --exclude-matches{}",
+            serde_json::Value::Object(per_split.clone()),
+            stats.filtered_out,
+            stats.excluded,
+            if stats.unsplit > 0 {
+                format!(", {} past the last split", stats.unsplit)
+            } else {
+                String::new()
+            }
+        );
+    }
     tracing::info!(
         records = stats.records,
         skipped_existing = stats.skipped_existing,
@@ -643,6 +776,8 @@ fn report(
         run.set_count("skipped_existing", stats.skipped_existing);
         run.set_count("images_written", stats.images_written);
         run.set_count("archive_members", stats.archive_members);
+        run.set_count("filtered_out", stats.filtered_out);
+        run.set_count("excluded", stats.excluded);
         run.set_count("failed", stats.failures.len());
     }
     if ctx.json {
@@ -652,6 +787,10 @@ fn report(
             "skipped_existing": stats.skipped_existing,
             "images_written": stats.images_written,
             "archive_members": stats.archive_members,
+            "splits": per_split,
+            "filtered_out": stats.filtered_out,
+            "excluded": stats.excluded,
+            "unsplit": stats.unsplit,
             "seconds": secs,
             "failed": stats.failures.len(),
             "failures": super::failure_list(&stats.failures),

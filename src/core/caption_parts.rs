@@ -201,6 +201,49 @@ pub(crate) fn analyze(caption: &str) -> CaptionParts {
     out
 }
 
+/// The six parts of a caption as column values (`--parts`): the canonical modality and
+/// organ names, and for the other four the caption's sentences that mention the part,
+/// joined by a space; None where the caption has none.
+pub(crate) fn part_columns(caption: &str) -> [Option<String>; 6] {
+    let whole = analyze(caption);
+    let mut columns: [Option<String>; 6] = Default::default();
+    columns[MODALITY] = whole
+        .modality
+        .map(|i| MODALITIES[usize::from(i)].0.to_string());
+    columns[ORGAN] = whole.organ.map(|i| ORGANS[usize::from(i)].0.to_string());
+    for sentence in sentences(caption) {
+        let parts = analyze(sentence);
+        for part in [LOCATION, AREA, TEXTURE, RELATIONS] {
+            if parts.has(part) {
+                let text = columns[part].get_or_insert_with(String::new);
+                if !text.is_empty() {
+                    text.push(' ');
+                }
+                text.push_str(sentence);
+            }
+        }
+    }
+    columns
+}
+
+/// Sentences: text up to a `.`, `!`, `?` or `;` followed by whitespace (so `3.5 cm`
+/// stays whole), trimmed, empty ones dropped.
+fn sentences(text: &str) -> impl Iterator<Item = &str> {
+    let bytes = text.as_bytes();
+    let mut start = 0;
+    let mut cuts = Vec::new();
+    for (i, &b) in bytes.iter().enumerate() {
+        let end = matches!(b, b'.' | b'!' | b'?' | b';')
+            && bytes.get(i + 1).is_none_or(u8::is_ascii_whitespace);
+        if end {
+            cuts.push(&text[start..=i]);
+            start = i + 1;
+        }
+    }
+    cuts.push(&text[start..]);
+    cuts.into_iter().map(str::trim).filter(|s| !s.is_empty())
+}
+
 /// The area bit when a digit is followed (maybe after spaces) by `%`.
 fn area_mask(bytes: &[u8]) -> u8 {
     let mut from = 0;
@@ -235,6 +278,24 @@ pub(crate) fn word_count(s: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn part_columns_name_modality_and_organ_and_quote_sentences() {
+        let caption = "Axial CT of the abdomen showing the liver. The lesion lies in the \
+            upper left, about 3.5% of the image. It is hypodense; it abuts the kidney.";
+        let [modality, organ, location, area, texture, relations] = part_columns(caption);
+        assert_eq!(modality.as_deref(), Some("CT"));
+        assert_eq!(organ.as_deref(), Some("abdomen"));
+        let second = "The lesion lies in the upper left, about 3.5% of the image.";
+        assert_eq!(location.as_deref(), Some(second));
+        assert_eq!(area.as_deref(), Some(second));
+        assert_eq!(texture.as_deref(), Some("It is hypodense;"));
+        assert_eq!(relations.as_deref(), Some("it abuts the kidney."));
+        assert_eq!(
+            part_columns("A photograph."),
+            <[Option<String>; 6]>::default()
+        );
+    }
 
     const MEDTRINITY: &str = "The image is an axial computed tomography (CT) scan of the abdomen, showing \
         the liver, kidneys and bowel loops. The region of interest is located in the left-center of the \

@@ -2,7 +2,7 @@
 
 pub(crate) mod budget;
 pub(crate) mod caption_parts;
-pub(crate) mod convert;
+pub mod convert;
 pub mod data;
 pub(crate) mod display;
 pub mod error;

@@ -17,6 +17,7 @@ mod chat;
 mod cli;
 mod convert_data;
 mod convert_image;
+mod convert_select;
 mod convert_vqa;
 mod download;
 mod eval;

@@ -12,20 +12,42 @@ use rayon::prelude::*;
 use serde_json::{Map, Value, json};
 
 use super::image_files::{output_name, safe_relative, write_once};
-use super::{Stats, each_batch};
+use super::select::Selection;
+use super::{Stats, each_batch, part_fields};
 use crate::core::data::inputs::{Input, Role};
 use crate::core::data::sample::{Batch, ImageRef};
 use crate::core::data::{Dataset, ReadOptions};
 use crate::core::error::usage;
+use crate::core::hash::{fnv1a, keyed};
 use crate::core::jsonl_output::JsonlOutput;
 
 /// How to convert.
 #[derive(Debug, Clone)]
 pub(crate) struct LlavaOptions {
-    /// The human turn after `<image>\n`.
-    pub instruction: String,
+    /// The human turns after `<image>\n`: one is drawn per record (by the seed and the
+    /// record's id, so a rerun draws the same).
+    pub instructions: Vec<String>,
+    /// Seed of the instruction draw.
+    pub seed: u64,
+    /// Write the six caption parts as record fields.
+    pub parts: bool,
     /// Where image files go; required when records embed their images.
     pub images_out: Option<PathBuf>,
+}
+
+impl LlavaOptions {
+    /// The instruction drawn for record `id`.
+    fn instruction(&self, id: &str) -> &str {
+        let n = self.instructions.len() as u64;
+        let pick = if n > 1 {
+            keyed(self.seed, fnv1a(id), 0) % n
+        } else {
+            0
+        };
+        self.instructions
+            .get(pick as usize)
+            .map_or("", String::as_str)
+    }
 }
 
 /// Where records go: resumable JSONL, or a JSON array renamed into place when done.
@@ -111,23 +133,48 @@ impl LlavaSink {
     }
 }
 
-/// Converts every record of `dataset` into `sink`.
+/// Converts every record of `dataset` that `selection` routes to a split into that
+/// split's sink.
 pub(crate) fn convert(
     dataset: &Dataset,
     read: &ReadOptions,
-    sink: &mut LlavaSink,
+    sinks: &mut [LlavaSink],
+    selection: &mut Selection,
     opts: &LlavaOptions,
     on_rows: &dyn Fn(u64),
 ) -> Result<Stats> {
-    each_batch(
+    let mut per_split = vec![0; sinks.len()];
+    let selected = std::cell::RefCell::new(selection);
+    let stop = || selected.borrow().exhausted();
+    let mut stats = each_batch(
         dataset,
         read,
         on_rows,
+        &stop,
         &mut |input, batch, stats| match input.role {
             Role::ImageShard => archive_members(batch, opts, stats),
-            Role::Records => records(batch, input, sink, opts, stats),
+            Role::Records => {
+                let routes = selected.borrow_mut().route(batch)?;
+                let mut to = Split {
+                    sinks: &mut *sinks,
+                    routes,
+                    per_split: &mut per_split,
+                };
+                records(batch, input, &mut to, opts, stats)
+            }
         },
-    )
+    )?;
+    stats.per_split = per_split;
+    selected.borrow().record_in(&mut stats);
+    Ok(stats)
+}
+
+/// Where the records of one batch go.
+struct Split<'a> {
+    sinks: &'a mut [LlavaSink],
+    /// Per record of the batch, its split (None: not written).
+    routes: Vec<Option<usize>>,
+    per_split: &'a mut [usize],
 }
 
 /// Image members of a `25M_full` archive shard: written under their own names.
@@ -160,18 +207,22 @@ fn write_all(jobs: &[(PathBuf, &[u8])]) -> Result<usize> {
 fn records(
     batch: &Batch,
     source: &Input,
-    sink: &mut LlavaSink,
+    to: &mut Split<'_>,
     opts: &LlavaOptions,
     stats: &mut Stats,
 ) -> Result<()> {
     let input = source.display();
     let root = source.store.root();
-    let mut out = Vec::with_capacity(batch.len());
+    let mut out: Vec<Vec<(String, Value)>> = vec![Vec::new(); to.sinks.len()];
     let mut jobs: Vec<(PathBuf, std::borrow::Cow<'_, [u8]>)> = Vec::new();
     for i in 0..batch.len() {
+        let Some(split) = to.routes[i] else {
+            continue;
+        };
         let id = batch.id(i).into_owned();
-        if sink.done(&id) {
+        if to.sinks[split].done(&id) {
             stats.skipped_existing += 1;
+            to.per_split[split] += 1;
             continue;
         }
         let row = batch.first_row + i as u64;
@@ -210,14 +261,19 @@ fn records(
             _ => name.to_string_lossy().into_owned(),
         };
         let source = batch.source(i).map(|s| ("source".to_string(), json!(s)));
+        let parts = opts
+            .parts
+            .then(|| part_fields(caption))
+            .into_iter()
+            .flatten();
         let record = conversation_record(
             json!(id),
             &shown,
-            &opts.instruction,
+            opts.instruction(&id),
             caption,
-            source.into_iter().chain(batch.extra(i)),
+            source.into_iter().chain(parts).chain(batch.extra(i)),
         );
-        out.push((id, record));
+        out[split].push((id, record));
     }
     // One job per file: records sharing an image would race on the same path.
     jobs.sort_by(|a, b| a.0.cmp(&b.0));
@@ -225,8 +281,12 @@ fn records(
     let borrowed: Vec<(PathBuf, &[u8])> =
         jobs.iter().map(|(p, b)| (p.clone(), b.as_ref())).collect();
     stats.images_written += write_all(&borrowed)?;
-    stats.records += out.len();
-    sink.write(&out)
+    for (split, records) in out.iter().enumerate() {
+        stats.records += records.len();
+        to.per_split[split] += records.len();
+        to.sinks[split].write(records)?;
+    }
+    Ok(())
 }
 
 /// One LLaVA conversation record: `{id, image, conversations: [human "<image>\n" +
@@ -252,6 +312,46 @@ pub(crate) fn conversation_record(
         r.entry(k).or_insert(v);
     }
     Value::Object(r)
+}
+
+/// The output file of split `name`: `out.jsonl` -> `out.NAME.jsonl` (the file itself
+/// without a split).
+pub(crate) fn split_path(output: &Path, name: Option<&str>) -> PathBuf {
+    let Some(name) = name else {
+        return output.to_path_buf();
+    };
+    match output.extension() {
+        Some(ext) => output.with_extension(format!("{name}.{}", ext.to_string_lossy())),
+        None => output.with_extension(name),
+    }
+}
+
+/// `--instructions`: a JSON array of strings (a `.json` file), else one instruction a
+/// line (blank lines skipped).
+pub(crate) fn read_instructions(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| usage(format!("--instructions {}: {e}", path.display())))?;
+    let pool: Vec<String> = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).map_err(|e| {
+            usage(format!(
+                "--instructions {}: not a JSON array of strings: {e}",
+                path.display()
+            ))
+        })?
+    } else {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    if pool.is_empty() {
+        return Err(usage(format!(
+            "--instructions {}: no instructions in it",
+            path.display()
+        )));
+    }
+    Ok(pool)
 }
 
 /// Fails unless `path` can hold the output (a file path, not a folder).

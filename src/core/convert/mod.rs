@@ -5,6 +5,7 @@
 pub(crate) mod image_files;
 pub(crate) mod llava_out;
 pub(crate) mod parquet_out;
+pub mod select;
 pub(crate) mod wds;
 
 use std::path::{Path, PathBuf};
@@ -12,10 +13,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, anyhow};
 use serde_json::{Map, Value};
 
+use crate::core::caption_parts::{PARTS, part_columns};
 use crate::core::data::inputs::{Input, Role};
 use crate::core::data::sample::{Batch, ImageRef};
 use crate::core::data::{Dataset, Flow, ReadOptions};
 use image_files::output_name;
+use select::Selection;
 
 /// What a conversion did.
 #[derive(Debug, Default)]
@@ -26,15 +29,23 @@ pub(crate) struct Stats {
     pub archive_members: usize,
     /// (where, error) for every record or input that failed.
     pub failures: Vec<(String, String)>,
+    /// Records written (or found from an earlier run) per split, in `--split` order.
+    pub per_split: Vec<usize>,
+    /// Records `--filter` dropped, `--exclude-matches` dropped, and records whose id
+    /// hash fell past the last `--split` fraction.
+    pub filtered_out: u64,
+    pub excluded: u64,
+    pub unsplit: u64,
 }
 
 /// Feeds every batch of `dataset` to `f`, in input order, and returns the stats `f`
 /// kept. A batch that fails to read is recorded in the failures and skipped; an error
-/// from `f` stops everything.
+/// from `f` stops everything, and so does `stop` turning true (`--limit` reached).
 pub(crate) fn each_batch(
     dataset: &Dataset,
     read: &ReadOptions,
     on_rows: &dyn Fn(u64),
+    stop: &dyn Fn() -> bool,
     f: &mut dyn FnMut(&Input, &Batch, &mut Stats) -> Result<()>,
 ) -> Result<Stats> {
     let mut stats = Stats::default();
@@ -51,6 +62,7 @@ pub(crate) fn each_batch(
             };
             on_rows(batch.len() as u64);
             match f(input, &batch, &mut stats) {
+                Ok(()) if stop() => Flow::Stop,
                 Ok(()) => Flow::Continue,
                 Err(e) => {
                     fatal = Some(e);
@@ -60,6 +72,9 @@ pub(crate) fn each_batch(
         })?;
         if let Some(e) = fatal {
             return Err(e);
+        }
+        if stop() {
+            break;
         }
     }
     Ok(stats)
@@ -90,24 +105,37 @@ pub(crate) trait RecordSink {
         Self: Sized;
 }
 
-/// Feeds every record of `dataset` that has a caption and image bytes (in the record
-/// or in a file) to `sink`, skipping ids it already has. Other records are listed in
-/// the stats; image members of `.tar.zst` shards are counted, not written.
+/// Feeds every record of `dataset` that `selection` routes to a split and that has a
+/// caption and image bytes (in the record or in a file) to that split's sink, skipping
+/// ids it already has. Other records are listed in the stats; image members of
+/// `.tar.zst` shards are counted, not written. With `parts`, the six caption parts go
+/// in each record's fields.
 pub(crate) fn write_records(
     dataset: &Dataset,
     read: &ReadOptions,
-    sink: &mut dyn RecordSink,
+    sinks: &mut [&mut dyn RecordSink],
+    selection: &mut Selection,
+    parts: bool,
     on_rows: &dyn Fn(u64),
 ) -> Result<Stats> {
-    each_batch(dataset, read, on_rows, &mut |input, batch, stats| {
+    let mut per_split = vec![0; sinks.len()];
+    let selected = std::cell::RefCell::new(selection);
+    let stop = || selected.borrow().exhausted();
+    let mut stats = each_batch(dataset, read, on_rows, &stop, &mut |input, batch, stats| {
         if input.role == Role::ImageShard {
             stats.archive_members += batch.len();
             return Ok(());
         }
-        for i in 0..batch.len() {
+        let routes = selected.borrow_mut().route(batch)?;
+        for (i, split) in routes.into_iter().enumerate() {
+            let Some(split) = split else {
+                continue;
+            };
+            let sink = &mut *sinks[split];
             let id = batch.id(i);
             if sink.contains(&id) {
                 stats.skipped_existing += 1;
+                per_split[split] += 1;
                 continue;
             }
             let row = batch.first_row + i as u64;
@@ -131,18 +159,35 @@ pub(crate) fn write_records(
             };
             let name = output_name(&id, &image, input.store.root())
                 .map(|p| p.to_string_lossy().into_owned());
+            let caption = batch.caption(i).unwrap_or_default();
+            let mut extra = batch.extra(i);
+            if parts {
+                extra.extend(part_fields(caption));
+            }
             sink.push(Record {
                 id: &id,
                 image: &bytes,
                 image_name: name.as_deref(),
-                caption: batch.caption(i).unwrap_or_default(),
+                caption,
                 source: batch.source(i),
-                extra: batch.extra(i),
+                extra,
             })?;
             stats.records += 1;
+            per_split[split] += 1;
         }
         Ok(())
-    })
+    })?;
+    stats.per_split = per_split;
+    selected.borrow().record_in(&mut stats);
+    Ok(stats)
+}
+
+/// `--parts`: the six MedTrinity caption parts as record fields (null where absent).
+pub(crate) fn part_fields(caption: &str) -> impl Iterator<Item = (String, Value)> {
+    PARTS
+        .iter()
+        .zip(part_columns(caption))
+        .map(|(name, value)| (name.to_string(), value.map_or(Value::Null, Value::String)))
 }
 
 /// Complete shards `<prefix>-NNNNN[-of-MMMMM].<ext>` in `dir` with their numbers, in

@@ -21,6 +21,7 @@ use parquet::file::properties::WriterProperties;
 use serde_json::json;
 
 use super::{Record, RecordSink, complete_shards, next_shard_number, publish_shard};
+use crate::core::caption_parts::PARTS;
 use crate::core::data::columns::StrColumn;
 use crate::core::data::parquet::{batches, open_checked};
 
@@ -32,6 +33,8 @@ pub(crate) struct ShardOptions {
     pub split: String,
     pub row_group_bytes: usize,
     pub shard_bytes: u64,
+    /// Add the six caption part columns (from each record's fields).
+    pub parts: bool,
 }
 
 /// Writes rows into shards.
@@ -59,33 +62,40 @@ struct Pending {
     path: Vec<Option<String>>,
     caption: Vec<String>,
     source: Vec<Option<String>>,
+    /// `--parts`: per part, its values.
+    parts: [Vec<Option<String>>; 6],
     size: usize,
 }
 
-fn schema() -> SchemaRef {
+fn schema(parts: bool) -> SchemaRef {
     let image = Fields::from(vec![
         Field::new("bytes", DataType::Binary, true),
         Field::new("path", DataType::Utf8, true),
     ]);
-    let features = json!({"info": {"features": {
+    let mut features = json!({
         "id": {"dtype": "string", "_type": "Value"},
         "image": {"_type": "Image"},
         "caption": {"dtype": "string", "_type": "Value"},
         "source": {"dtype": "string", "_type": "Value"},
-    }}});
+    });
+    let mut fields = vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("image", DataType::Struct(image), true),
+        Field::new("caption", DataType::Utf8, true),
+        Field::new("source", DataType::Utf8, true),
+    ];
+    if parts {
+        for name in PARTS {
+            features[name] = json!({"dtype": "string", "_type": "Value"});
+            fields.push(Field::new(name, DataType::Utf8, true));
+        }
+    }
+    let features = json!({"info": {"features": features}});
     let metadata: std::collections::HashMap<String, String> =
         [("huggingface".to_string(), features.to_string())]
             .into_iter()
             .collect();
-    Arc::new(
-        Schema::new(vec![
-            Field::new("id", DataType::Utf8, false),
-            Field::new("image", DataType::Struct(image), true),
-            Field::new("caption", DataType::Utf8, true),
-            Field::new("source", DataType::Utf8, true),
-        ])
-        .with_metadata(metadata),
-    )
+    Arc::new(Schema::new(fields).with_metadata(metadata))
 }
 
 impl RecordSink for ShardWriter {
@@ -110,6 +120,16 @@ impl RecordSink for ShardWriter {
         p.path.push(row.image_name.map(str::to_string));
         p.caption.push(row.caption.to_string());
         p.source.push(row.source.map(str::to_string));
+        if self.opts.parts {
+            for (values, name) in p.parts.iter_mut().zip(PARTS) {
+                values.push(
+                    row.extra
+                        .get(name)
+                        .and_then(|v| v.as_str())
+                        .map(String::from),
+                );
+            }
+        }
         self.rows += 1;
         if p.size >= self.opts.row_group_bytes {
             self.flush_row_group()?;
@@ -131,8 +151,8 @@ impl ShardWriter {
         }
         let next_shard = next_shard_number(&shards);
         Ok(Self {
+            schema: schema(opts.parts),
             opts,
-            schema: schema(),
             done,
             next_shard,
             current: None,
@@ -204,15 +224,16 @@ impl ShardWriter {
             v.iter().for_each(|s| b.append_option(s.as_deref()));
             Arc::new(b.finish())
         };
-        Ok(RecordBatch::try_new(
-            self.schema.clone(),
-            vec![
-                strings(p.id.into_iter().map(Some).collect()),
-                Arc::new(image),
-                strings(p.caption.into_iter().map(Some).collect()),
-                strings(p.source),
-            ],
-        )?)
+        let mut columns = vec![
+            strings(p.id.into_iter().map(Some).collect()),
+            Arc::new(image),
+            strings(p.caption.into_iter().map(Some).collect()),
+            strings(p.source),
+        ];
+        if self.opts.parts {
+            columns.extend(p.parts.into_iter().map(strings));
+        }
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 
     /// Writes what is pending, closes the last shard and names every shard

@@ -1,9 +1,11 @@
 //! `--filter`: a SQL WHERE clause over the records, evaluated by polars-sql one batch at
 //! a time. Columns: `id`, `caption`, `source`, `image` (path or file name of the image,
 //! null when embedded without one), `row` (row number in its input) and every other
-//! field of the input under its own name. Examples:
+//! field of the input under its own name, plus the MedTrinity caption parts an input
+//! lacks when the clause names them (`modality`, `organ`, `roi_location`, `roi_area`,
+//! `texture`, `relations`: [`caption_parts::part_columns`]). Examples:
 //! `source = 'slake'`, `caption ILIKE '%computed tomography%'`, `row < 100`,
-//! `length(caption) > 500 AND source IN ('pmc', 'roco')`.
+//! `length(caption) > 500 AND source IN ('pmc', 'roco')`, `modality = 'CT' AND organ = 'liver'`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +16,7 @@ use polars::prelude::*;
 use serde_json::Value;
 
 use super::sample::{Batch, ImageRef};
+use crate::core::caption_parts::{self, PARTS};
 use crate::core::error::{contain_panic, usage};
 
 /// A compiled `--filter` expression.
@@ -28,6 +31,8 @@ use crate::core::error::{contain_panic, usage};
 pub(crate) struct Filter {
     text: String,
     expr: Expr,
+    /// The caption parts (indices into [`PARTS`]) the clause names.
+    parts: Vec<usize>,
     /// The type each read column was given when first seen.
     types: Arc<Mutex<HashMap<String, DataType>>>,
 }
@@ -49,9 +54,14 @@ impl Filter {
             polars::sql::sql_expr(text).map_err(anyhow::Error::from)
         })
         .map_err(|e| usage(format!("--filter `{text}`: {e:#}")))?;
+        let names = expr.clone().meta().root_names();
+        let parts = (0..PARTS.len())
+            .filter(|&i| names.iter().any(|n| n.as_str() == PARTS[i]))
+            .collect();
         Ok(Filter {
             text: text.to_string(),
             expr,
+            parts,
             types: Arc::default(),
         })
     }
@@ -131,6 +141,18 @@ impl Filter {
         }
         for (name, dtype) in types.iter().filter(|(name, _)| !extras.contains(name)) {
             columns.push(Column::full_null(name.as_str().into(), n, dtype));
+        }
+        let missing: Vec<usize> = (self.parts.iter().copied())
+            .filter(|&p| !extras.iter().any(|e| e == PARTS[p]))
+            .collect();
+        if !missing.is_empty() {
+            let rows: Vec<[Option<String>; 6]> = (0..n)
+                .map(|i| caption_parts::part_columns(batch.caption(i).unwrap_or_default()))
+                .collect();
+            for p in missing {
+                let values: Vec<Option<&str>> = rows.iter().map(|r| r[p].as_deref()).collect();
+                columns.push(Column::new(PARTS[p].into(), values));
+            }
         }
         DataFrame::new(n, columns)
             .map_err(|e| usage(format!("--filter: cannot build columns: {e}")))
@@ -286,8 +308,20 @@ mod tests {
     }
 
     #[test]
+    fn caption_parts_are_columns_when_named() {
+        let b = batch();
+        let keep = |sql: &str| Filter::parse(sql).unwrap().mask(&b).unwrap();
+        assert_eq!(keep("modality = 'CT'"), vec![true, false, true]);
+        assert_eq!(
+            keep("organ = 'brain' OR organ = 'liver'"),
+            vec![true, true, false]
+        );
+        assert_eq!(keep("roi_area IS NULL"), vec![true; 3]);
+    }
+
+    #[test]
     fn bad_clauses_are_usage_errors_naming_columns() {
-        let err = Filter::parse("modality = 'CT'")
+        let err = Filter::parse("scanner = 'CT'")
             .unwrap()
             .mask(&batch())
             .unwrap_err();
