@@ -2176,7 +2176,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__inspect)
-            opts="-j -v -q -h -V --images --image-folder --head --sample --filter --columns --no-images --decode --plots --contact-sheet --threads --spill-mb --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-j -v -q -h -V --images --image-folder --head --sample --filter --columns --no-images --decode --plots --contact-sheet --threads --spill-mb --against --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2223,6 +2223,10 @@ _mt() {
                     return 0
                     ;;
                 --spill-mb)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --against)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

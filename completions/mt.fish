@@ -77,6 +77,7 @@ complete -c mt -n "__fish_mt_using_subcommand inspect" -l plots -d 'Write PNG hi
 complete -c mt -n "__fish_mt_using_subcommand inspect" -l contact-sheet -d 'Images on the --plots contact sheet' -r
 complete -c mt -n "__fish_mt_using_subcommand inspect" -s j -l threads -d 'Worker threads (default: one per core)' -r
 complete -c mt -n "__fish_mt_using_subcommand inspect" -l spill-mb -d 'Memory for id and image-hash sets before they spill to temporary files, in MB' -r
+complete -c mt -n "__fish_mt_using_subcommand inspect" -l against -d 'Find these benchmark images in the inputs: any path mt reads, or BENCH[:SPLIT]=PATH for VQA-RAD / SLAKE / PathVQA in a released or hub layout (split test unless named). Exact copies (same pixels) and near copies (re-encoded, resized, cropped) go to contamination.jsonl in the run directory' -r
 complete -c mt -n "__fish_mt_using_subcommand inspect" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
 complete -c mt -n "__fish_mt_using_subcommand inspect" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand inspect" -l no-images -d 'Skip image statistics (image bytes are not read)'

@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::{Context, finish_failures, print};
 use crate::core::data::filter::Filter;
 use crate::core::data::{Dataset, ReadOptions, inputs};
+use crate::core::inspect::contamination::{self, AgainstSpec};
 use crate::core::inspect::{self, InspectOptions, TallyOptions, plots, records, render, report};
 
 const HELP: &str = "\
@@ -32,7 +33,13 @@ source, image (path or file name), row (row number in its input) and every other
 of the input, e.g. \"source = 'slake'\", \"caption ILIKE '%mri%' AND row < 1000\".
 
 Inputs that fail (truncated parquet, corrupt archives, bad JSON lines) are reported with
-the file, row group or line; the other inputs are still inspected and mt exits with 3.";
+the file, row group or line; the other inputs are still inspected and mt exits with 3.
+
+--against finds benchmark images in the inputs: exact copies (the same decoded pixels,
+whatever the file bytes) and near copies (re-encoded, resized, cropped by a few percent:
+a DCT perceptual hash of a 32x32 thumbnail within 12 of 64 bits; flat pictures match only
+exactly). Pairs go to contamination.jsonl in the run directory, counts to the summary
+and to --json under `contamination`; `mt convert llava --exclude-matches` drops them.";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -40,7 +47,8 @@ Examples:
   mt inspect 'data/25M_demo/train-*.parquet' --plots figs/ --json > stats.json
   mt inspect data/25M_full --image-folder data/25M_accessible --columns caption,source,file_name
   mt inspect data/llava_med_instruct.jsonl --image-folder data/images --head 5
-  mt inspect testdata/medtrinity-demo --sample 3 --seed 7 --filter \"caption ILIKE '%ct%'\"";
+  mt inspect testdata/medtrinity-demo --sample 3 --seed 7 --filter \"caption ILIKE '%ct%'\"
+  mt inspect data/25M_full --against vqa-rad=data/VQA_RAD slake=data/Slake1.0    benchmark copies";
 
 /// Statistics, samples and plots of dataset shards.
 #[derive(Debug, clap::Args, Serialize)]
@@ -88,6 +96,12 @@ pub struct Args {
     /// Memory for id and image-hash sets before they spill to temporary files, in MB.
     #[arg(long, value_name = "MB", default_value_t = 64)]
     pub spill_mb: usize,
+    /// Find these benchmark images in the inputs: any path mt reads, or
+    /// BENCH[:SPLIT]=PATH for VQA-RAD / SLAKE / PathVQA in a released or hub layout
+    /// (split test unless named). Exact copies (same pixels) and near copies
+    /// (re-encoded, resized, cropped) go to contamination.jsonl in the run directory.
+    #[arg(long, value_name = "BENCH", num_args = 1..)]
+    pub against: Vec<AgainstSpec>,
 }
 
 /// Column names that hold images.
@@ -152,7 +166,30 @@ pub(crate) fn run(args: &Args, ctx: &mut Context) -> Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     let picked = tally.sample.take();
     let sheet = tally.sheet.take();
-    let report = report::build(&dataset, tally, args.filter.as_deref(), images)?;
+    let mut report = report::build(&dataset, tally, args.filter.as_deref(), images)?;
+    if !args.against.is_empty() {
+        let pairs = ctx
+            .run
+            .as_ref()
+            .map(|r| r.path().join("contamination.jsonl"));
+        let started = std::time::Instant::now();
+        let found = contamination::scan(&dataset, &args.against, pairs.as_deref())?;
+        tracing::info!(
+            "contamination: {} exact and {} near copies of {} benchmark images ({} found) \
+             among {} training images in {:.1}s",
+            found.exact,
+            found.near,
+            found.bench_images,
+            found.bench_images_found,
+            found.train_images,
+            started.elapsed().as_secs_f64()
+        );
+        if let Some(run) = &mut ctx.run {
+            run.set_count("contamination_exact", found.exact);
+            run.set_count("contamination_near", found.near);
+        }
+        report.contamination = Some(found);
+    }
     tracing::info!(
         "inspected {} rows in {elapsed:.2}s ({:.0} rows/s)",
         report.totals.rows,

@@ -12,7 +12,7 @@ pub(crate) mod files;
 pub mod hash;
 pub mod hub;
 pub(crate) mod image;
-pub(crate) mod inspect;
+pub mod inspect;
 pub(crate) mod jsonl_output;
 pub mod knowledge;
 pub mod logging;

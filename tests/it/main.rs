@@ -15,6 +15,7 @@ mod hub_server;
 mod caption;
 mod chat;
 mod cli;
+mod contamination;
 mod convert_data;
 mod convert_image;
 mod convert_select;

@@ -1,6 +1,7 @@
 //! `mt inspect`: one streaming pass over any dataset input, spread over threads by
 //! parquet row group (or whole file), producing a mergeable tally and then a report.
 
+pub mod contamination;
 pub(crate) mod dist;
 pub(crate) mod plots;
 pub(crate) mod records;

@@ -312,6 +312,27 @@ pub(crate) fn table(r: &Report) -> String {
         problem_lines(&mut out, "members no row refers to", &a.not_in_manifest);
         problem_lines(&mut out, "file names stored twice", &a.duplicate_members);
     }
+    if let Some(c) = &r.contamination {
+        let _ = writeln!(
+            out,
+            "\nContamination: {} exact and {} near copies (pHash within {} bits) of {} \
+             benchmark images ({} of them found) among {} training images{}{}",
+            c.exact,
+            c.near,
+            c.near_bits,
+            c.bench_images,
+            c.bench_images_found,
+            c.train_images,
+            match c.undecodable {
+                0 => String::new(),
+                n => format!("; {n} images undecodable"),
+            },
+            match &c.pairs {
+                Some(p) if c.exact + c.near > 0 => format!("; pairs in {}", p.display()),
+                _ => String::new(),
+            }
+        );
+    }
     if !r.failures.is_empty() {
         let more = match r.failures_suppressed {
             0 => String::new(),

@@ -33,6 +33,9 @@ pub(crate) struct Report {
     pub failures: Vec<FailureReport>,
     /// Errors beyond the first 1000, counted only.
     pub failures_suppressed: u64,
+    /// `--against`: benchmark images found in the inputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contamination: Option<super::contamination::Summary>,
 }
 
 #[derive(Debug, Serialize)]
@@ -379,6 +382,7 @@ pub(crate) fn build(
         archives,
         failures,
         failures_suppressed: tally.failures_suppressed,
+        contamination: None,
     })
 }
 
