@@ -36,9 +36,10 @@ Inputs that fail (truncated parquet, corrupt archives, bad JSON lines) are repor
 the file, row group or line; the other inputs are still inspected and mt exits with 3.
 
 --against finds benchmark images in the inputs: exact copies (the same decoded pixels,
-whatever the file bytes) and near copies (re-encoded, resized, cropped by a few percent:
-a DCT perceptual hash of a 32x32 thumbnail within 12 of 64 bits; flat pictures match only
-exactly). Pairs go to contamination.jsonl in the run directory, counts to the summary
+whatever the file bytes) and near copies (re-encoded, resized, cropped by about 5%: a DCT
+perceptual hash of a 32x32 thumbnail within 8 of 64 bits of the benchmark image or of its
+cropped views, confirmed by the thumbnails' detail correlating at 0.9 or more; flat
+pictures match only exactly). Pairs go to contamination.jsonl in the run directory, counts to the summary
 and to --json under `contamination`; `mt convert llava --exclude-matches` drops them.";
 
 const EXAMPLES: &str = "\

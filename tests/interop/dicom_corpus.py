@@ -165,8 +165,13 @@ def check(listing_path, out):
     sys.exit(1 if failures else 0)
 
 
-if __name__ == "__main__":
+def main(listing, check):
+    """`list LIST.json` or `check LIST.json OUT`, as the module docs say."""
     if sys.argv[1] == "list":
         listing(sys.argv[2])
     else:
         check(sys.argv[2], sys.argv[3])
+
+
+if __name__ == "__main__":
+    main(listing, check)

@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dicom_corpus import read_png  # noqa: E402
+from dicom_corpus import main, read_png  # noqa: E402
 
 CORPUS = Path(nib.__file__).parent / "tests" / "data"
 
@@ -82,7 +82,4 @@ def check(listing_path, out):
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "list":
-        listing(sys.argv[2])
-    else:
-        check(sys.argv[2], sys.argv[3])
+    main(listing, check)

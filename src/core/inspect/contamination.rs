@@ -5,11 +5,15 @@
 //! decoded image; JPEGs are decoded at a reduced DCT scale first, which is what makes a
 //! million training images a matter of minutes) hashed by `image_hasher`'s pHash (DCT,
 //! 8x8 low frequencies against their median: 64 bits). A training image whose hash is
-//! within [`NEAR_BITS`] bits of a benchmark image's (of the whole picture, or of its
-//! centre without 5% of each side, for cropped copies) is a candidate; it is then decoded
+//! within [`NEAR_BITS`] bits of one of a benchmark image's views (the whole picture, its
+//! centre without 5% of each side, and the four pictures without 5% of two adjacent
+//! sides, for cropped copies) is a candidate; it is then decoded
 //! fully, and is an **exact** copy when its pixels (RGB, 8 bits) equal the benchmark
 //! image's, whatever the file bytes, else a **near** copy (re-encoded, resized, slightly
-//! cropped). Benchmark images with identical pixels count once. A flat picture (its
+//! cropped) when the details of the two thumbnails (levels minus their 3x3 mean) also
+//! correlate (Pearson, best over shifts of up to 2 thumbnail pixels) at
+//! [`MIN_CORRELATION`] or more: 64-bit hashes of a million images against ten thousand
+//! collide by chance, detailed thumbnails that correlate do not. Benchmark images with identical pixels count once. A flat picture (its
 //! thumbnail's grey levels within [`FLAT_LEVELS`] of their mean) has no structure for
 //! the hash to describe, so it matches only exactly.
 
@@ -26,24 +30,35 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::core::convert::each_batch;
 use crate::core::data::inputs::{self, Role};
 use crate::core::data::sample::ImageRef;
-use crate::core::data::{Dataset, Flow, ReadOptions};
+use crate::core::data::{Dataset, ReadOptions};
 use crate::core::vqa::Bench;
 use crate::core::vqa::questions::{self as vqa, LoadOptions};
 
-/// The most pHash bits two images may differ by and still be a near copy. Chosen on the
-/// real images of the tests (CT, MR, ultrasound, fundus, histology, cells, a phantom):
-/// copies re-encoded as JPEG (quality 60-90) or resized (0.5x, 2x) differ by 2-6 bits, a
-/// copy cropped by 5% on two sides by 10, by 8% and re-encoded by 16 (not caught);
-/// unrelated images by 20 or more.
-pub(crate) const NEAR_BITS: u32 = 12;
+/// The most pHash bits a training image may differ by from one of a benchmark image's
+/// views and still be a candidate. Measured (bench/contamination.sh and the tests' real
+/// images): re-encoded and resized copies differ by 0-2 bits, copies cropped by 5% on
+/// one or two sides by 0-6 (their view), unrelated images that pass the thumbnail
+/// check by 10 or more.
+pub(crate) const NEAR_BITS: u32 = 8;
 
 /// A thumbnail whose grey levels all lie this close to their mean is flat.
 const FLAT_LEVELS: i32 = 2;
 
 /// Side of the grey thumbnail the hash is taken from.
 const THUMB: u32 = 32;
+
+/// The least correlation of a near copy's thumbnail with the benchmark image's (whole or
+/// views): the hash finds candidates, the thumbnails confirm them. Measured on the
+/// [`detail`] of the thumbnails: re-encoded and resized copies 0.94-1.0, cropped ones
+/// 0.92-1.0; unrelated pairs within the hash's reach at most 0.91 (one in 100,000
+/// synthetic pictures, at 10 bits), nearly all under 0.84.
+const MIN_CORRELATION: f64 = 0.9;
+
+/// Thumbnail pixels (of [`THUMB`]) the confirming correlation may shift by.
+const SHIFT: i64 = 2;
 
 /// Share of each side a benchmark image's second hash leaves out.
 const INSET: f64 = 0.05;
@@ -84,8 +99,7 @@ struct BenchImage {
     id: String,
     input: String,
     image: Option<String>,
-    phashes: [u64; 2],
-    flat: bool,
+    prints: [Print; VIEWS],
     pixels: [u8; 32],
 }
 
@@ -127,14 +141,92 @@ fn hasher() -> Hasher {
         .to_hasher()
 }
 
-/// The 64-bit perceptual hash of a grey picture, and whether the picture is flat.
-fn phash(hasher: &Hasher, grey: &GrayImage) -> (u64, bool) {
+/// What an image is compared by: its thumbnail, the thumbnail's 64-bit perceptual hash,
+/// and whether it is flat.
+struct Print {
+    hash: u64,
+    /// [`detail`] of the thumbnail.
+    detail: Vec<f64>,
+    flat: bool,
+}
+
+/// The print of a grey picture.
+fn print(hasher: &Hasher, grey: &GrayImage) -> Print {
     let thumb = box_average(grey);
     let hash = hasher.hash_image(&thumb);
     let b = hash.as_bytes();
     let mut word = [0u8; 8];
     word[..b.len().min(8)].copy_from_slice(&b[..b.len().min(8)]);
-    (u64::from_le_bytes(word), is_flat(&thumb))
+    Print {
+        hash: u64::from_le_bytes(word),
+        flat: is_flat(&thumb),
+        detail: detail(&thumb),
+    }
+}
+
+/// The best Pearson correlation of two thumbnails' grey levels over shifts of up to
+/// [`SHIFT`] pixels either way (a copy cropped on one side is a shifted, slightly scaled
+/// picture); 0 where either is constant over the overlap.
+fn correlation(a: &[f64], b: &[f64]) -> f64 {
+    let side = THUMB as i64;
+    let mut best = f64::MIN;
+    for dy in -SHIFT..=SHIFT {
+        for dx in -SHIFT..=SHIFT {
+            let (x0, x1) = (dx.max(0), side + dx.min(0));
+            let (y0, y1) = (dy.max(0), side + dy.min(0));
+            let pairs = (y0..y1).flat_map(|y| {
+                (x0..x1).map(move |x| {
+                    let p = a[(y * side + x) as usize];
+                    let q = b[((y - dy) * side + x - dx) as usize];
+                    (p, q)
+                })
+            });
+            best = best.max(pearson(pairs));
+        }
+    }
+    best
+}
+
+/// The detail of a thumbnail: each level minus the mean of its 3x3 neighbourhood (edges
+/// clamped), so that correlation compares structure, not the smooth shading most
+/// pictures share.
+fn detail(thumb: &GrayImage) -> Vec<f64> {
+    let side = THUMB as i64;
+    let at = |x: i64, y: i64| {
+        let (x, y) = (x.clamp(0, side - 1) as u32, y.clamp(0, side - 1) as u32);
+        f64::from(thumb.get_pixel(x, y)[0])
+    };
+    (0..side)
+        .flat_map(|y| (0..side).map(move |x| (x, y)))
+        .map(|(x, y)| {
+            let around: f64 = (-1..=1)
+                .flat_map(|j| (-1..=1).map(move |i| (i, j)))
+                .map(|(i, j)| at(x + i, y + j))
+                .sum();
+            at(x, y) - around / 9.0
+        })
+        .collect()
+}
+
+/// Pearson correlation of paired values (0 when either side is constant).
+fn pearson(pairs: impl Iterator<Item = (f64, f64)> + Clone) -> f64 {
+    let (mut n, mut sa, mut sb) = (0.0f64, 0.0, 0.0);
+    for (x, y) in pairs.clone() {
+        (n, sa, sb) = (n + 1.0, sa + x, sb + y);
+    }
+    let (ma, mb) = (sa / n.max(1.0), sb / n.max(1.0));
+    let (mut ab, mut aa, mut bb) = (0.0, 0.0, 0.0);
+    for (x, y) in pairs {
+        let (x, y) = (x - ma, y - mb);
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    if aa == 0.0 || bb == 0.0 {
+        0.0
+    } else {
+        ab / (aa * bb).sqrt()
+    }
 }
 
 /// Whether every grey level of `thumb` is within [`FLAT_LEVELS`] of their mean.
@@ -146,15 +238,28 @@ fn is_flat(thumb: &GrayImage) -> bool {
         .all(|&v| (i32::from(v) - mean).abs() <= FLAT_LEVELS)
 }
 
-/// Hashes of a benchmark image: the whole picture, and its centre without [`INSET`] of
-/// each side (a training copy cropped at its edges is nearer that one); and whether the
-/// picture is flat.
-fn bench_hashes(hasher: &Hasher, grey: &GrayImage) -> ([u64; 2], bool) {
+/// Views of a benchmark image that are printed: the whole picture, its centre without
+/// [`INSET`] of each side, and the four pictures without [`INSET`] of two adjacent sides
+/// (a training copy cropped at its edges is nearer one of those).
+const VIEWS: usize = 6;
+
+/// Prints of a benchmark image's [`VIEWS`].
+fn bench_prints(hasher: &Hasher, grey: &GrayImage) -> [Print; VIEWS] {
     let (w, h) = grey.dimensions();
     let (dx, dy) = ((w as f64 * INSET) as u32, (h as f64 * INSET) as u32);
-    let centre = image::imageops::crop_imm(grey, dx, dy, w - 2 * dx, h - 2 * dy).to_image();
-    let (whole, flat) = phash(hasher, grey);
-    ([whole, phash(hasher, &centre).0], flat)
+    let view = |x: u32, y: u32, cw: u32, ch: u32| {
+        let part = image::imageops::crop_imm(grey, x, y, cw, ch).to_image();
+        print(hasher, &part)
+    };
+    let (cw, ch) = (w - dx, h - dy);
+    [
+        print(hasher, grey),
+        view(dx, dy, w - 2 * dx, h - 2 * dy),
+        view(0, 0, cw, ch),
+        view(dx, 0, cw, ch),
+        view(0, dy, cw, ch),
+        view(dx, dy, cw, ch),
+    ]
 }
 
 /// A grey picture of the image, small when it is a JPEG (decoded at the smallest DCT
@@ -223,9 +328,6 @@ fn pixel_key(bytes: &[u8]) -> Result<[u8; 32]> {
     Ok(h.finalize().into())
 }
 
-/// A benchmark image's two hashes and flatness (see [`bench_hashes`]), and its pixel key.
-type BenchPrint = (([u64; 2], bool), [u8; 32]);
-
 /// One image to fingerprint: where it is from, and its bytes.
 struct Item<'a> {
     id: String,
@@ -241,15 +343,15 @@ fn load_bench(specs: &[AgainstSpec], undecodable: &mut u64) -> Result<Vec<BenchI
     let mut images: Vec<BenchImage> = Vec::new();
     let mut seen: HashMap<[u8; 32], usize> = HashMap::new();
     let mut add = |items: Vec<Item<'_>>, undecodable: &mut u64| {
-        let done: Vec<Result<BenchPrint>> = items
+        let done: Vec<Result<([Print; VIEWS], [u8; 32])>> = items
             .par_iter()
             .map(|it| {
-                let hashes = bench_hashes(&hasher, &grey(&it.bytes)?);
-                Ok((hashes, pixel_key(&it.bytes)?))
+                let prints = bench_prints(&hasher, &grey(&it.bytes)?);
+                Ok((prints, pixel_key(&it.bytes)?))
             })
             .collect();
         for (item, result) in items.into_iter().zip(done) {
-            let Ok(((phashes, flat), pixels)) = result else {
+            let Ok((prints, pixels)) = result else {
                 *undecodable += 1;
                 continue;
             };
@@ -258,8 +360,7 @@ fn load_bench(specs: &[AgainstSpec], undecodable: &mut u64) -> Result<Vec<BenchI
                     id: item.id,
                     input: item.input,
                     image: item.image,
-                    phashes,
-                    flat,
+                    prints,
                     pixels,
                 });
             }
@@ -316,58 +417,43 @@ fn load_bench(specs: &[AgainstSpec], undecodable: &mut u64) -> Result<Vec<BenchI
     Ok(images)
 }
 
-/// Calls `f` with the images of each batch of `dataset` (records with image bytes).
+/// Calls `f` with the images of each batch of `dataset` (records with image bytes;
+/// batches that fail to read are left to mt inspect's own pass, which reports them).
 fn for_each_image(
     dataset: &Dataset,
     read: &ReadOptions,
     f: &mut dyn FnMut(Vec<Item<'_>>) -> Result<()>,
 ) -> Result<()> {
-    for unit in dataset.units(&[], 1) {
-        let input = &dataset.inputs[unit.input];
+    each_batch(dataset, read, &|_| {}, &|| false, &mut |input, batch, _| {
         if input.role == Role::ImageShard {
-            continue;
+            return Ok(());
         }
-        let mut fatal = None;
-        dataset.read(&unit, read, &mut |batch| {
-            let Ok(batch) = batch else {
-                return Flow::Continue; // mt inspect's own pass reports the input
-            };
-            let items = (0..batch.len())
-                .filter_map(|i| {
-                    let image = batch.image(i);
-                    let name = match &image {
-                        ImageRef::Bytes { path, .. } => path.map(str::to_string),
-                        ImageRef::File(p) => Some(p.to_string_lossy().into_owned()),
-                        _ => None,
-                    };
-                    let bytes = image.bytes().ok()?;
-                    Some(Item {
-                        id: batch.id(i).into_owned(),
-                        input: input.display(),
-                        row: Some(batch.first_row + i as u64),
-                        image: name,
-                        bytes: Cow::Owned(bytes.into_owned()),
-                    })
+        let items = (0..batch.len())
+            .filter_map(|i| {
+                let image = batch.image(i);
+                let name = match &image {
+                    ImageRef::Bytes { path, .. } => path.map(str::to_string),
+                    ImageRef::File(p) => Some(p.to_string_lossy().into_owned()),
+                    _ => None,
+                };
+                let bytes = image.bytes().ok()?;
+                Some(Item {
+                    id: batch.id(i).into_owned(),
+                    input: input.display(),
+                    row: Some(batch.first_row + i as u64),
+                    image: name,
+                    bytes: Cow::Owned(bytes.into_owned()),
                 })
-                .collect();
-            match f(items) {
-                Ok(()) => Flow::Continue,
-                Err(e) => {
-                    fatal = Some(e);
-                    Flow::Stop
-                }
-            }
-        })?;
-        if let Some(e) = fatal {
-            return Err(e);
-        }
-    }
-    Ok(())
+            })
+            .collect();
+        f(items)
+    })
+    .map(drop)
 }
 
 /// Benchmark images one of whose hashes is within `bits` of `hash`, with the smaller
 /// distance.
-fn near(hashes: &[[u64; 2]], hash: u64, bits: u32) -> Vec<(usize, u32)> {
+fn near(hashes: &[[u64; VIEWS]], hash: u64, bits: u32) -> Vec<(usize, u32)> {
     let mut d = vec![0u8; hashes.len()];
     distances(hashes, hash, &mut d);
     d.iter()
@@ -377,15 +463,23 @@ fn near(hashes: &[[u64; 2]], hash: u64, bits: u32) -> Vec<(usize, u32)> {
         .collect()
 }
 
-/// The Hamming distance of `hash` to the nearer of each pair, into `out` (a branch-free
-/// loop the compiler vectorises: a million training images against ten thousand
-/// benchmark images are 2e10 of these).
+/// The Hamming distance of `hash` to the nearest view of each image, into `out` (a
+/// branch-free loop the compiler vectorises: a million training images against ten
+/// thousand benchmark images are 6e10 of these).
 #[multiversion::multiversion(targets("x86_64+avx2+popcnt", "x86_64+popcnt"))]
-fn distances(hashes: &[[u64; 2]], hash: u64, out: &mut [u8]) {
-    for (o, [a, b]) in out.iter_mut().zip(hashes) {
-        *o = (a ^ hash).count_ones().min((b ^ hash).count_ones()) as u8;
+fn distances(hashes: &[[u64; VIEWS]], hash: u64, out: &mut [u8]) {
+    for (o, views) in out.iter_mut().zip(hashes) {
+        let mut d = 64;
+        for v in views {
+            d = d.min((v ^ hash).count_ones());
+        }
+        *o = d as u8;
     }
 }
+
+/// A match of a training image: the benchmark image's index, the hash distance, the
+/// thumbnails' correlation, and the kind.
+type Found = (usize, u32, f64, Kind);
 
 /// Compares every training image of `dataset` with the `--against` images; writes one
 /// JSON line per match into `pairs` (when given).
@@ -411,7 +505,10 @@ pub(crate) fn scan(
         ));
     }
     summary.bench_images = bench.len() as u64;
-    let hashes: Vec<[u64; 2]> = bench.iter().map(|b| b.phashes).collect();
+    let hashes: Vec<[u64; VIEWS]> = bench
+        .iter()
+        .map(|b| b.prints.each_ref().map(|p| p.hash))
+        .collect();
     let mut out = match pairs {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("{}: cannot create", p.display()))?,
@@ -425,23 +522,38 @@ pub(crate) fn scan(
         batch_rows: 512,
     };
     for_each_image(dataset, &read, &mut |items| {
-        let matched: Vec<Option<Vec<(usize, u32, Kind)>>> = items
+        let matched: Vec<Option<Vec<Found>>> = items
             .par_iter()
             .map(|it| {
-                let (hash, flat) = phash(&hasher, &grey(&it.bytes).ok()?);
-                let candidates = near(&hashes, hash, NEAR_BITS);
-                if candidates.is_empty() {
+                let train = print(&hasher, &grey(&it.bytes).ok()?);
+                let candidates = near(&hashes, train.hash, NEAR_BITS);
+                // Confirm by the thumbnails of the views within reach of the hash; decode
+                // fully (for exact) only what is confirmed, or flat on both sides.
+                let confirmed: Vec<(usize, u32, f64)> = candidates
+                    .into_iter()
+                    .filter_map(|(b, d)| {
+                        let bench = &bench[b];
+                        let r = (bench.prints.iter())
+                            .filter(|p| (p.hash ^ train.hash).count_ones() <= NEAR_BITS)
+                            .map(|p| correlation(&train.detail, &p.detail))
+                            .fold(0.0, f64::max);
+                        let flat = train.flat && bench.prints[0].flat;
+                        (r >= MIN_CORRELATION || flat).then_some((b, d, r))
+                    })
+                    .collect();
+                if confirmed.is_empty() {
                     return Some(Vec::new());
                 }
                 let pixels = pixel_key(&it.bytes).ok();
                 Some(
-                    candidates
+                    confirmed
                         .into_iter()
-                        .filter_map(|(b, d)| {
+                        .filter_map(|(b, d, r)| {
                             if pixels == Some(bench[b].pixels) {
-                                Some((b, d, Kind::Exact))
+                                Some((b, d, r, Kind::Exact))
                             } else {
-                                (!flat && !bench[b].flat).then_some((b, d, Kind::Near))
+                                let alike = !train.flat && !bench[b].prints[0].flat;
+                                (alike && r >= MIN_CORRELATION).then_some((b, d, r, Kind::Near))
                             }
                         })
                         .collect(),
@@ -456,20 +568,21 @@ pub(crate) fn scan(
             summary.train_images += 1;
             let best = matches
                 .iter()
-                .map(|m| m.2)
+                .map(|m| m.3)
                 .min_by_key(|k| *k != Kind::Exact);
             match best {
                 Some(Kind::Exact) => summary.exact += 1,
                 Some(Kind::Near) => summary.near += 1,
                 None => {}
             }
-            for (b, distance, kind) in matches {
+            for (b, distance, r, kind) in matches {
                 found[b] = true;
                 if let Some(out) = &mut out {
                     let bench = &bench[b];
                     let line = json!({
                         "kind": kind,
                         "distance": distance,
+                        "correlation": (r * 1e4).round() / 1e4,
                         "train": {"id": item.id, "input": item.input, "row": item.row, "image": item.image},
                         "bench": {"id": bench.id, "input": bench.input, "image": bench.image},
                     });
@@ -505,7 +618,12 @@ mod tests {
 
     #[test]
     fn near_finds_hashes_within_the_bits() {
-        let hashes = [[0u64, 0xFFFF], [0xFF, 0xFF], [u64::MAX, u64::MAX << 32]];
+        let views = |a: u64, b: u64| [a, b, a, a, a, a];
+        let hashes = [
+            views(0, 0xFFFF),
+            views(0xFF, 0xFF),
+            views(u64::MAX, u64::MAX << 32),
+        ];
         assert_eq!(near(&hashes, 0x1, 8), vec![(0, 1), (1, 7)]);
         assert_eq!(near(&hashes, u64::MAX, 0), vec![(2, 0)]);
         assert_eq!(
@@ -513,6 +631,25 @@ mod tests {
             vec![(0, 0)],
             "the centre's hash counts"
         );
+    }
+
+    #[test]
+    fn detail_correlation_compares_structure_not_shading() {
+        let dots = |shift: u32, gain: u32| {
+            ImageBuffer::from_fn(32, 32, |x, y| {
+                let dot = (x + shift).is_multiple_of(7) && y.is_multiple_of(5);
+                Luma([(x * gain + if dot { 120 } else { 0 }).min(255) as u8])
+            })
+        };
+        let a = detail(&dots(0, 2));
+        // The same dots over other shading: alike; moved by a pixel: found by the shift.
+        assert!(correlation(&a, &detail(&dots(0, 4))) > 0.95);
+        assert!(correlation(&a, &detail(&dots(1, 2))) > 0.95);
+        // The same shading without the dots: no structure in common.
+        let shading = ImageBuffer::from_fn(32, 32, |x, _| Luma([(x * 2) as u8]));
+        assert!(correlation(&a, &detail(&shading)) < 0.5);
+        let flat = detail(&ImageBuffer::from_pixel(32, 32, Luma([3])));
+        assert_eq!(correlation(&a, &flat), 0.0);
     }
 
     #[test]
