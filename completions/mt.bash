@@ -792,7 +792,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__convert__subcmd__llava)
-            opts="-o -v -q -h -V --output --images --image-folder --filter --split --stratify --limit --exclude-matches --parts --images-out --instruction --instructions --seed --verbose --quiet --json --run-dir --no-run-dir --help --version"
+            opts="-o -v -q -h -V --output --images --image-folder --filter --split --stratify --limit --exclude-matches --parts --images-out --instruction --instructions --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -846,11 +846,11 @@ _mt() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --seed)
+                --run-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --run-dir)
+                --seed)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -132,9 +132,9 @@ complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcomman
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l exclude-matches -d 'Leave out the training records a contamination report lists (contamination.jsonl of `mt inspect --against`)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l images-out -d 'Write the images here' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l instruction -d 'The human turn after `<image>\\n`' -r
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l instructions -d 'A pool of human turns, one drawn per record (by --seed and the record\'s id): a text file of one instruction a line, or a JSON array of strings' -r -F
-complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l seed -d 'Seed of the --instructions draw' -r
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l instructions -d 'A pool of human turns, one drawn per record (by the global --seed and the record\'s id): a text file of one instruction a line, or a JSON array of strings' -r -F
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l run-dir -d 'Write the run directory here instead of `runs/<cmd>-<time>-<id>/`' -r -F
+complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -l parts -d 'Write the six MedTrinity caption parts as fields (columns in parquet): modality, organ, roi_location, roi_area, texture, relations'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand convert; and __fish_seen_subcommand_from llava" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'

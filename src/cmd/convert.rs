@@ -128,7 +128,7 @@ Examples:
   mt convert llava data/25M_demo -o demo.jsonl --images-out demo_images
   mt convert llava data/25M_demo -o ct.jsonl --images-out img --filter \"modality = 'CT'\" \\
       --split train:0.95,val:0.05 --stratify organ --parts
-  mt convert llava data/25M_full -o stage1.jsonl --images-out img --instructions brief.txt --seed 7";
+  mt --seed 7 convert llava data/25M_full -o stage1.jsonl --images-out img --instructions brief.txt";
 
 /// Inputs, output and image folder of the dataset converters.
 #[derive(Debug, clap::Args, Serialize)]
@@ -214,13 +214,10 @@ pub struct LlavaArgs {
     /// The human turn after `<image>\n`.
     #[arg(long, default_value = "Describe the image in detail.")]
     pub instruction: String,
-    /// A pool of human turns, one drawn per record (by --seed and the record's id): a
-    /// text file of one instruction a line, or a JSON array of strings.
+    /// A pool of human turns, one drawn per record (by the global --seed and the record's
+    /// id): a text file of one instruction a line, or a JSON array of strings.
     #[arg(long, value_name = "FILE", conflicts_with = "instruction")]
     pub instructions: Option<PathBuf>,
-    /// Seed of the --instructions draw.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
 }
 
 const PARQUET_HELP: &str = "\
@@ -579,7 +576,7 @@ fn convert_llava(a: &LlavaArgs, ctx: &mut Context) -> Result<()> {
     let mut selection = Selection::new(a.select.options()?, &dataset, &read)?;
     let opts = LlavaOptions {
         instructions,
-        seed: a.seed,
+        seed: ctx.seed,
         parts: a.select.parts,
         images_out: a.images_out.clone(),
     };

@@ -40,7 +40,8 @@ whatever the file bytes) and near copies (re-encoded, resized, cropped by about 
 perceptual hash of a 32x32 thumbnail within 8 of 64 bits of the benchmark image or of its
 cropped views, confirmed by the thumbnails' detail correlating at 0.9 or more; flat
 pictures match only exactly). Pairs go to contamination.jsonl in the run directory, counts to the summary
-and to --json under `contamination`; `mt convert llava --exclude-matches` drops them.";
+and to --json under `contamination`; `mt convert llava|parquet|wds --exclude-matches`
+drops them.";
 
 const EXAMPLES: &str = "\
 Examples:

@@ -198,3 +198,65 @@ fn against_inputs_that_hold_no_images_are_an_error() {
     );
     assert_eq!(run.code, 2, "{}", run.stderr);
 }
+
+#[test]
+fn images_in_tar_zst_shards_are_compared_under_their_manifest_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = testdata("medtrinity-full").display().to_string();
+    // The shards' members, written out by mt itself; one becomes the benchmark.
+    let out = mt_in(
+        dir.path(),
+        &[
+            "--no-run-dir",
+            "convert",
+            "llava",
+            &full,
+            "-o",
+            "all.jsonl",
+            "--images-out",
+            "img",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    std::fs::create_dir_all(dir.path().join("bench")).unwrap();
+    let member = "nema-mr_00012.png";
+    std::fs::copy(
+        dir.path().join("img").join(member),
+        dir.path().join("bench").join(member),
+    )
+    .unwrap();
+    let run = mt_in(
+        dir.path(),
+        &[
+            "--json",
+            "--run-dir",
+            "run",
+            "inspect",
+            &full,
+            "--against",
+            "bench",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        report["contamination"]["exact"], 1,
+        "{}",
+        report["contamination"]
+    );
+    assert_eq!(report["contamination"]["undecodable"], 0);
+    let pair: Value = serde_json::from_str(
+        std::fs::read_to_string(dir.path().join("run/contamination.jsonl"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    assert_eq!(pair["train"]["id"], member, "{pair}");
+    assert!(
+        pair["train"]["input"]
+            .as_str()
+            .unwrap()
+            .ends_with(".parquet"),
+        "the manifest row, not the shard: {pair}"
+    );
+}

@@ -269,3 +269,46 @@ fn selection_usage_errors_exit_2() {
     ]);
     assert_eq!(run.code, 2, "{}", run.stderr);
 }
+
+#[test]
+fn a_limited_25m_full_conversion_writes_the_members_its_records_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = testdata("medtrinity-full").display().to_string();
+    let out = dir.path().join("x.jsonl");
+    llava(std::slice::from_ref(&full), &out, &["--limit", "3"], 0);
+    let records = jsonl(&out);
+    assert_eq!(records.len(), 3);
+    let mut written: Vec<String> = std::fs::read_dir(dir.path().join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    written.sort();
+    let mut named: Vec<String> = records
+        .iter()
+        .map(|r| r["image"].as_str().unwrap().to_string())
+        .collect();
+    named.sort();
+    assert_eq!(written, named, "the three records' images, no other member");
+
+    // --limit counts records written: a 50% sample limited to 5 writes 5.
+    let sample = dir.path().join("s/s.jsonl");
+    llava(
+        &[full],
+        &sample,
+        &["--split", "half:0.5", "--limit", "5"],
+        0,
+    );
+    assert_eq!(jsonl(&dir.path().join("s/s.half.jsonl")).len(), 5);
+}
+
+#[test]
+fn parquet_refuses_to_resume_with_other_part_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let pq = dir.path().join("pq").display().to_string();
+    let d0 = demo(0);
+    let run = mt(&["convert", "parquet", &d0, "-o", &pq]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let run = mt(&["convert", "parquet", &d0, &demo(1), "-o", &pq, "--parts"]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("--parts differs"), "{}", run.stderr);
+}

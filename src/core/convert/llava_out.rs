@@ -4,6 +4,7 @@
 //! as files. JSONL output resumes by id; a JSON array is written to `<out>.partial`
 //! and renamed into place at the end.
 
+use std::collections::HashSet;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -144,21 +145,25 @@ pub(crate) fn convert(
     on_rows: &dyn Fn(u64),
 ) -> Result<Stats> {
     let mut per_split = vec![0; sinks.len()];
+    // With a selection, only the archive members the records taken name are written.
+    let mut members = selection.is_active().then(HashSet::new);
     let selected = std::cell::RefCell::new(selection);
     let stop = || selected.borrow().exhausted();
     let mut stats = each_batch(
         dataset,
         read,
+        true,
         on_rows,
         &stop,
         &mut |input, batch, stats| match input.role {
-            Role::ImageShard => archive_members(batch, opts, stats),
+            Role::ImageShard => archive_members(batch, opts, members.as_ref(), stats),
             Role::Records => {
                 let routes = selected.borrow_mut().route(batch)?;
                 let mut to = Split {
                     sinks: &mut *sinks,
                     routes,
                     per_split: &mut per_split,
+                    members: members.as_mut(),
                 };
                 records(batch, input, &mut to, opts, stats)
             }
@@ -175,10 +180,18 @@ struct Split<'a> {
     /// Per record of the batch, its split (None: not written).
     routes: Vec<Option<usize>>,
     per_split: &'a mut [usize],
+    /// The archive members the records taken name (None: every member is wanted).
+    members: Option<&'a mut HashSet<String>>,
 }
 
-/// Image members of a `25M_full` archive shard: written under their own names.
-fn archive_members(batch: &Batch, opts: &LlavaOptions, stats: &mut Stats) -> Result<()> {
+/// Image members of a `25M_full` archive shard: written under their own names (only
+/// those in `wanted`, when given).
+fn archive_members(
+    batch: &Batch,
+    opts: &LlavaOptions,
+    wanted: Option<&HashSet<String>>,
+    stats: &mut Stats,
+) -> Result<()> {
     stats.archive_members += batch.len();
     let Some(dir) = &opts.images_out else {
         return Ok(());
@@ -188,7 +201,9 @@ fn archive_members(batch: &Batch, opts: &LlavaOptions, stats: &mut Stats) -> Res
             ImageRef::Bytes {
                 bytes,
                 path: Some(p),
-            } => safe_relative(p).map(|n| (dir.join(n), bytes)),
+            } if wanted.is_none_or(|w| w.contains(p)) => {
+                safe_relative(p).map(|n| (dir.join(n), bytes))
+            }
             _ => None,
         })
         .collect();
@@ -220,7 +235,11 @@ fn records(
             continue;
         };
         let id = batch.id(i).into_owned();
-        if to.sinks[split].done(&id) {
+        if let (Some(members), ImageRef::Archived(name)) = (&mut to.members, batch.image(i)) {
+            members.insert(name.to_string());
+        }
+        // In any split: with --stratify a grown dataset can move a record's split.
+        if to.sinks.iter().any(|s| s.done(&id)) {
             stats.skipped_existing += 1;
             to.per_split[split] += 1;
             continue;

@@ -40,10 +40,13 @@ pub(crate) struct Stats {
 
 /// Feeds every batch of `dataset` to `f`, in input order, and returns the stats `f`
 /// kept. A batch that fails to read is recorded in the failures and skipped; an error
-/// from `f` stops everything, and so does `stop` turning true (`--limit` reached).
+/// from `f` stops everything. `stop` turning true (`--limit` reached) ends the reading of
+/// record inputs; image-shard inputs (`images`: read them at all) are still read, as the
+/// records taken may need their members.
 pub(crate) fn each_batch(
     dataset: &Dataset,
     read: &ReadOptions,
+    images: bool,
     on_rows: &dyn Fn(u64),
     stop: &dyn Fn() -> bool,
     f: &mut dyn FnMut(&Input, &Batch, &mut Stats) -> Result<()>,
@@ -51,6 +54,10 @@ pub(crate) fn each_batch(
     let mut stats = Stats::default();
     for unit in dataset.units(&[], 1) {
         let input = &dataset.inputs[unit.input];
+        let records = input.role == Role::Records;
+        if (records && stop()) || (!records && !images) {
+            continue;
+        }
         let mut fatal = None;
         dataset.read(&unit, read, &mut |batch| {
             let batch = match batch {
@@ -62,7 +69,7 @@ pub(crate) fn each_batch(
             };
             on_rows(batch.len() as u64);
             match f(input, &batch, &mut stats) {
-                Ok(()) if stop() => Flow::Stop,
+                Ok(()) if records && stop() => Flow::Stop,
                 Ok(()) => Flow::Continue,
                 Err(e) => {
                     fatal = Some(e);
@@ -72,9 +79,6 @@ pub(crate) fn each_batch(
         })?;
         if let Some(e) = fatal {
             return Err(e);
-        }
-        if stop() {
-            break;
         }
     }
     Ok(stats)
@@ -121,62 +125,70 @@ pub(crate) fn write_records(
     let mut per_split = vec![0; sinks.len()];
     let selected = std::cell::RefCell::new(selection);
     let stop = || selected.borrow().exhausted();
-    let mut stats = each_batch(dataset, read, on_rows, &stop, &mut |input, batch, stats| {
-        if input.role == Role::ImageShard {
-            stats.archive_members += batch.len();
-            return Ok(());
-        }
-        let routes = selected.borrow_mut().route(batch)?;
-        for (i, split) in routes.into_iter().enumerate() {
-            let Some(split) = split else {
-                continue;
-            };
-            let sink = &mut *sinks[split];
-            let id = batch.id(i);
-            if sink.contains(&id) {
-                stats.skipped_existing += 1;
-                per_split[split] += 1;
-                continue;
+    let mut stats = each_batch(
+        dataset,
+        read,
+        true,
+        on_rows,
+        &stop,
+        &mut |input, batch, stats| {
+            if input.role == Role::ImageShard {
+                stats.archive_members += batch.len();
+                return Ok(());
             }
-            let row = batch.first_row + i as u64;
-            let at = format!("{}: row {row}", input.display());
-            let image = batch.image(i);
-            let bytes = match (&image, batch.caption(i)) {
-                (_, None) => Err(anyhow!("no caption")),
-                (ImageRef::Archived(name), _) => Err(anyhow!(
-                    "image {name} is inside a .tar.zst shard; extract the shards first (mt convert llava --images-out DIR)"
-                )),
-                _ => image.bytes(),
-            };
-            let bytes = match bytes {
-                Ok(b) => b,
-                Err(e) => {
-                    stats
-                        .failures
-                        .push((at.clone(), format!("{at} (id {id}): {e:#}")));
+            let routes = selected.borrow_mut().route(batch)?;
+            for (i, split) in routes.into_iter().enumerate() {
+                let Some(split) = split else {
+                    continue;
+                };
+                let id = batch.id(i);
+                // In any split: with --stratify a grown dataset can move a record's split.
+                if sinks.iter().any(|s| s.contains(&id)) {
+                    stats.skipped_existing += 1;
+                    per_split[split] += 1;
                     continue;
                 }
-            };
-            let name = output_name(&id, &image, input.store.root())
-                .map(|p| p.to_string_lossy().into_owned());
-            let caption = batch.caption(i).unwrap_or_default();
-            let mut extra = batch.extra(i);
-            if parts {
-                extra.extend(part_fields(caption));
+                let row = batch.first_row + i as u64;
+                let at = format!("{}: row {row}", input.display());
+                let image = batch.image(i);
+                let bytes = match (&image, batch.caption(i)) {
+                    (_, None) => Err(anyhow!("no caption")),
+                    (ImageRef::Archived(name), _) => Err(anyhow!(
+                        "image {name} is inside a .tar.zst shard; extract the shards first (mt convert llava --images-out DIR)"
+                    )),
+                    _ => image.bytes(),
+                };
+                let bytes = match bytes {
+                    Ok(b) => b,
+                    Err(e) => {
+                        stats
+                            .failures
+                            .push((at.clone(), format!("{at} (id {id}): {e:#}")));
+                        continue;
+                    }
+                };
+                let name = output_name(&id, &image, input.store.root())
+                    .map(|p| p.to_string_lossy().into_owned());
+                let sink = &mut *sinks[split];
+                let caption = batch.caption(i).unwrap_or_default();
+                let mut extra = batch.extra(i);
+                if parts {
+                    extra.extend(part_fields(caption));
+                }
+                sink.push(Record {
+                    id: &id,
+                    image: &bytes,
+                    image_name: name.as_deref(),
+                    caption,
+                    source: batch.source(i),
+                    extra,
+                })?;
+                stats.records += 1;
+                per_split[split] += 1;
             }
-            sink.push(Record {
-                id: &id,
-                image: &bytes,
-                image_name: name.as_deref(),
-                caption,
-                source: batch.source(i),
-                extra,
-            })?;
-            stats.records += 1;
-            per_split[split] += 1;
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     stats.per_split = per_split;
     selected.borrow().record_in(&mut stats);
     Ok(stats)

@@ -145,13 +145,33 @@ impl ShardWriter {
             .with_context(|| format!("{}: cannot create", opts.dir.display()))?;
         let mut done = HashSet::new();
         let shards = complete_shards(&opts.dir, &opts.split, "parquet")?;
+        let schema = schema(opts.parts);
+        if let Some((_, first)) = shards.first() {
+            // A set of shards has one schema: a rerun must not add or drop the part columns.
+            let names = |s: &Schema| {
+                s.fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect::<Vec<_>>()
+            };
+            let earlier = open_checked(first)?.schema().clone();
+            if names(&earlier) != names(&schema) {
+                return Err(crate::core::error::usage(format!(
+                    "{}: the earlier run's shards have columns {:?}, this run's would have {:?} \
+                     (--parts differs); use another -o or the same flags",
+                    first.display(),
+                    names(&earlier),
+                    names(&schema)
+                )));
+            }
+        }
         for (_, path) in &shards {
             let n = read_ids(path, &mut done)?;
             tracing::debug!("{}: {n} rows from an earlier run", path.display());
         }
         let next_shard = next_shard_number(&shards);
         Ok(Self {
-            schema: schema(opts.parts),
+            schema,
             opts,
             done,
             next_shard,

@@ -1,6 +1,7 @@
 //! Which records a dataset conversion writes, and into which split: `--filter` (SQL over
-//! the records), `--exclude-matches` (ids to drop), `--limit` (the first N that remain,
-//! in input order) and `--split NAME:FRACTION,...`.
+//! the records), `--exclude-matches` (ids to drop), `--limit` (the first N written, in
+//! input order; with `--stratify` the first N the filters keep, the cuts being made on
+//! them) and `--split NAME:FRACTION,...`.
 //!
 //! A record's split comes from a hash of its id alone (FNV-1a, then splitmix64, as a
 //! fraction of 2^64) against the cumulative fractions, so a rerun, a reordered input or
@@ -151,7 +152,7 @@ pub(crate) struct Selection {
     bounds: Vec<u64>,
     /// `--stratify`: per group, the hash thresholds of its cuts.
     groups: Option<HashMap<Option<u8>, Vec<u64>>>,
-    /// Records selected so far (the count `--limit` caps).
+    /// Records routed to a split so far (the count `--limit` caps).
     pub taken: u64,
     /// Records `--filter` dropped.
     pub filtered_out: u64,
@@ -213,18 +214,25 @@ impl Selection {
                 unsplit: 0,
             });
             let stop = || first.borrow().exhausted();
-            each_batch(dataset, read, &|_| {}, &stop, &mut |input, batch, _| {
-                if input.role == Role::Records {
-                    let routes = first.borrow_mut().route(batch)?;
-                    for (i, split) in routes.into_iter().enumerate() {
-                        if split.is_some() {
-                            let group = stratum.of(batch.caption(i));
-                            hashes.entry(group).or_default().push(id_hash(&batch.id(i)));
+            each_batch(
+                dataset,
+                read,
+                false,
+                &|_| {},
+                &stop,
+                &mut |input, batch, _| {
+                    if input.role == Role::Records {
+                        let routes = first.borrow_mut().route(batch)?;
+                        for (i, split) in routes.into_iter().enumerate() {
+                            if split.is_some() {
+                                let group = stratum.of(batch.caption(i));
+                                hashes.entry(group).or_default().push(id_hash(&batch.id(i)));
+                            }
                         }
                     }
-                }
-                Ok(())
-            })?;
+                    Ok(())
+                },
+            )?;
             selection.opts = first.into_inner().opts;
             selection.groups = Some(
                 hashes
@@ -237,6 +245,12 @@ impl Selection {
             );
         }
         Ok(selection)
+    }
+
+    /// Whether anything is left out or split (without, every record goes to one output).
+    pub(crate) fn is_active(&self) -> bool {
+        let o = &self.opts;
+        o.filter.is_some() || !o.exclude.is_empty() || o.limit.is_some() || o.split.is_some()
     }
 
     /// Whether `--limit` records have been selected.
@@ -253,6 +267,10 @@ impl Selection {
         };
         let mut out = Vec::with_capacity(batch.len());
         for (i, keep) in keep.into_iter().enumerate() {
+            if self.exhausted() {
+                out.push(None);
+                continue;
+            }
             if !keep {
                 self.filtered_out += 1;
                 out.push(None);
@@ -264,11 +282,6 @@ impl Selection {
                 out.push(None);
                 continue;
             }
-            if self.exhausted() {
-                out.push(None);
-                continue;
-            }
-            self.taken += 1;
             let hash = id_hash(&id);
             let bounds = match (&self.groups, self.opts.stratify) {
                 (Some(groups), Some(stratum)) => groups
@@ -277,8 +290,9 @@ impl Selection {
                 _ => &self.bounds,
             };
             let split = bounds.iter().position(|&b| hash < b || b == u64::MAX);
-            if split.is_none() {
-                self.unsplit += 1;
+            match split {
+                Some(_) => self.taken += 1,
+                None => self.unsplit += 1,
             }
             out.push(split);
         }
@@ -293,9 +307,9 @@ impl Selection {
     }
 }
 
-/// The hash thresholds that cut sorted `hashes` in `fractions` (largest remainder
-/// rounding of the cumulative counts): a record goes to the first split whose threshold
-/// its hash is below.
+/// The hash thresholds that cut sorted `hashes` in `fractions` (the cumulative counts
+/// rounded to the nearest record): a record goes to the first split whose threshold its
+/// hash is below.
 fn cuts(hashes: &[u64], fractions: &[f64]) -> Vec<u64> {
     let n = hashes.len();
     let mut cumulative = 0.0;

@@ -301,14 +301,18 @@ fn luma(rgb: &[u8]) -> u8 {
 
 /// Averages `img` over a [`THUMB`] x [`THUMB`] grid of boxes.
 fn box_average(img: &GrayImage) -> GrayImage {
-    let (w, h) = img.dimensions();
+    let (w, h) = (u64::from(img.width()), u64::from(img.height()));
+    let span = |i: u32, len: u64| {
+        let (i, t) = (u64::from(i), u64::from(THUMB));
+        let start = i * len / t;
+        (start, ((i + 1) * len / t).max(start + 1).min(len))
+    };
     ImageBuffer::from_fn(THUMB, THUMB, |x, y| {
-        let (x0, x1) = (x * w / THUMB, ((x + 1) * w / THUMB).max(x * w / THUMB + 1));
-        let (y0, y1) = (y * h / THUMB, ((y + 1) * h / THUMB).max(y * h / THUMB + 1));
+        let ((x0, x1), (y0, y1)) = (span(x, w), span(y, h));
         let (mut sum, mut n) = (0u64, 0u64);
-        for yy in y0..y1.min(h) {
-            for xx in x0..x1.min(w) {
-                sum += u64::from(img.get_pixel(xx, yy)[0]);
+        for yy in y0..y1 {
+            for xx in x0..x1 {
+                sum += u64::from(img.get_pixel(xx as u32, yy as u32)[0]);
                 n += 1;
             }
         }
@@ -407,7 +411,7 @@ fn load_bench(specs: &[AgainstSpec], undecodable: &mut u64) -> Result<Vec<BenchI
                 if let Some((_, e)) = failures.first() {
                     bail!("--against {}: {e:#}", spec.path);
                 }
-                for_each_image(&dataset, &read, &mut |items| {
+                *undecodable += for_each_image(&dataset, &read, &mut |items| {
                     add(items, undecodable);
                     Ok(())
                 })?;
@@ -417,38 +421,72 @@ fn load_bench(specs: &[AgainstSpec], undecodable: &mut u64) -> Result<Vec<BenchI
     Ok(images)
 }
 
-/// Calls `f` with the images of each batch of `dataset` (records with image bytes;
-/// batches that fail to read are left to mt inspect's own pass, which reports them).
+/// Calls `f` with the images of each batch of `dataset`; returns how many records'
+/// images could not be read (missing files, members no `.tar.zst` shard holds).
+/// Manifest rows whose image is in a shard (`25M_full`) are held by member name until
+/// the shards, which follow the manifests, bring the bytes; members no row names are
+/// images of the set too, under their own name. Batches that fail to read are left to
+/// mt inspect's own pass, which reports them.
 fn for_each_image(
     dataset: &Dataset,
     read: &ReadOptions,
     f: &mut dyn FnMut(Vec<Item<'_>>) -> Result<()>,
-) -> Result<()> {
-    each_batch(dataset, read, &|_| {}, &|| false, &mut |input, batch, _| {
-        if input.role == Role::ImageShard {
-            return Ok(());
-        }
-        let items = (0..batch.len())
-            .filter_map(|i| {
+) -> Result<u64> {
+    /// A row waiting for its image: id, input, row.
+    type Waiting = (String, String, u64);
+    let mut archived: HashMap<String, Vec<Waiting>> = HashMap::new();
+    let mut unreadable = 0;
+    each_batch(
+        dataset,
+        read,
+        true,
+        &|_| {},
+        &|| false,
+        &mut |input, batch, _| {
+            let mut items = Vec::with_capacity(batch.len());
+            for i in 0..batch.len() {
                 let image = batch.image(i);
                 let name = match &image {
                     ImageRef::Bytes { path, .. } => path.map(str::to_string),
                     ImageRef::File(p) => Some(p.to_string_lossy().into_owned()),
-                    _ => None,
+                    ImageRef::Archived(name) => Some(name.to_string()),
+                    ImageRef::None => None,
                 };
-                let bytes = image.bytes().ok()?;
-                Some(Item {
-                    id: batch.id(i).into_owned(),
-                    input: input.display(),
-                    row: Some(batch.first_row + i as u64),
-                    image: name,
-                    bytes: Cow::Owned(bytes.into_owned()),
-                })
-            })
-            .collect();
-        f(items)
-    })
-    .map(drop)
+                let row = batch.first_row + i as u64;
+                if let (ImageRef::Archived(member), Role::Records) = (&image, input.role) {
+                    let waiting = (batch.id(i).into_owned(), input.display(), row);
+                    archived
+                        .entry(member.to_string())
+                        .or_default()
+                        .push(waiting);
+                    continue;
+                }
+                let Ok(bytes) = image.bytes() else {
+                    unreadable += u64::from(input.role == Role::Records);
+                    continue;
+                };
+                let rows = match (input.role, name.as_ref().and_then(|n| archived.remove(n))) {
+                    (Role::ImageShard, Some(rows)) => rows,
+                    (Role::ImageShard, None) => {
+                        let member = name.clone().unwrap_or_default();
+                        vec![(member, input.display(), row)]
+                    }
+                    _ => vec![(batch.id(i).into_owned(), input.display(), row)],
+                };
+                for (id, input, row) in rows {
+                    items.push(Item {
+                        id,
+                        input,
+                        row: Some(row),
+                        image: name.clone(),
+                        bytes: Cow::Owned(bytes.to_vec()),
+                    });
+                }
+            }
+            f(items)
+        },
+    )?;
+    Ok(unreadable + archived.values().map(|rows| rows.len() as u64).sum::<u64>())
 }
 
 /// Benchmark images one of whose hashes is within `bits` of `hash`, with the smaller
@@ -521,7 +559,7 @@ pub(crate) fn scan(
         columns: None,
         batch_rows: 512,
     };
-    for_each_image(dataset, &read, &mut |items| {
+    let unreadable = for_each_image(dataset, &read, &mut |items| {
         let matched: Vec<Option<Vec<Found>>> = items
             .par_iter()
             .map(|it| {
@@ -593,6 +631,7 @@ pub(crate) fn scan(
         }
         Ok(())
     })?;
+    summary.undecodable += unreadable;
     if let Some(mut out) = out {
         out.flush()?;
     }

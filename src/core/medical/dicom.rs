@@ -49,7 +49,15 @@ pub(crate) fn convert(path: &Path, opts: &Options, out: &mut Outputs) -> Result<
             }
         })?;
     let frames = Frames::new(&pixels)?;
-    let photometric = pixels.photometric_interpretation().to_string();
+    // dicom-pixeldata labels every decoded 3-sample frame RGB, but only the JPEG and JPEG
+    // 2000 decoders convert colour: RLE and JPEG-LS keep the file's own model.
+    let photometric = match obj.get(tags::PHOTOMETRIC_INTERPRETATION) {
+        Some(e) if KEEPS_COLOUR_MODEL.contains(&syntax.uid.as_str()) => e
+            .to_str()
+            .map(|p| p.trim_end_matches([' ', '\0']).to_string())
+            .unwrap_or_default(),
+        _ => pixels.photometric_interpretation().to_string(),
+    };
     let colour = Colour::of(&obj, &photometric, frames.layout.samples)?;
     let (used, inverted) = match (colour, frames.layout.samples, photometric.as_str()) {
         (Some(colour), ..) => (frames.write_colour(&colour, opts.depth, out)?, false),
@@ -129,6 +137,14 @@ fn open(path: &Path) -> Result<DefaultDicomObject> {
     }
     Ok(obj)
 }
+
+/// RLE lossless, JPEG-LS lossless and near-lossless: decoders that leave the samples in
+/// the file's colour model.
+const KEEPS_COLOUR_MODEL: [&str; 3] = [
+    "1.2.840.10008.1.2.5",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.81",
+];
 
 /// No rescale.
 const IDENTITY: Rescale = Rescale {
@@ -465,13 +481,16 @@ impl Layout {
     fn colour_samples(&self, bytes: &[u8], colour: &Colour) -> Result<Vec<i64>> {
         let n = self.pixel_count();
         let stored = self.stored(bytes, colour.stored_samples(n))?;
-        Ok(if self.planar && self.samples == 3 {
-            (0..n)
-                .flat_map(|i| [stored[i], stored[n + i], stored[2 * n + i]])
-                .collect()
-        } else {
-            stored
-        })
+        // YBR_FULL_422 is never planar (PS3.3 C.7.6.3.1.3): its samples stay as stored.
+        Ok(
+            if self.planar && matches!(colour, Colour::Rgb | Colour::YbrFull) {
+                (0..n)
+                    .flat_map(|i| [stored[i], stored[n + i], stored[2 * n + i]])
+                    .collect()
+            } else {
+                stored
+            },
+        )
     }
 }
 

@@ -25,6 +25,8 @@ use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
 
+use crate::core::budget;
+
 /// RLE Lossless.
 const RLE: &str = "1.2.840.10008.1.2.5";
 /// Explicit VR big endian (retired).
@@ -86,17 +88,43 @@ fn native_bytes(obj: &DefaultDicomObject, syntax: &str) -> Result<Option<Vec<u8>
         return Ok(None);
     };
     let frames = int(tags::NUMBER_OF_FRAMES).max(1) as usize;
-    if JPEG_DCT.contains(&syntax) {
-        let shape = [
-            int(tags::COLUMNS),
-            int(tags::ROWS),
-            int(tags::SAMPLES_PER_PIXEL),
+    let shape = [
+        int(tags::COLUMNS),
+        int(tags::ROWS),
+        int(tags::SAMPLES_PER_PIXEL).max(1),
+    ];
+    // The decoded bytes must fit mt's volume budget before any is allocated: a header
+    // of a few bytes can claim gigabytes.
+    let fits = |width: u64| {
+        let dims = [
+            frames as u64,
+            shape[0].into(),
+            shape[1].into(),
+            shape[2].into(),
         ];
-        return jpeg_12_bit(pixel_data.value().fragments().unwrap_or(&[]), frames, shape);
+        budget::bytes("the decoded pixel data", &dims, width, budget::VOLUME_BYTES)
+    };
+    if JPEG_DCT.contains(&syntax) {
+        let fragments = pixel_data.value().fragments().unwrap_or(&[]);
+        if !fragments
+            .first()
+            .is_some_and(|f| super::jpeg12::is_12_bit(f))
+        {
+            return Ok(None);
+        }
+        if int(tags::BITS_ALLOCATED) != 16 {
+            bail!(
+                "12-bit JPEG needs BitsAllocated 16, the header says {}",
+                int(tags::BITS_ALLOCATED)
+            );
+        }
+        fits(2)?;
+        return jpeg_12_bit(fragments, frames, shape).map(Some);
     }
     if int(tags::BITS_ALLOCATED) != 32 {
         return Ok(None);
     }
+    fits(4)?;
     let bytes = match syntax {
         RLE => {
             let Some(fragments) = pixel_data.value().fragments() else {
@@ -108,10 +136,17 @@ fn native_bytes(obj: &DefaultDicomObject, syntax: &str) -> Result<Option<Vec<u8>
                     fragments.len()
                 );
             }
-            let pixels = int(tags::ROWS) as usize * int(tags::COLUMNS) as usize;
-            let samples = int(tags::SAMPLES_PER_PIXEL).max(1) as usize;
+            let pixels = shape[0] as usize * shape[1] as usize;
+            let samples = shape[2] as usize;
             let mut bytes = Vec::with_capacity(frames * pixels * samples * 4);
             for (i, fragment) in fragments.iter().enumerate() {
+                // PackBits turns two bytes into at most 128.
+                if pixels * samples * 4 > 64 * fragment.len() {
+                    bail!(
+                        "RLE frame {i}: {} bytes cannot hold {pixels} pixels",
+                        fragment.len()
+                    );
+                }
                 let frame = decode_rle(fragment, pixels, samples, 4)
                     .map_err(|e| anyhow::anyhow!("RLE frame {i}: {e}"))?;
                 bytes.extend_from_slice(&frame);
@@ -128,16 +163,10 @@ fn native_bytes(obj: &DefaultDicomObject, syntax: &str) -> Result<Option<Vec<u8>
     Ok(Some(bytes))
 }
 
-/// The frames of a 12-bit JPEG as little-endian u16 samples (None for 8-bit JPEG, which
-/// jpeg-decoder reads): one fragment a frame, or one frame in any number of fragments.
-/// Each frame must have the `[columns, rows, samples]` the header gives.
-fn jpeg_12_bit(fragments: &[Vec<u8>], frames: usize, shape: [u32; 3]) -> Result<Option<Vec<u8>>> {
-    if !fragments
-        .first()
-        .is_some_and(|f| super::jpeg12::is_12_bit(f))
-    {
-        return Ok(None);
-    }
+/// The frames of a 12-bit JPEG as little-endian u16 samples: one fragment a frame, or one
+/// frame in any number of fragments. Each frame must have the `[columns, rows, samples]`
+/// the header gives.
+fn jpeg_12_bit(fragments: &[Vec<u8>], frames: usize, shape: [u32; 3]) -> Result<Vec<u8>> {
     let streams: Vec<std::borrow::Cow<'_, [u8]>> = if fragments.len() == frames {
         fragments.iter().map(|f| f.as_slice().into()).collect()
     } else if frames == 1 {
@@ -166,7 +195,7 @@ fn jpeg_12_bit(fragments: &[Vec<u8>], frames: usize, shape: [u32; 3]) -> Result<
         }
         bytes.extend(frame.samples.iter().flat_map(|v| v.to_le_bytes()));
     }
-    Ok(Some(bytes))
+    Ok(bytes)
 }
 
 /// `obj` with an Adobe "no transform" marker in each JPEG frame, when the file says RGB
@@ -199,7 +228,7 @@ fn rgb_jpeg_without_adobe_marker(
     let offsets: Vec<u32> = offsets
         .iter()
         .enumerate()
-        .map(|(i, &o)| o + (i * ADOBE_NO_TRANSFORM.len()) as u32)
+        .map(|(i, &o)| o.wrapping_add((i * ADOBE_NO_TRANSFORM.len()) as u32))
         .collect();
     let mut rewritten = obj.clone();
     rewritten.put(DataElement::new(
@@ -294,6 +323,35 @@ fn unpack_bits(data: &[u8], len: usize) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An RLE file of 32-bit samples with one tiny fragment per frame.
+    fn rle_object(rows: u16, columns: u16, samples: u16) -> DefaultDicomObject {
+        let mut obj = dicom_object::InMemDicomObject::new_empty();
+        let us = |tag, v: u16| DataElement::new(tag, VR::US, PrimitiveValue::from(v));
+        obj.put(us(tags::ROWS, rows));
+        obj.put(us(tags::COLUMNS, columns));
+        obj.put(us(tags::SAMPLES_PER_PIXEL, samples));
+        obj.put(us(tags::BITS_ALLOCATED, 32));
+        let fragment = vec![0u8; 80];
+        let pixels = PixelFragmentSequence::new(Vec::<u32>::new(), vec![fragment]);
+        obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, pixels));
+        let meta = dicom_object::meta::FileMetaTableBuilder::new()
+            .transfer_syntax(RLE)
+            .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
+            .media_storage_sop_instance_uid("1.2.3");
+        obj.with_meta(meta).unwrap()
+    }
+
+    #[test]
+    fn headers_claiming_more_than_the_data_holds_are_refused_before_allocating() {
+        let err = format!(
+            "{:#}",
+            rewrite(&rle_object(65535, 65535, 3), RLE).unwrap_err()
+        );
+        assert!(err.contains("budget"), "{err}");
+        let err = format!("{:#}", rewrite(&rle_object(512, 512, 1), RLE).unwrap_err());
+        assert!(err.contains("cannot hold"), "{err}");
+    }
 
     #[test]
     fn packbits_literals_runs_and_no_ops() {
