@@ -14,8 +14,8 @@ use serde_json::{Map, Value, json};
 
 use super::image_files::{output_name, safe_relative, write_once};
 use super::select::Selection;
-use super::{Stats, each_batch, part_fields};
-use crate::core::data::inputs::{Input, Role};
+use super::{Stats, each_routed_batch, part_fields};
+use crate::core::data::inputs::Input;
 use crate::core::data::sample::{Batch, ImageRef};
 use crate::core::data::{Dataset, ReadOptions};
 use crate::core::error::usage;
@@ -144,34 +144,28 @@ pub(crate) fn convert(
     opts: &LlavaOptions,
     on_rows: &dyn Fn(u64),
 ) -> Result<Stats> {
-    let mut per_split = vec![0; sinks.len()];
     // With a selection, only the archive members the records taken name are written.
     let mut members = selection.is_active().then(HashSet::new);
-    let selected = std::cell::RefCell::new(selection);
-    let stop = || selected.borrow().exhausted();
-    let mut stats = each_batch(
+    let splits = sinks.len();
+    each_routed_batch(
         dataset,
         read,
-        true,
+        selection,
+        splits,
         on_rows,
-        &stop,
-        &mut |input, batch, stats| match input.role {
-            Role::ImageShard => archive_members(batch, opts, members.as_ref(), stats),
-            Role::Records => {
-                let routes = selected.borrow_mut().route(batch)?;
+        &mut |input, batch, routes, per_split, stats| match routes {
+            None => archive_members(batch, opts, members.as_ref(), stats),
+            Some(routes) => {
                 let mut to = Split {
                     sinks: &mut *sinks,
                     routes,
-                    per_split: &mut per_split,
+                    per_split,
                     members: members.as_mut(),
                 };
                 records(batch, input, &mut to, opts, stats)
             }
         },
-    )?;
-    stats.per_split = per_split;
-    selected.borrow().record_in(&mut stats);
-    Ok(stats)
+    )
 }
 
 /// Where the records of one batch go.

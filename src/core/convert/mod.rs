@@ -109,6 +109,45 @@ pub(crate) trait RecordSink {
         Self: Sized;
 }
 
+/// What [`each_routed_batch`] calls per batch: the input, the batch, its routes, the
+/// per-split tally and the stats.
+pub(crate) type RoutedBatch<'a> = dyn FnMut(&Input, &Batch, Option<Vec<Option<usize>>>, &mut [usize], &mut Stats) -> Result<()>
+    + 'a;
+
+/// Runs [`each_batch`] with `selection` routing the records: `f` gets each record
+/// batch's routes (the split of each record, None for those not written; None for the
+/// batches of image-shard inputs) and the per-split tally of `splits` splits, which ends
+/// up in the stats with the selection's counts.
+pub(crate) fn each_routed_batch(
+    dataset: &Dataset,
+    read: &ReadOptions,
+    selection: &mut Selection,
+    splits: usize,
+    on_rows: &dyn Fn(u64),
+    f: &mut RoutedBatch<'_>,
+) -> Result<Stats> {
+    let mut per_split = vec![0; splits];
+    let selected = std::cell::RefCell::new(selection);
+    let stop = || selected.borrow().exhausted();
+    let mut stats = each_batch(
+        dataset,
+        read,
+        true,
+        on_rows,
+        &stop,
+        &mut |input, batch, stats| {
+            let routes = match input.role {
+                Role::Records => Some(selected.borrow_mut().route(batch)?),
+                Role::ImageShard => None,
+            };
+            f(input, batch, routes, &mut per_split, stats)
+        },
+    )?;
+    stats.per_split = per_split;
+    selected.borrow().record_in(&mut stats);
+    Ok(stats)
+}
+
 /// Feeds every record of `dataset` that `selection` routes to a split and that has a
 /// caption and image bytes (in the record or in a file) to that split's sink, skipping
 /// ids it already has. Other records are listed in the stats; image members of
@@ -122,21 +161,18 @@ pub(crate) fn write_records(
     parts: bool,
     on_rows: &dyn Fn(u64),
 ) -> Result<Stats> {
-    let mut per_split = vec![0; sinks.len()];
-    let selected = std::cell::RefCell::new(selection);
-    let stop = || selected.borrow().exhausted();
-    let mut stats = each_batch(
+    let splits = sinks.len();
+    each_routed_batch(
         dataset,
         read,
-        true,
+        selection,
+        splits,
         on_rows,
-        &stop,
-        &mut |input, batch, stats| {
-            if input.role == Role::ImageShard {
+        &mut |input, batch, routes, per_split, stats| {
+            let Some(routes) = routes else {
                 stats.archive_members += batch.len();
                 return Ok(());
-            }
-            let routes = selected.borrow_mut().route(batch)?;
+            };
             for (i, split) in routes.into_iter().enumerate() {
                 let Some(split) = split else {
                     continue;
@@ -188,10 +224,7 @@ pub(crate) fn write_records(
             }
             Ok(())
         },
-    )?;
-    stats.per_split = per_split;
-    selected.borrow().record_in(&mut stats);
-    Ok(stats)
+    )
 }
 
 /// `--parts`: the six MedTrinity caption parts as record fields (null where absent).
