@@ -157,13 +157,15 @@ pub struct SelectArgs {
     #[arg(long, value_name = "SQL")]
     pub filter: Option<String>,
     /// Split the records by a hash of their id: NAME:FRACTION,... (train:0.9,test:0.1);
-    /// fractions summing under 1 leave the rest out (a deterministic sample).
+    /// fractions summing under 1 leave the rest out (a deterministic sample). A NAME alone
+    /// puts every record in that split (parquet's file prefix is `train` without).
     #[arg(long, value_name = "NAME:FRACTION,...")]
     pub split: Option<SplitSpec>,
     /// Cut each modality (or organ) group in the --split fractions exactly.
     #[arg(long, requires = "split")]
     pub stratify: Option<Stratum>,
-    /// At most this many records (after --filter and --exclude-matches, in input order).
+    /// Write at most this many records (after --filter, --exclude-matches and --split, in
+    /// input order).
     #[arg(long, value_name = "N")]
     pub limit: Option<u64>,
     /// Leave out the training records a contamination report lists
