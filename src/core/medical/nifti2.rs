@@ -106,9 +106,10 @@ pub(crate) fn read(path: &Path, computed: u64) -> Result<Volume> {
         budget::VOLUME_BYTES,
     )?;
     let count = dims.iter().product::<u64>() as usize;
-    let vox_offset = u64_at(168);
-    let skip = vox_offset
-        .checked_sub(HEADER_BYTES as u64)
+    // vox_offset is signed in nifti2.h: a negative one lies before the header too.
+    let vox_offset = u64_at(168) as i64;
+    let skip = (vox_offset.checked_sub(HEADER_BYTES as i64))
+        .and_then(|v| u64::try_from(v).ok())
         .with_context(|| unreadable(&format!("vox_offset {vox_offset} lies inside the header")))?;
     std::io::copy(&mut (&mut source).take(skip), &mut std::io::sink())?;
     let mut bytes = vec![0u8; count * width as usize];
@@ -273,6 +274,14 @@ mod tests {
         std::fs::write(&path, &huge[..HEADER_BYTES + 4]).unwrap();
         let err = format!("{:#}", read(&path, 0).unwrap_err());
         assert!(err.contains("budget"), "{err}");
+        let mut negative = file(&[3, 2, 2], false, 0);
+        negative[168..176].copy_from_slice(&(-8i64).to_le_bytes());
+        std::fs::write(&path, &negative).unwrap();
+        let err = format!("{:#}", read(&path, 0).unwrap_err());
+        assert!(
+            err.contains("vox_offset -8 lies inside the header"),
+            "{err}"
+        );
         std::fs::write(&path, b"ab").unwrap();
         assert!(!is_nifti2(&path).unwrap());
     }
