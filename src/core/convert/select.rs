@@ -19,7 +19,6 @@ use anyhow::Result;
 use super::{Stats, each_batch};
 use crate::core::caption_parts;
 use crate::core::data::filter::Filter;
-use crate::core::data::inputs::Role;
 use crate::core::data::sample::Batch;
 use crate::core::data::{Dataset, ReadOptions};
 use crate::core::error::usage;
@@ -153,13 +152,13 @@ pub(crate) struct Selection {
     /// `--stratify`: per group, the hash thresholds of its cuts.
     groups: Option<HashMap<Option<u8>, Vec<u64>>>,
     /// Records routed to a split so far (the count `--limit` caps).
-    pub taken: u64,
+    taken: u64,
     /// Records `--filter` dropped.
-    pub filtered_out: u64,
+    filtered_out: u64,
     /// Records `--exclude-matches` dropped.
-    pub excluded: u64,
+    excluded: u64,
     /// Records whose hash fell past the last split.
-    pub unsplit: u64,
+    unsplit: u64,
 }
 
 /// `fraction` of 2^64, saturating.
@@ -192,47 +191,25 @@ impl Selection {
                 .collect(),
             None => vec![u64::MAX],
         };
-        let mut selection = Selection {
-            opts,
-            bounds,
-            groups: None,
-            taken: 0,
-            filtered_out: 0,
-            excluded: 0,
-            unsplit: 0,
-        };
+        let mut selection = Selection::unstratified(opts, bounds);
         if let (Some(stratum), Some(spec)) = (selection.opts.stratify, &selection.opts.split) {
             let fractions = spec.fractions.clone();
             let mut hashes: HashMap<Option<u8>, Vec<u64>> = HashMap::new();
-            let first = std::cell::RefCell::new(Selection {
-                opts: std::mem::take(&mut selection.opts),
-                bounds: vec![u64::MAX],
-                groups: None,
-                taken: 0,
-                filtered_out: 0,
-                excluded: 0,
-                unsplit: 0,
-            });
+            // The first pass routes every record it keeps to one split.
+            let opts = std::mem::take(&mut selection.opts);
+            let first = std::cell::RefCell::new(Selection::unstratified(opts, vec![u64::MAX]));
             let stop = || first.borrow().exhausted();
-            each_batch(
-                dataset,
-                read,
-                false,
-                &|_| {},
-                &stop,
-                &mut |input, batch, _| {
-                    if input.role == Role::Records {
-                        let routes = first.borrow_mut().route(batch)?;
-                        for (i, split) in routes.into_iter().enumerate() {
-                            if split.is_some() {
-                                let group = stratum.of(batch.caption(i));
-                                hashes.entry(group).or_default().push(id_hash(&batch.id(i)));
-                            }
-                        }
+            each_batch(dataset, read, false, &|_| {}, &stop, &mut |_, batch, _| {
+                // Record inputs only: the pass skips image shards.
+                let routes = first.borrow_mut().route(batch)?;
+                for (i, split) in routes.into_iter().enumerate() {
+                    if split.is_some() {
+                        let group = stratum.of(batch.caption(i));
+                        hashes.entry(group).or_default().push(id_hash(&batch.id(i)));
                     }
-                    Ok(())
-                },
-            )?;
+                }
+                Ok(())
+            })?;
             selection.opts = first.into_inner().opts;
             selection.groups = Some(
                 hashes
@@ -245,6 +222,19 @@ impl Selection {
             );
         }
         Ok(selection)
+    }
+
+    /// A selection cutting every record at the same `bounds`, nothing counted yet.
+    fn unstratified(opts: SelectOptions, bounds: Vec<u64>) -> Self {
+        Selection {
+            opts,
+            bounds,
+            groups: None,
+            taken: 0,
+            filtered_out: 0,
+            excluded: 0,
+            unsplit: 0,
+        }
     }
 
     /// Whether anything is left out or split (without, every record goes to one output).

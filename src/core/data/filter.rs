@@ -15,7 +15,7 @@ use polars::chunked_array::cast::CastOptions;
 use polars::prelude::*;
 use serde_json::Value;
 
-use super::sample::{Batch, ImageRef};
+use super::sample::Batch;
 use crate::core::caption_parts::{self, PARTS};
 use crate::core::error::{contain_panic, usage};
 
@@ -177,14 +177,7 @@ fn fixed_column(batch: &Batch, name: &str) -> Column {
         ),
         "image" => Column::new(
             name.into(),
-            (0..n)
-                .map(|i| match batch.image(i) {
-                    ImageRef::None => None,
-                    ImageRef::Bytes { path, .. } => path.map(str::to_string),
-                    ImageRef::File(p) => Some(p.to_string_lossy().into_owned()),
-                    ImageRef::Archived(name) => Some(name.to_string()),
-                })
-                .collect::<Vec<_>>(),
+            (0..n).map(|i| batch.image(i).name()).collect::<Vec<_>>(),
         ),
         _ => Column::new(
             name.into(),

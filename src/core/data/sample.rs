@@ -68,6 +68,17 @@ pub enum ImageRef<'a> {
 }
 
 impl<'a> ImageRef<'a> {
+    /// How the record names its image: the embedded image's path, the file's path, or
+    /// the archive member; None without one.
+    pub fn name(&self) -> Option<String> {
+        match self {
+            ImageRef::None => None,
+            ImageRef::Bytes { path, .. } => path.map(str::to_string),
+            ImageRef::File(p) => Some(p.to_string_lossy().into_owned()),
+            ImageRef::Archived(name) => Some(name.to_string()),
+        }
+    }
+
     /// The encoded bytes of an image held in the record or in a file.
     pub fn bytes(&self) -> anyhow::Result<Cow<'a, [u8]>> {
         use anyhow::Context as _;

@@ -13,12 +13,13 @@
 //! cropped) when the details of the two thumbnails (levels minus their 3x3 mean) also
 //! correlate (Pearson, best over shifts of up to 2 thumbnail pixels) at
 //! [`MIN_CORRELATION`] or more: 64-bit hashes of a million images against ten thousand
-//! collide by chance, detailed thumbnails that correlate do not. Benchmark images with identical pixels count once. A flat picture (its
-//! thumbnail's grey levels within [`FLAT_LEVELS`] of their mean) has no structure for
-//! the hash to describe, so it matches only exactly.
+//! collide by chance, detailed thumbnails that correlate do not. Benchmark images with
+//! identical pixels count once. A flat picture (its thumbnail's grey levels within
+//! [`FLAT_LEVELS`] of their mean) has no structure for the hash to describe, so it
+//! matches only exactly.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -50,8 +51,8 @@ const FLAT_LEVELS: i32 = 2;
 /// Side of the grey thumbnail the hash is taken from.
 const THUMB: u32 = 32;
 
-/// The least correlation of a near copy's thumbnail with the benchmark image's (whole or
-/// views): the hash finds candidates, the thumbnails confirm them. Measured on the
+/// The least correlation of a near copy's thumbnail with one of the benchmark image's
+/// views: the hash finds candidates, the thumbnails confirm them. Measured on the
 /// [`detail`] of the thumbnails: re-encoded and resized copies 0.94-1.0, cropped ones
 /// 0.92-1.0; unrelated pairs within the hash's reach at most 0.91 (one in 100,000
 /// synthetic pictures, at 10 bits), nearly all under 0.84.
@@ -60,7 +61,7 @@ const MIN_CORRELATION: f64 = 0.9;
 /// Thumbnail pixels (of [`THUMB`]) the confirming correlation may shift by.
 const SHIFT: i64 = 2;
 
-/// Share of each side a benchmark image's second hash leaves out.
+/// Share of a side the cropped [`VIEWS`] of a benchmark image leave out.
 const INSET: f64 = 0.05;
 
 /// One `--against` argument: a path mt reads, or `BENCH[:SPLIT]=PATH` for a benchmark
@@ -164,7 +165,7 @@ fn print(hasher: &Hasher, grey: &GrayImage) -> Print {
     }
 }
 
-/// The best Pearson correlation of two thumbnails' grey levels over shifts of up to
+/// The best Pearson correlation of two thumbnails' [`detail`] over shifts of up to
 /// [`SHIFT`] pixels either way (a copy cropped on one side is a shifted, slightly scaled
 /// picture); 0 where either is constant over the overlap.
 fn correlation(a: &[f64], b: &[f64]) -> f64 {
@@ -293,7 +294,8 @@ fn jpeg_reduced(bytes: &[u8]) -> Result<GrayImage> {
     ImageBuffer::from_raw(w, h, grey).context("JPEG size does not match its pixels")
 }
 
-/// Rec. 601 luma, as the image crate computes it.
+/// Luma with the weights the image crate's `to_luma8` uses (Rec. 709), so a reduced JPEG
+/// and a fully decoded picture give the same grey.
 fn luma(rgb: &[u8]) -> u8 {
     let [r, g, b] = [rgb[0], rgb[1], rgb[2]].map(u32::from);
     ((r * 2126 + g * 7152 + b * 722) / 10000) as u8
@@ -345,7 +347,7 @@ struct Item<'a> {
 fn load_bench(specs: &[AgainstSpec], undecodable: &mut u64) -> Result<Vec<BenchImage>> {
     let hasher = hasher();
     let mut images: Vec<BenchImage> = Vec::new();
-    let mut seen: HashMap<[u8; 32], usize> = HashMap::new();
+    let mut seen: HashSet<[u8; 32]> = HashSet::new();
     let mut add = |items: Vec<Item<'_>>, undecodable: &mut u64| {
         let done: Vec<Result<([Print; VIEWS], [u8; 32])>> = items
             .par_iter()
@@ -359,7 +361,7 @@ fn load_bench(specs: &[AgainstSpec], undecodable: &mut u64) -> Result<Vec<BenchI
                 *undecodable += 1;
                 continue;
             };
-            if seen.insert(pixels, images.len()).is_none() {
+            if seen.insert(pixels) {
                 images.push(BenchImage {
                     id: item.id,
                     input: item.input,
@@ -380,11 +382,11 @@ fn load_bench(specs: &[AgainstSpec], undecodable: &mut u64) -> Result<Vec<BenchI
                 };
                 let loaded = vqa::load(bench, Path::new(&spec.path), split, &opts)
                     .with_context(|| format!("--against {}", spec.path))?;
-                let mut by_image: HashMap<String, usize> = HashMap::new();
+                let mut by_image: HashSet<String> = HashSet::new();
                 let mut items = Vec::new();
                 for q in &loaded.questions {
                     let label = q.image.label().to_string();
-                    if by_image.insert(label.clone(), items.len()).is_some() {
+                    if !by_image.insert(label.clone()) {
                         continue;
                     }
                     match q.image.bytes() {
@@ -446,12 +448,7 @@ fn for_each_image(
             let mut items = Vec::with_capacity(batch.len());
             for i in 0..batch.len() {
                 let image = batch.image(i);
-                let name = match &image {
-                    ImageRef::Bytes { path, .. } => path.map(str::to_string),
-                    ImageRef::File(p) => Some(p.to_string_lossy().into_owned()),
-                    ImageRef::Archived(name) => Some(name.to_string()),
-                    ImageRef::None => None,
-                };
+                let name = image.name();
                 let row = batch.first_row + i as u64;
                 if let (ImageRef::Archived(member), Role::Records) = (&image, input.role) {
                     let waiting = (batch.id(i).into_owned(), input.display(), row);
@@ -473,13 +470,15 @@ fn for_each_image(
                     }
                     _ => vec![(batch.id(i).into_owned(), input.display(), row)],
                 };
+                // The bytes as the batch holds them; a copy only for a member several
+                // manifest rows name.
                 for (id, input, row) in rows {
                     items.push(Item {
                         id,
                         input,
                         row: Some(row),
                         image: name.clone(),
-                        bytes: Cow::Owned(bytes.to_vec()),
+                        bytes: bytes.clone(),
                     });
                 }
             }

@@ -5,7 +5,8 @@
 //! file's first WindowCenter/Width and VOILUTFunction, or `--window`, or the min-max
 //! window of the modality values over all frames) -> MONOCHROME1 inverted. Per-frame
 //! rescale and windows of enhanced multi-frame files are applied per frame. VOI and
-//! modality LUT tables (sequences) are not applied. Colour files (RGB, YBR, PALETTE COLOR) become RGB ([`super::colour`]).
+//! modality LUT tables (sequences) are not applied. Colour files (RGB, YBR, PALETTE
+//! COLOR) become RGB ([`super::colour`]).
 
 use std::path::Path;
 
@@ -51,11 +52,8 @@ pub(crate) fn convert(path: &Path, opts: &Options, out: &mut Outputs) -> Result<
     let frames = Frames::new(&pixels)?;
     // dicom-pixeldata labels every decoded 3-sample frame RGB, but only the JPEG and JPEG
     // 2000 decoders convert colour: RLE and JPEG-LS keep the file's own model.
-    let photometric = match obj.get(tags::PHOTOMETRIC_INTERPRETATION) {
-        Some(e) if KEEPS_COLOUR_MODEL.contains(&syntax.uid.as_str()) => e
-            .to_str()
-            .map(|p| p.trim_end_matches([' ', '\0']).to_string())
-            .unwrap_or_default(),
+    let photometric = match super::dicom_native::photometric(&obj) {
+        Some(pi) if KEEPS_COLOUR_MODEL.contains(&syntax.uid.as_str()) => pi,
         _ => pixels.photometric_interpretation().to_string(),
     };
     let colour = Colour::of(&obj, &photometric, frames.layout.samples)?;

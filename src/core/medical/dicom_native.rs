@@ -46,12 +46,7 @@ pub(crate) fn rewrite(
 ) -> Result<Option<DefaultDicomObject>> {
     if let Some(bytes) = native_bytes(obj, syntax)? {
         let mut native = obj.clone();
-        let photometric = obj
-            .get(tags::PHOTOMETRIC_INTERPRETATION)
-            .and_then(|e| e.to_str().ok());
-        if JPEG_DCT.contains(&syntax)
-            && photometric.is_some_and(|p| p.trim_end_matches([' ', '\0']) == "YBR_FULL_422")
-        {
+        if JPEG_DCT.contains(&syntax) && photometric(obj).as_deref() == Some("YBR_FULL_422") {
             native.put(DataElement::new(
                 tags::PHOTOMETRIC_INTERPRETATION,
                 VR::CS,
@@ -75,6 +70,12 @@ pub(crate) fn rewrite(
         return Ok(Some(native));
     }
     Ok(rgb_jpeg_without_adobe_marker(obj, syntax))
+}
+
+/// The file's Photometric Interpretation, without its padding.
+pub(crate) fn photometric(obj: &DefaultDicomObject) -> Option<String> {
+    let text = obj.get(tags::PHOTOMETRIC_INTERPRETATION)?.to_str().ok()?;
+    Some(text.trim_end_matches([' ', '\0']).to_string())
 }
 
 /// The native little-endian pixel bytes of a file dicom-rs cannot decode or misreads.
@@ -207,8 +208,7 @@ fn rgb_jpeg_without_adobe_marker(
     if !JPEG_DCT.contains(&syntax) {
         return None;
     }
-    let photometric = obj.get(tags::PHOTOMETRIC_INTERPRETATION)?.to_str().ok()?;
-    if photometric.trim_end_matches([' ', '\0']) != "RGB" {
+    if photometric(obj)? != "RGB" {
         return None;
     }
     let pixel_data = obj.get(tags::PIXEL_DATA)?;

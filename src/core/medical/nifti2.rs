@@ -4,7 +4,7 @@
 //! 3000-3099) keep their matrix in dimensions 5 and up, the first four being 1: their
 //! shape is the matrix's, as nibabel gives it.
 
-use std::io::Read;
+use std::io::{Read, Seek as _};
 use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
@@ -30,7 +30,7 @@ fn open(path: &Path) -> Result<Box<dyn Read>> {
     let mut file = std::fs::File::open(path).context("cannot open")?;
     let mut magic = [0u8; 2];
     let gz = file.read_exact(&mut magic).is_ok() && magic == [0x1f, 0x8b];
-    let file = std::fs::File::open(path).context("cannot open")?;
+    file.rewind().context("cannot read")?;
     Ok(if gz {
         Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(
             file,
