@@ -5,17 +5,17 @@
 //! decoded image; JPEGs are decoded at a reduced DCT scale first, which is what makes a
 //! million training images a matter of minutes) hashed by `image_hasher`'s pHash (DCT,
 //! 8x8 low frequencies against their median: 64 bits). A training image whose hash is
-//! within [`NEAR_BITS`] bits of one of a benchmark image's views (the whole picture, its
+//! within `NEAR_BITS` bits of one of a benchmark image's views (the whole picture, its
 //! centre without 5% of each side, and the four pictures without 5% of two adjacent
 //! sides, for cropped copies) is a candidate; it is then decoded
 //! fully, and is an **exact** copy when its pixels (RGB, 8 bits) equal the benchmark
 //! image's, whatever the file bytes, else a **near** copy (re-encoded, resized, slightly
 //! cropped) when the details of the two thumbnails (levels minus their 3x3 mean) also
 //! correlate (Pearson, best over shifts of up to 2 thumbnail pixels) at
-//! [`MIN_CORRELATION`] or more: 64-bit hashes of a million images against ten thousand
+//! `MIN_CORRELATION` or more: 64-bit hashes of a million images against ten thousand
 //! collide by chance, detailed thumbnails that correlate do not. Benchmark images with
 //! identical pixels count once. A flat picture (its thumbnail's grey levels within
-//! [`FLAT_LEVELS`] of their mean) has no structure for the hash to describe, so it
+//! `FLAT_LEVELS` of their mean) has no structure for the hash to describe, so it
 //! matches only exactly.
 
 use std::borrow::Cow;
