@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result};
 use serde::Serialize;
 
-use super::args::{BenchArg, ModelArgs, QuantArg};
+use super::args::{BenchArg, ModelArgs, QuantArg, parse_size};
 use super::{Context, finish_failures, print};
 use crate::core::convert::llava_out::{self as llava, LlavaOptions, LlavaSink};
 use crate::core::convert::parquet_out::{ShardOptions, ShardWriter};
@@ -840,20 +840,3 @@ fn knowledge_index(a: &KnowledgeIndexArgs, ctx: &mut Context) -> Result<()> {
     Ok(())
 }
 
-/// `500MB`, `64KB`, `1GB`, `1000` (bytes; binary multiples), at least 1.
-fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim().to_ascii_uppercase();
-    let (num, mult) = [
-        ("GB", 1u64 << 30),
-        ("MB", 1 << 20),
-        ("KB", 1 << 10),
-        ("B", 1),
-    ]
-    .iter()
-    .find_map(|(suffix, m)| t.strip_suffix(suffix).map(|n| (n.trim().to_string(), *m)))
-    .unwrap_or((t.clone(), 1));
-    match num.parse::<f64>() {
-        Ok(v) if v * mult as f64 >= 1.0 => Ok((v * mult as f64) as u64),
-        _ => Err(format!("`{s}` is not a size (like 500MB, 64KB or 1000)")),
-    }
-}

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use serde::Serialize;
 
-use super::args::{AspectArg, BenchArg, DeviceArgs, ModelArgs, StageArg, parse_conv_mode};
+use super::args::{
+    AspectArg, BenchArg, DeviceArgs, ModelArgs, QuantArg, StageArg, parse_conv_mode, parse_size,
+};
 use super::{Context, GlobalArgs, finish_failures, print};
 use crate::core::error::usage;
 use crate::core::model::load::checkpoint::device;
@@ -17,6 +19,7 @@ use crate::core::train::params::LearningRates;
 use crate::core::train::plot::plot_metrics;
 use crate::core::train::presets::{self, Preset};
 use crate::core::train::trainer::{Control, Paths, Plan, Summary, train};
+use crate::core::train::zero::ZeroStage;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -154,6 +157,39 @@ pub struct TrainingArgs {
     /// Also write loss / learning-rate curves to curves.png in the run directory.
     #[arg(long)]
     pub plot: bool,
+    /// Print what one device will hold (weights, gradients, master weights, optimizer
+    /// moments, activations, workspace) for these flags and exit; reads the config only.
+    /// Every run prints this plan first and refuses one that does not fit the device.
+    #[arg(long)]
+    pub plan: bool,
+    /// Ranks to plan for (default: the launcher's WORLD_SIZE, else 1).
+    #[arg(long, value_name = "N", requires = "plan")]
+    pub world_size: Option<usize>,
+    /// The memory of one device that the plan must fit, like 80GB (default: the GPU's
+    /// free memory, or the host's available memory on the CPU).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub device_memory: Option<u64>,
+    /// ZeRO stage over the data-parallel ranks: 1 shards the f32 master weights and AdamW
+    /// moments, 2 also the accumulated gradients (reduce-scattered); weights are
+    /// all-gathered after each update. 0: every rank holds everything.
+    #[arg(long, value_name = "STAGE", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub zero: u8,
+    /// Keep the optimizer (f32 master weights and moments) in host memory and run AdamW on
+    /// the CPU; the device holds the weights, gradients and activations.
+    #[arg(long, value_enum, value_name = "WHAT")]
+    pub offload: Option<OffloadArg>,
+    /// QLoRA: load the frozen language model quantized (q8_0, q6k, q4k; see `mt caption
+    /// --help`) and train LoRA adapters (or, with --stage 1, the projector) on it; the
+    /// backward pass goes through the dequantized weights.
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub quantize: Option<QuantArg>,
+}
+
+/// `--offload`: what moves to host memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+pub enum OffloadArg {
+    /// f32 master weights and AdamW moments, updated on the CPU.
+    Optimizer,
 }
 
 /// Pre-training stages: projector alignment (1) and instruction tuning (2).
@@ -235,6 +271,9 @@ pub(crate) fn run_training(preset: Preset, args: &TrainingArgs, ctx: &mut Contex
         dtype,
         resume: args.resume,
         stop_after: args.stop_after_steps,
+        quantize: args.quantize.map(Into::into),
+        zero: ZeroStage::from_level(args.zero).expect("clap keeps --zero in 0..=2"),
+        offload: args.offload.is_some(),
     };
     let reducer = connect(world, &control.device, &paths.run_dir)?;
     let result = train(&paths, &plan, &control, reducer.as_ref());

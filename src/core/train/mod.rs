@@ -14,3 +14,4 @@ pub(crate) mod presets;
 pub(crate) mod schedule;
 pub(crate) mod torch_save;
 pub mod trainer;
+pub(crate) mod zero;

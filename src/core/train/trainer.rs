@@ -30,6 +30,7 @@ use super::export::{
     stored_vision_tensors, write_adapter, write_safetensors, write_side_files, write_weights,
 };
 use super::parallel::{Reducer, World};
+use super::zero::ZeroStage;
 use super::params::{LearningRates, Tune, make_trainable, overwrite_tensors};
 use super::schedule::CosineSchedule;
 use super::torch_save::write_torch_bin;
@@ -41,6 +42,7 @@ use crate::core::model::engine::prompt::TextCodec;
 use crate::core::model::load::checkpoint::Checkpoint;
 use crate::core::model::load::config::{AspectMode, TextFamily};
 use crate::core::model::load::weights::{StoredNames, original_name};
+use crate::core::model::quant::QuantKind;
 use crate::core::progress;
 use crate::core::vqa::Bench;
 
@@ -99,6 +101,13 @@ pub(crate) struct Control {
     pub resume: bool,
     /// Stop (after saving) once this process has made this many steps.
     pub stop_after: Option<u64>,
+    /// Load the language model's frozen matrices quantized (QLoRA: LoRA adapters train
+    /// on a quantized base).
+    pub quantize: Option<QuantKind>,
+    /// How the optimiser state is spread over the ranks.
+    pub zero: ZeroStage,
+    /// Keep the f32 master weights and moments in host memory and update them there.
+    pub offload: bool,
 }
 
 /// What a finished (or stopped) run reports.
@@ -190,6 +199,9 @@ pub(crate) fn train(
     let template = TrainTemplate::for_checkpoint(plan.conv_mode.as_deref(), &ckpt, &codec)?;
     tracing::info!("conversation template: {}", template.name());
     let processor = ImageProcessor::for_checkpoint(&ckpt)?;
+    if let Some(kind) = control.quantize {
+        ckpt.quantize(kind);
+    }
     let mut model = ckpt.load()?;
     if let Some(file) = &paths.projector {
         load_projector(&mut model, file)?;

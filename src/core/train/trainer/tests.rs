@@ -63,6 +63,9 @@ fn two_ranks_train_exactly_like_one_process_accumulating_twice() {
         dtype: DType::F32,
         resume: false,
         stop_after: None,
+        quantize: None,
+        zero: ZeroStage::Off,
+        offload: false,
     };
     let single = tmp.path().join("single");
     train(&paths(&data, &single), &plan(2), &control, &Alone).unwrap();
@@ -77,6 +80,9 @@ fn two_ranks_train_exactly_like_one_process_accumulating_twice() {
                     dtype: control.dtype,
                     resume: false,
                     stop_after: None,
+                    quantize: None,
+        zero: ZeroStage::Off,
+        offload: false,
                 };
                 train(&paths(data, parallel), &plan(1), &control, &reducer).unwrap();
             });
