@@ -1648,7 +1648,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__finetune)
-            opts="-v -q -h -V --mmproj --vision-tower --projector --data --bench --split --images --image-folder --conv-mode --max-steps --epochs --lr --projector-lr --batch-size --grad-accum --warmup-ratio --weight-decay --max-grad-norm --model-max-length --gradient-checkpointing --image-aspect-ratio --group-by-modality-length --lora-r --lora-alpha --lora-dropout --save-steps --save-total-limit --gpu --resume --stop-after-steps --plot --ckpt --model --dtype --cpu --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --mmproj --vision-tower --projector --data --bench --split --images --image-folder --conv-mode --max-steps --epochs --lr --projector-lr --batch-size --grad-accum --warmup-ratio --weight-decay --max-grad-norm --model-max-length --gradient-checkpointing --image-aspect-ratio --group-by-modality-length --lora-r --lora-alpha --lora-dropout --save-steps --save-total-limit --gpu --resume --stop-after-steps --plot --plan --world-size --device-memory --zero --offload --quantize --ckpt --model --dtype --cpu --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1768,6 +1768,26 @@ _mt() {
                     ;;
                 --stop-after-steps)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --world-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --device-memory)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --zero)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --offload)
+                    COMPREPLY=($(compgen -W "optimizer" -- "${cur}"))
+                    return 0
+                    ;;
+                --quantize)
+                    COMPREPLY=($(compgen -W "q8_0 q6k q4k" -- "${cur}"))
                     return 0
                     ;;
                 --model)
@@ -2440,7 +2460,7 @@ _mt() {
             return 0
             ;;
         mt__subcmd__train)
-            opts="-v -q -h -V --stage --mmproj --vision-tower --projector --data --bench --split --images --image-folder --conv-mode --max-steps --epochs --lr --projector-lr --batch-size --grad-accum --warmup-ratio --weight-decay --max-grad-norm --model-max-length --gradient-checkpointing --image-aspect-ratio --group-by-modality-length --lora-r --lora-alpha --lora-dropout --save-steps --save-total-limit --gpu --resume --stop-after-steps --plot --ckpt --model --dtype --cpu --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
+            opts="-v -q -h -V --stage --mmproj --vision-tower --projector --data --bench --split --images --image-folder --conv-mode --max-steps --epochs --lr --projector-lr --batch-size --grad-accum --warmup-ratio --weight-decay --max-grad-norm --model-max-length --gradient-checkpointing --image-aspect-ratio --group-by-modality-length --lora-r --lora-alpha --lora-dropout --save-steps --save-total-limit --gpu --resume --stop-after-steps --plot --plan --world-size --device-memory --zero --offload --quantize --ckpt --model --dtype --cpu --verbose --quiet --json --run-dir --no-run-dir --seed --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -2564,6 +2584,26 @@ _mt() {
                     ;;
                 --stop-after-steps)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --world-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --device-memory)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --zero)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --offload)
+                    COMPREPLY=($(compgen -W "optimizer" -- "${cur}"))
+                    return 0
+                    ;;
+                --quantize)
+                    COMPREPLY=($(compgen -W "q8_0 q6k q4k" -- "${cur}"))
                     return 0
                     ;;
                 --model)

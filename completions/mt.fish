@@ -411,6 +411,13 @@ complete -c mt -n "__fish_mt_using_subcommand train" -l save-steps -d 'Save a ch
 complete -c mt -n "__fish_mt_using_subcommand train" -l save-total-limit -d 'Checkpoints to keep (0 = all)' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l gpu -d 'GPU index (needs a CUDA build). Default: GPU 0 when a CUDA build sees one, else the CPU' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l stop-after-steps -d 'Save and stop after N steps in this process (time-limited jobs; continue with --resume)' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l world-size -d 'Ranks to plan for (default: the launcher\'s WORLD_SIZE, else 1)' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l device-memory -d 'The memory of one device that the plan must fit, like 80GB (default: the GPU\'s free memory, or the host\'s available memory on the CPU)' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l zero -d 'ZeRO stage over the data-parallel ranks: 1 shards the f32 master weights and AdamW moments, 2 also the accumulated gradients (reduce-scattered); weights are all-gathered after each update. 0: every rank holds everything' -r
+complete -c mt -n "__fish_mt_using_subcommand train" -l offload -d 'Keep the optimizer (f32 master weights and moments) in host memory and run AdamW on the CPU; the device holds the weights, gradients and activations' -r -f -a "optimizer\t'f32 master weights and AdamW moments, updated on the CPU'"
+complete -c mt -n "__fish_mt_using_subcommand train" -l quantize -d 'QLoRA: load the frozen language model quantized (q8_0, q6k, q4k; see `mt caption --help`) and train LoRA adapters (or, with --stage 1, the projector) on it; the backward pass goes through the dequantized weights' -r -f -a "q8_0\t'8-bit blocks of 32 (8.5 bits a weight)'
+q6k\t'6-bit k-quants (6.6 bits a weight)'
+q4k\t'4-bit k-quants (4.5 bits a weight)'"
 complete -c mt -n "__fish_mt_using_subcommand train" -l model -l ckpt -d 'Checkpoint to start from (original LLaVA layout)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand train" -l dtype -d 'Parameter dtype (default: bf16 on a GPU, f32 on the CPU; f16 is refused: it needs loss scaling)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
@@ -419,6 +426,7 @@ complete -c mt -n "__fish_mt_using_subcommand train" -l run-dir -d 'Write the ru
 complete -c mt -n "__fish_mt_using_subcommand train" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand train" -l resume -d 'Continue from the last checkpoint in --run-dir (same flags)'
 complete -c mt -n "__fish_mt_using_subcommand train" -l plot -d 'Also write loss / learning-rate curves to curves.png in the run directory'
+complete -c mt -n "__fish_mt_using_subcommand train" -l plan -d 'Print what one device will hold (weights, gradients, master weights, optimizer moments, activations, workspace) for these flags and exit; reads the config only. Every run prints this plan first and refuses one that does not fit the device'
 complete -c mt -n "__fish_mt_using_subcommand train" -l cpu -d 'Train on the CPU even when a GPU is visible (tiny configs)'
 complete -c mt -n "__fish_mt_using_subcommand train" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand train" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'
@@ -458,6 +466,13 @@ complete -c mt -n "__fish_mt_using_subcommand finetune" -l save-steps -d 'Save a
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l save-total-limit -d 'Checkpoints to keep (0 = all)' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l gpu -d 'GPU index (needs a CUDA build). Default: GPU 0 when a CUDA build sees one, else the CPU' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l stop-after-steps -d 'Save and stop after N steps in this process (time-limited jobs; continue with --resume)' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l world-size -d 'Ranks to plan for (default: the launcher\'s WORLD_SIZE, else 1)' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l device-memory -d 'The memory of one device that the plan must fit, like 80GB (default: the GPU\'s free memory, or the host\'s available memory on the CPU)' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l zero -d 'ZeRO stage over the data-parallel ranks: 1 shards the f32 master weights and AdamW moments, 2 also the accumulated gradients (reduce-scattered); weights are all-gathered after each update. 0: every rank holds everything' -r
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l offload -d 'Keep the optimizer (f32 master weights and moments) in host memory and run AdamW on the CPU; the device holds the weights, gradients and activations' -r -f -a "optimizer\t'f32 master weights and AdamW moments, updated on the CPU'"
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l quantize -d 'QLoRA: load the frozen language model quantized (q8_0, q6k, q4k; see `mt caption --help`) and train LoRA adapters (or, with --stage 1, the projector) on it; the backward pass goes through the dequantized weights' -r -f -a "q8_0\t'8-bit blocks of 32 (8.5 bits a weight)'
+q6k\t'6-bit k-quants (6.6 bits a weight)'
+q4k\t'4-bit k-quants (4.5 bits a weight)'"
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l model -l ckpt -d 'Checkpoint to start from (original LLaVA layout)' -r -F
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l dtype -d 'Parameter dtype (default: bf16 on a GPU, f32 on the CPU; f16 is refused: it needs loss scaling)' -r -f -a "f32\t'32-bit float'
 bf16\t'bfloat16'
@@ -466,6 +481,7 @@ complete -c mt -n "__fish_mt_using_subcommand finetune" -l run-dir -d 'Write the
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l seed -d 'Seed for every random choice (sampling, shuffling, initialisation)' -r
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l resume -d 'Continue from the last checkpoint in --run-dir (same flags)'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l plot -d 'Also write loss / learning-rate curves to curves.png in the run directory'
+complete -c mt -n "__fish_mt_using_subcommand finetune" -l plan -d 'Print what one device will hold (weights, gradients, master weights, optimizer moments, activations, workspace) for these flags and exit; reads the config only. Every run prints this plan first and refuses one that does not fit the device'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -l cpu -d 'Train on the CPU even when a GPU is visible (tiny configs)'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace); RUST_LOG overrides'
 complete -c mt -n "__fish_mt_using_subcommand finetune" -s q -l quiet -d 'Less log output (-q warnings only, -qq errors only) and no progress bars'

@@ -564,6 +564,24 @@ pub(crate) fn to_argv<A: clap::Args + Serialize>(args: &A) -> Result<Vec<String>
     Ok(argv)
 }
 
+/// `500MB`, `64KB`, `1GB`, `1000` (bytes; binary multiples), at least 1.
+pub(crate) fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim().to_ascii_uppercase();
+    let (num, mult) = [
+        ("GB", 1u64 << 30),
+        ("MB", 1 << 20),
+        ("KB", 1 << 10),
+        ("B", 1),
+    ]
+    .iter()
+    .find_map(|(suffix, m)| t.strip_suffix(suffix).map(|n| (n.trim().to_string(), *m)))
+    .unwrap_or((t.clone(), 1));
+    match num.parse::<f64>() {
+        Ok(v) if v * mult as f64 >= 1.0 => Ok((v * mult as f64) as u64),
+        _ => Err(format!("`{s}` is not a size (like 500MB, 64KB or 1000)")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -600,23 +618,5 @@ mod tests {
         assert_eq!(DTypeArg::from_str("bfloat16", false), Ok(DTypeArg::Bf16));
         assert_eq!(DTypeArg::from_str("float32", false), Ok(DTypeArg::F32));
         assert_eq!(DTypeArg::from_str("float16", false), Ok(DTypeArg::F16));
-    }
-}
-
-/// `500MB`, `64KB`, `1GB`, `1000` (bytes; binary multiples), at least 1.
-pub(crate) fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim().to_ascii_uppercase();
-    let (num, mult) = [
-        ("GB", 1u64 << 30),
-        ("MB", 1 << 20),
-        ("KB", 1 << 10),
-        ("B", 1),
-    ]
-    .iter()
-    .find_map(|(suffix, m)| t.strip_suffix(suffix).map(|n| (n.trim().to_string(), *m)))
-    .unwrap_or((t.clone(), 1));
-    match num.parse::<f64>() {
-        Ok(v) if v * mult as f64 >= 1.0 => Ok((v * mult as f64) as u64),
-        _ => Err(format!("`{s}` is not a size (like 500MB, 64KB or 1000)")),
     }
 }

@@ -839,4 +839,3 @@ fn knowledge_index(a: &KnowledgeIndexArgs, ctx: &mut Context) -> Result<()> {
     }
     Ok(())
 }
-

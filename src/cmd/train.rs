@@ -12,8 +12,9 @@ use super::args::{
 };
 use super::{Context, GlobalArgs, finish_failures, print};
 use crate::core::error::usage;
-use crate::core::model::load::checkpoint::device;
+use crate::core::model::load::checkpoint::{Checkpoint, device};
 use crate::core::train::adamw::AdamWConfig;
+use crate::core::train::memory::device_capacity;
 use crate::core::train::parallel::{Alone, Reducer, World, rendezvous_file};
 use crate::core::train::params::LearningRates;
 use crate::core::train::plot::plot_metrics;
@@ -236,6 +237,9 @@ pub(crate) fn run_training(preset: Preset, args: &TrainingArgs, ctx: &mut Contex
             "--resume needs --run-dir: the run directory to continue",
         ));
     }
+    if args.plan {
+        return print_plan(preset, args, world, ctx);
+    }
     let gpu = gpu_index(world, args, &env)?;
     let device = device(gpu)?;
     let dtype = args.model.dtype(&device)?;
@@ -274,6 +278,7 @@ pub(crate) fn run_training(preset: Preset, args: &TrainingArgs, ctx: &mut Contex
         quantize: args.quantize.map(Into::into),
         zero: ZeroStage::from_level(args.zero).expect("clap keeps --zero in 0..=2"),
         offload: args.offload.is_some(),
+        device_memory: args.device_memory,
     };
     let reducer = connect(world, &control.device, &paths.run_dir)?;
     let result = train(&paths, &plan, &control, reducer.as_ref());
@@ -288,6 +293,86 @@ pub(crate) fn run_training(preset: Preset, args: &TrainingArgs, ctx: &mut Contex
     report(&summary, ctx)?;
     let skipped = summary.skipped.len();
     finish_failures(ctx, summary.skipped, skipped, summary.records)
+}
+
+/// `--plan`: the memory plan of these flags from the checkpoint's config, printed (a
+/// table, or with `--json` an object with `per_device`); no device is opened and no
+/// weight read, so a GPU run can be planned anywhere.
+fn print_plan(preset: Preset, args: &TrainingArgs, launched: World, ctx: &Context) -> Result<()> {
+    let world = args.world_size.unwrap_or(launched.size);
+    if world == 0 {
+        return Err(usage("--world-size must be at least 1"));
+    }
+    let on_gpu = args.device.gpu().is_some();
+    let dtype = match args.model.dtype {
+        Some(d) => d.into(),
+        None if on_gpu => candle_core::DType::BF16,
+        None => candle_core::DType::F32,
+    };
+    let plan = plan(preset, args, ctx.seed, on_gpu)?;
+    let ckpt = Checkpoint::open(
+        args.model.path(),
+        args.model.vision_tower.as_deref(),
+        &candle_core::Device::Cpu,
+        dtype,
+    )?;
+    let mut setup = Control {
+        device: candle_core::Device::Cpu,
+        dtype,
+        resume: false,
+        stop_after: None,
+        quantize: args.quantize.map(Into::into),
+        zero: ZeroStage::from_level(args.zero).expect("clap keeps --zero in 0..=2"),
+        offload: args.offload.is_some(),
+        device_memory: args.device_memory,
+    }
+    .memory_setup(&plan, world);
+    setup.gpu = on_gpu;
+    let memory = setup.plan(&ckpt.config);
+    let capacity = args.device_memory.or_else(|| match on_gpu {
+        true => None,
+        false => device_capacity(&candle_core::Device::Cpu),
+    });
+    let fits = capacity.map(|c| memory.per_device.total_bytes <= c);
+    let remedies = match capacity {
+        Some(c) if fits == Some(false) => setup.remedies(&ckpt.config, c),
+        _ => Vec::new(),
+    };
+    if ctx.json {
+        let value = serde_json::json!({
+            "setup": setup.describe(),
+            "world_size": world,
+            "zero": setup.zero.level(),
+            "offload": setup.offload,
+            "dtype": format!("{dtype:?}").to_lowercase(),
+            "parameters": memory.parameters,
+            "per_device": memory.per_device,
+            "host_bytes": memory.host_bytes,
+            "device_memory_bytes": capacity,
+            "fits": fits,
+            "would_fit_with": remedies
+                .iter()
+                .map(|(what, total)| serde_json::json!({"change": what, "total_bytes": total}))
+                .collect::<Vec<_>>(),
+        });
+        return print(&format!("{value}\n"));
+    }
+    let mut text = memory.render(&setup, capacity);
+    match fits {
+        Some(false) if remedies.is_empty() => text.push_str(
+            "does not fit; no single change (--zero 2, more ranks, --offload optimizer, \
+             --gradient-checkpointing, LoRA, a shorter length) makes it fit\n",
+        ),
+        Some(false) => {
+            text.push_str("does not fit; it would with:\n");
+            for (what, total) in &remedies {
+                let gib = *total as f64 / (1u64 << 30) as f64;
+                text.push_str(&format!("  {what} ({gib:.2} GiB)\n"));
+            }
+        }
+        _ => {}
+    }
+    print(&text)
 }
 
 /// The GPU this process trains on: alone, as `--gpu` / `--cpu` pick it; under a multi-process launch the

@@ -945,3 +945,110 @@ fn first_loss_matches_transformers(py: &Path, dir: &Path, base: &Path) {
         base.display()
     );
 }
+
+/// `--plan --json` gives the parts of one device's memory and their total; the counts
+/// match the model mt loads; ZeRO and offloading move the optimizer state as planned;
+/// a run whose plan does not fit `--device-memory` is refused before any weight loads,
+/// naming what would fit.
+#[test]
+fn the_memory_plan_counts_the_model_and_refuses_what_does_not_fit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = data(tmp.path(), 2);
+    let plan = |extra: &[&str]| -> Value {
+        let mut args = vec!["--json", "--plan", "--batch-size", "2"];
+        args.extend_from_slice(extra);
+        let run = finetune(tmp.path(), "planned", &data, &args);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        serde_json::from_str(&run.stdout).unwrap()
+    };
+    let full = plan(&[]);
+    let d = &full["per_device"];
+    let parts: u64 = [
+        "weights_bytes",
+        "gradients_bytes",
+        "master_weights_bytes",
+        "optimizer_moments_bytes",
+        "activations_bytes",
+        "workspace_bytes",
+    ]
+    .iter()
+    .map(|k| d[*k].as_u64().unwrap())
+    .sum();
+    assert_eq!(d["total_bytes"].as_u64().unwrap(), parts);
+    // The trained parameters are the language model and the projector, as mt loads them.
+    let trained_by = |tune: Tune| -> u64 {
+        let mut model = Checkpoint::open(
+            &testdata("models/tiny-llava"),
+            None,
+            &Device::Cpu,
+            DType::F32,
+        )
+        .unwrap()
+        .load()
+        .unwrap();
+        let lrs = LearningRates {
+            main: 1e-4,
+            projector: None,
+        };
+        let trainable = make_trainable(&mut model, tune, lrs, DType::F32, 1).unwrap();
+        trainable
+            .params
+            .iter()
+            .map(|p| p.var.elem_count() as u64)
+            .sum()
+    };
+    let loaded = trained_by(Tune::Full);
+    assert_eq!(full["parameters"]["trainable"].as_u64().unwrap(), loaded);
+    assert_eq!(
+        d["optimizer_moments_bytes"].as_u64().unwrap(),
+        8 * loaded,
+        "two f32 moments a trained parameter"
+    );
+    let zero = plan(&["--world-size", "4", "--zero", "2"]);
+    assert_eq!(
+        zero["per_device"]["optimizer_moments_bytes"]
+            .as_u64()
+            .unwrap(),
+        (8 * loaded).div_ceil(4)
+    );
+    let offloaded = plan(&["--offload", "optimizer"]);
+    assert_eq!(offloaded["per_device"]["optimizer_moments_bytes"], 0);
+    assert_eq!(offloaded["host_bytes"].as_u64().unwrap(), 8 * loaded);
+    let lora = plan(&["--lora-r", "4"]);
+    let spec = LoraSpec {
+        r: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+    };
+    assert_eq!(
+        lora["parameters"]["trainable"].as_u64().unwrap(),
+        trained_by(Tune::Lora(spec))
+    );
+
+    let total = d["total_bytes"].as_u64().unwrap();
+    let small = format!("{}", total - 1);
+    let tight = plan(&["--device-memory", &small]);
+    assert_eq!(tight["fits"], false);
+    assert!(!tight["would_fit_with"].as_array().unwrap().is_empty());
+    let run_dir = tmp.path().join("refused");
+    let refused = finetune(
+        tmp.path(),
+        run_dir.to_str().unwrap(),
+        &data,
+        &[
+            "--batch-size",
+            "2",
+            "--max-steps",
+            "1",
+            "--device-memory",
+            &small,
+        ],
+    );
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("would fit") && refused.stderr.contains("on one device"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!run_dir.join("metrics.jsonl").exists(), "nothing trained");
+}

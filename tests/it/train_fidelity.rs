@@ -23,9 +23,10 @@ use medtrinity::core::train::conversation::{
 };
 use medtrinity::core::train::data::load_records;
 use medtrinity::core::train::export::read_safetensors;
+use medtrinity::core::train::parallel::Alone;
 use medtrinity::core::train::parallel::World;
 use medtrinity::core::train::params::{LearningRates, LoraSpec, Tune, make_trainable};
-use medtrinity::core::train::trainer::{StepShape, accumulate, update};
+use medtrinity::core::train::trainer::{GradTarget, StepShape, accumulate, update};
 use serde_json::Value;
 
 use crate::common::{max_abs_diff, testdata};
@@ -262,6 +263,7 @@ fn shape(accum: usize, checkpoint: bool) -> StepShape<'static> {
         checkpoint,
         world: World::SINGLE,
         dropout: None,
+        gradients: GradTarget::Device,
     }
 }
 
@@ -288,7 +290,7 @@ fn step(
     )
     .unwrap();
     let losses = acc.losses.clone();
-    let norm = update(opt, acc.grads, 1.0, 1.0, n).unwrap();
+    let norm = update(opt, acc.grads, 1.0, 1.0, n, &Alone, false).unwrap();
     (losses, norm)
 }
 

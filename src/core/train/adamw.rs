@@ -5,9 +5,9 @@
 //! update runs on the master and the parameter receives its rounded value, so small
 //! updates are not lost to bf16 rounding (what DeepSpeed / mixed precision do).
 
-use std::collections::HashMap;
+use std::ops::Range;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Result, bail};
 use candle_core::{DType, Device, Storage, Tensor, Var};
 use rayon::prelude::*;
 
@@ -48,29 +48,70 @@ pub struct Param {
     pub decay: bool,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
-    /// f32 copy of a lower-precision parameter.
+    /// f32 copy of a lower-precision parameter (or of the elements this rank owns).
     master: Option<Tensor>,
+    /// The flattened elements this rank updates (ZeRO), or all of them.
+    owned: Option<Range<usize>>,
 }
 
 impl Param {
-    /// A parameter with zeroed moments.
+    /// A parameter with zeroed moments, its state next to it.
     pub(crate) fn new(name: String, var: Var, lr: f64, decay: bool) -> Result<Self> {
-        let t = var.as_tensor();
-        let exp_avg = t.zeros_like()?.to_dtype(DType::F32)?;
-        let master = if t.dtype() == DType::F32 {
-            None
-        } else {
-            Some(t.to_dtype(DType::F32)?.detach())
-        };
-        Ok(Self {
+        let mut p = Self {
+            exp_avg: Tensor::zeros(0, DType::F32, var.device())?,
+            exp_avg_sq: Tensor::zeros(0, DType::F32, var.device())?,
+            master: None,
+            owned: None,
             name,
-            exp_avg_sq: exp_avg.clone(),
-            exp_avg,
-            master,
             var,
             lr,
             decay,
+        };
+        let device = p.var.device().clone();
+        p.place(None, device)?;
+        Ok(p)
+    }
+
+    /// Keeps the state of `owned` elements only (all when `None`) on `device`, zeroed,
+    /// with an f32 master copy where the parameter is not f32 or lives elsewhere.
+    fn place(&mut self, owned: Option<Range<usize>>, device: Device) -> Result<()> {
+        let t = self.var.as_tensor();
+        let values = match &owned {
+            Some(r) => t.flatten_all()?.narrow(0, r.start, r.len())?,
+            None => t.clone(),
+        };
+        let shape = values.shape().clone();
+        self.exp_avg = Tensor::zeros(&shape, DType::F32, &device)?;
+        self.exp_avg_sq = Tensor::zeros(&shape, DType::F32, &device)?;
+        let elsewhere = !device.same_device(t.device());
+        self.master = (t.dtype() != DType::F32 || elsewhere)
+            .then(|| values.to_dtype(DType::F32)?.to_device(&device))
+            .transpose()?
+            .map(|m| m.detach());
+        self.owned = owned;
+        Ok(())
+    }
+
+    /// The f32 values of the elements this rank updates.
+    fn current(&self) -> Result<Tensor> {
+        Ok(match (&self.master, &self.owned) {
+            (Some(m), _) => m.clone(),
+            (None, Some(r)) => {
+                self.var
+                    .as_tensor()
+                    .detach()
+                    .flatten_all()?
+                    .narrow(0, r.start, r.len())?
+            }
+            (None, None) => self.var.as_tensor().detach(),
         })
+    }
+
+    /// The elements this rank updates, as a range of the flattened tensor.
+    pub(crate) fn owned(&self) -> Range<usize> {
+        self.owned
+            .clone()
+            .unwrap_or(0..self.var.as_tensor().elem_count())
     }
 }
 
@@ -103,90 +144,108 @@ impl Scalars {
 }
 
 impl Param {
-    /// The update from candle's ops (any device and dtype).
-    fn update(&mut self, g: &Tensor, s: &Scalars) -> Result<()> {
-        let current = match &self.master {
-            Some(m) => m.clone(),
-            None => self.var.as_tensor().detach(),
+    /// Updates the moments (and the master copy) with the f32 gradient `g` of the owned
+    /// elements and returns their new f32 values.
+    fn update(&mut self, g: &Tensor, s: &Scalars) -> Result<Tensor> {
+        let current = self.current()?;
+        let (updated, m, v) = match fused_update(&current, g, &self.exp_avg, &self.exp_avg_sq, s)? {
+            Some(done) => done,
+            None => composite_update(current, g, &self.exp_avg, &self.exp_avg_sq, s)?,
         };
-        let decayed = match s.keep {
-            Some(keep) => (&current * keep)?,
-            None => current,
-        };
-        self.exp_avg = (&self.exp_avg + ((g - &self.exp_avg)? * (1.0 - s.b1))?)?;
-        self.exp_avg_sq = ((&self.exp_avg_sq * s.b2)? + (g.sqr()? * (1.0 - s.b2))?)?;
-        let denom = ((self.exp_avg_sq.sqrt()? / s.bias_correction2_sqrt)? + s.eps)?;
-        let updated = (decayed - ((&self.exp_avg / denom)? * s.step_size)?)?;
-        match &mut self.master {
-            Some(m) => {
-                self.var.set(&updated.to_dtype(self.var.dtype())?)?;
-                *m = updated;
-            }
-            None => self.var.set(&updated)?,
+        self.exp_avg = m;
+        self.exp_avg_sq = v;
+        if self.master.is_some() {
+            self.master = Some(updated.clone());
         }
-        Ok(())
+        Ok(updated)
     }
+}
 
-    /// [`Param::update`] in one parallel pass for an f32 CPU parameter, operation for
-    /// operation as candle computes it (`t * x` is `t * (x as f32) + 0`, `t / x` is
-    /// `t * ((1 / x) as f32) + 0`, `t + x` is `t * 1 + (x as f32)`), so the bits are the
-    /// same; the composite's thirteen single-threaded passes and temporaries are what
-    /// it saves. Returns false where it does not apply.
-    fn update_fused(&mut self, g: &Tensor, s: &Scalars) -> Result<bool> {
-        let p = self.var.as_tensor();
-        let all = [p, g, &self.exp_avg, &self.exp_avg_sq];
-        let fits = |t: &&Tensor| {
-            t.device().is_cpu()
-                && t.dtype() == DType::F32
-                && t.is_contiguous()
-                && t.dims() == p.dims()
-        };
-        if self.master.is_some() || !all.iter().all(fits) {
-            return Ok(false);
-        }
-        let n = p.elem_count();
-        let guards = all.map(|t| t.storage_and_layout());
-        let mut inputs = Vec::with_capacity(4);
-        for (storage, layout) in &guards {
-            let Storage::Cpu(cpu) = &**storage else {
-                bail!("fused AdamW given a non-CPU tensor");
-            };
-            inputs.push(&cpu.as_slice::<f32>()?[layout.start_offset()..][..n]);
-        }
-        let f = |x: f64| x as f32;
-        let (c1, b2, c2) = (f(1.0 - s.b1), f(s.b2), f(1.0 - s.b2));
-        let (inv_bc2, eps, step) = (f(1.0 / s.bias_correction2_sqrt), f(s.eps), f(s.step_size));
-        let keep = s.keep.map(f);
-        let (mut p_new, mut m_new, mut v_new) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
-        p_new
-            .par_chunks_mut(CHUNK)
-            .zip(m_new.par_chunks_mut(CHUNK))
-            .zip(v_new.par_chunks_mut(CHUNK))
-            .enumerate()
-            .for_each(|(c, ((p_out, m_out), v_out))| {
-                let at = c * CHUNK..c * CHUNK + p_out.len();
-                let [p, g, m, v] = [0, 1, 2, 3].map(|i| &inputs[i][at.clone()]);
-                for i in 0..p_out.len() {
-                    let decayed = keep.map_or(p[i], |keep| p[i] * keep + 0.0);
-                    let m = m[i] + ((g[i] - m[i]) * c1 + 0.0);
-                    let v = (v[i] * b2 + 0.0) + ((g[i] * g[i]) * c2 + 0.0);
-                    let denom = (v.sqrt() * inv_bc2 + 0.0) * 1.0 + eps;
-                    p_out[i] = decayed - ((m / denom) * step + 0.0);
-                    (m_out[i], v_out[i]) = (m, v);
-                }
-            });
-        drop(guards);
-        let shape = p.shape().clone();
-        self.exp_avg = Tensor::from_vec(m_new, &shape, &Device::Cpu)?;
-        self.exp_avg_sq = Tensor::from_vec(v_new, &shape, &Device::Cpu)?;
-        self.var
-            .set(&Tensor::from_vec(p_new, &shape, &Device::Cpu)?)?;
-        Ok(true)
+/// The update from candle's ops (any device and dtype): new values and moments.
+fn composite_update(
+    current: Tensor,
+    g: &Tensor,
+    exp_avg: &Tensor,
+    exp_avg_sq: &Tensor,
+    s: &Scalars,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let decayed = match s.keep {
+        Some(keep) => (&current * keep)?,
+        None => current,
+    };
+    let m = (exp_avg + ((g - exp_avg)? * (1.0 - s.b1))?)?;
+    let v = ((exp_avg_sq * s.b2)? + (g.sqr()? * (1.0 - s.b2))?)?;
+    let denom = ((v.sqrt()? / s.bias_correction2_sqrt)? + s.eps)?;
+    let updated = (decayed - ((&m / denom)? * s.step_size)?)?;
+    Ok((updated, m, v))
+}
+
+/// [`composite_update`] in one parallel pass for f32 CPU tensors, operation for
+/// operation as candle computes it (`t * x` is `t * (x as f32) + 0`, `t / x` is
+/// `t * ((1 / x) as f32) + 0`, `t + x` is `t * 1 + (x as f32)`), so the bits are the
+/// same; the composite's thirteen single-threaded passes and temporaries are what
+/// it saves. `None` where it does not apply.
+fn fused_update(
+    current: &Tensor,
+    g: &Tensor,
+    exp_avg: &Tensor,
+    exp_avg_sq: &Tensor,
+    s: &Scalars,
+) -> Result<Option<(Tensor, Tensor, Tensor)>> {
+    let all = [current, g, exp_avg, exp_avg_sq];
+    let fits = |t: &&Tensor| {
+        t.device().is_cpu()
+            && t.dtype() == DType::F32
+            && t.is_contiguous()
+            && t.dims() == current.dims()
+    };
+    if !all.iter().all(fits) {
+        return Ok(None);
     }
+    let n = current.elem_count();
+    let guards = all.map(|t| t.storage_and_layout());
+    let mut inputs = Vec::with_capacity(4);
+    for (storage, layout) in &guards {
+        let Storage::Cpu(cpu) = &**storage else {
+            bail!("fused AdamW given a non-CPU tensor");
+        };
+        inputs.push(&cpu.as_slice::<f32>()?[layout.start_offset()..][..n]);
+    }
+    let f = |x: f64| x as f32;
+    let (c1, b2, c2) = (f(1.0 - s.b1), f(s.b2), f(1.0 - s.b2));
+    let (inv_bc2, eps, step) = (f(1.0 / s.bias_correction2_sqrt), f(s.eps), f(s.step_size));
+    let keep = s.keep.map(f);
+    let (mut p_new, mut m_new, mut v_new) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    p_new
+        .par_chunks_mut(CHUNK)
+        .zip(m_new.par_chunks_mut(CHUNK))
+        .zip(v_new.par_chunks_mut(CHUNK))
+        .enumerate()
+        .for_each(|(c, ((p_out, m_out), v_out))| {
+            let at = c * CHUNK..c * CHUNK + p_out.len();
+            let [p, g, m, v] = [0, 1, 2, 3].map(|i| &inputs[i][at.clone()]);
+            for i in 0..p_out.len() {
+                let decayed = keep.map_or(p[i], |keep| p[i] * keep + 0.0);
+                let m = m[i] + ((g[i] - m[i]) * c1 + 0.0);
+                let v = (v[i] * b2 + 0.0) + ((g[i] * g[i]) * c2 + 0.0);
+                let denom = (v.sqrt() * inv_bc2 + 0.0) * 1.0 + eps;
+                p_out[i] = decayed - ((m / denom) * step + 0.0);
+                (m_out[i], v_out[i]) = (m, v);
+            }
+        });
+    drop(guards);
+    let shape = current.shape().clone();
+    let tensor = |data| Tensor::from_vec(data, &shape, &Device::Cpu);
+    Ok(Some((tensor(p_new)?, tensor(m_new)?, tensor(v_new)?)))
 }
 
 /// Elements per task of the fused update.
 const CHUNK: usize = 1 << 16;
+
+/// Writes a parameter's updated values into the model: the owned elements' new f32
+/// values in, the whole tensor in the parameter's dtype on its device out (ZeRO's
+/// all-gather where each rank owns a piece).
+pub(crate) type GatherFn<'a> = dyn Fn(&Param, Tensor) -> Result<Tensor> + 'a;
 
 /// The optimiser: parameters, their state and the step count.
 pub struct AdamW {
@@ -208,63 +267,95 @@ impl AdamW {
         }
     }
 
-    /// Applies one update with the gradients `grads[i]` (f32, for `params[i]`) and the
-    /// learning rates scaled by `lr_factor`.
-    pub(crate) fn step(&mut self, grads: &[Tensor], lr_factor: f64) -> Result<()> {
+    /// Keeps each parameter's state for the elements `owned(n)` gives it (ZeRO's piece
+    /// of an `n`-element tensor), in host memory when `host` (`--offload optimizer`).
+    pub(crate) fn distribute(
+        &mut self,
+        owned: Option<&dyn Fn(usize) -> Range<usize>>,
+        host: bool,
+    ) -> Result<()> {
+        for p in &mut self.params {
+            let range = owned.map(|f| f(p.var.as_tensor().elem_count()));
+            let device = if host {
+                Device::Cpu
+            } else {
+                p.var.device().clone()
+            };
+            p.place(range, device)?;
+        }
+        Ok(())
+    }
+
+    /// Applies one update with the gradients `grads[i]` of `params[i]`'s owned elements
+    /// (any float dtype, widened to f32 on the state's device and multiplied by `scale`
+    /// when it is not 1) and the learning rates scaled by `lr_factor`; `gather` turns
+    /// each parameter's new values into the tensor the model holds.
+    pub(crate) fn step(
+        &mut self,
+        grads: &[Tensor],
+        scale: f64,
+        lr_factor: f64,
+        gather: &GatherFn,
+    ) -> Result<()> {
         self.steps += 1;
         for (p, g) in self.params.iter_mut().zip(grads) {
             let s = Scalars::new(&self.cfg, self.steps, p.lr * lr_factor, p.decay);
-            if !p.update_fused(g, &s)? {
-                p.update(g, &s)?;
+            let mut g = g.to_dtype(DType::F32)?.to_device(p.exp_avg.device())?;
+            if scale != 1.0 {
+                g = (g * scale)?;
             }
+            let g = g.reshape(p.exp_avg.shape())?;
+            let updated = p.update(&g, &s)?;
+            let whole = gather(p, updated)?;
+            p.var.set(&whole)?;
         }
         Ok(())
     }
 
     /// The state to save: `{name}.exp_avg`, `{name}.exp_avg_sq` and `{name}.master` (the
-    /// parameter's exact f32 value: its master copy, or itself when it is f32).
+    /// exact f32 values of the elements this rank owns: its master copy, or the
+    /// parameter itself when it is f32).
     pub(crate) fn state_tensors(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::with_capacity(self.params.len() * 3);
         for p in &self.params {
             out.push((format!("{}.exp_avg", p.name), p.exp_avg.clone()));
             out.push((format!("{}.exp_avg_sq", p.name), p.exp_avg_sq.clone()));
-            let master = match &p.master {
-                Some(m) => m.clone(),
-                None => p.var.as_tensor().detach(),
-            };
-            out.push((format!("{}.master", p.name), master));
+            out.push((format!("{}.master", p.name), p.current()?));
         }
         Ok(out)
     }
 
-    /// Restores what [`AdamW::state_tensors`] saved, parameters included (every one
-    /// must be there with its shape).
+    /// Restores the state of the owned elements, `read(key, range)` giving the saved
+    /// flat f32 values of `key` in `range`, and each parameter whole from
+    /// `read(name.master, 0..n)`.
     pub(crate) fn load_state(
         &mut self,
-        mut saved: HashMap<String, Tensor>,
+        read: &dyn Fn(&str, Range<usize>) -> Result<Tensor>,
         steps: u64,
     ) -> Result<()> {
         for p in &mut self.params {
-            let mut take = |what: &str, like: &Tensor| -> Result<Tensor> {
+            let n = p.var.as_tensor().elem_count();
+            let owned = p.owned();
+            let state_device = p.exp_avg.device().clone();
+            let take = |what: &str, range: Range<usize>, like: &Tensor| -> Result<Tensor> {
                 let key = format!("{}.{what}", p.name);
-                let t = saved
-                    .remove(&key)
-                    .with_context(|| format!("optimizer state has no `{key}`"))?;
-                if t.dims() != like.dims() {
-                    bail!(
-                        "optimizer state `{key}` has shape {:?}, expected {:?}",
-                        t.dims(),
-                        like.dims()
-                    );
-                }
-                Ok(t.to_dtype(DType::F32)?.to_device(like.device())?)
+                let t = read(&key, range)?;
+                Ok(t.to_dtype(DType::F32)?
+                    .reshape(like.shape())?
+                    .to_device(like.device())?)
             };
-            p.exp_avg = take("exp_avg", &p.exp_avg)?;
-            p.exp_avg_sq = take("exp_avg_sq", &p.exp_avg_sq)?;
-            let master = take("master", &p.exp_avg)?;
-            p.var.set(&master.to_dtype(p.var.dtype())?)?;
+            let m = take("exp_avg", owned.clone(), &p.exp_avg)?;
+            let v = take("exp_avg_sq", owned.clone(), &p.exp_avg_sq)?;
+            let whole = take("master", 0..n, p.var.as_tensor())?;
+            p.var.set(&whole.to_dtype(p.var.dtype())?)?;
+            (p.exp_avg, p.exp_avg_sq) = (m, v);
             if p.master.is_some() {
-                p.master = Some(master);
+                let values = whole.flatten_all()?.narrow(0, owned.start, owned.len())?;
+                p.master = Some(
+                    values
+                        .reshape(p.exp_avg.shape())?
+                        .to_device(&state_device)?,
+                );
             }
         }
         self.steps = steps;
@@ -272,27 +363,38 @@ impl AdamW {
     }
 }
 
-/// Scales `grads` so their global L2 norm is at most `max_norm` (no-op for
-/// `max_norm <= 0`) and returns the norm before clipping, like `clip_grad_norm_`.
-pub(crate) fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
+/// The sum of the squares of every element of `grads` (widened to f32), in f64.
+pub(crate) fn squared_norm(grads: &[Tensor]) -> Result<f64> {
     let mut sum = 0f64;
-    for g in grads.iter() {
+    for g in grads {
         sum += g
+            .to_dtype(DType::F32)?
             .sqr()?
             .sum_all()?
             .to_dtype(DType::F64)?
             .to_scalar::<f64>()?;
     }
-    let norm = sum.sqrt();
+    Ok(sum)
+}
+
+/// The factor `clip_grad_norm_` scales gradients of global norm `norm` by to bring it to
+/// `max_norm` (1 when it is already within, or `max_norm <= 0`).
+pub(crate) fn clip_factor(norm: f64, max_norm: f64) -> f64 {
     if max_norm > 0.0 {
-        let coef = (max_norm / (norm + 1e-6)).min(1.0);
-        if coef < 1.0 {
-            for g in grads.iter_mut() {
-                *g = (&*g * coef)?;
-            }
-        }
+        (max_norm / (norm + 1e-6)).min(1.0)
+    } else {
+        1.0
     }
-    Ok(norm)
+}
+
+/// The whole new value of an unsharded parameter: its f32 values in its dtype, on its
+/// device (the [`GatherFn`] of a single process).
+pub(crate) fn keep_local(p: &Param, updated: Tensor) -> Result<Tensor> {
+    let t = p.var.as_tensor();
+    Ok(updated
+        .to_dtype(t.dtype())?
+        .to_device(t.device())?
+        .reshape(t.shape())?)
 }
 
 #[cfg(test)]
@@ -314,15 +416,25 @@ mod tests {
             cfg,
             vec![Param::new("p".into(), var.clone(), 0.1, true).unwrap()],
         );
-        opt.step(&[Tensor::new(&[0.5f32, -1.], &dev).unwrap()], 1.0)
-            .unwrap();
+        opt.step(
+            &[Tensor::new(&[0.5f32, -1.], &dev).unwrap()],
+            1.0,
+            1.0,
+            &keep_local,
+        )
+        .unwrap();
         let p1 = var.as_tensor().to_vec1::<f32>().unwrap();
         assert!(
             (p1[0] - 0.85).abs() < 1e-6 && (p1[1] + 1.8).abs() < 1e-6,
             "{p1:?}"
         );
-        opt.step(&[Tensor::new(&[0.25f32, 3.], &dev).unwrap()], 1.0)
-            .unwrap();
+        opt.step(
+            &[Tensor::new(&[0.25f32, 3.], &dev).unwrap()],
+            1.0,
+            1.0,
+            &keep_local,
+        )
+        .unwrap();
         let p2 = var.as_tensor().to_vec1::<f32>().unwrap();
         assert!((p2[0] - 0.714_282_04).abs() < 1e-6, "{p2:?}");
         assert!((p2[1] + 1.759_418_8).abs() < 1e-6, "{p2:?}");
@@ -353,10 +465,17 @@ mod tests {
                     .unwrap();
                 g[..8].copy_from_slice(&[0.0, -0.0, 1e-30, -1e-30, 1e-8, 3e4, -7e5, 0.5]);
                 let g = Tensor::new(g, &dev).unwrap();
-                fused.step(std::slice::from_ref(&g), 0.7).unwrap();
+                fused
+                    .step(std::slice::from_ref(&g), 1.0, 0.7, &keep_local)
+                    .unwrap();
                 composite.steps += 1;
                 let s = Scalars::new(&cfg, composite.steps, 2e-3 * 0.7, decay);
-                composite.params[0].update(&g, &s).unwrap();
+                let p = &mut composite.params[0];
+                let (updated, m, v) =
+                    composite_update(p.current().unwrap(), &g, &p.exp_avg, &p.exp_avg_sq, &s)
+                        .unwrap();
+                p.var.set(&updated).unwrap();
+                (p.exp_avg, p.exp_avg_sq) = (m, v);
                 let bits = |opt: &AdamW| -> Vec<Vec<u32>> {
                     let p = &opt.params[0];
                     [p.var.as_tensor(), &p.exp_avg, &p.exp_avg_sq]
@@ -378,17 +497,19 @@ mod tests {
     }
 
     #[test]
-    fn clipping_scales_to_the_max_norm_and_reports_the_norm_before() {
+    fn clipping_scales_to_the_max_norm() {
         let dev = Device::Cpu;
-        let mut grads = vec![
+        let grads = vec![
             Tensor::new(&[3f32], &dev).unwrap(),
-            Tensor::new(&[4f32], &dev).unwrap(),
+            Tensor::new(&[4f32], &dev)
+                .unwrap()
+                .to_dtype(DType::BF16)
+                .unwrap(),
         ];
-        let norm = clip_grad_norm(&mut grads, 1.0).unwrap();
+        let norm = squared_norm(&grads).unwrap().sqrt();
         assert!((norm - 5.0).abs() < 1e-9);
-        let after: f32 = grads[0].to_vec1::<f32>().unwrap()[0];
-        assert!((after - 0.6).abs() < 1e-6, "{after}");
-        let norm = clip_grad_norm(&mut grads, 10.0).unwrap();
-        assert!((norm - 1.0).abs() < 1e-5);
+        assert!((clip_factor(norm, 1.0) * 3.0 - 0.6).abs() < 1e-6);
+        assert_eq!(clip_factor(norm, 10.0), 1.0);
+        assert_eq!(clip_factor(norm, 0.0), 1.0);
     }
 }

@@ -10,20 +10,106 @@
 
 use anyhow::Result;
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 
 use super::adamw::Param;
 use super::batch::{Prepared, batch_loss, head_loss, scalar};
+use super::parallel::Reducer;
 use crate::core::model::arch::llava::Llava;
 
-/// Adds `scale * d(loss)/d(param)` of `prepared` to `sums` (one slot per parameter)
-/// and returns the loss. A non-finite loss is returned before any backward pass.
+/// Where a step's gradients are summed.
+#[derive(Clone, Copy)]
+pub enum GradTarget<'a> {
+    /// On the device, as the backward pass leaves them (widened to f32 once summed).
+    Device,
+    /// In host memory, in f32 (`--offload optimizer`).
+    Host,
+    /// Reduce-scattered over the ranks after every micro-batch, this rank's piece summed
+    /// in f32 (ZeRO 2).
+    Scattered(&'a dyn Reducer),
+}
+
+/// A step's gradient sums, one slot per parameter.
+pub(crate) struct GradSums<'a> {
+    target: GradTarget<'a>,
+    /// This micro-batch's gradients (or, unscattered, the step's so far).
+    pending: Vec<Option<Tensor>>,
+    /// ZeRO 2: the sum of this rank's pieces.
+    pieces: Vec<Option<Tensor>>,
+}
+
+impl<'a> GradSums<'a> {
+    /// Empty sums for `n` parameters.
+    pub(crate) fn new(target: GradTarget<'a>, n: usize) -> Self {
+        Self {
+            target,
+            pending: vec![None; n],
+            pieces: vec![None; n],
+        }
+    }
+
+    /// Adds parameter `i`'s gradient `g`.
+    fn add(&mut self, i: usize, g: &Tensor) -> Result<()> {
+        let g = match self.target {
+            GradTarget::Host => g.to_device(&Device::Cpu)?,
+            _ => g.clone(),
+        };
+        let slot = &mut self.pending[i];
+        *slot = Some(match slot.take() {
+            None if matches!(self.target, GradTarget::Host) => g.to_dtype(DType::F32)?,
+            None => g,
+            Some(sum) => (sum.to_dtype(DType::F32)? + g.to_dtype(DType::F32)?)?,
+        });
+        Ok(())
+    }
+
+    /// Ends a micro-batch (every rank calls this once per micro-batch, whatever it had):
+    /// under ZeRO 2 the gradients are reduce-scattered and this rank's pieces summed.
+    pub(crate) fn end_micro_batch(&mut self, params: &[Param]) -> Result<()> {
+        let GradTarget::Scattered(reducer) = self.target else {
+            return Ok(());
+        };
+        for (i, p) in params.iter().enumerate() {
+            let full = match self.pending[i].take() {
+                Some(g) => g,
+                None => p.var.as_tensor().zeros_like()?.to_dtype(DType::F32)?,
+            };
+            let piece = reducer.reduce_scatter(&full)?;
+            let slot = &mut self.pieces[i];
+            *slot = Some(match slot.take() {
+                Some(sum) => (sum + piece)?,
+                None => piece,
+            });
+        }
+        Ok(())
+    }
+
+    /// Each parameter's summed gradient (this rank's piece under ZeRO 2); zeros where
+    /// none flowed.
+    pub(crate) fn finish(self, params: &[Param]) -> Result<Vec<Tensor>> {
+        let slots = match self.target {
+            GradTarget::Scattered(_) => self.pieces,
+            _ => self.pending,
+        };
+        slots
+            .into_iter()
+            .zip(params)
+            .map(|(g, p)| match g {
+                Some(g) => Ok(g),
+                None => Ok(p.var.as_tensor().zeros_like()?.to_dtype(DType::F32)?),
+            })
+            .collect()
+    }
+}
+
+/// Adds `scale * d(loss)/d(param)` of `prepared` to `sums` and returns the loss. A
+/// non-finite loss is returned before any backward pass.
 pub(crate) fn accumulate_grads(
     model: &Llava,
     prepared: &Prepared,
     scale: f64,
     params: &[Param],
-    sums: &mut [Option<Tensor>],
+    sums: &mut GradSums,
     checkpoint: bool,
 ) -> Result<f64> {
     if !checkpoint {
@@ -86,15 +172,11 @@ fn gradient_of(store: &GradStore, t: &Tensor) -> Result<Tensor> {
     })
 }
 
-/// Adds the parameters' gradients in `store` (as f32) to `sums`.
-fn add(store: &GradStore, params: &[Param], sums: &mut [Option<Tensor>]) -> Result<()> {
-    for (slot, p) in sums.iter_mut().zip(params) {
+/// Adds the parameters' gradients in `store` to `sums`.
+fn add(store: &GradStore, params: &[Param], sums: &mut GradSums) -> Result<()> {
+    for (i, p) in params.iter().enumerate() {
         if let Some(g) = store.get(p.var.as_tensor()) {
-            let g = g.to_dtype(DType::F32)?;
-            *slot = Some(match slot.take() {
-                Some(sum) => (sum + g)?,
-                None => g,
-            });
+            sums.add(i, g)?;
         }
     }
     Ok(())

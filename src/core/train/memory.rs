@@ -255,7 +255,11 @@ impl Setup {
 /// RMSNorm's tensors per row of width `h`: the square, the normalised row in f32 (after
 /// an f32 copy of a narrower input), and the weighted result (after a cast back).
 fn norm_bytes(h: f64, b: f64) -> f64 {
-    if b < 4.0 { 12.0 * h + 4.0 * h + 2.0 * b * h } else { 12.0 * h }
+    if b < 4.0 {
+        12.0 * h + 4.0 * h + 2.0 * b * h
+    } else {
+        12.0 * h
+    }
 }
 
 /// Parameter counts of `cfg`'s model as mt loads it (the vision layers LLaVA reads).
@@ -334,15 +338,7 @@ fn matrices_of_layer(cfg: &LlavaConfig) -> [(usize, usize); 7] {
         t.num_attention_heads * t.head_dim,
         t.num_key_value_heads * t.head_dim,
     );
-    [
-        (q, h),
-        (kv, h),
-        (kv, h),
-        (h, q),
-        (i, h),
-        (i, h),
-        (h, i),
-    ]
+    [(q, h), (kv, h), (kv, h), (h, q), (i, h), (i, h), (h, i)]
 }
 
 /// The language model's matrices `--quantize` applies to, as `(rows, cols)`: every
@@ -357,4 +353,199 @@ fn matrices(cfg: &LlavaConfig) -> Vec<(usize, usize)> {
         all.extend(matrices_of_layer(cfg));
     }
     all
+}
+
+impl Setup {
+    /// One line of what the plan is for: `full, bf16, 8 ranks, ZeRO 1, 4 x 1024 tokens,
+    /// checkpointing`.
+    pub(crate) fn describe(&self) -> String {
+        let tune = match self.tune {
+            Tune::Projector => "the projector".to_string(),
+            Tune::Full => "full".to_string(),
+            Tune::Lora(spec) => format!("LoRA r {}", spec.r),
+        };
+        let mut parts = vec![
+            tune,
+            if self.dtype_bytes == 4 { "f32" } else { "bf16" }.to_string(),
+        ];
+        if let Some(q) = self.quantize {
+            parts.push(format!("base {}", q.name()));
+        }
+        parts.push(format!(
+            "{} rank{}",
+            self.world,
+            if self.world == 1 { "" } else { "s" }
+        ));
+        if self.zero.shards() {
+            parts.push(format!("ZeRO {}", self.zero.level()));
+        }
+        if self.offload {
+            parts.push("optimizer offloaded".into());
+        }
+        parts.push(format!(
+            "{} x {} tokens{}",
+            self.batch_size,
+            self.max_len,
+            if self.grad_accum > 1 {
+                format!(" x {} accumulated", self.grad_accum)
+            } else {
+                String::new()
+            }
+        ));
+        if self.checkpointing {
+            parts.push("checkpointing".into());
+        }
+        parts.push(if self.gpu { "GPU" } else { "CPU" }.into());
+        parts.join(", ")
+    }
+
+    /// The flag changes that would make the plan fit `capacity` bytes, each with its
+    /// total: ZeRO 2, more ranks, offloading, checkpointing, LoRA, a shorter length.
+    pub(crate) fn remedies(&self, cfg: &LlavaConfig, capacity: u64) -> Vec<(String, u64)> {
+        let total = |s: &Setup| s.plan(cfg).per_device.total_bytes;
+        let mut out = Vec::new();
+        let mut offer = |what: String, s: Setup| {
+            let t = total(&s);
+            if t <= capacity {
+                out.push((what, t));
+            }
+        };
+        if self.world > 1 && self.zero != ZeroStage::Gradients {
+            offer(
+                "--zero 2".into(),
+                Setup {
+                    zero: ZeroStage::Gradients,
+                    ..*self
+                },
+            );
+        }
+        if let Some(world) = [2, 4, 8, 16, 32, 64]
+            .into_iter()
+            .filter(|&w| w > self.world)
+            .find(|&w| {
+                let s = Setup {
+                    world: w,
+                    zero: ZeroStage::Gradients,
+                    ..*self
+                };
+                total(&s) <= capacity
+            })
+        {
+            offer(
+                format!("{world} ranks (WORLD_SIZE={world}) with --zero 2"),
+                Setup {
+                    world,
+                    zero: ZeroStage::Gradients,
+                    ..*self
+                },
+            );
+        }
+        if !self.offload {
+            offer(
+                "--offload optimizer".into(),
+                Setup {
+                    offload: true,
+                    ..*self
+                },
+            );
+        }
+        if !self.checkpointing {
+            offer(
+                "--gradient-checkpointing".into(),
+                Setup {
+                    checkpointing: true,
+                    ..*self
+                },
+            );
+        }
+        if self.tune == Tune::Full {
+            let lora = Tune::Lora(super::params::LoraSpec {
+                r: 128,
+                alpha: 256.0,
+                dropout: 0.05,
+            });
+            offer(
+                "LoRA (--lora-r 128)".into(),
+                Setup {
+                    tune: lora,
+                    ..*self
+                },
+            );
+        }
+        let shortest = cfg.image_tokens() + 64;
+        let fitting = (shortest..self.max_len).step_by(64).rev().find(|&len| {
+            total(&Setup {
+                max_len: len,
+                ..*self
+            }) <= capacity
+        });
+        if let Some(len) = fitting {
+            offer(
+                format!("--model-max-length {len}"),
+                Setup {
+                    max_len: len,
+                    ..*self
+                },
+            );
+        }
+        out
+    }
+}
+
+impl MemoryPlan {
+    /// The plan as a table: one line per part, then the total against `capacity`.
+    pub(crate) fn render(&self, setup: &Setup, capacity: Option<u64>) -> String {
+        let gib = |n: u64| format!("{:>8.2} GiB", n as f64 / (1u64 << 30) as f64);
+        let d = &self.per_device;
+        let p = &self.parameters;
+        let mut out = format!(
+            "memory plan per device ({})\n  parameters         {:.3} B, {:.3} B trained\n",
+            setup.describe(),
+            p.total as f64 / 1e9,
+            p.trainable as f64 / 1e9,
+        );
+        for (name, bytes) in [
+            ("weights", d.weights_bytes),
+            ("gradients", d.gradients_bytes),
+            ("master weights", d.master_weights_bytes),
+            ("optimizer moments", d.optimizer_moments_bytes),
+            ("activations", d.activations_bytes),
+            ("workspace", d.workspace_bytes),
+        ] {
+            out.push_str(&format!("  {name:<18} {}\n", gib(bytes)));
+        }
+        out.push_str(&format!("  {:<18} {}", "total", gib(d.total_bytes)));
+        if let Some(c) = capacity {
+            out.push_str(&format!(" of {}", gib(c).trim_start()));
+        }
+        out.push('\n');
+        if self.host_bytes > 0 {
+            out.push_str(&format!(
+                "  {:<18} {}\n",
+                "host (offloaded)",
+                gib(self.host_bytes)
+            ));
+        }
+        out
+    }
+}
+
+/// The memory one device offers: the GPU's free memory, or the host's available memory
+/// (`MemAvailable`) for the CPU; `None` where it cannot be read.
+pub(crate) fn device_capacity(device: &candle_core::Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if device.is_cuda() {
+        use candle_core::cuda_backend::cudarc::driver::result::mem_get_info;
+        return mem_get_info().ok().map(|(free, _)| free as u64);
+    }
+    let _ = device;
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
 }

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod conversation;
 pub mod data;
 pub mod export;
+pub(crate) mod memory;
 pub(crate) mod merge;
 pub mod parallel;
 pub mod params;

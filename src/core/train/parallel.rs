@@ -14,6 +14,8 @@ use anyhow::{Context as _, Result, bail};
 use candle_core::Tensor;
 use serde::Serialize;
 
+pub use super::zero::shard_range;
+
 /// This process's place in a data-parallel job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct World {
@@ -69,16 +71,58 @@ impl World {
     }
 }
 
-/// Sums tensors over the processes of a job.
-pub(crate) trait Reducer {
+/// Sums and gathers tensors over the processes of a job.
+pub trait Reducer {
     /// The job.
     fn world(&self) -> World;
     /// The element-wise sum of `t` over all ranks (every rank gets the result).
     fn sum(&self, t: &Tensor) -> Result<Tensor>;
+    /// This rank's piece ([`shard_range`]) of the element-wise f32 sum over all ranks of
+    /// `t` flattened. By default the piece of a full sum: the same values a
+    /// reduce-scatter gives, for twice its traffic.
+    fn reduce_scatter(&self, t: &Tensor) -> Result<Tensor> {
+        let total = self.sum(&t.flatten_all()?.to_dtype(candle_core::DType::F32)?)?;
+        let world = self.world();
+        let r = shard_range(total.elem_count(), world.size, world.rank);
+        Ok(total.narrow(0, r.start, r.len())?)
+    }
+
+    /// The flattened `n`-element tensor whose pieces ([`shard_range`]) the ranks hold, each
+    /// giving its own `piece` (same dtype on every rank). By default a sum of each rank's
+    /// piece in place among zeros, which is exact.
+    fn all_gather(&self, piece: &Tensor, n: usize) -> Result<Tensor> {
+        let world = self.world();
+        let r = shard_range(n, world.size, world.rank);
+        let f32 = candle_core::DType::F32;
+        let device = piece.device();
+        let mut parts = Vec::with_capacity(3);
+        for (len, t) in [(r.start, None), (r.len(), Some(piece)), (n - r.end, None)] {
+            match t {
+                Some(t) => parts.push(t.to_dtype(f32)?),
+                None if len > 0 => parts.push(Tensor::zeros(len, f32, device)?),
+                None => {}
+            }
+        }
+        let placed = Tensor::cat(&parts, 0)?;
+        Ok(self.sum(&placed)?.to_dtype(piece.dtype())?)
+    }
+}
+
+/// A sum over the ranks of an f64 (a partial gradient norm): sent as two f32s (the value
+/// and its rounding error) so the total keeps about 48 bits.
+pub(crate) fn sum_f64(reducer: &dyn Reducer, x: f64) -> Result<f64> {
+    if reducer.world().size == 1 {
+        return Ok(x);
+    }
+    let hi = x as f32;
+    let lo = (x - f64::from(hi)) as f32;
+    let t = Tensor::new(&[hi, lo], &candle_core::Device::Cpu)?;
+    let v = reducer.sum(&t)?.to_vec1::<f32>()?;
+    Ok(f64::from(v[0]) + f64::from(v[1]))
 }
 
 /// A job of one process: sums are the tensor itself.
-pub(crate) struct Alone;
+pub struct Alone;
 
 impl Reducer for Alone {
     fn world(&self) -> World {
@@ -87,6 +131,14 @@ impl Reducer for Alone {
 
     fn sum(&self, t: &Tensor) -> Result<Tensor> {
         Ok(t.clone())
+    }
+
+    fn reduce_scatter(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.flatten_all()?.to_dtype(candle_core::DType::F32)?)
+    }
+
+    fn all_gather(&self, piece: &Tensor, _n: usize) -> Result<Tensor> {
+        Ok(piece.clone())
     }
 }
 

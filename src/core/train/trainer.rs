@@ -20,8 +20,9 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::adamw::{AdamW, AdamWConfig, Param, clip_grad_norm};
-use super::backward::accumulate_grads;
+use super::adamw::{AdamW, AdamWConfig, Param, clip_factor, keep_local, squared_norm};
+pub use super::backward::GradTarget;
+use super::backward::{GradSums, accumulate_grads};
 use super::batch::{Collator, Example, prepare};
 use super::conversation::{ConversationEncoder, SpecialTokens, TrainTemplate};
 use super::data::{Record, epoch_order, load_bench, load_records};
@@ -29,18 +30,19 @@ use super::export::{
     MAX_SHARD_BYTES, Staged, fuse_projections, read_safetensors, read_tensors,
     stored_vision_tensors, write_adapter, write_safetensors, write_side_files, write_weights,
 };
-use super::parallel::{Reducer, World};
-use super::zero::ZeroStage;
+use super::memory::{MemoryPlan, Setup, device_capacity};
+use super::parallel::{Reducer, World, shard_range, sum_f64};
 use super::params::{LearningRates, Tune, make_trainable, overwrite_tensors};
 use super::schedule::CosineSchedule;
 use super::torch_save::write_torch_bin;
+use super::zero::ZeroStage;
 use crate::core::files::{JsonLines, write_atomic};
 use crate::core::hash::{fnv1a, keyed};
 use crate::core::model::arch::llava::Llava;
 use crate::core::model::engine::preprocess::ImageProcessor;
 use crate::core::model::engine::prompt::TextCodec;
 use crate::core::model::load::checkpoint::Checkpoint;
-use crate::core::model::load::config::{AspectMode, TextFamily};
+use crate::core::model::load::config::{AspectMode, LlavaConfig, TextFamily};
 use crate::core::model::load::weights::{StoredNames, original_name};
 use crate::core::model::quant::QuantKind;
 use crate::core::progress;
@@ -108,6 +110,27 @@ pub(crate) struct Control {
     pub zero: ZeroStage,
     /// Keep the f32 master weights and moments in host memory and update them there.
     pub offload: bool,
+    /// The memory one device offers (`--device-memory`; `None`: what the device reports).
+    pub device_memory: Option<u64>,
+}
+
+impl Control {
+    /// What the run's memory plan depends on, for `world` ranks.
+    pub(crate) fn memory_setup(&self, plan: &Plan, world: usize) -> Setup {
+        Setup {
+            tune: plan.tune,
+            dtype_bytes: self.dtype.size_in_bytes() as u64,
+            world,
+            zero: self.zero,
+            offload: self.offload,
+            batch_size: plan.batch_size,
+            max_len: plan.model_max_length,
+            grad_accum: plan.grad_accum,
+            checkpointing: plan.gradient_checkpointing,
+            gpu: self.device.is_cuda(),
+            quantize: self.quantize,
+        }
+    }
 }
 
 /// What a finished (or stopped) run reports.
@@ -202,6 +225,22 @@ pub(crate) fn train(
     if let Some(kind) = control.quantize {
         ckpt.quantize(kind);
     }
+    let setup = control.memory_setup(plan, world.size);
+    let memory = setup.plan(&ckpt.config);
+    let capacity = control
+        .device_memory
+        .or_else(|| device_capacity(&control.device));
+    tracing::info!("{}", memory.render(&setup, capacity).trim_end());
+    if let Some(capacity) = capacity.filter(|&c| memory.per_device.total_bytes > c) {
+        bail!("{}", refusal(&setup, &ckpt.config, &memory, capacity));
+    }
+    if world.is_main() {
+        fs::create_dir_all(&paths.run_dir)?;
+        write_atomic(
+            &paths.run_dir.join("memory_plan.json"),
+            &serde_json::to_vec_pretty(&memory)?,
+        )?;
+    }
     let mut model = ckpt.load()?;
     if let Some(file) = &paths.projector {
         load_projector(&mut model, file)?;
@@ -215,6 +254,17 @@ pub(crate) fn train(
         plan.tune
     );
     let mut opt = AdamW::new(plan.adamw, trainable.params);
+    let sharded = control.zero.shards() && world.size > 1;
+    let owned = |n: usize| shard_range(n, world.size, world.rank);
+    opt.distribute(
+        sharded.then_some(&owned as &dyn Fn(usize) -> std::ops::Range<usize>),
+        control.offload,
+    )?;
+    let gradients = match (control.zero, control.offload) {
+        (ZeroStage::Gradients, _) if sharded => GradTarget::Scattered(reducer),
+        (_, true) => GradTarget::Host,
+        _ => GradTarget::Device,
+    };
 
     // Micro-batches of the global stream (all ranks) per epoch, and per optimiser step.
     let micro_per_epoch = records.len().div_ceil(plan.batch_size) as u64;
@@ -295,6 +345,7 @@ pub(crate) fn train(
             checkpoint: plan.gradient_checkpointing,
             world,
             dropout: trainable.dropout_key.as_ref().map(|key| (key, plan.seed)),
+            gradients,
         };
         let acc = accumulate(&model, &opt.params, shape, step, |k| {
             let epoch = k / micro_per_epoch;
@@ -306,7 +357,16 @@ pub(crate) fn train(
                 [within * plan.batch_size..((within + 1) * plan.batch_size).min(records.len())];
             collate(&collator, &records, picked, &mut summary, &mut reported)
         })?;
-        let reduced = reduce(reducer, acc, step)?;
+        let reduced = reduce(
+            reducer,
+            acc,
+            step,
+            if sharded {
+                control.zero
+            } else {
+                ZeroStage::Off
+            },
+        )?;
         let factor = schedule.factor(step);
         let loss = reduced.loss;
         let grad_norm = match loss {
@@ -316,6 +376,8 @@ pub(crate) fn train(
                 plan.max_grad_norm,
                 factor,
                 step,
+                reducer,
+                sharded,
             )?),
             None => {
                 tracing::warn!(
@@ -350,12 +412,16 @@ pub(crate) fn train(
         }
         let due = plan.save_steps > 0 && (step + 1) % plan.save_steps == 0;
         let stopping = control.stop_after.is_some_and(|n| step + 1 - start >= n);
-        if (due || stopping) && step + 1 < total_steps && world.is_main() {
-            let state = TrainerState {
-                step: step + 1,
-                run: identity.run.clone(),
-            };
-            save_checkpoint(paths, plan, &mut model, &opt, &state)?;
+        if (due || stopping) && step + 1 < total_steps {
+            // Every rank gives its pieces of the optimiser state; rank 0 writes.
+            let optimizer = full_state(&opt, reducer, sharded)?;
+            if world.is_main() {
+                let state = TrainerState {
+                    step: step + 1,
+                    run: identity.run.clone(),
+                };
+                save_checkpoint(paths, plan, &mut model, &optimizer, &state)?;
+            }
         }
     }
     bar.finish_and_clear();
@@ -369,8 +435,35 @@ pub(crate) fn train(
     Ok(summary)
 }
 
+/// Why a plan that needs more than `capacity` bytes is refused, and what would fit.
+pub(crate) fn refusal(
+    setup: &Setup,
+    cfg: &LlavaConfig,
+    memory: &MemoryPlan,
+    capacity: u64,
+) -> String {
+    let gib = |n: u64| format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64);
+    let remedies = setup.remedies(cfg, capacity);
+    let options = if remedies.is_empty() {
+        "none of --zero 2, more ranks, --offload optimizer, --gradient-checkpointing, LoRA or a shorter \
+         --model-max-length fits alone; combine them or pass --device-memory if the device has more"
+            .to_string()
+    } else {
+        let list: Vec<String> = remedies
+            .iter()
+            .map(|(what, total)| format!("{what} ({})", gib(*total)))
+            .collect();
+        format!("these would fit: {}", list.join("; "))
+    };
+    format!(
+        "the run needs {} on one device but it has {} (see the plan above, or --plan); {options}",
+        gib(memory.per_device.total_bytes),
+        gib(capacity)
+    )
+}
+
 /// How a step's micro-batches are run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct StepShape<'a> {
     /// Micro-batches per optimiser step on each rank.
     pub accum: usize,
@@ -383,6 +476,8 @@ pub struct StepShape<'a> {
     /// LoRA dropout's key and the run's seed: each micro-batch gets its own key (from
     /// the seed and its global index), cleared again after the step.
     pub dropout: Option<(&'a Arc<AtomicU64>, u64)>,
+    /// Where the gradients are summed.
+    pub gradients: GradTarget<'a>,
 }
 
 impl StepShape<'_> {
@@ -418,7 +513,7 @@ pub fn accumulate(
     step: u64,
     mut micro: impl FnMut(u64) -> Result<Vec<Example>>,
 ) -> Result<Accumulated> {
-    let mut sums: Vec<Option<Tensor>> = vec![None; params.len()];
+    let mut sums = GradSums::new(shape.gradients, params.len());
     let mut acc = Accumulated {
         grads: Vec::new(),
         losses: Vec::new(),
@@ -428,41 +523,49 @@ pub fn accumulate(
     };
     let scale = 1.0 / shape.accum as f64;
     for i in 0..shape.accum as u64 {
-        let k = shape.global_micro(step, i);
-        if let Some((key, seed)) = shape.dropout {
-            key.store(keyed(seed, k, 0) | 1, Ordering::Relaxed);
+        // Every micro-batch ends on every rank, even after a bad one: ZeRO 2's
+        // reduce-scatter after each must meet the other ranks'.
+        if acc.bad_batch.is_none() {
+            let k = shape.global_micro(step, i);
+            if let Some((key, seed)) = shape.dropout {
+                key.store(keyed(seed, k, 0) | 1, Ordering::Relaxed);
+            }
+            let examples = micro(k)?;
+            let prepared = match examples.is_empty() {
+                true => None,
+                false => prepare(model, &examples, shape.max_len)?,
+            };
+            match prepared {
+                None if !examples.is_empty() => tracing::warn!(
+                    step = step + 1,
+                    "a micro-batch without supervised tokens was skipped"
+                ),
+                None => {}
+                Some(prepared) => {
+                    let value = accumulate_grads(
+                        model,
+                        &prepared,
+                        scale,
+                        params,
+                        &mut sums,
+                        shape.checkpoint,
+                    )?;
+                    acc.losses.push(value);
+                    if value.is_finite() {
+                        acc.tokens += prepared.tokens;
+                        acc.samples += examples.len();
+                    } else {
+                        acc.bad_batch = Some(examples.iter().map(|e| e.id.clone()).collect());
+                    }
+                }
+            }
         }
-        let examples = micro(k)?;
-        if examples.is_empty() {
-            continue;
-        }
-        let Some(prepared) = prepare(model, &examples, shape.max_len)? else {
-            tracing::warn!(
-                step = step + 1,
-                "a micro-batch without supervised tokens was skipped"
-            );
-            continue;
-        };
-        let value = accumulate_grads(model, &prepared, scale, params, &mut sums, shape.checkpoint)?;
-        acc.losses.push(value);
-        if !value.is_finite() {
-            acc.bad_batch = Some(examples.iter().map(|e| e.id.clone()).collect());
-            break;
-        }
-        acc.tokens += prepared.tokens;
-        acc.samples += examples.len();
+        sums.end_micro_batch(params)?;
     }
     if let Some((key, _)) = shape.dropout {
         key.store(0, Ordering::Relaxed);
     }
-    acc.grads = sums
-        .into_iter()
-        .zip(params)
-        .map(|(g, p)| match g {
-            Some(g) => Ok(g),
-            None => Ok(p.var.as_tensor().zeros_like()?.to_dtype(DType::F32)?),
-        })
-        .collect::<Result<_>>()?;
+    acc.grads = sums.finish(params)?;
     Ok(acc)
 }
 
@@ -476,9 +579,15 @@ pub(crate) struct Reduced {
     pub samples: usize,
 }
 
-/// Sums a step's figures over the ranks and averages the gradients (DDP's mean); a
-/// non-finite loss anywhere stops every rank, naming the batch where it happened.
-pub(crate) fn reduce(reducer: &dyn Reducer, acc: Accumulated, step: u64) -> Result<Reduced> {
+/// Sums a step's figures over the ranks and averages the gradients (DDP's mean; under
+/// ZeRO each rank keeps its piece: reduce-scattered here for stage 1, already for stage
+/// 2); a non-finite loss anywhere stops every rank, naming the batch where it happened.
+pub(crate) fn reduce(
+    reducer: &dyn Reducer,
+    acc: Accumulated,
+    step: u64,
+    zero: ZeroStage,
+) -> Result<Reduced> {
     let world = reducer.world();
     let mut figures = [
         acc.losses.iter().sum::<f64>(),
@@ -505,9 +614,14 @@ pub(crate) fn reduce(reducer: &dyn Reducer, acc: Accumulated, step: u64) -> Resu
     }
     let mut grads = acc.grads;
     if world.size > 1 {
+        let mean = |g: Tensor| -> Result<Tensor> { Ok((g / world.size as f64)?) };
         grads = grads
-            .iter()
-            .map(|g| Ok((reducer.sum(g)? / world.size as f64)?))
+            .into_iter()
+            .map(|g| match zero {
+                ZeroStage::Off => mean(reducer.sum(&g)?),
+                ZeroStage::Optimizer => mean(reducer.reduce_scatter(&g)?),
+                ZeroStage::Gradients => mean(g),
+            })
             .collect::<Result<_>>()?;
     }
     Ok(Reduced {
@@ -520,18 +634,37 @@ pub(crate) fn reduce(reducer: &dyn Reducer, acc: Accumulated, step: u64) -> Resu
 
 /// Clips the gradients to `max_grad_norm` and applies one AdamW update at
 /// `lr_factor`; returns the norm before clipping (a non-finite norm stops the run).
+/// With `sharded` (ZeRO) the gradients are this rank's pieces: the norm sums the ranks'
+/// parts and the updated pieces are all-gathered.
 pub fn update(
     opt: &mut AdamW,
-    mut grads: Vec<Tensor>,
+    grads: Vec<Tensor>,
     max_grad_norm: f64,
     lr_factor: f64,
     step: u64,
+    reducer: &dyn Reducer,
+    sharded: bool,
 ) -> Result<f64> {
-    let grad_norm = clip_grad_norm(&mut grads, max_grad_norm)?;
+    let mut squares = squared_norm(&grads)?;
+    if sharded {
+        squares = sum_f64(reducer, squares)?;
+    }
+    let grad_norm = squares.sqrt();
     if !grad_norm.is_finite() {
         bail!("step {}: the gradient norm is {grad_norm}", step + 1);
     }
-    opt.step(&grads, lr_factor)?;
+    let scale = clip_factor(grad_norm, max_grad_norm);
+    let gather = |p: &Param, updated: Tensor| -> Result<Tensor> {
+        if !sharded {
+            return keep_local(p, updated);
+        }
+        let t = p.var.as_tensor();
+        let piece = updated.to_dtype(t.dtype())?.to_device(t.device())?;
+        Ok(reducer
+            .all_gather(&piece, t.elem_count())?
+            .reshape(t.shape())?)
+    };
+    opt.step(&grads, scale, lr_factor, &gather)?;
     Ok(grad_norm)
 }
 
@@ -717,20 +850,34 @@ fn write_export(
 /// projector), `optimizer.safetensors` (f32 masters and moments of every trained
 /// tensor) and, written last, `trainer_state.json`; the folder is synced to disk before
 /// it is renamed into place, and only then are older checkpoints pruned.
+/// The whole optimiser state as one process holds it: under ZeRO each tensor's pieces
+/// are gathered from the ranks (every rank must call this).
+fn full_state(opt: &AdamW, reducer: &dyn Reducer, sharded: bool) -> Result<Vec<(String, Tensor)>> {
+    let mut state = opt.state_tensors()?;
+    if sharded {
+        for (entry, p) in state
+            .iter_mut()
+            .zip(opt.params.iter().flat_map(|p| [p, p, p]))
+        {
+            let like = p.var.as_tensor();
+            let whole = reducer.all_gather(&entry.1.to_device(&Device::Cpu)?, like.elem_count())?;
+            entry.1 = whole.reshape(like.shape())?;
+        }
+    }
+    Ok(state)
+}
+
 fn save_checkpoint(
     paths: &Paths,
     plan: &Plan,
     model: &mut Llava,
-    opt: &AdamW,
+    optimizer: &[(String, Tensor)],
     state: &TrainerState,
 ) -> Result<()> {
     let dest = paths.run_dir.join(format!("checkpoint-{}", state.step));
     let staged = Staged::begin(&dest)?;
     write_export(paths, plan, model, &staged.tmp, state.step)?;
-    write_safetensors(
-        &staged.tmp.join("optimizer.safetensors"),
-        &opt.state_tensors()?,
-    )?;
+    write_safetensors(&staged.tmp.join("optimizer.safetensors"), optimizer)?;
     fs::write(
         staged.tmp.join("trainer_state.json"),
         serde_json::to_vec_pretty(state)?,
@@ -812,10 +959,7 @@ fn resume(run_dir: &Path, opt: &mut AdamW, expected: &TrainerState) -> Result<Op
         let state_path = dir.join("trainer_state.json");
         let state: TrainerState = serde_json::from_slice(&fs::read(&state_path)?)
             .with_context(|| format!("{}: invalid trainer state", state_path.display()))?;
-        let (was, now) = (
-            serde_json::to_value(&state.run)?,
-            serde_json::to_value(&expected.run)?,
-        );
+        let (was, now) = (micro_batches(&state.run)?, micro_batches(&expected.run)?);
         if was != now {
             bail!(
                 "--resume: {} was made with other settings ({}); resume with the same flags, data and processes",
@@ -823,9 +967,19 @@ fn resume(run_dir: &Path, opt: &mut AdamW, expected: &TrainerState) -> Result<Op
                 differing_keys(&was, &now).join(", ")
             );
         }
-        match read_safetensors(&dir.join("optimizer.safetensors"))
-            .and_then(|saved| opt.load_state(saved, step))
-        {
+        match read_safetensors(&dir.join("optimizer.safetensors")).and_then(|saved| {
+            let read = |key: &str, range: std::ops::Range<usize>| -> Result<Tensor> {
+                let t = saved
+                    .get(key)
+                    .with_context(|| format!("optimizer state has no `{key}`"))?;
+                let n = t.elem_count();
+                if range.end > n {
+                    bail!("optimizer state `{key}` has {n} values, the model's tensor more");
+                }
+                Ok(t.flatten_all()?.narrow(0, range.start, range.len())?)
+            };
+            opt.load_state(&read, step)
+        }) {
             Ok(()) => {
                 tracing::info!("resumed from {} (step {step})", dir.display());
                 return Ok(Some(step));
@@ -862,6 +1016,17 @@ fn differing_keys(a: &Value, b: &Value) -> Vec<String> {
 }
 
 /// Drops metric lines past `step` (written after the checkpoint a resume starts from).
+/// A run's identity as resuming compares it: the ranks and the accumulation count only
+/// through their product, the micro-batches of one step (which fixes every step's data),
+/// so a checkpoint of N ranks resumes on M with accumulation scaled to match.
+fn micro_batches(run: &RunIdentity) -> Result<Value> {
+    let mut v = serde_json::to_value(run)?;
+    let micro = run.world_size * run.plan.grad_accum;
+    v["world_size"] = Value::Null;
+    v["plan"]["grad_accum"] = json!(micro);
+    Ok(v)
+}
+
 fn keep_metrics_up_to(path: &Path, step: u64) -> Result<()> {
     let Ok(text) = fs::read_to_string(path) else {
         return Ok(());

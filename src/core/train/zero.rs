@@ -50,7 +50,7 @@ impl ZeroStage {
 }
 
 /// The elements of a flattened `n`-element tensor that rank `rank` of `world` owns.
-pub(crate) fn shard_range(n: usize, world: usize, rank: usize) -> Range<usize> {
+pub fn shard_range(n: usize, world: usize, rank: usize) -> Range<usize> {
     let piece = n.div_ceil(world);
     let start = (rank * piece).min(n);
     start..(start + piece).min(n)
