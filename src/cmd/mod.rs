@@ -145,12 +145,12 @@ pub fn execute(cli: Cli, argv: Vec<String>, log: &LogSink) -> Result<()> {
         }
         Command::Train(mut a) => {
             a.training.model.resolve_hub()?;
-            let g = &train::rank_global_args(g)?;
+            let g = &train::rank_global_args(g, a.training.plan)?;
             with_run_dir("train", &a, g, argv, log, |ctx| train::run(&a, ctx))
         }
         Command::Finetune(mut a) => {
             a.training.model.resolve_hub()?;
-            let g = &train::rank_global_args(g)?;
+            let g = &train::rank_global_args(g, a.training.plan)?;
             with_run_dir("finetune", &a, g, argv, log, |ctx| finetune::run(&a, ctx))
         }
         Command::Eval(mut a) => {

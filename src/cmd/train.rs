@@ -212,9 +212,14 @@ pub(crate) fn run(args: &Args, ctx: &mut Context) -> Result<()> {
 
 /// The global flags for this process of a data-parallel job: ranks other than 0 keep
 /// their run record and log in `<run-dir>/rank-N/` (rank 0 owns the run directory).
-pub(crate) fn rank_global_args(global: &GlobalArgs) -> Result<GlobalArgs> {
-    let world = World::from_env(&|k| std::env::var(k).ok()).map_err(|e| usage(format!("{e:#}")))?;
+/// `--plan` writes nothing: no run directory.
+pub(crate) fn rank_global_args(global: &GlobalArgs, plan: bool) -> Result<GlobalArgs> {
     let mut g = global.clone();
+    if plan {
+        g.no_run_dir = true;
+        return Ok(g);
+    }
+    let world = World::from_env(&|k| std::env::var(k).ok()).map_err(|e| usage(format!("{e:#}")))?;
     if world.size > 1 {
         let Some(dir) = &global.run_dir else {
             return Err(usage(
@@ -270,16 +275,7 @@ pub(crate) fn run_training(preset: Preset, args: &TrainingArgs, ctx: &mut Contex
         bench: args.bench.map(|b| (b.into(), args.split.clone())),
         run_dir,
     };
-    let control = Control {
-        device,
-        dtype,
-        resume: args.resume,
-        stop_after: args.stop_after_steps,
-        quantize: args.quantize.map(Into::into),
-        zero: ZeroStage::from_level(args.zero).expect("clap keeps --zero in 0..=2"),
-        offload: args.offload.is_some(),
-        device_memory: args.device_memory,
-    };
+    let control = control(args, device, dtype);
     let reducer = connect(world, &control.device, &paths.run_dir)?;
     let result = train(&paths, &plan, &control, reducer.as_ref());
     if args.plot && world.is_main() {
@@ -293,6 +289,20 @@ pub(crate) fn run_training(preset: Preset, args: &TrainingArgs, ctx: &mut Contex
     report(&summary, ctx)?;
     let skipped = summary.skipped.len();
     finish_failures(ctx, summary.skipped, skipped, summary.records)
+}
+
+/// How the process runs, from the flags.
+fn control(args: &TrainingArgs, device: candle_core::Device, dtype: candle_core::DType) -> Control {
+    Control {
+        device,
+        dtype,
+        resume: args.resume,
+        stop_after: args.stop_after_steps,
+        quantize: args.quantize.map(Into::into),
+        zero: ZeroStage::from_level(args.zero).expect("clap keeps --zero in 0..=2"),
+        offload: args.offload.is_some(),
+        device_memory: args.device_memory,
+    }
 }
 
 /// `--plan`: the memory plan of these flags from the checkpoint's config, printed (a
@@ -316,18 +326,7 @@ fn print_plan(preset: Preset, args: &TrainingArgs, launched: World, ctx: &Contex
         &candle_core::Device::Cpu,
         dtype,
     )?;
-    let mut setup = Control {
-        device: candle_core::Device::Cpu,
-        dtype,
-        resume: false,
-        stop_after: None,
-        quantize: args.quantize.map(Into::into),
-        zero: ZeroStage::from_level(args.zero).expect("clap keeps --zero in 0..=2"),
-        offload: args.offload.is_some(),
-        device_memory: args.device_memory,
-    }
-    .memory_setup(&plan, world);
-    setup.gpu = on_gpu;
+    let setup = control(args, candle_core::Device::Cpu, dtype).memory_setup(&plan, world, on_gpu);
     let memory = setup.plan(&ckpt.config);
     let capacity = args.device_memory.or_else(|| match on_gpu {
         true => None,

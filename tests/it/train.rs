@@ -959,6 +959,10 @@ fn the_memory_plan_counts_the_model_and_refuses_what_does_not_fit() {
         args.extend_from_slice(extra);
         let run = finetune(tmp.path(), "planned", &data, &args);
         assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(
+            !tmp.path().join("planned").exists(),
+            "a plan writes nothing"
+        );
         serde_json::from_str(&run.stdout).unwrap()
     };
     let full = plan(&[]);
@@ -1013,7 +1017,8 @@ fn the_memory_plan_counts_the_model_and_refuses_what_does_not_fit() {
     );
     let offloaded = plan(&["--offload", "optimizer"]);
     assert_eq!(offloaded["per_device"]["optimizer_moments_bytes"], 0);
-    assert_eq!(offloaded["host_bytes"].as_u64().unwrap(), 8 * loaded);
+    // Moments and the gradient sums (f32 parameters on the CPU need no master copy).
+    assert_eq!(offloaded["host_bytes"].as_u64().unwrap(), 12 * loaded);
     let lora = plan(&["--lora-r", "4"]);
     let spec = LoraSpec {
         r: 4,

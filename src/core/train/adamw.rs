@@ -247,6 +247,10 @@ const CHUNK: usize = 1 << 16;
 /// all-gather where each rank owns a piece).
 pub(crate) type GatherFn<'a> = dyn Fn(&Param, Tensor) -> Result<Tensor> + 'a;
 
+/// Reads saved optimizer state: the flat f32 values of a key (of a tensor of so many
+/// elements) in a range.
+pub(crate) type ReadState<'a> = dyn Fn(&str, usize, Range<usize>) -> Result<Tensor> + 'a;
+
 /// The optimiser: parameters, their state and the step count.
 pub struct AdamW {
     /// The hyperparameters.
@@ -325,21 +329,17 @@ impl AdamW {
         Ok(out)
     }
 
-    /// Restores the state of the owned elements, `read(key, range)` giving the saved
-    /// flat f32 values of `key` in `range`, and each parameter whole from
-    /// `read(name.master, 0..n)`.
-    pub(crate) fn load_state(
-        &mut self,
-        read: &dyn Fn(&str, Range<usize>) -> Result<Tensor>,
-        steps: u64,
-    ) -> Result<()> {
+    /// Restores the state of the owned elements, `read(key, n, range)` giving the saved
+    /// flat f32 values in `range` of `key` (of an `n`-element tensor), and each parameter
+    /// whole from `read(name.master, n, 0..n)`.
+    pub(crate) fn load_state(&mut self, read: &ReadState, steps: u64) -> Result<()> {
         for p in &mut self.params {
             let n = p.var.as_tensor().elem_count();
             let owned = p.owned();
             let state_device = p.exp_avg.device().clone();
             let take = |what: &str, range: Range<usize>, like: &Tensor| -> Result<Tensor> {
                 let key = format!("{}.{what}", p.name);
-                let t = read(&key, range)?;
+                let t = read(&key, n, range)?;
                 Ok(t.to_dtype(DType::F32)?
                     .reshape(like.shape())?
                     .to_device(like.device())?)

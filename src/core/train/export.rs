@@ -88,11 +88,16 @@ pub(crate) struct Staged {
 }
 
 impl Staged {
-    /// Starts `dest` afresh (a stale `.partial` from a killed run is removed).
-    pub(crate) fn begin(dest: &Path) -> Result<Self> {
+    /// The folder `dest` is staged in (`dest.partial`).
+    pub(crate) fn partial(dest: &Path) -> PathBuf {
         let mut name = dest.file_name().unwrap_or_default().to_os_string();
         name.push(".partial");
-        let tmp = dest.with_file_name(name);
+        dest.with_file_name(name)
+    }
+
+    /// Starts `dest` afresh (a stale `.partial` from a killed run is removed).
+    pub(crate) fn begin(dest: &Path) -> Result<Self> {
+        let tmp = Self::partial(dest);
         if tmp.exists() {
             fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove {}", tmp.display()))?;
         }

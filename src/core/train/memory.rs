@@ -102,21 +102,29 @@ impl Setup {
             + self.quantized_bytes(cfg)
             + parameters.adapters * b;
         // The backward pass leaves gradients in the parameters' dtype; f32 sums appear
-        // when micro-batches are accumulated or ranks reduced.
+        // when micro-batches are accumulated or ranks reduced. One process offloading
+        // sums them in host memory from the first.
         let summed = self.grad_accum > 1 || self.world > 1;
-        let gradients = t * b
-            + match self.zero {
-                ZeroStage::Off if summed => t * 4,
-                ZeroStage::Off => 0,
-                ZeroStage::Optimizer => {
-                    (if self.grad_accum > 1 { t * 4 } else { 0 }) + (t * 4).div_ceil(w)
-                }
-                ZeroStage::Gradients => (t * 4).div_ceil(w),
-            };
-        let master = if b == 4 { 0 } else { shard(t * 4) };
+        let host_sums = self.offload && self.world == 1;
+        let sums = match self.zero {
+            _ if host_sums => 0,
+            ZeroStage::Off if summed => t * 4,
+            ZeroStage::Off => 0,
+            ZeroStage::Optimizer => {
+                (if self.grad_accum > 1 { t * 4 } else { 0 }) + (t * 4).div_ceil(w)
+            }
+            ZeroStage::Gradients => (t * 4).div_ceil(w),
+        };
+        let gradients = t * b + sums;
+        // f32 parameters need no master copy, unless the state moves off their GPU.
+        let master = if b == 4 && !(self.offload && self.gpu) {
+            0
+        } else {
+            shard(t * 4)
+        };
         let moments = shard(t * 8);
         let (device_master, device_moments, host) = match self.offload {
-            true => (0, 0, master + moments),
+            true => (0, 0, master + moments + if host_sums { t * 4 } else { 0 }),
             false => (master, moments, 0),
         };
         let activations = self.activations(cfg);

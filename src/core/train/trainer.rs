@@ -27,15 +27,15 @@ use super::batch::{Collator, Example, prepare};
 use super::conversation::{ConversationEncoder, SpecialTokens, TrainTemplate};
 use super::data::{Record, epoch_order, load_bench, load_records};
 use super::export::{
-    MAX_SHARD_BYTES, Staged, fuse_projections, read_safetensors, read_tensors,
-    stored_vision_tensors, write_adapter, write_safetensors, write_side_files, write_weights,
+    MAX_SHARD_BYTES, Staged, fuse_projections, read_tensors, stored_vision_tensors, write_adapter,
+    write_safetensors, write_side_files, write_weights,
 };
 use super::memory::{MemoryPlan, Setup, device_capacity};
 use super::parallel::{Reducer, World, shard_range, sum_f64};
 use super::params::{LearningRates, Tune, make_trainable, overwrite_tensors};
 use super::schedule::CosineSchedule;
 use super::torch_save::write_torch_bin;
-use super::zero::ZeroStage;
+use super::zero::{SavedState, ZeroStage, state_file};
 use crate::core::files::{JsonLines, write_atomic};
 use crate::core::hash::{fnv1a, keyed};
 use crate::core::model::arch::llava::Llava;
@@ -115,8 +115,8 @@ pub(crate) struct Control {
 }
 
 impl Control {
-    /// What the run's memory plan depends on, for `world` ranks.
-    pub(crate) fn memory_setup(&self, plan: &Plan, world: usize) -> Setup {
+    /// What the run's memory plan depends on, for `world` ranks on a GPU or the CPU.
+    pub(crate) fn memory_setup(&self, plan: &Plan, world: usize, gpu: bool) -> Setup {
         Setup {
             tune: plan.tune,
             dtype_bytes: self.dtype.size_in_bytes() as u64,
@@ -127,7 +127,7 @@ impl Control {
             max_len: plan.model_max_length,
             grad_accum: plan.grad_accum,
             checkpointing: plan.gradient_checkpointing,
-            gpu: self.device.is_cuda(),
+            gpu,
             quantize: self.quantize,
         }
     }
@@ -225,7 +225,7 @@ pub(crate) fn train(
     if let Some(kind) = control.quantize {
         ckpt.quantize(kind);
     }
-    let setup = control.memory_setup(plan, world.size);
+    let setup = control.memory_setup(plan, world.size, control.device.is_cuda());
     let memory = setup.plan(&ckpt.config);
     let capacity = control
         .device_memory
@@ -260,11 +260,19 @@ pub(crate) fn train(
         sharded.then_some(&owned as &dyn Fn(usize) -> std::ops::Range<usize>),
         control.offload,
     )?;
+    // Offloaded sums live in host memory only for one process: several reduce theirs
+    // on the devices first.
     let gradients = match (control.zero, control.offload) {
         (ZeroStage::Gradients, _) if sharded => GradTarget::Scattered(reducer),
-        (_, true) => GradTarget::Host,
+        (_, true) if world.size == 1 => GradTarget::Host,
         _ => GradTarget::Device,
     };
+    if control.zero.shards() && world.size == 1 {
+        tracing::warn!(
+            "--zero {}: one process holds everything anyway",
+            control.zero.level()
+        );
+    }
 
     // Micro-batches of the global stream (all ranks) per epoch, and per optimiser step.
     let micro_per_epoch = records.len().div_ceil(plan.batch_size) as u64;
@@ -413,15 +421,11 @@ pub(crate) fn train(
         let due = plan.save_steps > 0 && (step + 1) % plan.save_steps == 0;
         let stopping = control.stop_after.is_some_and(|n| step + 1 - start >= n);
         if (due || stopping) && step + 1 < total_steps {
-            // Every rank gives its pieces of the optimiser state; rank 0 writes.
-            let optimizer = full_state(&opt, reducer, sharded)?;
-            if world.is_main() {
-                let state = TrainerState {
-                    step: step + 1,
-                    run: identity.run.clone(),
-                };
-                save_checkpoint(paths, plan, &mut model, &optimizer, &state)?;
-            }
+            let state = TrainerState {
+                step: step + 1,
+                run: identity.run.clone(),
+            };
+            save_checkpoint(paths, plan, &mut model, &opt, &state, reducer, sharded)?;
         }
     }
     bar.finish_and_clear();
@@ -850,34 +854,38 @@ fn write_export(
 /// projector), `optimizer.safetensors` (f32 masters and moments of every trained
 /// tensor) and, written last, `trainer_state.json`; the folder is synced to disk before
 /// it is renamed into place, and only then are older checkpoints pruned.
-/// The whole optimiser state as one process holds it: under ZeRO each tensor's pieces
-/// are gathered from the ranks (every rank must call this).
-fn full_state(opt: &AdamW, reducer: &dyn Reducer, sharded: bool) -> Result<Vec<(String, Tensor)>> {
-    let mut state = opt.state_tensors()?;
-    if sharded {
-        for (entry, p) in state
-            .iter_mut()
-            .zip(opt.params.iter().flat_map(|p| [p, p, p]))
-        {
-            let like = p.var.as_tensor();
-            let whole = reducer.all_gather(&entry.1.to_device(&Device::Cpu)?, like.elem_count())?;
-            entry.1 = whole.reshape(like.shape())?;
-        }
-    }
-    Ok(state)
-}
-
+/// Saves checkpoint `state.step` (every rank calls this): rank 0 writes the model, the
+/// trainer state and, unsharded, the optimizer state; under ZeRO every rank writes its
+/// pieces into the folder rank 0 staged, between two barriers, and rank 0 then commits it.
 fn save_checkpoint(
     paths: &Paths,
     plan: &Plan,
     model: &mut Llava,
-    optimizer: &[(String, Tensor)],
+    opt: &AdamW,
     state: &TrainerState,
+    reducer: &dyn Reducer,
+    sharded: bool,
 ) -> Result<()> {
+    let world = reducer.world();
     let dest = paths.run_dir.join(format!("checkpoint-{}", state.step));
-    let staged = Staged::begin(&dest)?;
+    let staged = world.is_main().then(|| Staged::begin(&dest)).transpose()?;
+    if sharded {
+        let device = opt
+            .params
+            .first()
+            .map_or(Device::Cpu, |p| p.var.device().clone());
+        barrier(reducer, &device)?;
+        let file = state_file(&Staged::partial(&dest), Some((world.rank, world.size)));
+        write_safetensors(&file, &opt.state_tensors()?)?;
+        barrier(reducer, &device)?;
+    }
+    let Some(staged) = staged else {
+        return Ok(());
+    };
     write_export(paths, plan, model, &staged.tmp, state.step)?;
-    write_safetensors(&staged.tmp.join("optimizer.safetensors"), optimizer)?;
+    if !sharded {
+        write_safetensors(&state_file(&staged.tmp, None), &opt.state_tensors()?)?;
+    }
     fs::write(
         staged.tmp.join("trainer_state.json"),
         serde_json::to_vec_pretty(state)?,
@@ -885,6 +893,12 @@ fn save_checkpoint(
     staged.commit()?;
     prune_checkpoints(&paths.run_dir, plan.save_total_limit)?;
     tracing::info!("saved {}", dest.display());
+    Ok(())
+}
+
+/// Waits until every rank is here.
+fn barrier(reducer: &dyn Reducer, device: &Device) -> Result<()> {
+    reducer.sum(&Tensor::zeros(1, DType::F32, device)?)?;
     Ok(())
 }
 
@@ -967,19 +981,9 @@ fn resume(run_dir: &Path, opt: &mut AdamW, expected: &TrainerState) -> Result<Op
                 differing_keys(&was, &now).join(", ")
             );
         }
-        match read_safetensors(&dir.join("optimizer.safetensors")).and_then(|saved| {
-            let read = |key: &str, range: std::ops::Range<usize>| -> Result<Tensor> {
-                let t = saved
-                    .get(key)
-                    .with_context(|| format!("optimizer state has no `{key}`"))?;
-                let n = t.elem_count();
-                if range.end > n {
-                    bail!("optimizer state `{key}` has {n} values, the model's tensor more");
-                }
-                Ok(t.flatten_all()?.narrow(0, range.start, range.len())?)
-            };
-            opt.load_state(&read, step)
-        }) {
+        match SavedState::open(&dir)
+            .and_then(|saved| opt.load_state(&|key, n, range| saved.read(key, n, range), step))
+        {
             Ok(()) => {
                 tracing::info!("resumed from {} (step {step})", dir.display());
                 return Ok(Some(step));

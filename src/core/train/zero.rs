@@ -6,9 +6,16 @@
 //! once a step and keeps this rank's piece; stage 2 reduce-scatters each micro-batch's
 //! gradients, so only this rank's piece of the accumulated gradient is ever held.
 
+use std::collections::HashMap;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 
+use anyhow::{Context as _, Result, bail};
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
+
+use super::export::read_safetensors;
 
 /// How the optimiser state is spread over the ranks (`--zero`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -54,6 +61,99 @@ pub fn shard_range(n: usize, world: usize, rank: usize) -> Range<usize> {
     let piece = n.div_ceil(world);
     let start = (rank * piece).min(n);
     start..(start + piece).min(n)
+}
+
+/// The file of a checkpoint's optimizer state: one for the whole state, or one per rank
+/// holding its pieces (`optimizer.rank-R-of-W.safetensors`).
+pub(crate) fn state_file(dir: &Path, piece: Option<(usize, usize)>) -> PathBuf {
+    match piece {
+        None => dir.join("optimizer.safetensors"),
+        Some((rank, world)) => dir.join(format!("optimizer.rank-{rank}-of-{world}.safetensors")),
+    }
+}
+
+/// A checkpoint's saved optimizer state, whole or in the pieces of some number of ranks.
+pub(crate) enum SavedState {
+    /// `optimizer.safetensors`: every tensor whole.
+    Whole(HashMap<String, Tensor>),
+    /// The ranks' files, in rank order.
+    Pieces(Vec<MmapedSafetensors>),
+}
+
+impl SavedState {
+    /// Opens the state in checkpoint folder `dir` (the per-rank files must all be there).
+    pub(crate) fn open(dir: &Path) -> Result<Self> {
+        let whole = state_file(dir, None);
+        if whole.is_file() {
+            return Ok(Self::Whole(read_safetensors(&whole)?));
+        }
+        let first = fs_names(dir)?
+            .into_iter()
+            .find_map(|name| {
+                let rest = name.strip_prefix("optimizer.rank-0-of-")?;
+                rest.strip_suffix(".safetensors")?.parse::<usize>().ok()
+            })
+            .with_context(|| format!("{}: no optimizer state", dir.display()))?;
+        let files = (0..first)
+            .map(|rank| {
+                let path = state_file(dir, Some((rank, first)));
+                // SAFETY: the checkpoint is finished (committed by rename) and only read.
+                unsafe { MmapedSafetensors::new(&path) }
+                    .with_context(|| format!("cannot read {}", path.display()))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self::Pieces(files))
+    }
+
+    /// The saved f32 values of `key` (a tensor of `n` elements, flattened) in `range`.
+    pub(crate) fn read(&self, key: &str, n: usize, range: Range<usize>) -> Result<Tensor> {
+        match self {
+            Self::Whole(all) => {
+                let t = all
+                    .get(key)
+                    .with_context(|| format!("optimizer state has no `{key}`"))?;
+                if t.elem_count() != n {
+                    bail!(
+                        "optimizer state `{key}` has {} values, the model's tensor {n}",
+                        t.elem_count()
+                    );
+                }
+                Ok(t.flatten_all()?.narrow(0, range.start, range.len())?)
+            }
+            Self::Pieces(files) => {
+                let mut parts = Vec::new();
+                for (rank, file) in files.iter().enumerate() {
+                    let held = shard_range(n, files.len(), rank);
+                    let (start, end) = (held.start.max(range.start), held.end.min(range.end));
+                    if start >= end {
+                        continue;
+                    }
+                    let piece = file.load(key, &Device::Cpu).with_context(|| {
+                        format!("optimizer state of rank {rank} has no `{key}`")
+                    })?;
+                    if piece.elem_count() != held.len() {
+                        bail!(
+                            "optimizer state `{key}` of rank {rank} has {} values, expected {}",
+                            piece.elem_count(),
+                            held.len()
+                        );
+                    }
+                    parts.push(piece.narrow(0, start - held.start, end - start)?);
+                }
+                match parts.len() {
+                    0 => Ok(Tensor::zeros(0, candle_core::DType::F32, &Device::Cpu)?),
+                    _ => Ok(Tensor::cat(&parts, 0)?),
+                }
+            }
+        }
+    }
+}
+
+fn fs_names(dir: &Path) -> Result<Vec<String>> {
+    Ok(std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect())
 }
 
 #[cfg(test)]

@@ -242,7 +242,12 @@ fn a_sharded_checkpoint_resumes_on_another_number_of_ranks() {
             &first,
             &control(zero, false, false, Some(1)),
         );
-        assert!(dir.join("checkpoint-1/optimizer.safetensors").is_file());
+        // Each rank saved its own pieces.
+        for rank in 0..2 {
+            let file = format!("checkpoint-1/optimizer.rank-{rank}-of-2.safetensors");
+            assert!(dir.join(file).is_file());
+        }
+        assert!(!dir.join("checkpoint-1/optimizer.safetensors").exists());
         let then = Plan {
             grad_accum: 4 / resume_world,
             ..whole.clone()
