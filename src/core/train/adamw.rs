@@ -259,6 +259,8 @@ pub struct AdamW {
     pub params: Vec<Param>,
     /// Updates applied so far.
     pub steps: u64,
+    /// The state lives in host memory (`--offload optimizer`).
+    host: bool,
 }
 
 impl AdamW {
@@ -268,6 +270,7 @@ impl AdamW {
             cfg,
             params,
             steps: 0,
+            host: false,
         }
     }
 
@@ -287,6 +290,7 @@ impl AdamW {
             };
             p.place(range, device)?;
         }
+        self.host = host;
         Ok(())
     }
 
@@ -302,18 +306,44 @@ impl AdamW {
         gather: &GatherFn,
     ) -> Result<()> {
         self.steps += 1;
-        for (p, g) in self.params.iter_mut().zip(grads) {
-            let s = Scalars::new(&self.cfg, self.steps, p.lr * lr_factor, p.decay);
-            let mut g = g.to_dtype(DType::F32)?.to_device(p.exp_avg.device())?;
-            if scale != 1.0 {
-                g = (g * scale)?;
-            }
-            let g = g.reshape(p.exp_avg.shape())?;
-            let updated = p.update(&g, &s)?;
+        let (cfg, steps) = (self.cfg, self.steps);
+        let widen = |g: &Tensor, device: &Device| -> Result<Tensor> {
+            let g = g.to_dtype(DType::F32)?.to_device(device)?;
+            Ok(if scale != 1.0 { (g * scale)? } else { g })
+        };
+        let apply = |p: &mut Param, g: Tensor| -> Result<()> {
+            let s = Scalars::new(&cfg, steps, p.lr * lr_factor, p.decay);
+            let updated = p.update(&g.reshape(p.exp_avg.shape())?, &s)?;
             let whole = gather(p, updated)?;
             p.var.set(&whole)?;
+            Ok(())
+        };
+        if !self.host {
+            for (p, g) in self.params.iter_mut().zip(grads) {
+                let g = widen(g, &p.exp_avg.device().clone())?;
+                apply(p, g)?;
+            }
+            return Ok(());
         }
-        Ok(())
+        // Offloaded: a helper thread copies the next gradients to the host while this one
+        // updates and copies the weights back.
+        std::thread::scope(|scope| -> Result<()> {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            scope.spawn(move || {
+                for g in grads {
+                    if tx.send(widen(g, &Device::Cpu)).is_err() {
+                        break;
+                    }
+                }
+            });
+            for p in self.params.iter_mut() {
+                let g = rx
+                    .recv()
+                    .map_err(|_| anyhow::anyhow!("the gradient copier stopped"))??;
+                apply(p, g)?;
+            }
+            Ok(())
+        })
     }
 
     /// The state to save: `{name}.exp_avg`, `{name}.exp_avg_sq` and `{name}.master` (the
