@@ -50,46 +50,12 @@ fn paths(data: &Path, run_dir: &Path) -> Paths {
 #[test]
 fn two_ranks_train_exactly_like_one_process_accumulating_twice() {
     let tmp = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(testdata("llava/medtrinity_instruct.jsonl")).unwrap();
-    let pngs: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains(".png\""))
-        .take(4)
-        .collect();
-    let data = tmp.path().join("d.jsonl");
-    std::fs::write(&data, pngs.join("\n")).unwrap();
-    let control = Control {
-        device: Device::Cpu,
-        dtype: DType::F32,
-        resume: false,
-        stop_after: None,
-        quantize: None,
-        zero: ZeroStage::Off,
-        offload: false,
-        device_memory: None,
-    };
+    let data = png_data(tmp.path());
+    let off = control(ZeroStage::Off, false, false, None);
     let single = tmp.path().join("single");
-    train(&paths(&data, &single), &plan(2), &control, &Alone).unwrap();
-
+    train(&paths(&data, &single), &plan(2), &off, &Alone).unwrap();
     let parallel = tmp.path().join("parallel");
-    std::thread::scope(|scope| {
-        for reducer in LocalGroup::new(2) {
-            let (data, parallel, control) = (&data, &parallel, &control);
-            scope.spawn(move || {
-                let control = Control {
-                    device: Device::Cpu,
-                    dtype: control.dtype,
-                    resume: false,
-                    stop_after: None,
-                    quantize: None,
-                    zero: ZeroStage::Off,
-                    offload: false,
-                    device_memory: None,
-                };
-                train(&paths(data, parallel), &plan(1), &control, &reducer).unwrap();
-            });
-        }
-    });
+    train_ranks(2, &data, &parallel, &plan(1), &off);
     let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
     let losses = |d: &Path| -> Vec<f64> {
         String::from_utf8(read(d, "metrics.jsonl"))
