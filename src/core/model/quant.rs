@@ -1,4 +1,4 @@
-//! Quantized weight matrices for inference (`--quantize`, GGUF files): GGML's block
+//! Quantized weight matrices for inference and QLoRA (`--quantize`, GGUF files): GGML's block
 //! formats (the bytes llama.cpp reads and writes), held as candle `QTensor`s. On the CPU
 //! a product `x Wᵀ` of a few rows quantizes them to 8 bits once and takes candle's block
 //! dot products over the compact blocks only (so memory stays at the quantized size); a
@@ -233,10 +233,9 @@ impl QuantMatrix {
         Ok(self.q.embedding(ids)?.to_dtype(self.dtype)?)
     }
 
-    /// The whole matrix dequantized, in its dtype.
-    #[cfg(test)]
-    pub(crate) fn dequantize(&self) -> Result<Tensor> {
-        Ok(self.q.dequantize(&self.device)?.to_dtype(self.dtype)?)
+    /// The whole matrix dequantized, in `dtype`, on its device.
+    pub(crate) fn dequantize(&self, dtype: DType) -> Result<Tensor> {
+        Ok(self.q.dequantize(&self.device)?.to_dtype(dtype)?)
     }
 }
 
@@ -374,7 +373,9 @@ mod tests {
                 let q = quantized(&w, kind);
                 let got = q.product(&x).unwrap();
                 assert_eq!(got.dims(), &[rows, 48]);
-                let exact = x.matmul(&q.dequantize().unwrap().t().unwrap()).unwrap();
+                let exact = x
+                    .matmul(&q.dequantize(DType::F32).unwrap().t().unwrap())
+                    .unwrap();
                 let d = (&got - &dense).unwrap().sqr().unwrap().mean_all().unwrap();
                 let e = (&got - &exact).unwrap().sqr().unwrap().mean_all().unwrap();
                 let rel = |d: Tensor| (d.to_scalar::<f32>().unwrap() / norm).sqrt();
@@ -418,7 +419,7 @@ mod tests {
         let ids = Tensor::new(&[[3u32, 39], [0, 3]], &Device::Cpu).unwrap();
         let rows = whole.rows(&ids).unwrap();
         assert_eq!(rows.dims(), &[2, 2, 256]);
-        let all = whole.dequantize().unwrap();
+        let all = whole.dequantize(DType::F32).unwrap();
         let want = all.index_select(&Tensor::new(&[3u32, 39, 0, 3], &Device::Cpu).unwrap(), 0);
         assert_eq!(
             rows.flatten_to(1).unwrap().to_vec2::<f32>().unwrap(),

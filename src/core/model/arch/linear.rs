@@ -1,10 +1,11 @@
 //! The Linear layer every model part uses: `y = x W^T + b`, plus an optional LoRA
 //! adapter (so training can adapt any projection without a second layer type), and
 //! [`Matrix`], the weight a Linear layer or an embedding table holds: dense, or
-//! quantized blocks for inference.
+//! quantized blocks (inference, and QLoRA training with the blocks frozen).
 
 use anyhow::{Result, bail};
 use candle_core::backend::BackendStorage;
+use candle_core::op::BackpropOp;
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Storage, Tensor};
 
 use crate::core::model::arch::lora::LoraAdapter;
@@ -18,7 +19,8 @@ use crate::core::model::quant::QuantMatrix;
 pub enum Matrix {
     /// Trainable, any dtype.
     Dense(Tensor),
-    /// Inference only.
+    /// Frozen: inference, or training what sits around it (LoRA adapters, the
+    /// projector); gradients flow through it to the input, never into the blocks.
     Quantized(QuantMatrix),
 }
 
@@ -50,12 +52,15 @@ impl Matrix {
         }
     }
 
-    /// The dense tensor; an error for quantized weights (training, merging, exports).
+    /// The dense tensor; an error for quantized weights (merging, exports, full
+    /// training need the unquantized checkpoint).
     pub(crate) fn dense(&self) -> Result<&Tensor> {
         match self {
             Self::Dense(t) => Ok(t),
-            Self::Quantized(_) => bail!(
-                "quantized weights are for inference only (train, merge and export a dense                  checkpoint)"
+            Self::Quantized(q) => bail!(
+                "these weights are loaded {:?}-quantized; merging, exporting and full training \
+                 need the unquantized checkpoint",
+                q.ggml_dtype()
             ),
         }
     }
@@ -208,10 +213,7 @@ impl Linear {
     fn product(&self, x: &Tensor) -> Result<Tensor> {
         let y = match &self.weight {
             Matrix::Quantized(q) if x.track_op() => {
-                bail!(
-                    "no gradient flows through the {:?} quantized weights",
-                    q.ggml_dtype()
-                )
+                x.apply_op1(FrozenQuantized { weight: q.clone() })?
             }
             Matrix::Quantized(q) => q.product(x)?,
             Matrix::Dense(w) if x.track_op() && !w.track_op() => {
@@ -287,6 +289,76 @@ impl CustomOp1 for FrozenWeight {
     }
 }
 
+/// `x W^T` for quantized `W` under a gradient (QLoRA): the forward is the quantized
+/// product; the backward returns only the input's gradient `grad W`, through `W`
+/// dequantized for that call in the gradient's dtype and dropped after it.
+struct FrozenQuantized {
+    weight: QuantMatrix,
+}
+
+impl FrozenQuantized {
+    /// [`QuantMatrix::product`] of the storage-level `x` (layout `xl`, `(m, k)`),
+    /// returned as storage of `x`'s dtype; `wrap` and `unwrap` move between `S` and
+    /// candle's `Storage`.
+    fn forward<S: BackendStorage>(
+        &self,
+        x: &S,
+        xl: &Layout,
+        wrap: impl Fn(S) -> Storage,
+        unwrap: impl Fn(&Storage) -> Option<&S>,
+    ) -> candle_core::Result<(S, Shape)> {
+        let input = wrap(x.to_dtype(xl, DType::F32)?);
+        let input = Tensor::from_storage(input, xl.shape(), BackpropOp::none(), false);
+        let y = self
+            .weight
+            .product(&input)
+            .map_err(|e| candle_core::Error::msg(format!("{e:#}")))?;
+        let (storage, layout) = y.storage_and_layout();
+        let Some(y) = unwrap(&storage) else {
+            candle_core::bail!("quantized product: the result is on another device");
+        };
+        Ok((y.to_dtype(layout, x.dtype())?, layout.shape().clone()))
+    }
+}
+
+impl CustomOp1 for FrozenQuantized {
+    fn name(&self) -> &'static str {
+        "frozen-quantized-matmul"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.forward(x, xl, Storage::Cpu, |s| match s {
+            Storage::Cpu(y) => Some(y),
+            _ => None,
+        })
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        xl: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        self.forward(x, xl, Storage::Cuda, |s| match s {
+            Storage::Cuda(y) => Some(y),
+            _ => None,
+        })
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let weight = self
+            .weight
+            .dequantize(grad.dtype())
+            .map_err(|e| candle_core::Error::msg(format!("{e:#}")))?;
+        Ok(Some(grad.matmul(&weight)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,6 +420,53 @@ mod tests {
             h.get_ids().count(),
             "the frozen weight gets no gradient"
         );
+    }
+
+    /// Under a gradient, a quantized weight gives the dense product of its dequantized
+    /// matrix (the gemm path, 40 rows) and the input gradient `grad W` of that matrix,
+    /// as a frozen dense Linear of it does; widths are whole blocks of each format.
+    #[test]
+    fn a_quantized_weight_passes_the_input_gradient_of_its_dequantized_matrix() {
+        use crate::core::model::quant::QuantMatrix;
+        use candle_core::quantized::GgmlDType;
+
+        let dev = Device::Cpu;
+        for (kind, width) in [(GgmlDType::Q8_0, 96), (GgmlDType::Q4K, 256)] {
+            let w = Tensor::randn(0f32, 0.05, (48, width), &dev).unwrap();
+            let read = |r: std::ops::Range<usize>| Ok(w.narrow(0, r.start, r.len())?);
+            let q = QuantMatrix::quantize_rows(kind, (48, width), read, &dev, DType::F32).unwrap();
+            let dense = Linear::new(q.dequantize(DType::F32).unwrap(), None).unwrap();
+            let quantized = Linear::with(Matrix::Quantized(q), None).unwrap();
+            let x = candle_core::Var::randn(0f32, 1., (2, 20, width), &dev).unwrap();
+            let upstream = Tensor::randn(0f32, 1., (2, 20, 48), &dev).unwrap();
+            let pass = |lin: &Linear| {
+                let y = lin.forward(x.as_tensor()).unwrap();
+                let grads = (&y * &upstream)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                let gx = grads.get(x.as_tensor()).unwrap().clone();
+                (y, gx, grads.get_ids().count())
+            };
+            let (want_y, want_gx, want_ids) = pass(&dense);
+            let (got_y, got_gx, ids) = pass(&quantized);
+            let scale = |t: &Tensor| {
+                t.abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            };
+            let y_diff = crate::core::model::max_abs_diff(&got_y, &want_y) / scale(&want_y);
+            let g_diff = crate::core::model::max_abs_diff(&got_gx, &want_gx) / scale(&want_gx);
+            assert!(y_diff < 1e-5, "{kind:?} product: {y_diff}");
+            assert!(g_diff < 1e-5, "{kind:?} input gradient: {g_diff}");
+            // As many gradients as through the frozen dense weight: none for a weight.
+            assert_eq!(ids, want_ids, "{kind:?}");
+        }
     }
 
     /// The inference kernels (small-m matmuls for a few rows, gemm for more; one layer and two
