@@ -25,7 +25,7 @@ use crate::common::{llava_png_records, max_abs_diff, mt_env, mt_in, root, test_p
 use crate::hub_server::{FakeRepo, HubServer, ServerConfig};
 
 /// What every script here imports.
-const MODULES: &[&str] = &["torch", "safetensors", "transformers", "peft", "datasets"];
+pub(crate) const MODULES: &[&str] = &["torch", "safetensors", "transformers", "peft", "datasets"];
 
 /// Runs `tests/interop/<script> args` with every Hub and cache access kept in `dir`
 /// (offline) and returns each stdout line as JSON.
@@ -108,8 +108,9 @@ fn finetune(dir: &Path, run: &str, model: &Path, data: &Path, batch: usize, extr
     assert_eq!(r.code, 0, "mt {args:?}:\n{}", r.stderr);
 }
 
-/// A LoRA adapter (r 4, alpha 8) trained for `steps` steps at lr 1e-2: `dir/lora/adapter`.
-fn lora_adapter(dir: &Path, steps: &str) -> PathBuf {
+/// A LoRA adapter (r 4, alpha 8) trained for `steps` steps at lr 1e-2 with `extra`
+/// flags: `dir/lora/adapter`.
+pub(crate) fn lora_adapter(dir: &Path, steps: &str, extra: &[&str]) -> PathBuf {
     let data = llava_png_records(dir, 2);
     let args = ["--lora-r", "4", "--lora-alpha", "8", "--max-steps", steps];
     finetune(
@@ -118,7 +119,7 @@ fn lora_adapter(dir: &Path, steps: &str) -> PathBuf {
         &model(),
         &data,
         2,
-        &[&args[..], &["--lr", "1e-2"]].concat(),
+        &[&args[..], &["--lr", "1e-2"], extra].concat(),
     );
     dir.join("lora/adapter")
 }
@@ -148,21 +149,21 @@ fn f64_of(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
 
-#[test]
-fn peft_loads_every_tensor_of_an_mt_lora_adapter_and_merges_like_mt() {
-    let Some(py) = test_python(MODULES) else {
-        return;
-    };
-    let tmp = tempfile::tempdir().unwrap();
-    let adapter = lora_adapter(tmp.path(), "3");
-    let merged = merge(tmp.path(), &adapter, "merged");
-    let resaved = tmp.path().join("resaved");
-    let r = &python(
-        &py,
-        tmp.path(),
-        "peft_adapter.py",
-        &[s(&model()), s(&adapter), s(&merged), s(&resaved)],
-    )[0];
+/// Checks `adapter` (r 4, trained on the tiny checkpoint) with peft on the tiny
+/// checkpoint: peft loads every tensor and merges it into the weights `mt convert
+/// merge-lora` writes (`dir/merged`, returned), with the same logits; with `resaved`,
+/// peft also saves the loaded adapter there (torch.save).
+pub(crate) fn peft_checks_an_adapter(
+    py: &Path,
+    dir: &Path,
+    adapter: &Path,
+    resaved: Option<&Path>,
+) -> PathBuf {
+    let merged = merge(dir, adapter, "merged");
+    let base = model();
+    let mut args = vec![s(&base), s(adapter), s(&merged)];
+    args.extend(resaved.map(s));
+    let r = &python(py, dir, "peft_adapter.py", &args)[0];
     eprintln!("peft: {r}");
     // 2 layers x 7 target modules x (A, B), all loaded, none left over, none missing.
     assert_eq!(r["stored"], 28, "{r}");
@@ -181,6 +182,18 @@ fn peft_loads_every_tensor_of_an_mt_lora_adapter_and_merges_like_mt() {
         f64_of(&r["adapter_effect"]) > 1e-2,
         "the adapter changed nothing: {r}"
     );
+    merged
+}
+
+#[test]
+fn peft_loads_every_tensor_of_an_mt_lora_adapter_and_merges_like_mt() {
+    let Some(py) = test_python(MODULES) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let adapter = lora_adapter(tmp.path(), "3", &[]);
+    let resaved = tmp.path().join("resaved");
+    let merged = peft_checks_an_adapter(&py, tmp.path(), &adapter, Some(&resaved));
 
     // The adapter as peft itself saves it with torch.save (adapter_model.bin, peft's
     // full adapter_config.json, no non_lora_trainables): mt merges it into the same
@@ -237,7 +250,7 @@ fn torch_load_weights_only_opens_the_bin_files_mt_writes() {
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let stage1 = tmp.path().join("s1/model");
-    let adapter = lora_adapter(tmp.path(), "1");
+    let adapter = lora_adapter(tmp.path(), "1", &[]);
     let pairs = [
         stage1.join("mm_projector.bin"),
         stage1.join("mm_projector.safetensors"),
@@ -332,7 +345,7 @@ fn mt_reads_projector_and_adapter_bin_files_that_torch_save_wrote() {
     // non_lora_trainables.bin as LLaVA's LoRA training saves it (fp16,
     // `base_model.model.model.mm_projector.*`), alone beside an mt adapter:
     // `mt convert merge-lora` takes the projector from it.
-    let adapter = lora_adapter(dir, "1");
+    let adapter = lora_adapter(dir, "1", &[]);
     std::fs::remove_file(adapter.join("non_lora_trainables.safetensors")).unwrap();
     let (bin, want) = write("base_model.model.", "float16", "separate", "2", "non_lora");
     std::fs::rename(&bin, adapter.join("non_lora_trainables.bin")).unwrap();

@@ -30,6 +30,7 @@ mod interop;
 mod knowledge;
 mod model;
 mod pipeline;
+mod qlora;
 mod quantize;
 mod roi;
 mod roi_inputs;

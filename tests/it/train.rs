@@ -34,7 +34,8 @@ fn data(dir: &Path, n: usize) -> String {
     common::llava_png_records(dir, n).display().to_string()
 }
 
-fn metrics(run: &Path) -> Vec<Value> {
+/// The rows of `run/metrics.jsonl`.
+pub(crate) fn metrics(run: &Path) -> Vec<Value> {
     std::fs::read_to_string(run.join("metrics.jsonl"))
         .unwrap()
         .lines()
@@ -42,7 +43,9 @@ fn metrics(run: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn finetune(dir: &Path, run: &str, data: &str, extra: &[&str]) -> common::Run {
+/// `mt finetune --cpu` of the tiny checkpoint on `data` (the LLaVA fixture's images)
+/// into `run`, no warmup, with `extra` flags.
+pub(crate) fn finetune(dir: &Path, run: &str, data: &str, extra: &[&str]) -> common::Run {
     let (model, images) = (model(), images());
     let mut args = vec![
         "finetune",
@@ -235,7 +238,7 @@ fn an_interrupted_run_resumes_bit_for_bit() {
     assert!(r.stderr.contains("already finished"), "{}", r.stderr);
 }
 
-fn tensors(path: &Path) -> HashMap<String, Tensor> {
+pub(crate) fn tensors(path: &Path) -> HashMap<String, Tensor> {
     read_safetensors(path).unwrap()
 }
 
