@@ -298,7 +298,6 @@ fn control(args: &TrainingArgs, device: candle_core::Device, dtype: candle_core:
         dtype,
         resume: args.resume,
         stop_after: args.stop_after_steps,
-        quantize: args.quantize.map(Into::into),
         zero: ZeroStage::from_level(args.zero).expect("clap keeps --zero in 0..=2"),
         offload: args.offload.is_some(),
         device_memory: args.device_memory,
@@ -489,6 +488,7 @@ pub(crate) fn plan(preset: Preset, args: &TrainingArgs, seed: u64, on_gpu: bool)
             .to_string(),
         seed,
         conv_mode: args.conv_mode.clone(),
+        quantize: args.quantize.map(Into::into),
         save_steps: args.save_steps,
         save_total_limit: args.save_total_limit,
     })

@@ -19,13 +19,16 @@ use candle_core::{DType, Device, Storage, Tensor};
 use rayon::prelude::*;
 
 /// The formats `--quantize` writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum QuantKind {
     /// 8-bit values in blocks of 32 with one f16 scale (8.5 bits a weight).
+    #[serde(rename = "q8_0")]
     Q8_0,
     /// 6-bit k-quants in super-blocks of 256 (6.56 bits a weight).
+    #[serde(rename = "q6k")]
     Q6K,
     /// 4-bit k-quants in super-blocks of 256 with 6-bit scales and mins (4.5 bits a weight).
+    #[serde(rename = "q4k")]
     Q4K,
 }
 

@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 
 use super::adamw::Param;
 use crate::core::hash::keyed;
-use crate::core::model::arch::linear::Matrix;
 use crate::core::model::arch::llama::fused_layer;
 use crate::core::model::arch::llava::Llava;
 use crate::core::model::arch::lora::{LoraAdapter, LoraDropout};
@@ -69,8 +68,7 @@ pub struct Trainable {
 
 /// Attaches LoRA adapters (when `tune` asks for them, A drawn from `seed` as PEFT's
 /// Kaiming-uniform init, B zero), turns the trained tensors into `Var`s of `dtype`
-/// inside `model` and returns them as optimiser parameters. A language model loaded
-/// quantized (QLoRA) trains adapters or the projector, never its own weights.
+/// inside `model` and returns them as optimiser parameters.
 pub fn make_trainable(
     model: &mut Llava,
     tune: Tune,
@@ -78,12 +76,6 @@ pub fn make_trainable(
     dtype: DType,
     seed: u64,
 ) -> Result<Trainable> {
-    if tune == Tune::Full && quantized(model) {
-        bail!(
-            "--quantize trains LoRA adapters (--lora-r) or the projector (stage 1); full \
-             training needs the unquantized weights"
-        );
-    }
     let dropout_key = match tune {
         Tune::Lora(spec) => attach_lora(model, spec, dtype, seed)?,
         _ => None,
@@ -155,18 +147,6 @@ pub(crate) fn overwrite_tensors(
     }
     model.llm.retie();
     Ok(replaced)
-}
-
-/// Whether any language-model matrix is held in quantized blocks.
-fn quantized(model: &mut Llava) -> bool {
-    let is_quantized = |m: &Matrix| matches!(m, Matrix::Quantized(_));
-    let llm = &mut model.llm;
-    is_quantized(&llm.embed)
-        || is_quantized(&llm.lm_head.weight)
-        || llm
-            .linears_mut()
-            .iter()
-            .any(|(_, l)| is_quantized(&l.weight))
 }
 
 /// Whether weight decay applies: not to biases and norm weights (transformers'

@@ -74,6 +74,10 @@ pub(crate) struct Plan {
     /// The conversation template (`--conv-mode`; none: the checkpoint family's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conv_mode: Option<String>,
+    /// The frozen language model loaded quantized (QLoRA: adapters or the projector
+    /// train on it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantize: Option<QuantKind>,
     /// Save a checkpoint every N steps (0 = only at the end).
     pub save_steps: u64,
     /// Checkpoints kept (older ones are deleted; 0 = keep all).
@@ -103,9 +107,6 @@ pub(crate) struct Control {
     pub resume: bool,
     /// Stop (after saving) once this process has made this many steps.
     pub stop_after: Option<u64>,
-    /// Load the language model's frozen matrices quantized (QLoRA: LoRA adapters train
-    /// on a quantized base).
-    pub quantize: Option<QuantKind>,
     /// How the optimiser state is spread over the ranks.
     pub zero: ZeroStage,
     /// Keep the f32 master weights and moments in host memory and update them there.
@@ -128,7 +129,7 @@ impl Control {
             grad_accum: plan.grad_accum,
             checkpointing: plan.gradient_checkpointing,
             gpu,
-            quantize: self.quantize,
+            quantize: plan.quantize,
         }
     }
 }
@@ -222,7 +223,7 @@ pub(crate) fn train(
     let template = TrainTemplate::for_checkpoint(plan.conv_mode.as_deref(), &ckpt, &codec)?;
     tracing::info!("conversation template: {}", template.name());
     let processor = ImageProcessor::for_checkpoint(&ckpt)?;
-    if let Some(kind) = control.quantize {
+    if let Some(kind) = plan.quantize {
         ckpt.quantize(kind);
     }
     let setup = control.memory_setup(plan, world.size, control.device.is_cuda());
@@ -430,10 +431,7 @@ pub(crate) fn train(
     }
     bar.finish_and_clear();
     if summary.steps_done == total_steps && world.is_main() {
-        let dest = paths.run_dir.join(match plan.tune {
-            Tune::Lora(_) => "adapter",
-            _ => "model",
-        });
+        let dest = paths.run_dir.join(export_folder(plan));
         summary.exported = Some(export(paths, plan, &mut model, &dest, total_steps)?);
     }
     Ok(summary)
@@ -679,6 +677,12 @@ fn check_plan(plan: &Plan) -> Result<()> {
     if plan.max_steps == Some(0) || (plan.max_steps.is_none() && plan.epochs <= 0.0) {
         bail!("nothing to do: --max-steps / --epochs must be positive");
     }
+    if plan.quantize.is_some() && plan.tune == Tune::Full {
+        bail!(
+            "--quantize trains LoRA adapters (--lora-r) or the projector (stage 1); full \
+             training needs the unquantized weights"
+        );
+    }
     Ok(())
 }
 
@@ -782,6 +786,16 @@ fn export(
     staged.commit()
 }
 
+/// Where a finished run's result goes: `adapter/` (LoRA), `projector/` (stage 1 on a
+/// quantized base: the language model is not written back), else `model/`.
+fn export_folder(plan: &Plan) -> &'static str {
+    match plan.tune {
+        Tune::Lora(_) => "adapter",
+        Tune::Projector if plan.quantize.is_some() => "projector",
+        _ => "model",
+    }
+}
+
 fn write_export(
     paths: &Paths,
     plan: &Plan,
@@ -833,6 +847,10 @@ fn write_export(
                     .collect();
                 write_safetensors(&dir.join("mm_projector.safetensors"), &projector)?;
                 write_torch_bin(&dir.join("mm_projector.bin"), &projector)?;
+                if plan.quantize.is_some() {
+                    // The quantized language model is not written back.
+                    return Ok(());
+                }
             }
             let trained = match model.cfg.text.family {
                 TextFamily::Phi3 => fuse_projections(trained)?,
@@ -951,12 +969,16 @@ fn refuse_existing_checkpoints(run_dir: &Path) -> Result<()> {
 /// Restores the newest readable checkpoint's trained tensors, moments and step (an
 /// unreadable newest one, e.g. cut by a crash, falls back to the one before); `None`
 /// when the run directory has none yet. Refuses a checkpoint made with other settings,
-/// data, dtype or number of processes.
+/// data or dtype, or with another number of micro-batches a step (ranks x accumulation).
 fn resume(run_dir: &Path, opt: &mut AdamW, expected: &TrainerState) -> Result<Option<u64>> {
-    for done in ["model", "adapter"] {
-        if run_dir.join(done).join("config.json").is_file() {
+    for done in [
+        "model/config.json",
+        "adapter/config.json",
+        "projector/mm_projector.safetensors",
+    ] {
+        if run_dir.join(done).is_file() {
             bail!(
-                "--resume: {} already finished ({done}/ is there)",
+                "--resume: {} already finished ({done} is there)",
                 run_dir.display()
             );
         }

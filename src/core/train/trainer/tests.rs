@@ -27,6 +27,7 @@ fn plan(grad_accum: usize) -> Plan {
         image_aspect_ratio: "pad".into(),
         seed: 1,
         conv_mode: None,
+        quantize: None,
         save_steps: 0,
         save_total_limit: 0,
     }
@@ -99,7 +100,6 @@ fn control(zero: ZeroStage, offload: bool, resume: bool, stop_after: Option<u64>
         dtype: DType::F32,
         resume,
         stop_after,
-        quantize: None,
         zero,
         offload,
         device_memory: None,
