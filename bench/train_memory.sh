@@ -15,7 +15,7 @@ MT=${MT:-${CARGO_TARGET_DIR:-$ROOT/target}/release/mt}
 # Samples are 924 tokens; 900 truncates each to exactly the planned length.
 COMMON=(--model "$OUT/train-100m/llava" --data "$OUT/data.jsonl" --image-folder "$ROOT/testdata/llava/images"
         --cpu --lr 1e-4 --warmup-ratio 0 --save-steps 0 --image-aspect-ratio pad --model-max-length 900)
-CASES=${CASES:-"full-b1 full-b2 full-b4 full-ck-b1 full-ck-b2 full-ck-b4 lora-b2 lora-ck-b4 projector-b2 full-accum2-b1"}
+CASES=${CASES:-"full-b1 full-b2 full-b4 full-ck-b1 full-ck-b2 full-ck-b4 lora-b2 lora-ck-b4 projector-b1 projector-b2 projector-b4 projector-ck-b2 full-accum2-b1"}
 printf '%-16s %10s %10s %7s\n' case plan_GiB peak_GiB ratio
 for c in $CASES; do
   case $c in
@@ -27,11 +27,14 @@ for c in $CASES; do
     full-ck-b4) a=(finetune --batch-size 4 --grad-accum 1 --gradient-checkpointing true) ;;
     lora-b2) a=(finetune --batch-size 2 --grad-accum 1 --gradient-checkpointing false --lora-r 16) ;;
     lora-ck-b4) a=(finetune --batch-size 4 --grad-accum 1 --gradient-checkpointing true --lora-r 16) ;;
+    projector-b1) a=(train --stage 1 --batch-size 1 --grad-accum 1 --gradient-checkpointing false) ;;
     projector-b2) a=(train --stage 1 --batch-size 2 --grad-accum 1 --gradient-checkpointing false) ;;
+    projector-b4) a=(train --stage 1 --batch-size 4 --grad-accum 1 --gradient-checkpointing false) ;;
+    projector-ck-b2) a=(train --stage 1 --batch-size 2 --grad-accum 1 --gradient-checkpointing true) ;;
     full-accum2-b1) a=(finetune --batch-size 1 --grad-accum 2 --gradient-checkpointing false) ;;
     *) echo "unknown case $c" >&2; exit 2 ;;
   esac
-  plan=$("$MT" --json "${a[@]}" "${COMMON[@]}" --max-steps 3 --plan | python3 -c 'import json,sys; print(json.load(sys.stdin)["per_device"]["total_bytes"])')
+  plan=$("$MT" --no-run-dir --json "${a[@]}" "${COMMON[@]}" --max-steps 3 --plan | python3 -c 'import json,sys; print(json.load(sys.stdin)["per_device"]["total_bytes"])')
   run=$OUT/memory-$c; rm -rf "$run"
   /usr/bin/time -v -o "$run.time" "$MT" -q "${a[@]}" "${COMMON[@]}" --max-steps 3 --run-dir "$run" >/dev/null
   peak=$(( $(awk '/Maximum resident/ {print $6}' "$run.time") * 1024 ))
