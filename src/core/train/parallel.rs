@@ -188,9 +188,9 @@ mod nccl {
     use anyhow::{Context as _, Result, anyhow, bail};
     use candle_core::backend::BackendStorage;
     use candle_core::cuda_backend::cudarc::nccl::safe::{Comm, Id, ReduceOp};
-    use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
+    use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
 
-    use super::{Reducer, World};
+    use super::{Reducer, World, shard_range};
 
     /// Sums over GPUs with NCCL.
     pub(crate) struct NcclReducer {
@@ -256,6 +256,94 @@ mod nccl {
             Ok(t.apply_op1_no_bwd(&AllReduce {
                 comm: self.comm.clone(),
             })?)
+        }
+
+        fn reduce_scatter(&self, t: &Tensor) -> Result<Tensor> {
+            let (world, n) = (self.world, t.elem_count());
+            let piece = n.div_ceil(world.size);
+            let flat = padded(&t.flatten_all()?.to_dtype(DType::F32)?, piece * world.size)?;
+            let mine = flat.apply_op1_no_bwd(&Collective {
+                comm: self.comm.clone(),
+                kind: Kind::ReduceScatter,
+                out: piece,
+            })?;
+            Ok(mine.narrow(0, 0, shard_range(n, world.size, world.rank).len())?)
+        }
+
+        fn all_gather(&self, piece: &Tensor, n: usize) -> Result<Tensor> {
+            let world = self.world;
+            let len = n.div_ceil(world.size);
+            let mine = padded(&piece.to_dtype(DType::F32)?, len)?;
+            let all = mine.apply_op1_no_bwd(&Collective {
+                comm: self.comm.clone(),
+                kind: Kind::AllGather,
+                out: len * world.size,
+            })?;
+            Ok(all.narrow(0, 0, n)?.to_dtype(piece.dtype())?)
+        }
+    }
+
+    /// `t` (1-D) with zeros after it up to `len` elements, contiguous.
+    fn padded(t: &Tensor, len: usize) -> Result<Tensor> {
+        let have = t.elem_count();
+        if have == len {
+            return Ok(t.contiguous()?);
+        }
+        let zeros = Tensor::zeros(len - have, DType::F32, t.device())?;
+        Ok(Tensor::cat(&[t, &zeros], 0)?)
+    }
+
+    /// Which NCCL collective a [`Collective`] runs.
+    #[derive(Clone, Copy)]
+    enum Kind {
+        /// Each rank gets its equal piece of the sum.
+        ReduceScatter,
+        /// Each rank gets every rank's piece, in rank order.
+        AllGather,
+    }
+
+    /// NCCL's reduce-scatter (sum) or all-gather as a candle op on a contiguous 1-D f32
+    /// CUDA tensor, giving `out` elements.
+    struct Collective {
+        comm: Arc<Comm>,
+        kind: Kind,
+        out: usize,
+    }
+
+    impl CustomOp1 for Collective {
+        fn name(&self) -> &'static str {
+            match self.kind {
+                Kind::ReduceScatter => "nccl-reduce-scatter",
+                Kind::AllGather => "nccl-all-gather",
+            }
+        }
+
+        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+            candle_core::bail!("NCCL collectives run on GPU tensors only")
+        }
+
+        fn cuda_fwd(
+            &self,
+            s: &candle_core::CudaStorage,
+            l: &Layout,
+        ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+            let n = l.shape().elem_count();
+            let dev = s.device().clone();
+            let src = s.as_cuda_slice::<f32>()?;
+            let src = match l.contiguous_offsets() {
+                Some((start, end)) if end - start == n => src.slice(start..end),
+                _ => candle_core::bail!("NCCL collectives need a contiguous tensor"),
+            };
+            let mut dst = dev.alloc_zeros::<f32>(self.out)?;
+            let done = match self.kind {
+                Kind::ReduceScatter => self.comm.reduce_scatter(&src, &mut dst, &ReduceOp::Sum),
+                Kind::AllGather => self.comm.all_gather(&src, &mut dst),
+            };
+            done.map_err(|e| candle_core::Error::Msg(format!("{}: {e:?}", self.name())))?;
+            Ok((
+                candle_core::CudaStorage::wrap_cuda_slice(dst, dev),
+                Shape::from(self.out),
+            ))
         }
     }
 
