@@ -7,6 +7,10 @@
 //! `sum(output * upstream gradient)`, which yields its parameters' gradients and the
 //! gradient for the layer below; the embeddings and projector come last. Memory holds
 //! one layer's activations instead of all of them, for one extra forward pass.
+//!
+//! The gradients go into [`GradSums`]: kept in the parameters' dtype until a second one
+//! is added (then f32), in host memory (`--offload optimizer`), or reduce-scattered over
+//! the ranks after every micro-batch (ZeRO 2).
 
 use anyhow::Result;
 use candle_core::backprop::GradStore;
