@@ -10,7 +10,9 @@
 #     about an image, NEW new tokens each (SERVE=0 skips it);
 #   - `mt finetune` LoRA r 128 / alpha 256, batch 8 x 1024 tokens, gradient checkpointing,
 #     against PEFT; `mt train --stage 1` against the same step with all but the projector
-#     frozen; `mt finetune` under torchrun's variables for a world of one.
+#     frozen; `mt finetune` under torchrun's variables for a world of one; the full 8B
+#     fine-tune with `--offload optimizer` and QLoRA (LoRA on q4k); each training row shows
+#     the memory plan (`--plan`) next to the card's measured peak.
 #
 # The device machine has CUDA 13, PyTorch and transformers but no Rust, so build here:
 #   source ../shared/cuda/toolchain.sh && bench/gpu.sh pack
@@ -125,15 +127,17 @@ train() {  # name command... (mt train/finetune arguments after the model and da
   local run=$W/run-$name dev=(--gpu 0)
   [ "$TINY" = 1 ] && dev=(--cpu --gradient-checkpointing)
   rm -rf "$run"
-  with_memory "$MT" -q "$@" --model "$W/models/llava" --data "$W/train.jsonl" --image-folder "$ROOT/testdata/llava/images" \
-    "${dev[@]}" --max-steps "$STEPS" --batch-size 8 --grad-accum 1 --model-max-length 1024 --save-steps 0 \
-    --run-dir "$run" > /dev/null
-  python3 - "$run/metrics.jsonl" "$name" "$(cat "$W/mem")" <<'EOF' | tee -a "$W/results.jsonl"
+  local args=("$@" --model "$W/models/llava" --data "$W/train.jsonl" --image-folder "$ROOT/testdata/llava/images"
+    "${dev[@]}" --max-steps "$STEPS" --batch-size 8 --grad-accum 1 --model-max-length 1024 --save-steps 0)
+  "$MT" -q --no-run-dir --json "${args[@]}" --plan > "$W/plan.json"
+  with_memory "$MT" -q "${args[@]}" --run-dir "$run" > /dev/null
+  python3 - "$run/metrics.jsonl" "$name" "$(cat "$W/mem")" "$W/plan.json" <<'EOF' | tee -a "$W/results.jsonl"
 import json, statistics, sys
 steps = [json.loads(l) for l in open(sys.argv[1])]
 s = statistics.median(x["seconds"] for x in steps[2:])
+plan = json.load(open(sys.argv[4]))["per_device"]["total_bytes"] / 2**20
 print(json.dumps({"part": "mt_train", "case": sys.argv[2], "steps": len(steps), "seconds_per_step": round(s, 3),
-                  "samples_per_s": round(8 / s, 2), "peak_gpu_mib": float(sys.argv[3]),
+                  "samples_per_s": round(8 / s, 2), "peak_gpu_mib": float(sys.argv[3]), "plan_mib": round(plan),
                   "loss_first": steps[0]["loss"], "loss_last": steps[-1]["loss"]}))
 EOF
 }
@@ -159,6 +163,8 @@ run() {
   train lora finetune --lora-r 128 --lora-alpha 256
   train stage1 train --stage 1
   RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 STEPS=3 train world1 finetune --lora-r 128 --lora-alpha 256
+  STEPS=3 train offload finetune --offload optimizer
+  train qlora finetune --lora-r 128 --lora-alpha 256 --quantize q4k
   python3 - "$W/results.jsonl" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
@@ -178,7 +184,8 @@ for r in rows:
         base = hf_train.get({"lora": "lora_train", "stage1": "stage1_train"}.get(r["case"]))
         b = f"{base['seconds_per_step']} s/step, {base['peak_gib']} GiB" if base and "seconds_per_step" in base else "-"
         ratio = f"{base['seconds_per_step'] / r['seconds_per_step']:.2f}x" if base and "seconds_per_step" in base else "-"
-        print(f"train {r['case']}\t{b}\t{r['seconds_per_step']} s/step, {r['peak_gpu_mib'] / 1024:.1f} GiB in use, "
+        print(f"train {r['case']}\t{b}\t{r['seconds_per_step']} s/step, {r['peak_gpu_mib'] / 1024:.1f} GiB in use "
+              f"(plan {r['plan_mib'] / 1024:.1f} GiB, {r['plan_mib'] / max(r['peak_gpu_mib'], 1):.2f}x), "
               f"loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}\t{ratio}")
     if r.get("case") == "world1":
         lora = next(x for x in rows if x.get("case") == "lora")
