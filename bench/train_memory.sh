@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The training memory plan (`--plan --json` total) against the peak RSS `mt finetune --cpu`
 # reaches, on the ~100M bench model of bench/train.sh (run that once first, or this makes
-# the model), f32, 3 steps each (AdamW's moments are resident from the first update on).
+# the model), f32 (and bf16, whose attention runs candle's ops as on a GPU), 3 steps each (AdamW's moments are resident from the first update on).
 # The constants of src/core/train/memory.rs came from the full cases; the others check them.
 #
 #   bench/train_memory.sh   (env: MT=prebuilt-mt  CASES="..."  MT_BENCH_DIR)
@@ -15,7 +15,7 @@ MT=${MT:-${CARGO_TARGET_DIR:-$ROOT/target}/release/mt}
 # Samples are 924 tokens; 900 truncates each to exactly the planned length.
 COMMON=(--model "$OUT/train-100m/llava" --data "$OUT/data.jsonl" --image-folder "$ROOT/testdata/llava/images"
         --cpu --lr 1e-4 --warmup-ratio 0 --save-steps 0 --image-aspect-ratio pad --model-max-length 900)
-CASES=${CASES:-"full-b1 full-b2 full-b4 full-ck-b1 full-ck-b2 full-ck-b4 lora-b2 lora-ck-b4 projector-b1 projector-b2 projector-b4 projector-ck-b2 full-accum2-b1"}
+CASES=${CASES:-"full-b1 full-b2 full-b4 full-ck-b1 full-ck-b2 full-ck-b4 lora-b2 lora-ck-b4 projector-b1 projector-b2 projector-b4 projector-ck-b2 full-accum2-b1 bf16-b1 bf16-b2 bf16-ck-b2"}
 printf '%-16s %10s %10s %7s\n' case plan_GiB peak_GiB ratio
 for c in $CASES; do
   case $c in
@@ -32,6 +32,10 @@ for c in $CASES; do
     projector-b4) a=(train --stage 1 --batch-size 4 --grad-accum 1 --gradient-checkpointing false) ;;
     projector-ck-b2) a=(train --stage 1 --batch-size 2 --grad-accum 1 --gradient-checkpointing true) ;;
     full-accum2-b1) a=(finetune --batch-size 1 --grad-accum 2 --gradient-checkpointing false) ;;
+    # bf16 takes candle's attention ops (scores kept), as on a GPU.
+    bf16-b1) a=(finetune --dtype bf16 --batch-size 1 --grad-accum 1 --gradient-checkpointing false) ;;
+    bf16-b2) a=(finetune --dtype bf16 --batch-size 2 --grad-accum 1 --gradient-checkpointing false) ;;
+    bf16-ck-b2) a=(finetune --dtype bf16 --batch-size 2 --grad-accum 1 --gradient-checkpointing true) ;;
     *) echo "unknown case $c" >&2; exit 2 ;;
   esac
   plan=$("$MT" --no-run-dir --json "${a[@]}" "${COMMON[@]}" --max-steps 3 --plan | python3 -c 'import json,sys; print(json.load(sys.stdin)["per_device"]["total_bytes"])')

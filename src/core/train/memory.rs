@@ -177,12 +177,18 @@ impl Setup {
         let text = &cfg.text;
         let b = self.dtype_bytes as f64;
         let tokens = (self.batch_size * self.max_len) as f64;
-        let (base, adapters) = self.layer_bytes_per_token(cfg);
+        let Counted {
+            base,
+            scores,
+            adapters,
+        } = self.layer_bytes_per_token(cfg);
         let keeps = match self.tune {
             Tune::Projector => KEPT_PER_COUNTED_FROZEN,
             _ => KEPT_PER_COUNTED,
         };
-        let kept = keeps * (base + adapters) * tokens;
+        // The attention scores are kept as counted, and differentiated a block of
+        // queries at a time (measured in bf16 on the CPU, where candle's ops run them).
+        let kept = (keeps * (base + adapters) + scores) * tokens;
         let in_flight = IN_FLIGHT_PER_COUNTED * base * tokens;
         let layers = text.num_hidden_layers as f64;
         let decoder = match self.checkpointing {
@@ -204,8 +210,8 @@ impl Setup {
     }
 
     /// The bytes one decoder layer's forward pass creates for one token, tensor by
-    /// tensor as the training path computes them: the layer's, and its LoRA adapters'.
-    fn layer_bytes_per_token(&self, cfg: &LlavaConfig) -> (f64, f64) {
+    /// tensor as the training path computes them.
+    fn layer_bytes_per_token(&self, cfg: &LlavaConfig) -> Counted {
         let t = &cfg.text;
         let b = self.dtype_bytes as f64;
         let (h, i) = (t.hidden_size as f64, t.intermediate_size as f64);
@@ -215,16 +221,16 @@ impl Setup {
         // Projections, heads split (a copy) and rotated (cat, two products and a sum).
         let qkv = b * (q + 2.0 * kv) + b * (q * 5.5 + kv * 5.5 + kv);
         let fused_attention = !self.gpu && self.dtype_bytes == 4;
-        let attention = match fused_attention {
+        let (attention, scores) = match fused_attention {
             // mt's CPU kernel keeps only its output.
-            true => b * q,
+            true => (b * q, 0.0),
             // candle's ops, causal blocks of 128 queries: scores, scaled, masked, f32
             // softmax (difference, exponentials, quotient), back to the dtype, then the
             // blocks' outputs, their concatenation and the heads merged.
             false => {
                 let keys = self.max_len as f64 / 2.0 + 64.0;
                 let per_score = 3.0 * b + if b < 4.0 { 4.0 } else { 0.0 } + 12.0 + b;
-                t.num_attention_heads as f64 * keys * per_score + 3.0 * b * q
+                (3.0 * b * q, t.num_attention_heads as f64 * keys * per_score)
             }
         };
         let out = b * h * 2.0; // o_proj and the residual sum
@@ -242,7 +248,11 @@ impl Setup {
             }
             _ => 0.0,
         };
-        (norms + qkv + attention + out + mlp, lora)
+        Counted {
+            base: norms + qkv + attention + out + mlp,
+            scores,
+            adapters: lora,
+        }
     }
 
     /// The runtime, and the largest transient: a gradient widened to f32 for the
@@ -266,6 +276,16 @@ impl Setup {
         let runtime = if self.gpu { GPU_RUNTIME } else { CPU_RUNTIME };
         runtime + (largest_trained * 4).max(embedding_scatter).max(tower)
     }
+}
+
+/// A decoder layer's counted bytes per token.
+struct Counted {
+    /// Everything but the attention scores and the adapters.
+    base: f64,
+    /// The attention scores (candle's ops; none under mt's fused CPU kernel).
+    scores: f64,
+    /// The LoRA adapters'.
+    adapters: f64,
 }
 
 /// RMSNorm's tensors per row of width `h`: the square, the normalised row in f32 (after
