@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The training memory plan (`--plan --json` total) against the peak RSS `mt finetune --cpu`
-# reaches, on the ~100M bench model of bench/train.sh (run that once first, or this makes
-# the model), f32 (and bf16, whose attention runs candle's ops as on a GPU), 3 steps each (AdamW's moments are resident from the first update on).
+# reaches, on the ~100M bench model of bench/train.sh (run that once first), f32 and bf16
+# (whose attention runs candle's ops, as on a GPU), 3 steps each (AdamW's moments are
+# resident from the first update on).
 # The constants of src/core/train/memory.rs came from the full cases; the others check them.
 #
 #   bench/train_memory.sh   (env: MT=prebuilt-mt  CASES="..."  MT_BENCH_DIR)
