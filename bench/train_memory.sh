@@ -3,7 +3,8 @@
 # reaches, on the ~100M bench model of bench/train.sh (run that once first), f32 and bf16
 # (whose attention runs candle's ops, as on a GPU), 3 steps each (AdamW's moments are
 # resident from the first update on).
-# The constants of src/core/train/memory.rs came from the full cases; the others check them.
+# The factors of src/core/train/memory.rs came from the full f32 cases (stage 1 and bf16
+# each add one: their frozen layers, their attention scores); the other cases check them.
 #
 #   bench/train_memory.sh   (env: MT=prebuilt-mt  CASES="..."  MT_BENCH_DIR)
 set -euo pipefail
