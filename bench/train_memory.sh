@@ -45,4 +45,5 @@ for c in $CASES; do
   /usr/bin/time -v -o "$run.time" "$MT" -q "${a[@]}" "${COMMON[@]}" --max-steps 3 --run-dir "$run" >/dev/null
   peak=$(( $(awk '/Maximum resident/ {print $6}' "$run.time") * 1024 ))
   python3 -c "p,m=$plan,$peak; print('%-16s %10.2f %10.2f %7.3f' % ('$c', p/2**30, m/2**30, p/m))"
+  rm -rf "$run"  # the exported model: 0.3 GB a case
 done

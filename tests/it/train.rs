@@ -1018,10 +1018,13 @@ fn the_memory_plan_counts_the_model_and_refuses_what_does_not_fit() {
             .unwrap(),
         (8 * loaded).div_ceil(4)
     );
-    let offloaded = plan(&["--offload", "optimizer"]);
+    // Moments, and the sums of accumulated gradients (f32 parameters on the CPU need no
+    // master copy).
+    let offloaded = plan(&["--offload", "optimizer", "--grad-accum", "1"]);
     assert_eq!(offloaded["per_device"]["optimizer_moments_bytes"], 0);
-    // Moments and the gradient sums (f32 parameters on the CPU need no master copy).
-    assert_eq!(offloaded["host_bytes"].as_u64().unwrap(), 12 * loaded);
+    assert_eq!(offloaded["host_bytes"].as_u64().unwrap(), 8 * loaded);
+    let accumulating = plan(&["--offload", "optimizer", "--grad-accum", "2"]);
+    assert_eq!(accumulating["host_bytes"].as_u64().unwrap(), 12 * loaded);
     let lora = plan(&["--lora-r", "4"]);
     let spec = LoraSpec {
         r: 4,

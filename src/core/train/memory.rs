@@ -107,9 +107,9 @@ impl Setup {
             + parameters.adapters * b;
         // The backward pass leaves gradients in the parameters' dtype; f32 sums appear
         // when micro-batches are accumulated or ranks reduced. One process offloading
-        // sums them in host memory from the first.
+        // accumulates in host memory.
         let summed = self.grad_accum > 1 || self.world > 1;
-        let host_sums = self.offload && self.world == 1;
+        let host_sums = self.offload && self.world == 1 && self.grad_accum > 1;
         let sums = match self.zero {
             _ if host_sums => 0,
             ZeroStage::Off if summed => t * 4,

@@ -261,11 +261,11 @@ pub(crate) fn train(
         sharded.then_some(&owned as &dyn Fn(usize) -> std::ops::Range<usize>),
         control.offload,
     )?;
-    // Offloaded sums live in host memory only for one process: several reduce theirs
-    // on the devices first.
+    // Offloaded, one process accumulating sums in host memory (several reduce theirs on
+    // the devices first; a single micro-batch's gradients wait on the device).
     let gradients = match (control.zero, control.offload) {
         (ZeroStage::Gradients, _) if sharded => GradTarget::Scattered(reducer),
-        (_, true) if world.size == 1 => GradTarget::Host,
+        (_, true) if world.size == 1 && plan.grad_accum > 1 => GradTarget::Host,
         _ => GradTarget::Device,
     };
     if control.zero.shards() && world.size == 1 {
