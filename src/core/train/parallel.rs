@@ -253,8 +253,10 @@ mod nccl {
 
         fn sum(&self, t: &Tensor) -> Result<Tensor> {
             let t = t.to_dtype(candle_core::DType::F32)?.contiguous()?;
-            Ok(t.apply_op1_no_bwd(&AllReduce {
+            Ok(t.apply_op1_no_bwd(&Collective {
                 comm: self.comm.clone(),
+                kind: Kind::AllReduce,
+                out: t.elem_count(),
             })?)
         }
 
@@ -296,14 +298,16 @@ mod nccl {
     /// Which NCCL collective a [`Collective`] runs.
     #[derive(Clone, Copy)]
     enum Kind {
+        /// Every rank gets the sum.
+        AllReduce,
         /// Each rank gets its equal piece of the sum.
         ReduceScatter,
         /// Each rank gets every rank's piece, in rank order.
         AllGather,
     }
 
-    /// NCCL's reduce-scatter (sum) or all-gather as a candle op on a contiguous 1-D f32
-    /// CUDA tensor, giving `out` elements.
+    /// An NCCL collective (sums) as a candle op on a contiguous f32 CUDA tensor, giving
+    /// `out` elements.
     struct Collective {
         comm: Arc<Comm>,
         kind: Kind,
@@ -313,6 +317,7 @@ mod nccl {
     impl CustomOp1 for Collective {
         fn name(&self) -> &'static str {
             match self.kind {
+                Kind::AllReduce => "nccl-all-reduce",
                 Kind::ReduceScatter => "nccl-reduce-scatter",
                 Kind::AllGather => "nccl-all-gather",
             }
@@ -336,51 +341,16 @@ mod nccl {
             };
             let mut dst = dev.alloc_zeros::<f32>(self.out)?;
             let done = match self.kind {
+                Kind::AllReduce => self.comm.all_reduce(&src, &mut dst, &ReduceOp::Sum),
                 Kind::ReduceScatter => self.comm.reduce_scatter(&src, &mut dst, &ReduceOp::Sum),
                 Kind::AllGather => self.comm.all_gather(&src, &mut dst),
             };
             done.map_err(|e| candle_core::Error::Msg(format!("{}: {e:?}", self.name())))?;
-            Ok((
-                candle_core::CudaStorage::wrap_cuda_slice(dst, dev),
-                Shape::from(self.out),
-            ))
-        }
-    }
-
-    /// NCCL's all-reduce (sum) as a candle op on f32 CUDA tensors.
-    struct AllReduce {
-        comm: Arc<Comm>,
-    }
-
-    impl CustomOp1 for AllReduce {
-        fn name(&self) -> &'static str {
-            "nccl-all-reduce"
-        }
-
-        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-            candle_core::bail!("NCCL all-reduce runs on GPU tensors only")
-        }
-
-        fn cuda_fwd(
-            &self,
-            s: &candle_core::CudaStorage,
-            l: &Layout,
-        ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-            let n = l.shape().elem_count();
-            let dev = s.device().clone();
-            let src = s.as_cuda_slice::<f32>()?;
-            let src = match l.contiguous_offsets() {
-                Some((0, end)) if end == n => src.slice(0..n),
-                _ => candle_core::bail!("all-reduce needs a contiguous tensor"),
+            let shape = match self.kind {
+                Kind::AllReduce => l.shape().clone(),
+                _ => Shape::from(self.out),
             };
-            let mut dst = dev.alloc_zeros::<f32>(n)?;
-            self.comm
-                .all_reduce(&src, &mut dst, &ReduceOp::Sum)
-                .map_err(|e| candle_core::Error::Msg(format!("NCCL all-reduce: {e:?}")))?;
-            Ok((
-                candle_core::CudaStorage::wrap_cuda_slice(dst, dev),
-                l.shape().clone(),
-            ))
+            Ok((candle_core::CudaStorage::wrap_cuda_slice(dst, dev), shape))
         }
     }
 }
