@@ -181,14 +181,17 @@ fn tensors(llm: &Llama, dense: GgmlDType) -> Result<Vec<(String, Stored<'_>)>> {
 /// A norm's weight in f32.
 fn norm(weight: &Tensor) -> Result<Stored<'static>> {
     let w = weight.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
-    Ok(Stored::Owned(QTensor::quantize(&w, GgmlDType::F32)?))
+    Ok(Stored::Owned(Box::new(QTensor::quantize(
+        &w,
+        GgmlDType::F32,
+    )?)))
 }
 
 /// A tensor to write: the model's own (a quantized matrix on the CPU, as it is) or a
 /// converted copy.
 enum Stored<'a> {
     Borrowed(&'a QTensor),
-    Owned(QTensor),
+    Owned(Box<QTensor>),
 }
 
 impl Stored<'_> {
@@ -205,17 +208,17 @@ impl Stored<'_> {
 fn matrix(m: &Matrix, dense: GgmlDType, heads: Option<usize>) -> Result<Stored<'_>> {
     let q = match m {
         Matrix::Quantized(q) if q.device().is_cpu() => Stored::Borrowed(q.qtensor()),
-        Matrix::Quantized(q) => Stored::Owned(copy_to(q.qtensor(), &Device::Cpu)?),
+        Matrix::Quantized(q) => Stored::Owned(Box::new(copy_to(q.qtensor(), &Device::Cpu)?)),
         Matrix::Dense(w) => {
             let w = w
                 .to_device(&Device::Cpu)?
                 .to_dtype(DType::F32)?
                 .contiguous()?;
-            Stored::Owned(QTensor::quantize(&w, dense)?)
+            Stored::Owned(Box::new(QTensor::quantize(&w, dense)?))
         }
     };
     Ok(match heads {
-        Some(heads) => Stored::Owned(reorder_heads(q.get(), heads, Order::ToGgml)?),
+        Some(heads) => Stored::Owned(Box::new(reorder_heads(q.get(), heads, Order::ToGgml)?)),
         None => q,
     })
 }

@@ -177,12 +177,12 @@ pub(crate) fn rendezvous_file(
 }
 
 #[cfg(feature = "nccl")]
-pub use nccl::NcclReducer;
+pub(crate) use nccl::NcclReducer;
 
 #[cfg(feature = "nccl")]
 mod nccl {
     use std::path::Path;
-    use std::sync::Arc;
+    use std::rc::Rc;
     use std::time::{Duration, Instant};
 
     use anyhow::{Context as _, Result, anyhow, bail};
@@ -194,7 +194,7 @@ mod nccl {
 
     /// Sums over GPUs with NCCL.
     pub(crate) struct NcclReducer {
-        comm: Arc<Comm>,
+        comm: Rc<Comm>,
         world: World,
     }
 
@@ -240,7 +240,7 @@ mod nccl {
                 let _ = std::fs::remove_file(id_file);
             }
             Ok(Self {
-                comm: Arc::new(comm),
+                comm: Rc::new(comm),
                 world,
             })
         }
@@ -309,7 +309,7 @@ mod nccl {
     /// An NCCL collective (sums) as a candle op on a contiguous f32 CUDA tensor, giving
     /// `out` elements.
     struct Collective {
-        comm: Arc<Comm>,
+        comm: Rc<Comm>,
         kind: Kind,
         out: usize,
     }

@@ -173,7 +173,7 @@ impl ImageProcessor {
 
     /// The `(N, 3, size, size)` f32 pixel tensor for a batch of images; fails if any
     /// image fails.
-    pub(crate) fn batch(&self, images: &[&DynamicImage], device: &Device) -> Result<Tensor> {
+    pub fn batch(&self, images: &[&DynamicImage], device: &Device) -> Result<Tensor> {
         let planes = self.planes(images).into_iter().collect::<Result<_>>()?;
         self.tensor(planes, device)
     }
