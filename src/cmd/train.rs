@@ -14,7 +14,7 @@ use super::{Context, GlobalArgs, finish_failures, print};
 use crate::core::error::usage;
 use crate::core::model::load::checkpoint::{Checkpoint, device};
 use crate::core::train::adamw::AdamWConfig;
-use crate::core::train::memory::device_capacity;
+use crate::core::train::memory::{device_capacity, remedies_text};
 use crate::core::train::parallel::{Alone, Reducer, World, rendezvous_file};
 use crate::core::train::params::LearningRates;
 use crate::core::train::plot::plot_metrics;
@@ -356,19 +356,8 @@ fn print_plan(preset: Preset, args: &TrainingArgs, launched: World, ctx: &Contex
         return print(&format!("{value}\n"));
     }
     let mut text = memory.render(&setup, capacity);
-    match fits {
-        Some(false) if remedies.is_empty() => text.push_str(
-            "does not fit; no single change (--zero 2, more ranks, --offload optimizer, \
-             --gradient-checkpointing, LoRA, a shorter length) makes it fit\n",
-        ),
-        Some(false) => {
-            text.push_str("does not fit; it would with:\n");
-            for (what, total) in &remedies {
-                let gib = *total as f64 / (1u64 << 30) as f64;
-                text.push_str(&format!("  {what} ({gib:.2} GiB)\n"));
-            }
-        }
-        _ => {}
+    if fits == Some(false) {
+        text.push_str(&format!("does not fit; {}\n", remedies_text(&remedies)));
     }
     print(&text)
 }

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::params::Tune;
 use super::zero::ZeroStage;
+use crate::core::display::binary_bytes;
 use crate::core::model::load::config::{LlavaConfig, ProjectorKind, TextFamily};
 use crate::core::model::quant::QuantKind;
 
@@ -102,9 +103,9 @@ impl Setup {
             true => bytes.div_ceil(w),
             false => bytes,
         };
-        let weights = (parameters.total - self.quantized_parameters(cfg)) * b
-            + self.quantized_bytes(cfg)
-            + parameters.adapters * b;
+        let (quantized, quantized_bytes) = self.quantized(cfg);
+        let weights =
+            (parameters.total - quantized) * b + quantized_bytes + parameters.adapters * b;
         // The backward pass leaves gradients in the parameters' dtype; f32 sums appear
         // when micro-batches are accumulated or ranks reduced. One process offloading
         // accumulates in host memory.
@@ -149,10 +150,11 @@ impl Setup {
         }
     }
 
-    /// The language model's matrices that load quantized, and their bytes.
-    fn quantized_matrices(&self, cfg: &LlavaConfig) -> Vec<(u64, u64)> {
+    /// The parameters of the language model's matrices that load quantized, and their
+    /// bytes in blocks.
+    fn quantized(&self, cfg: &LlavaConfig) -> (u64, u64) {
         let Some(kind) = self.quantize else {
-            return Vec::new();
+            return (0, 0);
         };
         matrices(cfg)
             .into_iter()
@@ -161,15 +163,7 @@ impl Setup {
                 let blocks = (rows * cols / ggml.block_size()) as u64;
                 Some(((rows * cols) as u64, blocks * ggml.type_size() as u64))
             })
-            .collect()
-    }
-
-    fn quantized_parameters(&self, cfg: &LlavaConfig) -> u64 {
-        self.quantized_matrices(cfg).iter().map(|m| m.0).sum()
-    }
-
-    fn quantized_bytes(&self, cfg: &LlavaConfig) -> u64 {
-        self.quantized_matrices(cfg).iter().map(|m| m.1).sum()
+            .fold((0, 0), |(p, b), (mp, mb)| (p + mp, b + mb))
     }
 
     /// Activations of one micro-batch at its longest.
@@ -526,6 +520,22 @@ impl Setup {
         }
         out
     }
+}
+
+/// What [`Setup::remedies`] found, in one line: each change with its total, or that no
+/// single change fits.
+pub(crate) fn remedies_text(remedies: &[(String, u64)]) -> String {
+    if remedies.is_empty() {
+        return "none of --zero 2, more ranks, --offload optimizer, --gradient-checkpointing, \
+                LoRA or a shorter --model-max-length fits alone; combine them or pass \
+                --device-memory if the device has more"
+            .to_string();
+    }
+    let list: Vec<String> = remedies
+        .iter()
+        .map(|(what, total)| format!("{what} ({})", binary_bytes(*total as f64)))
+        .collect();
+    format!("these would fit: {}", list.join("; "))
 }
 
 impl MemoryPlan {

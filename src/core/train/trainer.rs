@@ -30,12 +30,13 @@ use super::export::{
     MAX_SHARD_BYTES, Staged, fuse_projections, read_tensors, stored_vision_tensors, write_adapter,
     write_safetensors, write_side_files, write_weights,
 };
-use super::memory::{MemoryPlan, Setup, device_capacity};
+use super::memory::{MemoryPlan, Setup, device_capacity, remedies_text};
 use super::parallel::{Reducer, World, shard_range, sum_f64};
 use super::params::{LearningRates, Tune, make_trainable, overwrite_tensors};
 use super::schedule::CosineSchedule;
 use super::torch_save::write_torch_bin;
 use super::zero::{SavedState, ZeroStage, state_file};
+use crate::core::display::binary_bytes;
 use crate::core::files::{JsonLines, write_atomic};
 use crate::core::hash::{fnv1a, keyed};
 use crate::core::model::arch::llava::Llava;
@@ -235,13 +236,6 @@ pub(crate) fn train(
     if let Some(capacity) = capacity.filter(|&c| memory.per_device.total_bytes > c) {
         bail!("{}", refusal(&setup, &ckpt.config, &memory, capacity));
     }
-    if world.is_main() {
-        fs::create_dir_all(&paths.run_dir)?;
-        write_atomic(
-            &paths.run_dir.join("memory_plan.json"),
-            &serde_json::to_vec_pretty(&memory)?,
-        )?;
-    }
     let mut model = ckpt.load()?;
     if let Some(file) = &paths.projector {
         load_projector(&mut model, file)?;
@@ -255,7 +249,12 @@ pub(crate) fn train(
         plan.tune
     );
     let mut opt = AdamW::new(plan.adamw, trainable.params);
-    let sharded = control.zero.shards() && world.size > 1;
+    // ZeRO needs ranks to shard over.
+    let zero = match world.size {
+        1 => ZeroStage::Off,
+        _ => control.zero,
+    };
+    let sharded = zero.shards();
     let owned = |n: usize| shard_range(n, world.size, world.rank);
     opt.distribute(
         sharded.then_some(&owned as &dyn Fn(usize) -> std::ops::Range<usize>),
@@ -263,7 +262,7 @@ pub(crate) fn train(
     )?;
     // Offloaded, one process accumulating sums in host memory (several reduce theirs on
     // the devices first; a single micro-batch's gradients wait on the device).
-    let gradients = match (control.zero, control.offload) {
+    let gradients = match (zero, control.offload) {
         (ZeroStage::Gradients, _) if sharded => GradTarget::Scattered(reducer),
         (_, true) if world.size == 1 && plan.grad_accum > 1 => GradTarget::Host,
         _ => GradTarget::Device,
@@ -313,6 +312,12 @@ pub(crate) fn train(
     };
     preflight(&collator, &records)?;
     fs::create_dir_all(&paths.run_dir)?;
+    if world.is_main() {
+        write_atomic(
+            &paths.run_dir.join("memory_plan.json"),
+            &serde_json::to_vec_pretty(&memory)?,
+        )?;
+    }
     let resumed_from = if control.resume {
         resume(&paths.run_dir, &mut opt, &identity)?
     } else {
@@ -366,16 +371,7 @@ pub(crate) fn train(
                 [within * plan.batch_size..((within + 1) * plan.batch_size).min(records.len())];
             collate(&collator, &records, picked, &mut summary, &mut reported)
         })?;
-        let reduced = reduce(
-            reducer,
-            acc,
-            step,
-            if sharded {
-                control.zero
-            } else {
-                ZeroStage::Off
-            },
-        )?;
+        let reduced = reduce(reducer, acc, step, zero)?;
         let factor = schedule.factor(step);
         let loss = reduced.loss;
         let grad_norm = match loss {
@@ -444,23 +440,12 @@ pub(crate) fn refusal(
     memory: &MemoryPlan,
     capacity: u64,
 ) -> String {
-    let gib = |n: u64| format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64);
-    let remedies = setup.remedies(cfg, capacity);
-    let options = if remedies.is_empty() {
-        "none of --zero 2, more ranks, --offload optimizer, --gradient-checkpointing, LoRA or a shorter \
-         --model-max-length fits alone; combine them or pass --device-memory if the device has more"
-            .to_string()
-    } else {
-        let list: Vec<String> = remedies
-            .iter()
-            .map(|(what, total)| format!("{what} ({})", gib(*total)))
-            .collect();
-        format!("these would fit: {}", list.join("; "))
-    };
+    let gib = |n: u64| binary_bytes(n as f64);
     format!(
-        "the run needs {} on one device but it has {} (see the plan above, or --plan); {options}",
+        "the run needs {} on one device but it has {} (see the plan above, or --plan); {}",
         gib(memory.per_device.total_bytes),
-        gib(capacity)
+        gib(capacity),
+        remedies_text(&setup.remedies(cfg, capacity))
     )
 }
 
