@@ -434,11 +434,14 @@ impl Setup {
     pub(crate) fn remedies(&self, cfg: &LlavaConfig, capacity: u64) -> Vec<(String, u64)> {
         let total = |s: &Setup| s.plan(cfg).per_device.total_bytes;
         let mut out = Vec::new();
+        // Lists the change when its plan fits, and says whether it did.
         let mut offer = |what: String, s: Setup| {
             let t = total(&s);
-            if t <= capacity {
+            let fits = t <= capacity;
+            if fits {
                 out.push((what, t));
             }
+            fits
         };
         if self.world > 1 && self.zero != ZeroStage::Gradients {
             offer(
@@ -449,19 +452,11 @@ impl Setup {
                 },
             );
         }
-        if let Some(world) = [2, 4, 8, 16, 32, 64]
+        let more_ranks = [2, 4, 8, 16, 32, 64]
             .into_iter()
-            .filter(|&w| w > self.world)
-            .find(|&w| {
-                let s = Setup {
-                    world: w,
-                    zero: ZeroStage::Gradients,
-                    ..*self
-                };
-                total(&s) <= capacity
-            })
-        {
-            offer(
+            .filter(|&w| w > self.world);
+        for world in more_ranks {
+            let fits = offer(
                 format!("{world} ranks (WORLD_SIZE={world}) with --zero 2"),
                 Setup {
                     world,
@@ -469,6 +464,9 @@ impl Setup {
                     ..*self
                 },
             );
+            if fits {
+                break;
+            }
         }
         if !self.offload {
             offer(
