@@ -235,7 +235,7 @@ fn load_with_key(
     };
     (
         model,
-        AdamW::new(cfg, trainable.params),
+        AdamW::new(cfg, trainable.params).unwrap(),
         examples,
         trainable.dropout_key,
     )

@@ -55,21 +55,19 @@ pub struct Param {
 }
 
 impl Param {
-    /// A parameter with zeroed moments, its state next to it.
-    pub(crate) fn new(name: String, var: Var, lr: f64, decay: bool) -> Result<Self> {
-        let mut p = Self {
-            exp_avg: Tensor::zeros(0, DType::F32, var.device())?,
-            exp_avg_sq: Tensor::zeros(0, DType::F32, var.device())?,
+    /// A parameter; the optimiser that takes it gives it its state ([`AdamW::placed`]).
+    pub(crate) fn new(name: String, var: Var, lr: f64, decay: bool) -> Self {
+        let none = Tensor::zeros(0, DType::F32, &Device::Cpu).expect("an empty CPU tensor");
+        Self {
+            exp_avg: none.clone(),
+            exp_avg_sq: none,
             master: None,
             owned: None,
             name,
             var,
             lr,
             decay,
-        };
-        let device = p.var.device().clone();
-        p.place(None, device)?;
-        Ok(p)
+        }
     }
 
     /// Keeps the state of `owned` elements only (all when `None`) on `device`, zeroed,
@@ -264,24 +262,21 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    /// An optimiser over `params`.
-    pub fn new(cfg: AdamWConfig, params: Vec<Param>) -> Self {
-        Self {
-            cfg,
-            params,
-            steps: 0,
-            host: false,
-        }
+    /// An optimiser over `params`, each one's state zeroed next to it.
+    pub fn new(cfg: AdamWConfig, params: Vec<Param>) -> Result<Self> {
+        Self::placed(cfg, params, None, false)
     }
 
-    /// Keeps each parameter's state for the elements `owned(n)` gives it (ZeRO's piece
-    /// of an `n`-element tensor), in host memory when `host` (`--offload optimizer`).
-    pub(crate) fn distribute(
-        &mut self,
+    /// An optimiser over `params` whose zeroed state is made once where it will live:
+    /// for the elements `owned(n)` gives each parameter (ZeRO's piece of an `n`-element
+    /// tensor), in host memory when `host` (`--offload optimizer`).
+    pub(crate) fn placed(
+        cfg: AdamWConfig,
+        mut params: Vec<Param>,
         owned: Option<&dyn Fn(usize) -> Range<usize>>,
         host: bool,
-    ) -> Result<()> {
-        for p in &mut self.params {
+    ) -> Result<Self> {
+        for p in &mut params {
             let range = owned.map(|f| f(p.var.as_tensor().elem_count()));
             let device = if host {
                 Device::Cpu
@@ -290,8 +285,12 @@ impl AdamW {
             };
             p.place(range, device)?;
         }
-        self.host = host;
-        Ok(())
+        Ok(Self {
+            cfg,
+            params,
+            steps: 0,
+            host,
+        })
     }
 
     /// Applies one update with the gradients `grads[i]` of `params[i]`'s owned elements
@@ -442,10 +441,8 @@ mod tests {
             weight_decay: 0.5,
             ..AdamWConfig::default()
         };
-        let mut opt = AdamW::new(
-            cfg,
-            vec![Param::new("p".into(), var.clone(), 0.1, true).unwrap()],
-        );
+        let mut opt =
+            AdamW::new(cfg, vec![Param::new("p".into(), var.clone(), 0.1, true)]).unwrap();
         opt.step(
             &[Tensor::new(&[0.5f32, -1.], &dev).unwrap()],
             1.0,
@@ -482,11 +479,10 @@ mod tests {
             ..AdamWConfig::default()
         };
         for decay in [false, true] {
-            let param =
-                || Param::new("p".into(), Var::from_tensor(&start).unwrap(), 2e-3, decay).unwrap();
+            let param = || Param::new("p".into(), Var::from_tensor(&start).unwrap(), 2e-3, decay);
             let (mut fused, mut composite) = (
-                AdamW::new(cfg, vec![param()]),
-                AdamW::new(cfg, vec![param()]),
+                AdamW::new(cfg, vec![param()]).unwrap(),
+                AdamW::new(cfg, vec![param()]).unwrap(),
             );
             for step in 0..3 {
                 let mut g = Tensor::randn(0f32, 1., n, &dev)

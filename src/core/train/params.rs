@@ -104,7 +104,7 @@ pub fn make_trainable(
             (true, Some(lr)) => lr,
             _ => lrs.main,
         };
-        params.push(Param::new(name.clone(), var, lr, decays(&name))?);
+        params.push(Param::new(name.clone(), var, lr, decays(&name)));
     }
     model.llm.retie();
     if params.is_empty() {

@@ -248,7 +248,6 @@ pub(crate) fn train(
         "trainable: {:?}",
         plan.tune
     );
-    let mut opt = AdamW::new(plan.adamw, trainable.params);
     // ZeRO needs ranks to shard over.
     let zero = match world.size {
         1 => ZeroStage::Off,
@@ -256,7 +255,10 @@ pub(crate) fn train(
     };
     let sharded = zero.shards();
     let owned = |n: usize| shard_range(n, world.size, world.rank);
-    opt.distribute(
+    // The optimiser state is made once, where it lives (never whole on the device first).
+    let mut opt = AdamW::placed(
+        plan.adamw,
+        trainable.params,
         sharded.then_some(&owned as &dyn Fn(usize) -> std::ops::Range<usize>),
         control.offload,
     )?;
